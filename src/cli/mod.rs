@@ -1,0 +1,85 @@
+//! Command-line front end: clap types, one file per command group. Each
+//! handler turns arguments into engine calls and prints the result.
+
+mod attach;
+mod host;
+mod network;
+mod topology;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::store::DEFAULT_STATE_DIR;
+
+#[derive(Parser, Debug)]
+#[command(name = "plumb", version, about = "Attach network namespaces and containers to real networks", max_term_width = 100)]
+pub struct Cli {
+    /// Where plumb keeps its state (SQLite database).
+    #[arg(long, global = true, env = "PLUMB_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Treat this named network namespace as the host (labs, tests, nested setups).
+    #[arg(long, global = true, env = "PLUMB_HOST_NETNS")]
+    pub host_netns: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Attach a namespace (NAME, netns:NAME, /path/to/ns, pid:N) to a network.
+    Attach(attach::AttachArgs),
+    /// Detach a namespace from one network, or from all; idempotent.
+    Detach(attach::DetachArgs),
+    /// Show a namespace's attachments as JSON.
+    Inspect(attach::InspectArgs),
+    /// List all attachments.
+    Ls(attach::LsArgs),
+    /// The host side of a lab: routes to subnets behind router namespaces.
+    #[command(subcommand)]
+    Host(host::HostCommand),
+    /// Bring a topology file up (idempotent).
+    Up(topology::TopologyArgs),
+    /// Take down what `up` made from a topology file.
+    Down(topology::TopologyArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let mut engine = Engine::open(&cli.state_dir)?;
+    match cli.command {
+        Command::Network(cmd) => network::run(&mut engine, cmd),
+        Command::Attach(args) => attach::attach(&mut engine, args),
+        Command::Detach(args) => attach::detach(&mut engine, args),
+        Command::Inspect(args) => attach::inspect(&engine, args),
+        Command::Ls(args) => attach::ls(&engine, args),
+        Command::Host(cmd) => host::run(&mut engine, cmd),
+        Command::Up(args) => topology::up(&mut engine, args),
+        Command::Down(args) => topology::down(&mut engine, args),
+    }
+}
+
+/// `--route CIDR via IP` may be typed as three tokens or quoted as one;
+/// clap hands us the tokens of all occurrences in a row, so regroup them.
+fn join_routes(tokens: Vec<String>) -> Vec<String> {
+    let mut routes = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens.get(i + 1).map(String::as_str) == Some("via") && i + 2 < tokens.len() {
+            routes.push(tokens[i..i + 3].join(" "));
+            i += 3;
+        } else {
+            routes.push(tokens[i].clone());
+            i += 1;
+        }
+    }
+    routes
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON values always serialize"));
+}

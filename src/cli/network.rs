@@ -1,0 +1,133 @@
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+
+use super::{join_routes, print_json};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::NetworkSpec;
+use crate::report;
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a network as JSON.
+    Inspect { name: String },
+    /// Remove a network (refused while attachments exist, unless --force).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, default_value = "bridge")]
+    pub driver: String,
+    /// CIDR; repeat for dual stack.
+    #[arg(long, required = true)]
+    pub subnet: Vec<String>,
+    /// Gateway of the subnet it belongs to (default: first address in nat/routed mode).
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Allocate container addresses only from this CIDR inside a subnet.
+    #[arg(long)]
+    pub ip_range: Vec<String>,
+    /// Reserve an address: KEY=IP.
+    #[arg(long, value_name = "KEY=IP")]
+    pub aux_address: Vec<String>,
+    /// Bridge interface name (default pl-NAME); an existing bridge is adopted.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// nat, bridged or routed.
+    #[arg(long, default_value = "nat")]
+    pub mode: String,
+    /// bridged: interface enslaved to the bridge; nat: masquerade only out of it.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// A route for every container: CIDR via IP.
+    #[arg(long, num_args = 1..=3, value_name = "CIDR via IP")]
+    pub route: Vec<String>,
+    /// bridged mode: an address for the host on the segment.
+    #[arg(long)]
+    pub host_address: Vec<String>,
+}
+
+impl CreateArgs {
+    fn into_spec(self) -> Result<NetworkSpec> {
+        let mut aux = BTreeMap::new();
+        for item in &self.aux_address {
+            let (key, ip) = item.split_once('=').ok_or_else(|| Error::invalid("--aux-address", item, "expected KEY=IP"))?;
+            if key.is_empty() || aux.insert(key.to_string(), ip.to_string()).is_some() {
+                return Err(Error::invalid("--aux-address", item, "each KEY must be non-empty and given once"));
+            }
+        }
+        Ok(NetworkSpec {
+            name: self.name,
+            driver: self.driver,
+            subnet: self.subnet,
+            gateway: self.gateway,
+            ip_range: self.ip_range,
+            aux_address: aux,
+            bridge: self.bridge,
+            mode: Some(self.mode),
+            uplink: self.uplink,
+            mtu: self.mtu,
+            route: join_routes(self.route),
+            host_address: self.host_address,
+        })
+    }
+}
+
+pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
+    match cmd {
+        NetworkCommand::Create(args) => {
+            let net = engine.network_create(&args.into_spec()?, None)?;
+            let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
+            println!("network {} created: {} mode, bridge {}, {}", net.name, net.mode, net.bridge, subnets.join(", "));
+        }
+        NetworkCommand::Ls { json } => {
+            let nets = engine.networks()?;
+            if json {
+                let mut list = Vec::new();
+                for n in &nets {
+                    let state = crate::store::host_state(engine.store().read(), &n.network.name)?;
+                    let atts = crate::store::attachments_of_network(engine.store().read(), &n.network.name)?;
+                    list.push(report::network(n, &state, &atts));
+                }
+                print_json(&serde_json::Value::Array(list));
+            } else {
+                println!("{:<20} {:<8} {:<15} {:<8} {}", "NAME", "DRIVER", "BRIDGE", "MODE", "SUBNETS");
+                for n in nets {
+                    let net = n.network;
+                    let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
+                    println!("{:<20} {:<8} {:<15} {:<8} {}", net.name, "bridge", net.bridge, net.mode, subnets.join(","));
+                }
+            }
+        }
+        NetworkCommand::Inspect { name } => {
+            let n = engine.network(&name)?;
+            let state = crate::store::host_state(engine.store().read(), &name)?;
+            let atts = crate::store::attachments_of_network(engine.store().read(), &name)?;
+            print_json(&report::network(&n, &state, &atts));
+        }
+        NetworkCommand::Rm { name, force } => {
+            let detached = engine.network_rm(&name, force)?;
+            for a in detached {
+                println!("detached {} ({})", a.target, a.ifname);
+            }
+            println!("network {name} removed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The engine: one API for every front end. Each change runs under a store
+//! write transaction (so parallel plumb processes serialize on it) and an
+//! undo log (so a failure leaves the kernel as it was); the store commits
+//! only after the kernel work succeeded.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use rusqlite::Transaction;
+
+use crate::driver::bridge;
+use crate::error::{Error, Result};
+use crate::ipam::host_local;
+use crate::model::{AttachRequest, Attachment, Network, NetworkSpec, RouteSpec, overlaps, validate_ifname};
+use crate::names;
+use crate::netlink::Netlink;
+use crate::netns::{self, NsHandle};
+use crate::policy::firewall;
+use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
+use crate::target::Target;
+use crate::undo::UndoLog;
+
+pub struct Engine {
+    store: Store,
+    host: Netlink,
+    host_ns: NsHandle,
+}
+
+impl Engine {
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        let store = Store::open(state_dir)?;
+        let host = Netlink::open().map_err(|e| Error::kernel("open netlink socket", e))?;
+        let host_ns = NsHandle::current().map_err(|e| Error::io("open the host network namespace", e))?;
+        Ok(Engine { store, host, host_ns })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Run a change: store transaction + undo log; commit both or neither.
+    fn change<T>(&mut self, f: impl FnOnce(&Transaction, &mut Netlink, &mut UndoLog) -> Result<T>) -> Result<T> {
+        let host = &mut self.host;
+        let mut undo = UndoLog::default();
+        match self.store.write(|tx| f(tx, host, &mut undo)) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(undo.rollback(&mut self.host, e)),
+        }
+    }
+
+    // ---- networks ----
+
+    pub fn network_create(&mut self, spec: &NetworkSpec, owner: Option<&str>) -> Result<Network> {
+        let net = spec.validate()?;
+        self.change(|tx, host, undo| {
+            if store::get_network(tx, &net.name)?.is_some() {
+                return Err(Error::NetworkExists(net.name.clone()));
+            }
+            let others = store::networks(tx)?;
+            for other in &others {
+                if other.network.bridge == net.bridge {
+                    return Err(Error::invalid("--bridge", &net.bridge, format!("is already used by network `{}`", other.network.name)));
+                }
+                for sub in &net.subnets {
+                    if let Some(o) = other.network.subnets.iter().find(|o| overlaps(&o.subnet, &sub.subnet)) {
+                        return Err(Error::invalid("--subnet", sub.subnet, format!("overlaps {} of network `{}`", o.subnet, other.network.name)));
+                    }
+                }
+                if let (Some(a), Some(b)) = (&net.uplink, &other.network.uplink) {
+                    if a == b && net.mode == crate::model::BridgeMode::Bridged {
+                        return Err(Error::invalid("--uplink", a, format!("is already the uplink of network `{}`", other.network.name)));
+                    }
+                }
+            }
+            store::insert_network(tx, &net, owner)?;
+            for addr in &net.host_addresses {
+                host_local::reserve(tx, &net, addr.addr(), "host", "gateway/host address")?;
+            }
+            for (key, ip) in &net.aux_addresses {
+                host_local::reserve(tx, &net, *ip, &format!("aux:{key}"), &format!("--aux-address {key}"))?;
+            }
+            let state = bridge::create(host, &net, undo)?;
+            store::set_host_state(tx, &net.name, &state)?;
+            let mut all: Vec<Network> = others.into_iter().map(|o| o.network).collect();
+            all.push(net.clone());
+            sync_firewall(&all, undo, all.len() - 1)?;
+            Ok(net.clone())
+        })
+    }
+
+    pub fn network_rm(&mut self, name: &str, force: bool) -> Result<Vec<Attachment>> {
+        let stored = store::require_network(self.store.read(), name)?;
+        let attached = store::attachments_of_network(self.store.read(), name)?;
+        if !attached.is_empty() && !force {
+            let list: Vec<String> = attached.iter().map(|a| format!("{}:{}", a.attachment.target, a.attachment.ifname)).collect();
+            return Err(Error::Conflict(format!(
+                "network `{name}` has {} attachment(s) ({}); detach them or use --force",
+                attached.len(),
+                list.join(", ")
+            )));
+        }
+        let mut errors = Vec::new();
+        for a in &attached {
+            if let Err(e) = self.detach_one(a) {
+                errors.push(e.to_string());
+            }
+        }
+        let state = store::host_state(self.store.read(), name)?;
+        self.store.write(|tx| {
+            store::delete_network(tx, name)?;
+            let rest: Vec<Network> = store::networks(tx)?.into_iter().map(|n| n.network).collect();
+            firewall::sync(&rest)
+        })?;
+        errors.extend(bridge::remove(&mut self.host, &stored.network, &state).into_iter().map(|e| e.to_string()));
+        if !errors.is_empty() {
+            return Err(Error::Conflict(format!("network `{name}` removed from the store, but: {}", errors.join("; "))));
+        }
+        Ok(attached.into_iter().map(|a| a.attachment).collect())
+    }
+
+    pub fn networks(&self) -> Result<Vec<StoredNetwork>> {
+        store::networks(self.store.read())
+    }
+
+    pub fn network(&self, name: &str) -> Result<StoredNetwork> {
+        store::require_network(self.store.read(), name)
+    }
+
+    // ---- attachments ----
+
+    pub fn attach(&mut self, target: &str, req: &AttachRequest, owner: Option<&str>) -> Result<Attachment> {
+        let parsed = Target::parse(target)?;
+        let ns = parsed.resolve()?;
+        if ns.same_as(&self.host_ns) {
+            return Err(Error::Target { target: target.into(), reason: "is the host's own network namespace".into() });
+        }
+        let netns_id = ns.identity();
+        let target_name = parsed.to_string();
+        self.change(|tx, host, undo| {
+            let net = store::require_network(tx, &req.network)?.network;
+            let existing = store::attachments_of_target(tx, Some(&netns_id), &target_name)?;
+            if let Some(a) = existing.iter().find(|a| a.attachment.network == net.name) {
+                return Err(Error::Conflict(format!(
+                    "target `{target_name}` is already attached to network `{}` as {}",
+                    net.name, a.attachment.ifname
+                )));
+            }
+            let ifname = match &req.ifname {
+                Some(n) => {
+                    if existing.iter().any(|a| &a.attachment.ifname == n) {
+                        return Err(Error::invalid("--ifname", n, format!("is already used in target `{target_name}`")));
+                    }
+                    n.clone()
+                }
+                None => free_ifname(&ns, &existing)?,
+            };
+            validate_ifname("--ifname", &ifname)?;
+            let mut attachment = Attachment {
+                network: net.name.clone(),
+                target: target_name.clone(),
+                netns: netns_id.clone(),
+                host_ifname: names::host_veth_name(&net.name, &netns_id, &ifname),
+                mac: req.mac.unwrap_or(crate::model::Mac(names::container_mac(&net.name, &netns_id, &ifname))),
+                mtu: req.mtu.or(net.mtu).unwrap_or(1500),
+                ifname,
+                addresses: Vec::new(),
+                gateways: Vec::new(),
+                routes: net.routes.iter().chain(req.routes.iter()).cloned().collect(),
+                default_route: req.default_route,
+            };
+            let id = store::insert_attachment(tx, &attachment, owner)?;
+            attachment.addresses = assign_addresses(tx, &net, &req.ips, &store::attachment_owner(id))?;
+            attachment.gateways = gateways_for(&net, &attachment.addresses);
+            check_routes(&attachment)?;
+            store::update_attachment(tx, id, &attachment)?;
+            bridge::attach(host, &ns, &net, &attachment, undo)?;
+            Ok(attachment)
+        })
+    }
+
+    /// Detach a target from one network or all; detaching what is not
+    /// attached succeeds with an empty list.
+    pub fn detach(&mut self, target: &str, network: Option<&str>) -> Result<Vec<Attachment>> {
+        let parsed = Target::parse(target)?;
+        if let Some(n) = network {
+            store::require_network(self.store.read(), n)?;
+        }
+        let netns_id = parsed.resolve().ok().map(|ns| ns.identity());
+        let found = store::attachments_of_target(self.store.read(), netns_id.as_deref(), &parsed.to_string())?;
+        let mut done = Vec::new();
+        for a in found.into_iter().filter(|a| network.is_none_or(|n| a.attachment.network == n)) {
+            self.detach_one(&a)?;
+            done.push(a.attachment);
+        }
+        Ok(done)
+    }
+
+    fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
+        bridge::detach(&mut self.host, &a.attachment)?;
+        self.store.write(|tx| store::delete_attachment(tx, a.id))
+    }
+
+    pub fn attachments(&self) -> Result<Vec<StoredAttachment>> {
+        store::attachments(self.store.read())
+    }
+
+    pub fn attachments_of(&self, target: &str) -> Result<Vec<StoredAttachment>> {
+        let parsed = Target::parse(target)?;
+        let netns_id = parsed.resolve().ok().map(|ns| ns.identity());
+        store::attachments_of_target(self.store.read(), netns_id.as_deref(), &parsed.to_string())
+    }
+
+    // ---- host side of a lab ----
+
+    /// Add a route on the host to a subnet behind a router (a container).
+    pub fn host_route_add(&mut self, route: &RouteSpec, owner: Option<&str>) -> Result<()> {
+        self.change(|tx, host, undo| {
+            if store::host_routes(tx)?.iter().any(|r| r.dest == route.dest.to_string()) {
+                return Err(Error::invalid("host route", route, "a host route to this destination is already managed by plumb"));
+            }
+            store::insert_host_route(tx, &HostRoute { dest: route.dest.to_string(), via: route.via.to_string(), owner: owner.map(String::from) })?;
+            host.add_route(route.dest, Some(route.via), None, false).map_err(|e| Error::kernel(format!("add host route {route}"), e))?;
+            let r = route.clone();
+            undo.push(format!("remove host route {r}"), move |nl| nl.del_route(r.dest, Some(r.via), None).map_err(|e| Error::kernel("remove host route", e)));
+            Ok(())
+        })
+    }
+
+    pub fn host_route_rm(&mut self, dest: &IpNet) -> Result<bool> {
+        let known = store::host_routes(self.store.read())?.into_iter().find(|r| r.dest == dest.to_string());
+        let Some(known) = known else { return Ok(false) };
+        let via: IpAddr = known.via.parse().map_err(|_| Error::Conflict(format!("stored host route {} has a bad gateway", known.dest)))?;
+        match self.host.del_route(*dest, Some(via), None) {
+            Ok(()) => {}
+            Err(e) if e.is(libc::ESRCH) => {}
+            Err(e) => return Err(Error::kernel(format!("remove host route {dest}"), e)),
+        }
+        self.store.write(|tx| store::delete_host_route(tx, &known.dest))?;
+        Ok(true)
+    }
+
+    pub fn host_routes(&self) -> Result<Vec<HostRoute>> {
+        store::host_routes(self.store.read())
+    }
+
+    // ---- namespaces plumb creates (lab hosts) ----
+
+    pub fn namespace_create(&mut self, name: &str, forwarding: bool, owner: Option<&str>) -> Result<bool> {
+        crate::model::validate_name("namespace name", name)?;
+        let created = netns::create_named(name).map_err(|e| Error::io(format!("create namespace {name}"), e))?;
+        if created {
+            if let Err(e) = self.store.write(|tx| store::insert_namespace(tx, name, owner)) {
+                let _ = netns::delete_named(name);
+                return Err(e);
+            }
+        }
+        if forwarding {
+            let ns = Target::Named(name.into()).resolve()?;
+            ns.run(|| -> std::io::Result<()> {
+                netns::write_sysctl("net/ipv4/ip_forward", "1")?;
+                netns::write_sysctl("net/ipv6/conf/all/forwarding", "1")
+            })
+            .and_then(|r| r)
+            .map_err(|e| Error::io(format!("enable forwarding in namespace {name}"), e))?;
+        }
+        Ok(created)
+    }
+
+    /// Delete a namespace plumb created, detaching it first.
+    pub fn namespace_delete(&mut self, name: &str) -> Result<()> {
+        self.detach(name, None)?;
+        netns::delete_named(name).map_err(|e| Error::io(format!("delete namespace {name}"), e))?;
+        self.store.write(|tx| store::delete_namespace(tx, name))
+    }
+
+    pub fn namespaces(&self) -> Result<Vec<(String, Option<String>)>> {
+        store::namespaces(self.store.read())
+    }
+}
+
+/// Apply the firewall for `networks` and, on a later failure, put back the
+/// ruleset without the network at `new_index`.
+fn sync_firewall(networks: &[Network], undo: &mut UndoLog, new_index: usize) -> Result<()> {
+    firewall::sync(networks)?;
+    let mut previous = networks.to_vec();
+    previous.remove(new_index);
+    undo.push("restore the previous nftables ruleset", move |_| firewall::sync(&previous));
+    Ok(())
+}
+
+/// The first `ethN` that is neither in the namespace nor recorded for it.
+fn free_ifname(ns: &NsHandle, existing: &[StoredAttachment]) -> Result<String> {
+    let mut nl = Netlink::open_in(ns).map_err(|e| Error::kernel("open netlink in the target namespace", e))?;
+    let links = nl.links().map_err(|e| Error::kernel("list links in the target namespace", e))?;
+    (0..4096)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !links.iter().any(|l| &l.name == n) && !existing.iter().any(|a| &a.attachment.ifname == n))
+        .ok_or_else(|| Error::Conflict("no free ethN interface name in the target".into()))
+}
+
+/// Static requests first (one per family), then one dynamic address for
+/// every subnet family not covered.
+fn assign_addresses(tx: &Transaction, net: &Network, ips: &[IpAddr], owner: &str) -> Result<Vec<IpNet>> {
+    let mut out = Vec::new();
+    for ip in ips {
+        out.push(host_local::reserve(tx, net, *ip, owner, "--ip")?);
+    }
+    for sub in &net.subnets {
+        let v4 = sub.subnet.addr().is_ipv4();
+        if out.iter().any(|a: &IpNet| a.addr().is_ipv4() == v4) {
+            continue;
+        }
+        out.push(host_local::allocate(tx, net, sub, owner)?);
+    }
+    Ok(out)
+}
+
+/// The gateways of the subnets an attachment has addresses in, except
+/// when the attachment *is* the gateway (a router container).
+fn gateways_for(net: &Network, addrs: &[IpNet]) -> Vec<IpAddr> {
+    addrs
+        .iter()
+        .filter_map(|a| net.subnet_for(&a.addr()).and_then(|s| s.gateway).filter(|gw| *gw != a.addr()))
+        .collect()
+}
+
+/// Routes must go through a gateway the attachment can reach directly.
+fn check_routes(a: &Attachment) -> Result<()> {
+    for r in &a.routes {
+        if !a.addresses.iter().any(|addr| addr.contains(&r.via)) {
+            return Err(Error::invalid("--route", r, format!("gateway {} is not on any subnet of {}", r.via, a.ifname)));
+        }
+    }
+    Ok(())
+}

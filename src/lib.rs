@@ -1,0 +1,19 @@
+//! plumb: attach network namespaces to real networks, keep them that way.
+//! See ARCHITECTURE.md in the shared folder for the layers and data flow.
+
+pub mod cli;
+pub mod driver;
+pub mod engine;
+pub mod error;
+pub mod ipam;
+pub mod model;
+pub mod names;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod policy;
+pub mod report;
+pub mod store;
+pub mod target;
+pub mod topology;
+pub mod undo;

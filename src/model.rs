@@ -1,0 +1,617 @@
+//! The typed objects plumb keeps: networks and attachments, with validation of
+//! everything a user can type. Validation is pure: it never looks at the kernel.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Bridge,
+}
+
+impl FromStr for DriverKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bridge" => Ok(DriverKind::Bridge),
+            _ => Err(Error::invalid("--driver", s, "unknown driver (known: bridge)")),
+        }
+    }
+}
+
+/// How a bridge network reaches the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeMode {
+    /// The bridge holds the gateway; traffic leaving by another interface is masqueraded.
+    #[default]
+    Nat,
+    /// The bridge is an L2 segment (optionally with an uplink enslaved); the
+    /// gateway is a router on that segment; no NAT.
+    Bridged,
+    /// The bridge holds the gateway; no NAT; the subnet is routed to the host.
+    Routed,
+}
+
+impl FromStr for BridgeMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "nat" => Ok(BridgeMode::Nat),
+            "bridged" => Ok(BridgeMode::Bridged),
+            "routed" => Ok(BridgeMode::Routed),
+            _ => Err(Error::invalid("--mode", s, "unknown mode (known: nat, bridged, routed)")),
+        }
+    }
+}
+
+impl fmt::Display for BridgeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BridgeMode::Nat => "nat",
+            BridgeMode::Bridged => "bridged",
+            BridgeMode::Routed => "routed",
+        })
+    }
+}
+
+/// A route `DEST via GATEWAY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub dest: IpNet,
+    pub via: IpAddr,
+}
+
+impl RouteSpec {
+    /// Parse `CIDR via IP` (also `CIDR,IP` and `CIDR=IP` for one-token use).
+    pub fn parse(field: &str, s: &str) -> Result<Self> {
+        let parts: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',' || c == '=').filter(|p| !p.is_empty()).collect();
+        let (dest, via) = match parts.as_slice() {
+            [d, "via", v] | [d, v] => (*d, *v),
+            _ => return Err(Error::invalid(field, s, "expected `CIDR via IP`")),
+        };
+        let dest = parse_cidr(field, dest)?;
+        let via: IpAddr = via.parse().map_err(|_| Error::invalid(field, s, format!("`{via}` is not an IP address")))?;
+        if dest.addr().is_ipv4() != via.is_ipv4() {
+            return Err(Error::invalid(field, s, "destination and gateway are of different IP families"));
+        }
+        Ok(RouteSpec { dest: dest.trunc(), via })
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.dest, self.via)
+    }
+}
+
+/// One subnet of a network with its gateway and allocation range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    pub subnet: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<IpNet>,
+}
+
+/// What the user asks for when creating a network (CLI flags or a topology
+/// table); [`NetworkSpec::validate`] turns it into a [`Network`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub name: String,
+    #[serde(default = "default_driver")]
+    pub driver: String,
+    #[serde(default)]
+    pub subnet: Vec<String>,
+    #[serde(default)]
+    pub gateway: Vec<String>,
+    #[serde(default)]
+    pub ip_range: Vec<String>,
+    #[serde(default)]
+    pub aux_address: BTreeMap<String, String>,
+    #[serde(default)]
+    pub bridge: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub uplink: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub route: Vec<String>,
+    #[serde(default)]
+    pub host_address: Vec<String>,
+}
+
+fn default_driver() -> String {
+    "bridge".into()
+}
+
+/// A validated network, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub driver: DriverKind,
+    pub mode: BridgeMode,
+    pub bridge: String,
+    pub subnets: Vec<SubnetSpec>,
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, IpAddr>,
+    #[serde(default)]
+    pub uplink: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Addresses the host holds on the bridge: the gateways in nat and routed
+    /// mode, `--host-address` in bridged mode.
+    #[serde(default)]
+    pub host_addresses: Vec<IpNet>,
+}
+
+pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet> {
+    let net: IpNet = s.parse().map_err(|_| Error::invalid(field, s, "not a valid CIDR (e.g. 10.0.0.0/24 or fd00::/64)"))?;
+    Ok(net)
+}
+
+pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr> {
+    s.parse().map_err(|_| Error::invalid(field, s, "not a valid IP address"))
+}
+
+pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(field, name, "an interface name cannot be empty"));
+    }
+    if name.len() > IFNAME_MAX {
+        return Err(Error::invalid(field, name, format!("interface names are at most {IFNAME_MAX} bytes, this one has {}", name.len())));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(field, name, "an interface name cannot contain `/`, `:` or whitespace"));
+    }
+    Ok(())
+}
+
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(Error::invalid(field, name, "must be 1 to 64 characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(Error::invalid(field, name, "only letters, digits, `-`, `_` and `.` are allowed"));
+    }
+    Ok(())
+}
+
+pub fn validate_mtu(field: &str, mtu: u32) -> Result<()> {
+    if !(68..=65535).contains(&mtu) {
+        return Err(Error::invalid(field, mtu, "MTU must be between 68 and 65535"));
+    }
+    Ok(())
+}
+
+/// The first usable host address of a subnet (the conventional gateway).
+pub fn first_host(net: &IpNet) -> Option<IpAddr> {
+    let mut hosts = net.hosts();
+    match net {
+        // IPv6 hosts() includes the subnet-router anycast address (::0); skip it.
+        IpNet::V6(_) => hosts.nth(1),
+        IpNet::V4(_) => hosts.next(),
+    }
+}
+
+/// Default bridge name: `pl-NAME` when it fits in 15 bytes, else a hash.
+pub fn default_bridge_name(network: &str) -> String {
+    let candidate = format!("pl-{network}");
+    if candidate.len() <= IFNAME_MAX {
+        candidate
+    } else {
+        format!("pl-{}", &crate::names::short_hash(&[network])[..10])
+    }
+}
+
+impl NetworkSpec {
+    pub fn validate(&self) -> Result<Network> {
+        validate_name("network name", &self.name)?;
+        let driver: DriverKind = self.driver.parse()?;
+        let mode: BridgeMode = match &self.mode {
+            Some(m) => m.parse()?,
+            None => BridgeMode::default(),
+        };
+        let bridge = match &self.bridge {
+            Some(b) => {
+                validate_ifname("--bridge", b)?;
+                b.clone()
+            }
+            None => default_bridge_name(&self.name),
+        };
+        if let Some(uplink) = &self.uplink {
+            validate_ifname("--uplink", uplink)?;
+            if mode == BridgeMode::Routed {
+                return Err(Error::invalid("--uplink", uplink, "routed networks take no uplink (the host routes the subnet); use nat or bridged"));
+            }
+        }
+        if let Some(mtu) = self.mtu {
+            validate_mtu("--mtu", mtu)?;
+        }
+        if self.subnet.is_empty() {
+            return Err(Error::invalid("--subnet", "", "a bridge network needs at least one subnet"));
+        }
+        let mut subnets: Vec<SubnetSpec> = Vec::new();
+        for s in &self.subnet {
+            let net = parse_cidr("--subnet", s)?;
+            if net != net.trunc() {
+                return Err(Error::invalid("--subnet", s, format!("host bits are set; did you mean {}?", net.trunc())));
+            }
+            let max = if net.addr().is_ipv4() { 30 } else { 126 };
+            if net.prefix_len() > max {
+                return Err(Error::invalid("--subnet", s, format!("too small to hold a gateway and a container (at most /{max})")));
+            }
+            if let Some(other) = subnets.iter().find(|o| overlaps(&o.subnet, &net)) {
+                return Err(Error::invalid("--subnet", s, format!("overlaps {} of the same network", other.subnet)));
+            }
+            subnets.push(SubnetSpec { subnet: net, gateway: None, ip_range: None });
+        }
+        for g in &self.gateway {
+            let ip = parse_ip("--gateway", g)?;
+            let sub = find_subnet(&mut subnets, &ip).ok_or_else(|| Error::invalid("--gateway", g, "is outside every subnet of the network"))?;
+            if sub.gateway.is_some() {
+                return Err(Error::invalid("--gateway", g, format!("subnet {} already has a gateway", sub.subnet)));
+            }
+            check_usable("--gateway", &sub.subnet, ip)?;
+            sub.gateway = Some(ip);
+        }
+        for r in &self.ip_range {
+            let range = parse_cidr("--ip-range", r)?.trunc();
+            let sub = subnets
+                .iter_mut()
+                .find(|s| s.subnet.contains(&range))
+                .ok_or_else(|| Error::invalid("--ip-range", r, "is not inside any subnet of the network"))?;
+            if sub.ip_range.is_some() {
+                return Err(Error::invalid("--ip-range", r, format!("subnet {} already has a range", sub.subnet)));
+            }
+            sub.ip_range = Some(range);
+        }
+        // nat and routed: the host is the gateway, first address by default.
+        // bridged: the gateway is someone else's router, or none (an isolated segment).
+        if mode != BridgeMode::Bridged {
+            for sub in &mut subnets {
+                if sub.gateway.is_none() {
+                    sub.gateway = first_host(&sub.subnet);
+                }
+            }
+        }
+        let mut aux_addresses = BTreeMap::new();
+        for (key, value) in &self.aux_address {
+            let ip = parse_ip(&format!("--aux-address {key}"), value)?;
+            let sub = subnets.iter().find(|s| s.subnet.contains(&ip)).ok_or_else(|| Error::invalid(format!("--aux-address {key}"), value, "is outside every subnet of the network"))?;
+            check_usable(&format!("--aux-address {key}"), &sub.subnet, ip)?;
+            aux_addresses.insert(key.clone(), ip);
+        }
+        let mut host_addresses = Vec::new();
+        if mode == BridgeMode::Bridged {
+            for h in &self.host_address {
+                let ip = parse_ip("--host-address", h)?;
+                let sub = subnets.iter().find(|s| s.subnet.contains(&ip)).ok_or_else(|| Error::invalid("--host-address", h, "is outside every subnet of the network"))?;
+                check_usable("--host-address", &sub.subnet, ip)?;
+                if sub.gateway == Some(ip) {
+                    return Err(Error::invalid("--host-address", h, "is the network's gateway (a router on the segment)"));
+                }
+                host_addresses.push(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix from a valid subnet"));
+            }
+        } else {
+            if let Some(h) = self.host_address.first() {
+                return Err(Error::invalid("--host-address", h, "only bridged networks take a host address; in nat and routed mode the host holds the gateway"));
+            }
+            for sub in &subnets {
+                if let Some(gw) = sub.gateway {
+                    host_addresses.push(IpNet::new(gw, sub.subnet.prefix_len()).expect("prefix from a valid subnet"));
+                }
+            }
+        }
+        let mut routes = Vec::new();
+        for r in &self.route {
+            let route = RouteSpec::parse("--route", r)?;
+            if !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
+                return Err(Error::invalid("--route", r, format!("gateway {} is not on the network", route.via)));
+            }
+            routes.push(route);
+        }
+        Ok(Network {
+            name: self.name.clone(),
+            driver,
+            mode,
+            bridge,
+            subnets,
+            aux_addresses,
+            uplink: self.uplink.clone(),
+            mtu: self.mtu,
+            routes,
+            host_addresses,
+        })
+    }
+}
+
+fn find_subnet<'a>(subnets: &'a mut [SubnetSpec], ip: &IpAddr) -> Option<&'a mut SubnetSpec> {
+    subnets.iter_mut().find(|s| s.subnet.contains(ip))
+}
+
+/// An address that may be given to a device: not the network address, not
+/// the IPv4 broadcast, inside the subnet.
+pub fn check_usable(field: &str, subnet: &IpNet, ip: IpAddr) -> Result<()> {
+    if !subnet.contains(&ip) {
+        return Err(Error::invalid(field, ip, format!("is outside subnet {subnet}")));
+    }
+    if ip == subnet.network() {
+        return Err(Error::invalid(field, ip, format!("is the network address of {subnet}")));
+    }
+    if subnet.addr().is_ipv4() && ip == subnet.broadcast() {
+        return Err(Error::invalid(field, ip, format!("is the broadcast address of {subnet}")));
+    }
+    Ok(())
+}
+
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl Network {
+    pub fn subnet_for(&self, ip: &IpAddr) -> Option<&SubnetSpec> {
+        self.subnets.iter().find(|s| s.subnet.contains(ip))
+    }
+    /// True when the host itself is the gateway (nat and routed).
+    pub fn host_is_gateway(&self) -> bool {
+        self.mode != BridgeMode::Bridged
+    }
+}
+
+/// Which default route an attachment installs in its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRoute {
+    /// Add the network's gateway as default route unless the namespace has one.
+    #[default]
+    Keep,
+    /// Replace any default route with the network's gateway.
+    Replace,
+    /// Never add a default route.
+    None,
+}
+
+impl FromStr for DefaultRoute {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "keep" => Ok(DefaultRoute::Keep),
+            "replace" => Ok(DefaultRoute::Replace),
+            "none" => Ok(DefaultRoute::None),
+            _ => Err(Error::invalid("--default-route", s, "expected keep, replace or none")),
+        }
+    }
+}
+
+/// A MAC address, printed the usual way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("--mac", s, "expected six hex bytes like 02:42:ac:11:00:02");
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut mac = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if mac[0] & 1 == 1 {
+            return Err(Error::invalid("--mac", s, "is a multicast address (lowest bit of the first byte set)"));
+        }
+        if mac == [0; 6] {
+            return Err(Error::invalid("--mac", s, "the all-zero address cannot be used"));
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// What the user asks for when attaching.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachSpec {
+    pub target: String,
+    pub network: String,
+    #[serde(default)]
+    pub ifname: Option<String>,
+    #[serde(default)]
+    pub ip: Vec<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub default_route: Option<String>,
+    #[serde(default)]
+    pub route: Vec<String>,
+}
+
+/// A validated attach request (the network is checked by the engine).
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub network: String,
+    pub ifname: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub mac: Option<Mac>,
+    pub mtu: Option<u32>,
+    pub default_route: DefaultRoute,
+    pub routes: Vec<RouteSpec>,
+}
+
+impl AttachSpec {
+    pub fn validate(&self) -> Result<AttachRequest> {
+        if let Some(ifname) = &self.ifname {
+            validate_ifname("--ifname", ifname)?;
+            if ifname == "lo" {
+                return Err(Error::invalid("--ifname", ifname, "is the loopback interface"));
+            }
+        }
+        let mut ips = Vec::new();
+        for ip in &self.ip {
+            let addr = parse_ip("--ip", ip)?;
+            if ips.iter().any(|a: &IpAddr| a.is_ipv4() == addr.is_ipv4()) {
+                return Err(Error::invalid("--ip", ip, "one static address per IP family"));
+            }
+            ips.push(addr);
+        }
+        let mac = self.mac.as_deref().map(str::parse).transpose()?;
+        if let Some(mtu) = self.mtu {
+            validate_mtu("--mtu", mtu)?;
+        }
+        let default_route = self.default_route.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let routes = self.route.iter().map(|r| RouteSpec::parse("--route", r)).collect::<Result<_>>()?;
+        Ok(AttachRequest { network: self.network.clone(), ifname: self.ifname.clone(), ips, mac, mtu: self.mtu, default_route, routes })
+    }
+}
+
+/// An attachment as recorded in the store and shown by `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    /// The target as the user named it.
+    pub target: String,
+    /// The namespace identity (`ns:DEV:INODE`).
+    pub netns: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub mac: Mac,
+    pub addresses: Vec<IpNet>,
+    pub gateways: Vec<IpAddr>,
+    pub routes: Vec<RouteSpec>,
+    pub mtu: u32,
+    pub default_route: DefaultRoute,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(subnets: &[&str]) -> NetworkSpec {
+        NetworkSpec { name: "lan".into(), driver: "bridge".into(), subnet: subnets.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn nat_network_gets_first_host_as_gateway() {
+        let net = spec(&["10.1.0.0/24", "fd00:1::/64"]).validate().unwrap();
+        assert_eq!(net.subnets[0].gateway, Some("10.1.0.1".parse().unwrap()));
+        assert_eq!(net.subnets[1].gateway, Some("fd00:1::1".parse().unwrap()));
+        assert_eq!(net.bridge, "pl-lan");
+        assert_eq!(net.host_addresses.len(), 2);
+    }
+
+    #[test]
+    fn bad_cidr_names_field_and_value() {
+        let err = spec(&["10.0.0.0/33"]).validate().unwrap_err().to_string();
+        assert!(err.contains("--subnet") && err.contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn gateway_outside_subnet_is_refused() {
+        let mut s = spec(&["10.0.0.0/24"]);
+        s.gateway = vec!["10.0.1.1".into()];
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("--gateway `10.0.1.1`"), "{err}");
+    }
+
+    #[test]
+    fn gateway_cannot_be_broadcast_or_network() {
+        let mut s = spec(&["10.0.0.0/24"]);
+        s.gateway = vec!["10.0.0.255".into()];
+        assert!(s.validate().unwrap_err().to_string().contains("broadcast"));
+        s.gateway = vec!["10.0.0.0".into()];
+        assert!(s.validate().unwrap_err().to_string().contains("network address"));
+    }
+
+    #[test]
+    fn ip_range_must_be_inside_a_subnet() {
+        let mut s = spec(&["10.0.0.0/24"]);
+        s.ip_range = vec!["10.0.1.0/28".into()];
+        assert!(s.validate().unwrap_err().to_string().contains("--ip-range `10.0.1.0/28`"));
+        s.ip_range = vec!["10.0.0.128/25".into()];
+        assert_eq!(s.validate().unwrap().subnets[0].ip_range, Some("10.0.0.128/25".parse().unwrap()));
+    }
+
+    #[test]
+    fn host_bits_in_subnet_are_refused() {
+        let err = spec(&["10.0.0.5/24"]).validate().unwrap_err().to_string();
+        assert!(err.contains("did you mean 10.0.0.0/24"), "{err}");
+    }
+
+    #[test]
+    fn long_bridge_name_is_refused_and_default_is_hashed() {
+        let mut s = spec(&["10.0.0.0/24"]);
+        s.bridge = Some("a-very-long-bridge-name".into());
+        assert!(s.validate().unwrap_err().to_string().contains("at most 15 bytes"));
+        let long = default_bridge_name("a-very-long-network-name");
+        assert!(long.len() <= IFNAME_MAX && long.starts_with("pl-"));
+        assert_eq!(long, default_bridge_name("a-very-long-network-name"));
+    }
+
+    #[test]
+    fn bridged_network_has_no_default_gateway() {
+        let mut s = spec(&["192.168.1.0/24"]);
+        s.mode = Some("bridged".into());
+        let net = s.validate().unwrap();
+        assert_eq!(net.subnets[0].gateway, None);
+        assert!(net.host_addresses.is_empty());
+    }
+
+    #[test]
+    fn routes_parse_and_check_family() {
+        let r = RouteSpec::parse("--route", "10.9.0.0/16 via 10.0.0.254").unwrap();
+        assert_eq!(r.to_string(), "10.9.0.0/16 via 10.0.0.254");
+        assert!(RouteSpec::parse("--route", "10.9.0.0/16 via fd00::1").is_err());
+        assert!(RouteSpec::parse("--route", "nonsense").is_err());
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!("02:00:00:00:00:01".parse::<Mac>().unwrap().to_string(), "02:00:00:00:00:01");
+        assert!("01:00:00:00:00:01".parse::<Mac>().is_err());
+        assert!("02:00:00:00:00".parse::<Mac>().is_err());
+        assert!("zz:00:00:00:00:00".parse::<Mac>().is_err());
+    }
+
+    #[test]
+    fn attach_spec_checks_ifname_and_ips() {
+        let mut a = AttachSpec { target: "x".into(), network: "n".into(), ..Default::default() };
+        a.ifname = Some("sixteen-bytes-xx".into());
+        assert!(a.validate().unwrap_err().to_string().contains("at most 15 bytes"));
+        a.ifname = None;
+        a.ip = vec!["10.0.0.2".into(), "10.0.0.3".into()];
+        assert!(a.validate().is_err());
+        a.ip = vec!["10.0.0.300".into()];
+        assert!(a.validate().unwrap_err().to_string().contains("--ip `10.0.0.300`"));
+    }
+}

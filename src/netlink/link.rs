@@ -1,0 +1,165 @@
+use std::os::fd::{AsFd, AsRawFd};
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage};
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use super::{Netlink, NetlinkError, NlResult};
+use crate::netns::NsHandle;
+
+/// What plumb needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    pub up: bool,
+    pub controller: Option<u32>,
+    pub kind: Option<String>,
+}
+
+impl LinkInfo {
+    fn from_message(msg: LinkMessage) -> Self {
+        let mut info = LinkInfo {
+            index: msg.header.index,
+            name: String::new(),
+            mac: None,
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            controller: None,
+            kind: None,
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => info.name = n,
+                LinkAttribute::Address(a) if a.len() == 6 => info.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]]),
+                LinkAttribute::Mtu(m) => info.mtu = m,
+                LinkAttribute::Controller(c) => info.controller = Some(c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let NlLinkInfo::Kind(k) = i {
+                            info.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
+impl Netlink {
+    /// The link called `name`, or None.
+    pub fn link_by_name(&mut self, name: &str) -> NlResult<Option<LinkInfo>> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        match self.get(RouteNetlinkMessage::GetLink(msg)) {
+            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(LinkInfo::from_message(l)),
+                _ => None,
+            })),
+            Err(e) if e.is(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn links(&mut self) -> NlResult<Vec<LinkInfo>> {
+        let answers = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(LinkInfo::from_message(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Create a bridge; fails with EEXIST when the name is taken.
+    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> NlResult<()> {
+        let mut b = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.execute(RouteNetlinkMessage::NewLink(b.build()), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Create a veth pair: `host` stays here (enslaved to `controller`, up),
+    /// `peer` is created directly inside `peer_ns` with its MAC and MTU, so
+    /// it never exists in the host namespace under a name that could clash.
+    pub fn create_veth(
+        &mut self,
+        host: &str,
+        controller: u32,
+        peer: &str,
+        peer_ns: &NsHandle,
+        peer_mac: [u8; 6],
+        mtu: u32,
+    ) -> NlResult<()> {
+        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .address(peer_mac.to_vec())
+            .mtu(mtu)
+            .setns_by_fd(peer_ns.as_fd().as_raw_fd())
+            .build();
+        let msg = LinkVeth::new(host, peer)
+            .set_info_data(netlink_packet_route::link::InfoData::Veth(
+                netlink_packet_route::link::InfoVeth::Peer(peer_msg),
+            ))
+            .mtu(mtu)
+            .controller(controller)
+            .up()
+            .build();
+        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn set_up(&mut self, index: u32) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_down(&mut self, index: u32) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_controller(&mut self, index: u32, controller: Option<u32>) -> NlResult<()> {
+        let b = LinkUnspec::new_with_index(index);
+        let b = match controller {
+            Some(c) => b.controller(c),
+            None => b.nocontroller(),
+        };
+        self.execute(RouteNetlinkMessage::SetLink(b.build()), 0)
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Delete a link by name; a link that is already gone is not an error.
+    pub fn delete_link_by_name(&mut self, name: &str) -> NlResult<bool> {
+        let msg = LinkUnspec::new_with_name(name).build();
+        match self.execute(RouteNetlinkMessage::DelLink(msg), 0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The kind of a link (`bridge`, `veth`, ...), if the kernel says.
+    pub fn is_bridge(link: &LinkInfo) -> bool {
+        link.kind.as_deref() == Some(&InfoKind::Bridge.to_string())
+    }
+}
+
+/// ENODEV and friends, for "the thing is not there".
+pub fn is_gone(e: &NetlinkError) -> bool {
+    matches!(e.errno(), Some(libc::ENODEV) | Some(libc::ESRCH) | Some(libc::ENOENT) | Some(libc::EADDRNOTAVAIL))
+}

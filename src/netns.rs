@@ -1,0 +1,168 @@
+//! Network namespaces: open handles, named namespaces under /run/netns, and
+//! running a closure inside a namespace on a thread of its own.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// An open network namespace. The (device, inode) pair identifies it for as
+/// long as it lives, whatever name or path led to it.
+#[derive(Debug)]
+pub struct NsHandle {
+    fd: OwnedFd,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+impl NsHandle {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        // A file that is not a network namespace would make setns fail later
+        // with a confusing error; ask nsfs what it is now.
+        const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+        // SAFETY: ioctl on an fd we own; no pointer argument.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind != libc::CLONE_NEWNET {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"));
+        }
+        Ok(NsHandle { fd: file.into(), inode: meta.ino(), dev: meta.dev() })
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> io::Result<Self> {
+        Self::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// A stable identity string: `ns:<dev>:<inode>`.
+    pub fn identity(&self) -> String {
+        format!("ns:{}:{}", self.dev, self.inode)
+    }
+
+    pub fn same_as(&self, other: &NsHandle) -> bool {
+        self.inode == other.inode && self.dev == other.dev
+    }
+
+    /// Run `f` on a fresh thread that has entered this namespace; the calling
+    /// thread never changes namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        let fd = self.fd.try_clone()?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+        })
+    }
+
+    /// Move the calling thread into this namespace (used once, at start, for
+    /// `--host-netns`).
+    pub fn enter(&self) -> io::Result<()> {
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+    }
+}
+
+impl AsFd for NsHandle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Create a named namespace the way `ip netns add` does: a new namespace
+/// made on a thread of its own and bind-mounted on /run/netns/NAME.
+/// Returns false when the name already exists.
+pub fn create_named(name: &str) -> io::Result<bool> {
+    let path = named_path(name);
+    if path.exists() {
+        return Ok(false);
+    }
+    ensure_run_dir()?;
+    File::options().write(true).create_new(true).open(&path)?;
+    let target = path.clone();
+    let made = std::thread::spawn(move || -> io::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")));
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Remove a named namespace; the namespace itself dies with its last user.
+pub fn delete_named(name: &str) -> io::Result<()> {
+    let path = named_path(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let _ = umount2(&path, MntFlags::MNT_DETACH);
+    std::fs::remove_file(&path)
+}
+
+/// /run/netns must be a shared mount point so that namespaces bound there
+/// stay visible to processes in other mount namespaces (as iproute2 does).
+fn ensure_run_dir() -> io::Result<()> {
+    std::fs::create_dir_all(NETNS_RUN_DIR)?;
+    let shared = mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    );
+    if shared.is_err() {
+        // Not a mount point yet: bind it onto itself, then share it.
+        mount(
+            Some(NETNS_RUN_DIR),
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        mount(
+            None::<&str>,
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Write a sysctl (`net/ipv4/ip_forward`) inside the namespace of the
+/// calling thread: /proc/sys/net follows the namespace of the thread that
+/// opens it.
+pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/{key}");
+    let current = std::fs::read_to_string(&path)?;
+    if current.trim() == value {
+        return Ok(());
+    }
+    std::fs::write(&path, value)
+}

@@ -1,0 +1,75 @@
+//! JSON views for `inspect`, `network inspect` and `ls --json`, in the shape
+//! people know from `docker inspect` (NetworkSettings.Networks).
+
+use serde_json::{Value, json};
+
+use crate::model::Attachment;
+use crate::store::{StoredAttachment, StoredNetwork};
+use crate::driver::bridge::HostState;
+
+/// One entry of `docker inspect`'s NetworkSettings.Networks, plus plumb's extras.
+pub fn endpoint(a: &Attachment) -> Value {
+    let v4 = a.addresses.iter().find(|n| n.addr().is_ipv4());
+    let v6 = a.addresses.iter().find(|n| n.addr().is_ipv6());
+    let gw4 = a.gateways.iter().find(|g| g.is_ipv4());
+    let gw6 = a.gateways.iter().find(|g| g.is_ipv6());
+    json!({
+        "NetworkName": a.network,
+        "IfName": a.ifname,
+        "HostIfName": a.host_ifname,
+        "MacAddress": a.mac.to_string(),
+        "IPAddress": v4.map(|n| n.addr().to_string()).unwrap_or_default(),
+        "IPPrefixLen": v4.map(|n| n.prefix_len()).unwrap_or(0),
+        "Gateway": gw4.map(|g| g.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": v6.map(|n| n.addr().to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": v6.map(|n| n.prefix_len()).unwrap_or(0),
+        "IPv6Gateway": gw6.map(|g| g.to_string()).unwrap_or_default(),
+        "Addresses": a.addresses.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "Routes": a.routes.iter().map(|r| json!({"Destination": r.dest.to_string(), "Gateway": r.via.to_string()})).collect::<Vec<_>>(),
+        "DefaultRoute": a.default_route,
+        "MTU": a.mtu,
+    })
+}
+
+/// `plumb inspect TARGET`.
+pub fn target(target: &str, attachments: &[StoredAttachment]) -> Value {
+    let mut networks = serde_json::Map::new();
+    for a in attachments {
+        networks.insert(a.attachment.network.clone(), endpoint(&a.attachment));
+    }
+    json!({
+        "Target": target,
+        "Netns": attachments.first().map(|a| a.attachment.netns.clone()),
+        "NetworkSettings": { "Networks": networks },
+    })
+}
+
+/// `plumb network inspect NAME`.
+pub fn network(n: &StoredNetwork, state: &HostState, attachments: &[StoredAttachment]) -> Value {
+    let net = &n.network;
+    json!({
+        "Name": net.name,
+        "Driver": net.driver,
+        "Mode": net.mode.to_string(),
+        "Bridge": net.bridge,
+        "Uplink": net.uplink,
+        "MTU": net.mtu,
+        "Subnets": net.subnets.iter().map(|s| json!({
+            "Subnet": s.subnet.to_string(),
+            "Gateway": s.gateway.map(|g| g.to_string()),
+            "IPRange": s.ip_range.map(|r| r.to_string()),
+        })).collect::<Vec<_>>(),
+        "AuxAddresses": net.aux_addresses,
+        "HostAddresses": net.host_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "Routes": net.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "Owner": n.owner,
+        "HostState": state,
+        "Attachments": attachments.iter().map(|a| json!({
+            "Target": a.attachment.target,
+            "IfName": a.attachment.ifname,
+            "HostIfName": a.attachment.host_ifname,
+            "MacAddress": a.attachment.mac.to_string(),
+            "Addresses": a.attachment.addresses.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}

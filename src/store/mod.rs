@@ -1,0 +1,223 @@
+//! The one source of truth: an embedded SQLite database in the state
+//! directory. Every change happens in an IMMEDIATE transaction, so many plumb
+//! processes can run at once: writers queue on SQLite's lock (WAL mode, long
+//! busy timeout) and never see each other's half-done work.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::driver::bridge::HostState;
+use crate::error::{Error, Result};
+use crate::model::{Attachment, Network};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/plumb";
+
+pub struct Store {
+    conn: Connection,
+    pub dir: PathBuf,
+}
+
+/// Network as stored, with what plumb did to the host for it.
+#[derive(Debug, Clone)]
+pub struct StoredNetwork {
+    pub network: Network,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredAttachment {
+    pub id: i64,
+    pub attachment: Attachment,
+    pub owner: Option<String>,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("state directory {}", dir.display()), e))?;
+        let conn = Connection::open(dir.join("plumb.db"))?;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn, dir: dir.to_path_buf() };
+        store.write(|tx| schema::migrate(tx))?;
+        Ok(store)
+    }
+
+    /// Run `f` in an IMMEDIATE transaction; commit when it returns Ok.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn read(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+// Queries are plain functions over a connection (a Transaction derefs to
+// one), so the same code serves reads and writes.
+
+pub fn get_network(conn: &Connection, name: &str) -> Result<Option<StoredNetwork>> {
+    conn.query_row("SELECT data, owner FROM networks WHERE name = ?1", params![name], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })
+    .optional()?
+    .map(|(data, owner)| Ok(StoredNetwork { network: decode(&data)?, owner }))
+    .transpose()
+}
+
+pub fn require_network(conn: &Connection, name: &str) -> Result<StoredNetwork> {
+    get_network(conn, name)?.ok_or_else(|| Error::UnknownNetwork(name.to_string()))
+}
+
+pub fn networks(conn: &Connection) -> Result<Vec<StoredNetwork>> {
+    let mut stmt = conn.prepare("SELECT data, owner FROM networks ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    rows.map(|row| {
+        let (data, owner) = row?;
+        Ok(StoredNetwork { network: decode(&data)?, owner })
+    })
+    .collect()
+}
+
+pub fn insert_network(tx: &Transaction, net: &Network, owner: Option<&str>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO networks (name, bridge, data, owner) VALUES (?1, ?2, ?3, ?4)",
+        params![net.name, net.bridge, encode(net), owner],
+    )?;
+    Ok(())
+}
+
+pub fn delete_network(tx: &Transaction, name: &str) -> Result<()> {
+    tx.execute("DELETE FROM allocations WHERE network = ?1", params![name])?;
+    tx.execute("DELETE FROM cursors WHERE network = ?1", params![name])?;
+    tx.execute("DELETE FROM networks WHERE name = ?1", params![name])?;
+    Ok(())
+}
+
+pub fn set_host_state(tx: &Transaction, name: &str, state: &HostState) -> Result<()> {
+    tx.execute("UPDATE networks SET host_state = ?2 WHERE name = ?1", params![name, encode(state)])?;
+    Ok(())
+}
+
+pub fn host_state(conn: &Connection, name: &str) -> Result<HostState> {
+    let data: String = conn.query_row("SELECT host_state FROM networks WHERE name = ?1", params![name], |r| r.get(0))?;
+    decode(&data)
+}
+
+pub fn network_by_bridge(conn: &Connection, bridge: &str) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT name FROM networks WHERE bridge = ?1", params![bridge], |r| r.get(0)).optional()?)
+}
+
+const ATTACHMENT_COLUMNS: &str = "id, data, owner";
+
+fn attachment_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, String, Option<String>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn collect_attachments(rows: impl Iterator<Item = rusqlite::Result<(i64, String, Option<String>)>>) -> Result<Vec<StoredAttachment>> {
+    rows.map(|row| {
+        let (id, data, owner) = row?;
+        Ok(StoredAttachment { id, attachment: decode(&data)?, owner })
+    })
+    .collect()
+}
+
+pub fn attachments(conn: &Connection) -> Result<Vec<StoredAttachment>> {
+    let mut stmt = conn.prepare(&format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments ORDER BY target, ifname"))?;
+    collect_attachments(stmt.query_map([], attachment_row)?)
+}
+
+pub fn attachments_of_network(conn: &Connection, network: &str) -> Result<Vec<StoredAttachment>> {
+    let mut stmt = conn.prepare(&format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE network = ?1 ORDER BY id"))?;
+    collect_attachments(stmt.query_map(params![network], attachment_row)?)
+}
+
+/// Attachments of a namespace (by identity) or, when the namespace is gone,
+/// by the name the user gave it.
+pub fn attachments_of_target(conn: &Connection, netns: Option<&str>, target: &str) -> Result<Vec<StoredAttachment>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE netns = ?1 OR (?1 IS NULL AND target = ?2) ORDER BY ifname"
+    ))?;
+    collect_attachments(stmt.query_map(params![netns, target], attachment_row)?)
+}
+
+pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO attachments (network, netns, target, ifname, host_ifname, data, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![a.network, a.netns, a.target, a.ifname, a.host_ifname, encode(a), owner],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+pub fn update_attachment(tx: &Transaction, id: i64, a: &Attachment) -> Result<()> {
+    tx.execute("UPDATE attachments SET data = ?2 WHERE id = ?1", params![id, encode(a)])?;
+    Ok(())
+}
+
+pub fn delete_attachment(tx: &Transaction, id: i64) -> Result<()> {
+    tx.execute("DELETE FROM allocations WHERE owner = ?1", params![attachment_owner(id)])?;
+    tx.execute("DELETE FROM attachments WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+/// The allocation owner string of an attachment.
+pub fn attachment_owner(id: i64) -> String {
+    format!("attachment:{id}")
+}
+
+/// Host routes plumb added (`plumb host route`, topology `[[host_route]]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostRoute {
+    pub dest: String,
+    pub via: String,
+    pub owner: Option<String>,
+}
+
+pub fn host_routes(conn: &Connection) -> Result<Vec<HostRoute>> {
+    let mut stmt = conn.prepare("SELECT dest, via, owner FROM host_routes ORDER BY dest")?;
+    let rows = stmt.query_map([], |r| Ok(HostRoute { dest: r.get(0)?, via: r.get(1)?, owner: r.get(2)? }))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_host_route(tx: &Transaction, route: &HostRoute) -> Result<()> {
+    tx.execute("INSERT INTO host_routes (dest, via, owner) VALUES (?1, ?2, ?3)", params![route.dest, route.via, route.owner])?;
+    Ok(())
+}
+
+pub fn delete_host_route(tx: &Transaction, dest: &str) -> Result<()> {
+    tx.execute("DELETE FROM host_routes WHERE dest = ?1", params![dest])?;
+    Ok(())
+}
+
+/// Named namespaces plumb created (topology `[[namespace]]`).
+pub fn namespaces(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
+    let mut stmt = conn.prepare("SELECT name, owner FROM namespaces ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_namespace(tx: &Transaction, name: &str, owner: Option<&str>) -> Result<()> {
+    tx.execute("INSERT OR IGNORE INTO namespaces (name, owner) VALUES (?1, ?2)", params![name, owner])?;
+    Ok(())
+}
+
+pub fn delete_namespace(tx: &Transaction, name: &str) -> Result<()> {
+    tx.execute("DELETE FROM namespaces WHERE name = ?1", params![name])?;
+    Ok(())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plumb's own types always serialize")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T> {
+    serde_json::from_str(data).map_err(|e| Error::Conflict(format!("state store holds a record this plumb cannot read ({e}); was it written by a newer version?")))
+}

@@ -1,0 +1,65 @@
+//! Schema and migrations, applied in order; `user_version` records the last.
+
+use rusqlite::Transaction;
+
+use crate::error::Result;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: networks, address allocations, attachments, host routes, namespaces.
+    "
+    CREATE TABLE networks (
+        name   TEXT PRIMARY KEY,
+        bridge TEXT NOT NULL UNIQUE,
+        data   TEXT NOT NULL,
+        -- What the driver found and changed on the host (to give it back).
+        host_state TEXT NOT NULL DEFAULT '{}',
+        owner  TEXT
+    );
+    -- One row per address in use: the host's own, reserved ones and containers'.
+    CREATE TABLE allocations (
+        network TEXT NOT NULL REFERENCES networks(name),
+        address TEXT NOT NULL,
+        owner   TEXT NOT NULL,
+        PRIMARY KEY (network, address)
+    );
+    CREATE INDEX allocations_owner ON allocations(owner);
+    -- Where the next dynamic allocation of a subnet starts looking.
+    CREATE TABLE cursors (
+        network TEXT NOT NULL,
+        subnet  TEXT NOT NULL,
+        last    TEXT NOT NULL,
+        PRIMARY KEY (network, subnet)
+    );
+    CREATE TABLE attachments (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        network     TEXT NOT NULL REFERENCES networks(name),
+        netns       TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        ifname      TEXT NOT NULL,
+        host_ifname TEXT NOT NULL UNIQUE,
+        data        TEXT NOT NULL,
+        owner       TEXT,
+        UNIQUE (netns, ifname),
+        UNIQUE (netns, network)
+    );
+    CREATE INDEX attachments_target ON attachments(target);
+    CREATE TABLE host_routes (
+        dest  TEXT PRIMARY KEY,
+        via   TEXT NOT NULL,
+        owner TEXT
+    );
+    CREATE TABLE namespaces (
+        name  TEXT PRIMARY KEY,
+        owner TEXT
+    );
+    ",
+];
+
+pub fn migrate(tx: &Transaction) -> Result<()> {
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    Ok(())
+}
