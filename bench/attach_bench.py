@@ -1,0 +1,673 @@
+#!/usr/bin/env python3
+"""Attach benchmark: plumb vs the CNI reference bridge plugin vs netavark.
+
+What it measures
+----------------
+For N fresh container network namespaces (default 500) it attaches each one to
+a NAT bridge network, one process per container, and times every invocation
+with time.perf_counter() around subprocess.run():
+
+  plumb     plumb --state-dir D --host-netns plumb-bench-host attach NS bench
+  cni       /usr/lib/cni/bridge (CNI_COMMAND=ADD, host-local IPAM, ipMasq)
+  netavark  /usr/lib/podman/netavark --config D setup /run/netns/NS
+            (static IPs handed out here, as Podman does; DNS off)
+
+Each tool gets its own subnet (/16), its own bridge and its own fresh set of N
+namespaces, created before timing starts (namespace creation is not timed).
+It also times `plumb up` of an N-attachment topology file in one process.
+
+Per tool it prints the median per-attach time, the mean of the first and last
+50 attaches and their ratio (growth with N), then plumb's medians relative to
+the peers, checked against the targets:
+  plumb <= 0.2 x CNI bridge,  plumb <= 0.1 x netavark,  plumb last50/first50 <= 1.15
+
+Isolation
+---------
+Everything runs inside a fake "host" network namespace, plumb-bench-host (lo
+up, ip_forward=1), entered with `nsenter --net=/run/netns/plumb-bench-host`,
+so the real host's links, routes and firewall tables are never touched. The
+fake host is re-created for every tool, so no tool pays for the firewall rules
+another tool left behind (iptables-nft reads the whole table on every call).
+Deleting it removes its bridge and every iptables/nft rule made inside it;
+the script checks that the namespace is really gone and that the real host's
+ruleset and links carry nothing of ours. Everything created is removed in a
+`finally`, also on failure or Ctrl-C.
+
+Run (as root, from the repository root)
+---------------------------------------
+  cargo build --release
+  sudo bench/attach_bench.py                          # all tools, N=500
+  sudo bench/attach_bench.py --count 60 --tools cni,netavark
+  sudo bench/attach_bench.py --json bench.json --strict
+  sudo bench/attach_bench.py --cleanup                # remove leftovers of a killed run
+
+Exit status: 0 ok; 1 a target was missed and --strict was given; 2 a tool
+failed or a verification failed; 3 bad usage or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+HOST_NS = "plumb-bench-host"
+HOST_NS_PATH = f"/run/netns/{HOST_NS}"
+NSENTER_HOST = ["nsenter", f"--net={HOST_NS_PATH}"]
+CNI_PATH = "/usr/lib/cni"
+NETAVARK = "/usr/lib/podman/netavark"
+WINDOW = 50  # size of the first/last window for the growth ratio
+
+TARGET_VS_CNI = 0.2
+TARGET_VS_NETAVARK = 0.1
+TARGET_GROWTH = 1.15
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    subnet: str
+    ns_prefix: str
+    bridge: str  # bridge name in the fake host, "" when the tool picks it
+
+    @property
+    def gateway(self) -> str:
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    def ns_names(self, count: int) -> list[str]:
+        return [f"{self.ns_prefix}{i}" for i in range(count)]
+
+
+TOOLS = {
+    "plumb": Tool("plumb", "10.77.0.0/16", "pb-plumb-", ""),
+    "cni": Tool("cni", "10.78.0.0/16", "pb-cni-", "cni-bench0"),
+    "netavark": Tool("netavark", "10.79.0.0/16", "pb-nv-", "nv-bench0"),
+}
+UP = Tool("plumb-up", "10.76.0.0/16", "pb-up-", "")
+OUR_NS = re.compile(r"^(plumb-bench-host|pb-(plumb|cni|nv|up)-\d+)$")
+OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[6-9]\.0\.0/16")
+
+
+class BenchError(Exception):
+    """A tool failed or a verification failed: reported loudly, exit 2."""
+
+
+# ---------------------------------------------------------------- shell helpers
+
+def run(cmd: list[str], *, check: bool = True, input: str | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, input=input, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise BenchError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+                         f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def timed(cmd: list[str], *, input: str | None = None,
+          env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Run cmd once; return (milliseconds, result). Only the child is timed."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, input=input, env=env, capture_output=True, text=True)
+    return (time.perf_counter() - t0) * 1000.0, proc
+
+
+def in_host(cmd: list[str]) -> list[str]:
+    return NSENTER_HOST + cmd
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------ namespaces
+
+def netns_list() -> set[str]:
+    out = run(["ip", "netns", "list"]).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def netns_add_many(names: list[str]) -> None:
+    if names:
+        run(["ip", "-batch", "-"], input="".join(f"netns add {n}\n" for n in names))
+
+
+def netns_del_many(names: list[str]) -> None:
+    """Delete the given named namespaces; missing ones are ignored."""
+    present = netns_list()
+    doomed = [n for n in names if n in present]
+    if doomed:
+        run(["ip", "-force", "-batch", "-"], check=False,
+            input="".join(f"netns del {n}\n" for n in doomed))
+
+
+def netns_inode(name: str) -> int:
+    return os.stat(f"/run/netns/{name}").st_ino
+
+
+def netns_holders(inode: int) -> list[int]:
+    """PIDs whose network namespace is the one with this inode."""
+    pids = []
+    want = f"net:[{inode}]"
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == want:
+                    pids.append(int(pid))
+            except OSError:
+                pass
+    return pids
+
+
+class Resources:
+    """Everything the run creates, so `finally` can remove it."""
+
+    def __init__(self) -> None:
+        self.namespaces: list[str] = []
+        self.tmpdirs: list[str] = []
+
+    def add_namespaces(self, names: list[str]) -> None:
+        self.namespaces.extend(names)
+        netns_add_many(names)
+
+    def tmpdir(self, tag: str) -> str:
+        d = tempfile.mkdtemp(prefix=f"plumb-bench-{tag}-")
+        self.tmpdirs.append(d)
+        return d
+
+    def drop_namespaces(self, names: list[str]) -> None:
+        netns_del_many(names)
+        gone = set(names)
+        self.namespaces = [n for n in self.namespaces if n not in gone]
+
+    def cleanup(self) -> None:
+        # container namespaces first (destroys their veths), the fake host last
+        netns_del_many([n for n in self.namespaces if n != HOST_NS])
+        if HOST_NS in self.namespaces:
+            netns_del_many([HOST_NS])
+        self.namespaces.clear()
+        for d in self.tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.tmpdirs.clear()
+
+
+# ------------------------------------------------------------------- fake host
+
+def create_fake_host(res: Resources) -> None:
+    res.add_namespaces([HOST_NS])
+    run(["ip", "-n", HOST_NS, "link", "set", "lo", "up"])
+    run(in_host(["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+
+
+def fake_host_firewall() -> dict:
+    """Which firewall state exists in the fake host (for the report)."""
+    nft = run(in_host(["nft", "-j", "list", "ruleset"]), check=False)
+    tables, rules = [], 0
+    if nft.returncode == 0 and nft.stdout.strip():
+        for obj in json.loads(nft.stdout).get("nftables", []):
+            if "table" in obj:
+                tables.append(f"{obj['table']['family']} {obj['table']['name']}")
+            rules += "rule" in obj
+    legacy = run(in_host(["iptables-legacy-save"]), check=False).stdout \
+        if shutil.which("iptables-legacy-save") else ""
+    legacy_rules = sum(1 for line in legacy.splitlines() if line.startswith("-A"))
+    return {"nft_tables": tables, "nft_rules": rules, "iptables_legacy_rules": legacy_rules}
+
+
+def destroy_fake_host(res: Resources) -> None:
+    """Delete the fake host and check that the namespace (and so every rule,
+    bridge and veth end inside it) is really gone."""
+    inode = netns_inode(HOST_NS)
+    res.drop_namespaces([HOST_NS])
+    if HOST_NS in netns_list():
+        raise BenchError(f"{HOST_NS} still listed after `ip netns del`")
+    holders = netns_holders(inode)
+    if holders:
+        raise BenchError(f"{HOST_NS} deleted but still held by pids {holders}: "
+                         "its firewall state would live on")
+
+
+def real_host_snapshot() -> dict:
+    """Read-only view of the real host, to prove the run did not touch it."""
+    nft = run(["nft", "list", "ruleset"], check=False).stdout
+    ipt = run(["iptables-save"], check=False).stdout if shutil.which("iptables-save") else ""
+    links = run(["ip", "-o", "link", "show"]).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    ruleset = nft + ipt
+    return {"ruleset_sha": hashlib.sha256(ruleset.encode()).hexdigest(),
+            "markers": sorted(set(OUR_MARKERS.findall(ruleset))),
+            "links": names}
+
+
+def check_real_host(before: dict, after: dict) -> list[str]:
+    problems = []
+    if after["markers"]:
+        problems.append(f"real host ruleset contains our markers: {after['markers']}")
+    ours = {n for n in after["links"] - before["links"]
+            if n in ("cni-bench0", "nv-bench0") or n.startswith(("veth", "pb"))}
+    if ours:
+        problems.append(f"real host has new links that look like ours: {sorted(ours)}")
+    if before["ruleset_sha"] != after["ruleset_sha"] and not after["markers"]:
+        say("  note: the real host's ruleset changed during the run, but carries "
+            "nothing of ours (another process?)")
+    return problems
+
+
+# ---------------------------------------------------------------- verification
+
+def container_ipv4(ns: str) -> str | None:
+    out = run(["ip", "-n", ns, "-j", "-4", "addr", "show", "dev", "eth0"], check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    for link in json.loads(out.stdout):
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet":
+                return f"{a['local']}/{a['prefixlen']}"
+    return None
+
+
+def default_gateway(ns: str) -> str | None:
+    out = run(["ip", "-n", ns, "-j", "-4", "route", "show", "default"], check=False)
+    routes = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else []
+    return routes[0].get("gateway") if routes else None
+
+
+def verify(tool: Tool, names: list[str]) -> list[str]:
+    """For the first, middle and last container: an IPv4 address on eth0 inside
+    the tool's subnet, and a ping to the bridge gateway that answers."""
+    problems = []
+    subnet = ipaddress.ip_network(tool.subnet)
+    for ns in sorted({names[0], names[len(names) // 2], names[-1]}, key=names.index):
+        addr = container_ipv4(ns)
+        if addr is None:
+            problems.append(f"{tool.name}: {ns}: no IPv4 address on eth0")
+            continue
+        if ipaddress.ip_interface(addr).ip not in subnet:
+            problems.append(f"{tool.name}: {ns}: eth0 has {addr}, outside {tool.subnet}")
+        gw = default_gateway(ns) or tool.gateway
+        ping = run(["ip", "netns", "exec", ns, "ping", "-c1", "-W1", gw], check=False)
+        if ping.returncode != 0:
+            problems.append(f"{tool.name}: {ns} ({addr}): ping to gateway {gw} failed")
+    return problems
+
+
+# --------------------------------------------------------------- the three tools
+
+def plumb_cmd(plumb: str, state: str, *args: str) -> list[str]:
+    return [plumb, "--state-dir", state, "--host-netns", HOST_NS, *args]
+
+
+def plumb_prepare(ctx: "Ctx", tool: Tool):
+    state = ctx.res.tmpdir("plumb-state")
+    run(plumb_cmd(ctx.plumb, state, "network", "create", "bench", "--driver", "bridge",
+                  "--subnet", tool.subnet, "--mode", "nat"))
+
+    def attach(i: int, ns: str) -> tuple[float, str | None]:
+        ms, p = timed(plumb_cmd(ctx.plumb, state, "attach", ns, "bench"))
+        return ms, None if p.returncode == 0 else p.stderr.strip() or p.stdout.strip()
+    return attach
+
+
+def cni_prepare(ctx: "Ctx", tool: Tool):
+    ipam_dir = ctx.res.tmpdir("cni-ipam")
+    conf = json.dumps({
+        "cniVersion": "1.0.0", "name": "benchcni", "type": "bridge",
+        "bridge": tool.bridge, "isGateway": True, "ipMasq": True,
+        "ipam": {"type": "host-local", "subnet": tool.subnet, "dataDir": ipam_dir},
+    })
+    cmd = in_host([f"{CNI_PATH}/bridge"])
+
+    def attach(i: int, ns: str) -> tuple[float, str | None]:
+        env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
+                   CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=CNI_PATH)
+        ms, p = timed(cmd, input=conf, env=env)
+        if p.returncode != 0:
+            return ms, p.stdout.strip() or p.stderr.strip()
+        try:
+            ips = json.loads(p.stdout).get("ips") or []
+        except json.JSONDecodeError:
+            return ms, f"result is not JSON: {p.stdout[:200]!r}"
+        return ms, None if ips and ips[0].get("address") else f"no IP in result: {p.stdout[:200]!r}"
+    return attach
+
+
+def netavark_prepare(ctx: "Ctx", tool: Tool):
+    config = ctx.res.tmpdir("netavark")
+    net = ipaddress.ip_network(tool.subnet)
+    ips = (str(ip) for ip in net.hosts() if str(ip) != tool.gateway)
+    network_info = {"bench": {
+        "name": "bench", "id": hashlib.sha256(b"plumb-bench").hexdigest(),
+        "driver": "bridge", "network_interface": tool.bridge,
+        "subnets": [{"subnet": tool.subnet, "gateway": tool.gateway}],
+        "ipv6_enabled": False, "internal": False, "dns_enabled": False,
+    }}
+    # NETAVARK_FW pins the iptables driver: with firewalld running on the real
+    # host, netavark would otherwise configure firewalld over D-Bus (global).
+    env = dict(os.environ, NETAVARK_FW="iptables")
+
+    def attach(i: int, ns: str) -> tuple[float, str | None]:
+        opts = json.dumps({
+            "container_id": hashlib.sha256(ns.encode()).hexdigest(),
+            "container_name": ns,
+            "networks": {"bench": {"interface_name": "eth0", "static_ips": [next(ips)]}},
+            "network_info": network_info,
+        })
+        ms, p = timed(in_host([NETAVARK, "--config", config, "setup", f"/run/netns/{ns}"]),
+                      input=opts, env=env)
+        if p.returncode != 0:
+            return ms, p.stderr.strip() or p.stdout.strip()
+        return ms, None if '"ipnet"' in p.stdout else f"no ipnet in result: {p.stdout[:200]!r}"
+    return attach
+
+
+PREPARE = {"plumb": plumb_prepare, "cni": cni_prepare, "netavark": netavark_prepare}
+
+
+# ------------------------------------------------------------------ statistics
+
+def summarize(samples: list[float]) -> dict:
+    w = min(WINDOW, max(1, len(samples) // 2))
+    first = statistics.fmean(samples[:w])
+    last = statistics.fmean(samples[-w:])
+    ordered = sorted(samples)
+    return {
+        "count": len(samples),
+        "median_ms": statistics.median(samples),
+        "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "max_ms": ordered[-1],
+        "window": w,
+        "first_mean_ms": first,
+        "last_mean_ms": last,
+        "growth": last / first,
+    }
+
+
+def spawn_floor(reps: int = 30) -> dict:
+    """What merely starting a process costs here, with and without nsenter."""
+    plain = [timed(["true"])[0] for _ in range(reps)]
+    nsent = [timed(in_host(["true"]))[0] for _ in range(reps)]
+    return {"true_ms": statistics.median(plain), "nsenter_true_ms": statistics.median(nsent)}
+
+
+# --------------------------------------------------------------------- phases
+
+@dataclass
+class Ctx:
+    count: int
+    plumb: str
+    res: Resources = field(default_factory=Resources)
+    results: dict = field(default_factory=dict)
+    failures: list = field(default_factory=list)
+
+
+def bench_tool(ctx: Ctx, tool: Tool) -> None:
+    """Fresh fake host + N fresh namespaces, N timed attaches, verify, tear down."""
+    say(f"\n== {tool.name}: {ctx.count} attaches to {tool.subnet}")
+    names = tool.ns_names(ctx.count)
+    create_fake_host(ctx.res)
+    try:
+        ctx.res.add_namespaces(names)
+        floor = spawn_floor()
+        attach = PREPARE[tool.name](ctx, tool)
+        samples = []
+        for i, ns in enumerate(names):
+            ms, err = attach(i, ns)
+            if err is not None:
+                raise BenchError(f"{tool.name}: attach #{i} ({ns}) failed: {err}")
+            samples.append(ms)
+            if (i + 1) % 100 == 0:
+                say(f"  {i + 1}/{ctx.count}  median so far {statistics.median(samples):.2f} ms")
+        problems = verify(tool, names)
+        if problems:
+            raise BenchError("verification failed:\n  " + "\n  ".join(problems))
+        fw = fake_host_firewall()
+        ctx.results[tool.name] = dict(summarize(samples), samples_ms=samples,
+                                      firewall=fw, spawn_floor=floor)
+        say(f"  verified; fake host firewall: nft tables {fw['nft_tables']}, "
+            f"{fw['nft_rules']} nft rules, {fw['iptables_legacy_rules']} iptables-legacy rules")
+    except BenchError as e:
+        ctx.failures.append(str(e))
+        say(f"  FAILED: {e}")
+    finally:
+        ctx.res.drop_namespaces(names)
+        destroy_fake_host(ctx.res)
+
+
+def topology_toml(count: int) -> str:
+    parts = ['[[network]]\nname = "benchup"\ndriver = "bridge"\nmode = "nat"\n'
+             f'subnet = ["{UP.subnet}"]\n']
+    names = UP.ns_names(count)
+    parts += [f'[[namespace]]\nname = "{n}"\n' for n in names]
+    parts += [f'[[attach]]\ntarget = "{n}"\nnetwork = "benchup"\n' for n in names]
+    return "\n".join(parts)
+
+
+def bench_up(ctx: Ctx) -> None:
+    """`plumb up` of an N-attachment topology in one process, timed once."""
+    say(f"\n== plumb up: {ctx.count} namespaces + attaches in one process")
+    names = UP.ns_names(ctx.count)
+    clash = set(names) & netns_list()
+    if clash:
+        ctx.failures.append(f"plumb up: namespaces already exist: {sorted(clash)[:5]}")
+        return
+    create_fake_host(ctx.res)
+    ctx.res.namespaces.extend(names)  # plumb creates them; we make sure they go
+    try:
+        state = ctx.res.tmpdir("plumb-up-state")
+        topo = os.path.join(ctx.res.tmpdir("plumb-up-topo"), "bench.toml")
+        with open(topo, "w") as f:
+            f.write(topology_toml(ctx.count))
+        ms, p = timed(plumb_cmd(ctx.plumb, state, "up", topo))
+        if p.returncode != 0:
+            raise BenchError(f"plumb up failed ({p.returncode}): {p.stderr.strip()}")
+        problems = verify(UP, names)
+        if problems:
+            raise BenchError("verification failed:\n  " + "\n  ".join(problems))
+        ctx.results["plumb-up"] = {"count": ctx.count, "total_ms": ms,
+                                   "per_attach_ms": ms / ctx.count}
+        down = run(plumb_cmd(ctx.plumb, state, "down", topo), check=False)
+        left = set(names) & netns_list()
+        if down.returncode != 0:
+            raise BenchError(f"plumb down failed ({down.returncode}): {down.stderr.strip()}")
+        if left:
+            raise BenchError(f"plumb down left {len(left)} namespaces behind, "
+                             f"e.g. {sorted(left)[:3]}")
+    except BenchError as e:
+        ctx.failures.append(str(e))
+        say(f"  FAILED: {e}")
+    finally:
+        ctx.res.drop_namespaces(names)
+        destroy_fake_host(ctx.res)
+
+
+# --------------------------------------------------------------------- report
+
+def target_rows(results: dict) -> list[tuple[str, float | None, float, str]]:
+    """(label, value, limit, PASS/MISS/n/a) for each target."""
+    def med(name):
+        return results.get(name, {}).get("median_ms")
+    p, c, n = med("plumb"), med("cni"), med("netavark")
+    rows = [
+        ("plumb / cni median", p / c if p and c else None, TARGET_VS_CNI),
+        ("plumb / netavark median", p / n if p and n else None, TARGET_VS_NETAVARK),
+        ("plumb last/first", results.get("plumb", {}).get("growth"), TARGET_GROWTH),
+    ]
+    return [(label, v, lim, "n/a" if v is None else ("PASS" if v <= lim else "MISS"))
+            for label, v, lim in rows]
+
+
+def report(ctx: Ctx, skipped: dict) -> list:
+    say("\n== results (ms per attach, one process per container)")
+    say(f"{'tool':<10}{'count':>7}{'median':>9}{'p90':>9}{'max':>9}"
+        f"{'first':>9}{'last':>9}{'last/first':>12}")
+    for name in TOOLS:
+        r = ctx.results.get(name)
+        if r:
+            say(f"{name:<10}{r['count']:>7}{r['median_ms']:>9.2f}{r['p90_ms']:>9.2f}"
+                f"{r['max_ms']:>9.2f}{r['first_mean_ms']:>9.2f}{r['last_mean_ms']:>9.2f}"
+                f"{r['growth']:>12.3f}")
+        elif name in skipped:
+            say(f"{name:<10}  SKIPPED: {skipped[name]}")
+    if ctx.results:
+        per_tool = [r for r in ctx.results.values() if "window" in r]
+        if per_tool:
+            say(f"(first/last = mean of the first/last {per_tool[0]['window']} attaches)")
+        floor = per_tool[0]["spawn_floor"] if per_tool else None
+        if floor:
+            say(f"process spawn floor: `true` {floor['true_ms']:.2f} ms, "
+                f"`nsenter --net=... true` {floor['nsenter_true_ms']:.2f} ms "
+                "(the peers run under nsenter, plumb uses --host-netns)")
+    up = ctx.results.get("plumb-up")
+    if up:
+        say(f"plumb up: {up['count']} attaches in {up['total_ms']:.1f} ms "
+            f"= {up['per_attach_ms']:.3f} ms per attach")
+    elif "plumb-up" in skipped:
+        say(f"plumb up  SKIPPED: {skipped['plumb-up']}")
+    rows = target_rows(ctx.results)
+    say("\n== targets")
+    for label, v, lim, verdict in rows:
+        val = "-" if v is None else f"{v:.3f}"
+        say(f"  {label:<26}{val:>8}  (target <= {lim})  {verdict}")
+    return rows
+
+
+def write_json(path: str, ctx: Ctx, rows: list, skipped: dict) -> None:
+    doc = {
+        "count": ctx.count,
+        "kernel": platform.release(),
+        "results": ctx.results,
+        "skipped": skipped,
+        "failures": ctx.failures,
+        "targets": [{"target": l, "value": v, "limit": lim, "verdict": vd}
+                    for l, v, lim, vd in rows],
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+    say(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------- main
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
+    ap.add_argument("--tools", default="plumb,cni,netavark",
+                    help="comma-separated subset of plumb,cni,netavark")
+    ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
+    ap.add_argument("--no-up", action="store_true", help="skip the `plumb up` timing")
+    ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    ap.add_argument("--cleanup", action="store_true",
+                    help="only remove namespaces left by a killed run, then exit")
+    args = ap.parse_args(argv)
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in args.tools if t not in TOOLS]
+    if unknown:
+        ap.error(f"unknown tools {unknown}; choose from {list(TOOLS)}")
+    if not 2 <= args.count <= 60000:
+        ap.error("--count must be between 2 and 60000")
+    return args
+
+
+def missing_reason(name: str, plumb: str) -> str | None:
+    binary = {"plumb": plumb, "cni": f"{CNI_PATH}/bridge", "netavark": NETAVARK}[name]
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        return f"{binary} not found or not executable"
+    if name == "cni" and not os.access(f"{CNI_PATH}/host-local", os.X_OK):
+        return f"{CNI_PATH}/host-local not found"
+    return None
+
+
+def install_signal_handlers() -> None:
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        say("attach_bench: must run as root (it creates network namespaces)")
+        return 3
+    for exe in ("ip", "nsenter", "ping", "nft", "sysctl"):
+        if not shutil.which(exe):
+            say(f"attach_bench: `{exe}` not found in PATH")
+            return 3
+    ours = sorted(n for n in netns_list() if OUR_NS.match(n))
+    if args.cleanup:
+        netns_del_many([n for n in ours if n != HOST_NS] + ([HOST_NS] if HOST_NS in ours else []))
+        say(f"removed {len(ours)} leftover namespaces" if ours else "nothing to clean up")
+        return 0
+    if ours:
+        say(f"attach_bench: leftover namespaces from an earlier run ({ours[:3]}...); "
+            "run with --cleanup first")
+        return 3
+
+    args.plumb = os.path.abspath(args.plumb)
+    skipped = {}
+    for name in args.tools:
+        reason = missing_reason(name, args.plumb)
+        if reason:
+            skipped[name] = reason
+            say(f"SKIPPING {name}: {reason}")
+    if "plumb" not in args.tools:
+        skipped["plumb-up"] = "plumb not in --tools"
+    elif args.no_up:
+        skipped["plumb-up"] = "--no-up"
+    elif "plumb" in skipped:
+        skipped["plumb-up"] = skipped["plumb"]
+        say(f"SKIPPING plumb up: {skipped['plumb-up']}")
+
+    install_signal_handlers()
+    ctx = Ctx(count=args.count, plumb=args.plumb)
+    before = real_host_snapshot()
+    interrupted = False
+    try:
+        for name in args.tools:
+            if name not in skipped:
+                bench_tool(ctx, TOOLS[name])
+        if "plumb-up" not in skipped:
+            bench_up(ctx)
+    except KeyboardInterrupt:
+        interrupted = True
+        say("\ninterrupted; cleaning up")
+    except BenchError as e:
+        ctx.failures.append(str(e))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ctx.res.cleanup()
+        left = sorted(n for n in netns_list() if OUR_NS.match(n))
+        if left:
+            ctx.failures.append(f"namespaces left behind: {left[:5]}")
+        ctx.failures += check_real_host(before, real_host_snapshot())
+    if interrupted:
+        return 130
+
+    rows = report(ctx, skipped)
+    if args.json:
+        write_json(args.json, ctx, rows, skipped)
+    if ctx.failures:
+        say("\n!! FAILURES")
+        for f in ctx.failures:
+            say(f"!! {f}")
+        return 2
+    if args.strict and any(vd == "MISS" for *_, vd in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

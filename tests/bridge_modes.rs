@@ -1,0 +1,168 @@
+//! Real namespaces, real packets: the three bridge modes, inside a fake host.
+
+mod common;
+
+use common::{Lab, must, peer_echo_server, tcp_say};
+
+/// Give the fake host an "upstream" router: host uplink 10.99.0.2/24,
+/// upstream 10.99.0.1/24, default route via it.
+fn with_upstream(lab: &Lab) -> String {
+    let up = lab.netns("up");
+    lab.wire(&lab.host, "uplink0", Some("10.99.0.2/24"), &up, "eth0", Some("10.99.0.1/24"));
+    must(&format!("ip -n {} route add default via 10.99.0.1", lab.host));
+    up
+}
+
+#[test]
+fn nat_network_connects_containers_host_and_masquerades_upstream() {
+    let lab = Lab::new("nat");
+    let upstream = with_upstream(&lab);
+    // What Docker leaves on a host: FORWARD policy DROP in iptables-nft's table.
+    must(&format!(
+        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+        lab.host
+    ));
+    lab.ok(&["network", "create", "natnet", "--driver", "bridge", "--subnet", "10.20.0.0/24", "--mode", "nat"]);
+    let a = lab.netns("a");
+    let b = lab.netns("b");
+    lab.ok(&["attach", &a, "natnet"]);
+    lab.ok(&["attach", &b, "natnet"]);
+    let (ip_a, ip_b) = (lab.ip_of(&a, "natnet"), lab.ip_of(&b, "natnet"));
+    assert_eq!(ip_a, "10.20.0.2");
+    assert_eq!(ip_b, "10.20.0.3");
+
+    assert!(lab.ping(&a, &ip_b), "container to container");
+    assert!(lab.ping(&a, "10.20.0.1"), "container to host (gateway)");
+    assert!(lab.ping(&lab.host, &ip_a), "host to container");
+
+    // Upstream must see the host's uplink address, not the container's.
+    let (server, port) = peer_echo_server(&upstream, "10.99.0.1:0");
+    let seen = tcp_say(&a, &format!("10.99.0.1:{port}")).expect("container reaches upstream through NAT despite FORWARD DROP");
+    assert_eq!(seen, "10.99.0.2", "upstream saw the host's address");
+    server.join().unwrap();
+
+    let ruleset = must(&format!("ip netns exec {} nft list table inet plumb", lab.host));
+    assert!(ruleset.contains("masquerade"), "{ruleset}");
+}
+
+#[test]
+fn bridged_network_puts_containers_on_the_lan_without_nat() {
+    let lab = Lab::new("brd");
+    // The "production LAN": a router namespace at 192.168.50.1 behind the
+    // host's uplink lan0, which holds 192.168.50.2 before plumb takes it.
+    let router = lab.netns("lanrt");
+    lab.wire(&lab.host, "lan0", Some("192.168.50.2/24"), &router, "eth0", Some("192.168.50.1/24"));
+    lab.ok(&[
+        "network", "create", "lan", "--mode", "bridged", "--uplink", "lan0", "--subnet", "192.168.50.0/24",
+        "--gateway", "192.168.50.1", "--ip-range", "192.168.50.128/25",
+    ]);
+    // The host keeps its LAN address, now on the bridge.
+    let bridge_addrs = must(&format!("ip -n {} -o addr show dev pl-lan", lab.host));
+    assert!(bridge_addrs.contains("192.168.50.2/24"), "{bridge_addrs}");
+    assert!(lab.ping(&lab.host, "192.168.50.1"), "host still reaches the LAN");
+
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    assert_eq!(ip, "192.168.50.128", "first address of --ip-range");
+    assert!(lab.ping(&c, "192.168.50.1"), "container reaches the LAN router");
+
+    // The router sees the container's own address and its own MAC: one IP per container on the LAN.
+    let (server, port) = peer_echo_server(&router, "192.168.50.1:0");
+    assert_eq!(tcp_say(&c, &format!("192.168.50.1:{port}")).unwrap(), ip);
+    server.join().unwrap();
+    let mac = lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"]["MacAddress"].as_str().unwrap().to_string();
+    let neigh = must(&format!("ip -n {router} neigh show {ip}"));
+    assert!(neigh.contains(&mac), "router's ARP entry for {ip} is the container's MAC {mac}: {neigh}");
+    // Default route via the LAN's router.
+    let routes = must(&format!("ip -n {c} route show default"));
+    assert!(routes.contains("via 192.168.50.1"), "{routes}");
+
+    // Removing the network gives the uplink its address back.
+    lab.ok(&["detach", &c]);
+    lab.ok(&["network", "rm", "lan"]);
+    let uplink = must(&format!("ip -n {} -o addr show dev lan0", lab.host));
+    assert!(uplink.contains("192.168.50.2/24"), "{uplink}");
+    assert!(!lab.host_links().contains(&"pl-lan".to_string()));
+}
+
+#[test]
+fn routed_network_is_reachable_from_outside_without_nat() {
+    let lab = Lab::new("rtd");
+    let outside = lab.netns("out");
+    lab.wire(&lab.host, "ext0", Some("172.31.0.2/24"), &outside, "eth0", Some("172.31.0.1/24"));
+    must(&format!("ip -n {outside} route add 10.30.0.0/24 via 172.31.0.2"));
+    lab.ok(&["network", "create", "rt", "--subnet", "10.30.0.0/24", "--mode", "routed"]);
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "rt"]);
+    let ip = lab.ip_of(&c, "rt");
+    assert!(lab.ping(&outside, &ip), "outside reaches the container through its route");
+    // The container sees the outside machine's real address: no NAT either way.
+    let (server, port) = peer_echo_server(&c, "0.0.0.0:0");
+    assert_eq!(tcp_say(&outside, &format!("{ip}:{port}")).unwrap(), "172.31.0.1");
+    server.join().unwrap();
+    let ruleset = common::sh(&format!("ip netns exec {} nft list ruleset", lab.host));
+    assert!(!String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
+}
+
+#[test]
+fn several_attachments_per_target_dual_stack_and_options() {
+    let lab = Lab::new("multi");
+    lab.ok(&["network", "create", "one", "--subnet", "10.41.0.0/24", "--subnet", "fd41::/64"]);
+    lab.ok(&["network", "create", "two", "--subnet", "10.42.0.0/24", "--route", "10.142.0.0/16", "via", "10.42.0.1"]);
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "one", "--mac", "02:00:00:aa:bb:cc", "--mtu", "1400"]);
+    lab.ok(&["attach", &c, "two", "--ifname", "lan1", "--ip", "10.42.0.77", "--default-route", "replace"]);
+    let v = lab.inspect(&c);
+    let one = &v["NetworkSettings"]["Networks"]["one"];
+    let two = &v["NetworkSettings"]["Networks"]["two"];
+    assert_eq!(one["IfName"], "eth0");
+    assert_eq!(one["MacAddress"], "02:00:00:aa:bb:cc");
+    assert_eq!(one["MTU"], 1400);
+    assert_eq!(one["GlobalIPv6Address"], "fd41::2");
+    assert_eq!(one["IPv6Gateway"], "fd41::1");
+    assert_eq!(two["IfName"], "lan1");
+    assert_eq!(two["IPAddress"], "10.42.0.77");
+    assert_eq!(two["IPPrefixLen"], 24);
+
+    let link = must(&format!("ip -n {c} link show eth0"));
+    assert!(link.contains("02:00:00:aa:bb:cc") && link.contains("mtu 1400"), "{link}");
+    let routes = must(&format!("ip -n {c} route"));
+    assert!(routes.contains("default via 10.42.0.1 dev lan1"), "replace moved the default route: {routes}");
+    assert!(routes.contains("10.142.0.0/16 via 10.42.0.1 dev lan1"), "network route: {routes}");
+    assert!(lab.ping(&c, "fd41::1"), "IPv6 to the gateway");
+    assert!(must(&format!("ip -n {c} link show lo")).contains("UP"));
+
+    // ls lists both; detach of one network leaves the other.
+    let ls: serde_json::Value = serde_json::from_str(&lab.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+    lab.ok(&["detach", &c, "one"]);
+    assert!(!common::links(&c).contains(&"eth0".to_string()));
+    assert!(common::links(&c).contains(&"lan1".to_string()));
+    // Detach is idempotent; the address is free again (asked for statically,
+    // since dynamic allocation moves on from the last address it gave).
+    lab.ok(&["detach", &c, "one"]);
+    lab.ok(&["attach", &c, "one", "--ip", "10.41.0.2"]);
+    assert_eq!(lab.ip_of(&c, "one"), "10.41.0.2");
+}
+
+#[test]
+fn pid_and_path_targets_work() {
+    let lab = Lab::new("pid");
+    lab.ok(&["network", "create", "p", "--subnet", "10.43.0.0/24"]);
+    let ns = lab.netns("proc");
+    let mut child = std::process::Command::new("ip").args(["netns", "exec", &ns, "sleep", "30"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let target = format!("pid:{}", child.id());
+    // `ip netns exec` forks nothing: the pid is sleep's, inside the namespace.
+    lab.ok(&["attach", &target, "p"]);
+    assert!(common::links(&ns).contains(&"eth0".to_string()));
+    let path = format!("/run/netns/{ns}");
+    // The same namespace reached by path is the same target.
+    let err = lab.fails(&["attach", &path, "p"]);
+    assert!(err.contains("already attached"), "{err}");
+    lab.ok(&["detach", &path]);
+    assert!(!common::links(&ns).contains(&"eth0".to_string()));
+    child.kill().ok();
+    child.wait().ok();
+}

@@ -1,0 +1,178 @@
+//! Fixtures for integration tests: every test gets its own fake "host"
+//! namespace, its own state directory and its own namespace names, and
+//! removes all of it on drop, even when the test fails.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Lab {
+    /// Prefix of every namespace this lab owns (plumb-made ones included).
+    pub prefix: String,
+    pub host: String,
+    pub state: tempfile::TempDir,
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("run sh")
+}
+
+/// Run a shell command and insist that it succeeds.
+pub fn must(cmd: &str) -> String {
+    let out = sh(cmd);
+    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("pt{}{}{}-", std::process::id() % 100000, tag, n);
+        let host = format!("{prefix}host");
+        must(&format!("ip netns add {host} && ip -n {host} link set lo up"));
+        Lab { prefix, host, state: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// A namespace name owned by this lab.
+    pub fn name(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    /// Create a namespace owned by this lab, `lo` up.
+    pub fn netns(&self, short: &str) -> String {
+        let name = self.name(short);
+        must(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        name
+    }
+
+    /// Run plumb with this lab's host namespace and state directory.
+    pub fn plumb(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("--host-netns")
+            .arg(&self.host)
+            .args(args)
+            .output()
+            .expect("run plumb")
+    }
+
+    /// Run plumb and insist that it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.plumb(args);
+        assert!(
+            out.status.success(),
+            "plumb {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run plumb, insist that it fails with exit code 1; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.plumb(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "plumb {args:?} should fail with exit code 1: {err}");
+        assert!(!err.contains("panicked"), "plumb {args:?} panicked: {err}");
+        err
+    }
+
+    pub fn inspect(&self, target: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", target])).expect("inspect prints JSON")
+    }
+
+    /// The IPv4 address of `target` on `network`.
+    pub fn ip_of(&self, target: &str, network: &str) -> String {
+        self.inspect(target)["NetworkSettings"]["Networks"][network]["IPAddress"].as_str().expect("IPAddress").to_string()
+    }
+
+    /// Run a command inside one of our namespaces (host included).
+    pub fn exec(&self, ns: &str, cmd: &str) -> Output {
+        sh(&format!("ip netns exec {ns} {cmd}"))
+    }
+
+    pub fn ping(&self, ns: &str, ip: &str) -> bool {
+        self.exec(ns, &format!("ping -c1 -W2 {ip}")).status.success()
+    }
+
+    /// Links in the fake host namespace (names only).
+    pub fn host_links(&self) -> Vec<String> {
+        links(&self.host)
+    }
+
+    /// A veth between two of our namespaces with addresses (CIDRs) on each end.
+    pub fn wire(&self, a: &str, a_if: &str, a_addr: Option<&str>, b: &str, b_if: &str, b_addr: Option<&str>) {
+        must(&format!("ip link add {a_if} netns {a} type veth peer name {b_if} netns {b}"));
+        must(&format!("ip -n {a} link set {a_if} up && ip -n {b} link set {b_if} up"));
+        if let Some(addr) = a_addr {
+            must(&format!("ip -n {a} addr add {addr} dev {a_if}"));
+        }
+        if let Some(addr) = b_addr {
+            must(&format!("ip -n {b} addr add {addr} dev {b_if}"));
+        }
+    }
+}
+
+pub fn links(ns: &str) -> Vec<String> {
+    let out = must(&format!("ip -n {ns} -o link show"));
+    out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_string()).collect()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for line in String::from_utf8_lossy(&sh("ip netns list").stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name.starts_with(&self.prefix) {
+                let _ = sh(&format!("ip netns del {name}"));
+            }
+        }
+    }
+}
+
+/// Open a namespace file and run `f` on a thread inside it.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in netns")
+    })
+}
+
+/// A TCP server inside `ns` that answers one connection with the peer's
+/// address as it saw it (the proof of NAT or no NAT).
+pub fn peer_echo_server(ns: &str, bind: &str) -> (std::thread::JoinHandle<Option<SocketAddr>>, u16) {
+    let listener = in_netns(ns, || TcpListener::bind(bind).expect("bind in netns"));
+    let port = listener.local_addr().expect("local addr").port();
+    let handle = std::thread::spawn(move || {
+        listener.set_nonblocking(false).ok()?;
+        let (mut stream, peer) = listener.accept().ok()?;
+        stream.write_all(peer.ip().to_string().as_bytes()).ok()?;
+        Some(peer)
+    });
+    (handle, port)
+}
+
+/// Connect from inside `ns` to `addr` and return what the server said.
+pub fn tcp_say(ns: &str, addr: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    in_netns(ns, || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })
+}
