@@ -1,0 +1,122 @@
+//! `plumb up` / `plumb down` with the shipped examples, end to end.
+
+mod common;
+
+use common::{Lab, links, must, peer_echo_server, sh, tcp_say};
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+/// Removes the fixed-name namespaces of an example even if the test fails.
+struct Cleanup(&'static [&'static str]);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for ns in self.0 {
+            let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
+        }
+    }
+}
+
+#[test]
+fn lab_example_host_reaches_web_server_through_router() {
+    let _cleanup = Cleanup(&["lab-router", "lab-web", "lab-mkt", "lab-sales"]);
+    let lab = Lab::new("lab");
+    let file = example("lab.toml");
+    let first = lab.ok(&["up", &file]);
+    assert!(first.contains("created network finance") && first.contains("added host route 10.2.0.0/24 via 10.0.0.254"), "{first}");
+
+    // host -> router -> web server on the finance network.
+    assert!(lab.ping(&lab.host, "10.2.0.10"), "host pings the web server");
+    let (server, port) = peer_echo_server("lab-web", "10.2.0.10:0");
+    let seen = tcp_say(&lab.host, &format!("10.2.0.10:{port}")).expect("host connects to the web server");
+    assert_eq!(seen, "10.0.0.1", "the web server sees the host's own address: routed, not NATed");
+    server.join().unwrap();
+    // Departments reach each other through the router, and every one is reachable.
+    assert!(lab.ping("lab-web", "10.3.0.10"), "finance -> marketing");
+    assert!(lab.ping(&lab.host, "10.4.0.10"), "host -> sales");
+    assert!(lab.ping(&lab.host, "10.1.0.254"), "host -> core gateway on the router");
+    let trace = must("ip netns exec lab-web ip route get 10.0.0.1");
+    assert!(trace.contains("via 10.2.0.254"), "web goes through its gateway: {trace}");
+
+    // A second up changes nothing.
+    let second = lab.ok(&["up", &file]);
+    assert_eq!(second.trim(), "up to date: nothing to change");
+
+    // down removes exactly what up made.
+    let host_links_before_down = links(&lab.host);
+    assert!(host_links_before_down.iter().any(|l| l == "pl-finance"));
+    lab.ok(&["down", &file]);
+    for ns in ["lab-router", "lab-web", "lab-mkt", "lab-sales"] {
+        assert!(!netns_exists(ns), "{ns} removed");
+    }
+    let left = links(&lab.host);
+    assert_eq!(left, vec!["lo".to_string()], "only lo is left in the host namespace");
+    let routes = must(&format!("ip -n {} route", lab.host));
+    assert!(routes.trim().is_empty(), "no host routes left: {routes}");
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no attachments left");
+    assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1, "no networks left");
+    assert_eq!(lab.ok(&["down", &file]).trim(), "nothing to remove");
+}
+
+#[test]
+fn quickstart_example_comes_up_and_goes_down() {
+    let _cleanup = Cleanup(&["qs-a", "qs-b"]);
+    let lab = Lab::new("qs");
+    let file = example("quickstart.toml");
+    lab.ok(&["up", &file]);
+    let b = lab.ip_of("qs-b", "quickstart");
+    assert!(lab.ping("qs-a", &b));
+    assert!(lab.ping("qs-a", "fd88::1"));
+    lab.ok(&["down", &file]);
+    assert!(!netns_exists("qs-a") && !netns_exists("qs-b"));
+    assert_eq!(links(&lab.host), vec!["lo".to_string()]);
+}
+
+#[test]
+fn down_leaves_what_up_did_not_make() {
+    let lab = Lab::new("own");
+    // A network made by hand before `up`, used by the topology.
+    lab.ok(&["network", "create", "shared", "--subnet", "10.61.0.0/24"]);
+    let ns = lab.name("t1");
+    let file = lab.state.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[network]]\nname = \"shared\"\nsubnet = [\"10.61.0.0/24\"]\n\n[[network]]\nname = \"mine\"\nsubnet = [\"10.62.0.0/24\"]\n\n[[namespace]]\nname = \"{ns}\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"shared\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"mine\"\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    lab.ok(&["up", f]);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 3);
+    lab.ok(&["down", f]);
+    let nets = lab.ok(&["network", "ls"]);
+    assert!(nets.contains("shared") && !nets.contains("mine"), "{nets}");
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn failed_up_takes_back_what_it_made() {
+    let lab = Lab::new("upfail");
+    let ns = lab.name("x");
+    let file = lab.state.path().join("bad.toml");
+    // The second attach asks for an address outside the network: fails after
+    // the network, the namespace and the first attachment exist.
+    std::fs::write(
+        &file,
+        format!(
+            "[[network]]\nname = \"n1\"\nsubnet = [\"10.63.0.0/24\"]\n\n[[network]]\nname = \"n2\"\nsubnet = [\"10.64.0.0/24\"]\n\n[[namespace]]\nname = \"{ns}\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"n1\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"n2\"\nip = [\"10.99.9.9\"]\n"
+        ),
+    )
+    .unwrap();
+    let err = lab.fails(&["up", file.to_str().unwrap()]);
+    assert!(err.contains("10.99.9.9") && err.contains("rolled back"), "{err}");
+    assert!(!netns_exists(&ns), "namespace taken back");
+    assert_eq!(links(&lab.host), vec!["lo".to_string()]);
+    assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);
+}
