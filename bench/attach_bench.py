@@ -393,6 +393,34 @@ def summarize(samples: list[float]) -> dict:
     }
 
 
+def cpu_busy_fraction(interval: float) -> float:
+    """Share of all CPUs busy over `interval` seconds, from /proc/stat."""
+    def sample():
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        idle = vals[3] + vals[4]  # idle + iowait
+        return idle, sum(vals)
+    i0, t0 = sample()
+    time.sleep(interval)
+    i1, t1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10) -> float:
+    """Wait until the machine is idle, so that the kernel's deferred work from
+    the previous phase (cleanup of deleted namespaces, MLD/DAD on old links)
+    does not land in this phase's timings. Returns seconds waited."""
+    start = time.monotonic()
+    calm = 0
+    while time.monotonic() - start < limit_s:
+        calm = calm + 1 if cpu_busy_fraction(0.5) < busy_max else 0
+        if calm >= 2:
+            break
+    else:
+        say(f"  note: machine still busy after {limit_s:.0f} s; timing anyway")
+    return time.monotonic() - start
+
+
 def spawn_floor(reps: int = 30) -> dict:
     """What merely starting a process costs here, with and without nsenter."""
     plain = [timed(["true"])[0] for _ in range(reps)]
@@ -418,6 +446,7 @@ def bench_tool(ctx: Ctx, tool: Tool) -> None:
     create_fake_host(ctx.res)
     try:
         ctx.res.add_namespaces(names)
+        waited = wait_quiet()
         floor = spawn_floor()
         attach = PREPARE[tool.name](ctx, tool)
         samples = []
@@ -433,7 +462,7 @@ def bench_tool(ctx: Ctx, tool: Tool) -> None:
             raise BenchError("verification failed:\n  " + "\n  ".join(problems))
         fw = fake_host_firewall()
         ctx.results[tool.name] = dict(summarize(samples), samples_ms=samples,
-                                      firewall=fw, spawn_floor=floor)
+                                      firewall=fw, spawn_floor=floor, settle_s=waited)
         say(f"  verified; fake host firewall: nft tables {fw['nft_tables']}, "
             f"{fw['nft_rules']} nft rules, {fw['iptables_legacy_rules']} iptables-legacy rules")
     except BenchError as e:
@@ -468,6 +497,7 @@ def bench_up(ctx: Ctx) -> None:
         topo = os.path.join(ctx.res.tmpdir("plumb-up-topo"), "bench.toml")
         with open(topo, "w") as f:
             f.write(topology_toml(ctx.count))
+        wait_quiet()
         ms, p = timed(plumb_cmd(ctx.plumb, state, "up", topo))
         if p.returncode != 0:
             raise BenchError(f"plumb up failed ({p.returncode}): {p.stderr.strip()}")

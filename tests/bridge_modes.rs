@@ -166,3 +166,26 @@ fn pid_and_path_targets_work() {
     child.kill().ok();
     child.wait().ok();
 }
+
+#[test]
+fn host_address_on_an_isolated_segment_and_reserved_addresses() {
+    let lab = Lab::new("hostaddr");
+    // A bridged segment with no uplink: the host takes part with an address of its own.
+    lab.ok(&[
+        "network", "create", "seg", "--mode", "bridged", "--subnet", "10.44.0.0/24", "--host-address", "10.44.0.5",
+        "--aux-address", "printer=10.44.0.1", "--aux-address", "nas=10.44.0.2",
+    ]);
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "seg"]);
+    assert_eq!(lab.ip_of(&c, "seg"), "10.44.0.3", "aux addresses and the host address are never handed out");
+    assert!(lab.ping(&lab.host, "10.44.0.3"), "host reaches the container on the segment");
+    assert!(lab.ping(&c, "10.44.0.5"), "container reaches the host's address");
+    let err = lab.fails(&["attach", &lab.netns("d"), "seg", "--ip", "10.44.0.2"]);
+    assert!(err.contains("aux:nas"), "{err}");
+    // No gateway on an isolated segment: no default route in the container.
+    assert!(common::must(&format!("ip -n {c} route show default")).trim().is_empty());
+    let inspect: serde_json::Value = serde_json::from_str(&lab.ok(&["network", "inspect", "seg"])).unwrap();
+    assert_eq!(inspect["HostAddresses"][0], "10.44.0.5/24");
+    assert_eq!(inspect["AuxAddresses"]["nas"], "10.44.0.2");
+    assert_eq!(inspect["Attachments"][0]["Target"], c.as_str());
+}
