@@ -12,7 +12,9 @@ use rusqlite::Transaction;
 use crate::driver::bridge;
 use crate::error::{Error, Result};
 use crate::ipam::host_local;
-use crate::model::{AttachRequest, Attachment, Network, NetworkSpec, RouteSpec, overlaps, validate_ifname};
+use crate::model::{
+    AttachRequest, Attachment, Network, NetworkSpec, RouteSpec, overlaps, validate_ifname,
+};
 use crate::names;
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
@@ -31,8 +33,13 @@ impl Engine {
     pub fn open(state_dir: &Path) -> Result<Self> {
         let store = Store::open(state_dir)?;
         let host = Netlink::open().map_err(|e| Error::kernel("open netlink socket", e))?;
-        let host_ns = NsHandle::current().map_err(|e| Error::io("open the host network namespace", e))?;
-        Ok(Engine { store, host, host_ns })
+        let host_ns =
+            NsHandle::current().map_err(|e| Error::io("open the host network namespace", e))?;
+        Ok(Engine {
+            store,
+            host,
+            host_ns,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -40,7 +47,10 @@ impl Engine {
     }
 
     /// Run a change: store transaction + undo log; commit both or neither.
-    fn change<T>(&mut self, f: impl FnOnce(&Transaction, &mut Netlink, &mut UndoLog) -> Result<T>) -> Result<T> {
+    fn change<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction, &mut Netlink, &mut UndoLog) -> Result<T>,
+    ) -> Result<T> {
         let host = &mut self.host;
         let mut undo = UndoLog::default();
         match self.store.write(|tx| f(tx, host, &mut undo)) {
@@ -60,17 +70,35 @@ impl Engine {
             let others = store::networks(tx)?;
             for other in &others {
                 if other.network.bridge == net.bridge {
-                    return Err(Error::invalid("--bridge", &net.bridge, format!("is already used by network `{}`", other.network.name)));
+                    return Err(Error::invalid(
+                        "--bridge",
+                        &net.bridge,
+                        format!("is already used by network `{}`", other.network.name),
+                    ));
                 }
                 for sub in &net.subnets {
-                    if let Some(o) = other.network.subnets.iter().find(|o| overlaps(&o.subnet, &sub.subnet)) {
-                        return Err(Error::invalid("--subnet", sub.subnet, format!("overlaps {} of network `{}`", o.subnet, other.network.name)));
+                    if let Some(o) = other
+                        .network
+                        .subnets
+                        .iter()
+                        .find(|o| overlaps(&o.subnet, &sub.subnet))
+                    {
+                        return Err(Error::invalid(
+                            "--subnet",
+                            sub.subnet,
+                            format!("overlaps {} of network `{}`", o.subnet, other.network.name),
+                        ));
                     }
                 }
-                if let (Some(a), Some(b)) = (&net.uplink, &other.network.uplink) {
-                    if a == b && net.mode == crate::model::BridgeMode::Bridged {
-                        return Err(Error::invalid("--uplink", a, format!("is already the uplink of network `{}`", other.network.name)));
-                    }
+                if let (Some(a), Some(b)) = (&net.uplink, &other.network.uplink)
+                    && a == b
+                    && net.mode == crate::model::BridgeMode::Bridged
+                {
+                    return Err(Error::invalid(
+                        "--uplink",
+                        a,
+                        format!("is already the uplink of network `{}`", other.network.name),
+                    ));
                 }
             }
             store::insert_network(tx, &net, owner)?;
@@ -78,7 +106,13 @@ impl Engine {
                 host_local::reserve(tx, &net, addr.addr(), "host", "gateway/host address")?;
             }
             for (key, ip) in &net.aux_addresses {
-                host_local::reserve(tx, &net, *ip, &format!("aux:{key}"), &format!("--aux-address {key}"))?;
+                host_local::reserve(
+                    tx,
+                    &net,
+                    *ip,
+                    &format!("aux:{key}"),
+                    &format!("--aux-address {key}"),
+                )?;
             }
             let state = bridge::create(host, &net, undo)?;
             store::set_host_state(tx, &net.name, &state)?;
@@ -93,7 +127,10 @@ impl Engine {
         let stored = store::require_network(self.store.read(), name)?;
         let attached = store::attachments_of_network(self.store.read(), name)?;
         if !attached.is_empty() && !force {
-            let list: Vec<String> = attached.iter().map(|a| format!("{}:{}", a.attachment.target, a.attachment.ifname)).collect();
+            let list: Vec<String> = attached
+                .iter()
+                .map(|a| format!("{}:{}", a.attachment.target, a.attachment.ifname))
+                .collect();
             return Err(Error::Conflict(format!(
                 "network `{name}` has {} attachment(s) ({}); detach them or use --force",
                 attached.len(),
@@ -109,12 +146,22 @@ impl Engine {
         let state = store::host_state(self.store.read(), name)?;
         self.store.write(|tx| {
             store::delete_network(tx, name)?;
-            let rest: Vec<Network> = store::networks(tx)?.into_iter().map(|n| n.network).collect();
+            let rest: Vec<Network> = store::networks(tx)?
+                .into_iter()
+                .map(|n| n.network)
+                .collect();
             firewall::sync(&rest)
         })?;
-        errors.extend(bridge::remove(&mut self.host, &stored.network, &state).into_iter().map(|e| e.to_string()));
+        errors.extend(
+            bridge::remove(&mut self.host, &stored.network, &state)
+                .into_iter()
+                .map(|e| e.to_string()),
+        );
         if !errors.is_empty() {
-            return Err(Error::Conflict(format!("network `{name}` removed from the store, but: {}", errors.join("; "))));
+            return Err(Error::Conflict(format!(
+                "network `{name}` removed from the store, but: {}",
+                errors.join("; ")
+            )));
         }
         Ok(attached.into_iter().map(|a| a.attachment).collect())
     }
@@ -129,11 +176,19 @@ impl Engine {
 
     // ---- attachments ----
 
-    pub fn attach(&mut self, target: &str, req: &AttachRequest, owner: Option<&str>) -> Result<Attachment> {
+    pub fn attach(
+        &mut self,
+        target: &str,
+        req: &AttachRequest,
+        owner: Option<&str>,
+    ) -> Result<Attachment> {
         let parsed = Target::parse(target)?;
         let ns = parsed.resolve()?;
         if ns.same_as(&self.host_ns) {
-            return Err(Error::Target { target: target.into(), reason: "is the host's own network namespace".into() });
+            return Err(Error::Target {
+                target: target.into(),
+                reason: "is the host's own network namespace".into(),
+            });
         }
         let netns_id = ns.identity();
         let target_name = parsed.to_string();
@@ -149,7 +204,11 @@ impl Engine {
             let ifname = match &req.ifname {
                 Some(n) => {
                     if existing.iter().any(|a| &a.attachment.ifname == n) {
-                        return Err(Error::invalid("--ifname", n, format!("is already used in target `{target_name}`")));
+                        return Err(Error::invalid(
+                            "--ifname",
+                            n,
+                            format!("is already used in target `{target_name}`"),
+                        ));
                     }
                     n.clone()
                 }
@@ -161,16 +220,24 @@ impl Engine {
                 target: target_name.clone(),
                 netns: netns_id.clone(),
                 host_ifname: names::host_veth_name(&net.name, &netns_id, &ifname),
-                mac: req.mac.unwrap_or(crate::model::Mac(names::container_mac(&net.name, &netns_id, &ifname))),
+                mac: req.mac.unwrap_or(crate::model::Mac(names::container_mac(
+                    &net.name, &netns_id, &ifname,
+                ))),
                 mtu: req.mtu.or(net.mtu).unwrap_or(1500),
                 ifname,
                 addresses: Vec::new(),
                 gateways: Vec::new(),
-                routes: net.routes.iter().chain(req.routes.iter()).cloned().collect(),
+                routes: net
+                    .routes
+                    .iter()
+                    .chain(req.routes.iter())
+                    .cloned()
+                    .collect(),
                 default_route: req.default_route,
             };
             let id = store::insert_attachment(tx, &attachment, owner)?;
-            attachment.addresses = assign_addresses(tx, &net, &req.ips, &store::attachment_owner(id))?;
+            attachment.addresses =
+                assign_addresses(tx, &net, &req.ips, &store::attachment_owner(id))?;
             attachment.gateways = gateways_for(&net, &attachment.addresses);
             check_routes(&attachment)?;
             store::update_attachment(tx, id, &attachment)?;
@@ -187,9 +254,16 @@ impl Engine {
             store::require_network(self.store.read(), n)?;
         }
         let netns_id = parsed.resolve().ok().map(|ns| ns.identity());
-        let found = store::attachments_of_target(self.store.read(), netns_id.as_deref(), &parsed.to_string())?;
+        let found = store::attachments_of_target(
+            self.store.read(),
+            netns_id.as_deref(),
+            &parsed.to_string(),
+        )?;
         let mut done = Vec::new();
-        for a in found.into_iter().filter(|a| network.is_none_or(|n| a.attachment.network == n)) {
+        for a in found
+            .into_iter()
+            .filter(|a| network.is_none_or(|n| a.attachment.network == n))
+        {
             self.detach_one(&a)?;
             done.push(a.attachment);
         }
@@ -216,27 +290,53 @@ impl Engine {
     /// Add a route on the host to a subnet behind a router (a container).
     pub fn host_route_add(&mut self, route: &RouteSpec, owner: Option<&str>) -> Result<()> {
         self.change(|tx, host, undo| {
-            if store::host_routes(tx)?.iter().any(|r| r.dest == route.dest.to_string()) {
-                return Err(Error::invalid("host route", route, "a host route to this destination is already managed by plumb"));
+            if store::host_routes(tx)?
+                .iter()
+                .any(|r| r.dest == route.dest.to_string())
+            {
+                return Err(Error::invalid(
+                    "host route",
+                    route,
+                    "a host route to this destination is already managed by plumb",
+                ));
             }
-            store::insert_host_route(tx, &HostRoute { dest: route.dest.to_string(), via: route.via.to_string(), owner: owner.map(String::from) })?;
-            host.add_route(route.dest, Some(route.via), None, false).map_err(|e| Error::kernel(format!("add host route {route}"), e))?;
+            store::insert_host_route(
+                tx,
+                &HostRoute {
+                    dest: route.dest.to_string(),
+                    via: route.via.to_string(),
+                    owner: owner.map(String::from),
+                },
+            )?;
+            host.add_route(route.dest, Some(route.via), None, false)
+                .map_err(|e| Error::kernel(format!("add host route {route}"), e))?;
             let r = route.clone();
-            undo.push(format!("remove host route {r}"), move |nl| nl.del_route(r.dest, Some(r.via), None).map_err(|e| Error::kernel("remove host route", e)));
+            undo.push(format!("remove host route {r}"), move |nl| {
+                nl.del_route(r.dest, Some(r.via), None)
+                    .map_err(|e| Error::kernel("remove host route", e))
+            });
             Ok(())
         })
     }
 
     pub fn host_route_rm(&mut self, dest: &IpNet) -> Result<bool> {
-        let known = store::host_routes(self.store.read())?.into_iter().find(|r| r.dest == dest.to_string());
+        let known = store::host_routes(self.store.read())?
+            .into_iter()
+            .find(|r| r.dest == dest.to_string());
         let Some(known) = known else { return Ok(false) };
-        let via: IpAddr = known.via.parse().map_err(|_| Error::Conflict(format!("stored host route {} has a bad gateway", known.dest)))?;
+        let via: IpAddr = known.via.parse().map_err(|_| {
+            Error::Conflict(format!(
+                "stored host route {} has a bad gateway",
+                known.dest
+            ))
+        })?;
         match self.host.del_route(*dest, Some(via), None) {
             Ok(()) => {}
             Err(e) if e.is(libc::ESRCH) => {}
             Err(e) => return Err(Error::kernel(format!("remove host route {dest}"), e)),
         }
-        self.store.write(|tx| store::delete_host_route(tx, &known.dest))?;
+        self.store
+            .write(|tx| store::delete_host_route(tx, &known.dest))?;
         Ok(true)
     }
 
@@ -246,14 +346,22 @@ impl Engine {
 
     // ---- namespaces plumb creates (lab hosts) ----
 
-    pub fn namespace_create(&mut self, name: &str, forwarding: bool, owner: Option<&str>) -> Result<bool> {
+    pub fn namespace_create(
+        &mut self,
+        name: &str,
+        forwarding: bool,
+        owner: Option<&str>,
+    ) -> Result<bool> {
         crate::model::validate_name("namespace name", name)?;
-        let created = netns::create_named(name).map_err(|e| Error::io(format!("create namespace {name}"), e))?;
-        if created {
-            if let Err(e) = self.store.write(|tx| store::insert_namespace(tx, name, owner)) {
-                let _ = netns::delete_named(name);
-                return Err(e);
-            }
+        let created = netns::create_named(name)
+            .map_err(|e| Error::io(format!("create namespace {name}"), e))?;
+        if created
+            && let Err(e) = self
+                .store
+                .write(|tx| store::insert_namespace(tx, name, owner))
+        {
+            let _ = netns::delete_named(name);
+            return Err(e);
         }
         if forwarding {
             let ns = Target::Named(name.into()).resolve()?;
@@ -285,23 +393,36 @@ fn sync_firewall(networks: &[Network], undo: &mut UndoLog, new_index: usize) -> 
     firewall::sync(networks)?;
     let mut previous = networks.to_vec();
     previous.remove(new_index);
-    undo.push("restore the previous nftables ruleset", move |_| firewall::sync(&previous));
+    undo.push("restore the previous nftables ruleset", move |_| {
+        firewall::sync(&previous)
+    });
     Ok(())
 }
 
 /// The first `ethN` that is neither in the namespace nor recorded for it.
 fn free_ifname(ns: &NsHandle, existing: &[StoredAttachment]) -> Result<String> {
-    let mut nl = Netlink::open_in(ns).map_err(|e| Error::kernel("open netlink in the target namespace", e))?;
-    let links = nl.links().map_err(|e| Error::kernel("list links in the target namespace", e))?;
+    let mut nl = Netlink::open_in(ns)
+        .map_err(|e| Error::kernel("open netlink in the target namespace", e))?;
+    let links = nl
+        .links()
+        .map_err(|e| Error::kernel("list links in the target namespace", e))?;
     (0..4096)
         .map(|i| format!("eth{i}"))
-        .find(|n| !links.iter().any(|l| &l.name == n) && !existing.iter().any(|a| &a.attachment.ifname == n))
+        .find(|n| {
+            !links.iter().any(|l| &l.name == n)
+                && !existing.iter().any(|a| &a.attachment.ifname == n)
+        })
         .ok_or_else(|| Error::Conflict("no free ethN interface name in the target".into()))
 }
 
 /// Static requests first (one per family), then one dynamic address for
 /// every subnet family not covered.
-fn assign_addresses(tx: &Transaction, net: &Network, ips: &[IpAddr], owner: &str) -> Result<Vec<IpNet>> {
+fn assign_addresses(
+    tx: &Transaction,
+    net: &Network,
+    ips: &[IpAddr],
+    owner: &str,
+) -> Result<Vec<IpNet>> {
     let mut out = Vec::new();
     for ip in ips {
         out.push(host_local::reserve(tx, net, *ip, owner, "--ip")?);
@@ -321,7 +442,11 @@ fn assign_addresses(tx: &Transaction, net: &Network, ips: &[IpAddr], owner: &str
 fn gateways_for(net: &Network, addrs: &[IpNet]) -> Vec<IpAddr> {
     addrs
         .iter()
-        .filter_map(|a| net.subnet_for(&a.addr()).and_then(|s| s.gateway).filter(|gw| *gw != a.addr()))
+        .filter_map(|a| {
+            net.subnet_for(&a.addr())
+                .and_then(|s| s.gateway)
+                .filter(|gw| *gw != a.addr())
+        })
         .collect()
 }
 
@@ -329,7 +454,11 @@ fn gateways_for(net: &Network, addrs: &[IpNet]) -> Vec<IpAddr> {
 fn check_routes(a: &Attachment) -> Result<()> {
     for r in &a.routes {
         if !a.addresses.iter().any(|addr| addr.contains(&r.via)) {
-            return Err(Error::invalid("--route", r, format!("gateway {} is not on any subnet of {}", r.via, a.ifname)));
+            return Err(Error::invalid(
+                "--route",
+                r,
+                format!("gateway {} is not on any subnet of {}", r.via, a.ifname),
+            ));
         }
     }
     Ok(())

@@ -7,7 +7,11 @@ use crate::netlink::NetlinkError;
 pub enum Error {
     /// Bad input: the field, the value given and why it is wrong.
     #[error("{field} `{value}`: {reason}")]
-    Invalid { field: String, value: String, reason: String },
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
     #[error("network `{0}` does not exist")]
     UnknownNetwork(String),
     #[error("network `{0}` already exists")]
@@ -23,7 +27,10 @@ pub enum Error {
     #[error("state store: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("topology `{file}`: {reason}")]
     Topology { file: String, reason: String },
     /// A multi-step change failed and was rolled back.
@@ -34,14 +41,28 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), value: value.to_string(), reason: reason.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
     pub fn kernel(what: impl Into<String>, source: NetlinkError) -> Self {
-        Error::Kernel { what: what.into(), source }
+        Error::Kernel {
+            what: what.into(),
+            source,
+        }
     }
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

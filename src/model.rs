@@ -25,7 +25,11 @@ impl FromStr for DriverKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "bridge" => Ok(DriverKind::Bridge),
-            _ => Err(Error::invalid("--driver", s, "unknown driver (known: bridge)")),
+            _ => Err(Error::invalid(
+                "--driver",
+                s,
+                "unknown driver (known: bridge)",
+            )),
         }
     }
 }
@@ -51,7 +55,11 @@ impl FromStr for BridgeMode {
             "nat" => Ok(BridgeMode::Nat),
             "bridged" => Ok(BridgeMode::Bridged),
             "routed" => Ok(BridgeMode::Routed),
-            _ => Err(Error::invalid("--mode", s, "unknown mode (known: nat, bridged, routed)")),
+            _ => Err(Error::invalid(
+                "--mode",
+                s,
+                "unknown mode (known: nat, bridged, routed)",
+            )),
         }
     }
 }
@@ -76,17 +84,29 @@ pub struct RouteSpec {
 impl RouteSpec {
     /// Parse `CIDR via IP` (also `CIDR,IP` and `CIDR=IP` for one-token use).
     pub fn parse(field: &str, s: &str) -> Result<Self> {
-        let parts: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',' || c == '=').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = s
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+            .filter(|p| !p.is_empty())
+            .collect();
         let (dest, via) = match parts.as_slice() {
             [d, "via", v] | [d, v] => (*d, *v),
             _ => return Err(Error::invalid(field, s, "expected `CIDR via IP`")),
         };
         let dest = parse_cidr(field, dest)?;
-        let via: IpAddr = via.parse().map_err(|_| Error::invalid(field, s, format!("`{via}` is not an IP address")))?;
+        let via: IpAddr = via
+            .parse()
+            .map_err(|_| Error::invalid(field, s, format!("`{via}` is not an IP address")))?;
         if dest.addr().is_ipv4() != via.is_ipv4() {
-            return Err(Error::invalid(field, s, "destination and gateway are of different IP families"));
+            return Err(Error::invalid(
+                field,
+                s,
+                "destination and gateway are of different IP families",
+            ));
         }
-        Ok(RouteSpec { dest: dest.trunc(), via })
+        Ok(RouteSpec {
+            dest: dest.trunc(),
+            via,
+        })
     }
 }
 
@@ -163,23 +183,46 @@ pub struct Network {
 }
 
 pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet> {
-    let net: IpNet = s.parse().map_err(|_| Error::invalid(field, s, "not a valid CIDR (e.g. 10.0.0.0/24 or fd00::/64)"))?;
+    let net: IpNet = s.parse().map_err(|_| {
+        Error::invalid(field, s, "not a valid CIDR (e.g. 10.0.0.0/24 or fd00::/64)")
+    })?;
     Ok(net)
 }
 
 pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr> {
-    s.parse().map_err(|_| Error::invalid(field, s, "not a valid IP address"))
+    s.parse()
+        .map_err(|_| Error::invalid(field, s, "not a valid IP address"))
 }
 
 pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::invalid(field, name, "an interface name cannot be empty"));
+        return Err(Error::invalid(
+            field,
+            name,
+            "an interface name cannot be empty",
+        ));
     }
     if name.len() > IFNAME_MAX {
-        return Err(Error::invalid(field, name, format!("interface names are at most {IFNAME_MAX} bytes, this one has {}", name.len())));
+        return Err(Error::invalid(
+            field,
+            name,
+            format!(
+                "interface names are at most {IFNAME_MAX} bytes, this one has {}",
+                name.len()
+            ),
+        ));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid(field, name, "an interface name cannot contain `/`, `:` or whitespace"));
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            field,
+            name,
+            "an interface name cannot contain `/`, `:` or whitespace",
+        ));
     }
     Ok(())
 }
@@ -188,15 +231,26 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 64 {
         return Err(Error::invalid(field, name, "must be 1 to 64 characters"));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-        return Err(Error::invalid(field, name, "only letters, digits, `-`, `_` and `.` are allowed"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(Error::invalid(
+            field,
+            name,
+            "only letters, digits, `-`, `_` and `.` are allowed",
+        ));
     }
     Ok(())
 }
 
 pub fn validate_mtu(field: &str, mtu: u32) -> Result<()> {
     if !(68..=65535).contains(&mtu) {
-        return Err(Error::invalid(field, mtu, "MTU must be between 68 and 65535"));
+        return Err(Error::invalid(
+            field,
+            mtu,
+            "MTU must be between 68 and 65535",
+        ));
     }
     Ok(())
 }
@@ -239,35 +293,65 @@ impl NetworkSpec {
         if let Some(uplink) = &self.uplink {
             validate_ifname("--uplink", uplink)?;
             if mode == BridgeMode::Routed {
-                return Err(Error::invalid("--uplink", uplink, "routed networks take no uplink (the host routes the subnet); use nat or bridged"));
+                return Err(Error::invalid(
+                    "--uplink",
+                    uplink,
+                    "routed networks take no uplink (the host routes the subnet); use nat or bridged",
+                ));
             }
         }
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
         if self.subnet.is_empty() {
-            return Err(Error::invalid("--subnet", "", "a bridge network needs at least one subnet"));
+            return Err(Error::invalid(
+                "--subnet",
+                "",
+                "a bridge network needs at least one subnet",
+            ));
         }
         let mut subnets: Vec<SubnetSpec> = Vec::new();
         for s in &self.subnet {
             let net = parse_cidr("--subnet", s)?;
             if net != net.trunc() {
-                return Err(Error::invalid("--subnet", s, format!("host bits are set; did you mean {}?", net.trunc())));
+                return Err(Error::invalid(
+                    "--subnet",
+                    s,
+                    format!("host bits are set; did you mean {}?", net.trunc()),
+                ));
             }
             let max = if net.addr().is_ipv4() { 30 } else { 126 };
             if net.prefix_len() > max {
-                return Err(Error::invalid("--subnet", s, format!("too small to hold a gateway and a container (at most /{max})")));
+                return Err(Error::invalid(
+                    "--subnet",
+                    s,
+                    format!("too small to hold a gateway and a container (at most /{max})"),
+                ));
             }
             if let Some(other) = subnets.iter().find(|o| overlaps(&o.subnet, &net)) {
-                return Err(Error::invalid("--subnet", s, format!("overlaps {} of the same network", other.subnet)));
+                return Err(Error::invalid(
+                    "--subnet",
+                    s,
+                    format!("overlaps {} of the same network", other.subnet),
+                ));
             }
-            subnets.push(SubnetSpec { subnet: net, gateway: None, ip_range: None });
+            subnets.push(SubnetSpec {
+                subnet: net,
+                gateway: None,
+                ip_range: None,
+            });
         }
         for g in &self.gateway {
             let ip = parse_ip("--gateway", g)?;
-            let sub = find_subnet(&mut subnets, &ip).ok_or_else(|| Error::invalid("--gateway", g, "is outside every subnet of the network"))?;
+            let sub = find_subnet(&mut subnets, &ip).ok_or_else(|| {
+                Error::invalid("--gateway", g, "is outside every subnet of the network")
+            })?;
             if sub.gateway.is_some() {
-                return Err(Error::invalid("--gateway", g, format!("subnet {} already has a gateway", sub.subnet)));
+                return Err(Error::invalid(
+                    "--gateway",
+                    g,
+                    format!("subnet {} already has a gateway", sub.subnet),
+                ));
             }
             check_usable("--gateway", &sub.subnet, ip)?;
             sub.gateway = Some(ip);
@@ -277,9 +361,15 @@ impl NetworkSpec {
             let sub = subnets
                 .iter_mut()
                 .find(|s| s.subnet.contains(&range))
-                .ok_or_else(|| Error::invalid("--ip-range", r, "is not inside any subnet of the network"))?;
+                .ok_or_else(|| {
+                    Error::invalid("--ip-range", r, "is not inside any subnet of the network")
+                })?;
             if sub.ip_range.is_some() {
-                return Err(Error::invalid("--ip-range", r, format!("subnet {} already has a range", sub.subnet)));
+                return Err(Error::invalid(
+                    "--ip-range",
+                    r,
+                    format!("subnet {} already has a range", sub.subnet),
+                ));
             }
             sub.ip_range = Some(range);
         }
@@ -295,7 +385,16 @@ impl NetworkSpec {
         let mut aux_addresses = BTreeMap::new();
         for (key, value) in &self.aux_address {
             let ip = parse_ip(&format!("--aux-address {key}"), value)?;
-            let sub = subnets.iter().find(|s| s.subnet.contains(&ip)).ok_or_else(|| Error::invalid(format!("--aux-address {key}"), value, "is outside every subnet of the network"))?;
+            let sub = subnets
+                .iter()
+                .find(|s| s.subnet.contains(&ip))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("--aux-address {key}"),
+                        value,
+                        "is outside every subnet of the network",
+                    )
+                })?;
             check_usable(&format!("--aux-address {key}"), &sub.subnet, ip)?;
             aux_addresses.insert(key.clone(), ip);
         }
@@ -303,20 +402,42 @@ impl NetworkSpec {
         if mode == BridgeMode::Bridged {
             for h in &self.host_address {
                 let ip = parse_ip("--host-address", h)?;
-                let sub = subnets.iter().find(|s| s.subnet.contains(&ip)).ok_or_else(|| Error::invalid("--host-address", h, "is outside every subnet of the network"))?;
+                let sub = subnets
+                    .iter()
+                    .find(|s| s.subnet.contains(&ip))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "--host-address",
+                            h,
+                            "is outside every subnet of the network",
+                        )
+                    })?;
                 check_usable("--host-address", &sub.subnet, ip)?;
                 if sub.gateway == Some(ip) {
-                    return Err(Error::invalid("--host-address", h, "is the network's gateway (a router on the segment)"));
+                    return Err(Error::invalid(
+                        "--host-address",
+                        h,
+                        "is the network's gateway (a router on the segment)",
+                    ));
                 }
-                host_addresses.push(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix from a valid subnet"));
+                host_addresses.push(
+                    IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix from a valid subnet"),
+                );
             }
         } else {
             if let Some(h) = self.host_address.first() {
-                return Err(Error::invalid("--host-address", h, "only bridged networks take a host address; in nat and routed mode the host holds the gateway"));
+                return Err(Error::invalid(
+                    "--host-address",
+                    h,
+                    "only bridged networks take a host address; in nat and routed mode the host holds the gateway",
+                ));
             }
             for sub in &subnets {
                 if let Some(gw) = sub.gateway {
-                    host_addresses.push(IpNet::new(gw, sub.subnet.prefix_len()).expect("prefix from a valid subnet"));
+                    host_addresses.push(
+                        IpNet::new(gw, sub.subnet.prefix_len())
+                            .expect("prefix from a valid subnet"),
+                    );
                 }
             }
         }
@@ -324,7 +445,11 @@ impl NetworkSpec {
         for r in &self.route {
             let route = RouteSpec::parse("--route", r)?;
             if !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
-                return Err(Error::invalid("--route", r, format!("gateway {} is not on the network", route.via)));
+                return Err(Error::invalid(
+                    "--route",
+                    r,
+                    format!("gateway {} is not on the network", route.via),
+                ));
             }
             routes.push(route);
         }
@@ -351,13 +476,25 @@ fn find_subnet<'a>(subnets: &'a mut [SubnetSpec], ip: &IpAddr) -> Option<&'a mut
 /// the IPv4 broadcast, inside the subnet.
 pub fn check_usable(field: &str, subnet: &IpNet, ip: IpAddr) -> Result<()> {
     if !subnet.contains(&ip) {
-        return Err(Error::invalid(field, ip, format!("is outside subnet {subnet}")));
+        return Err(Error::invalid(
+            field,
+            ip,
+            format!("is outside subnet {subnet}"),
+        ));
     }
     if ip == subnet.network() {
-        return Err(Error::invalid(field, ip, format!("is the network address of {subnet}")));
+        return Err(Error::invalid(
+            field,
+            ip,
+            format!("is the network address of {subnet}"),
+        ));
     }
     if subnet.addr().is_ipv4() && ip == subnet.broadcast() {
-        return Err(Error::invalid(field, ip, format!("is the broadcast address of {subnet}")));
+        return Err(Error::invalid(
+            field,
+            ip,
+            format!("is the broadcast address of {subnet}"),
+        ));
     }
     Ok(())
 }
@@ -396,7 +533,11 @@ impl FromStr for DefaultRoute {
             "keep" => Ok(DefaultRoute::Keep),
             "replace" => Ok(DefaultRoute::Replace),
             "none" => Ok(DefaultRoute::None),
-            _ => Err(Error::invalid("--default-route", s, "expected keep, replace or none")),
+            _ => Err(Error::invalid(
+                "--default-route",
+                s,
+                "expected keep, replace or none",
+            )),
         }
     }
 }
@@ -421,10 +562,18 @@ impl FromStr for Mac {
             mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
         }
         if mac[0] & 1 == 1 {
-            return Err(Error::invalid("--mac", s, "is a multicast address (lowest bit of the first byte set)"));
+            return Err(Error::invalid(
+                "--mac",
+                s,
+                "is a multicast address (lowest bit of the first byte set)",
+            ));
         }
         if mac == [0; 6] {
-            return Err(Error::invalid("--mac", s, "the all-zero address cannot be used"));
+            return Err(Error::invalid(
+                "--mac",
+                s,
+                "the all-zero address cannot be used",
+            ));
         }
         Ok(Mac(mac))
     }
@@ -433,7 +582,11 @@ impl FromStr for Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -474,14 +627,22 @@ impl AttachSpec {
         if let Some(ifname) = &self.ifname {
             validate_ifname("--ifname", ifname)?;
             if ifname == "lo" {
-                return Err(Error::invalid("--ifname", ifname, "is the loopback interface"));
+                return Err(Error::invalid(
+                    "--ifname",
+                    ifname,
+                    "is the loopback interface",
+                ));
             }
         }
         let mut ips = Vec::new();
         for ip in &self.ip {
             let addr = parse_ip("--ip", ip)?;
             if ips.iter().any(|a: &IpAddr| a.is_ipv4() == addr.is_ipv4()) {
-                return Err(Error::invalid("--ip", ip, "one static address per IP family"));
+                return Err(Error::invalid(
+                    "--ip",
+                    ip,
+                    "one static address per IP family",
+                ));
             }
             ips.push(addr);
         }
@@ -489,9 +650,26 @@ impl AttachSpec {
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
-        let default_route = self.default_route.as_deref().map(str::parse).transpose()?.unwrap_or_default();
-        let routes = self.route.iter().map(|r| RouteSpec::parse("--route", r)).collect::<Result<_>>()?;
-        Ok(AttachRequest { network: self.network.clone(), ifname: self.ifname.clone(), ips, mac, mtu: self.mtu, default_route, routes })
+        let default_route = self
+            .default_route
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let routes = self
+            .route
+            .iter()
+            .map(|r| RouteSpec::parse("--route", r))
+            .collect::<Result<_>>()?;
+        Ok(AttachRequest {
+            network: self.network.clone(),
+            ifname: self.ifname.clone(),
+            ips,
+            mac,
+            mtu: self.mtu,
+            default_route,
+            routes,
+        })
     }
 }
 
@@ -518,7 +696,12 @@ mod tests {
     use super::*;
 
     fn spec(subnets: &[&str]) -> NetworkSpec {
-        NetworkSpec { name: "lan".into(), driver: "bridge".into(), subnet: subnets.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        NetworkSpec {
+            name: "lan".into(),
+            driver: "bridge".into(),
+            subnet: subnets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -533,7 +716,10 @@ mod tests {
     #[test]
     fn bad_cidr_names_field_and_value() {
         let err = spec(&["10.0.0.0/33"]).validate().unwrap_err().to_string();
-        assert!(err.contains("--subnet") && err.contains("10.0.0.0/33"), "{err}");
+        assert!(
+            err.contains("--subnet") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -550,16 +736,29 @@ mod tests {
         s.gateway = vec!["10.0.0.255".into()];
         assert!(s.validate().unwrap_err().to_string().contains("broadcast"));
         s.gateway = vec!["10.0.0.0".into()];
-        assert!(s.validate().unwrap_err().to_string().contains("network address"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("network address")
+        );
     }
 
     #[test]
     fn ip_range_must_be_inside_a_subnet() {
         let mut s = spec(&["10.0.0.0/24"]);
         s.ip_range = vec!["10.0.1.0/28".into()];
-        assert!(s.validate().unwrap_err().to_string().contains("--ip-range `10.0.1.0/28`"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--ip-range `10.0.1.0/28`")
+        );
         s.ip_range = vec!["10.0.0.128/25".into()];
-        assert_eq!(s.validate().unwrap().subnets[0].ip_range, Some("10.0.0.128/25".parse().unwrap()));
+        assert_eq!(
+            s.validate().unwrap().subnets[0].ip_range,
+            Some("10.0.0.128/25".parse().unwrap())
+        );
     }
 
     #[test]
@@ -572,7 +771,12 @@ mod tests {
     fn long_bridge_name_is_refused_and_default_is_hashed() {
         let mut s = spec(&["10.0.0.0/24"]);
         s.bridge = Some("a-very-long-bridge-name".into());
-        assert!(s.validate().unwrap_err().to_string().contains("at most 15 bytes"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 15 bytes")
+        );
         let long = default_bridge_name("a-very-long-network-name");
         assert!(long.len() <= IFNAME_MAX && long.starts_with("pl-"));
         assert_eq!(long, default_bridge_name("a-very-long-network-name"));
@@ -597,7 +801,10 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!("02:00:00:00:00:01".parse::<Mac>().unwrap().to_string(), "02:00:00:00:00:01");
+        assert_eq!(
+            "02:00:00:00:00:01".parse::<Mac>().unwrap().to_string(),
+            "02:00:00:00:00:01"
+        );
         assert!("01:00:00:00:00:01".parse::<Mac>().is_err());
         assert!("02:00:00:00:00".parse::<Mac>().is_err());
         assert!("zz:00:00:00:00:00".parse::<Mac>().is_err());
@@ -605,13 +812,27 @@ mod tests {
 
     #[test]
     fn attach_spec_checks_ifname_and_ips() {
-        let mut a = AttachSpec { target: "x".into(), network: "n".into(), ..Default::default() };
+        let mut a = AttachSpec {
+            target: "x".into(),
+            network: "n".into(),
+            ..Default::default()
+        };
         a.ifname = Some("sixteen-bytes-xx".into());
-        assert!(a.validate().unwrap_err().to_string().contains("at most 15 bytes"));
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 15 bytes")
+        );
         a.ifname = None;
         a.ip = vec!["10.0.0.2".into(), "10.0.0.3".into()];
         assert!(a.validate().is_err());
         a.ip = vec!["10.0.0.300".into()];
-        assert!(a.validate().unwrap_err().to_string().contains("--ip `10.0.0.300`"));
+        assert!(
+            a.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--ip `10.0.0.300`")
+        );
     }
 }

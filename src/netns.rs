@@ -31,9 +31,16 @@ impl NsHandle {
         // SAFETY: ioctl on an fd we own; no pointer argument.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
         if kind != libc::CLONE_NEWNET {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a network namespace",
+            ));
         }
-        Ok(NsHandle { fd: file.into(), inode: meta.ino(), dev: meta.dev() })
+        Ok(NsHandle {
+            fd: file.into(),
+            inode: meta.ino(),
+            dev: meta.dev(),
+        })
     }
 
     /// The namespace of the calling thread.

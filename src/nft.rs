@@ -49,12 +49,17 @@ impl Nft {
 
     /// List in JSON with rule handles.
     pub fn list_json(&mut self, what: &str) -> Result<serde_json::Value> {
-        let text = self.run_with_flags(&format!("list {what}"), NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE)?;
-        serde_json::from_str(&text).map_err(|e| Error::Nft(format!("unreadable JSON from libnftables: {e}")))
+        let text = self.run_with_flags(
+            &format!("list {what}"),
+            NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE,
+        )?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Nft(format!("unreadable JSON from libnftables: {e}")))
     }
 
     fn run_with_flags(&mut self, commands: &str, flags: c_uint) -> Result<String> {
-        let buf = CString::new(commands).map_err(|_| Error::Nft("ruleset contains a NUL byte".into()))?;
+        let buf =
+            CString::new(commands).map_err(|_| Error::Nft("ruleset contains a NUL byte".into()))?;
         // SAFETY: ctx is valid; buffers returned by libnftables stay valid
         // until the next command on this context, and we copy them at once.
         unsafe {
@@ -63,7 +68,11 @@ impl Nft {
             let out = text(nft_ctx_get_output_buffer(self.ctx));
             let err = text(nft_ctx_get_error_buffer(self.ctx));
             if rc != 0 {
-                return Err(Error::Nft(if err.trim().is_empty() { format!("command failed: {commands}") } else { err.trim().to_string() }));
+                return Err(Error::Nft(if err.trim().is_empty() {
+                    format!("command failed: {commands}")
+                } else {
+                    err.trim().to_string()
+                }));
             }
             Ok(out)
         }

@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::driver::bridge::HostState;
 use crate::model::Attachment;
 use crate::store::{StoredAttachment, StoredNetwork};
-use crate::driver::bridge::HostState;
 
 /// One entry of `docker inspect`'s NetworkSettings.Networks, plus plumb's extras.
 pub fn endpoint(a: &Attachment) -> Value {

@@ -25,7 +25,9 @@ impl Target {
             return Err(bad("empty target"));
         }
         if let Some(pid) = s.strip_prefix("pid:") {
-            let pid: u32 = pid.parse().map_err(|_| bad("expected pid:N with N a process id"))?;
+            let pid: u32 = pid
+                .parse()
+                .map_err(|_| bad("expected pid:N with N a process id"))?;
             if pid == 0 {
                 return Err(bad("pid 0 is not a process"));
             }
@@ -35,11 +37,16 @@ impl Target {
             return Ok(Target::Path(PathBuf::from(s)));
         }
         let name = s.strip_prefix("netns:").unwrap_or(s);
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.len() > 255 {
-            return Err(bad("a namespace name cannot be empty or contain `/` (use an absolute path for files)"));
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.len() > 255
+        {
+            return Err(bad(
+                "a namespace name cannot be empty or contain `/` (use an absolute path for files)",
+            ));
         }
         if s.contains(':') && !s.starts_with("netns:") {
-            return Err(bad("unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N)"));
+            return Err(bad(
+                "unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N)",
+            ));
         }
         Ok(Target::Named(name.to_string()))
     }
@@ -58,9 +65,14 @@ impl Target {
         let handle = NsHandle::open(&path).map_err(|e| Error::Target {
             target: self.to_string(),
             reason: match (self, e.kind()) {
-                (Target::Named(_), std::io::ErrorKind::NotFound) => format!("no network namespace named so ({} does not exist)", path.display()),
+                (Target::Named(_), std::io::ErrorKind::NotFound) => format!(
+                    "no network namespace named so ({} does not exist)",
+                    path.display()
+                ),
                 (Target::Pid(_), std::io::ErrorKind::NotFound) => "no such process".to_string(),
-                (_, std::io::ErrorKind::InvalidInput) => format!("{} is not a network namespace", path.display()),
+                (_, std::io::ErrorKind::InvalidInput) => {
+                    format!("{} is not a network namespace", path.display())
+                }
                 _ => format!("cannot open {}: {e}", path.display()),
             },
         })?;
@@ -85,8 +97,14 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         assert_eq!(Target::parse("web").unwrap(), Target::Named("web".into()));
-        assert_eq!(Target::parse("netns:web").unwrap(), Target::Named("web".into()));
-        assert_eq!(Target::parse("/proc/1/ns/net").unwrap(), Target::Path("/proc/1/ns/net".into()));
+        assert_eq!(
+            Target::parse("netns:web").unwrap(),
+            Target::Named("web".into())
+        );
+        assert_eq!(
+            Target::parse("/proc/1/ns/net").unwrap(),
+            Target::Path("/proc/1/ns/net".into())
+        );
         assert_eq!(Target::parse("pid:42").unwrap(), Target::Pid(42));
     }
 

@@ -52,32 +52,56 @@ pub struct Summary {
 impl Topology {
     pub fn load(path: &Path) -> Result<(Topology, String)> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Topology { file: file.clone(), reason: e.to_string() })?;
-        let topo: Topology = toml::from_str(&text).map_err(|e| Error::Topology { file: file.clone(), reason: e.to_string().trim_end().to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Topology {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        let topo: Topology = toml::from_str(&text).map_err(|e| Error::Topology {
+            file: file.clone(),
+            reason: e.to_string().trim_end().to_string(),
+        })?;
         let name = match &topo.name {
             Some(n) => n.clone(),
-            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "topology".into()),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "topology".into()),
         };
-        validate_name("topology name", &name).map_err(|e| Error::Topology { file: file.clone(), reason: e.to_string() })?;
+        validate_name("topology name", &name).map_err(|e| Error::Topology {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
         topo.validate(&file)?;
         Ok((topo, format!("topology:{name}")))
     }
 
     /// Check every entry before anything is touched.
     fn validate(&self, file: &str) -> Result<()> {
-        let ctx = |what: String, e: Error| Error::Topology { file: file.into(), reason: format!("{what}: {e}") };
+        let ctx = |what: String, e: Error| Error::Topology {
+            file: file.into(),
+            reason: format!("{what}: {e}"),
+        };
         for (i, n) in self.network.iter().enumerate() {
-            n.validate().map_err(|e| ctx(format!("[[network]] #{} `{}`", i + 1, n.name), e))?;
+            n.validate()
+                .map_err(|e| ctx(format!("[[network]] #{} `{}`", i + 1, n.name), e))?;
         }
         for (i, ns) in self.namespace.iter().enumerate() {
-            validate_name("name", &ns.name).map_err(|e| ctx(format!("[[namespace]] #{}", i + 1), e))?;
+            validate_name("name", &ns.name)
+                .map_err(|e| ctx(format!("[[namespace]] #{}", i + 1), e))?;
         }
         for (i, a) in self.attach.iter().enumerate() {
-            a.validate().map_err(|e| ctx(format!("[[attach]] #{} `{}` -> `{}`", i + 1, a.target, a.network), e))?;
-            crate::target::Target::parse(&a.target).map_err(|e| ctx(format!("[[attach]] #{}", i + 1), e))?;
+            a.validate().map_err(|e| {
+                ctx(
+                    format!("[[attach]] #{} `{}` -> `{}`", i + 1, a.target, a.network),
+                    e,
+                )
+            })?;
+            crate::target::Target::parse(&a.target)
+                .map_err(|e| ctx(format!("[[attach]] #{}", i + 1), e))?;
         }
         for (i, r) in self.host_route.iter().enumerate() {
-            RouteSpec::parse("to/via", &format!("{} via {}", r.to, r.via)).map_err(|e| ctx(format!("[[host_route]] #{}", i + 1), e))?;
+            RouteSpec::parse("to/via", &format!("{} via {}", r.to, r.via))
+                .map_err(|e| ctx(format!("[[host_route]] #{}", i + 1), e))?;
         }
         Ok(())
     }
@@ -89,7 +113,14 @@ impl Topology {
             Ok(summary) => Ok(summary),
             Err(e) => {
                 let undone: Vec<String> = made.iter().rev().map(|m| m.undo(engine)).collect();
-                Err(Error::RolledBack { cause: Box::new(e), undone: if undone.is_empty() { "nothing".into() } else { undone.join("; ") } })
+                Err(Error::RolledBack {
+                    cause: Box::new(e),
+                    undone: if undone.is_empty() {
+                        "nothing".into()
+                    } else {
+                        undone.join("; ")
+                    },
+                })
             }
         }
     }
@@ -101,12 +132,17 @@ impl Topology {
             match engine.network(&spec.name) {
                 Ok(existing) if existing.network == wanted => {}
                 Ok(_) => {
-                    return Err(Error::Conflict(format!("network `{}` exists with a different configuration; remove it or change the file", spec.name)));
+                    return Err(Error::Conflict(format!(
+                        "network `{}` exists with a different configuration; remove it or change the file",
+                        spec.name
+                    )));
                 }
                 Err(Error::UnknownNetwork(_)) => {
                     engine.network_create(spec, Some(owner))?;
                     made.push(Made::Network(spec.name.clone()));
-                    summary.changes.push(format!("created network {}", spec.name));
+                    summary
+                        .changes
+                        .push(format!("created network {}", spec.name));
                 }
                 Err(e) => return Err(e),
             }
@@ -114,23 +150,38 @@ impl Topology {
         for ns in &self.namespace {
             if engine.namespace_create(&ns.name, ns.forwarding, Some(owner))? {
                 made.push(Made::Namespace(ns.name.clone()));
-                summary.changes.push(format!("created namespace {}", ns.name));
+                summary
+                    .changes
+                    .push(format!("created namespace {}", ns.name));
             }
         }
         for spec in &self.attach {
             let attached = engine.attachments_of(&spec.target)?;
-            if attached.iter().any(|a| a.attachment.network == spec.network) {
+            if attached
+                .iter()
+                .any(|a| a.attachment.network == spec.network)
+            {
                 continue;
             }
             let req = spec.validate()?;
             let a = engine.attach(&spec.target, &req, Some(owner))?;
             made.push(Made::Attachment(spec.target.clone(), spec.network.clone()));
             let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
-            summary.changes.push(format!("attached {} to {} as {} ({})", spec.target, spec.network, a.ifname, addrs.join(", ")));
+            summary.changes.push(format!(
+                "attached {} to {} as {} ({})",
+                spec.target,
+                spec.network,
+                a.ifname,
+                addrs.join(", ")
+            ));
         }
         for r in &self.host_route {
             let route = RouteSpec::parse("to/via", &format!("{} via {}", r.to, r.via))?;
-            if engine.host_routes()?.iter().any(|h| h.dest == route.dest.to_string()) {
+            if engine
+                .host_routes()?
+                .iter()
+                .any(|h| h.dest == route.dest.to_string())
+            {
                 continue;
             }
             engine.host_route_add(&route, Some(owner))?;
@@ -144,32 +195,61 @@ impl Topology {
     pub fn down(engine: &mut Engine, owner: &str) -> Result<Summary> {
         let mut summary = Summary::default();
         let mut errors = Vec::new();
-        for r in engine.host_routes()?.into_iter().filter(|r| r.owner.as_deref() == Some(owner)) {
-            let dest = r.dest.parse().map_err(|_| Error::Conflict(format!("stored host route {} is unreadable", r.dest)))?;
+        for r in engine
+            .host_routes()?
+            .into_iter()
+            .filter(|r| r.owner.as_deref() == Some(owner))
+        {
+            let dest = r.dest.parse().map_err(|_| {
+                Error::Conflict(format!("stored host route {} is unreadable", r.dest))
+            })?;
             match engine.host_route_rm(&dest) {
-                Ok(_) => summary.changes.push(format!("removed host route {} via {}", r.dest, r.via)),
+                Ok(_) => summary
+                    .changes
+                    .push(format!("removed host route {} via {}", r.dest, r.via)),
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        for a in engine.attachments()?.into_iter().filter(|a| a.owner.as_deref() == Some(owner)) {
+        for a in engine
+            .attachments()?
+            .into_iter()
+            .filter(|a| a.owner.as_deref() == Some(owner))
+        {
             match engine.detach(&a.attachment.target, Some(&a.attachment.network)) {
-                Ok(_) => summary.changes.push(format!("detached {} from {}", a.attachment.target, a.attachment.network)),
+                Ok(_) => summary.changes.push(format!(
+                    "detached {} from {}",
+                    a.attachment.target, a.attachment.network
+                )),
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        for (name, _) in engine.namespaces()?.into_iter().filter(|(_, o)| o.as_deref() == Some(owner)) {
+        for (name, _) in engine
+            .namespaces()?
+            .into_iter()
+            .filter(|(_, o)| o.as_deref() == Some(owner))
+        {
             match engine.namespace_delete(&name) {
                 Ok(()) => summary.changes.push(format!("deleted namespace {name}")),
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        for n in engine.networks()?.into_iter().filter(|n| n.owner.as_deref() == Some(owner)) {
+        for n in engine
+            .networks()?
+            .into_iter()
+            .filter(|n| n.owner.as_deref() == Some(owner))
+        {
             match engine.network_rm(&n.network.name, false) {
-                Ok(_) => summary.changes.push(format!("removed network {}", n.network.name)),
+                Ok(_) => summary
+                    .changes
+                    .push(format!("removed network {}", n.network.name)),
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        if errors.is_empty() { Ok(summary) } else { Err(Error::Conflict(errors.join("\n"))) }
+        if errors.is_empty() {
+            Ok(summary)
+        } else {
+            Err(Error::Conflict(errors.join("\n")))
+        }
     }
 }
 
@@ -184,10 +264,19 @@ enum Made {
 impl Made {
     fn undo(&self, engine: &mut Engine) -> String {
         let (what, result) = match self {
-            Made::Network(n) => (format!("remove network {n}"), engine.network_rm(n, true).map(drop)),
+            Made::Network(n) => (
+                format!("remove network {n}"),
+                engine.network_rm(n, true).map(drop),
+            ),
             Made::Namespace(n) => (format!("delete namespace {n}"), engine.namespace_delete(n)),
-            Made::Attachment(t, n) => (format!("detach {t} from {n}"), engine.detach(t, Some(n)).map(drop)),
-            Made::HostRoute(r) => (format!("remove host route {r}"), engine.host_route_rm(&r.dest).map(drop)),
+            Made::Attachment(t, n) => (
+                format!("detach {t} from {n}"),
+                engine.detach(t, Some(n)).map(drop),
+            ),
+            Made::HostRoute(r) => (
+                format!("remove host route {r}"),
+                engine.host_route_rm(&r.dest).map(drop),
+            ),
         };
         match result {
             Ok(()) => what,

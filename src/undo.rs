@@ -13,7 +13,11 @@ pub struct UndoLog {
 }
 
 impl UndoLog {
-    pub fn push(&mut self, what: impl Into<String>, step: impl FnOnce(&mut Netlink) -> Result<()> + 'static) {
+    pub fn push(
+        &mut self,
+        what: impl Into<String>,
+        step: impl FnOnce(&mut Netlink) -> Result<()> + 'static,
+    ) {
         self.steps.push((what.into(), Box::new(step)));
     }
 
@@ -29,6 +33,9 @@ impl UndoLog {
                 Err(e) => done.push(format!("FAILED to {what}: {e}")),
             }
         }
-        Error::RolledBack { cause: Box::new(cause), undone: done.join("; ") }
+        Error::RolledBack {
+            cause: Box::new(cause),
+            undone: done.join("; "),
+        }
     }
 }

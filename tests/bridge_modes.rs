@@ -8,8 +8,18 @@ use common::{Lab, must, peer_echo_server, tcp_say};
 /// upstream 10.99.0.1/24, default route via it.
 fn with_upstream(lab: &Lab) -> String {
     let up = lab.netns("up");
-    lab.wire(&lab.host, "uplink0", Some("10.99.0.2/24"), &up, "eth0", Some("10.99.0.1/24"));
-    must(&format!("ip -n {} route add default via 10.99.0.1", lab.host));
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.99.0.2/24"),
+        &up,
+        "eth0",
+        Some("10.99.0.1/24"),
+    );
+    must(&format!(
+        "ip -n {} route add default via 10.99.0.1",
+        lab.host
+    ));
     up
 }
 
@@ -22,7 +32,17 @@ fn nat_network_connects_containers_host_and_masquerades_upstream() {
         "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
         lab.host
     ));
-    lab.ok(&["network", "create", "natnet", "--driver", "bridge", "--subnet", "10.20.0.0/24", "--mode", "nat"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "natnet",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "10.20.0.0/24",
+        "--mode",
+        "nat",
+    ]);
     let a = lab.netns("a");
     let b = lab.netns("b");
     lab.ok(&["attach", &a, "natnet"]);
@@ -37,11 +57,15 @@ fn nat_network_connects_containers_host_and_masquerades_upstream() {
 
     // Upstream must see the host's uplink address, not the container's.
     let (server, port) = peer_echo_server(&upstream, "10.99.0.1:0");
-    let seen = tcp_say(&a, &format!("10.99.0.1:{port}")).expect("container reaches upstream through NAT despite FORWARD DROP");
+    let seen = tcp_say(&a, &format!("10.99.0.1:{port}"))
+        .expect("container reaches upstream through NAT despite FORWARD DROP");
     assert_eq!(seen, "10.99.0.2", "upstream saw the host's address");
     server.join().unwrap();
 
-    let ruleset = must(&format!("ip netns exec {} nft list table inet plumb", lab.host));
+    let ruleset = must(&format!(
+        "ip netns exec {} nft list table inet plumb",
+        lab.host
+    ));
     assert!(ruleset.contains("masquerade"), "{ruleset}");
 }
 
@@ -51,29 +75,59 @@ fn bridged_network_puts_containers_on_the_lan_without_nat() {
     // The "production LAN": a router namespace at 192.168.50.1 behind the
     // host's uplink lan0, which holds 192.168.50.2 before plumb takes it.
     let router = lab.netns("lanrt");
-    lab.wire(&lab.host, "lan0", Some("192.168.50.2/24"), &router, "eth0", Some("192.168.50.1/24"));
+    lab.wire(
+        &lab.host,
+        "lan0",
+        Some("192.168.50.2/24"),
+        &router,
+        "eth0",
+        Some("192.168.50.1/24"),
+    );
     lab.ok(&[
-        "network", "create", "lan", "--mode", "bridged", "--uplink", "lan0", "--subnet", "192.168.50.0/24",
-        "--gateway", "192.168.50.1", "--ip-range", "192.168.50.128/25",
+        "network",
+        "create",
+        "lan",
+        "--mode",
+        "bridged",
+        "--uplink",
+        "lan0",
+        "--subnet",
+        "192.168.50.0/24",
+        "--gateway",
+        "192.168.50.1",
+        "--ip-range",
+        "192.168.50.128/25",
     ]);
     // The host keeps its LAN address, now on the bridge.
     let bridge_addrs = must(&format!("ip -n {} -o addr show dev pl-lan", lab.host));
     assert!(bridge_addrs.contains("192.168.50.2/24"), "{bridge_addrs}");
-    assert!(lab.ping(&lab.host, "192.168.50.1"), "host still reaches the LAN");
+    assert!(
+        lab.ping(&lab.host, "192.168.50.1"),
+        "host still reaches the LAN"
+    );
 
     let c = lab.netns("c");
     lab.ok(&["attach", &c, "lan"]);
     let ip = lab.ip_of(&c, "lan");
     assert_eq!(ip, "192.168.50.128", "first address of --ip-range");
-    assert!(lab.ping(&c, "192.168.50.1"), "container reaches the LAN router");
+    assert!(
+        lab.ping(&c, "192.168.50.1"),
+        "container reaches the LAN router"
+    );
 
     // The router sees the container's own address and its own MAC: one IP per container on the LAN.
     let (server, port) = peer_echo_server(&router, "192.168.50.1:0");
     assert_eq!(tcp_say(&c, &format!("192.168.50.1:{port}")).unwrap(), ip);
     server.join().unwrap();
-    let mac = lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"]["MacAddress"].as_str().unwrap().to_string();
+    let mac = lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let neigh = must(&format!("ip -n {router} neigh show {ip}"));
-    assert!(neigh.contains(&mac), "router's ARP entry for {ip} is the container's MAC {mac}: {neigh}");
+    assert!(
+        neigh.contains(&mac),
+        "router's ARP entry for {ip} is the container's MAC {mac}: {neigh}"
+    );
     // Default route via the LAN's router.
     let routes = must(&format!("ip -n {c} route show default"));
     assert!(routes.contains("via 192.168.50.1"), "{routes}");
@@ -90,16 +144,39 @@ fn bridged_network_puts_containers_on_the_lan_without_nat() {
 fn routed_network_is_reachable_from_outside_without_nat() {
     let lab = Lab::new("rtd");
     let outside = lab.netns("out");
-    lab.wire(&lab.host, "ext0", Some("172.31.0.2/24"), &outside, "eth0", Some("172.31.0.1/24"));
-    must(&format!("ip -n {outside} route add 10.30.0.0/24 via 172.31.0.2"));
-    lab.ok(&["network", "create", "rt", "--subnet", "10.30.0.0/24", "--mode", "routed"]);
+    lab.wire(
+        &lab.host,
+        "ext0",
+        Some("172.31.0.2/24"),
+        &outside,
+        "eth0",
+        Some("172.31.0.1/24"),
+    );
+    must(&format!(
+        "ip -n {outside} route add 10.30.0.0/24 via 172.31.0.2"
+    ));
+    lab.ok(&[
+        "network",
+        "create",
+        "rt",
+        "--subnet",
+        "10.30.0.0/24",
+        "--mode",
+        "routed",
+    ]);
     let c = lab.netns("c");
     lab.ok(&["attach", &c, "rt"]);
     let ip = lab.ip_of(&c, "rt");
-    assert!(lab.ping(&outside, &ip), "outside reaches the container through its route");
+    assert!(
+        lab.ping(&outside, &ip),
+        "outside reaches the container through its route"
+    );
     // The container sees the outside machine's real address: no NAT either way.
     let (server, port) = peer_echo_server(&c, "0.0.0.0:0");
-    assert_eq!(tcp_say(&outside, &format!("{ip}:{port}")).unwrap(), "172.31.0.1");
+    assert_eq!(
+        tcp_say(&outside, &format!("{ip}:{port}")).unwrap(),
+        "172.31.0.1"
+    );
     server.join().unwrap();
     let ruleset = common::sh(&format!("ip netns exec {} nft list ruleset", lab.host));
     assert!(!String::from_utf8_lossy(&ruleset.stdout).contains("masquerade"));
@@ -108,11 +185,47 @@ fn routed_network_is_reachable_from_outside_without_nat() {
 #[test]
 fn several_attachments_per_target_dual_stack_and_options() {
     let lab = Lab::new("multi");
-    lab.ok(&["network", "create", "one", "--subnet", "10.41.0.0/24", "--subnet", "fd41::/64"]);
-    lab.ok(&["network", "create", "two", "--subnet", "10.42.0.0/24", "--route", "10.142.0.0/16", "via", "10.42.0.1"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "one",
+        "--subnet",
+        "10.41.0.0/24",
+        "--subnet",
+        "fd41::/64",
+    ]);
+    lab.ok(&[
+        "network",
+        "create",
+        "two",
+        "--subnet",
+        "10.42.0.0/24",
+        "--route",
+        "10.142.0.0/16",
+        "via",
+        "10.42.0.1",
+    ]);
     let c = lab.netns("c");
-    lab.ok(&["attach", &c, "one", "--mac", "02:00:00:aa:bb:cc", "--mtu", "1400"]);
-    lab.ok(&["attach", &c, "two", "--ifname", "lan1", "--ip", "10.42.0.77", "--default-route", "replace"]);
+    lab.ok(&[
+        "attach",
+        &c,
+        "one",
+        "--mac",
+        "02:00:00:aa:bb:cc",
+        "--mtu",
+        "1400",
+    ]);
+    lab.ok(&[
+        "attach",
+        &c,
+        "two",
+        "--ifname",
+        "lan1",
+        "--ip",
+        "10.42.0.77",
+        "--default-route",
+        "replace",
+    ]);
     let v = lab.inspect(&c);
     let one = &v["NetworkSettings"]["Networks"]["one"];
     let two = &v["NetworkSettings"]["Networks"]["two"];
@@ -126,10 +239,19 @@ fn several_attachments_per_target_dual_stack_and_options() {
     assert_eq!(two["IPPrefixLen"], 24);
 
     let link = must(&format!("ip -n {c} link show eth0"));
-    assert!(link.contains("02:00:00:aa:bb:cc") && link.contains("mtu 1400"), "{link}");
+    assert!(
+        link.contains("02:00:00:aa:bb:cc") && link.contains("mtu 1400"),
+        "{link}"
+    );
     let routes = must(&format!("ip -n {c} route"));
-    assert!(routes.contains("default via 10.42.0.1 dev lan1"), "replace moved the default route: {routes}");
-    assert!(routes.contains("10.142.0.0/16 via 10.42.0.1 dev lan1"), "network route: {routes}");
+    assert!(
+        routes.contains("default via 10.42.0.1 dev lan1"),
+        "replace moved the default route: {routes}"
+    );
+    assert!(
+        routes.contains("10.142.0.0/16 via 10.42.0.1 dev lan1"),
+        "network route: {routes}"
+    );
     assert!(lab.ping(&c, "fd41::1"), "IPv6 to the gateway");
     assert!(must(&format!("ip -n {c} link show lo")).contains("UP"));
 
@@ -151,7 +273,10 @@ fn pid_and_path_targets_work() {
     let lab = Lab::new("pid");
     lab.ok(&["network", "create", "p", "--subnet", "10.43.0.0/24"]);
     let ns = lab.netns("proc");
-    let mut child = std::process::Command::new("ip").args(["netns", "exec", &ns, "sleep", "30"]).spawn().unwrap();
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "sleep", "30"])
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let target = format!("pid:{}", child.id());
     // `ip netns exec` forks nothing: the pid is sleep's, inside the namespace.
@@ -172,19 +297,45 @@ fn host_address_on_an_isolated_segment_and_reserved_addresses() {
     let lab = Lab::new("hostaddr");
     // A bridged segment with no uplink: the host takes part with an address of its own.
     lab.ok(&[
-        "network", "create", "seg", "--mode", "bridged", "--subnet", "10.44.0.0/24", "--host-address", "10.44.0.5",
-        "--aux-address", "printer=10.44.0.1", "--aux-address", "nas=10.44.0.2",
+        "network",
+        "create",
+        "seg",
+        "--mode",
+        "bridged",
+        "--subnet",
+        "10.44.0.0/24",
+        "--host-address",
+        "10.44.0.5",
+        "--aux-address",
+        "printer=10.44.0.1",
+        "--aux-address",
+        "nas=10.44.0.2",
     ]);
     let c = lab.netns("c");
     lab.ok(&["attach", &c, "seg"]);
-    assert_eq!(lab.ip_of(&c, "seg"), "10.44.0.3", "aux addresses and the host address are never handed out");
-    assert!(lab.ping(&lab.host, "10.44.0.3"), "host reaches the container on the segment");
-    assert!(lab.ping(&c, "10.44.0.5"), "container reaches the host's address");
+    assert_eq!(
+        lab.ip_of(&c, "seg"),
+        "10.44.0.3",
+        "aux addresses and the host address are never handed out"
+    );
+    assert!(
+        lab.ping(&lab.host, "10.44.0.3"),
+        "host reaches the container on the segment"
+    );
+    assert!(
+        lab.ping(&c, "10.44.0.5"),
+        "container reaches the host's address"
+    );
     let err = lab.fails(&["attach", &lab.netns("d"), "seg", "--ip", "10.44.0.2"]);
     assert!(err.contains("aux:nas"), "{err}");
     // No gateway on an isolated segment: no default route in the container.
-    assert!(common::must(&format!("ip -n {c} route show default")).trim().is_empty());
-    let inspect: serde_json::Value = serde_json::from_str(&lab.ok(&["network", "inspect", "seg"])).unwrap();
+    assert!(
+        common::must(&format!("ip -n {c} route show default"))
+            .trim()
+            .is_empty()
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "seg"])).unwrap();
     assert_eq!(inspect["HostAddresses"][0], "10.44.0.5/24");
     assert_eq!(inspect["AuxAddresses"]["nas"], "10.44.0.2");
     assert_eq!(inspect["Attachments"][0]["Target"], c.as_str());

@@ -27,10 +27,19 @@ fn hundred_concurrent_attaches_get_distinct_addresses() {
         .collect();
     for child in spawned {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "concurrent attach failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "concurrent attach failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let ls: serde_json::Value = serde_json::from_str(&lab.ok(&["ls", "--json"])).unwrap();
-    let ips: HashSet<String> = ls.as_array().unwrap().iter().map(|a| a["IPAddress"].as_str().unwrap().to_string()).collect();
+    let ips: HashSet<String> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["IPAddress"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ips.len(), 100, "100 distinct addresses");
     // And the kernel agrees with the store: every namespace holds its own address.
     for ns in names.iter().step_by(9) {

@@ -12,7 +12,10 @@ fn snapshot(lab: &Lab) -> (Vec<String>, String, String, String) {
         lab.ok(&["network", "ls", "--json"]),
         lab.ok(&["ls", "--json"]),
         // Addresses only: operational state (UNKNOWN -> UP) moves on its own.
-        must(&format!("ip -n {} -o addr show | awk '{{print $2, $4}}'", lab.host)),
+        must(&format!(
+            "ip -n {} -o addr show | awk '{{print $2, $4}}'",
+            lab.host
+        )),
     )
 }
 
@@ -22,26 +25,134 @@ fn bad_network_input_is_refused_precisely_and_changes_nothing() {
     lab.ok(&["network", "create", "taken", "--subnet", "10.70.0.0/24"]);
     let before = snapshot(&lab);
     let cases: &[(&[&str], &[&str])] = &[
-        (&["network", "create", "x", "--subnet", "10.0.0.0/33"], &["--subnet", "10.0.0.0/33"]),
-        (&["network", "create", "x", "--subnet", "banana"], &["--subnet", "banana"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--gateway", "10.72.0.1"], &["--gateway", "10.72.0.1", "outside"]),
-        (&["network", "create", "x", "--subnet", "10.70.0.128/25"], &["--subnet", "10.70.0.128/25", "overlaps", "taken"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--bridge", "a-name-of-16-byt"], &["--bridge", "a-name-of-16-byt", "15 bytes"]),
-        (&["network", "create", "taken", "--subnet", "10.73.0.0/24"], &["taken", "already exists"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--mode", "ring"], &["--mode", "ring"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--driver", "token-ring"], &["--driver", "token-ring"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--ip-range", "10.80.0.0/28"], &["--ip-range", "10.80.0.0/28"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--mtu", "20"], &["--mtu", "20"]),
-        (&["network", "create", "x", "--subnet", "10.71.0.0/24", "--aux-address", "router"], &["--aux-address", "router"]),
-        (&["network", "create", "x", "--mode", "bridged", "--uplink", "nosuch0", "--subnet", "10.71.0.0/24"], &["--uplink", "nosuch0", "no such interface"]),
-        (&["network", "create", "bad/name", "--subnet", "10.71.0.0/24"], &["network name", "bad/name"]),
+        (
+            &["network", "create", "x", "--subnet", "10.0.0.0/33"],
+            &["--subnet", "10.0.0.0/33"],
+        ),
+        (
+            &["network", "create", "x", "--subnet", "banana"],
+            &["--subnet", "banana"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--gateway",
+                "10.72.0.1",
+            ],
+            &["--gateway", "10.72.0.1", "outside"],
+        ),
+        (
+            &["network", "create", "x", "--subnet", "10.70.0.128/25"],
+            &["--subnet", "10.70.0.128/25", "overlaps", "taken"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--bridge",
+                "a-name-of-16-byt",
+            ],
+            &["--bridge", "a-name-of-16-byt", "15 bytes"],
+        ),
+        (
+            &["network", "create", "taken", "--subnet", "10.73.0.0/24"],
+            &["taken", "already exists"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--mode",
+                "ring",
+            ],
+            &["--mode", "ring"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--driver",
+                "token-ring",
+            ],
+            &["--driver", "token-ring"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--ip-range",
+                "10.80.0.0/28",
+            ],
+            &["--ip-range", "10.80.0.0/28"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--mtu",
+                "20",
+            ],
+            &["--mtu", "20"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.71.0.0/24",
+                "--aux-address",
+                "router",
+            ],
+            &["--aux-address", "router"],
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--mode",
+                "bridged",
+                "--uplink",
+                "nosuch0",
+                "--subnet",
+                "10.71.0.0/24",
+            ],
+            &["--uplink", "nosuch0", "no such interface"],
+        ),
+        (
+            &["network", "create", "bad/name", "--subnet", "10.71.0.0/24"],
+            &["network name", "bad/name"],
+        ),
         (&["network", "rm", "nope"], &["nope", "does not exist"]),
         (&["network", "inspect", "nope"], &["nope", "does not exist"]),
     ];
     for (args, needles) in cases {
         let err = lab.fails(args);
         for n in *needles {
-            assert!(err.contains(n), "plumb {args:?}: error should mention `{n}`: {err}");
+            assert!(
+                err.contains(n),
+                "plumb {args:?}: error should mention `{n}`: {err}"
+            );
         }
         assert_eq!(snapshot(&lab), before, "plumb {args:?} changed something");
     }
@@ -60,30 +171,81 @@ fn bad_attach_input_is_refused_precisely_and_changes_nothing() {
     let b_links = links(&b);
     let missing = lab.name("missing");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["attach", &missing, "big"], vec![&missing, "no network namespace"]),
+        (
+            vec!["attach", &missing, "big"],
+            vec![&missing, "no network namespace"],
+        ),
         (vec!["attach", &b, "nonet"], vec!["nonet", "does not exist"]),
-        (vec!["attach", &b, "big", "--ip", "10.75.0.9"], vec!["--ip", "10.75.0.9", "already in use"]),
-        (vec!["attach", &b, "big", "--ip", "10.76.0.9"], vec!["--ip", "10.76.0.9", "outside"]),
-        (vec!["attach", &b, "big", "--ip", "10.75.0.255"], vec!["--ip", "10.75.0.255", "broadcast"]),
-        (vec!["attach", &b, "big", "--ip", "10.75.0.1"], vec!["--ip", "10.75.0.1", "already in use"]),
-        (vec!["attach", &b, "big", "--ifname", "a-very-long-name"], vec!["--ifname", "a-very-long-name", "15 bytes"]),
-        (vec!["attach", &b, "big", "--mac", "01:02:03:04:05:06"], vec!["--mac", "01:02:03:04:05:06", "multicast"]),
-        (vec!["attach", &b, "big", "--default-route", "maybe"], vec!["--default-route", "maybe"]),
-        (vec!["attach", &b, "big", "--route", "10.9.0.0/16", "via", "10.8.0.1"], vec!["--route", "10.8.0.1"]),
+        (
+            vec!["attach", &b, "big", "--ip", "10.75.0.9"],
+            vec!["--ip", "10.75.0.9", "already in use"],
+        ),
+        (
+            vec!["attach", &b, "big", "--ip", "10.76.0.9"],
+            vec!["--ip", "10.76.0.9", "outside"],
+        ),
+        (
+            vec!["attach", &b, "big", "--ip", "10.75.0.255"],
+            vec!["--ip", "10.75.0.255", "broadcast"],
+        ),
+        (
+            vec!["attach", &b, "big", "--ip", "10.75.0.1"],
+            vec!["--ip", "10.75.0.1", "already in use"],
+        ),
+        (
+            vec!["attach", &b, "big", "--ifname", "a-very-long-name"],
+            vec!["--ifname", "a-very-long-name", "15 bytes"],
+        ),
+        (
+            vec!["attach", &b, "big", "--mac", "01:02:03:04:05:06"],
+            vec!["--mac", "01:02:03:04:05:06", "multicast"],
+        ),
+        (
+            vec!["attach", &b, "big", "--default-route", "maybe"],
+            vec!["--default-route", "maybe"],
+        ),
+        (
+            vec![
+                "attach",
+                &b,
+                "big",
+                "--route",
+                "10.9.0.0/16",
+                "via",
+                "10.8.0.1",
+            ],
+            vec!["--route", "10.8.0.1"],
+        ),
         (vec!["attach", &b, "small"], vec!["small", "pool exhausted"]),
         (vec!["attach", &a, "big"], vec!["already attached"]),
-        (vec!["attach", "pid:999999999", "big"], vec!["pid:999999999", "no such process"]),
-        (vec!["attach", "/etc/hostname", "big"], vec!["/etc/hostname", "not a network namespace"]),
-        (vec!["attach", "docker:web", "big"], vec!["docker:web", "unknown target kind"]),
+        (
+            vec!["attach", "pid:999999999", "big"],
+            vec!["pid:999999999", "no such process"],
+        ),
+        (
+            vec!["attach", "/etc/hostname", "big"],
+            vec!["/etc/hostname", "not a network namespace"],
+        ),
+        (
+            vec!["attach", "docker:web", "big"],
+            vec!["docker:web", "unknown target kind"],
+        ),
         (vec!["detach", &b, "nonet"], vec!["nonet", "does not exist"]),
     ];
     for (args, needles) in &cases {
         let err = lab.fails(args);
         for n in needles {
-            assert!(err.contains(n), "plumb {args:?}: error should mention `{n}`: {err}");
+            assert!(
+                err.contains(n),
+                "plumb {args:?}: error should mention `{n}`: {err}"
+            );
         }
         assert_eq!(snapshot(&lab), before, "plumb {args:?} changed something");
-        assert_eq!(links(&b), b_links, "plumb {args:?} left something in the target");
+        assert_eq!(
+            links(&b),
+            b_links,
+            "plumb {args:?} left something in the target"
+        );
     }
 }
 
@@ -94,9 +256,21 @@ fn malformed_topology_is_refused_before_anything_happens() {
     let dir = lab.state.path();
     let cases = [
         ("syntax.toml", "[[network]\nname = \"x\"\n", "syntax.toml"),
-        ("field.toml", "[[network]]\nname = \"x\"\nsubnett = [\"10.0.0.0/24\"]\n", "subnett"),
-        ("cidr.toml", "[[network]]\nname = \"x\"\nsubnet = [\"10.0.0.0/40\"]\n", "10.0.0.0/40"),
-        ("attach.toml", "[[network]]\nname = \"x\"\nsubnet = [\"10.77.0.0/24\"]\n[[attach]]\ntarget = \"y\"\nnetwork = \"x\"\nip = [\"nope\"]\n", "nope"),
+        (
+            "field.toml",
+            "[[network]]\nname = \"x\"\nsubnett = [\"10.0.0.0/24\"]\n",
+            "subnett",
+        ),
+        (
+            "cidr.toml",
+            "[[network]]\nname = \"x\"\nsubnet = [\"10.0.0.0/40\"]\n",
+            "10.0.0.0/40",
+        ),
+        (
+            "attach.toml",
+            "[[network]]\nname = \"x\"\nsubnet = [\"10.77.0.0/24\"]\n[[attach]]\ntarget = \"y\"\nnetwork = \"x\"\nip = [\"nope\"]\n",
+            "nope",
+        ),
     ];
     for (file, text, needle) in cases {
         let path = dir.join(file);
@@ -115,17 +289,42 @@ fn failed_attach_is_rolled_back_completely() {
     lab.ok(&["network", "create", "n1", "--subnet", "10.78.0.0/24"]);
     lab.ok(&["network", "create", "n2", "--subnet", "10.79.0.0/24"]);
     let c = lab.netns("c");
-    lab.ok(&["attach", &c, "n1", "--route", "10.150.0.0/16", "via", "10.78.0.1"]);
+    lab.ok(&[
+        "attach",
+        &c,
+        "n1",
+        "--route",
+        "10.150.0.0/16",
+        "via",
+        "10.78.0.1",
+    ]);
     let host_before = links(&lab.host);
     let c_before = links(&c);
     // Same destination through the second network: the kernel refuses the
     // route after the veth exists and has its address.
-    let err = lab.fails(&["attach", &c, "n2", "--route", "10.150.0.0/16", "via", "10.79.0.1"]);
-    assert!(err.contains("route 10.150.0.0/16 via 10.79.0.1") && err.contains("rolled back") && err.contains("delete veth"), "{err}");
+    let err = lab.fails(&[
+        "attach",
+        &c,
+        "n2",
+        "--route",
+        "10.150.0.0/16",
+        "via",
+        "10.79.0.1",
+    ]);
+    assert!(
+        err.contains("route 10.150.0.0/16 via 10.79.0.1")
+            && err.contains("rolled back")
+            && err.contains("delete veth"),
+        "{err}"
+    );
     assert_eq!(links(&lab.host), host_before, "no veth left on the host");
     assert_eq!(links(&c), c_before, "no interface left in the target");
     let ls = lab.ok(&["ls"]);
-    assert_eq!(ls.lines().count(), 2, "only the first attachment is recorded: {ls}");
+    assert_eq!(
+        ls.lines().count(),
+        2,
+        "only the first attachment is recorded: {ls}"
+    );
     // The lease was released: the first dynamic address of n2 is still free.
     let d = lab.netns("d");
     lab.ok(&["attach", &d, "n2"]);
@@ -139,8 +338,23 @@ fn failed_network_create_is_rolled_back_completely() {
     // after plumb has created its own bridge.
     must(&format!("ip -n {} link add brx type bridge", lab.host));
     let before = snapshot(&lab);
-    let err = lab.fails(&["network", "create", "lan", "--mode", "bridged", "--uplink", "brx", "--subnet", "10.81.0.0/24"]);
-    assert!(err.contains("enslave uplink brx") && err.contains("rolled back") && err.contains("delete bridge pl-lan"), "{err}");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "lan",
+        "--mode",
+        "bridged",
+        "--uplink",
+        "brx",
+        "--subnet",
+        "10.81.0.0/24",
+    ]);
+    assert!(
+        err.contains("enslave uplink brx")
+            && err.contains("rolled back")
+            && err.contains("delete bridge pl-lan"),
+        "{err}"
+    );
     assert_eq!(snapshot(&lab), before);
     // And the name and subnet are free to use.
     lab.ok(&["network", "create", "lan", "--subnet", "10.81.0.0/24"]);
@@ -153,11 +367,17 @@ fn network_rm_is_refused_while_attached_unless_forced() {
     let c = lab.netns("c");
     lab.ok(&["attach", &c, "n"]);
     let err = lab.fails(&["network", "rm", "n"]);
-    assert!(err.contains("has 1 attachment") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("has 1 attachment") && err.contains("--force"),
+        "{err}"
+    );
     assert!(links(&lab.host).contains(&"pl-n".to_string()));
     lab.ok(&["network", "rm", "n", "--force"]);
     assert_eq!(links(&lab.host), vec!["lo".to_string()]);
     assert_eq!(links(&c), vec!["lo".to_string()]);
     let nft = common::sh(&format!("ip netns exec {} nft list tables", lab.host));
-    assert!(!String::from_utf8_lossy(&nft.stdout).contains("plumb"), "plumb's table is gone with its last NAT network");
+    assert!(
+        !String::from_utf8_lossy(&nft.stdout).contains("plumb"),
+        "plumb's table is gone with its last NAT network"
+    );
 }

@@ -28,20 +28,37 @@ fn lab_example_host_reaches_web_server_through_router() {
     let lab = Lab::new("lab");
     let file = example("lab.toml");
     let first = lab.ok(&["up", &file]);
-    assert!(first.contains("created network finance") && first.contains("added host route 10.2.0.0/24 via 10.0.0.254"), "{first}");
+    assert!(
+        first.contains("created network finance")
+            && first.contains("added host route 10.2.0.0/24 via 10.0.0.254"),
+        "{first}"
+    );
 
     // host -> router -> web server on the finance network.
-    assert!(lab.ping(&lab.host, "10.2.0.10"), "host pings the web server");
+    assert!(
+        lab.ping(&lab.host, "10.2.0.10"),
+        "host pings the web server"
+    );
     let (server, port) = peer_echo_server("lab-web", "10.2.0.10:0");
-    let seen = tcp_say(&lab.host, &format!("10.2.0.10:{port}")).expect("host connects to the web server");
-    assert_eq!(seen, "10.0.0.1", "the web server sees the host's own address: routed, not NATed");
+    let seen =
+        tcp_say(&lab.host, &format!("10.2.0.10:{port}")).expect("host connects to the web server");
+    assert_eq!(
+        seen, "10.0.0.1",
+        "the web server sees the host's own address: routed, not NATed"
+    );
     server.join().unwrap();
     // Departments reach each other through the router, and every one is reachable.
     assert!(lab.ping("lab-web", "10.3.0.10"), "finance -> marketing");
     assert!(lab.ping(&lab.host, "10.4.0.10"), "host -> sales");
-    assert!(lab.ping(&lab.host, "10.1.0.254"), "host -> core gateway on the router");
+    assert!(
+        lab.ping(&lab.host, "10.1.0.254"),
+        "host -> core gateway on the router"
+    );
     let trace = must("ip netns exec lab-web ip route get 10.0.0.1");
-    assert!(trace.contains("via 10.2.0.254"), "web goes through its gateway: {trace}");
+    assert!(
+        trace.contains("via 10.2.0.254"),
+        "web goes through its gateway: {trace}"
+    );
 
     // A second up changes nothing.
     let second = lab.ok(&["up", &file]);
@@ -55,11 +72,19 @@ fn lab_example_host_reaches_web_server_through_router() {
         assert!(!netns_exists(ns), "{ns} removed");
     }
     let left = links(&lab.host);
-    assert_eq!(left, vec!["lo".to_string()], "only lo is left in the host namespace");
+    assert_eq!(
+        left,
+        vec!["lo".to_string()],
+        "only lo is left in the host namespace"
+    );
     let routes = must(&format!("ip -n {} route", lab.host));
     assert!(routes.trim().is_empty(), "no host routes left: {routes}");
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no attachments left");
-    assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1, "no networks left");
+    assert_eq!(
+        lab.ok(&["network", "ls"]).lines().count(),
+        1,
+        "no networks left"
+    );
     assert_eq!(lab.ok(&["down", &file]).trim(), "nothing to remove");
 }
 
@@ -115,7 +140,10 @@ fn failed_up_takes_back_what_it_made() {
     )
     .unwrap();
     let err = lab.fails(&["up", file.to_str().unwrap()]);
-    assert!(err.contains("10.99.9.9") && err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains("10.99.9.9") && err.contains("rolled back"),
+        "{err}"
+    );
     assert!(!netns_exists(&ns), "namespace taken back");
     assert_eq!(links(&lab.host), vec!["lo".to_string()]);
     assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);

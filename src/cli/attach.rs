@@ -66,7 +66,11 @@ pub fn attach(engine: &mut Engine, args: AttachArgs) -> Result<()> {
 pub fn detach(engine: &mut Engine, args: DetachArgs) -> Result<()> {
     let done = engine.detach(&args.target, args.network.as_deref())?;
     if done.is_empty() {
-        println!("{} was not attached{}", args.target, args.network.map(|n| format!(" to {n}")).unwrap_or_default());
+        println!(
+            "{} was not attached{}",
+            args.target,
+            args.network.map(|n| format!(" to {n}")).unwrap_or_default()
+        );
     }
     for a in done {
         println!("detached {} from {} ({})", a.target, a.network, a.ifname);
@@ -77,7 +81,10 @@ pub fn detach(engine: &mut Engine, args: DetachArgs) -> Result<()> {
 pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
     let atts = engine.attachments_of(&args.target)?;
     if atts.is_empty() {
-        return Err(Error::Target { target: args.target, reason: "is not attached to any network".into() });
+        return Err(Error::Target {
+            target: args.target,
+            reason: "is not attached to any network".into(),
+        });
     }
     print_json(&report::target(&args.target, &atts));
     Ok(())
@@ -97,11 +104,22 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
         print_json(&serde_json::Value::Array(list));
         return Ok(());
     }
-    println!("{:<24} {:<16} {:<8} {:<15} {:<18} {}", "TARGET", "NETWORK", "IFNAME", "HOST IFNAME", "MAC", "ADDRESSES");
+    println!(
+        "{:<24} {:<16} {:<8} {:<15} {:<18} ADDRESSES",
+        "TARGET", "NETWORK", "IFNAME", "HOST IFNAME", "MAC"
+    );
     for a in atts {
         let a = a.attachment;
         let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
-        println!("{:<24} {:<16} {:<8} {:<15} {:<18} {}", a.target, a.network, a.ifname, a.host_ifname, a.mac.to_string(), addrs.join(","));
+        println!(
+            "{:<24} {:<16} {:<8} {:<15} {:<18} {}",
+            a.target,
+            a.network,
+            a.ifname,
+            a.host_ifname,
+            a.mac.to_string(),
+            addrs.join(",")
+        );
     }
     Ok(())
 }

@@ -41,7 +41,9 @@ pub fn run(engine: &mut Engine, cmd: HostCommand) -> Result<()> {
                 println!("no host route to {dest} is managed by plumb");
             }
         }
-        RouteCommand::Ls => print_json(&serde_json::to_value(engine.host_routes()?).expect("routes serialize")),
+        RouteCommand::Ls => {
+            print_json(&serde_json::to_value(engine.host_routes()?).expect("routes serialize"))
+        }
     }
     Ok(())
 }

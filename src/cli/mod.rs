@@ -15,7 +15,12 @@ use crate::error::Result;
 use crate::store::DEFAULT_STATE_DIR;
 
 #[derive(Parser, Debug)]
-#[command(name = "plumb", version, about = "Attach network namespaces and containers to real networks", max_term_width = 100)]
+#[command(
+    name = "plumb",
+    version,
+    about = "Attach network namespaces and containers to real networks",
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Where plumb keeps its state (SQLite database).
     #[arg(long, global = true, env = "PLUMB_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -81,5 +86,8 @@ fn join_routes(tokens: Vec<String>) -> Vec<String> {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values always serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialize")
+    );
 }

@@ -11,7 +11,7 @@ use crate::report;
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
     /// Create a network.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks.
     Ls {
         #[arg(long)]
@@ -67,9 +67,15 @@ impl CreateArgs {
     fn into_spec(self) -> Result<NetworkSpec> {
         let mut aux = BTreeMap::new();
         for item in &self.aux_address {
-            let (key, ip) = item.split_once('=').ok_or_else(|| Error::invalid("--aux-address", item, "expected KEY=IP"))?;
+            let (key, ip) = item
+                .split_once('=')
+                .ok_or_else(|| Error::invalid("--aux-address", item, "expected KEY=IP"))?;
             if key.is_empty() || aux.insert(key.to_string(), ip.to_string()).is_some() {
-                return Err(Error::invalid("--aux-address", item, "each KEY must be non-empty and given once"));
+                return Err(Error::invalid(
+                    "--aux-address",
+                    item,
+                    "each KEY must be non-empty and given once",
+                ));
             }
         }
         Ok(NetworkSpec {
@@ -92,9 +98,15 @@ impl CreateArgs {
 pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
     match cmd {
         NetworkCommand::Create(args) => {
-            let net = engine.network_create(&args.into_spec()?, None)?;
+            let net = engine.network_create(&(*args).into_spec()?, None)?;
             let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
-            println!("network {} created: {} mode, bridge {}, {}", net.name, net.mode, net.bridge, subnets.join(", "));
+            println!(
+                "network {} created: {} mode, bridge {}, {}",
+                net.name,
+                net.mode,
+                net.bridge,
+                subnets.join(", ")
+            );
         }
         NetworkCommand::Ls { json } => {
             let nets = engine.networks()?;
@@ -102,16 +114,30 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
                 let mut list = Vec::new();
                 for n in &nets {
                     let state = crate::store::host_state(engine.store().read(), &n.network.name)?;
-                    let atts = crate::store::attachments_of_network(engine.store().read(), &n.network.name)?;
+                    let atts = crate::store::attachments_of_network(
+                        engine.store().read(),
+                        &n.network.name,
+                    )?;
                     list.push(report::network(n, &state, &atts));
                 }
                 print_json(&serde_json::Value::Array(list));
             } else {
-                println!("{:<20} {:<8} {:<15} {:<8} {}", "NAME", "DRIVER", "BRIDGE", "MODE", "SUBNETS");
+                println!(
+                    "{:<20} {:<8} {:<15} {:<8} SUBNETS",
+                    "NAME", "DRIVER", "BRIDGE", "MODE"
+                );
                 for n in nets {
                     let net = n.network;
-                    let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
-                    println!("{:<20} {:<8} {:<15} {:<8} {}", net.name, "bridge", net.bridge, net.mode, subnets.join(","));
+                    let subnets: Vec<String> =
+                        net.subnets.iter().map(|s| s.subnet.to_string()).collect();
+                    println!(
+                        "{:<20} {:<8} {:<15} {:<8} {}",
+                        net.name,
+                        "bridge",
+                        net.bridge,
+                        net.mode,
+                        subnets.join(",")
+                    );
                 }
             }
         }

@@ -19,7 +19,11 @@ fn to_u128(ip: IpAddr) -> u128 {
 }
 
 fn from_u128(v: u128, v4: bool) -> IpAddr {
-    if v4 { IpAddr::V4(Ipv4Addr::from(v as u32)) } else { IpAddr::V6(Ipv6Addr::from(v)) }
+    if v4 {
+        IpAddr::V4(Ipv4Addr::from(v as u32))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(v))
+    }
 }
 
 /// The addresses that dynamic allocation may hand out in a subnet: the
@@ -50,29 +54,54 @@ impl Pool {
     }
 
     fn size(&self) -> u128 {
-        if self.last < self.first { 0 } else { self.last - self.first + 1 }
+        if self.last < self.first {
+            0
+        } else {
+            self.last - self.first + 1
+        }
     }
 }
 
 fn is_taken(tx: &Transaction, network: &str, ip: IpAddr) -> Result<Option<String>> {
     Ok(tx
-        .query_row("SELECT owner FROM allocations WHERE network = ?1 AND address = ?2", params![network, ip.to_string()], |r| r.get(0))
+        .query_row(
+            "SELECT owner FROM allocations WHERE network = ?1 AND address = ?2",
+            params![network, ip.to_string()],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
 fn record(tx: &Transaction, network: &str, ip: IpAddr, owner: &str) -> Result<()> {
-    tx.execute("INSERT INTO allocations (network, address, owner) VALUES (?1, ?2, ?3)", params![network, ip.to_string(), owner])?;
+    tx.execute(
+        "INSERT INTO allocations (network, address, owner) VALUES (?1, ?2, ?3)",
+        params![network, ip.to_string(), owner],
+    )?;
     Ok(())
 }
 
 /// Reserve a specific address (static request, gateway, aux, host address).
-pub fn reserve(tx: &Transaction, net: &Network, ip: IpAddr, owner: &str, field: &str) -> Result<IpNet> {
-    let sub = net
-        .subnet_for(&ip)
-        .ok_or_else(|| Error::invalid(field, ip, format!("is outside every subnet of network `{}`", net.name)))?;
+pub fn reserve(
+    tx: &Transaction,
+    net: &Network,
+    ip: IpAddr,
+    owner: &str,
+    field: &str,
+) -> Result<IpNet> {
+    let sub = net.subnet_for(&ip).ok_or_else(|| {
+        Error::invalid(
+            field,
+            ip,
+            format!("is outside every subnet of network `{}`", net.name),
+        )
+    })?;
     check_usable(field, &sub.subnet, ip)?;
     if let Some(holder) = is_taken(tx, &net.name, ip)? {
-        return Err(Error::invalid(field, ip, format!("is already in use on network `{}` (by {holder})", net.name)));
+        return Err(Error::invalid(
+            field,
+            ip,
+            format!("is already in use on network `{}` (by {holder})", net.name),
+        ));
     }
     record(tx, &net.name, ip, owner)?;
     Ok(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix of a valid subnet"))
@@ -83,7 +112,11 @@ pub fn allocate(tx: &Transaction, net: &Network, sub: &SubnetSpec, owner: &str) 
     let pool = Pool::of(sub);
     let key = sub.subnet.to_string();
     let cursor: Option<String> = tx
-        .query_row("SELECT last FROM cursors WHERE network = ?1 AND subnet = ?2", params![net.name, key], |r| r.get(0))
+        .query_row(
+            "SELECT last FROM cursors WHERE network = ?1 AND subnet = ?2",
+            params![net.name, key],
+            |r| r.get(0),
+        )
         .optional()?;
     let start = cursor
         .and_then(|c| c.parse::<IpAddr>().ok())
@@ -106,10 +139,17 @@ pub fn allocate(tx: &Transaction, net: &Network, sub: &SubnetSpec, owner: &str) 
             )?;
             return Ok(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix of a valid subnet"));
         }
-        candidate = if candidate == pool.last { pool.first } else { candidate + 1 };
+        candidate = if candidate == pool.last {
+            pool.first
+        } else {
+            candidate + 1
+        };
     }
     let area = sub.ip_range.unwrap_or(sub.subnet);
-    Err(Error::Ipam { network: net.name.clone(), reason: format!("no free address left in {area} (pool exhausted)") })
+    Err(Error::Ipam {
+        network: net.name.clone(),
+        reason: format!("no free address left in {area} (pool exhausted)"),
+    })
 }
 
 /// Release everything an owner holds on any network.
@@ -147,9 +187,21 @@ mod tests {
     fn skips_network_gateway_and_broadcast_until_exhausted() {
         let (mut conn, net) = setup("10.0.0.0/29", None);
         let tx = conn.transaction().unwrap();
-        let got: Vec<String> = (0..5).map(|i| allocate(&tx, &net, &net.subnets[0], &format!("c{i}")).unwrap().addr().to_string()).collect();
-        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
-        let err = allocate(&tx, &net, &net.subnets[0], "c6").unwrap_err().to_string();
+        let got: Vec<String> = (0..5)
+            .map(|i| {
+                allocate(&tx, &net, &net.subnets[0], &format!("c{i}"))
+                    .unwrap()
+                    .addr()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+        );
+        let err = allocate(&tx, &net, &net.subnets[0], "c6")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pool exhausted"), "{err}");
     }
 
@@ -164,7 +216,13 @@ mod tests {
         }
         assert!(allocate(&tx, &net, &net.subnets[0], "e").is_err());
         release(&tx, "b").unwrap();
-        assert_eq!(allocate(&tx, &net, &net.subnets[0], "e").unwrap().addr().to_string(), "10.0.0.129");
+        assert_eq!(
+            allocate(&tx, &net, &net.subnets[0], "e")
+                .unwrap()
+                .addr()
+                .to_string(),
+            "10.0.0.129"
+        );
     }
 
     #[test]
@@ -172,9 +230,16 @@ mod tests {
         let (mut conn, net) = setup("10.0.0.0/24", None);
         let tx = conn.transaction().unwrap();
         reserve(&tx, &net, "10.0.0.50".parse().unwrap(), "a", "--ip").unwrap();
-        let taken = reserve(&tx, &net, "10.0.0.50".parse().unwrap(), "b", "--ip").unwrap_err().to_string();
-        assert!(taken.contains("--ip `10.0.0.50`") && taken.contains("already in use"), "{taken}");
-        let outside = reserve(&tx, &net, "10.0.1.5".parse().unwrap(), "b", "--ip").unwrap_err().to_string();
+        let taken = reserve(&tx, &net, "10.0.0.50".parse().unwrap(), "b", "--ip")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            taken.contains("--ip `10.0.0.50`") && taken.contains("already in use"),
+            "{taken}"
+        );
+        let outside = reserve(&tx, &net, "10.0.1.5".parse().unwrap(), "b", "--ip")
+            .unwrap_err()
+            .to_string();
         assert!(outside.contains("outside"), "{outside}");
         assert!(reserve(&tx, &net, "10.0.0.255".parse().unwrap(), "b", "--ip").is_err());
         // Dynamic allocation steps over the static one.

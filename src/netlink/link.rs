@@ -2,7 +2,9 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::{Netlink, NetlinkError, NlResult};
@@ -34,7 +36,9 @@ impl LinkInfo {
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => info.name = n,
-                LinkAttribute::Address(a) if a.len() == 6 => info.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]]),
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    info.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]])
+                }
                 LinkAttribute::Mtu(m) => info.mtu = m,
                 LinkAttribute::Controller(c) => info.controller = Some(c),
                 LinkAttribute::LinkInfo(infos) => {
@@ -82,7 +86,10 @@ impl Netlink {
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
-        self.execute(RouteNetlinkMessage::NewLink(b.build()), NLM_F_CREATE | NLM_F_EXCL)
+        self.execute(
+            RouteNetlinkMessage::NewLink(b.build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     /// Create a veth pair: `host` stays here (enslaved to `controller`, up),
@@ -139,7 +146,9 @@ impl Netlink {
     }
 
     pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> NlResult<()> {
-        let msg = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
@@ -161,5 +170,8 @@ impl Netlink {
 
 /// ENODEV and friends, for "the thing is not there".
 pub fn is_gone(e: &NetlinkError) -> bool {
-    matches!(e.errno(), Some(libc::ENODEV) | Some(libc::ESRCH) | Some(libc::ENOENT) | Some(libc::EADDRNOTAVAIL))
+    matches!(
+        e.errno(),
+        Some(libc::ENODEV) | Some(libc::ESRCH) | Some(libc::ENOENT) | Some(libc::EADDRNOTAVAIL)
+    )
 }

@@ -2,9 +2,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use rtnetlink::RouteMessageBuilder;
 
 use super::{Netlink, NetlinkError, NlResult};
@@ -22,7 +24,9 @@ fn bad(e: impl std::fmt::Display) -> NetlinkError {
 }
 
 fn route_message(dest: IpNet, via: Option<IpAddr>, oif: Option<u32>) -> NlResult<RouteMessage> {
-    let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(dest.addr(), dest.prefix_len()).map_err(bad)?;
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dest.addr(), dest.prefix_len())
+        .map_err(bad)?;
     if let Some(via) = via {
         b = b.gateway(via).map_err(bad)?;
     } else {
@@ -37,12 +41,30 @@ fn route_message(dest: IpNet, via: Option<IpAddr>, oif: Option<u32>) -> NlResult
 impl Netlink {
     /// Add a route; with `replace`, an existing route to the same
     /// destination is replaced instead of refused.
-    pub fn add_route(&mut self, dest: IpNet, via: Option<IpAddr>, oif: Option<u32>, replace: bool) -> NlResult<()> {
-        let flags = if replace { NLM_F_CREATE | NLM_F_REPLACE } else { NLM_F_CREATE | NLM_F_EXCL };
-        self.execute(RouteNetlinkMessage::NewRoute(route_message(dest, via, oif)?), flags)
+    pub fn add_route(
+        &mut self,
+        dest: IpNet,
+        via: Option<IpAddr>,
+        oif: Option<u32>,
+        replace: bool,
+    ) -> NlResult<()> {
+        let flags = if replace {
+            NLM_F_CREATE | NLM_F_REPLACE
+        } else {
+            NLM_F_CREATE | NLM_F_EXCL
+        };
+        self.execute(
+            RouteNetlinkMessage::NewRoute(route_message(dest, via, oif)?),
+            flags,
+        )
     }
 
-    pub fn del_route(&mut self, dest: IpNet, via: Option<IpAddr>, oif: Option<u32>) -> NlResult<()> {
+    pub fn del_route(
+        &mut self,
+        dest: IpNet,
+        via: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> NlResult<()> {
         let mut msg = route_message(dest, via, oif)?;
         msg.header.scope = RouteScope::NoWhere;
         msg.header.protocol = RouteProtocol::Unspec;
@@ -52,11 +74,17 @@ impl Netlink {
     /// Routes of the main table of one family.
     pub fn routes(&mut self, ipv6: bool) -> NlResult<Vec<Route>> {
         let mut req = RouteMessage::default();
-        req.header.address_family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+        req.header.address_family = if ipv6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
         let answers = self.dump(RouteNetlinkMessage::GetRoute(req))?;
         let mut out = Vec::new();
         for m in answers {
-            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
             if r.header.table != 254 {
                 continue;
             }
@@ -71,8 +99,15 @@ impl Netlink {
                     _ => {}
                 }
             }
-            let unspecified: IpAddr = if ipv6 { std::net::Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
-            let dest = IpNet::new(dest.unwrap_or(unspecified), r.header.destination_prefix_length);
+            let unspecified: IpAddr = if ipv6 {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let dest = IpNet::new(
+                dest.unwrap_or(unspecified),
+                r.header.destination_prefix_length,
+            );
             if let Ok(dest) = dest {
                 out.push(Route { dest, via, oif });
             }

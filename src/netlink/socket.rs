@@ -78,7 +78,8 @@ impl Netlink {
 
     /// Send one request and wait for its ack; return the error the kernel gave.
     pub fn execute(&mut self, msg: RouteNetlinkMessage, flags: u16) -> NlResult<()> {
-        self.request(msg, NLM_F_REQUEST | NLM_F_ACK | flags).map(drop)
+        self.request(msg, NLM_F_REQUEST | NLM_F_ACK | flags)
+            .map(drop)
     }
 
     /// Dump a table: every answer until NLMSG_DONE.
@@ -91,7 +92,11 @@ impl Netlink {
         self.request(msg, NLM_F_REQUEST | NLM_F_ACK)
     }
 
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> NlResult<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> NlResult<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = flags;

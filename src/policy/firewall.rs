@@ -22,12 +22,20 @@ pub fn render(networks: &[Network]) -> String {
     let mut nat = String::new();
     for net in networks.iter().filter(|n| n.mode == BridgeMode::Nat) {
         for sub in &net.subnets {
-            let family = if sub.subnet.addr().is_ipv4() { "ip" } else { "ip6" };
+            let family = if sub.subnet.addr().is_ipv4() {
+                "ip"
+            } else {
+                "ip6"
+            };
             let out = match &net.uplink {
                 Some(uplink) => format!("oifname \"{uplink}\""),
                 None => format!("oifname != \"{}\"", net.bridge),
             };
-            let _ = writeln!(nat, "    {family} saddr {} {out} masquerade comment \"{}\"", sub.subnet, net.name);
+            let _ = writeln!(
+                nat,
+                "    {family} saddr {} {out} masquerade comment \"{}\"",
+                sub.subnet, net.name
+            );
         }
     }
     let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
@@ -59,33 +67,65 @@ pub fn clear() -> Result<()> {
 fn foreign_forward_rules(nft: &mut Nft, networks: &[Network]) -> Result<String> {
     let mut out = String::new();
     for family in ["ip", "ip6"] {
-        let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD")) else { continue };
+        let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD")) else {
+            continue;
+        };
         for handle in tagged_rule_handles(&listing) {
             let _ = writeln!(out, "delete rule {family} filter FORWARD handle {handle}");
         }
         let v4 = family == "ip";
         let bridges: Vec<&str> = networks
             .iter()
-            .filter(|n| n.subnets.iter().any(|s| s.subnet.addr().is_ipv4() == v4) || n.mode == BridgeMode::Bridged)
+            .filter(|n| {
+                n.subnets.iter().any(|s| s.subnet.addr().is_ipv4() == v4)
+                    || n.mode == BridgeMode::Bridged
+            })
             .map(|n| n.bridge.as_str())
             .collect();
         if bridges.is_empty() {
             continue;
         }
-        let set = |names: &[&str]| format!("{{ {} }}", names.iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(", "));
+        let set = |names: &[&str]| {
+            format!(
+                "{{ {} }}",
+                names
+                    .iter()
+                    .map(|b| format!("\"{b}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         // Inserted at the head, so listed in reverse of evaluation order.
-        let inbound: Vec<&str> = networks.iter().filter(|n| n.mode != BridgeMode::Nat && bridges.contains(&n.bridge.as_str())).map(|n| n.bridge.as_str()).collect();
+        let inbound: Vec<&str> = networks
+            .iter()
+            .filter(|n| n.mode != BridgeMode::Nat && bridges.contains(&n.bridge.as_str()))
+            .map(|n| n.bridge.as_str())
+            .collect();
         if !inbound.is_empty() {
-            let _ = writeln!(out, "insert rule {family} filter FORWARD oifname {} accept comment \"{TAG}\"", set(&inbound));
+            let _ = writeln!(
+                out,
+                "insert rule {family} filter FORWARD oifname {} accept comment \"{TAG}\"",
+                set(&inbound)
+            );
         }
-        let _ = writeln!(out, "insert rule {family} filter FORWARD oifname {} ct state established,related accept comment \"{TAG}\"", set(&bridges));
-        let _ = writeln!(out, "insert rule {family} filter FORWARD iifname {} accept comment \"{TAG}\"", set(&bridges));
+        let _ = writeln!(
+            out,
+            "insert rule {family} filter FORWARD oifname {} ct state established,related accept comment \"{TAG}\"",
+            set(&bridges)
+        );
+        let _ = writeln!(
+            out,
+            "insert rule {family} filter FORWARD iifname {} accept comment \"{TAG}\"",
+            set(&bridges)
+        );
     }
     Ok(out)
 }
 
 fn tagged_rule_handles(listing: &serde_json::Value) -> Vec<u64> {
-    let Some(items) = listing.get("nftables").and_then(|v| v.as_array()) else { return Vec::new() };
+    let Some(items) = listing.get("nftables").and_then(|v| v.as_array()) else {
+        return Vec::new();
+    };
     items
         .iter()
         .filter_map(|item| item.get("rule"))
@@ -114,9 +154,19 @@ mod tests {
 
     #[test]
     fn nat_networks_masquerade_and_others_do_not() {
-        let text = render(&[net("a", "10.1.0.0/24", "nat", None), net("b", "10.2.0.0/24", "routed", None), net("c", "fd00::/64", "nat", Some("eth9"))]);
-        assert!(text.contains("ip saddr 10.1.0.0/24 oifname != \"pl-a\" masquerade"), "{text}");
-        assert!(text.contains("ip6 saddr fd00::/64 oifname \"eth9\" masquerade"), "{text}");
+        let text = render(&[
+            net("a", "10.1.0.0/24", "nat", None),
+            net("b", "10.2.0.0/24", "routed", None),
+            net("c", "fd00::/64", "nat", Some("eth9")),
+        ]);
+        assert!(
+            text.contains("ip saddr 10.1.0.0/24 oifname != \"pl-a\" masquerade"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip6 saddr fd00::/64 oifname \"eth9\" masquerade"),
+            "{text}"
+        );
         assert!(!text.contains("10.2.0.0"), "{text}");
         assert!(text.starts_with("add table inet plumb\ndelete table inet plumb\n"));
     }

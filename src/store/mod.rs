@@ -37,20 +37,26 @@ pub struct StoredAttachment {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("state directory {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("state directory {}", dir.display()), e))?;
         let conn = Connection::open(dir.join("plumb.db"))?;
         conn.busy_timeout(Duration::from_secs(120))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn, dir: dir.to_path_buf() };
-        store.write(|tx| schema::migrate(tx))?;
+        let mut store = Store {
+            conn,
+            dir: dir.to_path_buf(),
+        };
+        store.write(schema::migrate)?;
         Ok(store)
     }
 
     /// Run `f` in an IMMEDIATE transaction; commit when it returns Ok.
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
@@ -65,11 +71,18 @@ impl Store {
 // one), so the same code serves reads and writes.
 
 pub fn get_network(conn: &Connection, name: &str) -> Result<Option<StoredNetwork>> {
-    conn.query_row("SELECT data, owner FROM networks WHERE name = ?1", params![name], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-    })
+    conn.query_row(
+        "SELECT data, owner FROM networks WHERE name = ?1",
+        params![name],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+    )
     .optional()?
-    .map(|(data, owner)| Ok(StoredNetwork { network: decode(&data)?, owner }))
+    .map(|(data, owner)| {
+        Ok(StoredNetwork {
+            network: decode(&data)?,
+            owner,
+        })
+    })
     .transpose()
 }
 
@@ -79,10 +92,15 @@ pub fn require_network(conn: &Connection, name: &str) -> Result<StoredNetwork> {
 
 pub fn networks(conn: &Connection) -> Result<Vec<StoredNetwork>> {
     let mut stmt = conn.prepare("SELECT data, owner FROM networks ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+    })?;
     rows.map(|row| {
         let (data, owner) = row?;
-        Ok(StoredNetwork { network: decode(&data)?, owner })
+        Ok(StoredNetwork {
+            network: decode(&data)?,
+            owner,
+        })
     })
     .collect()
 }
@@ -103,17 +121,30 @@ pub fn delete_network(tx: &Transaction, name: &str) -> Result<()> {
 }
 
 pub fn set_host_state(tx: &Transaction, name: &str, state: &HostState) -> Result<()> {
-    tx.execute("UPDATE networks SET host_state = ?2 WHERE name = ?1", params![name, encode(state)])?;
+    tx.execute(
+        "UPDATE networks SET host_state = ?2 WHERE name = ?1",
+        params![name, encode(state)],
+    )?;
     Ok(())
 }
 
 pub fn host_state(conn: &Connection, name: &str) -> Result<HostState> {
-    let data: String = conn.query_row("SELECT host_state FROM networks WHERE name = ?1", params![name], |r| r.get(0))?;
+    let data: String = conn.query_row(
+        "SELECT host_state FROM networks WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )?;
     decode(&data)
 }
 
 pub fn network_by_bridge(conn: &Connection, bridge: &str) -> Result<Option<String>> {
-    Ok(conn.query_row("SELECT name FROM networks WHERE bridge = ?1", params![bridge], |r| r.get(0)).optional()?)
+    Ok(conn
+        .query_row(
+            "SELECT name FROM networks WHERE bridge = ?1",
+            params![bridge],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 const ATTACHMENT_COLUMNS: &str = "id, data, owner";
@@ -122,27 +153,41 @@ fn attachment_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, String, Option<St
     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
 }
 
-fn collect_attachments(rows: impl Iterator<Item = rusqlite::Result<(i64, String, Option<String>)>>) -> Result<Vec<StoredAttachment>> {
+fn collect_attachments(
+    rows: impl Iterator<Item = rusqlite::Result<(i64, String, Option<String>)>>,
+) -> Result<Vec<StoredAttachment>> {
     rows.map(|row| {
         let (id, data, owner) = row?;
-        Ok(StoredAttachment { id, attachment: decode(&data)?, owner })
+        Ok(StoredAttachment {
+            id,
+            attachment: decode(&data)?,
+            owner,
+        })
     })
     .collect()
 }
 
 pub fn attachments(conn: &Connection) -> Result<Vec<StoredAttachment>> {
-    let mut stmt = conn.prepare(&format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments ORDER BY target, ifname"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments ORDER BY target, ifname"
+    ))?;
     collect_attachments(stmt.query_map([], attachment_row)?)
 }
 
 pub fn attachments_of_network(conn: &Connection, network: &str) -> Result<Vec<StoredAttachment>> {
-    let mut stmt = conn.prepare(&format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE network = ?1 ORDER BY id"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE network = ?1 ORDER BY id"
+    ))?;
     collect_attachments(stmt.query_map(params![network], attachment_row)?)
 }
 
 /// Attachments of a namespace (by identity) or, when the namespace is gone,
 /// by the name the user gave it.
-pub fn attachments_of_target(conn: &Connection, netns: Option<&str>, target: &str) -> Result<Vec<StoredAttachment>> {
+pub fn attachments_of_target(
+    conn: &Connection,
+    netns: Option<&str>,
+    target: &str,
+) -> Result<Vec<StoredAttachment>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE netns = ?1 OR (?1 IS NULL AND target = ?2) ORDER BY ifname"
     ))?;
@@ -158,12 +203,18 @@ pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) 
 }
 
 pub fn update_attachment(tx: &Transaction, id: i64, a: &Attachment) -> Result<()> {
-    tx.execute("UPDATE attachments SET data = ?2 WHERE id = ?1", params![id, encode(a)])?;
+    tx.execute(
+        "UPDATE attachments SET data = ?2 WHERE id = ?1",
+        params![id, encode(a)],
+    )?;
     Ok(())
 }
 
 pub fn delete_attachment(tx: &Transaction, id: i64) -> Result<()> {
-    tx.execute("DELETE FROM allocations WHERE owner = ?1", params![attachment_owner(id)])?;
+    tx.execute(
+        "DELETE FROM allocations WHERE owner = ?1",
+        params![attachment_owner(id)],
+    )?;
     tx.execute("DELETE FROM attachments WHERE id = ?1", params![id])?;
     Ok(())
 }
@@ -183,12 +234,21 @@ pub struct HostRoute {
 
 pub fn host_routes(conn: &Connection) -> Result<Vec<HostRoute>> {
     let mut stmt = conn.prepare("SELECT dest, via, owner FROM host_routes ORDER BY dest")?;
-    let rows = stmt.query_map([], |r| Ok(HostRoute { dest: r.get(0)?, via: r.get(1)?, owner: r.get(2)? }))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(HostRoute {
+            dest: r.get(0)?,
+            via: r.get(1)?,
+            owner: r.get(2)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn insert_host_route(tx: &Transaction, route: &HostRoute) -> Result<()> {
-    tx.execute("INSERT INTO host_routes (dest, via, owner) VALUES (?1, ?2, ?3)", params![route.dest, route.via, route.owner])?;
+    tx.execute(
+        "INSERT INTO host_routes (dest, via, owner) VALUES (?1, ?2, ?3)",
+        params![route.dest, route.via, route.owner],
+    )?;
     Ok(())
 }
 
@@ -205,7 +265,10 @@ pub fn namespaces(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
 }
 
 pub fn insert_namespace(tx: &Transaction, name: &str, owner: Option<&str>) -> Result<()> {
-    tx.execute("INSERT OR IGNORE INTO namespaces (name, owner) VALUES (?1, ?2)", params![name, owner])?;
+    tx.execute(
+        "INSERT OR IGNORE INTO namespaces (name, owner) VALUES (?1, ?2)",
+        params![name, owner],
+    )?;
     Ok(())
 }
 

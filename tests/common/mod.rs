@@ -21,13 +21,22 @@ pub struct Lab {
 }
 
 pub fn sh(cmd: &str) -> Output {
-    Command::new("sh").arg("-c").arg(cmd).output().expect("run sh")
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh")
 }
 
 /// Run a shell command and insist that it succeeds.
 pub fn must(cmd: &str) -> String {
     let out = sh(cmd);
-    assert!(out.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -36,8 +45,14 @@ impl Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("pt{}{}{}-", std::process::id() % 100000, tag, n);
         let host = format!("{prefix}host");
-        must(&format!("ip netns add {host} && ip -n {host} link set lo up"));
-        Lab { prefix, host, state: tempfile::tempdir().expect("tempdir") }
+        must(&format!(
+            "ip netns add {host} && ip -n {host} link set lo up"
+        ));
+        Lab {
+            prefix,
+            host,
+            state: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     /// A namespace name owned by this lab.
@@ -48,7 +63,9 @@ impl Lab {
     /// Create a namespace owned by this lab, `lo` up.
     pub fn netns(&self, short: &str) -> String {
         let name = self.name(short);
-        must(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        must(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         name
     }
 
@@ -81,7 +98,11 @@ impl Lab {
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.plumb(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "plumb {args:?} should fail with exit code 1: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "plumb {args:?} should fail with exit code 1: {err}"
+        );
         assert!(!err.contains("panicked"), "plumb {args:?} panicked: {err}");
         err
     }
@@ -92,7 +113,10 @@ impl Lab {
 
     /// The IPv4 address of `target` on `network`.
     pub fn ip_of(&self, target: &str, network: &str) -> String {
-        self.inspect(target)["NetworkSettings"]["Networks"][network]["IPAddress"].as_str().expect("IPAddress").to_string()
+        self.inspect(target)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .expect("IPAddress")
+            .to_string()
     }
 
     /// Run a command inside one of our namespaces (host included).
@@ -101,7 +125,9 @@ impl Lab {
     }
 
     pub fn ping(&self, ns: &str, ip: &str) -> bool {
-        self.exec(ns, &format!("ping -c1 -W2 {ip}")).status.success()
+        self.exec(ns, &format!("ping -c1 -W2 {ip}"))
+            .status
+            .success()
     }
 
     /// Links in the fake host namespace (names only).
@@ -110,9 +136,21 @@ impl Lab {
     }
 
     /// A veth between two of our namespaces with addresses (CIDRs) on each end.
-    pub fn wire(&self, a: &str, a_if: &str, a_addr: Option<&str>, b: &str, b_if: &str, b_addr: Option<&str>) {
-        must(&format!("ip link add {a_if} netns {a} type veth peer name {b_if} netns {b}"));
-        must(&format!("ip -n {a} link set {a_if} up && ip -n {b} link set {b_if} up"));
+    pub fn wire(
+        &self,
+        a: &str,
+        a_if: &str,
+        a_addr: Option<&str>,
+        b: &str,
+        b_if: &str,
+        b_addr: Option<&str>,
+    ) {
+        must(&format!(
+            "ip link add {a_if} netns {a} type veth peer name {b_if} netns {b}"
+        ));
+        must(&format!(
+            "ip -n {a} link set {a_if} up && ip -n {b} link set {b_if} up"
+        ));
         if let Some(addr) = a_addr {
             must(&format!("ip -n {a} addr add {addr} dev {a_if}"));
         }
@@ -124,7 +162,10 @@ impl Lab {
 
 pub fn links(ns: &str) -> Vec<String> {
     let out = must(&format!("ip -n {ns} -o link show"));
-    out.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_string()).collect()
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
 }
 
 impl Drop for Lab {
@@ -153,7 +194,10 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 /// A TCP server inside `ns` that answers one connection with the peer's
 /// address as it saw it (the proof of NAT or no NAT).
-pub fn peer_echo_server(ns: &str, bind: &str) -> (std::thread::JoinHandle<Option<SocketAddr>>, u16) {
+pub fn peer_echo_server(
+    ns: &str,
+    bind: &str,
+) -> (std::thread::JoinHandle<Option<SocketAddr>>, u16) {
     let listener = in_netns(ns, || TcpListener::bind(bind).expect("bind in netns"));
     let port = listener.local_addr().expect("local addr").port();
     let handle = std::thread::spawn(move || {
