@@ -192,6 +192,9 @@ impl Engine {
         }
         let netns_id = ns.identity();
         let target_name = parsed.to_string();
+        // One socket inside the target serves the whole attach.
+        let mut inner = Netlink::open_in(&ns)
+            .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
         self.change(|tx, host, undo| {
             let net = store::require_network(tx, &req.network)?.network;
             let existing = store::attachments_of_target(tx, Some(&netns_id), &target_name)?;
@@ -212,7 +215,7 @@ impl Engine {
                     }
                     n.clone()
                 }
-                None => free_ifname(&ns, &existing)?,
+                None => free_ifname(&mut inner, &existing)?,
             };
             validate_ifname("--ifname", &ifname)?;
             let mut attachment = Attachment {
@@ -241,7 +244,7 @@ impl Engine {
             attachment.gateways = gateways_for(&net, &attachment.addresses);
             check_routes(&attachment)?;
             store::update_attachment(tx, id, &attachment)?;
-            bridge::attach(host, &ns, &net, &attachment, undo)?;
+            bridge::attach(host, &mut inner, &ns, &net, &attachment, undo)?;
             Ok(attachment)
         })
     }
@@ -400,10 +403,8 @@ fn sync_firewall(networks: &[Network], undo: &mut UndoLog, new_index: usize) -> 
 }
 
 /// The first `ethN` that is neither in the namespace nor recorded for it.
-fn free_ifname(ns: &NsHandle, existing: &[StoredAttachment]) -> Result<String> {
-    let mut nl = Netlink::open_in(ns)
-        .map_err(|e| Error::kernel("open netlink in the target namespace", e))?;
-    let links = nl
+fn free_ifname(inner: &mut Netlink, existing: &[StoredAttachment]) -> Result<String> {
+    let links = inner
         .links()
         .map_err(|e| Error::kernel("list links in the target namespace", e))?;
     (0..4096)

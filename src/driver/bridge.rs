@@ -258,8 +258,10 @@ pub fn remove(nl: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error> 
 
 /// Plug a namespace into the bridge: veth pair (peer created inside the
 /// namespace), MAC, MTU, addresses, routes, `lo` up.
+/// `inner` is a netlink socket already bound to the target namespace `ns`.
 pub fn attach(
     host: &mut Netlink,
+    inner: &mut Netlink,
     ns: &NsHandle,
     net: &Network,
     a: &Attachment,
@@ -291,9 +293,7 @@ pub fn attach(
             .map(drop)
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
-    let mut inner =
-        Netlink::open_in(ns).map_err(kernel("open netlink in the target namespace".into()))?;
-    configure_inside(&mut inner, a)
+    configure_inside(inner, a)
 }
 
 fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
