@@ -288,7 +288,11 @@ def verify(tool: Tool, names: list[str]) -> list[str]:
     the tool's subnet, and a ping to the bridge gateway that answers."""
     problems = []
     subnet = ipaddress.ip_network(tool.subnet)
+    existing = netns_list()
     for ns in sorted({names[0], names[len(names) // 2], names[-1]}, key=names.index):
+        if ns not in existing:
+            problems.append(f"{tool.name}: {ns}: namespace does not exist")
+            continue
         addr = container_ipv4(ns)
         if addr is None:
             problems.append(f"{tool.name}: {ns}: no IPv4 address on eth0")
@@ -437,6 +441,7 @@ class Ctx:
     res: Resources = field(default_factory=Resources)
     results: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
+    failed: set = field(default_factory=set)  # names of the phases that failed
 
 
 def bench_tool(ctx: Ctx, tool: Tool) -> None:
@@ -467,6 +472,7 @@ def bench_tool(ctx: Ctx, tool: Tool) -> None:
             f"{fw['nft_rules']} nft rules, {fw['iptables_legacy_rules']} iptables-legacy rules")
     except BenchError as e:
         ctx.failures.append(str(e))
+        ctx.failed.add(tool.name)
         say(f"  FAILED: {e}")
     finally:
         ctx.res.drop_namespaces(names)
@@ -489,6 +495,7 @@ def bench_up(ctx: Ctx) -> None:
     clash = set(names) & netns_list()
     if clash:
         ctx.failures.append(f"plumb up: namespaces already exist: {sorted(clash)[:5]}")
+        ctx.failed.add("plumb-up")
         return
     create_fake_host(ctx.res)
     ctx.res.namespaces.extend(names)  # plumb creates them; we make sure they go
@@ -515,6 +522,7 @@ def bench_up(ctx: Ctx) -> None:
                              f"e.g. {sorted(left)[:3]}")
     except BenchError as e:
         ctx.failures.append(str(e))
+        ctx.failed.add("plumb-up")
         say(f"  FAILED: {e}")
     finally:
         ctx.res.drop_namespaces(names)
@@ -547,6 +555,8 @@ def report(ctx: Ctx, skipped: dict) -> list:
             say(f"{name:<10}{r['count']:>7}{r['median_ms']:>9.2f}{r['p90_ms']:>9.2f}"
                 f"{r['max_ms']:>9.2f}{r['first_mean_ms']:>9.2f}{r['last_mean_ms']:>9.2f}"
                 f"{r['growth']:>12.3f}")
+        elif name in ctx.failed:
+            say(f"{name:<10}  FAILED (see below)")
         elif name in skipped:
             say(f"{name:<10}  SKIPPED: {skipped[name]}")
     if ctx.results:
@@ -562,6 +572,8 @@ def report(ctx: Ctx, skipped: dict) -> list:
     if up:
         say(f"plumb up: {up['count']} attaches in {up['total_ms']:.1f} ms "
             f"= {up['per_attach_ms']:.3f} ms per attach")
+    elif "plumb-up" in ctx.failed:
+        say("plumb up  FAILED (see below)")
     elif "plumb-up" in skipped:
         say(f"plumb up  SKIPPED: {skipped['plumb-up']}")
     rows = target_rows(ctx.results)

@@ -23,10 +23,20 @@ pub fn host_veth_name(network: &str, netns: &str, ifname: &str) -> String {
     format!("pv{}", &short_hash(&[network, netns, ifname])[..12])
 }
 
-/// A locally administered unicast MAC (02:xx:...) derived from the attachment.
-pub fn container_mac(network: &str, netns: &str, ifname: &str) -> [u8; 6] {
-    let h = fnv1a(&["mac", network, netns, ifname]).to_be_bytes();
+/// A locally administered unicast MAC (02:xx:...) derived from `parts`.
+fn local_mac(parts: &[&str]) -> [u8; 6] {
+    let h = fnv1a(parts).to_be_bytes();
     [0x02, h[1], h[2], h[3], h[4], h[5]]
+}
+
+/// The MAC of an attachment's interface inside the target.
+pub fn container_mac(network: &str, netns: &str, ifname: &str) -> [u8; 6] {
+    local_mac(&["mac", network, netns, ifname])
+}
+
+/// A locally administered MAC for a network's bridge.
+pub fn bridge_mac(network: &str) -> [u8; 6] {
+    local_mac(&["bridge", network])
 }
 
 #[cfg(test)]

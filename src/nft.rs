@@ -1,45 +1,63 @@
 //! In-process nftables through libnftables (the library behind `nft`): a
 //! ruleset text or a JSON listing goes in, the kernel applies the whole
 //! buffer as one atomic batch. No `nft` process is ever spawned.
+//!
+//! The library is opened with dlopen the first time a firewall change is
+//! made, so the hot path of an attach (which never touches nftables) does
+//! not pay for loading it and its dependencies at every process start.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 
+use libloading::{Library, Symbol};
+
 use crate::error::{Error, Result};
 
-#[link(name = "nftables")]
-unsafe extern "C" {
-    fn nft_ctx_new(flags: u32) -> *mut c_void;
-    fn nft_ctx_free(ctx: *mut c_void);
-    fn nft_ctx_buffer_output(ctx: *mut c_void) -> c_int;
-    fn nft_ctx_buffer_error(ctx: *mut c_void) -> c_int;
-    fn nft_ctx_get_output_buffer(ctx: *mut c_void) -> *const c_char;
-    fn nft_ctx_get_error_buffer(ctx: *mut c_void) -> *const c_char;
-    fn nft_ctx_output_set_flags(ctx: *mut c_void, flags: c_uint);
-    fn nft_run_cmd_from_buffer(ctx: *mut c_void, buf: *const c_char) -> c_int;
-}
-
+const LIBRARY: &str = "libnftables.so.1";
 const NFT_CTX_OUTPUT_HANDLE: c_uint = 1 << 3;
 const NFT_CTX_OUTPUT_JSON: c_uint = 1 << 4;
+
+type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
+type CtxFree = unsafe extern "C" fn(*mut c_void);
+type CtxInt = unsafe extern "C" fn(*mut c_void) -> c_int;
+type CtxBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+type CtxSetFlags = unsafe extern "C" fn(*mut c_void, c_uint);
+type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
 /// One libnftables context, bound to the network namespace of the thread
 /// that uses it.
 pub struct Nft {
+    lib: Library,
     ctx: *mut c_void,
+}
+
+fn symbol<'l, T>(lib: &'l Library, name: &[u8]) -> Result<Symbol<'l, T>> {
+    // SAFETY: every symbol is looked up with the C signature libnftables.h declares.
+    unsafe { lib.get(name) }.map_err(|e| Error::Nft(format!("{LIBRARY}: {e}")))
 }
 
 impl Nft {
     pub fn new() -> Result<Self> {
-        // SAFETY: plain constructor; a null return is checked.
-        let ctx = unsafe { nft_ctx_new(0) };
-        if ctx.is_null() {
-            return Err(Error::Nft("cannot create a libnftables context".into()));
-        }
-        // SAFETY: ctx is valid until drop.
-        unsafe {
-            nft_ctx_buffer_output(ctx);
-            nft_ctx_buffer_error(ctx);
-        }
-        Ok(Nft { ctx })
+        // SAFETY: loading a system library whose initialisers are plain C.
+        let lib = unsafe { Library::new(LIBRARY) }.map_err(|e| {
+            Error::Nft(format!("cannot load {LIBRARY} (install libnftables1): {e}"))
+        })?;
+        let ctx = {
+            let new: Symbol<CtxNew> = symbol(&lib, b"nft_ctx_new")?;
+            let buffer_output: Symbol<CtxInt> = symbol(&lib, b"nft_ctx_buffer_output")?;
+            let buffer_error: Symbol<CtxInt> = symbol(&lib, b"nft_ctx_buffer_error")?;
+            // SAFETY: plain constructor; a null return is checked before use.
+            let ctx = unsafe { new(0) };
+            if ctx.is_null() {
+                return Err(Error::Nft("cannot create a libnftables context".into()));
+            }
+            // SAFETY: ctx is valid until drop.
+            unsafe {
+                buffer_output(ctx);
+                buffer_error(ctx);
+            }
+            ctx
+        };
+        Ok(Nft { lib, ctx })
     }
 
     /// Run commands (one atomic transaction); returns the output text.
@@ -60,13 +78,17 @@ impl Nft {
     fn run_with_flags(&mut self, commands: &str, flags: c_uint) -> Result<String> {
         let buf =
             CString::new(commands).map_err(|_| Error::Nft("ruleset contains a NUL byte".into()))?;
+        let set_flags: Symbol<CtxSetFlags> = symbol(&self.lib, b"nft_ctx_output_set_flags")?;
+        let run: Symbol<RunCmd> = symbol(&self.lib, b"nft_run_cmd_from_buffer")?;
+        let output: Symbol<CtxBuffer> = symbol(&self.lib, b"nft_ctx_get_output_buffer")?;
+        let error: Symbol<CtxBuffer> = symbol(&self.lib, b"nft_ctx_get_error_buffer")?;
         // SAFETY: ctx is valid; buffers returned by libnftables stay valid
         // until the next command on this context, and we copy them at once.
         unsafe {
-            nft_ctx_output_set_flags(self.ctx, flags);
-            let rc = nft_run_cmd_from_buffer(self.ctx, buf.as_ptr());
-            let out = text(nft_ctx_get_output_buffer(self.ctx));
-            let err = text(nft_ctx_get_error_buffer(self.ctx));
+            set_flags(self.ctx, flags);
+            let rc = run(self.ctx, buf.as_ptr());
+            let out = text(output(self.ctx));
+            let err = text(error(self.ctx));
             if rc != 0 {
                 return Err(Error::Nft(if err.trim().is_empty() {
                     format!("command failed: {commands}")
@@ -89,7 +111,9 @@ unsafe fn text(p: *const c_char) -> String {
 
 impl Drop for Nft {
     fn drop(&mut self) {
-        // SAFETY: ctx came from nft_ctx_new and is freed once.
-        unsafe { nft_ctx_free(self.ctx) }
+        if let Ok(free) = symbol::<CtxFree>(&self.lib, b"nft_ctx_free") {
+            // SAFETY: ctx came from nft_ctx_new and is freed once, before the library is unloaded.
+            unsafe { free(self.ctx) }
+        }
     }
 }

@@ -54,7 +54,7 @@ pub fn create(nl: &mut Netlink, net: &Network, undo: &mut UndoLog) -> Result<Hos
             ));
         }
         None => {
-            nl.create_bridge(&net.bridge, net.mtu)
+            nl.create_bridge(&net.bridge, crate::names::bridge_mac(&net.name), net.mtu)
                 .map_err(kernel(format!("create bridge {}", net.bridge)))?;
             let name = net.bridge.clone();
             undo.push(format!("delete bridge {name}"), move |nl| {

@@ -81,8 +81,12 @@ impl Netlink {
     }
 
     /// Create a bridge; fails with EEXIST when the name is taken.
-    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> NlResult<()> {
-        let mut b = LinkBridge::new(name);
+    /// The MAC is set explicitly: a bridge with an assigned address does not
+    /// recompute it from its ports, which otherwise costs every port join
+    /// a walk over all ports (and changes the gateway's MAC under the
+    /// containers' feet whenever a port with a lower MAC joins).
+    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6], mtu: Option<u32>) -> NlResult<()> {
+        let mut b = LinkBridge::new(name).address(mac.to_vec());
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
