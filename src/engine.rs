@@ -183,6 +183,7 @@ impl Engine {
         owner: Option<&str>,
     ) -> Result<Attachment> {
         let parsed = Target::parse(target)?;
+        tracing::debug!(target, network = %req.network, "attach");
         let ns = parsed.resolve()?;
         if ns.same_as(&self.host_ns) {
             return Err(Error::Target {
@@ -244,7 +245,9 @@ impl Engine {
             attachment.gateways = gateways_for(&net, &attachment.addresses);
             check_routes(&attachment)?;
             store::update_attachment(tx, id, &attachment)?;
+            tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
             bridge::attach(host, &mut inner, &ns, &net, &attachment, undo)?;
+            tracing::debug!("kernel configured");
             Ok(attachment)
         })
     }

@@ -11,6 +11,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!("start");
     if let Some(name) = &cli.host_netns
         && let Err(e) = plumb::target::Target::Named(name.clone())
             .resolve()

@@ -52,6 +52,10 @@ fn nat_network_connects_containers_host_and_masquerades_upstream() {
     assert_eq!(ip_b, "10.20.0.3");
 
     assert!(lab.ping(&a, &ip_b), "container to container");
+    // An IPv4-only network gives the container no IPv6 link-local address
+    // (whose detection chatter would reach every container of the bridge).
+    let v6 = must(&format!("ip -n {a} -6 addr show dev eth0"));
+    assert!(v6.trim().is_empty(), "no IPv6 on eth0: {v6}");
     assert!(lab.ping(&a, "10.20.0.1"), "container to host (gateway)");
     assert!(lab.ping(&lab.host, &ip_a), "host to container");
 
@@ -253,6 +257,7 @@ fn several_attachments_per_target_dual_stack_and_options() {
         "network route: {routes}"
     );
     assert!(lab.ping(&c, "fd41::1"), "IPv6 to the gateway");
+    assert!(must(&format!("ip -n {c} -6 addr show dev eth0")).contains("fe80::"), "dual stack keeps its link-local address");
     assert!(must(&format!("ip -n {c} link show lo")).contains("UP"));
 
     // ls lists both; detach of one network leaves the other.

@@ -293,6 +293,7 @@ pub fn attach(
             .map(drop)
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
+    tracing::debug!(host_ifname = %a.host_ifname, "veth created");
     configure_inside(inner, a)
 }
 
@@ -307,6 +308,13 @@ fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
         .link_by_name(&a.ifname)
         .map_err(kernel(what(&format!("look up {}", a.ifname))))?
         .ok_or_else(|| Error::Conflict(what(&format!("{} vanished after creation", a.ifname))))?;
+    // An interface with no IPv6 address to carry still makes a link-local
+    // one, and its detection chatter reaches every container of the
+    // network: only IPv6 networks get it.
+    if !a.addresses.iter().any(|x| x.addr().is_ipv6()) {
+        nl.disable_link_local(link.index)
+            .map_err(kernel(what(&format!("configure {}", a.ifname))))?;
+    }
     for addr in &a.addresses {
         nl.add_address(link.index, *addr)
             .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;

@@ -3,7 +3,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -96,9 +97,10 @@ impl Netlink {
         )
     }
 
-    /// Create a veth pair: `host` stays here (enslaved to `controller`, up),
-    /// `peer` is created directly inside `peer_ns` with its MAC and MTU, so
-    /// it never exists in the host namespace under a name that could clash.
+    /// Create a veth pair: `host` stays here, enslaved to `controller` and
+    /// up; `peer` is created directly inside `peer_ns` with its MAC and MTU,
+    /// so it never exists in the host namespace under a name that could
+    /// clash. The peer is left down, for the caller to configure.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -123,6 +125,21 @@ impl Netlink {
             .up()
             .build();
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Stop a link that is still down from generating an IPv6 link-local
+    /// address when it comes up. The kernel takes this only on an existing
+    /// link (not in the creating request) and applies it after any flag
+    /// change of the same request, hence a request of its own before `up`.
+    pub fn disable_link_local(&mut self, index: u32) -> NlResult<()> {
+        let attr =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]);
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(attr)
+            .build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
     pub fn set_up(&mut self, index: u32) -> NlResult<()> {

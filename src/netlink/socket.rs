@@ -45,7 +45,12 @@ pub type NlResult<T> = Result<T, NetlinkError>;
 pub struct Netlink {
     socket: Socket,
     seq: u32,
+    buf: Vec<u8>,
 }
+
+/// Large enough for any one datagram the kernel sends (dump batches are at
+/// most 32 KiB); one buffer per socket, reused for every answer.
+const RECV_BUFFER: usize = 256 * 1024;
 
 impl Netlink {
     /// A socket in the calling thread's network namespace.
@@ -58,7 +63,11 @@ impl Netlink {
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
         let _ = socket.set_rx_buf_sz(1 << 20);
-        Ok(Netlink { socket, seq: 0 })
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        })
     }
 
     /// A socket bound to `ns`, opened from a short-lived thread so that no
@@ -109,7 +118,14 @@ impl Netlink {
 
         let mut answers = Vec::new();
         loop {
-            let (data, _) = self.socket.recv_from_full()?;
+            self.buf.clear();
+            let len = self.socket.recv(&mut self.buf, libc::MSG_TRUNC)?;
+            if len > self.buf.len() {
+                return Err(NetlinkError::Decode(format!(
+                    "a {len}-byte answer does not fit the receive buffer"
+                )));
+            }
+            let data = &self.buf[..];
             let mut offset = 0;
             while offset < data.len() {
                 let bytes = &data[offset..];

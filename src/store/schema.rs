@@ -1,6 +1,6 @@
 //! Schema and migrations, applied in order; `user_version` records the last.
 
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 
 use crate::error::Result;
 
@@ -21,7 +21,7 @@ const MIGRATIONS: &[&str] = &[
         address TEXT NOT NULL,
         owner   TEXT NOT NULL,
         PRIMARY KEY (network, address)
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX allocations_owner ON allocations(owner);
     -- Where the next dynamic allocation of a subnet starts looking.
     CREATE TABLE cursors (
@@ -29,9 +29,9 @@ const MIGRATIONS: &[&str] = &[
         subnet  TEXT NOT NULL,
         last    TEXT NOT NULL,
         PRIMARY KEY (network, subnet)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE attachments (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          INTEGER PRIMARY KEY,
         network     TEXT NOT NULL REFERENCES networks(name),
         netns       TEXT NOT NULL,
         target      TEXT NOT NULL,
@@ -55,8 +55,18 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// The schema version of the database file.
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// True when `migrate` has work to do (checked without taking the write lock).
+pub fn outdated(conn: &Connection) -> Result<bool> {
+    Ok(version(conn)? < MIGRATIONS.len() as i64)
+}
+
 pub fn migrate(tx: &Transaction) -> Result<()> {
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = version(tx)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
