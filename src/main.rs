@@ -2,16 +2,22 @@ use clap::Parser;
 
 use plumb::cli::Cli;
 
+/// `PLUMB_LOG` takes tracing's filter syntax (`debug`, `plumb=trace`, ...).
+/// Without it, warnings only, set up without parsing a filter: every
+/// command pays for logging at start, and most never log.
+fn init_logging() {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    match std::env::var("PLUMB_LOG") {
+        Ok(filter) => builder
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .init(),
+        Err(_) => builder.with_max_level(tracing::Level::WARN).init(),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PLUMB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    tracing::debug!("start");
+    init_logging();
     if let Some(name) = &cli.host_netns
         && let Err(e) = plumb::target::Target::Named(name.clone())
             .resolve()

@@ -257,7 +257,10 @@ fn several_attachments_per_target_dual_stack_and_options() {
         "network route: {routes}"
     );
     assert!(lab.ping(&c, "fd41::1"), "IPv6 to the gateway");
-    assert!(must(&format!("ip -n {c} -6 addr show dev eth0")).contains("fe80::"), "dual stack keeps its link-local address");
+    assert!(
+        must(&format!("ip -n {c} -6 addr show dev eth0")).contains("fe80::"),
+        "dual stack keeps its link-local address"
+    );
     assert!(must(&format!("ip -n {c} link show lo")).contains("UP"));
 
     // ls lists both; detach of one network leaves the other.

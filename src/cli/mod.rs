@@ -56,8 +56,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     let mut engine = Engine::open(&cli.state_dir)?;
-    tracing::debug!("engine open");
-    let result = match cli.command {
+    match cli.command {
         Command::Network(cmd) => network::run(&mut engine, cmd),
         Command::Attach(args) => attach::attach(&mut engine, args),
         Command::Detach(args) => attach::detach(&mut engine, args),
@@ -66,9 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Host(cmd) => host::run(&mut engine, cmd),
         Command::Up(args) => topology::up(&mut engine, args),
         Command::Down(args) => topology::down(&mut engine, args),
-    };
-    tracing::debug!("done");
-    result
+    }
 }
 
 /// `--route CIDR via IP` may be typed as three tokens or quoted as one;

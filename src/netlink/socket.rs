@@ -6,7 +6,6 @@
 //! [`Netlink::open_in`] relies on that.
 
 use std::io;
-use std::os::fd::AsFd;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -70,19 +69,9 @@ impl Netlink {
         })
     }
 
-    /// A socket bound to `ns`, opened from a short-lived thread so that no
-    /// thread of ours ever changes namespace for longer than one `socket()`.
+    /// A socket bound to `ns`: the thread enters `ns` just for `socket()`.
     pub fn open_in(ns: &NsHandle) -> NlResult<Self> {
-        let fd = ns.as_fd().try_clone_to_owned()?;
-        std::thread::scope(|s| {
-            s.spawn(move || -> NlResult<Self> {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(io::Error::from)?;
-                Netlink::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(NetlinkError::Decode("namespace thread panicked".into())))
-        })
+        ns.run(Netlink::open)?
     }
 
     /// Send one request and wait for its ack; return the error the kernel gave.
