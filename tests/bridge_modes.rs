@@ -23,15 +23,19 @@ fn with_upstream(lab: &Lab) -> String {
     up
 }
 
-#[test]
-fn nat_network_connects_containers_host_and_masquerades_upstream() {
-    let lab = Lab::new("nat");
-    let upstream = with_upstream(&lab);
-    // What Docker leaves on a host: FORWARD policy DROP in iptables-nft's table.
+/// What Docker leaves on a host: FORWARD policy DROP in iptables-nft's table.
+fn docker_forward_drop(lab: &Lab) {
     must(&format!(
         "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
         lab.host
     ));
+}
+
+#[test]
+fn nat_network_connects_containers_host_and_masquerades_upstream() {
+    let lab = Lab::new("nat");
+    let upstream = with_upstream(&lab);
+    docker_forward_drop(&lab);
     lab.ok(&[
         "network",
         "create",
@@ -147,6 +151,7 @@ fn bridged_network_puts_containers_on_the_lan_without_nat() {
 #[test]
 fn routed_network_is_reachable_from_outside_without_nat() {
     let lab = Lab::new("rtd");
+    docker_forward_drop(&lab);
     let outside = lab.netns("out");
     lab.wire(
         &lab.host,

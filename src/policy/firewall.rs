@@ -73,53 +73,39 @@ fn foreign_forward_rules(nft: &mut Nft, networks: &[Network]) -> Result<String> 
         for handle in tagged_rule_handles(&listing) {
             let _ = writeln!(out, "delete rule {family} filter FORWARD handle {handle}");
         }
-        let v4 = family == "ip";
-        let bridges: Vec<&str> = networks
-            .iter()
-            .filter(|n| {
-                n.subnets.iter().any(|s| s.subnet.addr().is_ipv4() == v4)
-                    || n.mode == BridgeMode::Bridged
-            })
-            .map(|n| n.bridge.as_str())
-            .collect();
-        if bridges.is_empty() {
-            continue;
-        }
-        let set = |names: &[&str]| {
-            format!(
-                "{{ {} }}",
-                names
-                    .iter()
-                    .map(|b| format!("\"{b}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        // Inserted at the head, so listed in reverse of evaluation order.
-        let inbound: Vec<&str> = networks
-            .iter()
-            .filter(|n| n.mode != BridgeMode::Nat && bridges.contains(&n.bridge.as_str()))
-            .map(|n| n.bridge.as_str())
-            .collect();
-        if !inbound.is_empty() {
-            let _ = writeln!(
-                out,
-                "insert rule {family} filter FORWARD oifname {} accept comment \"{TAG}\"",
-                set(&inbound)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "insert rule {family} filter FORWARD oifname {} ct state established,related accept comment \"{TAG}\"",
-            set(&bridges)
-        );
-        let _ = writeln!(
-            out,
-            "insert rule {family} filter FORWARD iifname {} accept comment \"{TAG}\"",
-            set(&bridges)
-        );
+        out.push_str(&forward_accepts(family, networks));
     }
     Ok(out)
+}
+
+/// The accepts for one family: anything leaving a plumb bridge, answers
+/// coming back to one, and new connections into routed and bridged networks
+/// (a NAT network is reached only through its masquerade).
+fn forward_accepts(family: &str, networks: &[Network]) -> String {
+    let set = |nets: &mut dyn Iterator<Item = &Network>| {
+        let names: Vec<String> = nets.map(|n| format!("\"{}\"", n.bridge)).collect();
+        (!names.is_empty()).then(|| format!("{{ {} }}", names.join(", ")))
+    };
+    let Some(all) = set(&mut networks.iter()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    // Inserted at the head, so written in reverse of evaluation order.
+    if let Some(inbound) = set(&mut networks.iter().filter(|n| n.mode != BridgeMode::Nat)) {
+        let _ = writeln!(
+            out,
+            "insert rule {family} filter FORWARD oifname {inbound} accept comment \"{TAG}\""
+        );
+    }
+    let _ = writeln!(
+        out,
+        "insert rule {family} filter FORWARD oifname {all} ct state established,related accept comment \"{TAG}\""
+    );
+    let _ = writeln!(
+        out,
+        "insert rule {family} filter FORWARD iifname {all} accept comment \"{TAG}\""
+    );
+    out
 }
 
 fn tagged_rule_handles(listing: &serde_json::Value) -> Vec<u64> {
@@ -175,6 +161,30 @@ mod tests {
     fn no_nat_network_means_no_table() {
         let text = render(&[net("b", "10.2.0.0/24", "routed", None)]);
         assert_eq!(text, "add table inet plumb\ndelete table inet plumb\n");
+    }
+
+    #[test]
+    fn forward_accepts_cover_every_bridge_and_inbound_only_without_nat() {
+        let nets = [
+            net("a", "10.1.0.0/24", "nat", None),
+            net("b", "10.2.0.0/24", "routed", None),
+        ];
+        let text = forward_accepts("ip", &nets);
+        assert!(
+            text.contains("iifname { \"pl-a\", \"pl-b\" } accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oifname { \"pl-a\", \"pl-b\" } ct state established,related accept"),
+            "{text}"
+        );
+        assert!(text.contains("oifname { \"pl-b\" } accept"), "{text}");
+        assert_eq!(
+            forward_accepts("ip", &nets[..1]).lines().count(),
+            2,
+            "no inbound accept for NAT only"
+        );
+        assert!(forward_accepts("ip6", &[]).is_empty());
     }
 
     #[test]
