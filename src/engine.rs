@@ -239,12 +239,11 @@ impl Engine {
                     .collect(),
                 default_route: req.default_route,
             };
-            let id = store::insert_attachment(tx, &attachment, owner)?;
-            attachment.addresses =
-                assign_addresses(tx, &net, &req.ips, &store::attachment_owner(id))?;
+            let holder = store::attachment_owner(&attachment.host_ifname);
+            attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
             attachment.gateways = gateways_for(&net, &attachment.addresses);
             check_routes(&attachment)?;
-            store::update_attachment(tx, id, &attachment)?;
+            store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
             bridge::attach(host, &mut inner, &ns, &net, &attachment, undo)?;
             tracing::debug!("kernel configured");
@@ -278,7 +277,8 @@ impl Engine {
 
     fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
         bridge::detach(&mut self.host, &a.attachment)?;
-        self.store.write(|tx| store::delete_attachment(tx, a.id))
+        self.store
+            .write(|tx| store::delete_attachment(tx, &a.attachment))
     }
 
     pub fn attachments(&self) -> Result<Vec<StoredAttachment>> {

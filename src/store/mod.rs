@@ -43,7 +43,6 @@ pub struct StoredNetwork {
 
 #[derive(Debug, Clone)]
 pub struct StoredAttachment {
-    pub id: i64,
     pub attachment: Attachment,
     pub owner: Option<String>,
 }
@@ -180,19 +179,18 @@ pub fn network_by_bridge(conn: &Connection, bridge: &str) -> Result<Option<Strin
         .optional()?)
 }
 
-const ATTACHMENT_COLUMNS: &str = "id, data, owner";
+const ATTACHMENT_COLUMNS: &str = "data, owner";
 
-fn attachment_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, String, Option<String>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+fn attachment_row(r: &rusqlite::Row) -> rusqlite::Result<(String, Option<String>)> {
+    Ok((r.get(0)?, r.get(1)?))
 }
 
 fn collect_attachments(
-    rows: impl Iterator<Item = rusqlite::Result<(i64, String, Option<String>)>>,
+    rows: impl Iterator<Item = rusqlite::Result<(String, Option<String>)>>,
 ) -> Result<Vec<StoredAttachment>> {
     rows.map(|row| {
-        let (id, data, owner) = row?;
+        let (data, owner) = row?;
         Ok(StoredAttachment {
-            id,
             attachment: decode(&data)?,
             owner,
         })
@@ -233,34 +231,30 @@ pub fn attachments_of_target(
     collect_attachments(stmt.query_map(params![key], attachment_row)?)
 }
 
-pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) -> Result<i64> {
+pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) -> Result<()> {
     tx.execute(
         "INSERT INTO attachments (network, netns, target, ifname, host_ifname, data, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![a.network, a.netns, a.target, a.ifname, a.host_ifname, encode(a), owner],
     )?;
-    Ok(tx.last_insert_rowid())
-}
-
-pub fn update_attachment(tx: &Transaction, id: i64, a: &Attachment) -> Result<()> {
-    tx.execute(
-        "UPDATE attachments SET data = ?2 WHERE id = ?1",
-        params![id, encode(a)],
-    )?;
     Ok(())
 }
 
-pub fn delete_attachment(tx: &Transaction, id: i64) -> Result<()> {
+pub fn delete_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
     tx.execute(
         "DELETE FROM allocations WHERE owner = ?1",
-        params![attachment_owner(id)],
+        params![attachment_owner(&a.host_ifname)],
     )?;
-    tx.execute("DELETE FROM attachments WHERE id = ?1", params![id])?;
+    tx.execute(
+        "DELETE FROM attachments WHERE host_ifname = ?1",
+        params![a.host_ifname],
+    )?;
     Ok(())
 }
 
-/// The allocation owner string of an attachment.
-pub fn attachment_owner(id: i64) -> String {
-    format!("attachment:{id}")
+/// The allocation owner string of an attachment: its host interface name,
+/// unique among attachments and known before the attachment is stored.
+pub fn attachment_owner(host_ifname: &str) -> String {
+    format!("attachment:{host_ifname}")
 }
 
 /// Host routes plumb added (`plumb host route`, topology `[[host_route]]`).
