@@ -320,6 +320,9 @@ impl NetworkSpec {
                     format!("host bits are set; did you mean {}?", net.trunc()),
                 ));
             }
+            if let Some(reason) = reserved_space(&net) {
+                return Err(Error::invalid("--subnet", s, reason));
+            }
             let max = if net.addr().is_ipv4() { 30 } else { 126 };
             if net.prefix_len() > max {
                 return Err(Error::invalid(
@@ -470,6 +473,37 @@ impl NetworkSpec {
 
 fn find_subnet<'a>(subnets: &'a mut [SubnetSpec], ip: &IpAddr) -> Option<&'a mut SubnetSpec> {
     subnets.iter_mut().find(|s| s.subnet.contains(ip))
+}
+
+/// Why a CIDR cannot be a network's subnet, if it cannot: the whole
+/// address space (its masquerade would catch all traffic), or a block whose
+/// addresses cannot sit on an interface.
+fn reserved_space(net: &IpNet) -> Option<&'static str> {
+    const V4: &[(&str, &str)] = &[
+        ("0.0.0.0/8", "overlaps 0.0.0.0/8, \"this network\""),
+        ("127.0.0.0/8", "overlaps the loopback block 127.0.0.0/8"),
+        (
+            "169.254.0.0/16",
+            "overlaps the link-local block 169.254.0.0/16",
+        ),
+        (
+            "224.0.0.0/3",
+            "overlaps the multicast and reserved blocks 224.0.0.0/3",
+        ),
+    ];
+    const V6: &[(&str, &str)] = &[
+        (
+            "::/8",
+            "overlaps ::/8 (unspecified, loopback and IPv4-mapped addresses)",
+        ),
+        ("fe80::/10", "overlaps the link-local block fe80::/10"),
+        ("ff00::/8", "overlaps the multicast block ff00::/8"),
+    ];
+    let table = if net.addr().is_ipv4() { V4 } else { V6 };
+    table
+        .iter()
+        .find(|(block, _)| overlaps(&block.parse().expect("literal CIDR"), net))
+        .map(|(_, why)| *why)
 }
 
 /// An address that may be given to a device: not the network address, not
@@ -759,6 +793,27 @@ mod tests {
             s.validate().unwrap().subnets[0].ip_range,
             Some("10.0.0.128/25".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn reserved_blocks_and_the_whole_space_are_refused() {
+        for bad in [
+            "0.0.0.0/0",
+            "::/0",
+            "127.0.0.0/24",
+            "224.1.0.0/16",
+            "169.254.0.0/24",
+            "fe80::/64",
+            "ff02::/64",
+        ] {
+            let err = spec(&[bad]).validate().unwrap_err().to_string();
+            assert!(
+                err.contains(bad) && err.contains("overlaps"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(spec(&["10.0.0.0/8"]).validate().is_ok());
+        assert!(spec(&["2001:db8::/64"]).validate().is_ok());
     }
 
     #[test]

@@ -34,6 +34,10 @@ fn bad_network_input_is_refused_precisely_and_changes_nothing() {
             &["--subnet", "banana"],
         ),
         (
+            &["network", "create", "x", "--subnet", "0.0.0.0/0"],
+            &["--subnet", "0.0.0.0/0", "overlaps"],
+        ),
+        (
             &[
                 "network",
                 "create",
