@@ -9,7 +9,7 @@ use std::path::Path;
 use ipnet::IpNet;
 use rusqlite::Transaction;
 
-use crate::driver::bridge;
+use crate::driver::bridge::{self, HostState};
 use crate::error::{Error, Result};
 use crate::ipam::host_local;
 use crate::model::{
@@ -40,10 +40,6 @@ impl Engine {
             host,
             host_ns,
         })
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Run a change: store transaction + undo log; commit both or neither.
@@ -116,9 +112,13 @@ impl Engine {
             }
             let state = bridge::create(host, &net, undo)?;
             store::set_host_state(tx, &net.name, &state)?;
-            let mut all: Vec<Network> = others.into_iter().map(|o| o.network).collect();
+            let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
+            let mut all = previous.clone();
             all.push(net.clone());
-            sync_firewall(&all, undo, all.len() - 1)?;
+            firewall::sync(&all)?;
+            undo.push("restore the previous nftables ruleset", move |_| {
+                firewall::sync(&previous)
+            });
             Ok(net.clone())
         })
     }
@@ -172,6 +172,19 @@ impl Engine {
 
     pub fn network(&self, name: &str) -> Result<StoredNetwork> {
         store::require_network(self.store.read(), name)
+    }
+
+    /// A network with what its driver did on the host and its attachments.
+    pub fn network_details(
+        &self,
+        name: &str,
+    ) -> Result<(StoredNetwork, HostState, Vec<StoredAttachment>)> {
+        let conn = self.store.read();
+        Ok((
+            store::require_network(conn, name)?,
+            store::host_state(conn, name)?,
+            store::attachments_of_network(conn, name)?,
+        ))
     }
 
     // ---- attachments ----
@@ -369,14 +382,11 @@ impl Engine {
             let _ = netns::delete_named(name);
             return Err(e);
         }
-        if forwarding {
-            let ns = Target::Named(name.into()).resolve()?;
-            ns.run(|| -> std::io::Result<()> {
-                netns::write_sysctl("net/ipv4/ip_forward", "1")?;
-                netns::write_sysctl("net/ipv6/conf/all/forwarding", "1")
-            })
-            .and_then(|r| r)
-            .map_err(|e| Error::io(format!("enable forwarding in namespace {name}"), e))?;
+        if forwarding && let Err(e) = enable_forwarding_in(name) {
+            if created {
+                let _ = self.namespace_delete(name);
+            }
+            return Err(e);
         }
         Ok(created)
     }
@@ -393,16 +403,15 @@ impl Engine {
     }
 }
 
-/// Apply the firewall for `networks` and, on a later failure, put back the
-/// ruleset without the network at `new_index`.
-fn sync_firewall(networks: &[Network], undo: &mut UndoLog, new_index: usize) -> Result<()> {
-    firewall::sync(networks)?;
-    let mut previous = networks.to_vec();
-    previous.remove(new_index);
-    undo.push("restore the previous nftables ruleset", move |_| {
-        firewall::sync(&previous)
-    });
-    Ok(())
+/// Make a named namespace a router.
+fn enable_forwarding_in(name: &str) -> Result<()> {
+    let ns = Target::Named(name.into()).resolve()?;
+    ns.run(|| -> std::io::Result<()> {
+        netns::write_sysctl("net/ipv4/ip_forward", "1")?;
+        netns::write_sysctl("net/ipv6/conf/all/forwarding", "1")
+    })
+    .and_then(|r| r)
+    .map_err(|e| Error::io(format!("enable forwarding in namespace {name}"), e))
 }
 
 /// The first `ethN` that is neither in the namespace nor recorded for it.

@@ -112,13 +112,9 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
             let nets = engine.networks()?;
             if json {
                 let mut list = Vec::new();
-                for n in &nets {
-                    let state = crate::store::host_state(engine.store().read(), &n.network.name)?;
-                    let atts = crate::store::attachments_of_network(
-                        engine.store().read(),
-                        &n.network.name,
-                    )?;
-                    list.push(report::network(n, &state, &atts));
+                for name in nets.iter().map(|n| &n.network.name) {
+                    let (n, state, atts) = engine.network_details(name)?;
+                    list.push(report::network(&n, &state, &atts));
                 }
                 print_json(&serde_json::Value::Array(list));
             } else {
@@ -142,9 +138,7 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
             }
         }
         NetworkCommand::Inspect { name } => {
-            let n = engine.network(&name)?;
-            let state = crate::store::host_state(engine.store().read(), &name)?;
-            let atts = crate::store::attachments_of_network(engine.store().read(), &name)?;
+            let (n, state, atts) = engine.network_details(&name)?;
             print_json(&report::network(&n, &state, &atts));
         }
         NetworkCommand::Rm { name, force } => {
