@@ -54,14 +54,16 @@ impl Store {
         let conn = Connection::open(dir.join("plumb.db"))?;
         conn.busy_timeout(Duration::from_secs(120))?;
         // Small pages: an attach touches about a dozen b-tree pages, and
-        // every byte of them goes through the WAL (takes effect only when
-        // the database is created).
-        conn.pragma_update(None, "page_size", 1024)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // every byte of them goes through the WAL (page_size takes effect
+        // only when the database is created). One batch, parsed once.
+        conn.execute_batch(
+            "PRAGMA page_size = 1024;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA foreign_keys = ON;",
+        )?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = Store {
             conn,
             dir: dir.to_path_buf(),
