@@ -10,10 +10,12 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::driver::bridge::{self, HostState};
+use crate::driver::macvlan;
 use crate::error::{Error, Result};
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, Network, NetworkSpec, RouteSpec, overlaps, validate_ifname,
+    AttachRequest, Attachment, BridgeMode, Network, NetworkKind, NetworkSpec, RouteSpec, overlaps,
+    validate_ifname,
 };
 use crate::names;
 use crate::netlink::Netlink;
@@ -65,37 +67,7 @@ impl Engine {
             }
             let others = store::networks(tx)?;
             for other in &others {
-                if other.network.bridge == net.bridge {
-                    return Err(Error::invalid(
-                        "--bridge",
-                        &net.bridge,
-                        format!("is already used by network `{}`", other.network.name),
-                    ));
-                }
-                for sub in &net.subnets {
-                    if let Some(o) = other
-                        .network
-                        .subnets
-                        .iter()
-                        .find(|o| overlaps(&o.subnet, &sub.subnet))
-                    {
-                        return Err(Error::invalid(
-                            "--subnet",
-                            sub.subnet,
-                            format!("overlaps {} of network `{}`", o.subnet, other.network.name),
-                        ));
-                    }
-                }
-                if let (Some(a), Some(b)) = (&net.uplink, &other.network.uplink)
-                    && a == b
-                    && net.mode == crate::model::BridgeMode::Bridged
-                {
-                    return Err(Error::invalid(
-                        "--uplink",
-                        a,
-                        format!("is already the uplink of network `{}`", other.network.name),
-                    ));
-                }
+                check_conflicts(&net, &other.network)?;
             }
             store::insert_network(tx, &net, owner)?;
             for addr in &net.host_addresses {
@@ -110,7 +82,13 @@ impl Engine {
                     &format!("--aux-address {key}"),
                 )?;
             }
-            let state = bridge::create(host, &net, undo)?;
+            let state = match &net.kind {
+                NetworkKind::Bridge(b) => bridge::create(host, &net, b, undo)?,
+                NetworkKind::Macvlan(m) => {
+                    macvlan::create(host, &net, m, undo)?;
+                    HostState::default()
+                }
+            };
             store::set_host_state(tx, &net.name, &state)?;
             let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
             let mut all = previous.clone();
@@ -152,11 +130,12 @@ impl Engine {
                 .collect();
             firewall::sync(&rest)
         })?;
-        errors.extend(
-            bridge::remove(&mut self.host, &stored.network, &state)
-                .into_iter()
-                .map(|e| e.to_string()),
-        );
+        let net = &stored.network;
+        let removed = match &net.kind {
+            NetworkKind::Bridge(b) => bridge::remove(&mut self.host, net, b, &state),
+            NetworkKind::Macvlan(m) => macvlan::remove(&mut self.host, net, m),
+        };
+        errors.extend(removed.into_iter().map(|e| e.to_string()));
         if !errors.is_empty() {
             return Err(Error::Conflict(format!(
                 "network `{name}` removed from the store, but: {}",
@@ -258,7 +237,14 @@ impl Engine {
             check_routes(&attachment)?;
             store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
-            bridge::attach(host, &mut inner, &ns, &net, &attachment, undo)?;
+            match &net.kind {
+                NetworkKind::Bridge(b) => {
+                    bridge::attach(host, &mut inner, &ns, &net, b, &attachment, undo)?
+                }
+                NetworkKind::Macvlan(m) => {
+                    macvlan::attach(host, &mut inner, &ns, m, &attachment, undo)?
+                }
+            }
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
@@ -289,7 +275,13 @@ impl Engine {
     }
 
     fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
-        bridge::detach(&mut self.host, &a.attachment)?;
+        let a_net = store::require_network(self.store.read(), &a.attachment.network)?.network;
+        match &a_net.kind {
+            NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
+            NetworkKind::Macvlan(_) => {
+                macvlan::detach(attached_ns(&a.attachment).as_ref(), &a.attachment)?
+            }
+        }
         self.store
             .write(|tx| store::delete_attachment(tx, &a.attachment))
     }
@@ -401,6 +393,51 @@ impl Engine {
     pub fn namespaces(&self) -> Result<Vec<(String, Option<String>)>> {
         store::namespaces(self.store.read())
     }
+}
+
+/// Two networks that cannot live side by side: same bridge, overlapping
+/// subnets, one uplink enslaved twice.
+fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
+    for sub in &net.subnets {
+        if let Some(o) = other
+            .subnets
+            .iter()
+            .find(|o| overlaps(&o.subnet, &sub.subnet))
+        {
+            return Err(Error::invalid(
+                "--subnet",
+                sub.subnet,
+                format!("overlaps {} of network `{}`", o.subnet, other.name),
+            ));
+        }
+    }
+    if let (Some(mine), Some(theirs)) = (net.bridge(), other.bridge()) {
+        if mine.bridge == theirs.bridge {
+            return Err(Error::invalid(
+                "--bridge",
+                &mine.bridge,
+                format!("is already used by network `{}`", other.name),
+            ));
+        }
+        if let (Some(a), Some(b)) = (&mine.uplink, &theirs.uplink)
+            && a == b
+            && mine.mode == BridgeMode::Bridged
+        {
+            return Err(Error::invalid(
+                "--uplink",
+                a,
+                format!("is already the uplink of network `{}`", other.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The namespace an attachment lives in, if it still exists (a name that
+/// now leads to another namespace does not count).
+fn attached_ns(a: &Attachment) -> Option<NsHandle> {
+    let ns = Target::parse(&a.target).ok()?.resolve().ok()?;
+    (ns.identity() == a.netns).then_some(ns)
 }
 
 /// Make a named namespace a router.

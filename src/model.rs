@@ -18,6 +18,7 @@ pub const IFNAME_MAX: usize = 15;
 #[serde(rename_all = "lowercase")]
 pub enum DriverKind {
     Bridge,
+    Macvlan,
 }
 
 impl FromStr for DriverKind {
@@ -25,10 +26,11 @@ impl FromStr for DriverKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "bridge" => Ok(DriverKind::Bridge),
+            "macvlan" => Ok(DriverKind::Macvlan),
             _ => Err(Error::invalid(
                 "--driver",
                 s,
-                "unknown driver (known: bridge)",
+                "unknown driver (known: bridge, macvlan)",
             )),
         }
     }
@@ -70,6 +72,49 @@ impl fmt::Display for BridgeMode {
             BridgeMode::Nat => "nat",
             BridgeMode::Bridged => "bridged",
             BridgeMode::Routed => "routed",
+        })
+    }
+}
+
+/// How macvlan interfaces on one parent see each other (the kernel's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Interfaces on the parent talk to each other directly.
+    #[default]
+    Bridge,
+    /// No traffic between interfaces on the parent, not even through the switch.
+    Private,
+    /// Traffic between interfaces goes out to the switch (which may hairpin it).
+    Vepa,
+    /// One interface takes the whole parent.
+    Passthru,
+}
+
+impl FromStr for MacvlanMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bridge" => Ok(MacvlanMode::Bridge),
+            "private" => Ok(MacvlanMode::Private),
+            "vepa" => Ok(MacvlanMode::Vepa),
+            "passthru" => Ok(MacvlanMode::Passthru),
+            _ => Err(Error::invalid(
+                "--macvlan-mode",
+                s,
+                "unknown mode (known: bridge, private, vepa, passthru)",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
         })
     }
 }
@@ -154,6 +199,12 @@ pub struct NetworkSpec {
     pub route: Vec<String>,
     #[serde(default)]
     pub host_address: Vec<String>,
+    #[serde(default)]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub macvlan_mode: Option<String>,
+    #[serde(default)]
+    pub host_shim: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -164,22 +215,53 @@ fn default_driver() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub name: String,
-    pub driver: DriverKind,
-    pub mode: BridgeMode,
-    pub bridge: String,
+    pub kind: NetworkKind,
     pub subnets: Vec<SubnetSpec>,
     #[serde(default)]
     pub aux_addresses: BTreeMap<String, IpAddr>,
     #[serde(default)]
-    pub uplink: Option<String>,
-    #[serde(default)]
     pub mtu: Option<u32>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
-    /// Addresses the host holds on the bridge: the gateways in nat and routed
-    /// mode, `--host-address` in bridged mode.
+    /// Addresses the host holds on the network: the gateways of a nat or
+    /// routed bridge, `--host-address` on a bridged one, the macvlan shim's.
     #[serde(default)]
     pub host_addresses: Vec<IpNet>,
+}
+
+/// What differs between drivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "driver", rename_all = "lowercase")]
+pub enum NetworkKind {
+    Bridge(BridgeOptions),
+    Macvlan(MacvlanOptions),
+}
+
+impl NetworkKind {
+    pub fn driver_name(&self) -> &'static str {
+        match self {
+            NetworkKind::Bridge(_) => "bridge",
+            NetworkKind::Macvlan(_) => "macvlan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeOptions {
+    pub mode: BridgeMode,
+    pub bridge: String,
+    #[serde(default)]
+    pub uplink: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacvlanOptions {
+    pub parent: String,
+    pub mode: MacvlanMode,
+    /// A macvlan of the host's own on the parent, so that host and
+    /// containers can talk (a macvlan parent never sees its children).
+    #[serde(default)]
+    pub host_shim: bool,
 }
 
 pub fn parse_cidr(field: &str, s: &str) -> Result<IpNet> {
@@ -279,35 +361,57 @@ impl NetworkSpec {
     pub fn validate(&self) -> Result<Network> {
         validate_name("network name", &self.name)?;
         let driver: DriverKind = self.driver.parse()?;
-        let mode: BridgeMode = match &self.mode {
-            Some(m) => m.parse()?,
-            None => BridgeMode::default(),
-        };
-        let bridge = match &self.bridge {
-            Some(b) => {
-                validate_ifname("--bridge", b)?;
-                b.clone()
-            }
-            None => default_bridge_name(&self.name),
-        };
-        if let Some(uplink) = &self.uplink {
-            validate_ifname("--uplink", uplink)?;
-            if mode == BridgeMode::Routed {
-                return Err(Error::invalid(
-                    "--uplink",
-                    uplink,
-                    "routed networks take no uplink (the host routes the subnet); use nat or bridged",
-                ));
-            }
-        }
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
+        let mut subnets = self.subnets()?;
+        let (kind, host_addresses) = match driver {
+            DriverKind::Bridge => self.bridge_kind(&mut subnets)?,
+            DriverKind::Macvlan => self.macvlan_kind(&subnets)?,
+        };
+        let mut aux_addresses = BTreeMap::new();
+        for (key, value) in &self.aux_address {
+            let field = format!("--aux-address {key}");
+            let ip = parse_ip(&field, value)?;
+            let sub = subnets
+                .iter()
+                .find(|s| s.subnet.contains(&ip))
+                .ok_or_else(|| {
+                    Error::invalid(&field, value, "is outside every subnet of the network")
+                })?;
+            check_usable(&field, &sub.subnet, ip)?;
+            aux_addresses.insert(key.clone(), ip);
+        }
+        let mut routes = Vec::new();
+        for r in &self.route {
+            let route = RouteSpec::parse("--route", r)?;
+            if !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
+                return Err(Error::invalid(
+                    "--route",
+                    r,
+                    format!("gateway {} is not on the network", route.via),
+                ));
+            }
+            routes.push(route);
+        }
+        Ok(Network {
+            name: self.name.clone(),
+            kind,
+            subnets,
+            aux_addresses,
+            mtu: self.mtu,
+            routes,
+            host_addresses,
+        })
+    }
+
+    /// Subnets with their gateways and ranges, as given.
+    fn subnets(&self) -> Result<Vec<SubnetSpec>> {
         if self.subnet.is_empty() {
             return Err(Error::invalid(
                 "--subnet",
                 "",
-                "a bridge network needs at least one subnet",
+                "a network needs at least one subnet",
             ));
         }
         let mut subnets: Vec<SubnetSpec> = Vec::new();
@@ -376,56 +480,67 @@ impl NetworkSpec {
             }
             sub.ip_range = Some(range);
         }
-        // nat and routed: the host is the gateway, first address by default.
-        // bridged: the gateway is someone else's router, or none (an isolated segment).
-        if mode != BridgeMode::Bridged {
-            for sub in &mut subnets {
-                if sub.gateway.is_none() {
-                    sub.gateway = first_host(&sub.subnet);
-                }
-            }
+        Ok(subnets)
+    }
+
+    /// Options that belong to another driver, refused by name.
+    fn refuse(driver: &str, fields: &[(&str, Option<&str>)]) -> Result<()> {
+        match fields
+            .iter()
+            .find_map(|(field, value)| value.map(|v| (field, v)))
+        {
+            Some((field, value)) => Err(Error::invalid(
+                *field,
+                value,
+                format!("is not an option of the {driver} driver"),
+            )),
+            None => Ok(()),
         }
-        let mut aux_addresses = BTreeMap::new();
-        for (key, value) in &self.aux_address {
-            let ip = parse_ip(&format!("--aux-address {key}"), value)?;
-            let sub = subnets
-                .iter()
-                .find(|s| s.subnet.contains(&ip))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        format!("--aux-address {key}"),
-                        value,
-                        "is outside every subnet of the network",
-                    )
-                })?;
-            check_usable(&format!("--aux-address {key}"), &sub.subnet, ip)?;
-            aux_addresses.insert(key.clone(), ip);
+    }
+
+    fn bridge_kind(&self, subnets: &mut [SubnetSpec]) -> Result<(NetworkKind, Vec<IpNet>)> {
+        Self::refuse(
+            "bridge",
+            &[
+                ("--parent", self.parent.as_deref()),
+                ("--macvlan-mode", self.macvlan_mode.as_deref()),
+                ("--host-shim", self.host_shim.as_deref()),
+            ],
+        )?;
+        let mode: BridgeMode = match &self.mode {
+            Some(m) => m.parse()?,
+            None => BridgeMode::default(),
+        };
+        let bridge = match &self.bridge {
+            Some(b) => {
+                validate_ifname("--bridge", b)?;
+                b.clone()
+            }
+            None => default_bridge_name(&self.name),
+        };
+        if let Some(uplink) = &self.uplink {
+            validate_ifname("--uplink", uplink)?;
+            if mode == BridgeMode::Routed {
+                return Err(Error::invalid(
+                    "--uplink",
+                    uplink,
+                    "routed networks take no uplink (the host routes the subnet); use nat or bridged",
+                ));
+            }
         }
         let mut host_addresses = Vec::new();
         if mode == BridgeMode::Bridged {
+            // The gateway is someone else's router, or none (an isolated segment).
             for h in &self.host_address {
-                let ip = parse_ip("--host-address", h)?;
-                let sub = subnets
-                    .iter()
-                    .find(|s| s.subnet.contains(&ip))
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "--host-address",
-                            h,
-                            "is outside every subnet of the network",
-                        )
-                    })?;
-                check_usable("--host-address", &sub.subnet, ip)?;
-                if sub.gateway == Some(ip) {
+                let ip = host_address("--host-address", h, subnets)?;
+                if subnets.iter().any(|s| s.gateway == Some(ip.addr())) {
                     return Err(Error::invalid(
                         "--host-address",
                         h,
                         "is the network's gateway (a router on the segment)",
                     ));
                 }
-                host_addresses.push(
-                    IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix from a valid subnet"),
-                );
+                host_addresses.push(ip);
             }
         } else {
             if let Some(h) = self.host_address.first() {
@@ -435,8 +550,11 @@ impl NetworkSpec {
                     "only bridged networks take a host address; in nat and routed mode the host holds the gateway",
                 ));
             }
-            for sub in &subnets {
-                if let Some(gw) = sub.gateway {
+            // The host is the gateway, the first address unless told otherwise.
+            for sub in subnets.iter_mut() {
+                let gw = sub.gateway.or_else(|| first_host(&sub.subnet));
+                sub.gateway = gw;
+                if let Some(gw) = gw {
                     host_addresses.push(
                         IpNet::new(gw, sub.subnet.prefix_len())
                             .expect("prefix from a valid subnet"),
@@ -444,31 +562,71 @@ impl NetworkSpec {
                 }
             }
         }
-        let mut routes = Vec::new();
-        for r in &self.route {
-            let route = RouteSpec::parse("--route", r)?;
-            if !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
-                return Err(Error::invalid(
-                    "--route",
-                    r,
-                    format!("gateway {} is not on the network", route.via),
-                ));
-            }
-            routes.push(route);
-        }
-        Ok(Network {
-            name: self.name.clone(),
-            driver,
+        let options = BridgeOptions {
             mode,
             bridge,
-            subnets,
-            aux_addresses,
             uplink: self.uplink.clone(),
-            mtu: self.mtu,
-            routes,
-            host_addresses,
-        })
+        };
+        Ok((NetworkKind::Bridge(options), host_addresses))
     }
+
+    fn macvlan_kind(&self, subnets: &[SubnetSpec]) -> Result<(NetworkKind, Vec<IpNet>)> {
+        Self::refuse(
+            "macvlan",
+            &[
+                ("--bridge", self.bridge.as_deref()),
+                ("--mode", self.mode.as_deref()),
+                ("--uplink", self.uplink.as_deref()),
+                (
+                    "--host-address",
+                    self.host_address.first().map(String::as_str),
+                ),
+            ],
+        )?;
+        let parent = self.parent.clone().ok_or_else(|| {
+            Error::invalid(
+                "--parent",
+                "",
+                "a macvlan network needs the host interface it sits on",
+            )
+        })?;
+        validate_ifname("--parent", &parent)?;
+        let mode: MacvlanMode = match &self.macvlan_mode {
+            Some(m) => m.parse()?,
+            None => MacvlanMode::default(),
+        };
+        let mut host_addresses = Vec::new();
+        if let Some(shim) = &self.host_shim {
+            if mode == MacvlanMode::Passthru {
+                return Err(Error::invalid(
+                    "--host-shim",
+                    shim,
+                    "a passthru parent carries one interface only, there is no room for a shim",
+                ));
+            }
+            let ip = host_address("--host-shim", shim, subnets)?;
+            // The shim holds its address alone (/32, /128): the LAN's own
+            // prefix route stays on the parent.
+            host_addresses.push(IpNet::from(ip.addr()));
+        }
+        let options = MacvlanOptions {
+            parent,
+            mode,
+            host_shim: self.host_shim.is_some(),
+        };
+        Ok((NetworkKind::Macvlan(options), host_addresses))
+    }
+}
+
+/// A host address inside one of the subnets, with the subnet's prefix.
+fn host_address(field: &str, value: &str, subnets: &[SubnetSpec]) -> Result<IpNet> {
+    let ip = parse_ip(field, value)?;
+    let sub = subnets
+        .iter()
+        .find(|s| s.subnet.contains(&ip))
+        .ok_or_else(|| Error::invalid(field, value, "is outside every subnet of the network"))?;
+    check_usable(field, &sub.subnet, ip)?;
+    Ok(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix from a valid subnet"))
 }
 
 fn find_subnet<'a>(subnets: &'a mut [SubnetSpec], ip: &IpAddr) -> Option<&'a mut SubnetSpec> {
@@ -541,9 +699,11 @@ impl Network {
     pub fn subnet_for(&self, ip: &IpAddr) -> Option<&SubnetSpec> {
         self.subnets.iter().find(|s| s.subnet.contains(ip))
     }
-    /// True when the host itself is the gateway (nat and routed).
-    pub fn host_is_gateway(&self) -> bool {
-        self.mode != BridgeMode::Bridged
+    pub fn bridge(&self) -> Option<&BridgeOptions> {
+        match &self.kind {
+            NetworkKind::Bridge(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
@@ -743,7 +903,7 @@ mod tests {
         let net = spec(&["10.1.0.0/24", "fd00:1::/64"]).validate().unwrap();
         assert_eq!(net.subnets[0].gateway, Some("10.1.0.1".parse().unwrap()));
         assert_eq!(net.subnets[1].gateway, Some("fd00:1::1".parse().unwrap()));
-        assert_eq!(net.bridge, "pl-lan");
+        assert_eq!(net.bridge().unwrap().bridge, "pl-lan");
         assert_eq!(net.host_addresses.len(), 2);
     }
 

@@ -18,9 +18,21 @@ pub fn short_hash(parts: &[&str]) -> String {
     format!("{:016x}", fnv1a(parts))
 }
 
-/// Host side of a veth: `pv` + 12 hex = 14 bytes, under the 15-byte limit.
+/// The host-side name of an attachment: its veth end on a bridge network,
+/// the temporary name of its macvlan before it moves into the target.
+/// `pv` + 12 hex = 14 bytes, under the 15-byte limit.
 pub fn host_veth_name(network: &str, netns: &str, ifname: &str) -> String {
     format!("pv{}", &short_hash(&[network, netns, ifname])[..12])
+}
+
+/// The host shim of a macvlan network: `ps-NAME` when it fits, else a hash.
+pub fn shim_name(network: &str) -> String {
+    let candidate = format!("ps-{network}");
+    if candidate.len() <= 15 {
+        candidate
+    } else {
+        format!("ps-{}", &short_hash(&["shim", network])[..10])
+    }
 }
 
 /// A locally administered unicast MAC (02:xx:...) derived from `parts`.

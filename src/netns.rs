@@ -43,6 +43,14 @@ impl NsHandle {
         })
     }
 
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(NsHandle {
+            fd: self.fd.try_clone()?,
+            inode: self.inode,
+            dev: self.dev,
+        })
+    }
+
     /// The namespace of the calling thread.
     pub fn current() -> io::Result<Self> {
         Self::open(Path::new("/proc/thread-self/ns/net"))

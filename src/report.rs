@@ -49,10 +49,8 @@ pub fn network(n: &StoredNetwork, state: &HostState, attachments: &[StoredAttach
     let net = &n.network;
     json!({
         "Name": net.name,
-        "Driver": net.driver,
-        "Mode": net.mode.to_string(),
-        "Bridge": net.bridge,
-        "Uplink": net.uplink,
+        "Driver": net.kind.driver_name(),
+        "Options": net.kind,
         "MTU": net.mtu,
         "Subnets": net.subnets.iter().map(|s| json!({
             "Subnet": s.subnet.to_string(),

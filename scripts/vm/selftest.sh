@@ -8,8 +8,8 @@
 #                                            |-- ipv2 10.9.0.12 in ns b
 #                                          up0.10 10.10.0.2/24 in ns a
 # and pings across ipvlan (a, b -> lan, a -> b) and across VLAN 10 (a -> lan),
-# loads a NAT ruleset with nft, and runs plumb --version. Any failure exits
-# non-zero.
+# loads a NAT ruleset with nft, and runs plumb: --version, then a NAT network
+# with one namespace attached. Any failure exits non-zero.
 set -eu
 
 step() { echo "selftest: $*"; }
@@ -61,5 +61,12 @@ table inet selftest {
 EOF
 in_ns lan nft list ruleset | grep -q masquerade || fail "masquerade rule missing"
 
-step "$(plumb --version)"
+step "$(plumb --version): a NAT network (libnftables is dlopened)"
+plumb network create selftest --subnet 10.77.0.0/24 >/dev/null
+ip netns add c1
+plumb attach c1 selftest >/dev/null
+pingq c1 10.77.0.1
+nft list table inet plumb | grep -q "10.77.0.0/24.*masquerade" || fail "plumb's masquerade rule missing"
+plumb detach c1 selftest >/dev/null
+plumb network rm selftest >/dev/null
 step ok

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use super::{join_routes, print_json};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::NetworkSpec;
+use crate::model::{NetworkKind, NetworkSpec};
 use crate::report;
 
 #[derive(Subcommand, Debug)]
@@ -47,9 +47,9 @@ pub struct CreateArgs {
     /// Bridge interface name (default pl-NAME); an existing bridge is adopted.
     #[arg(long)]
     pub bridge: Option<String>,
-    /// nat, bridged or routed.
-    #[arg(long, default_value = "nat")]
-    pub mode: String,
+    /// bridge: nat (default), bridged or routed.
+    #[arg(long)]
+    pub mode: Option<String>,
     /// bridged: interface enslaved to the bridge; nat: masquerade only out of it.
     #[arg(long)]
     pub uplink: Option<String>,
@@ -61,6 +61,15 @@ pub struct CreateArgs {
     /// bridged mode: an address for the host on the segment.
     #[arg(long)]
     pub host_address: Vec<String>,
+    /// macvlan: the host interface the containers sit on.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// macvlan: bridge (default), private, vepa or passthru.
+    #[arg(long)]
+    pub macvlan_mode: Option<String>,
+    /// macvlan: an address for the host on the LAN through which it reaches its containers.
+    #[arg(long, value_name = "IP")]
+    pub host_shim: Option<String>,
 }
 
 impl CreateArgs {
@@ -86,12 +95,23 @@ impl CreateArgs {
             ip_range: self.ip_range,
             aux_address: aux,
             bridge: self.bridge,
-            mode: Some(self.mode),
+            mode: self.mode,
             uplink: self.uplink,
             mtu: self.mtu,
             route: join_routes(self.route),
             host_address: self.host_address,
+            parent: self.parent,
+            macvlan_mode: self.macvlan_mode,
+            host_shim: self.host_shim,
         })
+    }
+}
+
+/// One line about how a network is built.
+fn describe(kind: &NetworkKind) -> String {
+    match kind {
+        NetworkKind::Bridge(b) => format!("bridge {} ({})", b.bridge, b.mode),
+        NetworkKind::Macvlan(m) => format!("macvlan on {} ({})", m.parent, m.mode),
     }
 }
 
@@ -101,10 +121,9 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
             let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
             println!(
-                "network {} created: {} mode, bridge {}, {}",
+                "network {} created: {}, {}",
                 net.name,
-                net.mode,
-                net.bridge,
+                describe(&net.kind),
                 subnets.join(", ")
             );
         }
@@ -118,20 +137,15 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
                 }
                 print_json(&serde_json::Value::Array(list));
             } else {
-                println!(
-                    "{:<20} {:<8} {:<15} {:<8} SUBNETS",
-                    "NAME", "DRIVER", "BRIDGE", "MODE"
-                );
+                println!("{:<20} {:<34} SUBNETS", "NAME", "DRIVER");
                 for n in nets {
                     let net = n.network;
                     let subnets: Vec<String> =
                         net.subnets.iter().map(|s| s.subnet.to_string()).collect();
                     println!(
-                        "{:<20} {:<8} {:<15} {:<8} {}",
+                        "{:<20} {:<34} {}",
                         net.name,
-                        "bridge",
-                        net.bridge,
-                        net.mode,
+                        describe(&net.kind),
                         subnets.join(",")
                     );
                 }

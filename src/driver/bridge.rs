@@ -1,15 +1,15 @@
 //! The Linux bridge driver: a bridge on the host, one veth pair per
 //! attachment with its peer created directly inside the target namespace.
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
-use crate::model::{Attachment, BridgeMode, DefaultRoute, Network, RouteSpec};
+use crate::model::{Attachment, BridgeMode, BridgeOptions, Network, RouteSpec};
 use crate::netlink::{LinkInfo, Netlink};
 use crate::netns::{NsHandle, write_sysctl};
 use crate::undo::UndoLog;
+
+use super::kernel;
 
 /// What `create` found and did on the host, kept with the network so that
 /// `remove` gives back exactly what it took.
@@ -26,21 +26,22 @@ pub struct HostState {
     pub uplink_routes: Vec<RouteSpec>,
 }
 
-fn kernel(what: String) -> impl FnOnce(crate::netlink::NetlinkError) -> Error {
-    move |e| Error::kernel(what, e)
-}
-
 /// Create the bridge (or adopt an existing one), give the host its
 /// addresses, enslave the uplink and enable forwarding.
-pub fn create(nl: &mut Netlink, net: &Network, undo: &mut UndoLog) -> Result<HostState> {
+pub fn create(
+    nl: &mut Netlink,
+    net: &Network,
+    b: &BridgeOptions,
+    undo: &mut UndoLog,
+) -> Result<HostState> {
     let mut state = HostState::default();
-    let uplink = match &net.uplink {
-        Some(name) => Some(check_uplink(nl, net, name)?),
+    let uplink = match &b.uplink {
+        Some(name) => Some(check_uplink(nl, b, name)?),
         None => None,
     };
     let bridge = match nl
-        .link_by_name(&net.bridge)
-        .map_err(kernel(format!("look up bridge {}", net.bridge)))?
+        .link_by_name(&b.bridge)
+        .map_err(kernel(format!("look up bridge {}", b.bridge)))?
     {
         Some(link) if Netlink::is_bridge(&link) => {
             state.existing_bridge = true;
@@ -49,69 +50,66 @@ pub fn create(nl: &mut Netlink, net: &Network, undo: &mut UndoLog) -> Result<Hos
         Some(_) => {
             return Err(Error::invalid(
                 "--bridge",
-                &net.bridge,
+                &b.bridge,
                 "an interface of that name exists and is not a bridge",
             ));
         }
         None => {
-            nl.create_bridge(&net.bridge, crate::names::bridge_mac(&net.name), net.mtu)
-                .map_err(kernel(format!("create bridge {}", net.bridge)))?;
-            let name = net.bridge.clone();
+            nl.create_bridge(&b.bridge, crate::names::bridge_mac(&net.name), net.mtu)
+                .map_err(kernel(format!("create bridge {}", b.bridge)))?;
+            let name = b.bridge.clone();
             undo.push(format!("delete bridge {name}"), move |nl| {
                 nl.delete_link_by_name(&name)
                     .map(drop)
                     .map_err(kernel(format!("delete bridge {name}")))
             });
-            nl.link_by_name(&net.bridge)
-                .map_err(kernel(format!("look up bridge {}", net.bridge)))?
+            nl.link_by_name(&b.bridge)
+                .map_err(kernel(format!("look up bridge {}", b.bridge)))?
                 .ok_or_else(|| {
-                    Error::Conflict(format!(
-                        "bridge {} vanished right after creation",
-                        net.bridge
-                    ))
+                    Error::Conflict(format!("bridge {} vanished right after creation", b.bridge))
                 })?
         }
     };
     if let (true, Some(mtu)) = (state.existing_bridge, net.mtu) {
         nl.set_mtu(bridge.index, mtu)
-            .map_err(kernel(format!("set MTU {mtu} on {}", net.bridge)))?;
+            .map_err(kernel(format!("set MTU {mtu} on {}", b.bridge)))?;
     }
     if let Some(up) = &uplink {
         enslave_uplink(nl, &bridge, up, &mut state, undo)?;
     }
     let existing = nl
         .addresses(bridge.index)
-        .map_err(kernel(format!("list addresses of {}", net.bridge)))?;
+        .map_err(kernel(format!("list addresses of {}", b.bridge)))?;
     for addr in &net.host_addresses {
         if existing.contains(addr) {
             continue;
         }
         nl.add_address(bridge.index, *addr)
-            .map_err(kernel(format!("add {addr} to {}", net.bridge)))?;
-        let (index, addr, name) = (bridge.index, *addr, net.bridge.clone());
+            .map_err(kernel(format!("add {addr} to {}", b.bridge)))?;
+        let (index, addr, name) = (bridge.index, *addr, b.bridge.clone());
         undo.push(format!("remove {addr} from {name}"), move |nl| {
             nl.del_address(index, addr)
                 .map_err(kernel(format!("remove {addr} from {name}")))
         });
     }
     nl.set_up(bridge.index)
-        .map_err(kernel(format!("set {} up", net.bridge)))?;
-    if net.mode != BridgeMode::Bridged {
+        .map_err(kernel(format!("set {} up", b.bridge)))?;
+    if b.mode != BridgeMode::Bridged {
         enable_forwarding(net)?;
     }
     Ok(state)
 }
 
 /// The uplink must exist, not be a bridge, and not belong to another bridge.
-fn check_uplink(nl: &mut Netlink, net: &Network, name: &str) -> Result<LinkInfo> {
+fn check_uplink(nl: &mut Netlink, b: &BridgeOptions, name: &str) -> Result<LinkInfo> {
     let link = nl
         .link_by_name(name)
         .map_err(kernel(format!("look up uplink {name}")))?
         .ok_or_else(|| Error::invalid("--uplink", name, "no such interface on the host"))?;
-    if net.mode == BridgeMode::Bridged
+    if b.mode == BridgeMode::Bridged
         && let Some(controller) = link.controller
     {
-        let bridge = nl.link_by_name(&net.bridge).ok().flatten();
+        let bridge = nl.link_by_name(&b.bridge).ok().flatten();
         if bridge.map(|b| b.index) != Some(controller) {
             return Err(Error::invalid(
                 "--uplink",
@@ -208,13 +206,13 @@ fn enable_forwarding(net: &Network) -> Result<()> {
 /// Undo `create`: give the uplink back its addresses and routes, remove the
 /// host's addresses, delete the bridge if plumb made it. Collects every
 /// error instead of stopping at the first.
-pub fn remove(nl: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error> {
+pub fn remove(nl: &mut Netlink, net: &Network, b: &BridgeOptions, state: &HostState) -> Vec<Error> {
     let mut errors = Vec::new();
-    let bridge = match nl.link_by_name(&net.bridge) {
+    let bridge = match nl.link_by_name(&b.bridge) {
         Ok(b) => b,
-        Err(e) => return vec![Error::kernel(format!("look up bridge {}", net.bridge), e)],
+        Err(e) => return vec![Error::kernel(format!("look up bridge {}", b.bridge), e)],
     };
-    if let Some(name) = &net.uplink
+    if let Some(name) = &b.uplink
         && let Ok(Some(up)) = nl.link_by_name(name)
     {
         if bridge.as_ref().map(|b| b.index) == up.controller
@@ -244,14 +242,11 @@ pub fn remove(nl: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error> 
             if let Err(e) = nl.del_address(bridge.index, *addr)
                 && !crate::netlink::is_gone(&e)
             {
-                errors.push(Error::kernel(
-                    format!("remove {addr} from {}", net.bridge),
-                    e,
-                ));
+                errors.push(Error::kernel(format!("remove {addr} from {}", b.bridge), e));
             }
         }
-    } else if let Err(e) = nl.delete_link_by_name(&net.bridge) {
-        errors.push(Error::kernel(format!("delete bridge {}", net.bridge), e));
+    } else if let Err(e) = nl.delete_link_by_name(&b.bridge) {
+        errors.push(Error::kernel(format!("delete bridge {}", b.bridge), e));
     }
     errors
 }
@@ -264,16 +259,17 @@ pub fn attach(
     inner: &mut Netlink,
     ns: &NsHandle,
     net: &Network,
+    b: &BridgeOptions,
     a: &Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
     let bridge = host
-        .link_by_name(&net.bridge)
-        .map_err(kernel(format!("look up bridge {}", net.bridge)))?
+        .link_by_name(&b.bridge)
+        .map_err(kernel(format!("look up bridge {}", b.bridge)))?
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "network `{}`: bridge {} is missing on the host (run `plumb restore`)",
-                net.name, net.bridge
+                net.name, b.bridge
             ))
         })?;
     host.create_veth(&a.host_ifname, bridge.index, &a.ifname, ns, a.mac.0, a.mtu)
@@ -294,70 +290,7 @@ pub fn attach(
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
     tracing::debug!(host_ifname = %a.host_ifname, "veth created");
-    configure_inside(inner, a)
-}
-
-fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
-    let what = |s: &str| format!("in target {}: {s}", a.target);
-    if let Some(lo) = nl.link_by_name("lo").map_err(kernel(what("look up lo")))?
-        && !lo.up
-    {
-        nl.set_up(lo.index).map_err(kernel(what("set lo up")))?;
-    }
-    let link = nl
-        .link_by_name(&a.ifname)
-        .map_err(kernel(what(&format!("look up {}", a.ifname))))?
-        .ok_or_else(|| Error::Conflict(what(&format!("{} vanished after creation", a.ifname))))?;
-    // An interface with no IPv6 address to carry still makes a link-local
-    // one, and its detection chatter reaches every container of the
-    // network: only IPv6 networks get it.
-    if !a.addresses.iter().any(|x| x.addr().is_ipv6()) {
-        nl.disable_link_local(link.index)
-            .map_err(kernel(what(&format!("configure {}", a.ifname))))?;
-    }
-    for addr in &a.addresses {
-        nl.add_address(link.index, *addr)
-            .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;
-    }
-    nl.set_up(link.index)
-        .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
-    for gw in &a.gateways {
-        install_default_route(nl, link.index, *gw, a.default_route)
-            .map_err(kernel(what(&format!("default route via {gw}"))))?;
-    }
-    for r in &a.routes {
-        nl.add_route(r.dest, Some(r.via), Some(link.index), false)
-            .map_err(kernel(what(&format!("route {r}"))))?;
-    }
-    Ok(())
-}
-
-fn install_default_route(
-    nl: &mut Netlink,
-    oif: u32,
-    gw: IpAddr,
-    policy: DefaultRoute,
-) -> crate::netlink::NlResult<()> {
-    let any: IpNet = if gw.is_ipv4() {
-        "0.0.0.0/0".parse().expect("literal")
-    } else {
-        "::/0".parse().expect("literal")
-    };
-    match policy {
-        DefaultRoute::None => Ok(()),
-        DefaultRoute::Replace => nl.add_route(any, Some(gw), Some(oif), true),
-        DefaultRoute::Keep => {
-            let has_default = nl
-                .routes(gw.is_ipv6())?
-                .iter()
-                .any(|r| r.dest.prefix_len() == 0);
-            if has_default {
-                Ok(())
-            } else {
-                nl.add_route(any, Some(gw), Some(oif), false)
-            }
-        }
-    }
+    super::configure_inside(inner, a)
 }
 
 /// Remove an attachment's veth; its peer, addresses and routes go with it.

@@ -3,3 +3,82 @@
 //! netlink sockets and an undo log.
 
 pub mod bridge;
+pub mod macvlan;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result};
+use crate::model::{Attachment, DefaultRoute};
+use crate::netlink::{Netlink, NetlinkError};
+
+fn kernel(what: String) -> impl FnOnce(NetlinkError) -> Error {
+    move |e| Error::kernel(what, e)
+}
+
+/// Finish an interface that has just arrived in the target, whatever made
+/// it: `lo` up, IPv6 link-local only where IPv6 is used, addresses, up,
+/// default route and routes.
+pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
+    let what = |s: &str| format!("in target {}: {s}", a.target);
+    if let Some(lo) = nl.link_by_name("lo").map_err(kernel(what("look up lo")))?
+        && !lo.up
+    {
+        nl.set_up(lo.index).map_err(kernel(what("set lo up")))?;
+    }
+    let link = nl
+        .link_by_name(&a.ifname)
+        .map_err(kernel(what(&format!("look up {}", a.ifname))))?
+        .ok_or_else(|| Error::Conflict(what(&format!("{} vanished after creation", a.ifname))))?;
+    // An interface with no IPv6 address to carry still makes a link-local
+    // one, and its detection chatter reaches every container of the
+    // network: only IPv6 networks get it.
+    if !a.addresses.iter().any(|x| x.addr().is_ipv6()) {
+        nl.disable_link_local(link.index)
+            .map_err(kernel(what(&format!("configure {}", a.ifname))))?;
+    }
+    for addr in &a.addresses {
+        nl.add_address(link.index, *addr)
+            .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;
+    }
+    nl.set_up(link.index)
+        .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
+    for gw in &a.gateways {
+        install_default_route(nl, link.index, *gw, a.default_route)
+            .map_err(kernel(what(&format!("default route via {gw}"))))?;
+    }
+    for r in &a.routes {
+        nl.add_route(r.dest, Some(r.via), Some(link.index), false)
+            .map_err(kernel(what(&format!("route {r}"))))?;
+    }
+    Ok(())
+}
+
+fn install_default_route(
+    nl: &mut Netlink,
+    oif: u32,
+    gw: IpAddr,
+    policy: DefaultRoute,
+) -> crate::netlink::NlResult<()> {
+    let any: IpNet = if gw.is_ipv4() {
+        "0.0.0.0/0".parse().expect("literal")
+    } else {
+        "::/0".parse().expect("literal")
+    };
+    match policy {
+        DefaultRoute::None => Ok(()),
+        DefaultRoute::Replace => nl.add_route(any, Some(gw), Some(oif), true),
+        DefaultRoute::Keep => {
+            let has_default = nl
+                .routes(gw.is_ipv6())?
+                .iter()
+                .any(|r| r.dest.prefix_len() == 0);
+            if has_default {
+                Ok(())
+            } else {
+                nl.add_route(any, Some(gw), Some(oif), false)
+            }
+        }
+    }
+}

@@ -4,9 +4,9 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage,
+    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::{Netlink, NetlinkError, NlResult};
 use crate::netns::NsHandle;
@@ -125,6 +125,38 @@ impl Netlink {
             .up()
             .build();
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Create a macvlan on `parent` here, down, with its MAC and MTU.
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        parent: u32,
+        mode: MacVlanMode,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+    ) -> NlResult<()> {
+        let mut b = LinkMacVlan::new(name, parent, mode);
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.execute(
+            RouteNetlinkMessage::NewLink(b.build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Move a link into `ns` and give it its final name there, in one
+    /// request: the name is checked in the target only, so it may exist here.
+    pub fn move_to_netns(&mut self, index: u32, ns: &NsHandle, name: &str) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(ns.as_fd().as_raw_fd())
+            .name(name.to_string())
+            .build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
     /// Stop a link that is still down from generating an IPv6 link-local

@@ -11,25 +11,30 @@
 use std::fmt::Write;
 
 use crate::error::Result;
-use crate::model::{BridgeMode, Network};
+use crate::model::{BridgeMode, BridgeOptions, Network};
 use crate::nft::Nft;
 
 pub const TABLE: &str = "plumb";
 const TAG: &str = "plumb";
 
+/// The bridge networks among `networks`: the only ones with rules today.
+fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptions)> {
+    networks.iter().filter_map(|n| n.bridge().map(|b| (n, b)))
+}
+
 /// Render the whole `inet plumb` table for these networks.
 pub fn render(networks: &[Network]) -> String {
     let mut nat = String::new();
-    for net in networks.iter().filter(|n| n.mode == BridgeMode::Nat) {
+    for (net, b) in bridges(networks).filter(|(_, b)| b.mode == BridgeMode::Nat) {
         for sub in &net.subnets {
             let family = if sub.subnet.addr().is_ipv4() {
                 "ip"
             } else {
                 "ip6"
             };
-            let out = match &net.uplink {
+            let out = match &b.uplink {
                 Some(uplink) => format!("oifname \"{uplink}\""),
-                None => format!("oifname != \"{}\"", net.bridge),
+                None => format!("oifname != \"{}\"", b.bridge),
             };
             let _ = writeln!(
                 nat,
@@ -82,16 +87,16 @@ fn foreign_forward_rules(nft: &mut Nft, networks: &[Network]) -> Result<String> 
 /// coming back to one, and new connections into routed and bridged networks
 /// (a NAT network is reached only through its masquerade).
 fn forward_accepts(family: &str, networks: &[Network]) -> String {
-    let set = |nets: &mut dyn Iterator<Item = &Network>| {
-        let names: Vec<String> = nets.map(|n| format!("\"{}\"", n.bridge)).collect();
+    let set = |nets: &mut dyn Iterator<Item = (&Network, &BridgeOptions)>| {
+        let names: Vec<String> = nets.map(|(_, b)| format!("\"{}\"", b.bridge)).collect();
         (!names.is_empty()).then(|| format!("{{ {} }}", names.join(", ")))
     };
-    let Some(all) = set(&mut networks.iter()) else {
+    let Some(all) = set(&mut bridges(networks)) else {
         return String::new();
     };
     let mut out = String::new();
     // Inserted at the head, so written in reverse of evaluation order.
-    if let Some(inbound) = set(&mut networks.iter().filter(|n| n.mode != BridgeMode::Nat)) {
+    if let Some(inbound) = set(&mut bridges(networks).filter(|(_, b)| b.mode != BridgeMode::Nat)) {
         let _ = writeln!(
             out,
             "insert rule {family} filter FORWARD oifname {inbound} accept comment \"{TAG}\""

@@ -142,7 +142,12 @@ pub fn networks(conn: &Connection) -> Result<Vec<StoredNetwork>> {
 pub fn insert_network(tx: &Transaction, net: &Network, owner: Option<&str>) -> Result<()> {
     tx.execute(
         "INSERT INTO networks (name, bridge, data, owner) VALUES (?1, ?2, ?3, ?4)",
-        params![net.name, net.bridge, encode(net), owner],
+        params![
+            net.name,
+            net.bridge().map(|b| &b.bridge),
+            encode(net),
+            owner
+        ],
     )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE networks (
         name   TEXT PRIMARY KEY,
-        bridge TEXT NOT NULL UNIQUE,
+        bridge TEXT UNIQUE,      -- bridge networks only
         data   TEXT NOT NULL,
         -- What the driver found and changed on the host (to give it back).
         host_state TEXT NOT NULL DEFAULT '{}',
