@@ -235,16 +235,16 @@ impl Engine {
             attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
             attachment.gateways = gateways_for(&net, &attachment.addresses);
             check_routes(&attachment)?;
-            store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
             match &net.kind {
                 NetworkKind::Bridge(b) => {
                     bridge::attach(host, &mut inner, &ns, &net, b, &attachment, undo)?
                 }
                 NetworkKind::Macvlan(m) => {
-                    macvlan::attach(host, &mut inner, &ns, m, &attachment, undo)?
+                    macvlan::attach(host, &mut inner, &ns, m, &mut attachment, undo)?
                 }
             }
+            store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!("kernel configured");
             Ok(attachment)
         })

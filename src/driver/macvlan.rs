@@ -12,7 +12,7 @@ use netlink_packet_route::link::MacVlanMode;
 
 use super::{configure_inside, kernel};
 use crate::error::{Error, Result};
-use crate::model::{Attachment, MacvlanMode, MacvlanOptions, Network};
+use crate::model::{Attachment, Mac, MacvlanMode, MacvlanOptions, Network};
 use crate::names;
 use crate::netlink::{LinkInfo, Netlink};
 use crate::netns::NsHandle;
@@ -103,35 +103,38 @@ pub fn remove(nl: &mut Netlink, net: &Network, m: &MacvlanOptions) -> Vec<Error>
 }
 
 /// Create the container's macvlan under a temporary name, move it into the
-/// target under its real name, then configure it there.
+/// target under its real name, then configure it there. In passthru mode
+/// the interface takes the parent's MAC, and the attachment records it.
 pub fn attach(
     host: &mut Netlink,
     inner: &mut Netlink,
     ns: &NsHandle,
     m: &MacvlanOptions,
-    a: &Attachment,
+    a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
     let parent = check_parent(host, m)?;
+    let mac = if m.mode == MacvlanMode::Passthru {
+        // The kernel refuses a MAC of our own here (EINVAL).
+        a.mac = Mac(parent.mac.unwrap_or(a.mac.0));
+        None
+    } else {
+        Some(a.mac.0)
+    };
     let temp = &a.host_ifname;
-    host.create_macvlan(
-        temp,
-        parent.index,
-        kernel_mode(m.mode),
-        Some(a.mac.0),
-        Some(a.mtu),
-    )
-    .map_err(|e| match e.errno() {
-        Some(libc::EEXIST) => {
-            Error::Conflict(format!("interface {temp} already exists on the host"))
-        }
-        Some(libc::EBUSY) if m.mode == MacvlanMode::Passthru => Error::invalid(
-            "--parent",
-            &m.parent,
-            "already carries a passthru macvlan (passthru takes the whole parent)",
-        ),
-        _ => Error::kernel(format!("create macvlan on {}", m.parent), e),
-    })?;
+    host.create_macvlan(temp, parent.index, kernel_mode(m.mode), mac, Some(a.mtu))
+        .map_err(|e| match e.errno() {
+            Some(libc::EEXIST) => {
+                Error::Conflict(format!("interface {temp} already exists on the host"))
+            }
+            // The kernel's word for "this parent already has a macvlan".
+            Some(libc::EINVAL | libc::EBUSY) if m.mode == MacvlanMode::Passthru => Error::invalid(
+                "--parent",
+                &m.parent,
+                "already carries a macvlan (passthru takes the whole parent, for one container)",
+            ),
+            _ => Error::kernel(format!("create macvlan on {}", m.parent), e),
+        })?;
     let name = temp.clone();
     undo.push(format!("delete macvlan {name}"), move |nl| {
         nl.delete_link_by_name(&name)
