@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::driver::bridge::{self, HostState};
-use crate::driver::macvlan;
+use crate::driver::{ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::ipam::host_local;
 use crate::model::{
@@ -82,10 +82,19 @@ impl Engine {
                     &format!("--aux-address {key}"),
                 )?;
             }
+            if let Some(p) = net.kind.parent()
+                && parent::ensure(host, p, undo)?
+            {
+                store::insert_vlan_link(tx, &p.name)?;
+            }
             let state = match &net.kind {
                 NetworkKind::Bridge(b) => bridge::create(host, &net, b, undo)?,
                 NetworkKind::Macvlan(m) => {
                     macvlan::create(host, &net, m, undo)?;
+                    HostState::default()
+                }
+                NetworkKind::Ipvlan(i) => {
+                    ipvlan::create(host, &net, i, undo)?;
                     HostState::default()
                 }
             };
@@ -122,19 +131,38 @@ impl Engine {
             }
         }
         let state = store::host_state(self.store.read(), name)?;
-        self.store.write(|tx| {
-            store::delete_network(tx, name)?;
-            let rest: Vec<Network> = store::networks(tx)?
-                .into_iter()
-                .map(|n| n.network)
-                .collect();
-            firewall::sync(&rest)
-        })?;
         let net = &stored.network;
-        let removed = match &net.kind {
+        let vlan = net.kind.parent().map(|p| p.name.clone());
+        let release_vlan = self.store.write(|tx| {
+            store::delete_network(tx, name)?;
+            let rest = store::networks(tx)?;
+            // A VLAN plumb made goes with the last network on it.
+            let release = match &vlan {
+                Some(v) => {
+                    store::is_vlan_link(tx, v)?
+                        && !rest
+                            .iter()
+                            .any(|n| n.network.kind.parent().is_some_and(|p| &p.name == v))
+                }
+                None => false,
+            };
+            if release {
+                store::delete_vlan_link(tx, vlan.as_deref().unwrap_or_default())?;
+            }
+            let rest: Vec<Network> = rest.into_iter().map(|n| n.network).collect();
+            firewall::sync(&rest)?;
+            Ok(release)
+        })?;
+        let mut removed = match &net.kind {
             NetworkKind::Bridge(b) => bridge::remove(&mut self.host, net, b, &state),
             NetworkKind::Macvlan(m) => macvlan::remove(&mut self.host, net, m),
+            NetworkKind::Ipvlan(i) => ipvlan::remove(&mut self.host, net, i),
         };
+        if let (true, Some(v)) = (release_vlan, &vlan)
+            && let Err(e) = self.host.delete_link_by_name(v)
+        {
+            removed.push(Error::kernel(format!("delete VLAN {v}"), e));
+        }
         errors.extend(removed.into_iter().map(|e| e.to_string()));
         if !errors.is_empty() {
             return Err(Error::Conflict(format!(
@@ -230,6 +258,7 @@ impl Engine {
                     .cloned()
                     .collect(),
                 default_route: req.default_route,
+                device_default_route: false,
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
@@ -242,6 +271,9 @@ impl Engine {
                 }
                 NetworkKind::Macvlan(m) => {
                     macvlan::attach(host, &mut inner, &ns, m, &mut attachment, undo)?
+                }
+                NetworkKind::Ipvlan(i) => {
+                    ipvlan::attach(host, &mut inner, &ns, i, &mut attachment, undo)?
                 }
             }
             store::insert_attachment(tx, &attachment, owner)?;
@@ -278,8 +310,8 @@ impl Engine {
         let a_net = store::require_network(self.store.read(), &a.attachment.network)?.network;
         match &a_net.kind {
             NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
-            NetworkKind::Macvlan(_) => {
-                macvlan::detach(attached_ns(&a.attachment).as_ref(), &a.attachment)?
+            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
+                parent::detach_child(attached_ns(&a.attachment).as_ref(), &a.attachment)?
             }
         }
         self.store

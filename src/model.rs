@@ -19,6 +19,7 @@ pub const IFNAME_MAX: usize = 15;
 pub enum DriverKind {
     Bridge,
     Macvlan,
+    Ipvlan,
 }
 
 impl FromStr for DriverKind {
@@ -27,10 +28,11 @@ impl FromStr for DriverKind {
         match s {
             "bridge" => Ok(DriverKind::Bridge),
             "macvlan" => Ok(DriverKind::Macvlan),
+            "ipvlan" => Ok(DriverKind::Ipvlan),
             _ => Err(Error::invalid(
                 "--driver",
                 s,
-                "unknown driver (known: bridge, macvlan)",
+                "unknown driver (known: bridge, macvlan, ipvlan)",
             )),
         }
     }
@@ -115,6 +117,125 @@ impl fmt::Display for MacvlanMode {
             MacvlanMode::Private => "private",
             MacvlanMode::Vepa => "vepa",
             MacvlanMode::Passthru => "passthru",
+        })
+    }
+}
+
+/// The ipvlan mode: where the kernel switches between interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanMode {
+    /// Layer 2: one MAC (the parent's) for all, ARP on the LAN.
+    #[default]
+    L2,
+    /// Layer 3: the parent routes; no broadcast or multicast; the LAN needs
+    /// a route to the subnet through the host.
+    L3,
+    /// Layer 3 with the host's netfilter on the way (conntrack, firewall).
+    L3s,
+}
+
+impl FromStr for IpvlanMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "l2" => Ok(IpvlanMode::L2),
+            "l3" => Ok(IpvlanMode::L3),
+            "l3s" => Ok(IpvlanMode::L3s),
+            _ => Err(Error::invalid(
+                "--ipvlan-mode",
+                s,
+                "unknown mode (known: l2, l3, l3s)",
+            )),
+        }
+    }
+}
+
+/// How ipvlan interfaces of one parent see each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpvlanFlag {
+    #[default]
+    Bridge,
+    Private,
+    Vepa,
+}
+
+impl FromStr for IpvlanFlag {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bridge" => Ok(IpvlanFlag::Bridge),
+            "private" => Ok(IpvlanFlag::Private),
+            "vepa" => Ok(IpvlanFlag::Vepa),
+            _ => Err(Error::invalid(
+                "--ipvlan-flag",
+                s,
+                "unknown flag (known: bridge, private, vepa)",
+            )),
+        }
+    }
+}
+
+/// The interface a macvlan or ipvlan network sits on, and, when it is an
+/// 802.1q sub-interface, how to make it if it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<Vlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vlan {
+    pub base: String,
+    pub id: u16,
+}
+
+impl Parent {
+    /// `--parent eth0.10`, or `--parent eth0 --vlan 10` (named eth0.10).
+    pub fn parse(parent: &str, vlan: Option<u16>) -> Result<Parent> {
+        validate_ifname("--parent", parent)?;
+        let check = |id: u16, value: &str| {
+            if (1..=4094).contains(&id) {
+                Ok(id)
+            } else {
+                Err(Error::invalid(
+                    "--vlan",
+                    value,
+                    "a VLAN id is between 1 and 4094",
+                ))
+            }
+        };
+        if let Some(id) = vlan {
+            let id = check(id, &id.to_string())?;
+            let name = format!("{parent}.{id}");
+            validate_ifname("--parent with --vlan", &name)?;
+            return Ok(Parent {
+                name,
+                vlan: Some(Vlan {
+                    base: parent.to_string(),
+                    id,
+                }),
+            });
+        }
+        let vlan = match parent.rsplit_once('.') {
+            Some((base, id))
+                if !base.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let id = id
+                    .parse::<u16>()
+                    .map_err(|_| Error::invalid("--parent", parent, "VLAN id out of range"))?;
+                Some(Vlan {
+                    base: base.to_string(),
+                    id: check(id, parent)?,
+                })
+            }
+            _ => None,
+        };
+        Ok(Parent {
+            name: parent.to_string(),
+            vlan,
         })
     }
 }
@@ -205,6 +326,12 @@ pub struct NetworkSpec {
     pub macvlan_mode: Option<String>,
     #[serde(default)]
     pub host_shim: Option<String>,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    #[serde(default)]
+    pub ipvlan_mode: Option<String>,
+    #[serde(default)]
+    pub ipvlan_flag: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -235,6 +362,7 @@ pub struct Network {
 pub enum NetworkKind {
     Bridge(BridgeOptions),
     Macvlan(MacvlanOptions),
+    Ipvlan(IpvlanOptions),
 }
 
 impl NetworkKind {
@@ -242,6 +370,16 @@ impl NetworkKind {
         match self {
             NetworkKind::Bridge(_) => "bridge",
             NetworkKind::Macvlan(_) => "macvlan",
+            NetworkKind::Ipvlan(_) => "ipvlan",
+        }
+    }
+
+    /// The host interface a macvlan or ipvlan network sits on.
+    pub fn parent(&self) -> Option<&Parent> {
+        match self {
+            NetworkKind::Bridge(_) => None,
+            NetworkKind::Macvlan(m) => Some(&m.parent),
+            NetworkKind::Ipvlan(i) => Some(&i.parent),
         }
     }
 }
@@ -255,8 +393,15 @@ pub struct BridgeOptions {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvlanOptions {
+    pub parent: Parent,
+    pub mode: IpvlanMode,
+    pub flag: IpvlanFlag,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MacvlanOptions {
-    pub parent: String,
+    pub parent: Parent,
     pub mode: MacvlanMode,
     /// A macvlan of the host's own on the parent, so that host and
     /// containers can talk (a macvlan parent never sees its children).
@@ -368,6 +513,7 @@ impl NetworkSpec {
         let (kind, host_addresses) = match driver {
             DriverKind::Bridge => self.bridge_kind(&mut subnets)?,
             DriverKind::Macvlan => self.macvlan_kind(&subnets)?,
+            DriverKind::Ipvlan => (self.ipvlan_kind()?, Vec::new()),
         };
         let mut aux_addresses = BTreeMap::new();
         for (key, value) in &self.aux_address {
@@ -505,6 +651,9 @@ impl NetworkSpec {
                 ("--parent", self.parent.as_deref()),
                 ("--macvlan-mode", self.macvlan_mode.as_deref()),
                 ("--host-shim", self.host_shim.as_deref()),
+                ("--vlan", self.vlan.map(|_| "given")),
+                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
+                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
             ],
         )?;
         let mode: BridgeMode = match &self.mode {
@@ -581,16 +730,11 @@ impl NetworkSpec {
                     "--host-address",
                     self.host_address.first().map(String::as_str),
                 ),
+                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
+                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
             ],
         )?;
-        let parent = self.parent.clone().ok_or_else(|| {
-            Error::invalid(
-                "--parent",
-                "",
-                "a macvlan network needs the host interface it sits on",
-            )
-        })?;
-        validate_ifname("--parent", &parent)?;
+        let parent = self.parent("macvlan")?;
         let mode: MacvlanMode = match &self.macvlan_mode {
             Some(m) => m.parse()?,
             None => MacvlanMode::default(),
@@ -615,6 +759,50 @@ impl NetworkSpec {
             host_shim: self.host_shim.is_some(),
         };
         Ok((NetworkKind::Macvlan(options), host_addresses))
+    }
+}
+
+impl NetworkSpec {
+    fn parent(&self, driver: &str) -> Result<Parent> {
+        let parent = self.parent.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "--parent",
+                "",
+                format!("a {driver} network needs the host interface it sits on"),
+            )
+        })?;
+        Parent::parse(parent, self.vlan)
+    }
+
+    fn ipvlan_kind(&self) -> Result<NetworkKind> {
+        Self::refuse(
+            "ipvlan",
+            &[
+                ("--bridge", self.bridge.as_deref()),
+                ("--mode", self.mode.as_deref()),
+                ("--uplink", self.uplink.as_deref()),
+                (
+                    "--host-address",
+                    self.host_address.first().map(String::as_str),
+                ),
+                ("--macvlan-mode", self.macvlan_mode.as_deref()),
+                ("--host-shim", self.host_shim.as_deref()),
+            ],
+        )?;
+        let parent = self.parent("ipvlan")?;
+        let mode = self
+            .ipvlan_mode
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let flag = self
+            .ipvlan_flag
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(NetworkKind::Ipvlan(IpvlanOptions { parent, mode, flag }))
     }
 }
 
@@ -883,6 +1071,9 @@ pub struct Attachment {
     pub routes: Vec<RouteSpec>,
     pub mtu: u32,
     pub default_route: DefaultRoute,
+    /// The default route is the interface itself, no gateway (ipvlan l3).
+    #[serde(default)]
+    pub device_default_route: bool,
 }
 
 #[cfg(test)]
@@ -1012,6 +1203,40 @@ mod tests {
         assert_eq!(r.to_string(), "10.9.0.0/16 via 10.0.0.254");
         assert!(RouteSpec::parse("--route", "10.9.0.0/16 via fd00::1").is_err());
         assert!(RouteSpec::parse("--route", "nonsense").is_err());
+    }
+
+    #[test]
+    fn vlan_parents_parse() {
+        let p = Parent::parse("eth0.10", None).unwrap();
+        assert_eq!(
+            p.vlan,
+            Some(Vlan {
+                base: "eth0".into(),
+                id: 10
+            })
+        );
+        let p = Parent::parse("eth0", Some(20)).unwrap();
+        assert_eq!(p.name, "eth0.20");
+        assert_eq!(Parent::parse("eth0", None).unwrap().vlan, None);
+        for bad in [
+            ("eth0.0", None),
+            ("eth0.4095", None),
+            ("eth0", Some(0)),
+            ("eth0", Some(5000)),
+            ("eth0.99999", None),
+        ] {
+            let err = Parent::parse(bad.0, bad.1).unwrap_err().to_string();
+            assert!(
+                err.contains("--vlan") || err.contains("--parent"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(
+            Parent::parse("a-long-parent-n", Some(10))
+                .unwrap_err()
+                .to_string()
+                .contains("15 bytes")
+        );
     }
 
     #[test]

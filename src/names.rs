@@ -35,6 +35,11 @@ pub fn shim_name(network: &str) -> String {
     }
 }
 
+/// A throwaway interface made to ask the kernel whether it can (14 bytes).
+pub fn probe_name(network: &str) -> String {
+    format!("pp{}", &short_hash(&["probe", network])[..12])
+}
+
 /// A locally administered unicast MAC (02:xx:...) derived from `parts`.
 fn local_mac(parts: &[&str]) -> [u8; 6] {
     let h = fnv1a(parts).to_be_bytes();

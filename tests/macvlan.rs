@@ -282,3 +282,81 @@ fn a_passthru_parent_takes_one_container_only() {
         "nothing half-made in b"
     );
 }
+
+/// Whether this kernel can make a link of `kind` (probed in a scratch namespace).
+fn kernel_has(lab: &Lab, kind: &str) -> bool {
+    let ns = lab.netns(&format!("probe{kind}"));
+    must(&format!("ip -n {ns} link add p0 type veth peer name p1"));
+    let args = match kind {
+        "vlan" => "link p0 name p0.5 type vlan id 5",
+        _ => "link p0 name pi0 type ipvlan mode l2",
+    };
+    common::sh(&format!("ip -n {ns} link add {args}"))
+        .status
+        .success()
+}
+
+#[test]
+fn ipvlan_and_vlan_say_which_kernel_module_is_missing_or_work() {
+    let lab = Lab::new("mvmod");
+    let _lan = lan(&lab);
+    let before = lab.host_links();
+    let ipvlan = lab.plumb(&[
+        "network",
+        "create",
+        "iv",
+        "--driver",
+        "ipvlan",
+        "--parent",
+        "lan0",
+        "--subnet",
+        "192.168.62.0/24",
+    ]);
+    if kernel_has(&lab, "ipvlan") {
+        assert!(
+            ipvlan.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ipvlan.stderr)
+        );
+        lab.ok(&["network", "rm", "iv"]);
+    } else {
+        let err = String::from_utf8_lossy(&ipvlan.stderr);
+        assert!(
+            err.contains("no ipvlan support") && err.contains("ipvlan module"),
+            "{err}"
+        );
+    }
+    let vlan = lab.plumb(&[
+        "network",
+        "create",
+        "vv",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--vlan",
+        "10",
+        "--subnet",
+        "192.168.63.0/24",
+    ]);
+    if kernel_has(&lab, "vlan") {
+        assert!(
+            vlan.status.success(),
+            "{}",
+            String::from_utf8_lossy(&vlan.stderr)
+        );
+        lab.ok(&["network", "rm", "vv"]);
+    } else {
+        let err = String::from_utf8_lossy(&vlan.stderr);
+        assert!(
+            err.contains("--parent `lan0.10`") && err.contains("8021q"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        lab.host_links(),
+        before,
+        "nothing left on the host either way"
+    );
+    assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);
+}

@@ -70,6 +70,15 @@ pub struct CreateArgs {
     /// macvlan: an address for the host on the LAN through which it reaches its containers.
     #[arg(long, value_name = "IP")]
     pub host_shim: Option<String>,
+    /// macvlan, ipvlan: sit on 802.1q VLAN ID of the parent (PARENT.ID, created if missing).
+    #[arg(long, value_name = "ID")]
+    pub vlan: Option<u16>,
+    /// ipvlan: l2 (default), l3 or l3s.
+    #[arg(long)]
+    pub ipvlan_mode: Option<String>,
+    /// ipvlan: bridge (default), private or vepa.
+    #[arg(long)]
+    pub ipvlan_flag: Option<String>,
 }
 
 impl CreateArgs {
@@ -103,6 +112,9 @@ impl CreateArgs {
             parent: self.parent,
             macvlan_mode: self.macvlan_mode,
             host_shim: self.host_shim,
+            vlan: self.vlan,
+            ipvlan_mode: self.ipvlan_mode,
+            ipvlan_flag: self.ipvlan_flag,
         })
     }
 }
@@ -111,7 +123,16 @@ impl CreateArgs {
 fn describe(kind: &NetworkKind) -> String {
     match kind {
         NetworkKind::Bridge(b) => format!("bridge {} ({})", b.bridge, b.mode),
-        NetworkKind::Macvlan(m) => format!("macvlan on {} ({})", m.parent, m.mode),
+        NetworkKind::Macvlan(m) => format!("macvlan on {} ({})", m.parent.name, m.mode),
+        NetworkKind::Ipvlan(i) => {
+            let (mode, flag) = (format!("{:?}", i.mode), format!("{:?}", i.flag));
+            format!(
+                "ipvlan on {} ({}, {})",
+                i.parent.name,
+                mode.to_lowercase(),
+                flag.to_lowercase()
+            )
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! netlink sockets and an undo log.
 
 pub mod bridge;
+pub mod ipvlan;
 pub mod macvlan;
+pub mod parent;
 
 use std::net::IpAddr;
 
@@ -44,9 +46,24 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
     }
     nl.set_up(link.index)
         .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
-    for gw in &a.gateways {
-        install_default_route(nl, link.index, *gw, a.default_route)
-            .map_err(kernel(what(&format!("default route via {gw}"))))?;
+    let mut defaults: Vec<(bool, Option<IpAddr>)> = a
+        .gateways
+        .iter()
+        .map(|gw| (gw.is_ipv6(), Some(*gw)))
+        .collect();
+    if a.device_default_route {
+        for v6 in [false, true] {
+            if a.addresses.iter().any(|x| x.addr().is_ipv6() == v6) {
+                defaults.push((v6, None));
+            }
+        }
+    }
+    for (v6, gw) in defaults {
+        let via = gw
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| a.ifname.clone());
+        install_default_route(nl, link.index, v6, gw, a.default_route)
+            .map_err(kernel(what(&format!("default route via {via}"))))?;
     }
     for r in &a.routes {
         nl.add_route(r.dest, Some(r.via), Some(link.index), false)
@@ -55,29 +72,28 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
     Ok(())
 }
 
+/// A default route out of `oif`, via `gw` or (without one) the device.
 fn install_default_route(
     nl: &mut Netlink,
     oif: u32,
-    gw: IpAddr,
+    v6: bool,
+    gw: Option<IpAddr>,
     policy: DefaultRoute,
 ) -> crate::netlink::NlResult<()> {
-    let any: IpNet = if gw.is_ipv4() {
-        "0.0.0.0/0".parse().expect("literal")
-    } else {
+    let any: IpNet = if v6 {
         "::/0".parse().expect("literal")
+    } else {
+        "0.0.0.0/0".parse().expect("literal")
     };
     match policy {
         DefaultRoute::None => Ok(()),
-        DefaultRoute::Replace => nl.add_route(any, Some(gw), Some(oif), true),
+        DefaultRoute::Replace => nl.add_route(any, gw, Some(oif), true),
         DefaultRoute::Keep => {
-            let has_default = nl
-                .routes(gw.is_ipv6())?
-                .iter()
-                .any(|r| r.dest.prefix_len() == 0);
+            let has_default = nl.routes(v6)?.iter().any(|r| r.dest.prefix_len() == 0);
             if has_default {
                 Ok(())
             } else {
-                nl.add_route(any, Some(gw), Some(oif), false)
+                nl.add_route(any, gw, Some(oif), false)
             }
         }
     }

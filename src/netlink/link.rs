@@ -3,10 +3,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
-use rtnetlink::{LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{
+    LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
+};
 
 use super::{Netlink, NetlinkError, NlResult};
 use crate::netns::NsHandle;
@@ -147,6 +149,31 @@ impl Netlink {
             RouteNetlinkMessage::NewLink(b.build()),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// Create an ipvlan on `parent` here, down (it has the parent's MAC).
+    pub fn create_ipvlan(
+        &mut self,
+        name: &str,
+        parent: u32,
+        mode: IpVlanMode,
+        flags: IpVlanFlags,
+        mtu: Option<u32>,
+    ) -> NlResult<()> {
+        let mut b = LinkIpVlan::new(name, parent, mode).flag(flags);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.execute(
+            RouteNetlinkMessage::NewLink(b.build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Create the 802.1q sub-interface `name` with `id` on `base`, down.
+    pub fn create_vlan(&mut self, name: &str, base: u32, id: u16) -> NlResult<()> {
+        let msg = LinkVlan::new(name, base, id).build();
+        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Move a link into `ns` and give it its final name there, in one

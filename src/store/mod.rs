@@ -297,6 +297,31 @@ pub fn delete_host_route(tx: &Transaction, dest: &str) -> Result<()> {
     Ok(())
 }
 
+/// 802.1q sub-interfaces plumb created.
+pub fn insert_vlan_link(tx: &Transaction, name: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO vlan_links (name) VALUES (?1)",
+        params![name],
+    )?;
+    Ok(())
+}
+
+pub fn is_vlan_link(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM vlan_links WHERE name = ?1",
+            params![name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+pub fn delete_vlan_link(tx: &Transaction, name: &str) -> Result<()> {
+    tx.execute("DELETE FROM vlan_links WHERE name = ?1", params![name])?;
+    Ok(())
+}
+
 /// Named namespaces plumb created (topology `[[namespace]]`).
 pub fn namespaces(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
     let mut stmt = conn.prepare("SELECT name, owner FROM namespaces ORDER BY name")?;

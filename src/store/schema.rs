@@ -53,6 +53,13 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT
     );
     ",
+    // 2: 802.1q sub-interfaces plumb created as parents (removed with the
+    // last network on them; one the user made is never removed).
+    "
+    CREATE TABLE vlan_links (
+        name TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

@@ -1,0 +1,166 @@
+//! What macvlan and ipvlan share: an interface of the host (the parent, an
+//! 802.1q sub-interface that plumb may create), and child interfaces made on
+//! it under a temporary name and moved, renamed, into the target.
+//!
+//! The kernel creates a child in the namespace of its parent, where the
+//! container's interface name (eth0...) may well exist: it is made under a
+//! temporary name and renamed as it moves into the target, in one request.
+
+use super::{configure_inside, kernel};
+use crate::error::{Error, Result};
+use crate::model::{Attachment, Parent};
+use crate::netlink::{LinkInfo, Netlink, NetlinkError};
+use crate::netns::NsHandle;
+use crate::undo::UndoLog;
+
+/// Make the parent exist: an 802.1q sub-interface that does not exist yet
+/// is created on its base and brought up. Returns whether plumb created it.
+pub fn ensure(nl: &mut Netlink, parent: &Parent, undo: &mut UndoLog) -> Result<bool> {
+    let exists = nl
+        .link_by_name(&parent.name)
+        .map_err(kernel(format!("look up parent {}", parent.name)))?
+        .is_some();
+    let Some(vlan) = parent.vlan.as_ref().filter(|_| !exists) else {
+        return Ok(false);
+    };
+    let base = nl
+        .link_by_name(&vlan.base)
+        .map_err(kernel(format!("look up {}", vlan.base)))?
+        .ok_or_else(|| {
+            Error::invalid(
+                "--parent",
+                &parent.name,
+                format!("its base interface {} does not exist", vlan.base),
+            )
+        })?;
+    nl.create_vlan(&parent.name, base.index, vlan.id)
+        .map_err(|e| {
+            if e.is(libc::EOPNOTSUPP) {
+                Error::invalid(
+                    "--parent",
+                    &parent.name,
+                    "this kernel has no 802.1q VLAN support (load the 8021q module)",
+                )
+            } else {
+                Error::kernel(format!("create VLAN {} on {}", parent.name, vlan.base), e)
+            }
+        })?;
+    let name = parent.name.clone();
+    undo.push(format!("delete VLAN {name}"), move |nl| {
+        nl.delete_link_by_name(&name)
+            .map(drop)
+            .map_err(kernel(format!("delete VLAN {name}")))
+    });
+    let link = nl
+        .link_by_name(&parent.name)
+        .map_err(kernel(format!("look up {}", parent.name)))?
+        .ok_or_else(|| Error::Conflict(format!("VLAN {} vanished after creation", parent.name)))?;
+    if !base.up {
+        nl.set_up(base.index)
+            .map_err(kernel(format!("set {} up", vlan.base)))?;
+    }
+    nl.set_up(link.index)
+        .map_err(kernel(format!("set {} up", parent.name)))?;
+    Ok(true)
+}
+
+/// The parent must exist, be up and not be a bridge port.
+pub fn check(nl: &mut Netlink, parent: &Parent) -> Result<LinkInfo> {
+    let name = &parent.name;
+    let link = nl
+        .link_by_name(name)
+        .map_err(kernel(format!("look up parent {name}")))?
+        .ok_or_else(|| Error::invalid("--parent", name, "no such interface on the host"))?;
+    if !link.up {
+        return Err(Error::invalid(
+            "--parent",
+            name,
+            "is down; bring it up first (nothing on a down parent carries traffic)",
+        ));
+    }
+    if link.controller.is_some() {
+        return Err(Error::invalid(
+            "--parent",
+            name,
+            "is enslaved to a bridge or bond; use that bridge (bridged mode) or another parent",
+        ));
+    }
+    Ok(link)
+}
+
+/// Make the child with `create(host, temp_name, parent_index)`, move it into
+/// the target under its real name, configure it there.
+pub fn attach_child(
+    host: &mut Netlink,
+    inner: &mut Netlink,
+    ns: &NsHandle,
+    parent: &LinkInfo,
+    a: &Attachment,
+    undo: &mut UndoLog,
+    create: impl FnOnce(&mut Netlink, &str, u32) -> Result<()>,
+) -> Result<()> {
+    let temp = &a.host_ifname;
+    create(host, temp, parent.index)?;
+    let name = temp.clone();
+    undo.push(format!("delete {name}"), move |nl| {
+        nl.delete_link_by_name(&name)
+            .map(drop)
+            .map_err(kernel(format!("delete {name}")))
+    });
+    let link = host
+        .link_by_name(temp)
+        .map_err(kernel(format!("look up {temp}")))?
+        .ok_or_else(|| Error::Conflict(format!("{temp} vanished after creation")))?;
+    host.move_to_netns(link.index, ns, &a.ifname).map_err(|e| {
+        if e.is(libc::EEXIST) {
+            Error::invalid(
+                "--ifname",
+                &a.ifname,
+                format!("already exists in target {}", a.target),
+            )
+        } else {
+            Error::kernel(
+                format!("move {temp} into target {} as {}", a.target, a.ifname),
+                e,
+            )
+        }
+    })?;
+    // From here the interface lives in the target: undo deletes it there.
+    let target = ns
+        .try_clone()
+        .map_err(|e| Error::io("keep the target namespace open", e))?;
+    let ifname = a.ifname.clone();
+    undo.push(format!("delete {ifname} in the target"), move |_| {
+        let mut nl =
+            Netlink::open_in(&target).map_err(kernel("open netlink in the target".into()))?;
+        nl.delete_link_by_name(&ifname)
+            .map(drop)
+            .map_err(kernel(format!("delete {ifname}")))
+    });
+    configure_inside(inner, a)
+}
+
+/// Delete a child inside its namespace; when the namespace is gone, so is
+/// the interface.
+pub fn detach_child(ns: Option<&NsHandle>, a: &Attachment) -> Result<()> {
+    let Some(ns) = ns else { return Ok(()) };
+    let mut nl =
+        Netlink::open_in(ns).map_err(kernel(format!("open netlink in target {}", a.target)))?;
+    nl.delete_link_by_name(&a.ifname)
+        .map(drop)
+        .map_err(kernel(format!(
+            "delete {} in target {}",
+            a.ifname, a.target
+        )))
+}
+
+/// EEXIST means the temporary name is taken; anything else is the kernel's.
+pub fn create_error(what: String, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
+    move |e| {
+        if e.is(libc::EEXIST) {
+            Error::Conflict(format!("interface {temp} already exists on the host"))
+        } else {
+            Error::kernel(what, e)
+        }
+    }
+}
