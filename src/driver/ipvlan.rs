@@ -31,7 +31,7 @@ fn kernel_flags(flag: IpvlanFlag) -> IpVlanFlags {
 }
 
 /// A kernel built without ipvlan answers EOPNOTSUPP for the link kind.
-fn create_error(what: String, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
+fn create_error(what: String, parent: &str, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
     move |e| {
         if e.is(libc::EOPNOTSUPP) {
             Error::invalid(
@@ -40,7 +40,7 @@ fn create_error(what: String, temp: &str) -> impl FnOnce(NetlinkError) -> Error 
                 "this kernel has no ipvlan support (load the ipvlan module)",
             )
         } else {
-            parent::create_error(what, temp)(e)
+            parent::create_error(what, parent, temp)(e)
         }
     }
 }
@@ -66,6 +66,7 @@ pub fn create(
     )
     .map_err(create_error(
         format!("create ipvlan on {}", i.parent.name),
+        &i.parent.name,
         &probe,
     ))?;
     nl.delete_link_by_name(&probe)
@@ -127,6 +128,7 @@ pub fn attach(
         nl.create_ipvlan(temp, index, mode, flags, Some(mtu))
             .map_err(create_error(
                 format!("create ipvlan on {}", i.parent.name),
+                &i.parent.name,
                 temp,
             ))
     })

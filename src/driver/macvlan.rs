@@ -106,7 +106,11 @@ pub fn attach(
                 &m.parent.name,
                 "already carries a macvlan (passthru takes the whole parent, for one container)",
             ),
-            _ => parent::create_error(format!("create macvlan on {}", m.parent.name), temp)(e),
+            _ => parent::create_error(
+                format!("create macvlan on {}", m.parent.name),
+                &m.parent.name,
+                temp,
+            )(e),
         })
     })
 }

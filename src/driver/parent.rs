@@ -154,13 +154,19 @@ pub fn detach_child(ns: Option<&NsHandle>, a: &Attachment) -> Result<()> {
         )))
 }
 
-/// EEXIST means the temporary name is taken; anything else is the kernel's.
-pub fn create_error(what: String, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
-    move |e| {
-        if e.is(libc::EEXIST) {
+/// What a failed child creation means: EEXIST, the temporary name is
+/// taken; EBUSY, the parent carries children of the other kind (a parent
+/// takes macvlans or ipvlans, never both); anything else is the kernel's.
+pub fn create_error(what: String, parent: &str, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
+    move |e| match e.errno() {
+        Some(libc::EEXIST) => {
             Error::Conflict(format!("interface {temp} already exists on the host"))
-        } else {
-            Error::kernel(what, e)
         }
+        Some(libc::EBUSY) => Error::invalid(
+            "--parent",
+            parent,
+            "already carries interfaces of the other kind (macvlan and ipvlan cannot share a parent)",
+        ),
+        _ => Error::kernel(what, e),
     }
 }

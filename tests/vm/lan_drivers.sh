@@ -1,0 +1,104 @@
+#!/bin/sh
+# ipvlan and 802.1q VLAN parents, with real traffic, on Debian's kernel in
+# the VM (this machine's kernel has neither). Run by tests/vm.rs through
+#   scripts/vm/run tests/vm/lan_drivers.sh
+# The VM's root namespace is the host; its up0 is a veth into ns `lan`, the
+# LAN's router: 192.168.60.1 untagged, 192.168.10.1 on VLAN 10.
+set -eu
+
+step() { echo "lan_drivers: $*"; }
+fail() { echo "lan_drivers: FAILED: $*"; exit 1; }
+in_ns() { ns=$1; shift; ip netns exec "$ns" "$@"; }
+reaches() { in_ns "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1; }
+must_reach() { reaches "$1" "$2" || fail "ns $1 cannot reach $2"; }
+must_not_reach() { ! reaches "$1" "$2" || fail "ns $1 reaches $2 and must not"; }
+ip_of() { plumb inspect "$1" | sed -n 's/.*"IPAddress": "\(.*\)".*/\1/p'; }
+mac_of() { plumb inspect "$1" | sed -n 's/.*"MacAddress": "\(.*\)".*/\1/p'; }
+link_mac() { ip link show "$1" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
+fresh() { for ns in "$@"; do ip netns add "$ns"; done; }
+
+ip netns add lan
+in_ns lan ip link set lo up
+ip link add up0 type veth peer name lan0 netns lan
+ip link set up0 up
+ip addr add 192.168.60.2/24 dev up0
+in_ns lan ip addr add 192.168.60.1/24 dev lan0
+in_ns lan ip link set lan0 up
+in_ns lan ip link add link lan0 name lan0.10 type vlan id 10
+in_ns lan ip addr add 192.168.10.1/24 dev lan0.10
+in_ns lan ip link set lan0.10 up
+
+step "ipvlan l2: containers on the LAN with the parent's MAC"
+plumb network create iv --driver ipvlan --parent up0 --subnet 192.168.60.0/24 \
+    --gateway 192.168.60.1 --ip-range 192.168.60.128/25 >/dev/null
+fresh a b
+plumb attach a iv >/dev/null
+plumb attach b iv >/dev/null
+[ "$(ip_of a)" = 192.168.60.128 ] || fail "a got $(ip_of a)"
+must_reach a 192.168.60.1
+must_reach b 192.168.60.1
+must_reach a "$(ip_of b)"
+in_ns a ip -d link show eth0 | grep -q "ipvlan.*mode l2" || fail "a's eth0 is not an ipvlan l2 link"
+[ "$(mac_of a)" = "$(link_mac up0)" ] || fail "inspect shows $(mac_of a), parent has $(link_mac up0)"
+in_ns lan ip neigh show 192.168.60.128 | grep -q "$(link_mac up0)" || fail "the LAN does not see the parent's MAC for a"
+in_ns a ip route show default | grep -q "via 192.168.60.1 dev eth0" || fail "a has no default route via the LAN router"
+plumb detach a >/dev/null
+in_ns a ip link show eth0 >/dev/null 2>&1 && fail "detach left eth0 in a"
+plumb network rm iv --force >/dev/null
+
+step "ipvlan private flag: no traffic between containers"
+plumb network create ivp --driver ipvlan --parent up0 --ipvlan-flag private --subnet 192.168.60.0/24 \
+    --gateway 192.168.60.1 --ip-range 192.168.60.128/25 >/dev/null
+fresh c d
+plumb attach c ivp >/dev/null
+plumb attach d ivp >/dev/null
+must_reach c 192.168.60.1
+must_not_reach c "$(ip_of d)"
+plumb network rm ivp --force >/dev/null
+
+step "ipvlan l3: the host routes the subnet to the parent, device default route"
+plumb network create iv3 --driver ipvlan --parent up0 --ipvlan-mode l3 --subnet 10.60.0.0/24 >/dev/null
+ip route show 10.60.0.0/24 | grep -q "dev up0" || fail "no host route for the l3 subnet"
+in_ns lan ip route add 10.60.0.0/24 via 192.168.60.2
+fresh e
+plumb attach e iv3 >/dev/null
+in_ns e ip route show default | grep -q "default dev eth0" || fail "e has no device default route: $(in_ns e ip route)"
+must_reach e 192.168.60.1
+plumb network rm iv3 --force >/dev/null
+ip route show 10.60.0.0/24 | grep -q . && fail "the l3 host route outlived its network"
+
+step "VLAN parent: created when missing, tagged frames reach VLAN 10"
+plumb network create vv --driver macvlan --parent up0 --vlan 10 --subnet 192.168.10.0/24 \
+    --gateway 192.168.10.1 --ip-range 192.168.10.128/25 >/dev/null
+ip -d link show up0.10 | grep -q "vlan protocol 802.1Q id 10" || fail "up0.10 was not created as VLAN 10"
+fresh f
+plumb attach f vv >/dev/null
+before=$(in_ns lan cat /sys/class/net/lan0.10/statistics/rx_packets)
+must_reach f 192.168.10.1
+after=$(in_ns lan cat /sys/class/net/lan0.10/statistics/rx_packets)
+[ "$after" -gt "$before" ] || fail "nothing arrived on the LAN's VLAN 10 interface"
+
+step "one parent takes macvlans or ipvlans, never both: said plainly"
+out=$(plumb network create ivx --driver ipvlan --parent up0.10 --subnet 192.168.12.0/24 2>&1) && fail "ipvlan beside macvlans accepted"
+echo "$out" | grep -q "cannot share a parent" || fail "unclear error: $out"
+
+step "VLAN parent shared by a second network: kept until the last one goes"
+plumb network create vv2 --driver macvlan --parent up0.10 --subnet 192.168.11.0/24 >/dev/null
+plumb network rm vv --force >/dev/null
+ip link show up0.10 >/dev/null 2>&1 || fail "up0.10 removed while vv2 still uses it"
+plumb network rm vv2 >/dev/null
+ip link show up0.10 >/dev/null 2>&1 && fail "up0.10 outlived the last network plumb made it for"
+
+step "a VLAN the user made is never removed"
+ip link add link up0 name up0.20 type vlan id 20
+ip link set up0.20 up
+plumb network create v20 --driver macvlan --parent up0.20 --subnet 192.168.20.0/24 >/dev/null
+plumb network rm v20 >/dev/null
+ip link show up0.20 >/dev/null 2>&1 || fail "plumb removed a VLAN it did not create"
+
+step "bad VLAN ids are refused"
+out=$(plumb network create bad --driver macvlan --parent up0 --vlan 4095 --subnet 192.168.30.0/24 2>&1) && fail "VLAN 4095 accepted"
+echo "$out" | grep -q "between 1 and 4094" || fail "unclear error: $out"
+ip link show up0.4095 >/dev/null 2>&1 && fail "a VLAN was made for a refused network"
+
+step ok
