@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::driver::bridge::{self, HostState};
-use crate::driver::{ipvlan, macvlan, parent};
+use crate::driver::{host_device, ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::ipam::host_local;
 use crate::model::{
@@ -97,6 +97,10 @@ impl Engine {
                     ipvlan::create(host, &net, i, undo)?;
                     HostState::default()
                 }
+                NetworkKind::HostDevice(d) => {
+                    host_device::create(host, d)?;
+                    HostState::default()
+                }
             };
             store::set_host_state(tx, &net.name, &state)?;
             let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
@@ -157,6 +161,7 @@ impl Engine {
             NetworkKind::Bridge(b) => bridge::remove(&mut self.host, net, b, &state),
             NetworkKind::Macvlan(m) => macvlan::remove(&mut self.host, net, m),
             NetworkKind::Ipvlan(i) => ipvlan::remove(&mut self.host, net, i),
+            NetworkKind::HostDevice(_) => Vec::new(),
         };
         if let (true, Some(v)) = (release_vlan, &vlan)
             && let Err(e) = self.host.delete_link_by_name(v)
@@ -213,6 +218,11 @@ impl Engine {
         }
         let netns_id = ns.identity();
         let target_name = parsed.to_string();
+        // A host device returns to the host: its undo needs the namespace.
+        let host_ns = self
+            .host_ns
+            .try_clone()
+            .map_err(|e| Error::io("keep the host namespace open", e))?;
         // One socket inside the target serves the whole attach.
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
@@ -227,7 +237,12 @@ impl Engine {
             }
             let ifname = match &req.ifname {
                 Some(n) => {
-                    if existing.iter().any(|a| &a.attachment.ifname == n) {
+                    // Checked here for every driver: moving an interface in
+                    // under a taken name moves it and then fails the rename.
+                    let in_kernel = inner
+                        .link_by_name(n)
+                        .map_err(|e| Error::kernel("look up links in the target", e))?;
+                    if in_kernel.is_some() || existing.iter().any(|a| &a.attachment.ifname == n) {
                         return Err(Error::invalid(
                             "--ifname",
                             n,
@@ -259,11 +274,17 @@ impl Engine {
                     .collect(),
                 default_route: req.default_route,
                 device_default_route: false,
+                host_addresses: Vec::new(),
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
             attachment.gateways = gateways_for(&net, &attachment.addresses);
-            check_routes(&attachment)?;
+            // A host device that keeps its own addresses learns them only as
+            // it moves; then the kernel judges the routes (and a refusal is
+            // rolled back like any failure).
+            if !attachment.addresses.is_empty() {
+                check_routes(&attachment)?;
+            }
             tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
             match &net.kind {
                 NetworkKind::Bridge(b) => {
@@ -274,6 +295,15 @@ impl Engine {
                 }
                 NetworkKind::Ipvlan(i) => {
                     ipvlan::attach(host, &mut inner, &ns, i, &mut attachment, undo)?
+                }
+                NetworkKind::HostDevice(d) => {
+                    if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
+                        return Err(Error::Conflict(format!(
+                            "device {} is already attached to target `{}`",
+                            d.device, holder.attachment.target
+                        )));
+                    }
+                    host_device::attach(host, &mut inner, &ns, &host_ns, d, &mut attachment, undo)?
                 }
             }
             store::insert_attachment(tx, &attachment, owner)?;
@@ -313,6 +343,12 @@ impl Engine {
             NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
                 parent::detach_child(attached_ns(&a.attachment).as_ref(), &a.attachment)?
             }
+            NetworkKind::HostDevice(_) => host_device::give_back(
+                &mut self.host,
+                attached_ns(&a.attachment).as_ref(),
+                &self.host_ns,
+                &a.attachment,
+            )?,
         }
         self.store
             .write(|tx| store::delete_attachment(tx, &a.attachment))

@@ -20,6 +20,7 @@ pub enum DriverKind {
     Bridge,
     Macvlan,
     Ipvlan,
+    HostDevice,
 }
 
 impl FromStr for DriverKind {
@@ -29,10 +30,11 @@ impl FromStr for DriverKind {
             "bridge" => Ok(DriverKind::Bridge),
             "macvlan" => Ok(DriverKind::Macvlan),
             "ipvlan" => Ok(DriverKind::Ipvlan),
+            "host-device" => Ok(DriverKind::HostDevice),
             _ => Err(Error::invalid(
                 "--driver",
                 s,
-                "unknown driver (known: bridge, macvlan, ipvlan)",
+                "unknown driver (known: bridge, macvlan, ipvlan, host-device)",
             )),
         }
     }
@@ -332,6 +334,8 @@ pub struct NetworkSpec {
     pub ipvlan_mode: Option<String>,
     #[serde(default)]
     pub ipvlan_flag: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -363,6 +367,8 @@ pub enum NetworkKind {
     Bridge(BridgeOptions),
     Macvlan(MacvlanOptions),
     Ipvlan(IpvlanOptions),
+    #[serde(rename = "host-device")]
+    HostDevice(HostDeviceOptions),
 }
 
 impl NetworkKind {
@@ -371,13 +377,14 @@ impl NetworkKind {
             NetworkKind::Bridge(_) => "bridge",
             NetworkKind::Macvlan(_) => "macvlan",
             NetworkKind::Ipvlan(_) => "ipvlan",
+            NetworkKind::HostDevice(_) => "host-device",
         }
     }
 
     /// The host interface a macvlan or ipvlan network sits on.
     pub fn parent(&self) -> Option<&Parent> {
         match self {
-            NetworkKind::Bridge(_) => None,
+            NetworkKind::Bridge(_) | NetworkKind::HostDevice(_) => None,
             NetworkKind::Macvlan(m) => Some(&m.parent),
             NetworkKind::Ipvlan(i) => Some(&i.parent),
         }
@@ -390,6 +397,12 @@ pub struct BridgeOptions {
     pub bridge: String,
     #[serde(default)]
     pub uplink: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDeviceOptions {
+    /// The host interface handed whole to one target at a time.
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,11 +522,17 @@ impl NetworkSpec {
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
-        let mut subnets = self.subnets()?;
+        // A host device may keep the addresses it has: no subnet needed.
+        let mut subnets = if driver == DriverKind::HostDevice && self.subnet.is_empty() {
+            Vec::new()
+        } else {
+            self.subnets()?
+        };
         let (kind, host_addresses) = match driver {
             DriverKind::Bridge => self.bridge_kind(&mut subnets)?,
             DriverKind::Macvlan => self.macvlan_kind(&subnets)?,
             DriverKind::Ipvlan => (self.ipvlan_kind()?, Vec::new()),
+            DriverKind::HostDevice => (self.host_device_kind()?, Vec::new()),
         };
         let mut aux_addresses = BTreeMap::new();
         for (key, value) in &self.aux_address {
@@ -654,6 +673,7 @@ impl NetworkSpec {
                 ("--vlan", self.vlan.map(|_| "given")),
                 ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
                 ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
+                ("--device", self.device.as_deref()),
             ],
         )?;
         let mode: BridgeMode = match &self.mode {
@@ -732,6 +752,7 @@ impl NetworkSpec {
                 ),
                 ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
                 ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
+                ("--device", self.device.as_deref()),
             ],
         )?;
         let parent = self.parent("macvlan")?;
@@ -774,6 +795,43 @@ impl NetworkSpec {
         Parent::parse(parent, self.vlan)
     }
 
+    fn host_device_kind(&self) -> Result<NetworkKind> {
+        Self::refuse(
+            "host-device",
+            &[
+                ("--bridge", self.bridge.as_deref()),
+                ("--mode", self.mode.as_deref()),
+                ("--uplink", self.uplink.as_deref()),
+                (
+                    "--host-address",
+                    self.host_address.first().map(String::as_str),
+                ),
+                ("--parent", self.parent.as_deref()),
+                ("--macvlan-mode", self.macvlan_mode.as_deref()),
+                ("--host-shim", self.host_shim.as_deref()),
+                ("--vlan", self.vlan.map(|_| "given")),
+                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
+                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
+            ],
+        )?;
+        let device = self.device.clone().ok_or_else(|| {
+            Error::invalid(
+                "--device",
+                "",
+                "a host-device network needs the interface it hands over",
+            )
+        })?;
+        validate_ifname("--device", &device)?;
+        if device == "lo" {
+            return Err(Error::invalid(
+                "--device",
+                &device,
+                "the loopback interface cannot be handed over",
+            ));
+        }
+        Ok(NetworkKind::HostDevice(HostDeviceOptions { device }))
+    }
+
     fn ipvlan_kind(&self) -> Result<NetworkKind> {
         Self::refuse(
             "ipvlan",
@@ -787,6 +845,7 @@ impl NetworkSpec {
                 ),
                 ("--macvlan-mode", self.macvlan_mode.as_deref()),
                 ("--host-shim", self.host_shim.as_deref()),
+                ("--device", self.device.as_deref()),
             ],
         )?;
         let parent = self.parent("ipvlan")?;
@@ -1074,6 +1133,9 @@ pub struct Attachment {
     /// The default route is the interface itself, no gateway (ipvlan l3).
     #[serde(default)]
     pub device_default_route: bool,
+    /// A host device's own addresses, given back with it on detach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_addresses: Vec<IpNet>,
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ pub struct CreateArgs {
     pub name: String,
     #[arg(long, default_value = "bridge")]
     pub driver: String,
-    /// CIDR; repeat for dual stack.
-    #[arg(long, required = true)]
+    /// CIDR; repeat for dual stack (a host device may do without).
+    #[arg(long)]
     pub subnet: Vec<String>,
     /// Gateway of the subnet it belongs to (default: first address in nat/routed mode).
     #[arg(long)]
@@ -79,6 +79,9 @@ pub struct CreateArgs {
     /// ipvlan: bridge (default), private or vepa.
     #[arg(long)]
     pub ipvlan_flag: Option<String>,
+    /// host-device: the host interface handed whole to the target.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 impl CreateArgs {
@@ -115,6 +118,7 @@ impl CreateArgs {
             vlan: self.vlan,
             ipvlan_mode: self.ipvlan_mode,
             ipvlan_flag: self.ipvlan_flag,
+            device: self.device,
         })
     }
 }
@@ -124,6 +128,7 @@ fn describe(kind: &NetworkKind) -> String {
     match kind {
         NetworkKind::Bridge(b) => format!("bridge {} ({})", b.bridge, b.mode),
         NetworkKind::Macvlan(m) => format!("macvlan on {} ({})", m.parent.name, m.mode),
+        NetworkKind::HostDevice(d) => format!("host-device {}", d.device),
         NetworkKind::Ipvlan(i) => {
             let (mode, flag) = (format!("{:?}", i.mode), format!("{:?}", i.flag));
             format!(

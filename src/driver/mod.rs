@@ -3,6 +3,7 @@
 //! netlink sockets and an undo log.
 
 pub mod bridge;
+pub mod host_device;
 pub mod ipvlan;
 pub mod macvlan;
 pub mod parent;
