@@ -488,12 +488,12 @@ fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
             ));
         }
         if let (Some(a), Some(b)) = (&mine.uplink, &theirs.uplink)
-            && a == b
+            && a.name == b.name
             && mine.mode == BridgeMode::Bridged
         {
             return Err(Error::invalid(
                 "--uplink",
-                a,
+                &a.name,
                 format!("is already the uplink of network `{}`", other.name),
             ));
         }

@@ -195,9 +195,10 @@ pub struct Vlan {
 }
 
 impl Parent {
-    /// `--parent eth0.10`, or `--parent eth0 --vlan 10` (named eth0.10).
-    pub fn parse(parent: &str, vlan: Option<u16>) -> Result<Parent> {
-        validate_ifname("--parent", parent)?;
+    /// `--parent eth0.10`, or `--parent eth0 --vlan 10` (named eth0.10);
+    /// `field` names the option in errors (`--parent`, `--uplink`).
+    pub fn parse(field: &str, parent: &str, vlan: Option<u16>) -> Result<Parent> {
+        validate_ifname(field, parent)?;
         let check = |id: u16, value: &str| {
             if (1..=4094).contains(&id) {
                 Ok(id)
@@ -212,7 +213,7 @@ impl Parent {
         if let Some(id) = vlan {
             let id = check(id, &id.to_string())?;
             let name = format!("{parent}.{id}");
-            validate_ifname("--parent with --vlan", &name)?;
+            validate_ifname(&format!("{field} with --vlan"), &name)?;
             return Ok(Parent {
                 name,
                 vlan: Some(Vlan {
@@ -381,10 +382,12 @@ impl NetworkKind {
         }
     }
 
-    /// The host interface a macvlan or ipvlan network sits on.
+    /// The host interface a network sits on: a macvlan or ipvlan parent, a
+    /// bridge's uplink.
     pub fn parent(&self) -> Option<&Parent> {
         match self {
-            NetworkKind::Bridge(_) | NetworkKind::HostDevice(_) => None,
+            NetworkKind::Bridge(b) => b.uplink.as_ref(),
+            NetworkKind::HostDevice(_) => None,
             NetworkKind::Macvlan(m) => Some(&m.parent),
             NetworkKind::Ipvlan(i) => Some(&i.parent),
         }
@@ -396,7 +399,7 @@ pub struct BridgeOptions {
     pub mode: BridgeMode,
     pub bridge: String,
     #[serde(default)]
-    pub uplink: Option<String>,
+    pub uplink: Option<Parent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -670,7 +673,6 @@ impl NetworkSpec {
                 ("--parent", self.parent.as_deref()),
                 ("--macvlan-mode", self.macvlan_mode.as_deref()),
                 ("--host-shim", self.host_shim.as_deref()),
-                ("--vlan", self.vlan.map(|_| "given")),
                 ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
                 ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
                 ("--device", self.device.as_deref()),
@@ -687,16 +689,24 @@ impl NetworkSpec {
             }
             None => default_bridge_name(&self.name),
         };
-        if let Some(uplink) = &self.uplink {
-            validate_ifname("--uplink", uplink)?;
-            if mode == BridgeMode::Routed {
+        let uplink = match &self.uplink {
+            Some(uplink) if mode == BridgeMode::Routed => {
                 return Err(Error::invalid(
                     "--uplink",
                     uplink,
                     "routed networks take no uplink (the host routes the subnet); use nat or bridged",
                 ));
             }
-        }
+            Some(uplink) => Some(Parent::parse("--uplink", uplink, self.vlan)?),
+            None if self.vlan.is_some() => {
+                return Err(Error::invalid(
+                    "--vlan",
+                    self.vlan.unwrap_or_default(),
+                    "a bridge takes a VLAN on its --uplink",
+                ));
+            }
+            None => None,
+        };
         let mut host_addresses = Vec::new();
         if mode == BridgeMode::Bridged {
             // The gateway is someone else's router, or none (an isolated segment).
@@ -734,7 +744,7 @@ impl NetworkSpec {
         let options = BridgeOptions {
             mode,
             bridge,
-            uplink: self.uplink.clone(),
+            uplink,
         };
         Ok((NetworkKind::Bridge(options), host_addresses))
     }
@@ -792,7 +802,7 @@ impl NetworkSpec {
                 format!("a {driver} network needs the host interface it sits on"),
             )
         })?;
-        Parent::parse(parent, self.vlan)
+        Parent::parse("--parent", parent, self.vlan)
     }
 
     fn host_device_kind(&self) -> Result<NetworkKind> {
@@ -1269,7 +1279,7 @@ mod tests {
 
     #[test]
     fn vlan_parents_parse() {
-        let p = Parent::parse("eth0.10", None).unwrap();
+        let p = Parent::parse("--parent", "eth0.10", None).unwrap();
         assert_eq!(
             p.vlan,
             Some(Vlan {
@@ -1277,9 +1287,9 @@ mod tests {
                 id: 10
             })
         );
-        let p = Parent::parse("eth0", Some(20)).unwrap();
+        let p = Parent::parse("--parent", "eth0", Some(20)).unwrap();
         assert_eq!(p.name, "eth0.20");
-        assert_eq!(Parent::parse("eth0", None).unwrap().vlan, None);
+        assert_eq!(Parent::parse("--parent", "eth0", None).unwrap().vlan, None);
         for bad in [
             ("eth0.0", None),
             ("eth0.4095", None),
@@ -1287,14 +1297,16 @@ mod tests {
             ("eth0", Some(5000)),
             ("eth0.99999", None),
         ] {
-            let err = Parent::parse(bad.0, bad.1).unwrap_err().to_string();
+            let err = Parent::parse("--parent", bad.0, bad.1)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("--vlan") || err.contains("--parent"),
                 "{bad:?}: {err}"
             );
         }
         assert!(
-            Parent::parse("a-long-parent-n", Some(10))
+            Parent::parse("--parent", "a-long-parent-n", Some(10))
                 .unwrap_err()
                 .to_string()
                 .contains("15 bytes")

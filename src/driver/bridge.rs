@@ -36,7 +36,7 @@ pub fn create(
 ) -> Result<HostState> {
     let mut state = HostState::default();
     let uplink = match &b.uplink {
-        Some(name) => Some(check_uplink(nl, b, name)?),
+        Some(up) => Some(check_uplink(nl, b, &up.name)?),
         None => None,
     };
     let bridge = match nl
@@ -212,7 +212,7 @@ pub fn remove(nl: &mut Netlink, net: &Network, b: &BridgeOptions, state: &HostSt
         Ok(b) => b,
         Err(e) => return vec![Error::kernel(format!("look up bridge {}", b.bridge), e)],
     };
-    if let Some(name) = &b.uplink
+    if let Some(name) = b.uplink.as_ref().map(|u| &u.name)
         && let Ok(Some(up)) = nl.link_by_name(name)
     {
         if bridge.as_ref().map(|b| b.index) == up.controller

@@ -33,7 +33,7 @@ pub fn render(networks: &[Network]) -> String {
                 "ip6"
             };
             let out = match &b.uplink {
-                Some(uplink) => format!("oifname \"{uplink}\""),
+                Some(uplink) => format!("oifname \"{}\"", uplink.name),
                 None => format!("oifname != \"{}\"", b.bridge),
             };
             let _ = writeln!(

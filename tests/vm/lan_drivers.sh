@@ -27,6 +27,9 @@ in_ns lan ip link set lan0 up
 in_ns lan ip link add link lan0 name lan0.10 type vlan id 10
 in_ns lan ip addr add 192.168.10.1/24 dev lan0.10
 in_ns lan ip link set lan0.10 up
+in_ns lan ip link add link lan0 name lan0.30 type vlan id 30
+in_ns lan ip addr add 192.168.30.1/24 dev lan0.30
+in_ns lan ip link set lan0.30 up
 
 step "ipvlan l2: containers on the LAN with the parent's MAC"
 plumb network create iv --driver ipvlan --parent up0 --subnet 192.168.60.0/24 \
@@ -95,6 +98,24 @@ ip link set up0.20 up
 plumb network create v20 --driver macvlan --parent up0.20 --subnet 192.168.20.0/24 >/dev/null
 plumb network rm v20 >/dev/null
 ip link show up0.20 >/dev/null 2>&1 || fail "plumb removed a VLAN it did not create"
+
+step "a bridged-mode bridge on VLAN 30 of the uplink, and two networks on one parent"
+plumb network create b30 --mode bridged --uplink up0 --vlan 30 --subnet 192.168.30.0/24 \
+    --gateway 192.168.30.1 --ip-range 192.168.30.128/25 >/dev/null
+ip -d link show up0.30 | grep -q "vlan protocol 802.1Q id 30" || fail "up0.30 was not created"
+ip link show up0.30 | grep -q "master pl-b30" || fail "up0.30 is not the bridge's port"
+plumb network create m60 --driver macvlan --parent up0 --subnet 192.168.60.0/24 \
+    --gateway 192.168.60.1 --ip-range 192.168.60.64/27 >/dev/null
+plumb network create m61 --driver macvlan --parent up0 --subnet 10.61.0.0/24 >/dev/null
+fresh g
+plumb attach g b30 >/dev/null
+plumb attach g m60 >/dev/null
+must_reach g 192.168.30.1
+must_reach g 192.168.60.1
+plumb network rm b30 --force >/dev/null
+ip link show up0.30 >/dev/null 2>&1 && fail "up0.30 outlived its bridge network"
+plumb network rm m60 --force >/dev/null
+plumb network rm m61 >/dev/null
 
 step "bad VLAN ids are refused"
 out=$(plumb network create bad --driver macvlan --parent up0 --vlan 4095 --subnet 192.168.30.0/24 2>&1) && fail "VLAN 4095 accepted"
