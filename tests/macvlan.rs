@@ -360,3 +360,17 @@ fn ipvlan_and_vlan_say_which_kernel_module_is_missing_or_work() {
     );
     assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);
 }
+
+#[test]
+fn the_container_name_may_exist_on_the_host() {
+    let lab = Lab::new("mvname");
+    let _lan = lan(&lab);
+    // The host has an eth0 of its own: the macvlan is made under a temporary
+    // name and becomes eth0 only inside the target.
+    must(&format!("ip -n {} link add eth0 type veth peer name eth0p", lab.host));
+    create(&lab, "prod", &[]);
+    let a = lab.netns("a");
+    lab.ok(&["attach", &a, "prod", "--ifname", "eth0"]);
+    assert!(lab.ping(&a, "192.168.60.1"));
+    assert!(lab.host_links().contains(&"eth0".to_string()), "the host's eth0 is untouched");
+}
