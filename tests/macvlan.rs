@@ -367,10 +367,16 @@ fn the_container_name_may_exist_on_the_host() {
     let _lan = lan(&lab);
     // The host has an eth0 of its own: the macvlan is made under a temporary
     // name and becomes eth0 only inside the target.
-    must(&format!("ip -n {} link add eth0 type veth peer name eth0p", lab.host));
+    must(&format!(
+        "ip -n {} link add eth0 type veth peer name eth0p",
+        lab.host
+    ));
     create(&lab, "prod", &[]);
     let a = lab.netns("a");
     lab.ok(&["attach", &a, "prod", "--ifname", "eth0"]);
     assert!(lab.ping(&a, "192.168.60.1"));
-    assert!(lab.host_links().contains(&"eth0".to_string()), "the host's eth0 is untouched");
+    assert!(
+        lab.host_links().contains(&"eth0".to_string()),
+        "the host's eth0 is untouched"
+    );
 }

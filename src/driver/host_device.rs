@@ -6,7 +6,7 @@
 //! target when the network has no subnet of its own, and put back on the
 //! host when the interface returns.
 
-use super::{configure_inside, kernel};
+use super::{configure_inside, kernel, move_into_target};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, HostDeviceOptions, Mac};
 use crate::netlink::{LinkInfo, Netlink};
@@ -68,20 +68,7 @@ pub fn attach(
     if a.addresses.is_empty() {
         a.addresses = a.host_addresses.clone();
     }
-    host.move_to_netns(link.index, ns, &a.ifname).map_err(|e| {
-        if e.is(libc::EEXIST) {
-            Error::invalid(
-                "--ifname",
-                &a.ifname,
-                format!("already exists in target {}", a.target),
-            )
-        } else {
-            Error::kernel(
-                format!("move {} into target {} as {}", d.device, a.target, a.ifname),
-                e,
-            )
-        }
-    })?;
+    move_into_target(host, link.index, &d.device, ns, a)?;
     let (target, home) = (
         ns.try_clone()
             .map_err(|e| Error::io("keep the target namespace open", e))?,

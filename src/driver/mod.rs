@@ -15,9 +15,35 @@ use ipnet::IpNet;
 use crate::error::{Error, Result};
 use crate::model::{Attachment, DefaultRoute};
 use crate::netlink::{Netlink, NetlinkError};
+use crate::netns::NsHandle;
 
 fn kernel(what: String) -> impl FnOnce(NetlinkError) -> Error {
     move |e| Error::kernel(what, e)
+}
+
+/// Move the host interface `from` into the target under the attachment's
+/// name, in one request (the name is checked in the target only).
+pub(crate) fn move_into_target(
+    host: &mut Netlink,
+    index: u32,
+    from: &str,
+    ns: &NsHandle,
+    a: &Attachment,
+) -> Result<()> {
+    host.move_to_netns(index, ns, &a.ifname).map_err(|e| {
+        if e.is(libc::EEXIST) {
+            Error::invalid(
+                "--ifname",
+                &a.ifname,
+                format!("already exists in target {}", a.target),
+            )
+        } else {
+            Error::kernel(
+                format!("move {from} into target {} as {}", a.target, a.ifname),
+                e,
+            )
+        }
+    })
 }
 
 /// Finish an interface that has just arrived in the target, whatever made

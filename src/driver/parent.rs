@@ -6,7 +6,7 @@
 //! container's interface name (eth0...) may well exist: it is made under a
 //! temporary name and renamed as it moves into the target, in one request.
 
-use super::{configure_inside, kernel};
+use super::{configure_inside, kernel, move_into_target};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, Parent};
 use crate::netlink::{LinkInfo, Netlink, NetlinkError};
@@ -111,20 +111,7 @@ pub fn attach_child(
         .link_by_name(temp)
         .map_err(kernel(format!("look up {temp}")))?
         .ok_or_else(|| Error::Conflict(format!("{temp} vanished after creation")))?;
-    host.move_to_netns(link.index, ns, &a.ifname).map_err(|e| {
-        if e.is(libc::EEXIST) {
-            Error::invalid(
-                "--ifname",
-                &a.ifname,
-                format!("already exists in target {}", a.target),
-            )
-        } else {
-            Error::kernel(
-                format!("move {temp} into target {} as {}", a.target, a.ifname),
-                e,
-            )
-        }
-    })?;
+    move_into_target(host, link.index, temp, ns, a)?;
     // From here the interface lives in the target: undo deletes it there.
     let target = ns
         .try_clone()
