@@ -258,7 +258,11 @@ impl Engine {
                 network: net.name.clone(),
                 target: target_name.clone(),
                 netns: netns_id.clone(),
-                host_ifname: names::host_veth_name(&net.name, &netns_id, &ifname),
+                host_ifname: match &net.kind {
+                    // A host device is known on the host by its own name.
+                    NetworkKind::HostDevice(d) => d.device.clone(),
+                    _ => names::host_veth_name(&net.name, &netns_id, &ifname),
+                },
                 mac: req.mac.unwrap_or(crate::model::Mac(names::container_mac(
                     &net.name, &netns_id, &ifname,
                 ))),

@@ -106,6 +106,9 @@ fn a_device_can_take_an_address_from_the_network_instead() {
     );
     assert!(must(&format!("ip -n {c} route show default")).contains("via 10.70.0.1 dev lan0"));
     assert!(lab.ping(&c, "10.70.0.1"));
+    // Detach releases the address: the same static request works again.
+    lab.ok(&["detach", &c]);
+    lab.ok(&["attach", &c, "nic", "--ip", "10.70.0.50"]);
     lab.ok(&["network", "rm", "nic", "--force"]);
     let home = must(&format!("ip -n {} -o addr show dev nic1", lab.host));
     assert!(

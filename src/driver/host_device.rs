@@ -59,7 +59,6 @@ pub fn attach(
     undo: &mut UndoLog,
 ) -> Result<()> {
     let link = check_device(host, d)?;
-    a.host_ifname = d.device.clone();
     a.mac = Mac(link.mac.unwrap_or(a.mac.0));
     a.mtu = link.mtu;
     a.host_addresses = host
