@@ -136,6 +136,21 @@ fn private_mode_keeps_containers_apart_but_not_from_the_lan() {
 }
 
 #[test]
+fn vepa_mode_sends_container_traffic_to_the_switch() {
+    let lab = Lab::new("mvv");
+    let _lan = lan(&lab);
+    create(&lab, "vepa", &["--macvlan-mode", "vepa"]);
+    let a = lab.netns("a");
+    let b = lab.netns("b");
+    lab.ok(&["attach", &a, "vepa"]);
+    lab.ok(&["attach", &b, "vepa"]);
+    assert!(lab.ping(&a, "192.168.60.1"));
+    // The LAN's switch does not hairpin: a frame for b leaves by the parent
+    // and never comes back.
+    assert!(!lab.ping(&a, &lab.ip_of(&b, "vepa")));
+}
+
+#[test]
 fn the_host_reaches_its_containers_only_through_the_shim() {
     let lab = Lab::new("mvs");
     let _lan = lan(&lab);

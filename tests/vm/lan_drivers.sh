@@ -59,6 +59,26 @@ must_reach c 192.168.60.1
 must_not_reach c "$(ip_of d)"
 plumb network rm ivp --force >/dev/null
 
+step "ipvlan vepa flag: container traffic goes to the switch (which does not hairpin here)"
+plumb network create ivv --driver ipvlan --parent up0 --ipvlan-flag vepa --subnet 192.168.60.0/24 \
+    --gateway 192.168.60.1 --ip-range 192.168.60.128/25 >/dev/null
+fresh v1 v2
+plumb attach v1 ivv >/dev/null
+plumb attach v2 ivv >/dev/null
+must_reach v1 192.168.60.1
+must_not_reach v1 "$(ip_of v2)"
+plumb network rm ivv --force >/dev/null
+
+step "ipvlan l3s: like l3, through the host's netfilter"
+plumb network create iv3s --driver ipvlan --parent up0 --ipvlan-mode l3s --subnet 10.62.0.0/24 >/dev/null
+in_ns lan ip route add 10.62.0.0/24 via 192.168.60.2
+fresh s
+plumb attach s iv3s >/dev/null
+in_ns s ip -d link show eth0 | grep -q "ipvlan.*mode l3s" || fail "s's eth0 is not ipvlan l3s"
+in_ns s ip route show default | grep -q "default dev eth0" || fail "s has no device default route"
+must_reach s 192.168.60.1
+plumb network rm iv3s --force >/dev/null
+
 step "ipvlan l3: the host routes the subnet to the parent, device default route"
 plumb network create iv3 --driver ipvlan --parent up0 --ipvlan-mode l3 --subnet 10.60.0.0/24 >/dev/null
 ip route show 10.60.0.0/24 | grep -q "dev up0" || fail "no host route for the l3 subnet"
