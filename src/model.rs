@@ -522,6 +522,7 @@ impl NetworkSpec {
     pub fn validate(&self) -> Result<Network> {
         validate_name("network name", &self.name)?;
         let driver: DriverKind = self.driver.parse()?;
+        self.refuse_foreign_options(driver)?;
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
@@ -651,33 +652,41 @@ impl NetworkSpec {
         Ok(subnets)
     }
 
-    /// Options that belong to another driver, refused by name.
-    fn refuse(driver: &str, fields: &[(&str, Option<&str>)]) -> Result<()> {
-        match fields
-            .iter()
-            .find_map(|(field, value)| value.map(|v| (field, v)))
-        {
-            Some((field, value)) => Err(Error::invalid(
-                *field,
-                value,
-                format!("is not an option of the {driver} driver"),
-            )),
-            None => Ok(()),
+    /// Options that belong to another driver, refused by name: one table
+    /// says which drivers take each option.
+    fn refuse_foreign_options(&self, driver: DriverKind) -> Result<()> {
+        use DriverKind::{Bridge, HostDevice, Ipvlan, Macvlan};
+        let vlan = self.vlan.map(|v| v.to_string());
+        let options: [(&str, Option<&str>, &[DriverKind]); 11] = [
+            ("--bridge", self.bridge.as_deref(), &[Bridge]),
+            ("--mode", self.mode.as_deref(), &[Bridge]),
+            ("--uplink", self.uplink.as_deref(), &[Bridge]),
+            (
+                "--host-address",
+                self.host_address.first().map(String::as_str),
+                &[Bridge],
+            ),
+            ("--parent", self.parent.as_deref(), &[Macvlan, Ipvlan]),
+            ("--vlan", vlan.as_deref(), &[Bridge, Macvlan, Ipvlan]),
+            ("--macvlan-mode", self.macvlan_mode.as_deref(), &[Macvlan]),
+            ("--host-shim", self.host_shim.as_deref(), &[Macvlan]),
+            ("--ipvlan-mode", self.ipvlan_mode.as_deref(), &[Ipvlan]),
+            ("--ipvlan-flag", self.ipvlan_flag.as_deref(), &[Ipvlan]),
+            ("--device", self.device.as_deref(), &[HostDevice]),
+        ];
+        for (field, value, takers) in options {
+            if let (Some(value), false) = (value, takers.contains(&driver)) {
+                return Err(Error::invalid(
+                    field,
+                    value,
+                    format!("is not an option of the {} driver", self.driver),
+                ));
+            }
         }
+        Ok(())
     }
 
     fn bridge_kind(&self, subnets: &mut [SubnetSpec]) -> Result<(NetworkKind, Vec<IpNet>)> {
-        Self::refuse(
-            "bridge",
-            &[
-                ("--parent", self.parent.as_deref()),
-                ("--macvlan-mode", self.macvlan_mode.as_deref()),
-                ("--host-shim", self.host_shim.as_deref()),
-                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
-                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
-                ("--device", self.device.as_deref()),
-            ],
-        )?;
         let mode: BridgeMode = match &self.mode {
             Some(m) => m.parse()?,
             None => BridgeMode::default(),
@@ -750,21 +759,6 @@ impl NetworkSpec {
     }
 
     fn macvlan_kind(&self, subnets: &[SubnetSpec]) -> Result<(NetworkKind, Vec<IpNet>)> {
-        Self::refuse(
-            "macvlan",
-            &[
-                ("--bridge", self.bridge.as_deref()),
-                ("--mode", self.mode.as_deref()),
-                ("--uplink", self.uplink.as_deref()),
-                (
-                    "--host-address",
-                    self.host_address.first().map(String::as_str),
-                ),
-                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
-                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
-                ("--device", self.device.as_deref()),
-            ],
-        )?;
         let parent = self.parent("macvlan")?;
         let mode: MacvlanMode = match &self.macvlan_mode {
             Some(m) => m.parse()?,
@@ -806,24 +800,6 @@ impl NetworkSpec {
     }
 
     fn host_device_kind(&self) -> Result<NetworkKind> {
-        Self::refuse(
-            "host-device",
-            &[
-                ("--bridge", self.bridge.as_deref()),
-                ("--mode", self.mode.as_deref()),
-                ("--uplink", self.uplink.as_deref()),
-                (
-                    "--host-address",
-                    self.host_address.first().map(String::as_str),
-                ),
-                ("--parent", self.parent.as_deref()),
-                ("--macvlan-mode", self.macvlan_mode.as_deref()),
-                ("--host-shim", self.host_shim.as_deref()),
-                ("--vlan", self.vlan.map(|_| "given")),
-                ("--ipvlan-mode", self.ipvlan_mode.as_deref()),
-                ("--ipvlan-flag", self.ipvlan_flag.as_deref()),
-            ],
-        )?;
         let device = self.device.clone().ok_or_else(|| {
             Error::invalid(
                 "--device",
@@ -843,21 +819,6 @@ impl NetworkSpec {
     }
 
     fn ipvlan_kind(&self) -> Result<NetworkKind> {
-        Self::refuse(
-            "ipvlan",
-            &[
-                ("--bridge", self.bridge.as_deref()),
-                ("--mode", self.mode.as_deref()),
-                ("--uplink", self.uplink.as_deref()),
-                (
-                    "--host-address",
-                    self.host_address.first().map(String::as_str),
-                ),
-                ("--macvlan-mode", self.macvlan_mode.as_deref()),
-                ("--host-shim", self.host_shim.as_deref()),
-                ("--device", self.device.as_deref()),
-            ],
-        )?;
         let parent = self.parent("ipvlan")?;
         let mode = self
             .ipvlan_mode
