@@ -1,0 +1,324 @@
+//! DHCPv4 messages a client sends (RFC 2131 §4.4, table 5) and what it
+//! takes from the server's replies. Pure: no sockets, no clock.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::fqdn::{ClientFQDN, FqdnFlags};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Encodable, Name};
+use ipnet::Ipv4Net;
+
+use super::lease::Lease;
+
+/// Who the client is to the LAN: stable across re-attaches of the same
+/// container, so the server hands back the same address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub mac: [u8; 6],
+    pub client_id: Vec<u8>,
+    pub hostname: String,
+    /// `hostname.domain` when the network has a DNS domain.
+    pub fqdn: Option<String>,
+}
+
+/// Which exchange a REQUEST belongs to; each fills the fields differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// After an OFFER: names the server and the offered address.
+    Selecting { server: Ipv4Addr, offered: Ipv4Addr },
+    /// Re-using a known address after a restart (no server named).
+    InitReboot { address: Ipv4Addr },
+    /// Unicast to the server that gave the lease.
+    Renewing { address: Ipv4Addr },
+    /// Broadcast to any server, after T2.
+    Rebinding { address: Ipv4Addr },
+}
+
+/// The options the client asks for (option 55).
+const WANTED: [OptionCode; 9] = [
+    OptionCode::SubnetMask,
+    OptionCode::Router,
+    OptionCode::DomainNameServer,
+    OptionCode::DomainName,
+    OptionCode::InterfaceMtu,
+    OptionCode::AddressLeaseTime,
+    OptionCode::Renewal,
+    OptionCode::Rebinding,
+    OptionCode::ClasslessStaticRoute,
+];
+
+fn base(id: &Identity, xid: u32, kind: MessageType) -> Message {
+    let mut msg = Message::default();
+    msg.set_opcode(Opcode::BootRequest)
+        .set_htype(HType::Eth)
+        .set_xid(xid)
+        .set_chaddr(&id.mac);
+    let opts = msg.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ClientIdentifier(id.client_id.clone()));
+    opts.insert(DhcpOption::MaxMessageSize(1500));
+    if kind != MessageType::Release {
+        opts.insert(DhcpOption::Hostname(id.hostname.clone()));
+        if let Some(name) = id.fqdn.as_deref().and_then(|f| Name::from_ascii(f).ok()) {
+            // S: the server does the DNS updates; E: canonical wire format.
+            let flags = FqdnFlags::default().set_s(true).set_e(true);
+            opts.insert(DhcpOption::ClientFQDN(ClientFQDN::new(flags, name)));
+        }
+        opts.insert(DhcpOption::ParameterRequestList(WANTED.to_vec()));
+    }
+    msg
+}
+
+pub fn discover(id: &Identity, xid: u32) -> Vec<u8> {
+    let mut msg = base(id, xid, MessageType::Discover);
+    // Replies broadcast: the interface has no address to unicast to yet.
+    msg.set_flags(Flags::default().set_broadcast());
+    encode(&msg)
+}
+
+pub fn request(id: &Identity, xid: u32, kind: RequestKind) -> Vec<u8> {
+    let mut msg = base(id, xid, MessageType::Request);
+    match kind {
+        RequestKind::Selecting { server, offered } => {
+            msg.set_flags(Flags::default().set_broadcast());
+            msg.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress(offered));
+            msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
+        }
+        RequestKind::InitReboot { address } => {
+            msg.set_flags(Flags::default().set_broadcast());
+            msg.opts_mut()
+                .insert(DhcpOption::RequestedIpAddress(address));
+        }
+        RequestKind::Renewing { address } | RequestKind::Rebinding { address } => {
+            msg.set_ciaddr(address);
+        }
+    }
+    encode(&msg)
+}
+
+pub fn release(id: &Identity, xid: u32, lease: &Lease) -> Vec<u8> {
+    let mut msg = base(id, xid, MessageType::Release);
+    msg.set_ciaddr(lease.address.addr());
+    msg.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(lease.server));
+    encode(&msg)
+}
+
+fn encode(msg: &Message) -> Vec<u8> {
+    // Encoding a message built from valid typed options cannot fail.
+    msg.to_vec().unwrap_or_default()
+}
+
+/// A server's reply to this client's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Offer { server: Ipv4Addr, offered: Ipv4Addr },
+    Ack(Lease),
+    Nak { server: Option<Ipv4Addr>, message: Option<String> },
+}
+
+/// Parse a datagram; None when it is not a reply to `xid` for `mac` (other
+/// clients' traffic, garbage) or lacks what a usable lease needs.
+pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Reply> {
+    let msg = Message::from_bytes(data).ok()?;
+    if msg.opcode() != Opcode::BootReply || msg.xid() != xid || msg.chaddr().get(..6)? != mac {
+        return None;
+    }
+    let opts = msg.opts();
+    let server = match opts.get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
+        _ => None,
+    };
+    match opts.msg_type()? {
+        MessageType::Offer => Some(Reply::Offer {
+            server: server?,
+            offered: msg.yiaddr(),
+        }),
+        MessageType::Ack => lease_from_ack(&msg, server?, now).map(Reply::Ack),
+        MessageType::Nak => Some(Reply::Nak {
+            server,
+            message: match opts.get(OptionCode::Message) {
+                Some(DhcpOption::Message(m)) => Some(m.clone()),
+                _ => None,
+            },
+        }),
+        _ => None,
+    }
+}
+
+fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
+    let opts = msg.opts();
+    let address = msg.yiaddr();
+    if address.is_unspecified() {
+        return None;
+    }
+    let mask = match opts.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(m)) => *m,
+        // No mask: the class default is long dead; a host route is safe.
+        _ => Ipv4Addr::BROADCAST,
+    };
+    let prefix = u32::from(mask).leading_ones() as u8;
+    let lease_secs = match opts.get(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(t)) => *t,
+        _ => return None,
+    };
+    let get_u32 = |code| match opts.get(code) {
+        Some(DhcpOption::Renewal(t)) | Some(DhcpOption::Rebinding(t)) => Some(*t),
+        _ => None,
+    };
+    let renew_secs = get_u32(OptionCode::Renewal).unwrap_or(lease_secs / 2);
+    let rebind_secs = get_u32(OptionCode::Rebinding)
+        .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32)
+        .max(renew_secs);
+    let router = match opts.get(OptionCode::Router) {
+        Some(DhcpOption::Router(r)) => r.first().copied(),
+        _ => None,
+    };
+    let routes = match opts.get(OptionCode::ClasslessStaticRoute) {
+        Some(DhcpOption::ClasslessStaticRoute(r)) => r.clone(),
+        _ => Vec::new(),
+    };
+    Some(Lease {
+        address: Ipv4Net::new(address, prefix).ok()?,
+        server,
+        router,
+        routes,
+        dns: match opts.get(OptionCode::DomainNameServer) {
+            Some(DhcpOption::DomainNameServer(d)) => d.clone(),
+            _ => Vec::new(),
+        },
+        domain: match opts.get(OptionCode::DomainName) {
+            Some(DhcpOption::DomainName(d)) => Some(d.trim_end_matches('.').to_string()),
+            _ => None,
+        },
+        mtu: match opts.get(OptionCode::InterfaceMtu) {
+            Some(DhcpOption::InterfaceMtu(m)) if *m >= 68 => Some(*m),
+            _ => None,
+        },
+        lease_secs,
+        renew_secs: renew_secs.min(rebind_secs),
+        rebind_secs: rebind_secs.min(lease_secs),
+        acquired_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> Identity {
+        Identity {
+            mac: [2, 0, 0, 0, 0, 1],
+            client_id: b"\x00plumb-test".to_vec(),
+            hostname: "web".into(),
+            fqdn: Some("web.app.example.com".into()),
+        }
+    }
+
+    fn reply(kind: MessageType, xid: u32, opts: Vec<DhcpOption>) -> Vec<u8> {
+        let mut msg = Message::default();
+        msg.set_opcode(Opcode::BootReply)
+            .set_xid(xid)
+            .set_chaddr(&id().mac)
+            .set_yiaddr(Ipv4Addr::new(192, 168, 5, 20));
+        msg.opts_mut().insert(DhcpOption::MessageType(kind));
+        msg.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 168, 5, 1)));
+        for o in opts {
+            msg.opts_mut().insert(o);
+        }
+        msg.to_vec().unwrap()
+    }
+
+    #[test]
+    fn discover_carries_identity_and_asks_for_routes() {
+        let msg = Message::from_bytes(&discover(&id(), 7)).unwrap();
+        assert_eq!(msg.xid(), 7);
+        assert!(msg.flags().broadcast());
+        let o = msg.opts();
+        assert_eq!(o.msg_type(), Some(MessageType::Discover));
+        assert_eq!(
+            o.get(OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("web".into()))
+        );
+        assert!(matches!(o.get(OptionCode::ClientFQDN), Some(DhcpOption::ClientFQDN(f)) if f.domain().to_ascii().starts_with("web.app.example.com")));
+        assert!(matches!(o.get(OptionCode::ParameterRequestList), Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::ClasslessStaticRoute)));
+    }
+
+    #[test]
+    fn requests_follow_rfc2131_table_5() {
+        let a = Ipv4Addr::new(192, 168, 5, 20);
+        let s = Ipv4Addr::new(192, 168, 5, 1);
+        let sel = Message::from_bytes(&request(
+            &id(),
+            1,
+            RequestKind::Selecting {
+                server: s,
+                offered: a,
+            },
+        ))
+        .unwrap();
+        assert_eq!(sel.ciaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(sel.opts().get(OptionCode::ServerIdentifier).is_some());
+        assert!(sel.opts().get(OptionCode::RequestedIpAddress).is_some());
+        let renew =
+            Message::from_bytes(&request(&id(), 2, RequestKind::Renewing { address: a })).unwrap();
+        assert_eq!(renew.ciaddr(), a);
+        assert!(renew.opts().get(OptionCode::ServerIdentifier).is_none());
+        assert!(renew.opts().get(OptionCode::RequestedIpAddress).is_none());
+        let reboot =
+            Message::from_bytes(&request(&id(), 3, RequestKind::InitReboot { address: a }))
+                .unwrap();
+        assert_eq!(reboot.ciaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(reboot.opts().get(OptionCode::ServerIdentifier).is_none());
+    }
+
+    #[test]
+    fn ack_becomes_a_lease_with_routes_and_timers() {
+        let data = reply(
+            MessageType::Ack,
+            9,
+            vec![
+                DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+                DhcpOption::AddressLeaseTime(600),
+                DhcpOption::Router(vec![Ipv4Addr::new(192, 168, 5, 1)]),
+                DhcpOption::DomainNameServer(vec![Ipv4Addr::new(192, 168, 5, 53)]),
+                DhcpOption::DomainName("app.example.com".into()),
+                DhcpOption::InterfaceMtu(1400),
+                DhcpOption::ClasslessStaticRoute(vec![(
+                    "10.9.0.0/16".parse().unwrap(),
+                    Ipv4Addr::new(192, 168, 5, 254),
+                )]),
+            ],
+        );
+        let Some(Reply::Ack(l)) = parse_reply(&data, 9, &id().mac, 1000) else {
+            panic!("not an ack")
+        };
+        assert_eq!(l.address, "192.168.5.20/24".parse::<Ipv4Net>().unwrap());
+        assert_eq!((l.renew_secs, l.rebind_secs, l.lease_secs), (300, 525, 600));
+        assert_eq!(l.mtu, Some(1400));
+        assert_eq!(l.domain.as_deref(), Some("app.example.com"));
+        assert_eq!(l.routes.len(), 1);
+        assert_eq!(l.renew_at(), 1300);
+        assert_eq!(l.expires_at(), 1600);
+    }
+
+    #[test]
+    fn replies_to_other_transactions_or_clients_are_ignored() {
+        let data = reply(MessageType::Offer, 9, vec![]);
+        assert!(parse_reply(&data, 10, &id().mac, 0).is_none());
+        assert!(parse_reply(&data, 9, &[2, 0, 0, 0, 0, 2], 0).is_none());
+        assert!(parse_reply(b"garbage", 9, &id().mac, 0).is_none());
+        assert_eq!(
+            parse_reply(&data, 9, &id().mac, 0),
+            Some(Reply::Offer {
+                server: Ipv4Addr::new(192, 168, 5, 1),
+                offered: Ipv4Addr::new(192, 168, 5, 20)
+            })
+        );
+        // An ACK without a lease time is not a usable lease.
+        let ack = reply(MessageType::Ack, 9, vec![]);
+        assert!(parse_reply(&ack, 9, &id().mac, 0).is_none());
+    }
+}
