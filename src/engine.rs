@@ -10,11 +10,12 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::driver::bridge::{self, HostState};
-use crate::driver::{host_device, ipvlan, macvlan, parent};
+use crate::driver::{self, host_device, ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
+use crate::ipam::dhcp::Lease;
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, BridgeMode, Network, NetworkKind, NetworkSpec, RouteSpec, overlaps,
+    AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind, NetworkSpec, RouteSpec, overlaps,
     validate_ifname,
 };
 use crate::names;
@@ -207,6 +208,29 @@ impl Engine {
         req: &AttachRequest,
         owner: Option<&str>,
     ) -> Result<Attachment> {
+        self.attach_link(target, req, owner, Ipam::HostLocal)
+    }
+
+    /// First half of a DHCP attach, for the daemon that runs the client
+    /// next: the interface exists and is up, without addresses, and is
+    /// recorded as acquiring (so a daemon killed now leaves a trace that its
+    /// successor cleans up). [`Engine::apply_lease`] finishes it.
+    pub fn attach_dhcp_link(
+        &mut self,
+        target: &str,
+        req: &AttachRequest,
+        owner: Option<&str>,
+    ) -> Result<Attachment> {
+        self.attach_link(target, req, owner, Ipam::Dhcp)
+    }
+
+    fn attach_link(
+        &mut self,
+        target: &str,
+        req: &AttachRequest,
+        owner: Option<&str>,
+        ipam: Ipam,
+    ) -> Result<Attachment> {
         let parsed = Target::parse(target)?;
         tracing::debug!(target, network = %req.network, "attach");
         let ns = parsed.resolve()?;
@@ -228,6 +252,7 @@ impl Engine {
             .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
         self.change(|tx, host, undo| {
             let net = store::require_network(tx, &req.network)?.network;
+            check_ipam(&net, req, ipam)?;
             let existing = store::attachments_of_target(tx, Some(&netns_id), &target_name)?;
             if let Some(a) = existing.iter().find(|a| a.attachment.network == net.name) {
                 return Err(Error::Conflict(format!(
@@ -263,9 +288,10 @@ impl Engine {
                     NetworkKind::HostDevice(d) => d.device.clone(),
                     _ => names::host_veth_name(&net.name, &netns_id, &ifname),
                 },
-                mac: req.mac.unwrap_or(crate::model::Mac(names::container_mac(
-                    &net.name, &netns_id, &ifname,
-                ))),
+                mac: req.mac.unwrap_or(crate::model::Mac(match ipam {
+                    Ipam::HostLocal => names::container_mac(&net.name, &netns_id, &ifname),
+                    Ipam::Dhcp => names::dhcp_mac(&names::host_identity(), &net.name, &target_name),
+                })),
                 mtu: req.mtu.or(net.mtu).unwrap_or(1500),
                 ifname,
                 addresses: Vec::new(),
@@ -279,10 +305,13 @@ impl Engine {
                 default_route: req.default_route,
                 device_default_route: false,
                 host_addresses: Vec::new(),
+                dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
-            attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
-            attachment.gateways = gateways_for(&net, &attachment.addresses);
+            if ipam == Ipam::HostLocal {
+                attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
+                attachment.gateways = gateways_for(&net, &attachment.addresses);
+            }
             // A host device that keeps its own addresses learns them only as
             // it moves; then the kernel judges the routes (and a refusal is
             // rolled back like any failure).
@@ -290,6 +319,12 @@ impl Engine {
                 check_routes(&attachment)?;
             }
             tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
+            // A DHCP interface comes up bare: its routes need the lease's
+            // address, and go on with it.
+            let routes_later = match ipam {
+                Ipam::Dhcp => std::mem::take(&mut attachment.routes),
+                Ipam::HostLocal => Vec::new(),
+            };
             match &net.kind {
                 NetworkKind::Bridge(b) => {
                     bridge::attach(host, &mut inner, &ns, &net, b, &attachment, undo)?
@@ -310,10 +345,100 @@ impl Engine {
                     host_device::attach(host, &mut inner, &ns, &host_ns, d, &mut attachment, undo)?
                 }
             }
+            attachment.routes.extend(routes_later);
             store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
+    }
+
+    /// Put a DHCP lease on its attachment's interface (address, default
+    /// route, option 121 and the attachment's routes, MTU) and record it. A
+    /// renewal that changes nothing touches only the store.
+    pub fn apply_lease(&mut self, a: &Attachment, lease: &Lease) -> Result<Attachment> {
+        let ns = attached_ns(a).ok_or_else(|| gone(a))?;
+        let mut inner = Netlink::open_in(&ns)
+            .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
+        let mut next = a.clone();
+        let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
+        let old = binding.lease.replace(lease.clone());
+        binding.state = LeaseState::Bound;
+        if binding.mtu_from_lease
+            && let Some(mtu) = lease.mtu
+        {
+            next.mtu = u32::from(mtu);
+        }
+        next.addresses = vec![IpNet::V4(lease.address)];
+        next.gateways = lease.gateway().map(IpAddr::V4).into_iter().collect();
+        let unchanged = old.as_ref().is_some_and(|o| same_addressing(o, lease))
+            && next.mtu == a.mtu
+            && a.addresses == next.addresses;
+        self.change(|tx, _host, undo| {
+            if !unchanged {
+                if let Some(o) = &old {
+                    driver::remove_addressing(&mut inner, a, &lease_routes(o))?;
+                }
+                let extra = lease_routes(lease);
+                driver::install_addressing(&mut inner, &next, &extra)?;
+                let (done, ns) = (next.clone(), ns.try_clone().map_err(|e| Error::io("keep the namespace open", e))?);
+                undo.push(format!("remove the lease's addresses from {}", done.ifname), move |_| {
+                    let mut nl = Netlink::open_in(&ns)
+                        .map_err(|e| Error::kernel("open netlink in target", e))?;
+                    driver::remove_addressing(&mut nl, &done, &extra)
+                });
+            }
+            store::update_attachment(tx, &next)?;
+            Ok(next)
+        })
+    }
+
+    /// Take a lost lease's addresses and routes off its interface (expiry,
+    /// NAK) and record the attachment in `state`, without a lease.
+    pub fn drop_lease(&mut self, a: &Attachment, state: LeaseState) -> Result<Attachment> {
+        let mut next = a.clone();
+        let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
+        let old = binding.lease.take();
+        binding.state = state;
+        if let (Some(ns), Some(old)) = (attached_ns(a), &old) {
+            let mut inner = Netlink::open_in(&ns)
+                .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
+            driver::remove_addressing(&mut inner, a, &lease_routes(old))?;
+        }
+        next.addresses.clear();
+        next.gateways.clear();
+        self.store.write(|tx| store::update_attachment(tx, &next))?;
+        Ok(next)
+    }
+
+    /// Record a DHCP attachment's state (renewing, rebinding) alone.
+    pub fn set_lease_state(&mut self, a: &Attachment, state: LeaseState) -> Result<Attachment> {
+        let mut next = a.clone();
+        next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?.state = state;
+        self.store.write(|tx| store::update_attachment(tx, &next))?;
+        Ok(next)
+    }
+
+    /// Remove one attachment as recorded (the daemon's way back out of a
+    /// failed DHCP attach, and of a container that went away).
+    pub fn detach_attachment(&mut self, a: &Attachment) -> Result<()> {
+        let stored = store::attachments(self.store.read())?
+            .into_iter()
+            .find(|s| s.attachment.host_ifname == a.host_ifname);
+        match stored {
+            Some(s) => self.detach_one(&s),
+            None => Ok(()),
+        }
+    }
+
+    /// Attachments whose namespace is gone (the container died, its netns
+    /// file was removed): what `gc` removes.
+    pub fn gone_attachments(&self) -> Result<Vec<Attachment>> {
+        Ok(self
+            .attachments()?
+            .into_iter()
+            .map(|s| s.attachment)
+            .filter(|a| attached_ns(a).is_none())
+            .collect())
     }
 
     /// Detach a target from one network or all; detaching what is not
@@ -507,7 +632,88 @@ fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
 
 /// The namespace an attachment lives in, if it still exists (a name that
 /// now leads to another namespace does not count).
-fn attached_ns(a: &Attachment) -> Option<NsHandle> {
+/// A network takes the attach path of its IPAM: host-local here, DHCP
+/// through the daemon.
+fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
+    match (net.ipam, ipam) {
+        (Ipam::Dhcp, Ipam::HostLocal) => Err(Error::Conflict(format!(
+            "network `{}` gets its addresses by DHCP, which the plumb daemon runs: attach through it",
+            net.name
+        ))),
+        (Ipam::HostLocal, Ipam::Dhcp) => Err(Error::Conflict(format!(
+            "network `{}` does not use DHCP",
+            net.name
+        ))),
+        (Ipam::Dhcp, _) => match req.ips.first() {
+            Some(ip) => Err(Error::invalid(
+                "--ip",
+                ip,
+                format!("network `{}` gets its addresses from the LAN's DHCP server", net.name),
+            )),
+            None => Ok(()),
+        },
+        (Ipam::HostLocal, _) => match &req.hostname {
+            Some(h) => Err(Error::invalid(
+                "--hostname",
+                h,
+                format!("names a DHCP client; network `{}` does not use DHCP", net.name),
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Who a new DHCP attachment is to the LAN's server.
+fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str) -> DhcpBinding {
+    let host = names::host_identity();
+    let hostname = req
+        .hostname
+        .clone()
+        .unwrap_or_else(|| names::dhcp_hostname(target));
+    DhcpBinding {
+        fqdn: net.domain.as_ref().map(|d| format!("{hostname}.{d}")),
+        hostname,
+        client_id: names::dhcp_client_id(&host, &net.name, target)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        state: LeaseState::Acquiring,
+        lease: None,
+        mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),
+    }
+}
+
+/// Option 121 routes, as the attachment's route type.
+fn lease_routes(lease: &Lease) -> Vec<RouteSpec> {
+    lease
+        .static_routes()
+        .map(|(dest, via)| RouteSpec {
+            dest: IpNet::V4(*dest),
+            via: IpAddr::V4(*via),
+        })
+        .collect()
+}
+
+/// Whether two leases put the same things on the interface.
+fn same_addressing(a: &Lease, b: &Lease) -> bool {
+    a.address == b.address && a.gateway() == b.gateway() && a.routes == b.routes && a.mtu == b.mtu
+}
+
+fn gone(a: &Attachment) -> Error {
+    Error::Target {
+        target: a.target.clone(),
+        reason: format!("its namespace {} is gone", a.netns),
+    }
+}
+
+fn not_dhcp(a: &Attachment) -> Error {
+    Error::Conflict(format!(
+        "{} on network `{}` has no DHCP lease",
+        a.ifname, a.network
+    ))
+}
+
+pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
     let ns = Target::parse(&a.target).ok()?.resolve().ok()?;
     (ns.identity() == a.netns).then_some(ns)
 }

@@ -38,6 +38,9 @@ pub enum Error {
     RolledBack { cause: Box<Error>, undone: String },
     #[error("{0}")]
     Conflict(String),
+    /// The daemon could not be reached, or failed the request.
+    #[error("plumb daemon ({socket}): {reason}")]
+    Daemon { socket: String, reason: String },
 }
 
 impl Error {

@@ -40,6 +40,32 @@ impl FromStr for DriverKind {
     }
 }
 
+/// Where a network's container addresses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ipam {
+    /// plumb allocates from the network's subnets, in the store.
+    #[default]
+    HostLocal,
+    /// The LAN's DHCP server leases them; the daemon runs the client.
+    Dhcp,
+}
+
+impl FromStr for Ipam {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "host-local" => Ok(Ipam::HostLocal),
+            "dhcp" => Ok(Ipam::Dhcp),
+            _ => Err(Error::invalid(
+                "--ipam",
+                s,
+                "unknown IPAM (known: host-local, dhcp)",
+            )),
+        }
+    }
+}
+
 /// How a bridge network reaches the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -337,6 +363,11 @@ pub struct NetworkSpec {
     pub ipvlan_flag: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    #[serde(default)]
+    pub ipam: Option<String>,
+    /// DNS domain for DHCP clients' FQDN (option 81): `NAME.DOMAIN`.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -359,6 +390,11 @@ pub struct Network {
     /// routed bridge, `--host-address` on a bridged one, the macvlan shim's.
     #[serde(default)]
     pub host_addresses: Vec<IpNet>,
+    #[serde(default)]
+    pub ipam: Ipam,
+    /// The DNS domain DHCP clients register their names in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// What differs between drivers.
@@ -526,8 +562,20 @@ impl NetworkSpec {
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
-        // A host device may keep the addresses it has: no subnet needed.
-        let mut subnets = if driver == DriverKind::HostDevice && self.subnet.is_empty() {
+        let ipam: Ipam = self.ipam.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        if ipam == Ipam::Dhcp {
+            self.check_dhcp_options(driver)?;
+        } else if let Some(d) = &self.domain {
+            return Err(Error::invalid(
+                "--domain",
+                d,
+                "names DHCP clients; it needs --ipam dhcp",
+            ));
+        }
+        // A host device may keep the addresses it has, a DHCP network's LAN
+        // hands them out: no subnet needed.
+        let optional = driver == DriverKind::HostDevice || ipam == Ipam::Dhcp;
+        let mut subnets = if optional && self.subnet.is_empty() {
             Vec::new()
         } else {
             self.subnets()?
@@ -554,7 +602,7 @@ impl NetworkSpec {
         let mut routes = Vec::new();
         for r in &self.route {
             let route = RouteSpec::parse("--route", r)?;
-            if !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
+            if ipam == Ipam::HostLocal && !subnets.iter().any(|s| s.subnet.contains(&route.via)) {
                 return Err(Error::invalid(
                     "--route",
                     r,
@@ -571,7 +619,61 @@ impl NetworkSpec {
             mtu: self.mtu,
             routes,
             host_addresses,
+            ipam,
+            domain: self.domain.clone(),
         })
+    }
+
+    /// A DHCP network is one where containers sit on a LAN with broadcast
+    /// reach to its server, and where plumb allocates nothing itself.
+    fn check_dhcp_options(&self, driver: DriverKind) -> Result<()> {
+        let refuse = |field: &str, value: &str| {
+            Err(Error::invalid(
+                field,
+                value,
+                "addresses come from the LAN's DHCP server with --ipam dhcp",
+            ))
+        };
+        if let Some(g) = self.gateway.first() {
+            return refuse("--gateway", g);
+        }
+        if let Some(r) = self.ip_range.first() {
+            return refuse("--ip-range", r);
+        }
+        if let Some(k) = self.aux_address.keys().next() {
+            return refuse("--aux-address", k);
+        }
+        let mode = self.mode.as_deref().unwrap_or("nat");
+        if driver == DriverKind::Bridge && mode != "bridged" {
+            return Err(Error::invalid(
+                "--mode",
+                mode,
+                "a DHCP network's bridge must be bridged to the LAN (--mode bridged)",
+            ));
+        }
+        if driver == DriverKind::Ipvlan
+            && let Some(m) = self.ipvlan_mode.as_deref().filter(|m| *m != "l2")
+        {
+            return Err(Error::invalid(
+                "--ipvlan-mode",
+                m,
+                "DHCP needs broadcasts, which only ipvlan l2 carries",
+            ));
+        }
+        if let Some(d) = &self.domain {
+            let ok = d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(Error::invalid("--domain", d, "not a valid DNS domain"));
+            }
+        }
+        Ok(())
     }
 
     /// Subnets with their gateways and ranges, as given.
@@ -1020,6 +1122,9 @@ pub struct AttachSpec {
     pub default_route: Option<String>,
     #[serde(default)]
     pub route: Vec<String>,
+    /// DHCP host name (option 12); default: from the target's name.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// A validated attach request (the network is checked by the engine).
@@ -1032,6 +1137,25 @@ pub struct AttachRequest {
     pub mtu: Option<u32>,
     pub default_route: DefaultRoute,
     pub routes: Vec<RouteSpec>,
+    pub hostname: Option<String>,
+}
+
+/// A DNS label (RFC 1123): what a DHCP host name may be.
+pub fn validate_hostname(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            name,
+            "a host name is 1 to 63 letters, digits and inner `-`",
+        ))
+    }
 }
 
 impl AttachSpec {
@@ -1073,7 +1197,11 @@ impl AttachSpec {
             .iter()
             .map(|r| RouteSpec::parse("--route", r))
             .collect::<Result<_>>()?;
+        if let Some(h) = &self.hostname {
+            validate_hostname("--hostname", h)?;
+        }
         Ok(AttachRequest {
+            hostname: self.hostname.clone(),
             network: self.network.clone(),
             ifname: self.ifname.clone(),
             ips,
@@ -1107,6 +1235,38 @@ pub struct Attachment {
     /// A host device's own addresses, given back with it on detach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_addresses: Vec<IpNet>,
+    /// On a DHCP network: who the client is and the lease it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpBinding>,
+}
+
+/// A DHCP attachment's client identity and lease, kept with it in the store
+/// so that a restarted daemon renews what it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpBinding {
+    pub hostname: String,
+    #[serde(default)]
+    pub fqdn: Option<String>,
+    /// Option 61, hex.
+    pub client_id: String,
+    pub state: LeaseState,
+    #[serde(default)]
+    pub lease: Option<crate::ipam::dhcp::Lease>,
+    /// The lease's MTU (option 26) applies unless the user chose one.
+    #[serde(default)]
+    pub mtu_from_lease: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// The interface exists; no lease yet (a daemon killed here leaves this).
+    Acquiring,
+    Bound,
+    Renewing,
+    Rebinding,
+    /// The lease ran out or was refused: no address until a server answers.
+    Expired,
 }
 
 #[cfg(test)]

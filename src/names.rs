@@ -56,6 +56,53 @@ pub fn bridge_mac(network: &str) -> [u8; 6] {
     local_mac(&["bridge", network])
 }
 
+/// What tells this machine from others on a LAN: its machine id (systemd,
+/// D-Bus), else its host name.
+pub fn host_identity() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
+        .unwrap_or_default()
+}
+
+/// The MAC of a DHCP attachment: the same for the same container name on
+/// the same network and host (so the server hands back the same lease after
+/// a re-attach), different across hosts sharing a LAN.
+pub fn dhcp_mac(host: &str, network: &str, target: &str) -> [u8; 6] {
+    local_mac(&["dhcp-mac", host, network, target])
+}
+
+/// The DHCP client identifier (option 61): type 0 (not a hardware address)
+/// and a stable name for (host, network, container).
+pub fn dhcp_client_id(host: &str, network: &str, target: &str) -> Vec<u8> {
+    let mut id = vec![0u8];
+    id.extend_from_slice(b"plumb-");
+    id.extend_from_slice(short_hash(&["dhcp-id", host, network, target]).as_bytes());
+    id
+}
+
+/// A DHCP host name from a target reference: the namespace's or file's
+/// name, `pid-N` for a process, cut to a DNS label.
+pub fn dhcp_hostname(target: &str) -> String {
+    let base = target
+        .strip_prefix("netns:")
+        .unwrap_or(target)
+        .rsplit('/')
+        .find(|s| !s.is_empty() && *s != "net" && *s != "ns")
+        .unwrap_or("container");
+    let label: String = base
+        .replace(':', "-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-').to_string();
+    if label.is_empty() { "container".into() } else { label }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +122,28 @@ mod tests {
         let m = container_mac("lan", "ns:4:1", "eth0");
         assert_eq!(m[0] & 0x03, 0x02);
         assert_ne!(m, container_mac("lan", "ns:4:2", "eth0"));
+    }
+
+    #[test]
+    fn dhcp_identity_is_stable_per_container_and_host() {
+        let m = dhcp_mac("hostA", "lan", "web");
+        assert_eq!(m, dhcp_mac("hostA", "lan", "web"));
+        assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(m, dhcp_mac("hostB", "lan", "web"));
+        assert_ne!(m, dhcp_mac("hostA", "lan", "db"));
+        assert_ne!(
+            dhcp_client_id("hostA", "lan", "web"),
+            dhcp_client_id("hostB", "lan", "web")
+        );
+    }
+
+    #[test]
+    fn dhcp_hostnames_are_dns_labels() {
+        assert_eq!(dhcp_hostname("web"), "web");
+        assert_eq!(dhcp_hostname("netns:Web_1"), "web-1");
+        assert_eq!(dhcp_hostname("pid:42"), "pid-42");
+        assert_eq!(dhcp_hostname("/run/docker/netns/abc123"), "abc123");
+        assert_eq!(dhcp_hostname("/proc/42/ns/net"), "42");
+        assert_eq!(dhcp_hostname("--"), "container");
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::driver::bridge::HostState;
-use crate::model::Attachment;
+use crate::model::{Attachment, DhcpBinding};
 use crate::store::{StoredAttachment, StoredNetwork};
 
 /// One entry of `docker inspect`'s NetworkSettings.Networks, plus plumb's extras.
@@ -28,6 +28,34 @@ pub fn endpoint(a: &Attachment) -> Value {
         "Routes": a.routes.iter().map(|r| json!({"Destination": r.dest.to_string(), "Gateway": r.via.to_string()})).collect::<Vec<_>>(),
         "DefaultRoute": a.default_route,
         "MTU": a.mtu,
+        "DHCP": a.dhcp.as_ref().map(dhcp),
+    })
+}
+
+/// An endpoint with its target, for lists across targets.
+pub fn listed(a: &Attachment) -> Value {
+    let mut v = endpoint(a);
+    v["Target"] = a.target.clone().into();
+    v
+}
+
+/// A DHCP attachment's client identity and lease, times in Unix seconds.
+fn dhcp(b: &DhcpBinding) -> Value {
+    let l = b.lease.as_ref();
+    json!({
+        "State": b.state,
+        "Hostname": b.hostname,
+        "FQDN": b.fqdn,
+        "ClientID": b.client_id,
+        "Server": l.map(|l| l.server.to_string()),
+        "LeaseSeconds": l.map(|l| l.lease_secs),
+        "AcquiredAt": l.map(|l| l.acquired_at),
+        "RenewAt": l.map(|l| l.renew_at()),
+        "RebindAt": l.map(|l| l.rebind_at()),
+        "ExpiresAt": l.map(|l| l.expires_at()),
+        "DNSServers": l.map(|l| l.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "Domain": l.and_then(|l| l.domain.clone()),
+        "ClasslessRoutes": l.map(|l| l.routes.iter().map(|(d, v)| format!("{d} via {v}")).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
 

@@ -1,7 +1,12 @@
 use clap::Args;
 
 use super::{join_routes, print_json};
-use crate::engine::Engine;
+use std::path::Path;
+
+use crate::daemon::protocol::{self, Request};
+use crate::daemon::release_now;
+use crate::engine::{Engine, attached_ns};
+use crate::model::{Attachment, Ipam};
 use crate::error::{Error, Result};
 use crate::model::AttachSpec;
 use crate::report;
@@ -26,6 +31,9 @@ pub struct AttachArgs {
     /// Extra route inside the target: CIDR via IP.
     #[arg(long, num_args = 1..=3, value_name = "CIDR via IP")]
     pub route: Vec<String>,
+    /// DHCP networks: the host name sent to the server (default: from the target).
+    #[arg(long)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -45,7 +53,7 @@ pub struct LsArgs {
     pub json: bool,
 }
 
-pub fn attach(engine: &mut Engine, args: AttachArgs) -> Result<()> {
+pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()> {
     let spec = AttachSpec {
         target: args.target.clone(),
         network: args.network,
@@ -55,16 +63,65 @@ pub fn attach(engine: &mut Engine, args: AttachArgs) -> Result<()> {
         mtu: args.mtu,
         default_route: args.default_route,
         route: join_routes(args.route),
+        hostname: args.hostname,
     };
     let req = spec.validate()?;
+    if engine.network(&req.network)?.network.ipam == Ipam::Dhcp {
+        // The daemon runs the client for as long as the attachment lives.
+        let v = protocol::call(socket, &Request::Attach { spec })?;
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        println!(
+            "{} {} {} {}/{}",
+            s("Target"),
+            s("IfName"),
+            s("MacAddress"),
+            s("IPAddress"),
+            v["IPPrefixLen"]
+        );
+        return Ok(());
+    }
     let a = engine.attach(&args.target, &req, None)?;
     let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
     println!("{} {} {} {}", a.target, a.ifname, a.mac, addrs.join(" "));
     Ok(())
 }
 
-pub fn detach(engine: &mut Engine, args: DetachArgs) -> Result<()> {
-    let done = engine.detach(&args.target, args.network.as_deref())?;
+pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()> {
+    let leased = engine
+        .attachments_of(&args.target)?
+        .into_iter()
+        .map(|s| s.attachment)
+        .filter(|a| a.dhcp.is_some() && args.network.as_ref().is_none_or(|n| &a.network == n))
+        .collect::<Vec<_>>();
+    let done: Vec<(String, String, String)> = if leased.is_empty() {
+        engine
+            .detach(&args.target, args.network.as_deref())?
+            .into_iter()
+            .map(|a| (a.target, a.network, a.ifname))
+            .collect()
+    } else if protocol::is_running(socket) {
+        let req = Request::Detach {
+            target: args.target.clone(),
+            network: args.network.clone(),
+        };
+        let v = protocol::call(socket, &req)?;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("Target"), s("NetworkName"), s("IfName"))
+            })
+            .collect()
+    } else {
+        // No daemon renews these leases now; hand them back ourselves.
+        release_leases(&leased);
+        engine
+            .detach(&args.target, args.network.as_deref())?
+            .into_iter()
+            .map(|a| (a.target, a.network, a.ifname))
+            .collect()
+    };
     if done.is_empty() {
         println!(
             "{} was not attached{}",
@@ -72,10 +129,31 @@ pub fn detach(engine: &mut Engine, args: DetachArgs) -> Result<()> {
             args.network.map(|n| format!(" to {n}")).unwrap_or_default()
         );
     }
-    for a in done {
-        println!("detached {} from {} ({})", a.target, a.network, a.ifname);
+    for (target, network, ifname) in done {
+        println!("detached {target} from {network} ({ifname})");
     }
     Ok(())
+}
+
+/// Send a DHCPRELEASE for each lease, from inside its namespace.
+fn release_leases(leased: &[Attachment]) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plumb: cannot release DHCP leases: {e}");
+            return;
+        }
+    };
+    for a in leased {
+        if let Some(ns) = attached_ns(a)
+            && let Err(e) = rt.block_on(release_now(&ns, a))
+        {
+            eprintln!("plumb: {}: {e}", a.target);
+        }
+    }
 }
 
 pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
@@ -95,11 +173,7 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
     if args.json {
         let list: Vec<serde_json::Value> = atts
             .iter()
-            .map(|a| {
-                let mut v = report::endpoint(&a.attachment);
-                v["Target"] = a.attachment.target.clone().into();
-                v
-            })
+            .map(|a| report::listed(&a.attachment))
             .collect();
         print_json(&serde_json::Value::Array(list));
         return Ok(());

@@ -2,6 +2,7 @@
 //! handler turns arguments into engine calls and prints the result.
 
 mod attach;
+mod daemon;
 mod host;
 mod network;
 mod topology;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::daemon::protocol::DEFAULT_SOCKET;
 use crate::store::DEFAULT_STATE_DIR;
 
 #[derive(Parser, Debug)]
@@ -28,6 +30,9 @@ pub struct Cli {
     /// Treat this named network namespace as the host (labs, tests, nested setups).
     #[arg(long, global = true, env = "PLUMB_HOST_NETNS")]
     pub host_netns: Option<String>,
+    /// The daemon's socket.
+    #[arg(long, global = true, env = "PLUMB_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,14 +57,24 @@ pub enum Command {
     Up(topology::TopologyArgs),
     /// Take down what `up` made from a topology file.
     Down(topology::TopologyArgs),
+    /// Run the daemon: DHCP clients for DHCP networks, reconciliation.
+    Daemon(daemon::DaemonArgs),
+    /// Remove attachments whose namespace is gone (through the daemon when
+    /// it runs, so their DHCP leases are released).
+    Gc,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if let Command::Daemon(args) = cli.command {
+        return daemon::run(&cli.state_dir, &cli.socket, args);
+    }
     let mut engine = Engine::open(&cli.state_dir)?;
     match cli.command {
         Command::Network(cmd) => network::run(&mut engine, cmd),
-        Command::Attach(args) => attach::attach(&mut engine, args),
-        Command::Detach(args) => attach::detach(&mut engine, args),
+        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, args),
+        Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args),
+        Command::Gc => daemon::gc(&mut engine, &cli.socket),
+        Command::Daemon(_) => Ok(()),
         Command::Inspect(args) => attach::inspect(&engine, args),
         Command::Ls(args) => attach::ls(&engine, args),
         Command::Host(cmd) => host::run(&mut engine, cmd),

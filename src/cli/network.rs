@@ -82,6 +82,13 @@ pub struct CreateArgs {
     /// host-device: the host interface handed whole to the target.
     #[arg(long)]
     pub device: Option<String>,
+    /// Where container addresses come from: host-local (plumb's own
+    /// allocator, the default) or dhcp (the LAN's server, via the daemon).
+    #[arg(long, value_name = "host-local|dhcp")]
+    pub ipam: Option<String>,
+    /// dhcp: the DNS domain containers register their names in (option 81).
+    #[arg(long)]
+    pub domain: Option<String>,
 }
 
 impl CreateArgs {
@@ -119,6 +126,8 @@ impl CreateArgs {
             ipvlan_mode: self.ipvlan_mode,
             ipvlan_flag: self.ipvlan_flag,
             device: self.device,
+            ipam: self.ipam,
+            domain: self.domain,
         })
     }
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
-use crate::model::{Attachment, DefaultRoute};
+use crate::model::{Attachment, DefaultRoute, RouteSpec};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::NsHandle;
 
@@ -73,6 +73,81 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
     }
     nl.set_up(link.index)
         .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
+    install_routes(nl, link.index, a, &[])
+}
+
+/// Put addresses and routes on an interface that is already up inside the
+/// target (a DHCP lease's), with `extra` routes beside the attachment's.
+pub(crate) fn install_addressing(
+    nl: &mut Netlink,
+    a: &Attachment,
+    extra: &[RouteSpec],
+) -> Result<()> {
+    let what = |s: &str| format!("in target {}: {s}", a.target);
+    let link = nl
+        .link_by_name(&a.ifname)
+        .map_err(kernel(what(&format!("look up {}", a.ifname))))?
+        .ok_or_else(|| Error::Conflict(what(&format!("{} is gone", a.ifname))))?;
+    if link.mtu != a.mtu {
+        nl.set_mtu(link.index, a.mtu)
+            .map_err(kernel(what(&format!("set MTU {} on {}", a.mtu, a.ifname))))?;
+    }
+    for addr in &a.addresses {
+        match nl.add_address(link.index, *addr) {
+            Err(e) if !e.is(libc::EEXIST) => {
+                return Err(Error::kernel(what(&format!("add {addr} to {}", a.ifname)), e));
+            }
+            _ => {}
+        }
+    }
+    install_routes(nl, link.index, a, extra)
+}
+
+/// Take back what [`install_addressing`] put on, as far as it is there.
+pub(crate) fn remove_addressing(
+    nl: &mut Netlink,
+    a: &Attachment,
+    extra: &[RouteSpec],
+) -> Result<()> {
+    let what = |s: &str| format!("in target {}: {s}", a.target);
+    let Some(link) = nl
+        .link_by_name(&a.ifname)
+        .map_err(kernel(what(&format!("look up {}", a.ifname))))?
+    else {
+        return Ok(());
+    };
+    let gone = |e: &NetlinkError| e.is(libc::ESRCH) || e.is(libc::EADDRNOTAVAIL) || e.is(libc::ENOENT);
+    for r in a.routes.iter().chain(extra) {
+        if let Err(e) = nl.del_route(r.dest, Some(r.via), Some(link.index))
+            && !gone(&e)
+        {
+            return Err(Error::kernel(what(&format!("remove route {r}")), e));
+        }
+    }
+    for gw in &a.gateways {
+        let any: IpNet = if gw.is_ipv6() { "::/0" } else { "0.0.0.0/0" }
+            .parse()
+            .expect("literal");
+        if let Err(e) = nl.del_route(any, Some(*gw), Some(link.index))
+            && !gone(&e)
+        {
+            return Err(Error::kernel(what(&format!("remove default route via {gw}")), e));
+        }
+    }
+    for addr in &a.addresses {
+        if let Err(e) = nl.del_address(link.index, *addr)
+            && !gone(&e)
+        {
+            return Err(Error::kernel(what(&format!("remove {addr}")), e));
+        }
+    }
+    Ok(())
+}
+
+/// Default routes through the attachment's gateways (or its device) and
+/// its routes, on an interface that is up and addressed.
+fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSpec]) -> Result<()> {
+    let what = |s: &str| format!("in target {}: {s}", a.target);
     let mut defaults: Vec<(bool, Option<IpAddr>)> = a
         .gateways
         .iter()
@@ -89,11 +164,11 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
         let via = gw
             .map(|g| g.to_string())
             .unwrap_or_else(|| a.ifname.clone());
-        install_default_route(nl, link.index, v6, gw, a.default_route)
+        install_default_route(nl, index, v6, gw, a.default_route)
             .map_err(kernel(what(&format!("default route via {via}"))))?;
     }
-    for r in &a.routes {
-        nl.add_route(r.dest, Some(r.via), Some(link.index), false)
+    for r in a.routes.iter().chain(extra) {
+        nl.add_route(r.dest, Some(r.via), Some(index), false)
             .map_err(kernel(what(&format!("route {r}"))))?;
     }
     Ok(())

@@ -246,6 +246,15 @@ pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) 
     Ok(())
 }
 
+/// Record what changed in an attachment (its lease, addresses).
+pub fn update_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
+    tx.execute(
+        "UPDATE attachments SET data = ?1 WHERE host_ifname = ?2",
+        params![encode(a), a.host_ifname],
+    )?;
+    Ok(())
+}
+
 pub fn delete_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
     tx.execute(
         "DELETE FROM allocations WHERE owner = ?1",

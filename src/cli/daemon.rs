@@ -1,0 +1,64 @@
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::daemon::protocol::{self, Request};
+use crate::daemon::{self, Options};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Seconds an attach waits for a DHCP server before it is rolled back.
+    #[arg(long, default_value_t = 20)]
+    pub dhcp_timeout: u64,
+    /// Seconds between checks for namespaces that went away.
+    #[arg(long, default_value_t = 2)]
+    pub reconcile_interval: u64,
+}
+
+pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
+    for (field, v) in [
+        ("--dhcp-timeout", args.dhcp_timeout),
+        ("--reconcile-interval", args.reconcile_interval),
+    ] {
+        if v == 0 || v > 3600 {
+            return Err(Error::invalid(field, v, "must be 1 to 3600 seconds"));
+        }
+    }
+    daemon::run(Options {
+        state_dir: state_dir.to_path_buf(),
+        socket: socket.to_path_buf(),
+        acquire_timeout: Duration::from_secs(args.dhcp_timeout),
+        reconcile_interval: Duration::from_secs(args.reconcile_interval),
+    })
+}
+
+pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
+    let removed: Vec<(String, String, String)> = if protocol::is_running(socket) {
+        let v = protocol::call(socket, &Request::Gc)?;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("Target"), s("NetworkName"), s("IfName"))
+            })
+            .collect()
+    } else {
+        let mut out = Vec::new();
+        for a in engine.gone_attachments()? {
+            engine.detach_attachment(&a)?;
+            out.push((a.target, a.network, a.ifname));
+        }
+        out
+    };
+    for (target, network, ifname) in &removed {
+        println!("removed {target} from {network} ({ifname}): its namespace is gone");
+    }
+    if removed.is_empty() {
+        println!("nothing to remove");
+    }
+    Ok(())
+}

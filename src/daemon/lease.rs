@@ -1,0 +1,258 @@
+//! One task per DHCP attachment, for as long as it lives: acquire while it
+//! holds no lease, renew at T1, rebind at T2, take the address off at
+//! expiry or on a NAK and start over, release when the attachment goes.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::ipam::dhcp::{Client, DhcpError, Identity, Lease, Reply, now_unix};
+use crate::model::{Attachment, LeaseState};
+use crate::netlink::Netlink;
+use crate::netns::NsHandle;
+
+/// How a lease task ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The attachment goes: tell the server the address is free.
+    Release,
+    /// The daemon stops: keep the lease, a successor resumes it.
+    Keep,
+}
+
+pub struct LeaseTask {
+    stop: oneshot::Sender<Stop>,
+    handle: JoinHandle<Attachment>,
+}
+
+impl LeaseTask {
+    /// `ns` is the attachment's namespace, held for the task's life so that
+    /// a release can still go out after the container died.
+    pub fn spawn(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle) -> LeaseTask {
+        let (stop, rx) = oneshot::channel();
+        LeaseTask {
+            stop,
+            handle: tokio::spawn(run(ctx, a, ns, rx)),
+        }
+    }
+
+    /// End the task; returns the attachment as the task last recorded it.
+    pub async fn stop(self, how: Stop) -> Option<Attachment> {
+        let _ = self.stop.send(how);
+        self.handle.await.ok()
+    }
+}
+
+pub fn identity(a: &Attachment) -> Option<Identity> {
+    let b = a.dhcp.as_ref()?;
+    let client_id = (0..b.client_id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(b.client_id.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(Identity {
+        mac: a.mac.0,
+        client_id,
+        hostname: b.hostname.clone(),
+        fqdn: b.fqdn.clone(),
+    })
+}
+
+/// The index of the attachment's interface inside its namespace.
+pub fn ifindex(ns: &NsHandle, a: &Attachment) -> Result<u32> {
+    let mut nl = Netlink::open_in(ns)
+        .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
+    nl.link_by_name(&a.ifname)
+        .map_err(|e| Error::kernel(format!("look up {} in {}", a.ifname, a.target), e))?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::Conflict(format!("{} is gone from {}", a.ifname, a.target)))
+}
+
+/// Wait `d`, or until told to stop.
+async fn pause(d: Duration, stop: &mut oneshot::Receiver<Stop>) -> Option<Stop> {
+    tokio::select! {
+        how = stop => Some(how.unwrap_or(Stop::Keep)),
+        _ = sleep(d) => None,
+    }
+}
+
+fn secs_until(at: u64) -> Duration {
+    Duration::from_secs(at.saturating_sub(now_unix()))
+}
+
+async fn run(
+    ctx: Arc<Ctx>,
+    mut a: Attachment,
+    ns: NsHandle,
+    mut stop: oneshot::Receiver<Stop>,
+) -> Attachment {
+    let (Some(id), Ok(ifindex)) = (identity(&a), ifindex(&ns, &a)) else {
+        tracing::warn!(target = %a.target, ifname = %a.ifname, "DHCP attachment without interface or identity; waiting to be removed");
+        let _ = (&mut stop).await;
+        return a;
+    };
+    let client = Client {
+        ns: &ns,
+        ifindex,
+        ifname: &a.ifname.clone(),
+        id: &id,
+    };
+    let mut failures: u32 = 0;
+    // What the attachment held last, asked back first after an expiry.
+    let mut previous: Option<Ipv4Addr> = None;
+    loop {
+        let lease = a.dhcp.as_ref().and_then(|b| b.lease.clone());
+        let outcome = match lease {
+            None => {
+                let r = tokio::select! {
+                    how = &mut stop => return finish(&client, a, how.unwrap_or(Stop::Keep)).await,
+                    r = client.acquire(previous, ctx.acquire_timeout) => r,
+                };
+                match r {
+                    Ok(lease) => apply(&ctx, &a, lease).await,
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Some(lease) => {
+                previous = Some(lease.address.addr());
+                match step(&ctx, &client, &a, &lease, &mut stop).await {
+                    Step::Stop(how) => return finish(&client, a, how).await,
+                    Step::Next(r) => r,
+                }
+            }
+        };
+        match outcome {
+            Ok(next) => {
+                a = next;
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(target = %a.target, ifname = %a.ifname, "DHCP: {e}");
+                let wait = Duration::from_secs(1 << failures.min(5));
+                if let Some(how) = pause(wait, &mut stop).await {
+                    return finish(&client, a, how).await;
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Stop(Stop),
+    Next(std::result::Result<Attachment, String>),
+}
+
+/// One step of a bound lease's life: wait for T1, or try to extend it, or
+/// let it go at expiry.
+async fn step(
+    ctx: &Arc<Ctx>,
+    client: &Client<'_>,
+    a: &Attachment,
+    lease: &Lease,
+    stop: &mut oneshot::Receiver<Stop>,
+) -> Step {
+    let now = now_unix();
+    if now >= lease.expires_at() {
+        tracing::warn!(target = %a.target, address = %lease.address, "DHCP lease expired; address removed");
+        return Step::Next(engine(ctx, a, |e, a| e.drop_lease(a, LeaseState::Expired)).await);
+    }
+    if now < lease.renew_at() {
+        return match pause(secs_until(lease.renew_at()), stop).await {
+            Some(how) => Step::Stop(how),
+            None => Step::Next(Ok(a.clone())),
+        };
+    }
+    let rebinding = now >= lease.rebind_at();
+    let state = if rebinding {
+        LeaseState::Rebinding
+    } else {
+        LeaseState::Renewing
+    };
+    let mut a = a.clone();
+    if a.dhcp.as_ref().map(|b| b.state) != Some(state) {
+        match engine(ctx, &a, move |e, a| e.set_lease_state(a, state)).await {
+            Ok(next) => a = next,
+            Err(e) => return Step::Next(Err(e)),
+        }
+    }
+    // RFC 2131 §4.4.5: retransmit after half the time left to T2 (or to
+    // expiry when rebinding); 60 s at least there, 1 s here so that short
+    // lab leases work too.
+    let until = if rebinding {
+        lease.expires_at()
+    } else {
+        lease.rebind_at()
+    };
+    let wait = secs_until(until).div_f32(2.0).max(Duration::from_secs(1));
+    let reply = tokio::select! {
+        how = &mut *stop => return Step::Stop(how.unwrap_or(Stop::Keep)),
+        r = client.extend(lease, rebinding, wait) => r,
+    };
+    Step::Next(match reply {
+        Ok(Some(Reply::Ack(new))) => {
+            tracing::info!(target = %a.target, address = %new.address, "DHCP lease extended");
+            apply(ctx, &a, new).await
+        }
+        Ok(Some(Reply::Nak { message, .. })) => {
+            tracing::warn!(target = %a.target, address = %lease.address, "DHCP server refused the renewal{}; address removed", message.map(|m| format!(": {m}")).unwrap_or_default());
+            engine(ctx, &a, |e, a| e.drop_lease(a, LeaseState::Expired)).await
+        }
+        Ok(_) => Ok(a), // no answer: the loop tries again (or moves to rebinding)
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+async fn apply(ctx: &Arc<Ctx>, a: &Attachment, lease: Lease) -> std::result::Result<Attachment, String> {
+    engine(ctx, a, move |e, a| e.apply_lease(a, &lease)).await
+}
+
+/// Run an engine call on the blocking pool with a fresh engine (its own
+/// store connection and netlink socket).
+async fn engine(
+    ctx: &Arc<Ctx>,
+    a: &Attachment,
+    f: impl FnOnce(&mut crate::engine::Engine, &Attachment) -> Result<Attachment> + Send + 'static,
+) -> std::result::Result<Attachment, String> {
+    let (ctx, a) = (ctx.clone(), a.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut e = ctx.engine()?;
+        f(&mut e, &a)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+async fn finish(client: &Client<'_>, a: Attachment, how: Stop) -> Attachment {
+    if how == Stop::Release
+        && let Some(lease) = a.dhcp.as_ref().and_then(|b| b.lease.as_ref())
+    {
+        match client.release(lease).await {
+            Ok(()) => tracing::info!(target = %a.target, address = %lease.address, "DHCP lease released"),
+            Err(e) => tracing::warn!(target = %a.target, "DHCP release: {e}"),
+        }
+    }
+    a
+}
+
+/// Release a lease from outside a task (the CLI detaching without a
+/// daemon): one DHCPRELEASE, no answer expected.
+pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(), DhcpError> {
+    let (Some(id), Some(lease)) = (identity(a), a.dhcp.as_ref().and_then(|b| b.lease.as_ref()))
+    else {
+        return Ok(());
+    };
+    let client = Client {
+        ns,
+        ifindex: 0,
+        ifname: &a.ifname,
+        id: &id,
+    };
+    client.release(lease).await
+}

@@ -1,0 +1,335 @@
+//! `plumb daemon`: the work that outlives one command. It serves the CLI on
+//! a local socket (root only), runs a DHCP client task per DHCP attachment,
+//! and reconciles: an attachment whose namespace is gone has its lease
+//! released and its interface and store rows removed.
+//!
+//! Engine calls run on tokio's blocking pool, each with its own engine
+//! (store connection, netlink socket); the async side only waits on
+//! sockets and timers.
+
+mod lease;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Mutex;
+
+use crate::engine::{Engine, attached_ns};
+use crate::error::{Error, Result};
+use crate::model::{Attachment, LeaseState};
+use crate::report;
+use lease::{LeaseTask, Stop};
+pub use lease::release_now;
+use protocol::{Reply, Request};
+
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// How long an attach waits for a DHCP server before it is rolled back.
+    pub acquire_timeout: Duration,
+    /// How often namespaces are checked for life.
+    pub reconcile_interval: Duration,
+}
+
+/// What every task of the daemon shares.
+pub struct Ctx {
+    state_dir: PathBuf,
+    acquire_timeout: Duration,
+    /// Lease tasks by the attachment's host interface name.
+    tasks: Mutex<HashMap<String, LeaseTask>>,
+}
+
+impl Ctx {
+    fn engine(&self) -> Result<Engine> {
+        Engine::open(&self.state_dir)
+    }
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the daemon's runtime", e))?;
+    rt.block_on(serve(opts))
+}
+
+/// Each lease task holds its namespace open: a thousand leases need more
+/// descriptors than the usual soft limit of 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+async fn serve(opts: Options) -> Result<()> {
+    let listener = bind(&opts.socket)?;
+    let ctx = Arc::new(Ctx {
+        state_dir: opts.state_dir.clone(),
+        acquire_timeout: opts.acquire_timeout,
+        tasks: Mutex::new(HashMap::new()),
+    });
+    resume(&ctx).await?;
+    tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
+    let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("watch SIGTERM", e))?;
+    loop {
+        tokio::select! {
+            conn = listener.accept() => match conn {
+                Ok((stream, _)) => { tokio::spawn(handle(ctx.clone(), stream)); }
+                Err(e) => tracing::warn!("accept: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    // Leases stay in the store and on the interfaces: a restarted daemon
+    // resumes renewing them.
+    reconciler.abort();
+    let tasks: Vec<LeaseTask> = ctx.tasks.lock().await.drain().map(|(_, t)| t).collect();
+    for t in tasks {
+        t.stop(Stop::Keep).await;
+    }
+    let _ = std::fs::remove_file(&opts.socket);
+    tracing::info!("plumb daemon stopped");
+    Ok(())
+}
+
+/// Listen on `path`, mode 0600; refuse when another daemon answers there.
+fn bind(path: &Path) -> Result<UnixListener> {
+    let err = |reason: String| Error::Daemon {
+        socket: path.display().to_string(),
+        reason,
+    };
+    if protocol::is_running(path) {
+        return Err(err("another plumb daemon is already listening".into()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("create its directory: {e}")))?;
+    }
+    let _ = std::fs::remove_file(path);
+    // Created with no permission for group and others from the start, so
+    // there is no window in which another user could connect.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    listener.map_err(|e| err(format!("listen: {e}")))
+}
+
+/// At start: undo attaches a killed daemon left half done, drop what died
+/// meanwhile, and resume renewing every lease in the store.
+async fn resume(ctx: &Arc<Ctx>) -> Result<()> {
+    let c = ctx.clone();
+    let (stale, live) = blocking(move || -> Result<(Vec<Attachment>, Vec<Attachment>)> {
+        let mut e = c.engine()?;
+        let mut stale = Vec::new();
+        let mut live = Vec::new();
+        for s in e.attachments()? {
+            let a = s.attachment;
+            let Some(b) = &a.dhcp else { continue };
+            if b.state == LeaseState::Acquiring || attached_ns(&a).is_none() {
+                e.detach_attachment(&a)?;
+                stale.push(a);
+            } else {
+                live.push(a);
+            }
+        }
+        Ok((stale, live))
+    })
+    .await?;
+    for a in stale {
+        tracing::info!(target = %a.target, ifname = %a.ifname, "removed a DHCP attachment left unfinished or whose namespace is gone");
+    }
+    let mut tasks = ctx.tasks.lock().await;
+    for a in live {
+        if let Some(ns) = attached_ns(&a) {
+            tasks.insert(a.host_ifname.clone(), LeaseTask::spawn(ctx.clone(), a, ns));
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile_loop(ctx: Arc<Ctx>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = gc(&ctx).await {
+            tracing::warn!("reconcile: {e}");
+        }
+    }
+}
+
+/// Remove every attachment whose namespace is gone; a DHCP one releases
+/// its lease first, from the namespace its task still holds.
+async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
+    let c = ctx.clone();
+    let gone = blocking(move || c.engine()?.gone_attachments()).await?;
+    let mut removed = Vec::new();
+    for a in gone {
+        let task = ctx.tasks.lock().await.remove(&a.host_ifname);
+        let latest = match task {
+            Some(t) => t.stop(Stop::Release).await.unwrap_or(a),
+            None => a,
+        };
+        let c = ctx.clone();
+        let done = latest.clone();
+        blocking(move || c.engine()?.detach_attachment(&done)).await?;
+        tracing::info!(target = %latest.target, ifname = %latest.ifname, "namespace gone: attachment removed");
+        removed.push(latest);
+    }
+    Ok(removed)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Conflict(format!("daemon task failed: {e}")))?
+}
+
+async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => match dispatch(&ctx, req).await {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Error(e.to_string()),
+        },
+        Err(e) => Reply::Error(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_string(&reply).unwrap_or_default();
+    out.push('\n');
+    let _ = write.write_all(out.as_bytes()).await;
+}
+
+async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
+    match req {
+        Request::Attach { spec } => attach(ctx, spec).await,
+        Request::Detach { target, network } => detach(ctx, target, network).await,
+        Request::Gc => Ok(json!(
+            gc(ctx)
+                .await?
+                .iter()
+                .map(report::listed)
+                .collect::<Vec<_>>()
+        )),
+        Request::Status => {
+            let c = ctx.clone();
+            let all = blocking(move || c.engine()?.attachments()).await?;
+            let tracked = ctx.tasks.lock().await;
+            Ok(json!(
+                all.iter()
+                    .filter(|s| s.attachment.dhcp.is_some())
+                    .map(|s| {
+                        let mut v = report::listed(&s.attachment);
+                        v["Renewing"] = tracked.contains_key(&s.attachment.host_ifname).into();
+                        v
+                    })
+                    .collect::<Vec<_>>()
+            ))
+        }
+    }
+}
+
+/// A DHCP attach: the interface first, then the lease, then its task; a
+/// failure anywhere takes back all of it.
+async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value> {
+    let req = spec.validate()?;
+    let c = ctx.clone();
+    let target = spec.target.clone();
+    let a = blocking(move || c.engine()?.attach_dhcp_link(&target, &req, None)).await?;
+    let undo = |ctx: Arc<Ctx>, a: Attachment| async move {
+        let done = a.clone();
+        if let Err(e) = blocking(move || ctx.engine()?.detach_attachment(&done)).await {
+            tracing::warn!(target = %a.target, "rolling back a failed DHCP attach: {e}");
+        }
+    };
+    let acquired = async {
+        let ns = attached_ns(&a).ok_or_else(|| Error::Target {
+            target: a.target.clone(),
+            reason: "its namespace went away during the attach".into(),
+        })?;
+        let ifindex = lease::ifindex(&ns, &a)?;
+        let id = lease::identity(&a).ok_or_else(|| Error::Conflict("no DHCP identity".into()))?;
+        let client = crate::ipam::dhcp::Client {
+            ns: &ns,
+            ifindex,
+            ifname: &a.ifname,
+            id: &id,
+        };
+        let lease = client
+            .acquire(None, ctx.acquire_timeout)
+            .await
+            .map_err(|e| Error::Ipam {
+                network: a.network.clone(),
+                reason: e.to_string(),
+            })?;
+        let (c, pending) = (ctx.clone(), a.clone());
+        let l = lease.clone();
+        match blocking(move || c.engine()?.apply_lease(&pending, &l)).await {
+            Ok(bound) => Ok((bound, ns)),
+            Err(e) => {
+                // The server gave an address nobody will use: hand it back.
+                let mut with = a.clone();
+                if let Some(b) = with.dhcp.as_mut() {
+                    b.lease = Some(lease);
+                }
+                let _ = release_now(&ns, &with).await;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    match acquired {
+        Ok((bound, ns)) => {
+            let view = report::listed(&bound);
+            ctx.tasks.lock().await.insert(
+                bound.host_ifname.clone(),
+                LeaseTask::spawn(ctx.clone(), bound, ns),
+            );
+            Ok(view)
+        }
+        Err(e) => {
+            undo(ctx.clone(), a.clone()).await;
+            Err(Error::RolledBack {
+                cause: Box::new(e),
+                undone: format!("removed {} from target {}", a.ifname, a.target),
+            })
+        }
+    }
+}
+
+/// Detach: every lease of the target's matching attachments is released
+/// before the engine removes them.
+async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Result<Value> {
+    let c = ctx.clone();
+    let t = target.clone();
+    let found = blocking(move || c.engine()?.attachments_of(&t)).await?;
+    for s in found
+        .iter()
+        .filter(|s| network.as_ref().is_none_or(|n| &s.attachment.network == n))
+    {
+        let a = &s.attachment;
+        let task = ctx.tasks.lock().await.remove(&a.host_ifname);
+        if let Some(t) = task {
+            t.stop(Stop::Release).await;
+        } else if a.dhcp.is_some()
+            && let Some(ns) = attached_ns(a)
+        {
+            let _ = release_now(&ns, a).await;
+        }
+    }
+    let c = ctx.clone();
+    let done = blocking(move || c.engine()?.detach(&target, network.as_deref())).await?;
+    Ok(json!(done.iter().map(report::listed).collect::<Vec<_>>()))
+}
