@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::ipam::dhcp::Lease;
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind, NetworkSpec, RouteSpec, overlaps,
-    validate_ifname,
+    AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind,
+    NetworkSpec, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
 use crate::netlink::Netlink;
@@ -380,12 +380,19 @@ impl Engine {
                 }
                 let extra = lease_routes(lease);
                 driver::install_addressing(&mut inner, &next, &extra)?;
-                let (done, ns) = (next.clone(), ns.try_clone().map_err(|e| Error::io("keep the namespace open", e))?);
-                undo.push(format!("remove the lease's addresses from {}", done.ifname), move |_| {
-                    let mut nl = Netlink::open_in(&ns)
-                        .map_err(|e| Error::kernel("open netlink in target", e))?;
-                    driver::remove_addressing(&mut nl, &done, &extra)
-                });
+                let (done, ns) = (
+                    next.clone(),
+                    ns.try_clone()
+                        .map_err(|e| Error::io("keep the namespace open", e))?,
+                );
+                undo.push(
+                    format!("remove the lease's addresses from {}", done.ifname),
+                    move |_| {
+                        let mut nl = Netlink::open_in(&ns)
+                            .map_err(|e| Error::kernel("open netlink in target", e))?;
+                        driver::remove_addressing(&mut nl, &done, &extra)
+                    },
+                );
             }
             store::update_attachment(tx, &next)?;
             Ok(next)
@@ -634,7 +641,7 @@ fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
 /// now leads to another namespace does not count).
 /// A network takes the attach path of its IPAM: host-local here, DHCP
 /// through the daemon.
-fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
+pub fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
     match (net.ipam, ipam) {
         (Ipam::Dhcp, Ipam::HostLocal) => Err(Error::Conflict(format!(
             "network `{}` gets its addresses by DHCP, which the plumb daemon runs: attach through it",
@@ -648,7 +655,10 @@ fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
             Some(ip) => Err(Error::invalid(
                 "--ip",
                 ip,
-                format!("network `{}` gets its addresses from the LAN's DHCP server", net.name),
+                format!(
+                    "network `{}` gets its addresses from the LAN's DHCP server",
+                    net.name
+                ),
             )),
             None => Ok(()),
         },
@@ -656,7 +666,10 @@ fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
             Some(h) => Err(Error::invalid(
                 "--hostname",
                 h,
-                format!("names a DHCP client; network `{}` does not use DHCP", net.name),
+                format!(
+                    "names a DHCP client; network `{}` does not use DHCP",
+                    net.name
+                ),
             )),
             None => Ok(()),
         },

@@ -562,7 +562,12 @@ impl NetworkSpec {
         if let Some(mtu) = self.mtu {
             validate_mtu("--mtu", mtu)?;
         }
-        let ipam: Ipam = self.ipam.as_deref().map(str::parse).transpose()?.unwrap_or_default();
+        let ipam: Ipam = self
+            .ipam
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
         if ipam == Ipam::Dhcp {
             self.check_dhcp_options(driver)?;
         } else if let Some(d) = &self.domain {

@@ -96,11 +96,21 @@ pub fn dhcp_hostname(target: &str) -> String {
     let label: String = base
         .replace(':', "-")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect();
     let label = label.trim_matches('-').to_string();
-    if label.is_empty() { "container".into() } else { label }
+    if label.is_empty() {
+        "container".into()
+    } else {
+        label
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::path::Path;
 use crate::daemon::protocol::{self, Request};
 use crate::daemon::release_now;
 use crate::engine::{Engine, attached_ns};
-use crate::model::{Attachment, Ipam};
 use crate::error::{Error, Result};
 use crate::model::AttachSpec;
+use crate::model::{Attachment, Ipam};
 use crate::report;
 
 #[derive(Args, Debug)]
@@ -66,7 +66,9 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         hostname: args.hostname,
     };
     let req = spec.validate()?;
-    if engine.network(&req.network)?.network.ipam == Ipam::Dhcp {
+    let net = engine.network(&req.network)?.network;
+    if net.ipam == Ipam::Dhcp {
+        crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
         // The daemon runs the client for as long as the attachment lives.
         let v = protocol::call(socket, &Request::Attach { spec })?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -171,10 +173,8 @@ pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
 pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
     let atts = engine.attachments()?;
     if args.json {
-        let list: Vec<serde_json::Value> = atts
-            .iter()
-            .map(|a| report::listed(&a.attachment))
-            .collect();
+        let list: Vec<serde_json::Value> =
+            atts.iter().map(|a| report::listed(&a.attachment)).collect();
         print_json(&serde_json::Value::Array(list));
         return Ok(());
     }

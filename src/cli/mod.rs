@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::daemon::protocol::DEFAULT_SOCKET;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::daemon::protocol::DEFAULT_SOCKET;
 use crate::store::DEFAULT_STATE_DIR;
 
 #[derive(Parser, Debug)]

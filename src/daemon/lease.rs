@@ -208,7 +208,11 @@ async fn step(
     })
 }
 
-async fn apply(ctx: &Arc<Ctx>, a: &Attachment, lease: Lease) -> std::result::Result<Attachment, String> {
+async fn apply(
+    ctx: &Arc<Ctx>,
+    a: &Attachment,
+    lease: Lease,
+) -> std::result::Result<Attachment, String> {
     engine(ctx, a, move |e, a| e.apply_lease(a, &lease)).await
 }
 
@@ -234,7 +238,9 @@ async fn finish(client: &Client<'_>, a: Attachment, how: Stop) -> Attachment {
         && let Some(lease) = a.dhcp.as_ref().and_then(|b| b.lease.as_ref())
     {
         match client.release(lease).await {
-            Ok(()) => tracing::info!(target = %a.target, address = %lease.address, "DHCP lease released"),
+            Ok(()) => {
+                tracing::info!(target = %a.target, address = %lease.address, "DHCP lease released")
+            }
             Err(e) => tracing::warn!(target = %a.target, "DHCP release: {e}"),
         }
     }

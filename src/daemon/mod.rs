@@ -24,8 +24,8 @@ use crate::engine::{Engine, attached_ns};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, LeaseState};
 use crate::report;
-use lease::{LeaseTask, Stop};
 pub use lease::release_now;
+use lease::{LeaseTask, Stop};
 use protocol::{Reply, Request};
 
 pub struct Options {

@@ -95,7 +95,10 @@ pub(crate) fn install_addressing(
     for addr in &a.addresses {
         match nl.add_address(link.index, *addr) {
             Err(e) if !e.is(libc::EEXIST) => {
-                return Err(Error::kernel(what(&format!("add {addr} to {}", a.ifname)), e));
+                return Err(Error::kernel(
+                    what(&format!("add {addr} to {}", a.ifname)),
+                    e,
+                ));
             }
             _ => {}
         }
@@ -116,7 +119,8 @@ pub(crate) fn remove_addressing(
     else {
         return Ok(());
     };
-    let gone = |e: &NetlinkError| e.is(libc::ESRCH) || e.is(libc::EADDRNOTAVAIL) || e.is(libc::ENOENT);
+    let gone =
+        |e: &NetlinkError| e.is(libc::ESRCH) || e.is(libc::EADDRNOTAVAIL) || e.is(libc::ENOENT);
     for r in a.routes.iter().chain(extra) {
         if let Err(e) = nl.del_route(r.dest, Some(r.via), Some(link.index))
             && !gone(&e)
@@ -131,7 +135,10 @@ pub(crate) fn remove_addressing(
         if let Err(e) = nl.del_route(any, Some(*gw), Some(link.index))
             && !gone(&e)
         {
-            return Err(Error::kernel(what(&format!("remove default route via {gw}")), e));
+            return Err(Error::kernel(
+                what(&format!("remove default route via {gw}")),
+                e,
+            ));
         }
     }
     for addr in &a.addresses {

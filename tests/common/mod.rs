@@ -76,9 +76,65 @@ impl Lab {
             .arg(self.state.path())
             .arg("--host-netns")
             .arg(&self.host)
+            .arg("--socket")
+            .arg(self.socket())
             .args(args)
             .output()
             .expect("run plumb")
+    }
+
+    /// This lab's daemon socket.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.state.path().join("plumbd.sock")
+    }
+
+    /// Start `plumb daemon` for this lab and wait until it answers.
+    pub fn daemon(&self, args: &[&str]) -> Bg {
+        let log = self.state.path().join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("--host-netns")
+            .arg(&self.host)
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("daemon")
+            .args(args)
+            .env("PLUMB_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("daemon log"))
+            .spawn()
+            .expect("start plumb daemon");
+        let mut bg = Bg {
+            child,
+            log: log.clone(),
+        };
+        let socket = self.socket();
+        wait_until("the daemon to listen", 10, || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+                || bg.child.try_wait().ok().flatten().is_some()
+        });
+        assert!(
+            bg.child.try_wait().ok().flatten().is_none(),
+            "plumb daemon exited: {}",
+            bg.log_text()
+        );
+        bg
+    }
+
+    /// Run `cmd` in the background inside `ns`, its output in `log` (under
+    /// the state directory); stopped when the handle drops.
+    pub fn spawn_in(&self, ns: &str, cmd: &str, log: &str) -> Bg {
+        let log = self.state.path().join(log);
+        let file = std::fs::File::create(&log).expect("log file");
+        // `ip netns exec` and `sh -c exec` both exec: the child is `cmd`.
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn");
+        Bg { child, log }
     }
 
     /// Run plumb and insist that it succeeds; returns stdout.
@@ -157,6 +213,55 @@ impl Lab {
         if let Some(addr) = b_addr {
             must(&format!("ip -n {b} addr add {addr} dev {b_if}"));
         }
+    }
+}
+
+/// A background process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Bg {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Bg {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop it the hard way, as a crash or the OOM killer would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Poll `f` every 100 ms until it holds; fail the test after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -89,12 +89,12 @@ pub fn client_port_filter() -> Vec<libc::sock_filter> {
         BPF_MSH, BPF_RET,
     };
     vec![
-        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 9),          // protocol
-        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 5, 17),        // UDP?
-        op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 6),          // flags + offset
-        op(BPF_JMP | BPF_JSET | BPF_K, 3, 0, 0x1fff),   // fragment: drop
-        op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0),         // X = header length
-        op(BPF_LD | BPF_H | BPF_IND, 0, 0, 2),          // destination port
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 9),        // protocol
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 5, 17),      // UDP?
+        op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 6),        // flags + offset
+        op(BPF_JMP | BPF_JSET | BPF_K, 3, 0, 0x1fff), // fragment: drop
+        op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0),       // X = header length
+        op(BPF_LD | BPF_H | BPF_IND, 0, 0, 2),        // destination port
         op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, u32::from(CLIENT_PORT)),
         op(BPF_RET | BPF_K, 0, 0, u32::MAX),
         op(BPF_RET | BPF_K, 0, 0, 0),

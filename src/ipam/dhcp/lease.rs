@@ -65,7 +65,9 @@ impl Lease {
 
     /// Option 121 routes other than the default one.
     pub fn static_routes(&self) -> impl Iterator<Item = &(Ipv4Net, Ipv4Addr)> {
-        self.routes.iter().filter(|(dest, _)| dest.prefix_len() != 0)
+        self.routes
+            .iter()
+            .filter(|(dest, _)| dest.prefix_len() != 0)
     }
 }
 
@@ -104,7 +106,10 @@ mod tests {
     #[test]
     fn infinite_leases_never_expire() {
         let mut l = lease();
-        assert_eq!((l.renew_at(), l.rebind_at(), l.expires_at()), (1050, 1087, 1100));
+        assert_eq!(
+            (l.renew_at(), l.rebind_at(), l.expires_at()),
+            (1050, 1087, 1100)
+        );
         l.lease_secs = INFINITE;
         assert_eq!(l.expires_at(), u64::MAX);
     }

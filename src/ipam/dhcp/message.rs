@@ -113,9 +113,15 @@ fn encode(msg: &Message) -> Vec<u8> {
 /// A server's reply to this client's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Offer { server: Ipv4Addr, offered: Ipv4Addr },
+    Offer {
+        server: Ipv4Addr,
+        offered: Ipv4Addr,
+    },
     Ack(Lease),
-    Nak { server: Option<Ipv4Addr>, message: Option<String> },
+    Nak {
+        server: Option<Ipv4Addr>,
+        message: Option<String>,
+    },
 }
 
 /// Parse a datagram; None when it is not a reply to `xid` for `mac` (other
@@ -242,8 +248,12 @@ mod tests {
             o.get(OptionCode::Hostname),
             Some(&DhcpOption::Hostname("web".into()))
         );
-        assert!(matches!(o.get(OptionCode::ClientFQDN), Some(DhcpOption::ClientFQDN(f)) if f.domain().to_ascii().starts_with("web.app.example.com")));
-        assert!(matches!(o.get(OptionCode::ParameterRequestList), Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::ClasslessStaticRoute)));
+        assert!(
+            matches!(o.get(OptionCode::ClientFQDN), Some(DhcpOption::ClientFQDN(f)) if f.domain().to_ascii().starts_with("web.app.example.com"))
+        );
+        assert!(
+            matches!(o.get(OptionCode::ParameterRequestList), Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::ClasslessStaticRoute))
+        );
     }
 
     #[test]

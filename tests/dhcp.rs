@@ -1,0 +1,365 @@
+//! DHCP networks against real servers on a stand-in LAN: a switch (bridge)
+//! in namespace `lan`, the DHCP server (also the router, 192.168.70.1) on
+//! it, and the fake host's `lan0` plugged into it. dnsmasq (2-minute lease
+//! floor) is used for acquire, DNS registration and release; kea, with
+//! leases of a few seconds, for renewal, rebinding and expiry.
+
+mod common;
+
+use common::{Bg, Lab, must, wait_until};
+use serde_json::Value;
+
+const SERVER: &str = "192.168.70.1";
+
+/// The LAN and its server's namespace.
+fn lan(lab: &Lab) -> String {
+    let switch = lab.netns("lan");
+    must(&format!(
+        "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
+    ));
+    let server = lab.netns("dhcpsrv");
+    lab.wire(
+        &server,
+        "eth0",
+        Some(&format!("{SERVER}/24")),
+        &switch,
+        "p-srv",
+        None,
+    );
+    lab.wire(&lab.host, "lan0", None, &switch, "p-host", None);
+    must(&format!(
+        "ip -n {switch} link set p-srv master br0 && ip -n {switch} link set p-host master br0"
+    ));
+    server
+}
+
+fn dnsmasq(lab: &Lab, server: &str) -> Bg {
+    let leases = lab.state.path().join("dnsmasq.leases");
+    let bg = lab.spawn_in(
+        server,
+        &format!(
+            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+             --interface=eth0 --bind-interfaces --except-interface=lo \
+             --dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative \
+             --domain=app.example.com --local=/app.example.com/ --log-dhcp \
+             --dhcp-leasefile={} --pid-file=",
+            leases.display()
+        ),
+        "dnsmasq.log",
+    );
+    wait_until("dnsmasq to listen", 10, || {
+        lab.exec(server, "ss -lun")
+            .stdout
+            .windows(3)
+            .any(|w| w == b":67")
+    });
+    bg
+}
+
+/// kea with leases of `valid` seconds (T1 = valid/4, T2 = valid/2).
+fn kea(lab: &Lab, server: &str, valid: u32) -> Bg {
+    let dir = lab.state.path();
+    let conf = dir.join("kea.json");
+    let config = serde_json::json!({"Dhcp4": {
+        "interfaces-config": {"interfaces": ["eth0"], "dhcp-socket-type": "raw"},
+        "lease-database": {"type": "memfile", "persist": true, "lfc-interval": 0,
+                           "name": dir.join("kea-leases4.csv")},
+        "valid-lifetime": valid, "renew-timer": valid / 4, "rebind-timer": valid / 2,
+        // kea 2.2 has no definition of option 121 yet: RFC 3442 bytes for
+        // 10.99.0.0/16 via 192.168.70.254 and the default via .1.
+        "option-def": [{"name": "classless-routes", "code": 121, "type": "binary", "space": "dhcp4"}],
+        "subnet4": [{"id": 1, "subnet": "192.168.70.0/24",
+            "pools": [{"pool": "192.168.70.100 - 192.168.70.199"}],
+            "option-data": [
+                {"name": "routers", "data": SERVER},
+                {"name": "domain-name-servers", "data": SERVER},
+                {"name": "interface-mtu", "data": "1400"},
+                {"name": "classless-routes", "code": 121, "csv-format": false,
+                 "data": "100A63C0A846FE00C0A84601"}
+            ]}],
+        "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
+    }});
+    std::fs::write(&conf, config.to_string()).expect("kea config");
+    let bg = lab.spawn_in(
+        server,
+        &format!(
+            "env KEA_LOCKFILE_DIR={d} KEA_PIDFILE_DIR={d} kea-dhcp4 -c {}",
+            conf.display(),
+            d = dir.display()
+        ),
+        "kea.log",
+    );
+    wait_until("kea to listen", 10, || {
+        std::fs::read_to_string(&bg.log)
+            .unwrap_or_default()
+            .contains("DHCP4_STARTED")
+    });
+    bg
+}
+
+fn network(lab: &Lab, extra: &[&str]) {
+    let mut args = vec![
+        "network",
+        "create",
+        "lan",
+        "--driver",
+        "bridge",
+        "--mode",
+        "bridged",
+        "--uplink",
+        "lan0",
+        "--ipam",
+        "dhcp",
+        "--domain",
+        "app.example.com",
+    ];
+    args.extend_from_slice(extra);
+    lab.ok(&args);
+}
+
+fn dhcp_of(lab: &Lab, target: &str) -> Value {
+    lab.inspect(target)["NetworkSettings"]["Networks"]["lan"]["DHCP"].clone()
+}
+
+fn eth0_v4(lab: &Lab, ns: &str) -> String {
+    String::from_utf8_lossy(&lab.exec(ns, "ip -4 -o addr show dev eth0").stdout).into_owned()
+}
+
+#[test]
+fn dnsmasq_leases_an_address_registers_the_name_and_gets_it_back_on_detach() {
+    let lab = Lab::new("dq");
+    let server = lan(&lab);
+    let _dnsmasq = dnsmasq(&lab, &server);
+    let _daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan", "--hostname", "web"]);
+
+    let ep = &lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"];
+    let ip = ep["IPAddress"].as_str().unwrap().to_string();
+    assert!(
+        ip.starts_with("192.168.70.1"),
+        "address from the pool: {ep}"
+    );
+    assert_eq!(ep["IPPrefixLen"], 24);
+    assert_eq!(ep["Gateway"], SERVER);
+    let d = &ep["DHCP"];
+    assert_eq!(d["State"], "bound");
+    assert_eq!(d["Server"], SERVER);
+    assert_eq!(d["DNSServers"][0], SERVER);
+    assert_eq!(d["Domain"], "app.example.com");
+    assert_eq!(d["FQDN"], "web.app.example.com");
+    assert!(eth0_v4(&lab, &c).contains(&format!("{ip}/24")));
+    assert!(
+        lab.ping(&c, SERVER),
+        "the container reaches the LAN's router"
+    );
+
+    // The server knows the container by its MAC and name, and its DNS
+    // answers for it.
+    let mac = ep["MacAddress"].as_str().unwrap().to_string();
+    let leases = std::fs::read_to_string(lab.state.path().join("dnsmasq.leases")).unwrap();
+    assert!(
+        leases
+            .lines()
+            .any(|l| l.contains(&mac) && l.contains(&ip) && l.contains(" web ")),
+        "lease table: {leases}"
+    );
+    let answer = must(&format!(
+        "ip netns exec {c} dig +short +time=2 +tries=2 @{SERVER} web.app.example.com A"
+    ));
+    assert_eq!(answer.trim(), ip, "dnsmasq resolves the container's name");
+
+    // Detach releases the lease on the server.
+    lab.ok(&["detach", &c, "lan"]);
+    wait_until("dnsmasq to drop the released lease", 5, || {
+        !std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
+            .unwrap()
+            .contains(&mac)
+    });
+    assert!(!common::links(&c).iter().any(|l| l == "eth0"));
+
+    // A re-attach is the same client to the LAN: same MAC, same client id.
+    lab.ok(&["attach", &c, "lan", "--hostname", "web"]);
+    let again = &lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"];
+    assert_eq!(again["MacAddress"], mac.as_str());
+    assert_eq!(again["DHCP"]["ClientID"], d["ClientID"]);
+}
+
+#[test]
+fn macvlan_containers_lease_from_the_lan_and_a_dead_namespace_releases_its_lease() {
+    let lab = Lab::new("dm");
+    let server = lan(&lab);
+    let _dnsmasq = dnsmasq(&lab, &server);
+    let _daemon = lab.daemon(&["--reconcile-interval", "1"]);
+    lab.ok(&[
+        "network", "create", "lan", "--driver", "macvlan", "--parent", "lan0", "--ipam", "dhcp",
+    ]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    assert!(ip.starts_with("192.168.70.1"), "{ip}");
+    assert!(lab.ping(&c, SERVER));
+    let mac = lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let leases = lab.state.path().join("dnsmasq.leases");
+    assert!(std::fs::read_to_string(&leases).unwrap().contains(&mac));
+
+    // The container dies: the daemon notices, releases, forgets.
+    must(&format!("ip netns del {c}"));
+    wait_until(
+        "the daemon to release the dead container's lease",
+        10,
+        || !std::fs::read_to_string(&leases).unwrap().contains(&mac),
+    );
+    wait_until("the attachment to be removed", 5, || {
+        lab.ok(&["ls"]).lines().count() == 1
+    });
+}
+
+#[test]
+fn kea_short_leases_renew_expire_without_a_server_and_come_back() {
+    let lab = Lab::new("dk");
+    let server = lan(&lab);
+    let mut kea = kea(&lab, &server, 8);
+    let _daemon = lab.daemon(&["--dhcp-timeout", "3"]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let first = dhcp_of(&lab, &c);
+    assert_eq!(first["LeaseSeconds"], 8);
+    // Option 121 and 26 are applied: the default route from 121, its route.
+    let routes = must(&format!("ip -n {c} -4 route"));
+    assert!(routes.contains("default via 192.168.70.1"), "{routes}");
+    assert!(
+        routes.contains("10.99.0.0/16 via 192.168.70.254"),
+        "{routes}"
+    );
+    assert!(must(&format!("ip -n {c} link show eth0")).contains("mtu 1400"));
+    let ip = lab.ip_of(&c, "lan");
+
+    // T1 is 2 s: within 5 s the lease is renewed twice.
+    let acquired = |lab: &Lab| dhcp_of(lab, &c)["AcquiredAt"].as_u64().unwrap();
+    let t0 = acquired(&lab);
+    wait_until("two renewals", 7, || acquired(&lab) >= t0 + 4);
+    assert!(kea.log_text().matches("DHCP4_LEASE_ALLOC").count() >= 3);
+    assert_eq!(lab.ip_of(&c, "lan"), ip, "a renewal keeps the address");
+
+    // The server goes away: the address stays until the lease really
+    // expires, then it is removed and reported.
+    kea.stop();
+    let gone_at = acquired(&lab) + 8;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        eth0_v4(&lab, &c).contains(&ip),
+        "kept while the lease is valid"
+    );
+    wait_until("the expired lease to be reported", 12, || {
+        dhcp_of(&lab, &c)["State"] == "expired"
+    });
+    assert!(
+        dhcp_of(&lab, &c)["ExpiresAt"].is_null(),
+        "no lease is shown once expired"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now >= gone_at,
+        "the address went no earlier than the lease's end"
+    );
+    assert!(
+        !eth0_v4(&lab, &c).contains(&ip),
+        "address removed at expiry"
+    );
+
+    // The server comes back: the daemon acquires again.
+    let _kea = self::kea(&lab, &server, 8);
+    wait_until("a new lease", 20, || dhcp_of(&lab, &c)["State"] == "bound");
+    assert!(eth0_v4(&lab, &c).contains("192.168.70.1"));
+}
+
+#[test]
+fn a_restarted_or_killed_daemon_resumes_renewing_without_dropping_the_address() {
+    let lab = Lab::new("dr");
+    let server = lan(&lab);
+    let _kea = kea(&lab, &server, 8);
+    let mut daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    daemon.kill9();
+    // Down for longer than T1: nobody renews, the address stays.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(eth0_v4(&lab, &c).contains(&ip));
+    let before = dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap();
+    let _daemon = lab.daemon(&[]);
+    wait_until("the new daemon to renew", 6, || {
+        dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap() > before
+    });
+    assert_eq!(lab.ip_of(&c, "lan"), ip);
+    assert!(eth0_v4(&lab, &c).contains(&ip));
+}
+
+#[test]
+fn no_server_answer_rolls_the_attach_back_with_a_clear_error() {
+    let lab = Lab::new("dn");
+    lan(&lab);
+    let _daemon = lab.daemon(&["--dhcp-timeout", "2"]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    let host_before = lab.host_links();
+    let err = lab.fails(&["attach", &c, "lan"]);
+    assert!(err.contains("no DHCP server answered"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(common::links(&c), vec!["lo"]);
+    assert_eq!(lab.host_links(), host_before);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "only the header");
+}
+
+#[test]
+fn a_dhcp_network_without_a_daemon_says_so_and_changes_nothing() {
+    let lab = Lab::new("dd");
+    lan(&lab);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    let err = lab.fails(&["attach", &c, "lan"]);
+    assert!(err.contains("plumb daemon"), "{err}");
+    assert!(err.contains("plumbd.sock"), "{err}");
+    assert_eq!(common::links(&c), vec!["lo"]);
+    // Static addresses and DHCP-only options are refused up front.
+    let err = lab.fails(&["attach", &c, "lan", "--ip", "192.168.70.5"]);
+    assert!(err.contains("--ip `192.168.70.5`"), "{err}");
+    let err = lab.fails(&[
+        "network", "create", "bad", "--driver", "bridge", "--mode", "nat", "--ipam", "dhcp",
+    ]);
+    assert!(err.contains("--mode `nat`"), "{err}");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "bad",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--ipam",
+        "dhcp",
+        "--gateway",
+        "192.168.70.1",
+    ]);
+    assert!(err.contains("--gateway `192.168.70.1`"), "{err}");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.1.0.0/24",
+        "--domain",
+        "x.org",
+    ]);
+    assert!(err.contains("--domain `x.org`"), "{err}");
+}
