@@ -363,3 +363,33 @@ fn a_dhcp_network_without_a_daemon_says_so_and_changes_nothing() {
     ]);
     assert!(err.contains("--domain `x.org`"), "{err}");
 }
+
+#[test]
+fn after_a_reboot_the_daemon_restores_the_bridge_and_the_leased_address() {
+    let lab = Lab::new("db");
+    let server = lan(&lab);
+    let _kea = kea(&lab, &server, 8);
+    let mut daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    daemon.kill9();
+    // The reboot: plumb's links are gone, the uplink is free again.
+    for link in lab.host_links() {
+        if link.starts_with("pl-") || link.starts_with("pv") {
+            must(&format!("ip -n {} link del {link}", lab.host));
+        }
+    }
+    assert!(!lab.ping(&c, SERVER));
+    let _daemon = lab.daemon(&[]);
+    assert_eq!(lab.ip_of(&c, "lan"), ip);
+    assert!(eth0_v4(&lab, &c).contains(&ip), "the lease's address is back");
+    assert!(lab.ping(&c, SERVER), "and the LAN with it");
+    // The lease task renews on the new interface.
+    let before = dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap();
+    wait_until("a renewal on the restored interface", 6, || {
+        dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap() > before
+    });
+    assert_eq!(lab.ip_of(&c, "lan"), ip);
+}

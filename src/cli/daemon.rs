@@ -62,3 +62,31 @@ pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Through the daemon when it runs (its lease tasks must learn of the new
+/// interfaces), else here.
+pub fn restore(engine: &mut Engine, socket: &Path) -> Result<()> {
+    let report = if protocol::is_running(socket) {
+        serde_json::from_value(protocol::call(socket, &Request::Restore)?)
+            .map_err(|e| Error::Conflict(format!("daemon answered an unreadable report: {e}")))?
+    } else {
+        engine.restore()?
+    };
+    for line in &report.repaired {
+        println!("restored {line}");
+    }
+    for line in &report.removed {
+        println!("removed {line}: its namespace is gone");
+    }
+    if report.repaired.is_empty() && report.removed.is_empty() && report.errors.is_empty() {
+        println!("nothing to restore");
+    }
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "restore incomplete:\n  {}",
+            report.errors.join("\n  ")
+        )))
+    }
+}

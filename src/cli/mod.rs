@@ -59,6 +59,10 @@ pub enum Command {
     Down(topology::TopologyArgs),
     /// Run the daemon: DHCP clients for DHCP networks, reconciliation.
     Daemon(daemon::DaemonArgs),
+    /// Re-create from the store what the kernel lost (after a reboot, a
+    /// flushed ruleset): bridges, parents, host addresses and routes, NAT
+    /// and rules, and the attachments of namespaces that still exist.
+    Restore,
     /// Remove attachments whose namespace is gone (through the daemon when
     /// it runs, so their DHCP leases are released).
     Gc,
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Attach(args) => attach::attach(&mut engine, &cli.socket, args),
         Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args),
         Command::Gc => daemon::gc(&mut engine, &cli.socket),
+        Command::Restore => daemon::restore(&mut engine, &cli.socket),
         Command::Daemon(_) => Ok(()),
         Command::Inspect(args) => attach::inspect(&engine, args),
         Command::Ls(args) => attach::ls(&engine, args),

@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
-use crate::engine::{Engine, attached_ns};
+use crate::engine::{Engine, RestoreReport, attached_ns};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, LeaseState};
 use crate::report;
@@ -77,7 +77,8 @@ async fn serve(opts: Options) -> Result<()> {
         acquire_timeout: opts.acquire_timeout,
         tasks: Mutex::new(HashMap::new()),
     });
-    resume(&ctx).await?;
+    // What a reboot took, the daemon puts back before it serves anyone.
+    restore(&ctx).await?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -125,8 +126,28 @@ fn bind(path: &Path) -> Result<UnixListener> {
     listener.map_err(|e| err(format!("listen: {e}")))
 }
 
-/// At start: undo attaches a killed daemon left half done, drop what died
-/// meanwhile, and resume renewing every lease in the store.
+/// Stop every lease task (keeping the leases), restore, resume: the tasks
+/// find the interfaces restore may have made again.
+async fn restore(ctx: &Arc<Ctx>) -> Result<RestoreReport> {
+    let tasks: Vec<LeaseTask> = ctx.tasks.lock().await.drain().map(|(_, t)| t).collect();
+    for t in tasks {
+        t.stop(Stop::Keep).await;
+    }
+    let c = ctx.clone();
+    let report = blocking(move || c.engine()?.restore()).await;
+    resume(ctx).await?;
+    let report = report?;
+    for line in &report.repaired {
+        tracing::info!("restored {line}");
+    }
+    for line in &report.errors {
+        tracing::warn!("restore: {line}");
+    }
+    Ok(report)
+}
+
+/// Undo attaches a killed daemon left half done, drop what died meanwhile,
+/// and renew every lease in the store.
 async fn resume(ctx: &Arc<Ctx>) -> Result<()> {
     let c = ctx.clone();
     let (stale, live) = blocking(move || -> Result<(Vec<Attachment>, Vec<Attachment>)> {
@@ -223,6 +244,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
                 .map(report::listed)
                 .collect::<Vec<_>>()
         )),
+        Request::Restore => Ok(json!(restore(ctx).await?)),
         Request::Status => {
             let c = ctx.clone();
             let all = blocking(move || c.engine()?.attachments()).await?;

@@ -27,6 +27,8 @@ pub enum Request {
     },
     /// Remove attachments whose namespace is gone, releasing their leases.
     Gc,
+    /// Re-create what the kernel lost, then resume every lease.
+    Restore,
     /// The leases the daemon keeps.
     Status,
 }

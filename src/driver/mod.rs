@@ -175,8 +175,11 @@ fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSp
             .map_err(kernel(what(&format!("default route via {via}"))))?;
     }
     for r in a.routes.iter().chain(extra) {
-        nl.add_route(r.dest, Some(r.via), Some(index), false)
-            .map_err(kernel(what(&format!("route {r}"))))?;
+        match nl.add_route(r.dest, Some(r.via), Some(index), false) {
+            // Already there: a restore or a renewal putting back the same.
+            Err(e) if e.is(libc::EEXIST) => {}
+            r2 => r2.map_err(kernel(what(&format!("route {r}"))))?,
+        }
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
 use crate::undo::UndoLog;
 
+mod restore;
+pub use restore::RestoreReport;
+
 pub struct Engine {
     store: Store,
     host: Netlink,
@@ -325,26 +328,15 @@ impl Engine {
                 Ipam::Dhcp => std::mem::take(&mut attachment.routes),
                 Ipam::HostLocal => Vec::new(),
             };
-            match &net.kind {
-                NetworkKind::Bridge(b) => {
-                    bridge::attach(host, &mut inner, &ns, &net, b, &attachment, undo)?
-                }
-                NetworkKind::Macvlan(m) => {
-                    macvlan::attach(host, &mut inner, &ns, m, &mut attachment, undo)?
-                }
-                NetworkKind::Ipvlan(i) => {
-                    ipvlan::attach(host, &mut inner, &ns, i, &mut attachment, undo)?
-                }
-                NetworkKind::HostDevice(d) => {
-                    if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
-                        return Err(Error::Conflict(format!(
-                            "device {} is already attached to target `{}`",
-                            d.device, holder.attachment.target
-                        )));
-                    }
-                    host_device::attach(host, &mut inner, &ns, &host_ns, d, &mut attachment, undo)?
-                }
+            if let NetworkKind::HostDevice(d) = &net.kind
+                && let Some(holder) = store::attachments_of_network(tx, &net.name)?.first()
+            {
+                return Err(Error::Conflict(format!(
+                    "device {} is already attached to target `{}`",
+                    d.device, holder.attachment.target
+                )));
             }
+            plug(host, &mut inner, &ns, &host_ns, &net, &mut attachment, undo)?;
             attachment.routes.extend(routes_later);
             store::insert_attachment(tx, &attachment, owner)?;
             tracing::debug!("kernel configured");
@@ -639,6 +631,25 @@ fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
 
 /// The namespace an attachment lives in, if it still exists (a name that
 /// now leads to another namespace does not count).
+/// Create an attachment's interface with its driver and configure it
+/// inside the target.
+fn plug(
+    host: &mut Netlink,
+    inner: &mut Netlink,
+    ns: &NsHandle,
+    host_ns: &NsHandle,
+    net: &Network,
+    a: &mut Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    match &net.kind {
+        NetworkKind::Bridge(b) => bridge::attach(host, inner, ns, net, b, a, undo),
+        NetworkKind::Macvlan(m) => macvlan::attach(host, inner, ns, m, a, undo),
+        NetworkKind::Ipvlan(i) => ipvlan::attach(host, inner, ns, i, a, undo),
+        NetworkKind::HostDevice(d) => host_device::attach(host, inner, ns, host_ns, d, a, undo),
+    }
+}
+
 /// A network takes the attach path of its IPAM: host-local here, DHCP
 /// through the daemon.
 pub fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> {
@@ -712,7 +723,7 @@ fn same_addressing(a: &Lease, b: &Lease) -> bool {
     a.address == b.address && a.gateway() == b.gateway() && a.routes == b.routes && a.mtu == b.mtu
 }
 
-fn gone(a: &Attachment) -> Error {
+pub(crate) fn gone(a: &Attachment) -> Error {
     Error::Target {
         target: a.target.clone(),
         reason: format!("its namespace {} is gone", a.netns),

@@ -1,0 +1,223 @@
+//! `restore`: re-create from the store what the kernel lost (a reboot, a
+//! flushed ruleset, a deleted link). Each network and attachment is
+//! repaired on its own, with its own undo log: one that cannot be repaired
+//! is reported and the rest go on.
+
+use ipnet::IpNet;
+
+use super::{Engine, attached_ns, lease_routes, plug};
+use crate::driver::{self, bridge, macvlan, parent};
+use crate::error::{Error, Result};
+use crate::ipam::dhcp::now_unix;
+use crate::model::{Attachment, LeaseState, Network, NetworkKind};
+use crate::netlink::Netlink;
+use crate::names;
+use crate::policy::firewall;
+use crate::store::{self, StoredAttachment};
+use crate::undo::UndoLog;
+
+/// What a restore did.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RestoreReport {
+    /// What was re-created, one line each.
+    pub repaired: Vec<String>,
+    /// Attachments whose namespace is gone, removed from the store.
+    pub removed: Vec<String>,
+    /// What could not be repaired, and why.
+    pub errors: Vec<String>,
+}
+
+impl Engine {
+    pub fn restore(&mut self) -> Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        let networks: Vec<Network> = store::networks(self.store.read())?
+            .into_iter()
+            .map(|n| n.network)
+            .collect();
+        for net in &networks {
+            if let Err(e) = self.restore_network(net, &mut report) {
+                report.errors.push(format!("network `{}`: {e}", net.name));
+            }
+        }
+        // The whole table is rendered again, and the FORWARD accepts that
+        // a restarted Docker may have flushed.
+        if let Err(e) = firewall::sync(&networks) {
+            report.errors.push(e.to_string());
+        }
+        for r in store::host_routes(self.store.read())? {
+            let (Ok(dest), Ok(via)) = (r.dest.parse::<IpNet>(), r.via.parse()) else {
+                continue;
+            };
+            match self.host.add_route(dest, Some(via), None, false) {
+                Ok(()) => report.repaired.push(format!("host route {dest} via {via}")),
+                Err(e) if e.is(libc::EEXIST) => {}
+                Err(e) => report
+                    .errors
+                    .push(Error::kernel(format!("host route {dest} via {via}"), e).to_string()),
+            }
+        }
+        for s in store::attachments(self.store.read())? {
+            let a = &s.attachment;
+            let label = format!("{} on {} ({})", a.target, a.network, a.ifname);
+            if attached_ns(a).is_none() {
+                match self.detach_one(&s) {
+                    Ok(()) => report.removed.push(label),
+                    Err(e) => report.errors.push(format!("{label}: {e}")),
+                }
+                continue;
+            }
+            let Some(net) = networks.iter().find(|n| n.name == a.network) else {
+                continue;
+            };
+            match self.restore_attachment(net, &s) {
+                Ok(true) => report.repaired.push(label),
+                Ok(false) => {}
+                Err(e) => report.errors.push(format!("{label}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
+    fn restore_network(&mut self, net: &Network, report: &mut RestoreReport) -> Result<()> {
+        let mut undo = UndoLog::default();
+        let result = self.repair_network(net, report, &mut undo);
+        if let Err(e) = result {
+            return Err(undo.rollback(&mut self.host, e));
+        }
+        Ok(())
+    }
+
+    fn repair_network(
+        &mut self,
+        net: &Network,
+        report: &mut RestoreReport,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        let host = &mut self.host;
+        if let Some(p) = net.kind.parent()
+            && store::is_vlan_link(self.store.read(), &p.name)?
+            && parent::ensure(host, p, undo)?
+        {
+            report.repaired.push(format!("VLAN {}", p.name));
+        }
+        match &net.kind {
+            NetworkKind::Bridge(b) => {
+                let link = host
+                    .link_by_name(&b.bridge)
+                    .map_err(|e| Error::kernel(format!("look up {}", b.bridge), e))?;
+                let uplink_ok = match (&b.uplink, &link) {
+                    (Some(u), Some(br)) => host
+                        .link_by_name(&u.name)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|l| l.controller == Some(br.index)),
+                    (None, _) => true,
+                    (_, None) => false,
+                };
+                let addresses_ok = match &link {
+                    Some(br) => {
+                        let have = host.addresses(br.index).unwrap_or_default();
+                        net.host_addresses.iter().all(|a| have.contains(a))
+                    }
+                    None => false,
+                };
+                if link.as_ref().is_some_and(|l| l.up) && uplink_ok && addresses_ok {
+                    return Ok(());
+                }
+                let mut stored = store::host_state(self.store.read(), &net.name)?;
+                let found = bridge::create(host, net, b, undo)?;
+                // The bridge is plumb's whether or not it had to be made
+                // again; what moved from the uplink this time is what a
+                // later `network rm` gives back.
+                if !found.uplink_addresses.is_empty() || !found.uplink_routes.is_empty() {
+                    stored.uplink_addresses = found.uplink_addresses;
+                    stored.uplink_routes = found.uplink_routes;
+                }
+                self.store
+                    .write(|tx| store::set_host_state(tx, &net.name, &stored))?;
+                report.repaired.push(format!("bridge {}", b.bridge));
+            }
+            NetworkKind::Macvlan(m) if m.host_shim => {
+                let shim = names::shim_name(&net.name);
+                if host.link_by_name(&shim).ok().flatten().is_none() {
+                    macvlan::create(host, net, m, undo)?;
+                    report.repaired.push(format!("host shim {shim}"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Re-create an attachment's interface when it is gone, or put back
+    /// its addresses and routes when they are; true when anything changed.
+    fn restore_attachment(&mut self, net: &Network, s: &StoredAttachment) -> Result<bool> {
+        let a = &s.attachment;
+        let ns = attached_ns(a).ok_or_else(|| super::gone(a))?;
+        let mut inner = Netlink::open_in(&ns)
+            .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
+        // A DHCP attachment keeps its lease only while it is valid; the
+        // daemon acquires a new one otherwise.
+        let lease = a
+            .dhcp
+            .as_ref()
+            .and_then(|b| b.lease.clone())
+            .filter(|l| l.expires_at() > now_unix());
+        let extra = lease.as_ref().map(lease_routes).unwrap_or_default();
+        let want = match (&a.dhcp, &lease) {
+            (Some(_), None) => Attachment {
+                addresses: Vec::new(),
+                gateways: Vec::new(),
+                routes: Vec::new(),
+                ..a.clone()
+            },
+            _ => a.clone(),
+        };
+        let link = inner
+            .link_by_name(&a.ifname)
+            .map_err(|e| Error::kernel(format!("look up {} in {}", a.ifname, a.target), e))?;
+        if let Some(link) = link {
+            let have = inner.addresses(link.index).unwrap_or_default();
+            if link.up && want.addresses.iter().all(|x| have.contains(x)) {
+                return Ok(false);
+            }
+            if !link.up {
+                inner
+                    .set_up(link.index)
+                    .map_err(|e| Error::kernel(format!("set {} up", a.ifname), e))?;
+            }
+            driver::install_addressing(&mut inner, &want, &extra)?;
+            return Ok(true);
+        }
+        let host_ns = self
+            .host_ns
+            .try_clone()
+            .map_err(|e| Error::io("keep the host namespace open", e))?;
+        let mut undo = UndoLog::default();
+        // The interface comes up bare for DHCP (as in an attach), then gets
+        // the lease's addressing.
+        let mut bare = match a.dhcp {
+            Some(_) => Attachment {
+                addresses: Vec::new(),
+                gateways: Vec::new(),
+                routes: Vec::new(),
+                ..a.clone()
+            },
+            None => a.clone(),
+        };
+        let done = plug(&mut self.host, &mut inner, &ns, &host_ns, net, &mut bare, &mut undo)
+            .and_then(|()| match (&a.dhcp, &lease) {
+                (Some(_), Some(_)) => driver::install_addressing(&mut inner, &want, &extra),
+                _ => Ok(()),
+            });
+        if let Err(e) = done {
+            return Err(undo.rollback(&mut self.host, e));
+        }
+        if let (Some(b), None) = (&a.dhcp, &lease)
+            && b.lease.is_some()
+        {
+            self.drop_lease(a, LeaseState::Expired)?;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,67 @@
+//! `plumb restore` after a simulated reboot: every plumb link, address,
+//! route and nftables table is deleted from the fake host, and the firewall
+//! Docker leaves behind is flushed and made again; one restore must bring
+//! back full connectivity, with the same addresses.
+
+mod common;
+
+use common::{Lab, must, peer_echo_server, tcp_say};
+
+/// What a reboot takes from the fake host: plumb's links (the veths take
+/// the containers' ends with them), host routes, every nftables table.
+fn reboot(lab: &Lab) {
+    for link in lab.host_links() {
+        if link.starts_with("pl-") || link.starts_with("pv") {
+            must(&format!("ip -n {} link del {link}", lab.host));
+        }
+    }
+    must(&format!("ip -n {} route flush proto static", lab.host));
+    must(&format!("ip netns exec {} nft flush ruleset", lab.host));
+    // Docker starts again with its FORWARD policy DROP.
+    must(&format!(
+        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+        lab.host
+    ));
+}
+
+#[test]
+fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
+    let lab = Lab::new("rs");
+    let up = lab.netns("up");
+    lab.wire(&lab.host, "uplink0", Some("10.98.0.2/24"), &up, "eth0", Some("10.98.0.1/24"));
+    must(&format!("ip -n {} route add default via 10.98.0.1", lab.host));
+    lab.ok(&["network", "create", "natnet", "--subnet", "10.21.0.0/24"]);
+    lab.ok(&["network", "create", "core", "--mode", "routed", "--subnet", "10.22.0.0/24"]);
+    let (a, b, router) = (lab.netns("a"), lab.netns("b"), lab.netns("router"));
+    lab.ok(&["attach", &a, "natnet"]);
+    lab.ok(&["attach", &b, "natnet"]);
+    lab.ok(&["attach", &router, "core", "--ip", "10.22.0.10"]);
+    must(&format!("ip -n {router} addr add 172.31.9.1/24 dev lo"));
+    lab.ok(&["host", "route", "add", "172.31.9.0/24", "via", "10.22.0.10"]);
+    let before_a = lab.inspect(&a);
+    let ip_b = lab.ip_of(&b, "natnet");
+    // One container dies while the host is down: restore forgets it.
+    let gone = lab.netns("gone");
+    lab.ok(&["attach", &gone, "natnet"]);
+
+    reboot(&lab);
+    must(&format!("ip netns del {gone}"));
+    assert!(!lab.ping(&a, &ip_b), "the reboot really cut the network");
+    assert!(!common::links(&a).iter().any(|l| l == "eth0"));
+
+    let out = lab.ok(&["restore"]);
+    assert!(out.contains("restored bridge pl-natnet"), "{out}");
+    assert!(out.contains(&format!("removed {gone} on natnet")), "{out}");
+    assert_eq!(lab.inspect(&a), before_a, "same interface, MAC and address");
+    assert!(lab.ping(&a, &ip_b), "container to container");
+    assert!(lab.ping(&a, "10.21.0.1"), "container to its gateway");
+    let (server, port) = peer_echo_server(&up, "10.98.0.1:0");
+    let seen = tcp_say(&a, &format!("10.98.0.1:{port}")).expect("NAT and FORWARD accepts are back");
+    assert_eq!(seen, "10.98.0.2");
+    server.join().unwrap();
+    assert!(lab.ping(&lab.host, "172.31.9.1"), "the host route to the lab");
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 4, "header, a, b, router");
+
+    // A second restore finds nothing to do.
+    assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+}
