@@ -368,6 +368,9 @@ pub struct NetworkSpec {
     /// DNS domain for DHCP clients' FQDN (option 81): `NAME.DOMAIN`.
     #[serde(default)]
     pub domain: Option<String>,
+    /// DHCP networks: IPv6 from the LAN's router advertisements (default on).
+    #[serde(default)]
+    pub slaac: Option<bool>,
 }
 
 fn default_driver() -> String {
@@ -395,6 +398,10 @@ pub struct Network {
     /// The DNS domain DHCP clients register their names in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// DHCP networks: containers take IPv6 addresses from the LAN's router
+    /// advertisements (SLAAC).
+    #[serde(default)]
+    pub slaac: bool,
 }
 
 /// What differs between drivers.
@@ -576,6 +583,12 @@ impl NetworkSpec {
                 d,
                 "names DHCP clients; it needs --ipam dhcp",
             ));
+        } else if let Some(s) = self.slaac {
+            return Err(Error::invalid(
+                "slaac",
+                s,
+                "router advertisements address DHCP networks; it needs --ipam dhcp",
+            ));
         }
         // A host device may keep the addresses it has, a DHCP network's LAN
         // hands them out: no subnet needed.
@@ -626,6 +639,7 @@ impl NetworkSpec {
             host_addresses,
             ipam,
             domain: self.domain.clone(),
+            slaac: ipam == Ipam::Dhcp && self.slaac != Some(false),
         })
     }
 
@@ -1260,6 +1274,9 @@ pub struct DhcpBinding {
     /// The lease's MTU (option 26) applies unless the user chose one.
     #[serde(default)]
     pub mtu_from_lease: bool,
+    /// The interface takes IPv6 addresses from router advertisements.
+    #[serde(default)]
+    pub slaac: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,6 +58,10 @@ fn dnsmasq(lab: &Lab, server: &str) -> Bg {
 
 /// kea with leases of `valid` seconds (T1 = valid/4, T2 = valid/2).
 fn kea(lab: &Lab, server: &str, valid: u32) -> Bg {
+    kea_pool(lab, server, valid, "192.168.70.100 - 192.168.70.199")
+}
+
+fn kea_pool(lab: &Lab, server: &str, valid: u32, pool: &str) -> Bg {
     let dir = lab.state.path();
     let conf = dir.join("kea.json");
     let config = serde_json::json!({"Dhcp4": {
@@ -69,7 +73,7 @@ fn kea(lab: &Lab, server: &str, valid: u32) -> Bg {
         // 10.99.0.0/16 via 192.168.70.254 and the default via .1.
         "option-def": [{"name": "classless-routes", "code": 121, "type": "binary", "space": "dhcp4"}],
         "subnet4": [{"id": 1, "subnet": "192.168.70.0/24",
-            "pools": [{"pool": "192.168.70.100 - 192.168.70.199"}],
+            "pools": [{"pool": pool}],
             "option-data": [
                 {"name": "routers", "data": SERVER},
                 {"name": "domain-name-servers", "data": SERVER},
@@ -384,7 +388,10 @@ fn after_a_reboot_the_daemon_restores_the_bridge_and_the_leased_address() {
     assert!(!lab.ping(&c, SERVER));
     let _daemon = lab.daemon(&[]);
     assert_eq!(lab.ip_of(&c, "lan"), ip);
-    assert!(eth0_v4(&lab, &c).contains(&ip), "the lease's address is back");
+    assert!(
+        eth0_v4(&lab, &c).contains(&ip),
+        "the lease's address is back"
+    );
     assert!(lab.ping(&c, SERVER), "and the LAN with it");
     // The lease task renews on the new interface.
     let before = dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap();
@@ -392,4 +399,162 @@ fn after_a_reboot_the_daemon_restores_the_bridge_and_the_leased_address() {
         dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap() > before
     });
     assert_eq!(lab.ip_of(&c, "lan"), ip);
+}
+
+#[test]
+fn ipv6_comes_from_the_lans_router_advertisements() {
+    let lab = Lab::new("d6");
+    let server = lan(&lab);
+    must(&format!(
+        "ip -n {server} addr add fd00:70::1/64 dev eth0 nodad"
+    ));
+    let leases = lab.state.path().join("dnsmasq.leases");
+    let _dnsmasq = lab.spawn_in(
+        &server,
+        &format!(
+            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+             --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
+             --dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-range=fd00:70::,ra-only,64 \
+             --enable-ra --ra-param=eth0,3 --dhcp-leasefile={} --pid-file=",
+            leases.display()
+        ),
+        "dnsmasq.log",
+    );
+    let _daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ep = |lab: &Lab| lab.inspect(&c)["NetworkSettings"]["Networks"]["lan"].clone();
+    wait_until("a SLAAC address in inspect", 15, || {
+        ep(&lab)["GlobalIPv6Address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fd00:70::"))
+    });
+    let v6 = ep(&lab);
+    assert_eq!(v6["GlobalIPv6PrefixLen"], 64);
+    assert!(
+        v6["IPAddress"].as_str().unwrap().starts_with("192.168.70."),
+        "and IPv4 by DHCP"
+    );
+    assert!(
+        must(&format!("ip netns exec {c} ping -6 -c1 -W2 fd00:70::1")).contains("1 received"),
+        "the container reaches the LAN over IPv6"
+    );
+
+    // Without SLAAC the interface stays IPv4-only.
+    lab.ok(&["network", "rm", "lan", "--force"]);
+    network(&lab, &["--no-slaac"]);
+    let d = lab.netns("c2");
+    lab.ok(&["attach", &d, "lan"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let addrs = must(&format!("ip -n {d} -6 addr show dev eth0"));
+    assert!(!addrs.contains("inet6"), "no IPv6 at all: {addrs}");
+}
+
+#[test]
+fn a_server_gone_for_less_than_the_lease_costs_no_address() {
+    let lab = Lab::new("dg");
+    let server = lan(&lab);
+    let mut kea1 = kea(&lab, &server, 8);
+    let _daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    kea1.stop();
+    let stopped = dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap();
+    // Past T1 and T2 (2 s, 4 s) with no server: renewing, then rebinding,
+    // the address on the interface all along.
+    wait_until("rebinding", 8, || dhcp_of(&lab, &c)["State"] == "rebinding");
+    assert!(eth0_v4(&lab, &c).contains(&ip));
+    let _kea2 = kea(&lab, &server, 8);
+    wait_until("the lease to be extended again", 8, || {
+        dhcp_of(&lab, &c)["AcquiredAt"].as_u64().unwrap() > stopped
+            && dhcp_of(&lab, &c)["State"] == "bound"
+    });
+    assert_eq!(lab.ip_of(&c, "lan"), ip);
+    assert!(eth0_v4(&lab, &c).contains(&ip));
+}
+
+#[test]
+fn a_lease_that_expired_while_the_daemon_was_down_is_acquired_again() {
+    let lab = Lab::new("dx");
+    let server = lan(&lab);
+    let _kea = kea(&lab, &server, 4);
+    let mut daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    let expires = dhcp_of(&lab, &c)["ExpiresAt"].as_u64().unwrap();
+    daemon.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(dhcp_of(&lab, &c)["ExpiresAt"].as_u64().unwrap() <= expires);
+    let _daemon = lab.daemon(&[]);
+    wait_until("a fresh lease", 10, || {
+        dhcp_of(&lab, &c)["State"] == "bound"
+            && dhcp_of(&lab, &c)["ExpiresAt"].as_u64().unwrap() > expires
+    });
+    assert_eq!(
+        lab.ip_of(&c, "lan"),
+        ip,
+        "the server gave the same address back"
+    );
+    assert!(lab.ping(&c, SERVER));
+}
+
+#[test]
+fn an_exhausted_pool_fails_the_attach_and_leaves_nothing() {
+    let lab = Lab::new("dp");
+    let server = lan(&lab);
+    let _kea = kea_pool(&lab, &server, 60, "192.168.70.100 - 192.168.70.100");
+    let _daemon = lab.daemon(&["--dhcp-timeout", "2"]);
+    network(&lab, &[]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "lan"]);
+    assert_eq!(lab.ip_of(&a, "lan"), "192.168.70.100");
+    let host_before = lab.host_links();
+    let err = lab.fails(&["attach", &b, "lan"]);
+    assert!(err.contains("free address in its pool"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(common::links(&b), vec!["lo"]);
+    assert_eq!(lab.host_links(), host_before);
+}
+
+#[test]
+fn a_daemon_killed_mid_attach_leaves_nothing_after_its_restart() {
+    let lab = Lab::new("dk9");
+    lan(&lab);
+    let mut daemon = lab.daemon(&["--dhcp-timeout", "30"]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    let host_before = lab.host_links();
+    // No server: the attach waits in DISCOVER when the daemon dies.
+    let attach = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"));
+        cmd.arg("--state-dir")
+            .arg(lab.state.path())
+            .arg("--host-netns")
+            .arg(&lab.host)
+            .arg("--socket")
+            .arg(lab.socket())
+            .args(["attach", &c, "lan"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    wait_until("the half-made interface", 10, || {
+        common::links(&c).iter().any(|l| l == "eth0")
+    });
+    daemon.kill9();
+    let out = attach.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the attach reports the daemon's death"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plumb daemon"));
+    let _daemon = lab.daemon(&[]);
+    assert_eq!(common::links(&c), vec!["lo"], "the interface is gone");
+    assert_eq!(lab.host_links(), host_before, "and its host end");
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "and its record");
 }

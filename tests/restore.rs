@@ -28,10 +28,28 @@ fn reboot(lab: &Lab) {
 fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
     let lab = Lab::new("rs");
     let up = lab.netns("up");
-    lab.wire(&lab.host, "uplink0", Some("10.98.0.2/24"), &up, "eth0", Some("10.98.0.1/24"));
-    must(&format!("ip -n {} route add default via 10.98.0.1", lab.host));
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.98.0.2/24"),
+        &up,
+        "eth0",
+        Some("10.98.0.1/24"),
+    );
+    must(&format!(
+        "ip -n {} route add default via 10.98.0.1",
+        lab.host
+    ));
     lab.ok(&["network", "create", "natnet", "--subnet", "10.21.0.0/24"]);
-    lab.ok(&["network", "create", "core", "--mode", "routed", "--subnet", "10.22.0.0/24"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "core",
+        "--mode",
+        "routed",
+        "--subnet",
+        "10.22.0.0/24",
+    ]);
     let (a, b, router) = (lab.netns("a"), lab.netns("b"), lab.netns("router"));
     lab.ok(&["attach", &a, "natnet"]);
     lab.ok(&["attach", &b, "natnet"]);
@@ -59,7 +77,10 @@ fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
     let seen = tcp_say(&a, &format!("10.98.0.1:{port}")).expect("NAT and FORWARD accepts are back");
     assert_eq!(seen, "10.98.0.2");
     server.join().unwrap();
-    assert!(lab.ping(&lab.host, "172.31.9.1"), "the host route to the lab");
+    assert!(
+        lab.ping(&lab.host, "172.31.9.1"),
+        "the host route to the lab"
+    );
     assert_eq!(lab.ok(&["ls"]).lines().count(), 4, "header, a, b, router");
 
     // A second restore finds nothing to do.

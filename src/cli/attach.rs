@@ -138,7 +138,7 @@ pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()
 }
 
 /// Send a DHCPRELEASE for each lease, from inside its namespace.
-fn release_leases(leased: &[Attachment]) {
+pub(super) fn release_leases(leased: &[Attachment]) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

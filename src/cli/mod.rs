@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let mut engine = Engine::open(&cli.state_dir)?;
     match cli.command {
-        Command::Network(cmd) => network::run(&mut engine, cmd),
+        Command::Network(cmd) => network::run(&mut engine, &cli.socket, cmd),
         Command::Attach(args) => attach::attach(&mut engine, &cli.socket, args),
         Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args),
         Command::Gc => daemon::gc(&mut engine, &cli.socket),

@@ -1,8 +1,11 @@
+use std::path::Path;
+
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 
 use super::{join_routes, print_json};
+use crate::daemon::protocol::{self, Request};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{NetworkKind, NetworkSpec};
@@ -89,6 +92,9 @@ pub struct CreateArgs {
     /// dhcp: the DNS domain containers register their names in (option 81).
     #[arg(long)]
     pub domain: Option<String>,
+    /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
+    #[arg(long)]
+    pub no_slaac: bool,
 }
 
 impl CreateArgs {
@@ -128,6 +134,7 @@ impl CreateArgs {
             device: self.device,
             ipam: self.ipam,
             domain: self.domain,
+            slaac: self.no_slaac.then_some(false),
         })
     }
 }
@@ -150,7 +157,7 @@ fn describe(kind: &NetworkKind) -> String {
     }
 }
 
-pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
+pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()> {
     match cmd {
         NetworkCommand::Create(args) => {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
@@ -191,6 +198,26 @@ pub fn run(engine: &mut Engine, cmd: NetworkCommand) -> Result<()> {
             print_json(&report::network(&n, &state, &atts));
         }
         NetworkCommand::Rm { name, force } => {
+            if force {
+                let (_, _, attached) = engine.network_details(&name)?;
+                let leased: Vec<_> = attached
+                    .into_iter()
+                    .map(|s| s.attachment)
+                    .filter(|a| a.dhcp.is_some())
+                    .collect();
+                if !leased.is_empty() && protocol::is_running(socket) {
+                    // The daemon stops their lease tasks and releases them.
+                    for a in &leased {
+                        let req = Request::Detach {
+                            target: a.target.clone(),
+                            network: Some(name.clone()),
+                        };
+                        protocol::call(socket, &req)?;
+                    }
+                } else {
+                    super::attach::release_leases(&leased);
+                }
+            }
             let detached = engine.network_rm(&name, force)?;
             for a in detached {
                 println!("detached {} ({})", a.target, a.ifname);

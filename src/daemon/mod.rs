@@ -192,7 +192,30 @@ async fn reconcile_loop(ctx: Arc<Ctx>, every: Duration) {
 /// its lease first, from the namespace its task still holds.
 async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
     let c = ctx.clone();
-    let gone = blocking(move || c.engine()?.gone_attachments()).await?;
+    let (gone, known) = blocking(move || {
+        let e = c.engine()?;
+        let known: std::collections::HashSet<String> = e
+            .attachments()?
+            .into_iter()
+            .map(|s| s.attachment.host_ifname)
+            .collect();
+        Ok((e.gone_attachments()?, known))
+    })
+    .await?;
+    // A task whose attachment left the store by another way (a plumb
+    // without the daemon) has nothing left to renew.
+    let orphans: Vec<LeaseTask> = {
+        let mut tasks = ctx.tasks.lock().await;
+        let names: Vec<String> = tasks
+            .keys()
+            .filter(|k| !known.contains(*k))
+            .cloned()
+            .collect();
+        names.iter().filter_map(|k| tasks.remove(k)).collect()
+    };
+    for t in orphans {
+        t.stop(Stop::Keep).await;
+    }
     let mut removed = Vec::new();
     for a in gone {
         let task = ctx.tasks.lock().await.remove(&a.host_ifname);

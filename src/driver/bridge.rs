@@ -290,7 +290,7 @@ pub fn attach(
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
     tracing::debug!(host_ifname = %a.host_ifname, "veth created");
-    super::configure_inside(inner, a)
+    super::configure_inside(inner, ns, a)
 }
 
 /// Remove an attachment's veth; its peer, addresses and routes go with it.

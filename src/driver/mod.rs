@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use crate::error::{Error, Result};
 use crate::model::{Attachment, DefaultRoute, RouteSpec};
 use crate::netlink::{Netlink, NetlinkError};
-use crate::netns::NsHandle;
+use crate::netns::{NsHandle, write_sysctl};
 
 fn kernel(what: String) -> impl FnOnce(NetlinkError) -> Error {
     move |e| Error::kernel(what, e)
@@ -49,7 +49,7 @@ pub(crate) fn move_into_target(
 /// Finish an interface that has just arrived in the target, whatever made
 /// it: `lo` up, IPv6 link-local only where IPv6 is used, addresses, up,
 /// default route and routes.
-pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
+pub(crate) fn configure_inside(nl: &mut Netlink, ns: &NsHandle, a: &Attachment) -> Result<()> {
     let what = |s: &str| format!("in target {}: {s}", a.target);
     if let Some(lo) = nl.link_by_name("lo").map_err(kernel(what("look up lo")))?
         && !lo.up
@@ -63,10 +63,7 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
     // An interface with no IPv6 address to carry still makes a link-local
     // one, and its detection chatter reaches every container of the
     // network: only IPv6 networks get it.
-    if !a.addresses.iter().any(|x| x.addr().is_ipv6()) {
-        nl.disable_link_local(link.index)
-            .map_err(kernel(what(&format!("configure {}", a.ifname))))?;
-    }
+    ipv6_policy(ns, a)?;
     for addr in &a.addresses {
         nl.add_address(link.index, *addr)
             .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;
@@ -74,6 +71,28 @@ pub(crate) fn configure_inside(nl: &mut Netlink, a: &Attachment) -> Result<()> {
     nl.set_up(link.index)
         .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
     install_routes(nl, link.index, a, &[])
+}
+
+/// What IPv6 an attachment's interface does, set before it comes up:
+/// - none on an IPv4-only attachment: no link-local address (its
+///   detection chatter would reach every container of the network) and no
+///   address from a router advertisement, rogue or not;
+/// - static addressing: router advertisements ignored;
+/// - SLAAC (DHCP networks): advertisements accepted even if the container
+///   forwards.
+fn ipv6_policy(ns: &NsHandle, a: &Attachment) -> Result<()> {
+    let slaac = a.dhcp.as_ref().is_some_and(|b| b.slaac);
+    let (key, value) = if slaac {
+        ("accept_ra", "2")
+    } else if a.addresses.iter().any(|x| x.addr().is_ipv6()) {
+        ("accept_ra", "0")
+    } else {
+        ("disable_ipv6", "1")
+    };
+    let key = format!("net/ipv6/conf/{}/{key}", a.ifname);
+    ns.run(|| write_sysctl(&key, value))
+        .and_then(|r| r)
+        .map_err(|e| Error::io(format!("in target {}: set {key}", a.target), e))
 }
 
 /// Put addresses and routes on an interface that is already up inside the
@@ -176,12 +195,20 @@ fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSp
     }
     for r in a.routes.iter().chain(extra) {
         match nl.add_route(r.dest, Some(r.via), Some(index), false) {
-            // Already there: a restore or a renewal putting back the same.
-            Err(e) if e.is(libc::EEXIST) => {}
+            // The very same route is already there (a restore, a renewal):
+            // fine. Another one to the same destination is a conflict.
+            Err(e) if e.is(libc::EEXIST) && has_route(nl, r, index) => {}
             r2 => r2.map_err(kernel(what(&format!("route {r}"))))?,
         }
     }
     Ok(())
+}
+
+fn has_route(nl: &mut Netlink, r: &RouteSpec, oif: u32) -> bool {
+    nl.routes(r.dest.addr().is_ipv6())
+        .unwrap_or_default()
+        .iter()
+        .any(|x| x.dest == r.dest && x.via == Some(r.via) && x.oif == Some(oif))
 }
 
 /// A default route out of `oif`, via `gw` or (without one) the device.

@@ -486,10 +486,25 @@ impl Engine {
         store::attachments(self.store.read())
     }
 
+    /// A target's attachments; those taking IPv6 from router
+    /// advertisements show the addresses and router the kernel has now.
     pub fn attachments_of(&self, target: &str) -> Result<Vec<StoredAttachment>> {
         let parsed = Target::parse(target)?;
-        let netns_id = parsed.resolve().ok().map(|ns| ns.identity());
-        store::attachments_of_target(self.store.read(), netns_id.as_deref(), &parsed.to_string())
+        let ns = parsed.resolve().ok();
+        let netns_id = ns.as_ref().map(|ns| ns.identity());
+        let mut found = store::attachments_of_target(
+            self.store.read(),
+            netns_id.as_deref(),
+            &parsed.to_string(),
+        )?;
+        if let Some(ns) = &ns {
+            for s in found.iter_mut() {
+                if s.attachment.dhcp.as_ref().is_some_and(|b| b.slaac) {
+                    add_autoconf_ipv6(ns, &mut s.attachment);
+                }
+            }
+        }
+        Ok(found)
     }
 
     // ---- host side of a lab ----
@@ -631,6 +646,36 @@ fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
 
 /// The namespace an attachment lives in, if it still exists (a name that
 /// now leads to another namespace does not count).
+/// Add the global IPv6 addresses and the IPv6 default router the kernel
+/// learned from router advertisements (best effort: this is a view).
+fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
+    let Ok(mut nl) = Netlink::open_in(ns) else {
+        return;
+    };
+    let Ok(Some(link)) = nl.link_by_name(&a.ifname) else {
+        return;
+    };
+    let link_local: IpNet = "fe80::/10".parse().expect("literal");
+    for addr in nl.addresses(link.index).unwrap_or_default() {
+        if addr.addr().is_ipv6()
+            && !link_local.contains(&addr.addr())
+            && !a.addresses.contains(&addr)
+        {
+            a.addresses.push(addr);
+        }
+    }
+    if let Some(gw) = nl
+        .routes(true)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.dest.prefix_len() == 0 && r.oif == Some(link.index))
+        .and_then(|r| r.via)
+        && !a.gateways.contains(&gw)
+    {
+        a.gateways.push(gw);
+    }
+}
+
 /// Create an attachment's interface with its driver and configure it
 /// inside the target.
 fn plug(
@@ -704,6 +749,7 @@ fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str) -> DhcpBinding
         state: LeaseState::Acquiring,
         lease: None,
         mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),
+        slaac: net.slaac,
     }
 }
 

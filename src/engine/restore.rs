@@ -10,8 +10,8 @@ use crate::driver::{self, bridge, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::ipam::dhcp::now_unix;
 use crate::model::{Attachment, LeaseState, Network, NetworkKind};
-use crate::netlink::Netlink;
 use crate::names;
+use crate::netlink::Netlink;
 use crate::policy::firewall;
 use crate::store::{self, StoredAttachment};
 use crate::undo::UndoLog;
@@ -205,11 +205,19 @@ impl Engine {
             },
             None => a.clone(),
         };
-        let done = plug(&mut self.host, &mut inner, &ns, &host_ns, net, &mut bare, &mut undo)
-            .and_then(|()| match (&a.dhcp, &lease) {
-                (Some(_), Some(_)) => driver::install_addressing(&mut inner, &want, &extra),
-                _ => Ok(()),
-            });
+        let done = plug(
+            &mut self.host,
+            &mut inner,
+            &ns,
+            &host_ns,
+            net,
+            &mut bare,
+            &mut undo,
+        )
+        .and_then(|()| match (&a.dhcp, &lease) {
+            (Some(_), Some(_)) => driver::install_addressing(&mut inner, &want, &extra),
+            _ => Ok(()),
+        });
         if let Err(e) = done {
             return Err(undo.rollback(&mut self.host, e));
         }

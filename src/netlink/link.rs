@@ -3,8 +3,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+    InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -182,21 +182,6 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index)
             .setns_by_fd(ns.as_fd().as_raw_fd())
             .name(name.to_string())
-            .build();
-        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
-    }
-
-    /// Stop a link that is still down from generating an IPv6 link-local
-    /// address when it comes up. The kernel takes this only on an existing
-    /// link (not in the creating request) and applies it after any flag
-    /// change of the same request, hence a request of its own before `up`.
-    pub fn disable_link_local(&mut self, index: u32) -> NlResult<()> {
-        let attr =
-            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-                In6AddrGenMode::None,
-            )])]);
-        let msg = LinkUnspec::new_with_index(index)
-            .append_extra_attribute(attr)
             .build();
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }

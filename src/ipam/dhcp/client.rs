@@ -16,7 +16,7 @@ use crate::netns::NsHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
-    #[error("no DHCP server answered on {ifname} within {}s", waited.as_secs())]
+    #[error("no DHCP server answered on {ifname} within {}s (is a server on the LAN, with a free address in its pool?)", waited.as_secs())]
     NoAnswer { ifname: String, waited: Duration },
     #[error("DHCP server {server} refused (NAK){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Refused {
