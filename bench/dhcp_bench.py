@@ -35,6 +35,7 @@ PREFIX = "plumb-dbench-"
 HOST, SWITCH, SERVER = PREFIX + "host", PREFIX + "lan", PREFIX + "srv"
 SERVER_IP = "10.88.0.1"
 CNI = "/usr/lib/cni"
+CNI_TIMEOUT_S = 60
 
 
 def run(cmd: list[str], *, check: bool = True, input: str | None = None,
@@ -159,6 +160,8 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root")
+    # SIGTERM (a CI timeout, kill) still cleans up, through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     for need in ("kea-dhcp4", f"{CNI}/dhcp", f"{CNI}/macvlan", args.plumb):
         if not shutil.which(need) and not os.access(need, os.X_OK):
             raise SystemExit(f"missing {need}")
@@ -192,6 +195,7 @@ def main() -> int:
         for ns in p_names + c_names:
             add_ns(ns)
         samples: dict[str, list[float]] = {"plumb": [], "cni": []}
+        cni_hung: list[str] = []
         print(f"== {args.count} containers per tool, alternating, kea on the LAN", flush=True)
         for i in range(args.count):
             ms, proc = timed(base + ["attach", p_names[i], "dbench"])
@@ -200,13 +204,20 @@ def main() -> int:
             samples["plumb"].append(ms)
             env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=c_names[i],
                        CNI_NETNS=f"/run/netns/{c_names[i]}", CNI_IFNAME="eth0", CNI_PATH=CNI)
-            ms, proc = timed(["ip", "netns", "exec", HOST, f"{CNI}/macvlan"], input=cni_conf,
-                             env=env)
+            try:
+                ms, proc = timed(["ip", "netns", "exec", HOST, f"{CNI}/macvlan"],
+                                 input=cni_conf, env=env, timeout=CNI_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                # Seen here: an ADD that never returns. Counted, not timed.
+                cni_hung.append(c_names[i])
+                print(f"  CNI ADD for {c_names[i]} hung; killed after {CNI_TIMEOUT_S} s",
+                      flush=True)
+                continue
             if proc.returncode != 0:
                 raise SystemExit(f"CNI ADD failed: {proc.stdout.strip()} {proc.stderr.strip()}")
             samples["cni"].append(ms)
         verify(p_names, "plumb")
-        verify(c_names, "cni")
+        verify([n for n in c_names if n not in cni_hung], "cni")
         rss_n = rss_kib(plumbd.pid)
         res = {k: summary(v) for k, v in samples.items()}
         print(f"{'tool':<8} {'count':>5} {'median':>8} {'p90':>8} {'max':>8}  (ms, attach to usable address)")
@@ -214,8 +225,10 @@ def main() -> int:
             print(f"{k:<8} {s['count']:>5} {s['median']:>8.1f} {s['p90']:>8.1f} {s['max']:>8.1f}")
         ratio = res["plumb"]["median"] / res["cni"]["median"]
         print(f"plumb / CNI dhcp median: {ratio:.3f}")
+        if cni_hung:
+            print(f"CNI ADDs that hung (killed, not in the samples): {len(cni_hung)}")
         print(f"CNI dhcp daemon RSS with {args.count} leases: {rss_kib(cnid.pid)} KiB")
-        out = {"samples": samples, "summary": res, "ratio": ratio,
+        out = {"samples": samples, "summary": res, "ratio": ratio, "cni_hung": cni_hung,
                "plumbd_rss_kib": {"0": rss_idle, str(args.count): rss_n}}
         if args.leases > args.count:
             more = [f"{PREFIX}m{i}" for i in range(args.leases - args.count)]
@@ -240,6 +253,7 @@ def main() -> int:
                 json.dump(out, f, indent=1)
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in procs:
             p.terminate()
         for p in procs:

@@ -1277,6 +1277,9 @@ pub struct DhcpBinding {
     /// The interface takes IPv6 addresses from router advertisements.
     #[serde(default)]
     pub slaac: bool,
+    /// A DHCPv6 lease, where the LAN's advertisements ask for DHCPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease6: Option<crate::ipam::dhcp::v6::Lease6>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -56,6 +56,16 @@ fn dhcp(b: &DhcpBinding) -> Value {
         "DNSServers": l.map(|l| l.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
         "Domain": l.and_then(|l| l.domain.clone()),
         "ClasslessRoutes": l.map(|l| l.routes.iter().map(|(d, v)| format!("{d} via {v}")).collect::<Vec<_>>()).unwrap_or_default(),
+        "SLAAC": b.slaac,
+        "DHCPv6": b.lease6.as_ref().map(|l| json!({
+            "Address": l.address.to_string(),
+            "ServerDUID": l.server_id,
+            "AcquiredAt": l.acquired_at,
+            "RenewAt": l.renew_at(),
+            "RebindAt": l.rebind_at(),
+            "ExpiresAt": l.expires_at(),
+            "DNSServers": l.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        })),
     })
 }
 

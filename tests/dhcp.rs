@@ -558,3 +558,48 @@ fn a_daemon_killed_mid_attach_leaves_nothing_after_its_restart() {
     assert_eq!(lab.host_links(), host_before, "and its host end");
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "and its record");
 }
+
+#[test]
+fn dhcpv6_leases_an_address_where_the_advertisements_ask_for_it() {
+    let lab = Lab::new("dv6");
+    let server = lan(&lab);
+    must(&format!(
+        "ip -n {server} addr add fd00:70::1/64 dev eth0 nodad"
+    ));
+    let leases = lab.state.path().join("dnsmasq.leases");
+    // A range for DHCPv6 makes dnsmasq advertise the prefix with the
+    // managed flag set.
+    let _dnsmasq = lab.spawn_in(
+        &server,
+        &format!(
+            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+             --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
+             --dhcp-range=192.168.70.100,192.168.70.199,2m \
+             --dhcp-range=fd00:70::100,fd00:70::1ff,64,2m --enable-ra --ra-param=eth0,3 \
+             --dhcp-leasefile={} --pid-file= --log-dhcp",
+            leases.display()
+        ),
+        "dnsmasq.log",
+    );
+    let _daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    wait_until("a DHCPv6 lease", 20, || {
+        !dhcp_of(&lab, &c)["DHCPv6"].is_null()
+    });
+    let v6 = dhcp_of(&lab, &c)["DHCPv6"]["Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(v6.starts_with("fd00:70::1"), "from the DHCPv6 range: {v6}");
+    let addrs = must(&format!("ip -n {c} -6 addr show dev eth0"));
+    assert!(addrs.contains(&format!("{v6}/128")), "{addrs}");
+    let table = std::fs::read_to_string(&leases).unwrap();
+    assert!(table.contains(&v6), "dnsmasq's lease table: {table}");
+    assert!(must(&format!("ip netns exec {c} ping -6 -c1 -W2 fd00:70::1")).contains("1 received"));
+    lab.ok(&["detach", &c, "lan"]);
+    wait_until("dnsmasq to drop the released DHCPv6 lease", 5, || {
+        !std::fs::read_to_string(&leases).unwrap().contains(&v6)
+    });
+}

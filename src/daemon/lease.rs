@@ -12,6 +12,7 @@ use tokio::time::sleep;
 
 use super::Ctx;
 use crate::error::{Error, Result};
+use crate::ipam::dhcp::v6::{Client6, Lease6, Reply6};
 use crate::ipam::dhcp::{Client, DhcpError, Identity, Lease, Reply, now_unix};
 use crate::model::{Attachment, LeaseState};
 use crate::netlink::Netlink;
@@ -29,6 +30,8 @@ pub enum Stop {
 pub struct LeaseTask {
     stop: oneshot::Sender<Stop>,
     handle: JoinHandle<Attachment>,
+    /// The DHCPv6 side, on networks that take IPv6 from the LAN.
+    v6: Option<(oneshot::Sender<Stop>, JoinHandle<()>)>,
 }
 
 impl LeaseTask {
@@ -36,14 +39,29 @@ impl LeaseTask {
     /// a release can still go out after the container died.
     pub fn spawn(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle) -> LeaseTask {
         let (stop, rx) = oneshot::channel();
+        let v6 = match (a.dhcp.as_ref().is_some_and(|b| b.slaac), ns.try_clone()) {
+            (true, Ok(ns6)) => {
+                let (stop6, rx6) = oneshot::channel();
+                Some((
+                    stop6,
+                    tokio::spawn(run_v6(ctx.clone(), a.clone(), ns6, rx6)),
+                ))
+            }
+            _ => None,
+        };
         LeaseTask {
             stop,
             handle: tokio::spawn(run(ctx, a, ns, rx)),
+            v6,
         }
     }
 
     /// End the task; returns the attachment as the task last recorded it.
     pub async fn stop(self, how: Stop) -> Option<Attachment> {
+        if let Some((stop6, handle6)) = self.v6 {
+            let _ = stop6.send(how);
+            let _ = handle6.await;
+        }
         let _ = self.stop.send(how);
         self.handle.await.ok()
     }
@@ -261,4 +279,123 @@ pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(
         id: &id,
     };
     client.release(lease).await
+}
+
+/// Whether the interface's last router advertisement asked for DHCPv6.
+fn ra_managed(ns: &NsHandle, ifname: &str) -> bool {
+    Netlink::open_in(ns)
+        .ok()
+        .and_then(|mut nl| nl.link_by_name(ifname).ok().flatten())
+        .is_some_and(|l| l.ra_managed)
+}
+
+/// The DHCPv6 side of an attachment: nothing until a router advertisement
+/// sets the managed flag (checked every second for a minute, then every
+/// thirty), then acquire, renew at T1, rebind at T2, drop at expiry.
+async fn run_v6(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle, mut stop: oneshot::Receiver<Stop>) {
+    let Ok(ifindex) = ifindex(&ns, &a) else {
+        let _ = (&mut stop).await;
+        return;
+    };
+    let client = Client6 {
+        ns: &ns,
+        ifindex,
+        ifname: &a.ifname,
+        mac: a.mac.0,
+    };
+    let mut lease: Option<Lease6> = a.dhcp.as_ref().and_then(|b| b.lease6.clone());
+    let mut checks: u32 = 0;
+    let mut failures: u32 = 0;
+    loop {
+        let how = match &lease {
+            None if !ra_managed(&ns, &a.ifname) => {
+                checks += 1;
+                let every = if checks < 60 { 1 } else { 30 };
+                pause(Duration::from_secs(every), &mut stop).await
+            }
+            None => {
+                let r = tokio::select! {
+                    how = &mut stop => { Some(how.unwrap_or(Stop::Keep)) }
+                    r = client.acquire(ctx.acquire_timeout) => {
+                        match r {
+                            Ok(l) => match engine(&ctx, &a, {
+                                let l = l.clone();
+                                move |e, a| e.set_lease6(a, Some(&l))
+                            }).await {
+                                Ok(_) => {
+                                    tracing::info!(target = %a.target, address = %l.address, "DHCPv6 lease");
+                                    lease = Some(l);
+                                    failures = 0;
+                                }
+                                Err(e) => tracing::warn!(target = %a.target, "DHCPv6: {e}"),
+                            },
+                            Err(e) => {
+                                failures += 1;
+                                tracing::warn!(target = %a.target, "DHCPv6: {e}");
+                            }
+                        }
+                        None
+                    }
+                };
+                match r {
+                    Some(how) => Some(how),
+                    None if failures > 0 => {
+                        pause(Duration::from_secs(1 << failures.min(5)), &mut stop).await
+                    }
+                    None => None,
+                }
+            }
+            Some(l) => {
+                let l = l.clone();
+                let now = now_unix();
+                if now >= l.expires_at() {
+                    tracing::warn!(target = %a.target, address = %l.address, "DHCPv6 lease expired; address removed");
+                    if engine(&ctx, &a, |e, a| e.set_lease6(a, None)).await.is_ok() {
+                        lease = None;
+                    }
+                    None
+                } else if now < l.renew_at() {
+                    pause(secs_until(l.renew_at()), &mut stop).await
+                } else {
+                    let rebinding = now >= l.rebind_at();
+                    let until = if rebinding {
+                        l.expires_at()
+                    } else {
+                        l.rebind_at()
+                    };
+                    let wait = secs_until(until).div_f32(2.0).max(Duration::from_secs(1));
+                    tokio::select! {
+                        how = &mut stop => Some(how.unwrap_or(Stop::Keep)),
+                        r = client.extend(&l, rebinding, wait) => {
+                            match r {
+                                Ok(Some(Reply6::Bound(new))) => {
+                                    let n = new.clone();
+                                    if engine(&ctx, &a, move |e, a| e.set_lease6(a, Some(&n))).await.is_ok() {
+                                        lease = Some(new);
+                                    }
+                                }
+                                Ok(Some(Reply6::Refused(why))) => {
+                                    tracing::warn!(target = %a.target, "DHCPv6 renewal refused: {why}; address removed");
+                                    if engine(&ctx, &a, |e, a| e.set_lease6(a, None)).await.is_ok() {
+                                        lease = None;
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(target = %a.target, "DHCPv6: {e}"),
+                            }
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(how) = how {
+            if let (Stop::Release, Some(l)) = (how, &lease)
+                && let Err(e) = client.release(l).await
+            {
+                tracing::warn!(target = %a.target, "DHCPv6 release: {e}");
+            }
+            return;
+        }
+    }
 }

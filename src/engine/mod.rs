@@ -13,6 +13,7 @@ use crate::driver::bridge::{self, HostState};
 use crate::driver::{self, host_device, ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::ipam::dhcp::Lease;
+use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
     AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind,
@@ -346,43 +347,47 @@ impl Engine {
 
     /// Put a DHCP lease on its attachment's interface (address, default
     /// route, option 121 and the attachment's routes, MTU) and record it. A
-    /// renewal that changes nothing touches only the store.
+    /// renewal that changes nothing touches only the store. The attachment
+    /// is read again under the write lock: the DHCPv4 and DHCPv6 tasks of
+    /// one attachment each change their own part of it.
     pub fn apply_lease(&mut self, a: &Attachment, lease: &Lease) -> Result<Attachment> {
         let ns = attached_ns(a).ok_or_else(|| gone(a))?;
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
-        let mut next = a.clone();
-        let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
-        let old = binding.lease.replace(lease.clone());
-        binding.state = LeaseState::Bound;
-        if binding.mtu_from_lease
-            && let Some(mtu) = lease.mtu
-        {
-            next.mtu = u32::from(mtu);
-        }
-        next.addresses = vec![IpNet::V4(lease.address)];
-        next.gateways = lease.gateway().map(IpAddr::V4).into_iter().collect();
-        let unchanged = old.as_ref().is_some_and(|o| same_addressing(o, lease))
-            && next.mtu == a.mtu
-            && a.addresses == next.addresses;
         self.change(|tx, _host, undo| {
+            let cur = store::attachment(tx, &a.host_ifname)?.ok_or_else(|| gone(a))?;
+            let mut next = cur.clone();
+            let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
+            let old = binding.lease.replace(lease.clone());
+            binding.state = LeaseState::Bound;
+            if binding.mtu_from_lease
+                && let Some(mtu) = lease.mtu
+            {
+                next.mtu = u32::from(mtu);
+            }
+            next.addresses.retain(|x| x.addr().is_ipv6());
+            next.addresses.insert(0, IpNet::V4(lease.address));
+            next.gateways.retain(|g| g.is_ipv6());
+            next.gateways.extend(lease.gateway().map(IpAddr::V4));
+            let unchanged = old.as_ref().is_some_and(|o| same_addressing(o, lease))
+                && next.mtu == cur.mtu
+                && cur.addresses == next.addresses;
             if !unchanged {
                 if let Some(o) = &old {
-                    driver::remove_addressing(&mut inner, a, &lease_routes(o))?;
+                    driver::remove_addressing(&mut inner, &v4_part(&cur), &lease_routes(o))?;
                 }
                 let extra = lease_routes(lease);
-                driver::install_addressing(&mut inner, &next, &extra)?;
-                let (done, ns) = (
-                    next.clone(),
-                    ns.try_clone()
-                        .map_err(|e| Error::io("keep the namespace open", e))?,
-                );
+                let want = v4_part(&next);
+                driver::install_addressing(&mut inner, &want, &extra)?;
+                let ns = ns
+                    .try_clone()
+                    .map_err(|e| Error::io("keep the namespace open", e))?;
                 undo.push(
-                    format!("remove the lease's addresses from {}", done.ifname),
+                    format!("remove the lease's addresses from {}", want.ifname),
                     move |_| {
                         let mut nl = Netlink::open_in(&ns)
                             .map_err(|e| Error::kernel("open netlink in target", e))?;
-                        driver::remove_addressing(&mut nl, &done, &extra)
+                        driver::remove_addressing(&mut nl, &want, &extra)
                     },
                 );
             }
@@ -394,27 +399,77 @@ impl Engine {
     /// Take a lost lease's addresses and routes off its interface (expiry,
     /// NAK) and record the attachment in `state`, without a lease.
     pub fn drop_lease(&mut self, a: &Attachment, state: LeaseState) -> Result<Attachment> {
-        let mut next = a.clone();
-        let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
-        let old = binding.lease.take();
-        binding.state = state;
-        if let (Some(ns), Some(old)) = (attached_ns(a), &old) {
-            let mut inner = Netlink::open_in(&ns)
-                .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
-            driver::remove_addressing(&mut inner, a, &lease_routes(old))?;
-        }
-        next.addresses.clear();
-        next.gateways.clear();
-        self.store.write(|tx| store::update_attachment(tx, &next))?;
-        Ok(next)
+        let ns = attached_ns(a);
+        self.store.write(|tx| {
+            let cur = store::attachment(tx, &a.host_ifname)?.ok_or_else(|| gone(a))?;
+            let mut next = cur.clone();
+            let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
+            let old = binding.lease.take();
+            binding.state = state;
+            if let (Some(ns), Some(old)) = (&ns, &old) {
+                let mut inner = Netlink::open_in(ns).map_err(|e| {
+                    Error::kernel(format!("open netlink in target {}", a.target), e)
+                })?;
+                driver::remove_addressing(&mut inner, &v4_part(&cur), &lease_routes(old))?;
+            }
+            next.addresses.retain(|x| x.addr().is_ipv6());
+            next.gateways.retain(|g| g.is_ipv6());
+            store::update_attachment(tx, &next)?;
+            Ok(next)
+        })
     }
 
     /// Record a DHCP attachment's state (renewing, rebinding) alone.
     pub fn set_lease_state(&mut self, a: &Attachment, state: LeaseState) -> Result<Attachment> {
-        let mut next = a.clone();
-        next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?.state = state;
-        self.store.write(|tx| store::update_attachment(tx, &next))?;
-        Ok(next)
+        self.store.write(|tx| {
+            let mut next = store::attachment(tx, &a.host_ifname)?.ok_or_else(|| gone(a))?;
+            next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?.state = state;
+            store::update_attachment(tx, &next)?;
+            Ok(next)
+        })
+    }
+
+    /// Put a DHCPv6 lease's address on the interface (a /128: the on-link
+    /// prefix comes from router advertisements) and record it; `None` takes
+    /// the previous one off (expiry, refusal).
+    pub fn set_lease6(&mut self, a: &Attachment, lease: Option<&Lease6>) -> Result<Attachment> {
+        let ns = attached_ns(a).ok_or_else(|| gone(a))?;
+        let mut inner = Netlink::open_in(&ns)
+            .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
+        self.store.write(|tx| {
+            let cur = store::attachment(tx, &a.host_ifname)?.ok_or_else(|| gone(a))?;
+            let mut next = cur.clone();
+            let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
+            let old = std::mem::replace(&mut binding.lease6, lease.cloned());
+            let link = inner
+                .link_by_name(&a.ifname)
+                .map_err(|e| Error::kernel(format!("look up {}", a.ifname), e))?
+                .ok_or_else(|| gone(a))?;
+            let old_addr = old.map(|o| IpNet::from(IpAddr::V6(o.address)));
+            let new_addr = lease.map(|l| IpNet::from(IpAddr::V6(l.address)));
+            if old_addr != new_addr {
+                if let Some(o) = old_addr {
+                    match inner.del_address(link.index, o) {
+                        Err(e) if !e.is(libc::EADDRNOTAVAIL) => {
+                            return Err(Error::kernel(format!("remove {o}"), e));
+                        }
+                        _ => {}
+                    }
+                    next.addresses.retain(|x| *x != o);
+                }
+                if let Some(n) = new_addr {
+                    match inner.add_address(link.index, n) {
+                        Err(e) if !e.is(libc::EEXIST) => {
+                            return Err(Error::kernel(format!("add {n} to {}", a.ifname), e));
+                        }
+                        _ => {}
+                    }
+                    next.addresses.push(n);
+                }
+            }
+            store::update_attachment(tx, &next)?;
+            Ok(next)
+        })
     }
 
     /// Remove one attachment as recorded (the daemon's way back out of a
@@ -750,7 +805,16 @@ fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str) -> DhcpBinding
         lease: None,
         mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),
         slaac: net.slaac,
+        lease6: None,
     }
+}
+
+/// The IPv4 side of a DHCP attachment: what a DHCPv4 lease put on it.
+fn v4_part(a: &Attachment) -> Attachment {
+    let mut v4 = a.clone();
+    v4.addresses.retain(|x| x.addr().is_ipv4());
+    v4.gateways.retain(|g| g.is_ipv4());
+    v4
 }
 
 /// Option 121 routes, as the attachment's route type.

@@ -3,8 +3,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, Inet6IfaceFlags, InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -23,6 +23,9 @@ pub struct LinkInfo {
     pub up: bool,
     pub controller: Option<u32>,
     pub kind: Option<String>,
+    /// The last router advertisement set the managed flag: addresses come
+    /// from DHCPv6.
+    pub ra_managed: bool,
 }
 
 impl LinkInfo {
@@ -35,6 +38,7 @@ impl LinkInfo {
             up: msg.header.flags.contains(LinkFlags::Up),
             controller: None,
             kind: None,
+            ra_managed: false,
         };
         for attr in msg.attributes {
             match attr {
@@ -44,6 +48,17 @@ impl LinkInfo {
                 }
                 LinkAttribute::Mtu(m) => info.mtu = m,
                 LinkAttribute::Controller(c) => info.controller = Some(c),
+                LinkAttribute::AfSpecUnspec(specs) => {
+                    for spec in specs {
+                        if let AfSpecUnspec::Inet6(attrs) = spec {
+                            for a in attrs {
+                                if let AfSpecInet6::Flags(f) = a {
+                                    info.ra_managed = f.contains(Inet6IfaceFlags::RaManaged);
+                                }
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let NlLinkInfo::Kind(k) = i {

@@ -246,6 +246,19 @@ pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) 
     Ok(())
 }
 
+/// One attachment by its host interface name (unique).
+pub fn attachment(conn: &Connection, host_ifname: &str) -> Result<Option<Attachment>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE host_ifname = ?1"
+    ))?;
+    Ok(
+        collect_attachments(stmt.query_map(params![host_ifname], attachment_row)?)?
+            .into_iter()
+            .next()
+            .map(|s| s.attachment),
+    )
+}
+
 /// Record what changed in an attachment (its lease, addresses).
 pub fn update_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
     tx.execute(

@@ -43,7 +43,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// A random transaction id.
-fn new_xid() -> u32 {
+pub(super) fn new_xid() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: b is valid for 4 bytes; on failure the time fills in.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
@@ -85,7 +85,7 @@ impl Client<'_> {
         if let Some(address) = previous {
             let xid = new_xid();
             let req = message::request(self.id, xid, RequestKind::InitReboot { address });
-            sock.broadcast(&req).await.map_err(self.io())?;
+            self.send(&sock, &req).await?;
             let until = deadline.min(Instant::now() + backoff(1));
             match self.wait(&sock, &mut buf, xid, until).await? {
                 Some(Reply::Ack(lease)) => return Ok(lease),
@@ -97,9 +97,7 @@ impl Client<'_> {
         let mut refused = None;
         while Instant::now() < deadline {
             let xid = new_xid();
-            sock.broadcast(&message::discover(self.id, xid))
-                .await
-                .map_err(self.io())?;
+            self.send(&sock, &message::discover(self.id, xid)).await?;
             let until = deadline.min(Instant::now() + backoff(attempt));
             attempt += 1;
             let Some(Reply::Offer { server, offered }) =
@@ -110,7 +108,7 @@ impl Client<'_> {
             tracing::debug!(%server, %offered, "offer");
             let req = message::request(self.id, xid, RequestKind::Selecting { server, offered });
             for retry in 0..3 {
-                sock.broadcast(&req).await.map_err(self.io())?;
+                self.send(&sock, &req).await?;
                 let until = deadline.min(Instant::now() + backoff(retry));
                 match self.wait(&sock, &mut buf, xid, until).await? {
                     Some(Reply::Ack(lease)) => return Ok(lease),
@@ -130,6 +128,19 @@ impl Client<'_> {
             ifname: self.ifname.to_string(),
             waited: within,
         }))
+    }
+
+    /// Broadcast one message. A full transmit queue (ENOBUFS: a macvlan
+    /// parent copying broadcasts to many children, say) loses the packet
+    /// like any network would; the retransmission timer covers it.
+    async fn send(&self, sock: &PacketSocket, msg: &[u8]) -> Result<(), DhcpError> {
+        match sock.broadcast(msg).await {
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                tracing::debug!(ifname = self.ifname, "transmit queue full; the packet is lost");
+                Ok(())
+            }
+            r => r.map_err(self.io()),
+        }
     }
 
     async fn wait_for_offer(

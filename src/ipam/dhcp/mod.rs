@@ -7,6 +7,7 @@ mod frame;
 pub mod lease;
 pub mod message;
 mod socket;
+pub mod v6;
 
 pub use client::{Client, DhcpError, now_unix};
 pub use lease::Lease;
