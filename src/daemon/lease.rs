@@ -28,6 +28,7 @@ pub enum Stop {
 }
 
 pub struct LeaseTask {
+    pub started: tokio::time::Instant,
     stop: oneshot::Sender<Stop>,
     handle: JoinHandle<Attachment>,
     /// The DHCPv6 side, on networks that take IPv6 from the LAN.
@@ -50,6 +51,7 @@ impl LeaseTask {
             _ => None,
         };
         LeaseTask {
+            started: tokio::time::Instant::now(),
             stop,
             handle: tokio::spawn(run(ctx, a, ns, rx)),
             v6,

@@ -78,7 +78,7 @@ async fn serve(opts: Options) -> Result<()> {
         tasks: Mutex::new(HashMap::new()),
     });
     // What a reboot took, the daemon puts back before it serves anyone.
-    restore(&ctx).await?;
+    restore(&ctx, true).await?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -128,14 +128,14 @@ fn bind(path: &Path) -> Result<UnixListener> {
 
 /// Stop every lease task (keeping the leases), restore, resume: the tasks
 /// find the interfaces restore may have made again.
-async fn restore(ctx: &Arc<Ctx>) -> Result<RestoreReport> {
+async fn restore(ctx: &Arc<Ctx>, startup: bool) -> Result<RestoreReport> {
     let tasks: Vec<LeaseTask> = ctx.tasks.lock().await.drain().map(|(_, t)| t).collect();
     for t in tasks {
         t.stop(Stop::Keep).await;
     }
     let c = ctx.clone();
     let report = blocking(move || c.engine()?.restore()).await;
-    resume(ctx).await?;
+    resume(ctx, startup).await?;
     let report = report?;
     for line in &report.repaired {
         tracing::info!("restored {line}");
@@ -146,9 +146,10 @@ async fn restore(ctx: &Arc<Ctx>) -> Result<RestoreReport> {
     Ok(report)
 }
 
-/// Undo attaches a killed daemon left half done, drop what died meanwhile,
-/// and renew every lease in the store.
-async fn resume(ctx: &Arc<Ctx>) -> Result<()> {
+/// Renew every lease in the store; at startup, first undo the attaches a
+/// killed daemon left half done (later, those are this daemon's own, in
+/// flight) and drop what died meanwhile.
+async fn resume(ctx: &Arc<Ctx>, startup: bool) -> Result<()> {
     let c = ctx.clone();
     let (stale, live) = blocking(move || -> Result<(Vec<Attachment>, Vec<Attachment>)> {
         let mut e = c.engine()?;
@@ -157,6 +158,9 @@ async fn resume(ctx: &Arc<Ctx>) -> Result<()> {
         for s in e.attachments()? {
             let a = s.attachment;
             let Some(b) = &a.dhcp else { continue };
+            if !startup && b.state == LeaseState::Acquiring {
+                continue;
+            }
             if b.state == LeaseState::Acquiring || attached_ns(&a).is_none() {
                 e.detach_attachment(&a)?;
                 stale.push(a);
@@ -191,6 +195,7 @@ async fn reconcile_loop(ctx: Arc<Ctx>, every: Duration) {
 /// Remove every attachment whose namespace is gone; a DHCP one releases
 /// its lease first, from the namespace its task still holds.
 async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
+    let snapshot = tokio::time::Instant::now();
     let c = ctx.clone();
     let (gone, known) = blocking(move || {
         let e = c.engine()?;
@@ -203,12 +208,14 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
     })
     .await?;
     // A task whose attachment left the store by another way (a plumb
-    // without the daemon) has nothing left to renew.
+    // without the daemon) has nothing left to renew. (One started after
+    // the store was read belongs to an attach that just finished.)
     let orphans: Vec<LeaseTask> = {
         let mut tasks = ctx.tasks.lock().await;
         let names: Vec<String> = tasks
-            .keys()
-            .filter(|k| !known.contains(*k))
+            .iter()
+            .filter(|(k, t)| t.started < snapshot && !known.contains(*k))
+            .map(|(k, _)| k)
             .cloned()
             .collect();
         names.iter().filter_map(|k| tasks.remove(k)).collect()
@@ -267,7 +274,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
                 .map(report::listed)
                 .collect::<Vec<_>>()
         )),
-        Request::Restore => Ok(json!(restore(ctx).await?)),
+        Request::Restore => Ok(json!(restore(ctx, false).await?)),
         Request::Status => {
             let c = ctx.clone();
             let all = blocking(move || c.engine()?.attachments()).await?;

@@ -136,7 +136,10 @@ impl Client<'_> {
     async fn send(&self, sock: &PacketSocket, msg: &[u8]) -> Result<(), DhcpError> {
         match sock.broadcast(msg).await {
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                tracing::debug!(ifname = self.ifname, "transmit queue full; the packet is lost");
+                tracing::debug!(
+                    ifname = self.ifname,
+                    "transmit queue full; the packet is lost"
+                );
                 Ok(())
             }
             r => r.map_err(self.io()),

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::fqdn::{ClientFQDN, FqdnFlags};
-use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable, Name};
 use ipnet::Ipv4Net;
 
@@ -69,24 +69,23 @@ fn base(id: &Identity, xid: u32, kind: MessageType) -> Message {
     msg
 }
 
+/// DISCOVER. The broadcast flag stays clear: the client reads its packet
+/// socket, which sees a reply unicast to the offered address before the
+/// interface holds it, and a LAN with a thousand macvlan children is
+/// spared a thousand copies of every reply.
 pub fn discover(id: &Identity, xid: u32) -> Vec<u8> {
-    let mut msg = base(id, xid, MessageType::Discover);
-    // Replies broadcast: the interface has no address to unicast to yet.
-    msg.set_flags(Flags::default().set_broadcast());
-    encode(&msg)
+    encode(&base(id, xid, MessageType::Discover))
 }
 
 pub fn request(id: &Identity, xid: u32, kind: RequestKind) -> Vec<u8> {
     let mut msg = base(id, xid, MessageType::Request);
     match kind {
         RequestKind::Selecting { server, offered } => {
-            msg.set_flags(Flags::default().set_broadcast());
             msg.opts_mut()
                 .insert(DhcpOption::RequestedIpAddress(offered));
             msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
         }
         RequestKind::InitReboot { address } => {
-            msg.set_flags(Flags::default().set_broadcast());
             msg.opts_mut()
                 .insert(DhcpOption::RequestedIpAddress(address));
         }
@@ -241,7 +240,7 @@ mod tests {
     fn discover_carries_identity_and_asks_for_routes() {
         let msg = Message::from_bytes(&discover(&id(), 7)).unwrap();
         assert_eq!(msg.xid(), 7);
-        assert!(msg.flags().broadcast());
+        assert!(!msg.flags().broadcast(), "replies may be unicast");
         let o = msg.opts();
         assert_eq!(o.msg_type(), Some(MessageType::Discover));
         assert_eq!(
