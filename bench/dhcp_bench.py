@@ -234,10 +234,19 @@ def main() -> int:
             more = [f"{PREFIX}m{i}" for i in range(args.leases - args.count)]
             print(f"== filling plumb's daemon up to {args.leases} live leases", flush=True)
             t0 = time.perf_counter()
+            failed: list[str] = []
             for ns in more:
                 add_ns(ns)
-                run(base + ["attach", ns, "dbench"])
+                proc = run(base + ["attach", ns, "dbench"], check=False)
+                if proc.returncode != 0:
+                    failed.append(ns)
+                    print(f"  {ns}: {proc.stderr.strip().splitlines()[0]}", flush=True)
+                    if len(failed) >= 5:
+                        print("  five failures: stopping the fill here", flush=True)
+                        break
             took = time.perf_counter() - t0
+            more = [n for n in more if n not in failed and ipv4_of(n)]
+            out["fill_failures"] = failed
             status = json.loads(run(base + ["ls", "--json"]).stdout)
             live = sum(1 for a in status if a.get("DHCP") and a["DHCP"]["State"] == "bound")
             verify(more, "plumb")

@@ -69,6 +69,9 @@ fn kea_pool(lab: &Lab, server: &str, valid: u32, pool: &str) -> Bg {
         "lease-database": {"type": "memfile", "persist": true, "lfc-interval": 0,
                            "name": dir.join("kea-leases4.csv")},
         "valid-lifetime": valid, "renew-timer": valid / 4, "rebind-timer": valid / 2,
+        // Authoritative: a request for an address it will not give is
+        // answered with a NAK instead of silence.
+        "authoritative": true,
         // kea 2.2 has no definition of option 121 yet: RFC 3442 bytes for
         // 10.99.0.0/16 via 192.168.70.254 and the default via .1.
         "option-def": [{"name": "classless-routes", "code": 121, "type": "binary", "space": "dhcp4"}],
@@ -602,4 +605,63 @@ fn dhcpv6_leases_an_address_where_the_advertisements_ask_for_it() {
     wait_until("dnsmasq to drop the released DHCPv6 lease", 5, || {
         !std::fs::read_to_string(&leases).unwrap().contains(&v6)
     });
+}
+
+#[test]
+fn a_nak_takes_the_address_off_and_the_client_starts_over() {
+    let lab = Lab::new("dnak");
+    let server = lan(&lab);
+    let mut first = kea(&lab, &server, 8);
+    let _daemon = lab.daemon(&[]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    assert!(ip.starts_with("192.168.70.1"));
+    // The LAN is renumbered, its new server refuses the old address.
+    first.stop();
+    let _second = lab.spawn_in(
+        &server,
+        "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+         --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
+         --dhcp-range=192.168.70.220,192.168.70.229,2m --dhcp-authoritative \
+         --dhcp-leasefile=/dev/null --pid-file=",
+        "dnsmasq.log",
+    );
+    wait_until("a lease from the new pool", 20, || {
+        lab.ip_of(&c, "lan").starts_with("192.168.70.22")
+    });
+    assert!(
+        !eth0_v4(&lab, &c).contains(&format!("{ip}/")),
+        "the refused address is gone"
+    );
+    let log = std::fs::read_to_string(lab.state.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("refused the renewal"),
+        "the NAK is reported: {log}"
+    );
+}
+
+#[test]
+fn the_socket_is_root_only_and_gc_without_a_daemon_removes_dead_namespaces() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new("dgc");
+    {
+        let _daemon = lab.daemon(&[]);
+        let mode = std::fs::metadata(lab.socket())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    }
+    lab.ok(&["network", "create", "n", "--subnet", "10.23.0.0/24"]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "n"]);
+    lab.ok(&["attach", &b, "n"]);
+    must(&format!("ip netns del {a}"));
+    let out = lab.ok(&["gc"]);
+    assert!(out.contains(&format!("removed {a} from n")), "{out}");
+    let ls = lab.ok(&["ls"]);
+    assert!(!ls.contains(&a) && ls.contains(&b), "{ls}");
+    assert_eq!(lab.ok(&["gc"]).trim(), "nothing to remove");
 }
