@@ -69,28 +69,34 @@ impl LeaseTask {
     }
 }
 
-pub fn identity(a: &Attachment) -> Option<Identity> {
-    let b = a.dhcp.as_ref()?;
-    let client_id = (0..b.client_id.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(b.client_id.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some(Identity {
-        mac: a.mac.0,
-        client_id,
-        hostname: b.hostname.clone(),
-        fqdn: b.fqdn.clone(),
-    })
-}
-
-/// The index of the attachment's interface inside its namespace.
-pub fn ifindex(ns: &NsHandle, a: &Attachment) -> Result<u32> {
+/// The attachment's interface (index) and who its DHCP client is. The
+/// hardware address is the interface's own (an ipvlan has its parent's, a
+/// host device its own), and an ipvlan, which shares it with its siblings,
+/// needs broadcast replies.
+pub fn client_identity(ns: &NsHandle, a: &Attachment) -> Result<(u32, Identity)> {
+    let b = a
+        .dhcp
+        .as_ref()
+        .ok_or_else(|| Error::Conflict(format!("{} has no DHCP client", a.ifname)))?;
+    let client_id = (0..b.client_id.len() / 2)
+        .filter_map(|i| u8::from_str_radix(b.client_id.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
     let mut nl = Netlink::open_in(ns)
         .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
-    nl.link_by_name(&a.ifname)
+    let link = nl
+        .link_by_name(&a.ifname)
         .map_err(|e| Error::kernel(format!("look up {} in {}", a.ifname, a.target), e))?
-        .map(|l| l.index)
-        .ok_or_else(|| Error::Conflict(format!("{} is gone from {}", a.ifname, a.target)))
+        .ok_or_else(|| Error::Conflict(format!("{} is gone from {}", a.ifname, a.target)))?;
+    Ok((
+        link.index,
+        Identity {
+            mac: link.mac.unwrap_or(a.mac.0),
+            client_id,
+            hostname: b.hostname.clone(),
+            fqdn: b.fqdn.clone(),
+            shared_mac: link.kind.as_deref() == Some("ipvlan"),
+        },
+    ))
 }
 
 /// Wait `d`, or until told to stop.
@@ -111,7 +117,7 @@ async fn run(
     ns: NsHandle,
     mut stop: oneshot::Receiver<Stop>,
 ) -> Attachment {
-    let (Some(id), Ok(ifindex)) = (identity(&a), ifindex(&ns, &a)) else {
+    let Ok((ifindex, id)) = client_identity(&ns, &a) else {
         tracing::warn!(target = %a.target, ifname = %a.ifname, "DHCP attachment without interface or identity; waiting to be removed");
         let _ = (&mut stop).await;
         return a;
@@ -270,9 +276,11 @@ async fn finish(client: &Client<'_>, a: Attachment, how: Stop) -> Attachment {
 /// Release a lease from outside a task (the CLI detaching without a
 /// daemon): one DHCPRELEASE, no answer expected.
 pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(), DhcpError> {
-    let (Some(id), Some(lease)) = (identity(a), a.dhcp.as_ref().and_then(|b| b.lease.as_ref()))
-    else {
+    let Some(lease) = a.dhcp.as_ref().and_then(|b| b.lease.as_ref()) else {
         return Ok(());
+    };
+    let Ok((_, id)) = client_identity(ns, a) else {
+        return Ok(()); // no interface, nothing to release from
     };
     let client = Client {
         ns,
@@ -295,7 +303,7 @@ fn ra_managed(ns: &NsHandle, ifname: &str) -> bool {
 /// sets the managed flag (checked every second for a minute, then every
 /// thirty), then acquire, renew at T1, rebind at T2, drop at expiry.
 async fn run_v6(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle, mut stop: oneshot::Receiver<Stop>) {
-    let Ok(ifindex) = ifindex(&ns, &a) else {
+    let Ok((ifindex, id)) = client_identity(&ns, &a) else {
         let _ = (&mut stop).await;
         return;
     };
@@ -303,7 +311,7 @@ async fn run_v6(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle, mut stop: oneshot::R
         ns: &ns,
         ifindex,
         ifname: &a.ifname,
-        mac: a.mac.0,
+        mac: id.mac,
     };
     let mut lease: Option<Lease6> = a.dhcp.as_ref().and_then(|b| b.lease6.clone());
     let mut checks: u32 = 0;

@@ -311,8 +311,7 @@ async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value>
             target: a.target.clone(),
             reason: "its namespace went away during the attach".into(),
         })?;
-        let ifindex = lease::ifindex(&ns, &a)?;
-        let id = lease::identity(&a).ok_or_else(|| Error::Conflict("no DHCP identity".into()))?;
+        let (ifindex, id) = lease::client_identity(&ns, &a)?;
         let client = crate::ipam::dhcp::Client {
             ns: &ns,
             ifindex,

@@ -142,4 +142,25 @@ out=$(plumb network create bad --driver macvlan --parent up0 --vlan 4095 --subne
 echo "$out" | grep -q "between 1 and 4094" || fail "unclear error: $out"
 ip link show up0.4095 >/dev/null 2>&1 && fail "a VLAN was made for a refused network"
 
+step "ipvlan l2 with DHCP: the LAN's server (busybox udhcpd) leases through the shared MAC"
+printf '%s\n' "start 192.168.60.200" "end 192.168.60.210" "interface lan0" \
+    "option subnet 255.255.255.0" "option router 192.168.60.1" "option lease 600" \
+    "lease_file /tmp/udhcpd.leases" "pidfile /tmp/udhcpd.pid" >/tmp/udhcpd.conf
+touch /tmp/udhcpd.leases
+in_ns lan busybox udhcpd -f /tmp/udhcpd.conf >/tmp/udhcpd.log 2>&1 &
+udhcpd=$!
+plumb daemon --dhcp-timeout 10 >/tmp/plumbd.log 2>&1 &
+daemon=$!
+for _ in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/plumb/plumbd.sock ] && break; sleep 0.5; done
+plumb network create ivd --driver ipvlan --parent up0 --ipam dhcp --no-slaac >/dev/null
+fresh dh
+plumb attach dh ivd >/dev/null || { cat /tmp/plumbd.log /tmp/udhcpd.log; fail "DHCP attach on ipvlan failed"; }
+case "$(ip_of dh)" in 192.168.60.20[0-9]|192.168.60.210) ;; *) fail "dh got $(ip_of dh) by DHCP";; esac
+must_reach dh 192.168.60.1
+[ "$(mac_of dh)" = "$(link_mac up0)" ] || fail "the ipvlan does not use the parent's MAC"
+plumb detach dh >/dev/null
+plumb network rm ivd >/dev/null
+kill "$daemon" "$udhcpd"
+wait "$daemon" 2>/dev/null || true
+
 step ok

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::fqdn::{ClientFQDN, FqdnFlags};
-use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable, Name};
 use ipnet::Ipv4Net;
 
@@ -19,6 +19,9 @@ pub struct Identity {
     pub hostname: String,
     /// `hostname.domain` when the network has a DNS domain.
     pub fqdn: Option<String>,
+    /// The interface shares its MAC with others (ipvlan): replies must be
+    /// broadcast, a unicast one would not find it.
+    pub shared_mac: bool,
 }
 
 /// Which exchange a REQUEST belongs to; each fills the fields differently.
@@ -74,18 +77,28 @@ fn base(id: &Identity, xid: u32, kind: MessageType) -> Message {
 /// interface holds it, and a LAN with a thousand macvlan children is
 /// spared a thousand copies of every reply.
 pub fn discover(id: &Identity, xid: u32) -> Vec<u8> {
-    encode(&base(id, xid, MessageType::Discover))
+    let mut msg = base(id, xid, MessageType::Discover);
+    if id.shared_mac {
+        msg.set_flags(Flags::default().set_broadcast());
+    }
+    encode(&msg)
 }
 
 pub fn request(id: &Identity, xid: u32, kind: RequestKind) -> Vec<u8> {
     let mut msg = base(id, xid, MessageType::Request);
     match kind {
         RequestKind::Selecting { server, offered } => {
+            if id.shared_mac {
+                msg.set_flags(Flags::default().set_broadcast());
+            }
             msg.opts_mut()
                 .insert(DhcpOption::RequestedIpAddress(offered));
             msg.opts_mut().insert(DhcpOption::ServerIdentifier(server));
         }
         RequestKind::InitReboot { address } => {
+            if id.shared_mac {
+                msg.set_flags(Flags::default().set_broadcast());
+            }
             msg.opts_mut()
                 .insert(DhcpOption::RequestedIpAddress(address));
         }
@@ -218,6 +231,7 @@ mod tests {
             client_id: b"\x00plumb-test".to_vec(),
             hostname: "web".into(),
             fqdn: Some("web.app.example.com".into()),
+            shared_mac: false,
         }
     }
 
@@ -241,6 +255,15 @@ mod tests {
         let msg = Message::from_bytes(&discover(&id(), 7)).unwrap();
         assert_eq!(msg.xid(), 7);
         assert!(!msg.flags().broadcast(), "replies may be unicast");
+        let shared = Identity {
+            shared_mac: true,
+            ..id()
+        };
+        let msg = Message::from_bytes(&discover(&shared, 7)).unwrap();
+        assert!(
+            msg.flags().broadcast(),
+            "an ipvlan's replies must be broadcast"
+        );
         let o = msg.opts();
         assert_eq!(o.msg_type(), Some(MessageType::Discover));
         assert_eq!(
