@@ -371,6 +371,12 @@ pub struct NetworkSpec {
     /// DHCP networks: IPv6 from the LAN's router advertisements (default on).
     #[serde(default)]
     pub slaac: Option<bool>,
+    /// The host interface the network's traffic leaves by (policy routing).
+    #[serde(default)]
+    pub egress_interface: Option<String>,
+    /// The next hop on that interface.
+    #[serde(default)]
+    pub egress_gateway: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -402,6 +408,19 @@ pub struct Network {
     /// advertisements (SLAAC).
     #[serde(default)]
     pub slaac: bool,
+    /// The uplink the network's traffic leaves by, whatever the host's
+    /// default route says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Egress>,
+}
+
+/// Source policy routing for a network: a table of its own whose default
+/// route leaves by `interface`, selected by the network's source subnets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Egress {
+    pub interface: String,
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
 }
 
 /// What differs between drivers.
@@ -629,6 +648,7 @@ impl NetworkSpec {
             }
             routes.push(route);
         }
+        let egress = self.egress(&kind)?;
         Ok(Network {
             name: self.name.clone(),
             kind,
@@ -640,7 +660,41 @@ impl NetworkSpec {
             ipam,
             domain: self.domain.clone(),
             slaac: ipam == Ipam::Dhcp && self.slaac != Some(false),
+            egress,
         })
+    }
+
+    /// `--egress-interface`: only where the host routes the network's
+    /// traffic (a nat or routed bridge).
+    fn egress(&self, kind: &NetworkKind) -> Result<Option<Egress>> {
+        let Some(interface) = &self.egress_interface else {
+            return match &self.egress_gateway {
+                Some(g) => Err(Error::invalid(
+                    "--egress-gateway",
+                    g,
+                    "needs --egress-interface",
+                )),
+                None => Ok(None),
+            };
+        };
+        validate_ifname("--egress-interface", interface)?;
+        let routed = matches!(kind, NetworkKind::Bridge(b) if b.mode != BridgeMode::Bridged);
+        if !routed {
+            return Err(Error::invalid(
+                "--egress-interface",
+                interface,
+                "only nat and routed bridge networks leave through the host's routing",
+            ));
+        }
+        let gateway = self
+            .egress_gateway
+            .as_deref()
+            .map(|g| parse_ip("--egress-gateway", g))
+            .transpose()?;
+        Ok(Some(Egress {
+            interface: interface.clone(),
+            gateway,
+        }))
     }
 
     /// A DHCP network is one where containers sit on a LAN with broadcast

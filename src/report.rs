@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::driver::bridge::HostState;
+use crate::engine::NetworkDetails;
 use crate::model::{Attachment, DhcpBinding};
-use crate::store::{StoredAttachment, StoredNetwork};
+use crate::store::StoredAttachment;
 
 /// One entry of `docker inspect`'s NetworkSettings.Networks, plus plumb's extras.
 pub fn endpoint(a: &Attachment) -> Value {
@@ -83,9 +83,16 @@ pub fn target(target: &str, attachments: &[StoredAttachment]) -> Value {
 }
 
 /// `plumb network inspect NAME`.
-pub fn network(n: &StoredNetwork, state: &HostState, attachments: &[StoredAttachment]) -> Value {
+pub fn network(d: &NetworkDetails) -> Value {
+    let (n, state, attachments) = (&d.stored, &d.host_state, &d.attachments);
     let net = &n.network;
     json!({
+        "Egress": net.egress.as_ref().map(|e| json!({
+            "Interface": e.interface,
+            "Gateway": e.gateway.map(|g| g.to_string()),
+            "Table": d.routing.map(|r| r.table),
+            "RulePriorities": d.routing.map(|r| [r.priority, r.priority + 1]),
+        })),
         "Name": net.name,
         "Driver": net.kind.driver_name(),
         "Options": net.kind,

@@ -95,6 +95,13 @@ pub struct CreateArgs {
     /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
     #[arg(long)]
     pub no_slaac: bool,
+    /// nat/routed: the host interface this network's traffic leaves by
+    /// (a routing table of its own, selected by source subnet).
+    #[arg(long)]
+    pub egress_interface: Option<String>,
+    /// The next hop on --egress-interface.
+    #[arg(long)]
+    pub egress_gateway: Option<String>,
 }
 
 impl CreateArgs {
@@ -135,6 +142,8 @@ impl CreateArgs {
             ipam: self.ipam,
             domain: self.domain,
             slaac: self.no_slaac.then_some(false),
+            egress_interface: self.egress_interface,
+            egress_gateway: self.egress_gateway,
         })
     }
 }
@@ -174,8 +183,7 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
             if json {
                 let mut list = Vec::new();
                 for name in nets.iter().map(|n| &n.network.name) {
-                    let (n, state, atts) = engine.network_details(name)?;
-                    list.push(report::network(&n, &state, &atts));
+                    list.push(report::network(&engine.network_details(name)?));
                 }
                 print_json(&serde_json::Value::Array(list));
             } else {
@@ -194,13 +202,13 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
             }
         }
         NetworkCommand::Inspect { name } => {
-            let (n, state, atts) = engine.network_details(&name)?;
-            print_json(&report::network(&n, &state, &atts));
+            print_json(&report::network(&engine.network_details(&name)?));
         }
         NetworkCommand::Rm { name, force } => {
             if force {
-                let (_, _, attached) = engine.network_details(&name)?;
-                let leased: Vec<_> = attached
+                let leased: Vec<_> = engine
+                    .network_details(&name)?
+                    .attachments
                     .into_iter()
                     .map(|s| s.attachment)
                     .filter(|a| a.dhcp.is_some())

@@ -81,6 +81,7 @@ async fn serve(opts: Options) -> Result<()> {
     restore(&ctx, true).await?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
+    watch_egress(&opts.state_dir)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -180,6 +181,30 @@ async fn resume(ctx: &Arc<Ctx>, startup: bool) -> Result<()> {
             tasks.insert(a.host_ifname.clone(), LeaseTask::spawn(ctx.clone(), a, ns));
         }
     }
+    Ok(())
+}
+
+/// Every half second, put back the egress routing the kernel dropped (an
+/// uplink that went down flushes its routes; when it comes back, so does
+/// the network's default route). A thread of its own with its own engine.
+fn watch_egress(state_dir: &Path) -> Result<()> {
+    let mut engine = Engine::open(state_dir)?;
+    std::thread::Builder::new()
+        .name("egress".into())
+        .spawn(move || {
+            loop {
+                match engine.repair_egress() {
+                    Ok(done) => {
+                        for line in done {
+                            tracing::info!("restored {line}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("egress routing: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+        .map_err(|e| Error::io("start the egress watcher", e))?;
     Ok(())
 }
 

@@ -22,13 +22,20 @@ use crate::model::{
 use crate::names;
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
-use crate::policy::firewall;
+use crate::policy::{firewall, routing};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
 use crate::undo::UndoLog;
 
 mod restore;
 pub use restore::RestoreReport;
+
+pub struct NetworkDetails {
+    pub stored: StoredNetwork,
+    pub host_state: HostState,
+    pub routing: Option<routing::Allocation>,
+    pub attachments: Vec<StoredAttachment>,
+}
 
 pub struct Engine {
     store: Store,
@@ -108,6 +115,10 @@ impl Engine {
                 }
             };
             store::set_host_state(tx, &net.name, &state)?;
+            if let Some(e) = &net.egress {
+                let a = routing::allocate(tx, host, &net.name)?;
+                routing::install(host, &net, e, a, undo)?;
+            }
             let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
             let mut all = previous.clone();
             all.push(net.clone());
@@ -140,6 +151,7 @@ impl Engine {
             }
         }
         let state = store::host_state(self.store.read(), name)?;
+        let table = store::route_table(self.store.read(), name)?;
         let net = &stored.network;
         let vlan = net.kind.parent().map(|p| p.name.clone());
         let release_vlan = self.store.write(|tx| {
@@ -162,6 +174,14 @@ impl Engine {
             firewall::sync(&rest)?;
             Ok(release)
         })?;
+        if let (Some(e), Some((table, priority))) = (&net.egress, table) {
+            let a = routing::Allocation { table, priority };
+            errors.extend(
+                routing::remove(&mut self.host, net, e, a)
+                    .into_iter()
+                    .map(|e| e.to_string()),
+            );
+        }
         let mut removed = match &net.kind {
             NetworkKind::Bridge(b) => bridge::remove(&mut self.host, net, b, &state),
             NetworkKind::Macvlan(m) => macvlan::remove(&mut self.host, net, m),
@@ -191,17 +211,35 @@ impl Engine {
         store::require_network(self.store.read(), name)
     }
 
-    /// A network with what its driver did on the host and its attachments.
-    pub fn network_details(
-        &self,
-        name: &str,
-    ) -> Result<(StoredNetwork, HostState, Vec<StoredAttachment>)> {
+    /// A network with what its driver did on the host, its routing table
+    /// and its attachments.
+    pub fn network_details(&self, name: &str) -> Result<NetworkDetails> {
         let conn = self.store.read();
-        Ok((
-            store::require_network(conn, name)?,
-            store::host_state(conn, name)?,
-            store::attachments_of_network(conn, name)?,
-        ))
+        Ok(NetworkDetails {
+            stored: store::require_network(conn, name)?,
+            host_state: store::host_state(conn, name)?,
+            routing: store::route_table(conn, name)?
+                .map(|(table, priority)| routing::Allocation { table, priority }),
+            attachments: store::attachments_of_network(conn, name)?,
+        })
+    }
+
+    /// Put back the egress routing of every network that has one (rules
+    /// deleted, default routes flushed by an interface going down and up);
+    /// what it repaired, one line each.
+    pub fn repair_egress(&mut self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for n in store::networks(self.store.read())? {
+            let net = n.network;
+            if let (Some(e), Some((table, priority))) = (
+                &net.egress,
+                store::route_table(self.store.read(), &net.name)?,
+            ) {
+                let a = routing::Allocation { table, priority };
+                done.extend(routing::repair(&mut self.host, &net, e, a)?);
+            }
+        }
+        Ok(done)
     }
 
     // ---- attachments ----

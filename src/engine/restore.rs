@@ -44,6 +44,10 @@ impl Engine {
         if let Err(e) = firewall::sync(&networks) {
             report.errors.push(e.to_string());
         }
+        match self.repair_egress() {
+            Ok(done) => report.repaired.extend(done),
+            Err(e) => report.errors.push(e.to_string()),
+        }
         for r in store::host_routes(self.store.read())? {
             let (Ok(dest), Ok(via)) = (r.dest.parse::<IpNet>(), r.via.parse()) else {
                 continue;

@@ -1,4 +1,5 @@
-//! What plumb enforces on traffic: today NAT and forwarding for bridge
-//! networks (firewall); routing rules and shaping come next to it.
+//! What plumb enforces on traffic: NAT and forwarding for bridge networks
+//! (firewall), the uplink a network leaves by (routing); shaping comes next.
 
 pub mod firewall;
+pub mod routing;

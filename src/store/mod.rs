@@ -320,6 +320,37 @@ pub fn delete_host_route(tx: &Transaction, dest: &str) -> Result<()> {
 }
 
 /// 802.1q sub-interfaces plumb created.
+/// The routing table and first rule priority of a network, if it has them.
+pub fn route_table(conn: &Connection, network: &str) -> Result<Option<(u32, u32)>> {
+    Ok(conn
+        .query_row(
+            "SELECT table_id, priority FROM route_tables WHERE network = ?1",
+            params![network],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Every allocated (table, priority).
+pub fn route_tables(conn: &Connection) -> Result<Vec<(u32, u32)>> {
+    let mut stmt = conn.prepare("SELECT table_id, priority FROM route_tables")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_route_table(
+    tx: &Transaction,
+    network: &str,
+    table: u32,
+    priority: u32,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO route_tables (network, table_id, priority) VALUES (?1, ?2, ?3)",
+        params![network, table, priority],
+    )?;
+    Ok(())
+}
+
 pub fn insert_vlan_link(tx: &Transaction, name: &str) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO vlan_links (name) VALUES (?1)",

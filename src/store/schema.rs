@@ -60,6 +60,15 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY
     ) WITHOUT ROWID;
     ",
+    // 3: a routing table and a pair of rule priorities per network with an
+    // egress interface (allocated once, never shared).
+    "
+    CREATE TABLE route_tables (
+        network  TEXT PRIMARY KEY REFERENCES networks(name) ON DELETE CASCADE,
+        table_id INTEGER NOT NULL UNIQUE,
+        priority INTEGER NOT NULL UNIQUE
+    );
+    ",
 ];
 
 /// The schema version of the database file.

@@ -1,0 +1,254 @@
+//! Source policy routing: a network with an egress interface gets a routing
+//! table of its own, holding a default route out of that interface, and two
+//! rules per subnet of the egress gateway's family:
+//!   P:   from SUBNET lookup main suppress_prefixlength 0
+//!   P+1: from SUBNET lookup TABLE
+//! The first lets the main table answer for everything but its default
+//! route (the bridge's own subnet, other networks, the LAN); the second
+//! sends the rest out of the chosen uplink.
+//!
+//! Table ids and priorities are plumb's: allocated in the store, never one
+//! that `/etc/iproute2/rt_tables` names or the kernel already uses.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+use rusqlite::Transaction;
+
+use crate::error::{Error, Result};
+use crate::model::{Egress, Network};
+use crate::netlink::{Netlink, Rule};
+use crate::store;
+use crate::undo::UndoLog;
+
+const TABLES: RangeInclusive<u32> = 20_000..=29_999;
+/// Rule priorities come in pairs, below the main table's 32766.
+const PRIORITIES: RangeInclusive<u32> = 10_000..=19_998;
+const MAIN_TABLE: u32 = 254;
+
+/// The routing table and first rule priority a network owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Allocation {
+    pub table: u32,
+    pub priority: u32,
+}
+
+/// Tables named by the system's iproute2 configuration.
+fn named_tables() -> HashSet<u32> {
+    let mut files = vec![
+        "/etc/iproute2/rt_tables".to_string(),
+        "/usr/share/iproute2/rt_tables".to_string(),
+        "/usr/lib/iproute2/rt_tables".to_string(),
+    ];
+    for dir in [
+        "/etc/iproute2/rt_tables.d",
+        "/usr/share/iproute2/rt_tables.d",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            files.extend(entries.flatten().map(|e| e.path().display().to_string()));
+        }
+    }
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Take a free table and priority pair for `network`, in the store.
+pub fn allocate(tx: &Transaction, nl: &mut Netlink, network: &str) -> Result<Allocation> {
+    let kernel = |e| Error::kernel("list routing tables and rules", e);
+    let taken = store::route_tables(tx)?;
+    let mut tables: HashSet<u32> = named_tables();
+    tables.extend(nl.tables_in_use().map_err(kernel)?);
+    tables.extend(taken.iter().map(|(t, _)| *t));
+    let rules = nl.rules().map_err(kernel)?;
+    tables.extend(rules.iter().map(|r| r.table));
+    let mut prios: HashSet<u32> = rules.iter().map(|r| r.priority).collect();
+    prios.extend(taken.iter().flat_map(|(_, p)| [*p, *p + 1]));
+    let table = TABLES
+        .clone()
+        .find(|t| !tables.contains(t))
+        .ok_or_else(|| Error::Conflict("no free routing table in 20000-29999".into()))?;
+    let priority = PRIORITIES
+        .clone()
+        .step_by(2)
+        .find(|p| !prios.contains(p) && !prios.contains(&(p + 1)))
+        .ok_or_else(|| Error::Conflict("no free rule priorities in 10000-19999".into()))?;
+    store::insert_route_table(tx, network, table, priority)?;
+    Ok(Allocation { table, priority })
+}
+
+/// The rules a network's allocation stands for.
+fn rules(net: &Network, e: &Egress, a: Allocation) -> Vec<Rule> {
+    let v6 = e.gateway.map(|g| g.is_ipv6());
+    net.subnets
+        .iter()
+        .filter(|s| v6.is_none_or(|v6| s.subnet.addr().is_ipv6() == v6))
+        .flat_map(|s| {
+            [
+                Rule {
+                    priority: a.priority,
+                    table: MAIN_TABLE,
+                    source: Some(s.subnet),
+                    suppress_default: true,
+                },
+                Rule {
+                    priority: a.priority + 1,
+                    table: a.table,
+                    source: Some(s.subnet),
+                    suppress_default: false,
+                },
+            ]
+        })
+        .collect()
+}
+
+/// The default routes of the table: via the gateway, or out of the device
+/// for each family the network has.
+fn defaults(net: &Network, e: &Egress) -> Vec<(IpNet, Option<IpAddr>)> {
+    let any = |v6: bool| -> IpNet {
+        if v6 { "::/0" } else { "0.0.0.0/0" }
+            .parse()
+            .expect("literal")
+    };
+    match e.gateway {
+        Some(g) => vec![(any(g.is_ipv6()), Some(g))],
+        None => {
+            let mut v: Vec<bool> = net
+                .subnets
+                .iter()
+                .map(|s| s.subnet.addr().is_ipv6())
+                .collect();
+            v.dedup();
+            v.into_iter().map(|v6| (any(v6), None)).collect()
+        }
+    }
+}
+
+/// Put the table's default route and the rules in place, each with its
+/// undo (network create).
+pub fn install(
+    nl: &mut Netlink,
+    net: &Network,
+    e: &Egress,
+    a: Allocation,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    let link = nl
+        .link_by_name(&e.interface)
+        .map_err(|err| Error::kernel(format!("look up {}", e.interface), err))?
+        .ok_or_else(|| {
+            Error::invalid(
+                "--egress-interface",
+                &e.interface,
+                "no such interface on the host",
+            )
+        })?;
+    for (dest, via) in defaults(net, e) {
+        nl.add_table_route(a.table, dest, via, link.index)
+            .map_err(|err| {
+                Error::kernel(
+                    format!("default route out of {} in table {}", e.interface, a.table),
+                    err,
+                )
+            })?;
+        let table = a.table;
+        undo.push(
+            format!("remove the default route of table {table}"),
+            move |nl| {
+                nl.del_table_route(table, dest).map_err(|err| {
+                    Error::kernel(format!("remove the default route of table {table}"), err)
+                })
+            },
+        );
+    }
+    for r in rules(net, e, a) {
+        nl.add_rule(&r).map_err(|err| {
+            Error::kernel(format!("add rule {} for {:?}", r.priority, r.source), err)
+        })?;
+        undo.push(format!("remove rule {}", r.priority), move |nl| {
+            nl.del_rule(&r)
+                .map_err(|err| Error::kernel(format!("remove rule {}", r.priority), err))
+        });
+    }
+    Ok(())
+}
+
+/// Take the rules and the table's routes away (network rm); what is
+/// already gone is fine.
+pub fn remove(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Vec<Error> {
+    let mut errors = Vec::new();
+    for r in rules(net, e, a) {
+        if let Err(err) = nl.del_rule(&r)
+            && !err.is(libc::ENOENT)
+        {
+            errors.push(Error::kernel(format!("remove rule {}", r.priority), err));
+        }
+    }
+    for (dest, _) in defaults(net, e) {
+        if let Err(err) = nl.del_table_route(a.table, dest)
+            && !err.is(libc::ESRCH)
+            && !err.is(libc::ENOENT)
+        {
+            errors.push(Error::kernel(
+                format!("remove the default route of table {}", a.table),
+                err,
+            ));
+        }
+    }
+    errors
+}
+
+/// Put back what the kernel lost: rules deleted, the default route gone
+/// with its interface going down (the kernel flushes it) and now up again,
+/// or its address changed. Returns what it repaired.
+pub fn repair(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let kernel = |what: String| move |err| Error::kernel(what, err);
+    let present = nl.rules().map_err(kernel("list rules".into()))?;
+    for r in rules(net, e, a) {
+        if !present.contains(&r) {
+            nl.add_rule(&r)
+                .map_err(kernel(format!("add rule {}", r.priority)))?;
+            done.push(format!("rule {} of network {}", r.priority, net.name));
+        }
+    }
+    let Some(link) = nl
+        .link_by_name(&e.interface)
+        .map_err(kernel(format!("look up {}", e.interface)))?
+        .filter(|l| l.up)
+    else {
+        return Ok(done); // down or gone: nothing to route through yet
+    };
+    for (dest, via) in defaults(net, e) {
+        let v6 = dest.addr().is_ipv6();
+        if !nl
+            .table_has_default(a.table, v6)
+            .map_err(kernel("list routes".into()))?
+        {
+            match nl.add_table_route(a.table, dest, via, link.index) {
+                Ok(()) => done.push(format!(
+                    "default route of table {} via {}",
+                    a.table, e.interface
+                )),
+                // Not routable yet (no carrier, no address for the
+                // gateway): the next round tries again.
+                Err(err) if err.is(libc::ENETUNREACH) || err.is(libc::ENETDOWN) => {}
+                Err(err) => {
+                    return Err(Error::kernel(
+                        format!("default route of table {}", a.table),
+                        err,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(done)
+}

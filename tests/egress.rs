@@ -1,0 +1,197 @@
+//! Source policy routing: a fake host with two uplinks, each to its own
+//! "ISP" namespace; both ISPs answer for the same far address, so where a
+//! connection lands shows which uplink it left by, and the source address
+//! the far end sees shows whose NAT it went through.
+
+mod common;
+
+use common::{Lab, must, peer_echo_server, tcp_say, wait_until};
+
+const FAR: &str = "198.51.100.1";
+
+fn two_uplinks(lab: &Lab) -> (String, String) {
+    let isp1 = lab.netns("isp1");
+    let isp2 = lab.netns("isp2");
+    lab.wire(
+        &lab.host,
+        "wan1",
+        Some("10.201.0.2/24"),
+        &isp1,
+        "eth0",
+        Some("10.201.0.1/24"),
+    );
+    lab.wire(
+        &lab.host,
+        "wan2",
+        Some("10.202.0.2/24"),
+        &isp2,
+        "eth0",
+        Some("10.202.0.1/24"),
+    );
+    for isp in [&isp1, &isp2] {
+        must(&format!("ip -n {isp} addr add {FAR}/32 dev lo"));
+    }
+    must(&format!(
+        "ip -n {} route add default via 10.201.0.1",
+        lab.host
+    ));
+    (isp1, isp2)
+}
+
+/// The source address `isp` saw for a connection from `from` to FAR.
+fn seen_at(isp: &str, from: &str) -> std::io::Result<String> {
+    let (server, port) = peer_echo_server(isp, &format!("{FAR}:0"));
+    let seen = tcp_say(from, &format!("{FAR}:{port}"));
+    if seen.is_ok() {
+        server.join().unwrap();
+    }
+    seen
+}
+
+fn rules(lab: &Lab) -> String {
+    must(&format!("ip -n {} rule show", lab.host))
+}
+
+#[test]
+fn each_network_leaves_by_its_own_uplink_and_survives_the_uplink_flapping() {
+    let lab = Lab::new("eg");
+    let (isp1, isp2) = two_uplinks(&lab);
+    lab.ok(&["network", "create", "plain", "--subnet", "10.31.0.0/24"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "pinned",
+        "--subnet",
+        "10.32.0.0/24",
+        "--egress-interface",
+        "wan2",
+        "--egress-gateway",
+        "10.202.0.1",
+    ]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "plain"]);
+    lab.ok(&["attach", &b, "pinned"]);
+
+    assert_eq!(
+        seen_at(&isp1, &a).unwrap(),
+        "10.201.0.2",
+        "the default uplink, its NAT"
+    );
+    assert_eq!(
+        seen_at(&isp2, &b).unwrap(),
+        "10.202.0.2",
+        "the pinned uplink, its NAT"
+    );
+    assert!(
+        seen_at(&isp1, &b).is_err(),
+        "nothing of `pinned` leaves by wan1"
+    );
+    // The main table still answers for everything but the default route.
+    assert!(lab.ping(&b, "10.32.0.1"), "its gateway");
+    assert!(
+        lab.ping(&b, &lab.ip_of(&a, "plain")),
+        "another network of the host"
+    );
+
+    let net: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "pinned"])).unwrap();
+    let table = net["Egress"]["Table"].as_u64().unwrap();
+    assert!((20_000..30_000).contains(&table), "{net}");
+    let prio = net["Egress"]["RulePriorities"][1].as_u64().unwrap();
+    assert!(
+        rules(&lab).contains(&format!("{prio}:\tfrom 10.32.0.0/24 lookup {table}")),
+        "{}",
+        rules(&lab)
+    );
+
+    // The uplink flaps: the kernel flushes the table's route with it...
+    must(&format!("ip -n {} link set wan2 down", lab.host));
+    must(&format!("ip -n {} link set wan2 up", lab.host));
+    let table_routes = || must(&format!("ip -n {} route show table {table}", lab.host));
+    assert_eq!(table_routes().trim(), "", "flushed by the kernel");
+    // ...`plumb restore` puts it back,
+    assert!(
+        lab.ok(&["restore"])
+            .contains(&format!("default route of table {table} via wan2"))
+    );
+    assert_eq!(seen_at(&isp2, &b).unwrap(), "10.202.0.2");
+    // and so does the daemon, by itself, within a second or so, rules too.
+    let _daemon = lab.daemon(&[]);
+    must(&format!("ip -n {} rule del pref {prio}", lab.host));
+    must(&format!("ip -n {} link set wan2 down", lab.host));
+    must(&format!("ip -n {} link set wan2 up", lab.host));
+    wait_until("the daemon to restore the egress route", 3, || {
+        table_routes().contains("default via 10.202.0.1 dev wan2")
+            && rules(&lab).contains(&format!("{prio}:\tfrom 10.32.0.0/24 lookup {table}"))
+    });
+    assert_eq!(seen_at(&isp2, &b).unwrap(), "10.202.0.2");
+
+    // Removing the network takes its rules and table away.
+    lab.ok(&["network", "rm", "pinned", "--force"]);
+    assert!(!rules(&lab).contains("10.32.0.0/24"), "{}", rules(&lab));
+    assert_eq!(table_routes().trim(), "");
+}
+
+#[test]
+fn egress_tables_avoid_the_systems_and_bad_egress_input_changes_nothing() {
+    let lab = Lab::new("egb");
+    two_uplinks(&lab);
+    // A table the admin uses already, in the kernel.
+    must(&format!(
+        "ip -n {} route add 192.0.2.0/24 via 10.202.0.1 table 20000",
+        lab.host
+    ));
+    lab.ok(&[
+        "network",
+        "create",
+        "p1",
+        "--subnet",
+        "10.33.0.0/24",
+        "--egress-interface",
+        "wan2",
+        "--egress-gateway",
+        "10.202.0.1",
+    ]);
+    let net: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "p1"])).unwrap();
+    assert_ne!(
+        net["Egress"]["Table"], 20_000,
+        "a table in use is never taken"
+    );
+
+    let before = rules(&lab);
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "p2",
+        "--subnet",
+        "10.34.0.0/24",
+        "--egress-interface",
+        "nosuch0",
+    ]);
+    assert!(err.contains("--egress-interface `nosuch0`"), "{err}");
+    assert_eq!(rules(&lab), before, "no rule left behind");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "p3",
+        "--subnet",
+        "10.35.0.0/24",
+        "--mode",
+        "bridged",
+        "--egress-interface",
+        "wan2",
+    ]);
+    assert!(err.contains("--egress-interface `wan2`"), "{err}");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "p4",
+        "--subnet",
+        "10.36.0.0/24",
+        "--egress-gateway",
+        "10.202.0.1",
+    ]);
+    assert!(err.contains("--egress-gateway"), "{err}");
+    assert!(!lab.ok(&["network", "ls"]).contains("p2"));
+}
