@@ -16,12 +16,7 @@ fn reboot(lab: &Lab) {
         }
     }
     must(&format!("ip -n {} route flush proto static", lab.host));
-    must(&format!("ip netns exec {} nft flush ruleset", lab.host));
-    // Docker starts again with its FORWARD policy DROP.
-    must(&format!(
-        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
-        lab.host
-    ));
+    reboot_firewall_only(lab);
 }
 
 #[test]
@@ -85,4 +80,56 @@ fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
 
     // A second restore finds nothing to do.
     assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+}
+
+#[test]
+fn the_daemon_puts_plumbs_table_back_after_a_ruleset_flush() {
+    let lab = Lab::new("rf");
+    let up = lab.netns("up");
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.97.0.2/24"),
+        &up,
+        "eth0",
+        Some("10.97.0.1/24"),
+    );
+    must(&format!(
+        "ip -n {} route add default via 10.97.0.1",
+        lab.host
+    ));
+    lab.ok(&["network", "create", "natnet", "--subnet", "10.24.0.0/24"]);
+    let a = lab.netns("a");
+    lab.ok(&["attach", &a, "natnet"]);
+    let _daemon = lab.daemon(&[]);
+    // Another tool flushes everything, then Docker rebuilds FORWARD DROP.
+    reboot_firewall_only(&lab);
+    common::wait_until("plumb's table and accepts to come back", 5, || {
+        common::sh(&format!(
+            "ip netns exec {} nft list table inet plumb",
+            lab.host
+        ))
+        .status
+        .success()
+            && must(&format!(
+                "ip netns exec {} nft list chain ip filter FORWARD",
+                lab.host
+            ))
+            .contains("comment \"plumb\"")
+    });
+    let (server, port) = peer_echo_server(&up, "10.97.0.1:0");
+    assert_eq!(
+        tcp_say(&a, &format!("10.97.0.1:{port}")).unwrap(),
+        "10.97.0.2"
+    );
+    server.join().unwrap();
+}
+
+/// Every nftables table gone; Docker starts again with FORWARD policy DROP.
+fn reboot_firewall_only(lab: &Lab) {
+    must(&format!("ip netns exec {} nft flush ruleset", lab.host));
+    must(&format!(
+        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+        lab.host
+    ));
 }

@@ -81,7 +81,7 @@ async fn serve(opts: Options) -> Result<()> {
     restore(&ctx, true).await?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
-    watch_egress(&opts.state_dir)?;
+    watch_policy(&opts.state_dir)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -186,11 +186,12 @@ async fn resume(ctx: &Arc<Ctx>, startup: bool) -> Result<()> {
 
 /// Every half second, put back the egress routing the kernel dropped (an
 /// uplink that went down flushes its routes; when it comes back, so does
-/// the network's default route). A thread of its own with its own engine.
-fn watch_egress(state_dir: &Path) -> Result<()> {
+/// the network's default route), and plumb's nftables state if someone
+/// flushed it. A thread of its own with its own engine.
+fn watch_policy(state_dir: &Path) -> Result<()> {
     let mut engine = Engine::open(state_dir)?;
     std::thread::Builder::new()
-        .name("egress".into())
+        .name("policy".into())
         .spawn(move || {
             loop {
                 match engine.repair_egress() {
@@ -201,10 +202,17 @@ fn watch_egress(state_dir: &Path) -> Result<()> {
                     }
                     Err(e) => tracing::warn!("egress routing: {e}"),
                 }
+                match engine.repair_firewall() {
+                    Ok(true) => {
+                        tracing::info!("restored plumb's nftables table and FORWARD accepts")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("firewall: {e}"),
+                }
                 std::thread::sleep(Duration::from_millis(500));
             }
         })
-        .map_err(|e| Error::io("start the egress watcher", e))?;
+        .map_err(|e| Error::io("start the policy watcher", e))?;
     Ok(())
 }
 

@@ -224,6 +224,20 @@ impl Engine {
         })
     }
 
+    /// Render plumb's nftables state again when someone removed it (an
+    /// `nft flush ruleset`, Docker rebuilding its chains); true if it did.
+    pub fn repair_firewall(&mut self) -> Result<bool> {
+        let networks: Vec<Network> = store::networks(self.store.read())?
+            .into_iter()
+            .map(|n| n.network)
+            .collect();
+        if firewall::in_place(&networks)? {
+            return Ok(false);
+        }
+        firewall::sync(&networks)?;
+        Ok(true)
+    }
+
     /// Put back the egress routing of every network that has one (rules
     /// deleted, default routes flushed by an interface going down and up);
     /// what it repaired, one line each.

@@ -62,6 +62,28 @@ pub fn sync(networks: &[Network]) -> Result<()> {
     Ok(())
 }
 
+/// Whether the kernel still holds what `sync` put there: our table (when
+/// there is anything to put in it) and our accepts in every `FORWARD`
+/// chain of `ip/ip6 filter` (when there are bridges). False after an
+/// `nft flush ruleset`, or a Docker restart that rebuilt its chains.
+pub fn in_place(networks: &[Network]) -> Result<bool> {
+    let mut nft = Nft::new()?;
+    let wants_table = render(networks).contains('{');
+    if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
+        return Ok(false);
+    }
+    if bridges(networks).next().is_some() {
+        for family in ["ip", "ip6"] {
+            if let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD"))
+                && tagged_rule_handles(&listing).is_empty()
+            {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Remove everything plumb put into nftables.
 pub fn clear() -> Result<()> {
     sync(&[])
