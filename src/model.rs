@@ -1198,6 +1198,9 @@ pub struct AttachSpec {
     /// DHCP host name (option 12); default: from the target's name.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// NAT networks: `[HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// A validated attach request (the network is checked by the engine).
@@ -1211,6 +1214,116 @@ pub struct AttachRequest {
     pub default_route: DefaultRoute,
     pub routes: Vec<RouteSpec>,
     pub hostname: Option<String>,
+    pub publish: Vec<Publish>,
+}
+
+/// A published port range: host ports on the host's addresses (or one of
+/// them) forwarded to the same number of ports of the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub proto: Proto,
+    #[serde(default)]
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
+    /// How many consecutive ports (1 for a single port).
+    pub count: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+impl Publish {
+    pub fn parse(s: &str) -> Result<Publish> {
+        let bad = |why: &str| Error::invalid("--publish", s, why);
+        let (spec, proto) = match s.rsplit_once('/') {
+            Some((spec, "tcp")) => (spec, Proto::Tcp),
+            Some((spec, "udp")) => (spec, Proto::Udp),
+            Some(_) => return Err(bad("the protocol is tcp or udp")),
+            None => (s, Proto::Tcp),
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host_ip, host, inner) = match parts.as_slice() {
+            [host, inner] => (None, *host, *inner),
+            [ip, host, inner] => (
+                Some(
+                    ip.parse()
+                        .map_err(|_| bad("the host address is not an IPv4 address"))?,
+                ),
+                *host,
+                *inner,
+            ),
+            _ => return Err(bad("expected [HOSTIP:]HOSTPORT:PORT[/tcp|udp]")),
+        };
+        let range = |r: &str| -> Result<(u16, u16)> {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let a: u16 = a.parse().map_err(|_| bad("ports are 1 to 65535"))?;
+            let b: u16 = b.parse().map_err(|_| bad("ports are 1 to 65535"))?;
+            if a == 0 || b < a {
+                return Err(bad("ports are 1 to 65535, ranges low-high"));
+            }
+            Ok((a, b))
+        };
+        let (h0, h1) = range(host)?;
+        let (p0, p1) = range(inner)?;
+        if h1 - h0 != p1 - p0 {
+            return Err(bad("the host and container ranges differ in length"));
+        }
+        if h1 - h0 >= 1024 {
+            return Err(bad("at most 1024 ports per range"));
+        }
+        Ok(Publish {
+            proto,
+            host_ip,
+            host_port: h0,
+            port: p0,
+            count: h1 - h0 + 1,
+        })
+    }
+}
+
+impl fmt::Display for Publish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        let last = |p: u16| p + (self.count - 1);
+        if self.count == 1 {
+            write!(f, "{}:{}/{}", self.host_port, self.port, self.proto)
+        } else {
+            write!(
+                f,
+                "{}-{}:{}-{}/{}",
+                self.host_port,
+                last(self.host_port),
+                self.port,
+                last(self.port),
+                self.proto
+            )
+        }
+    }
+}
+
+/// Two publications would take the same host port: same protocol,
+/// overlapping ports, and the same host address or either on all of them.
+pub fn clash(a: &Publish, b: &Publish) -> bool {
+    a.proto == b.proto
+        && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
+        && a.host_port < b.host_port + b.count
+        && b.host_port < a.host_port + a.count
 }
 
 /// A DNS label (RFC 1123): what a DHCP host name may be.
@@ -1273,7 +1386,22 @@ impl AttachSpec {
         if let Some(h) = &self.hostname {
             validate_hostname("--hostname", h)?;
         }
+        let publish: Vec<Publish> = self
+            .publish
+            .iter()
+            .map(|p| Publish::parse(p))
+            .collect::<Result<_>>()?;
+        for (i, a) in publish.iter().enumerate() {
+            if let Some(b) = publish[..i].iter().find(|b| clash(a, b)) {
+                return Err(Error::invalid(
+                    "--publish",
+                    a,
+                    format!("overlaps --publish {b}"),
+                ));
+            }
+        }
         Ok(AttachRequest {
+            publish,
             hostname: self.hostname.clone(),
             network: self.network.clone(),
             ifname: self.ifname.clone(),
@@ -1311,6 +1439,9 @@ pub struct Attachment {
     /// On a DHCP network: who the client is and the lease it holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<DhcpBinding>,
+    /// Host ports forwarded to this attachment (NAT networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<Publish>,
 }
 
 /// A DHCP attachment's client identity and lease, kept with it in the store

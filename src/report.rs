@@ -29,6 +29,7 @@ pub fn endpoint(a: &Attachment) -> Value {
         "DefaultRoute": a.default_route,
         "MTU": a.mtu,
         "DHCP": a.dhcp.as_ref().map(dhcp),
+        "Ports": a.publish.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     })
 }
 

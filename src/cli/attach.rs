@@ -34,6 +34,9 @@ pub struct AttachArgs {
     /// DHCP networks: the host name sent to the server (default: from the target).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// NAT networks: publish a port, [HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|udp].
+    #[arg(long, value_name = "[HOSTIP:]HOSTPORT:PORT[/PROTO]")]
+    pub publish: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -64,6 +67,7 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         default_route: args.default_route,
         route: join_routes(args.route),
         hostname: args.hostname,
+        publish: args.publish,
     };
     let req = spec.validate()?;
     let net = engine.network(&req.network)?.network;

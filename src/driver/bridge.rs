@@ -97,6 +97,12 @@ pub fn create(
     if b.mode != BridgeMode::Bridged {
         enable_forwarding(net)?;
     }
+    if b.mode == BridgeMode::Nat {
+        // A port published on 127.0.0.1 is DNATed out of this bridge with
+        // a loopback source, which the kernel drops unless told otherwise.
+        let key = format!("net/ipv4/conf/{}/route_localnet", b.bridge);
+        write_sysctl(&key, "1").map_err(|e| Error::io(format!("enable {key}"), e))?;
+    }
     Ok(state)
 }
 

@@ -122,9 +122,10 @@ impl Engine {
             let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
             let mut all = previous.clone();
             all.push(net.clone());
-            firewall::sync(&all)?;
+            let published = store::published_attachments(tx)?;
+            firewall::sync(&all, &published)?;
             undo.push("restore the previous nftables ruleset", move |_| {
-                firewall::sync(&previous)
+                firewall::sync(&previous, &published)
             });
             Ok(net.clone())
         })
@@ -171,7 +172,7 @@ impl Engine {
                 store::delete_vlan_link(tx, vlan.as_deref().unwrap_or_default())?;
             }
             let rest: Vec<Network> = rest.into_iter().map(|n| n.network).collect();
-            firewall::sync(&rest)?;
+            firewall::sync(&rest, &store::published_attachments(tx)?)?;
             Ok(release)
         })?;
         if let (Some(e), Some((table, priority))) = (&net.egress, table) {
@@ -234,7 +235,7 @@ impl Engine {
         if firewall::in_place(&networks)? {
             return Ok(false);
         }
-        firewall::sync(&networks)?;
+        firewall::sync(&networks, &store::published_attachments(self.store.read())?)?;
         Ok(true)
     }
 
@@ -362,6 +363,7 @@ impl Engine {
                 device_default_route: false,
                 host_addresses: Vec::new(),
                 dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
+                publish: req.publish.clone(),
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -392,6 +394,9 @@ impl Engine {
             plug(host, &mut inner, &ns, &host_ns, &net, &mut attachment, undo)?;
             attachment.routes.extend(routes_later);
             store::insert_attachment(tx, &attachment, owner)?;
+            if !attachment.publish.is_empty() {
+                publish(tx, &net, &attachment, undo)?;
+            }
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
@@ -573,6 +578,11 @@ impl Engine {
 
     fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
         let a_net = store::require_network(self.store.read(), &a.attachment.network)?.network;
+        if !a.attachment.publish.is_empty()
+            && let Err(e) = firewall::unpublish(&a.attachment)
+        {
+            tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
+        }
         match &a_net.kind {
             NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
             NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
@@ -781,6 +791,48 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
     {
         a.gateways.push(gw);
     }
+}
+
+/// Reserve an attachment's host ports in the store (refusing one taken)
+/// and add them to the nftables maps: elements only, no rule changes.
+fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
+    let first = a.publish[0];
+    if !net.bridge().is_some_and(|b| b.mode == BridgeMode::Nat) {
+        return Err(Error::invalid(
+            "--publish",
+            first,
+            format!(
+                "network `{}` is not a nat network; its containers are reachable as they are",
+                net.name
+            ),
+        ));
+    }
+    if firewall::published_address(a).is_none() {
+        return Err(Error::invalid(
+            "--publish",
+            first,
+            "the attachment has no IPv4 address",
+        ));
+    }
+    for p in &a.publish {
+        if let Some(holder) = store::publish_conflict(tx, p)? {
+            return Err(Error::invalid(
+                "--publish",
+                p,
+                format!(
+                    "host port {}/{} is already published by `{holder}`",
+                    p.host_port, p.proto
+                ),
+            ));
+        }
+    }
+    store::insert_publications(tx, a)?;
+    firewall::publish(a)?;
+    let done = a.clone();
+    undo.push(format!("unpublish the ports of {}", a.target), move |_| {
+        firewall::unpublish(&done)
+    });
+    Ok(())
 }
 
 /// Create an attachment's interface with its driver and configure it

@@ -41,7 +41,8 @@ impl Engine {
         }
         // The whole table is rendered again, and the FORWARD accepts that
         // a restarted Docker may have flushed.
-        if let Err(e) = firewall::sync(&networks) {
+        let published = store::published_attachments(self.store.read())?;
+        if let Err(e) = firewall::sync(&networks, &published) {
             report.errors.push(e.to_string());
         }
         match self.repair_egress() {

@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use crate::error::Result;
-use crate::model::{BridgeMode, BridgeOptions, Network};
+use crate::model::{Attachment, BridgeMode, BridgeOptions, Network};
 use crate::nft::Nft;
 
 pub const TABLE: &str = "plumb";
@@ -22,10 +22,26 @@ fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptio
     networks.iter().filter_map(|n| n.bridge().map(|b| (n, b)))
 }
 
-/// Render the whole `inet plumb` table for these networks.
-pub fn render(networks: &[Network]) -> String {
-    let mut nat = String::new();
-    for (net, b) in bridges(networks).filter(|(_, b)| b.mode == BridgeMode::Nat) {
+/// Render the whole `inet plumb` table for these networks and the
+/// published ports of these attachments.
+///
+/// Published ports live in two maps, keyed by protocol and port (all host
+/// addresses) or by host address, protocol and port; the DNAT rules that
+/// read them are written once, so publishing a port adds map elements and
+/// never a rule. Answers from the host itself go through the output hook;
+/// connections from 127.0.0.1 (the bridge has route_localnet) and from a
+/// container to its own network's published port (hairpin) are
+/// masqueraded so the answers come back the same way.
+pub fn render(networks: &[Network], published: &[Attachment]) -> String {
+    let nat_bridges: Vec<(&Network, &BridgeOptions)> = bridges(networks)
+        .filter(|(_, b)| b.mode == BridgeMode::Nat)
+        .collect();
+    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    if nat_bridges.is_empty() {
+        return text;
+    }
+    let mut post = String::new();
+    for (net, b) in &nat_bridges {
         for sub in &net.subnets {
             let family = if sub.subnet.addr().is_ipv4() {
                 "ip"
@@ -37,26 +53,80 @@ pub fn render(networks: &[Network]) -> String {
                 None => format!("oifname != \"{}\"", b.bridge),
             };
             let _ = writeln!(
-                nat,
+                post,
                 "    {family} saddr {} {out} masquerade comment \"{}\"",
                 sub.subnet, net.name
             );
+            let _ = writeln!(
+                post,
+                "    {family} saddr {sub} {family} daddr {sub} ct status dnat masquerade comment \"{} hairpin\"",
+                net.name,
+                sub = sub.subnet
+            );
         }
     }
-    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
-    if !nat.is_empty() {
-        let _ = write!(
-            text,
-            "table inet {TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{nat}  }}\n}}\n"
-        );
+    let _ = writeln!(
+        post,
+        "    ip saddr 127.0.0.0/8 ct status dnat masquerade comment \"localhost\""
+    );
+    let dnat = "    fib daddr type local meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @publish_addr\n    fib daddr type local meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @publish\n";
+    let _ = write!(
+        text,
+        "table inet {TABLE} {{\n  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n}}\n"
+    );
+    for a in published {
+        text.push_str(&elements("add", a));
     }
     text
 }
 
-/// Make the kernel's `inet plumb` table and the FORWARD accepts match `networks`.
-pub fn sync(networks: &[Network]) -> Result<()> {
+/// The IPv4 address a published port of `a` is forwarded to.
+pub fn published_address(a: &Attachment) -> Option<std::net::IpAddr> {
+    a.addresses.iter().map(|n| n.addr()).find(|ip| ip.is_ipv4())
+}
+
+/// `add`/`delete element` commands for the published ports of `a`.
+fn elements(verb: &str, a: &Attachment) -> String {
+    let Some(to) = published_address(a) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for p in &a.publish {
+        let (mut any, mut by_addr) = (Vec::new(), Vec::new());
+        for i in 0..p.count {
+            let (hp, cp) = (p.host_port + i, p.port + i);
+            match p.host_ip {
+                None => any.push(format!("{} . {hp} : {to} . {cp}", p.proto)),
+                Some(ip) => by_addr.push(format!("{ip} . {} . {hp} : {to} . {cp}", p.proto)),
+            }
+        }
+        for (map, elems) in [("publish", any), ("publish_addr", by_addr)] {
+            if !elems.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{verb} element inet {TABLE} {map} {{ {} }}",
+                    elems.join(", ")
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Forward `a`'s published ports: elements added, one batch.
+pub fn publish(a: &Attachment) -> Result<()> {
+    Nft::new()?.run(&elements("add", a)).map(drop)
+}
+
+/// Stop forwarding `a`'s published ports.
+pub fn unpublish(a: &Attachment) -> Result<()> {
+    Nft::new()?.run(&elements("delete", a)).map(drop)
+}
+
+/// Make the kernel's `inet plumb` table and the FORWARD accepts match.
+pub fn sync(networks: &[Network], published: &[Attachment]) -> Result<()> {
     let mut nft = Nft::new()?;
-    let mut batch = render(networks);
+    let mut batch = render(networks, published);
     batch.push_str(&foreign_forward_rules(&mut nft, networks)?);
     nft.run(&batch)?;
     Ok(())
@@ -68,7 +138,7 @@ pub fn sync(networks: &[Network]) -> Result<()> {
 /// `nft flush ruleset`, or a Docker restart that rebuilt its chains.
 pub fn in_place(networks: &[Network]) -> Result<bool> {
     let mut nft = Nft::new()?;
-    let wants_table = render(networks).contains('{');
+    let wants_table = render(networks, &[]).contains('{');
     if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
         return Ok(false);
     }
@@ -82,11 +152,6 @@ pub fn in_place(networks: &[Network]) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-/// Remove everything plumb put into nftables.
-pub fn clear() -> Result<()> {
-    sync(&[])
 }
 
 /// Commands that drop our old accepts from `ip/ip6 filter FORWARD` and add
@@ -130,6 +195,10 @@ fn forward_accepts(family: &str, networks: &[Network]) -> String {
     );
     let _ = writeln!(
         out,
+        "insert rule {family} filter FORWARD oifname {all} ct status dnat accept comment \"{TAG}\""
+    );
+    let _ = writeln!(
+        out,
         "insert rule {family} filter FORWARD iifname {all} accept comment \"{TAG}\""
     );
     out
@@ -167,11 +236,14 @@ mod tests {
 
     #[test]
     fn nat_networks_masquerade_and_others_do_not() {
-        let text = render(&[
-            net("a", "10.1.0.0/24", "nat", None),
-            net("b", "10.2.0.0/24", "routed", None),
-            net("c", "fd00::/64", "nat", Some("eth9")),
-        ]);
+        let text = render(
+            &[
+                net("a", "10.1.0.0/24", "nat", None),
+                net("b", "10.2.0.0/24", "routed", None),
+                net("c", "fd00::/64", "nat", Some("eth9")),
+            ],
+            &[],
+        );
         assert!(
             text.contains("ip saddr 10.1.0.0/24 oifname != \"pl-a\" masquerade"),
             "{text}"
@@ -186,7 +258,7 @@ mod tests {
 
     #[test]
     fn no_nat_network_means_no_table() {
-        let text = render(&[net("b", "10.2.0.0/24", "routed", None)]);
+        let text = render(&[net("b", "10.2.0.0/24", "routed", None)], &[]);
         assert_eq!(text, "add table inet plumb\ndelete table inet plumb\n");
     }
 
@@ -208,7 +280,7 @@ mod tests {
         assert!(text.contains("oifname { \"pl-b\" } accept"), "{text}");
         assert_eq!(
             forward_accepts("ip", &nets[..1]).lines().count(),
-            2,
+            3,
             "no inbound accept for NAT only"
         );
         assert!(forward_accepts("ip6", &[]).is_empty());

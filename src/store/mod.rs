@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::driver::bridge::HostState;
 use crate::error::{Error, Result};
-use crate::model::{Attachment, Network};
+use crate::model::{Attachment, Network, Publish};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/plumb";
 
@@ -348,6 +348,52 @@ pub fn insert_route_table(
         "INSERT INTO route_tables (network, table_id, priority) VALUES (?1, ?2, ?3)",
         params![network, table, priority],
     )?;
+    Ok(())
+}
+
+/// Who already holds a host port `p` would take, if anyone.
+pub fn publish_conflict(conn: &Connection, p: &Publish) -> Result<Option<String>> {
+    let want = p.host_ip.map(|i| i.to_string()).unwrap_or_default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.target FROM published_ports p JOIN attachments a ON a.host_ifname = p.host_ifname
+         WHERE p.proto = ?1 AND p.host_port BETWEEN ?2 AND ?3
+           AND (p.host_ip = '' OR ?4 = '' OR p.host_ip = ?4) LIMIT 1",
+    )?;
+    let last = u32::from(p.host_port) + u32::from(p.count) - 1;
+    Ok(stmt
+        .query_row(params![p.proto.to_string(), p.host_port, last, want], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Attachments with published ports (what the nftables maps must hold).
+pub fn published_attachments(conn: &Connection) -> Result<Vec<Attachment>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE host_ifname IN
+           (SELECT DISTINCT host_ifname FROM published_ports) ORDER BY id"
+    ))?;
+    Ok(collect_attachments(stmt.query_map([], attachment_row)?)?
+        .into_iter()
+        .map(|s| s.attachment)
+        .collect())
+}
+
+pub fn insert_publications(tx: &Transaction, a: &Attachment) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO published_ports (proto, host_port, host_ip, host_ifname) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for p in &a.publish {
+        let ip = p.host_ip.map(|i| i.to_string()).unwrap_or_default();
+        for port in 0..p.count {
+            stmt.execute(params![
+                p.proto.to_string(),
+                p.host_port + port,
+                ip,
+                a.host_ifname
+            ])?;
+        }
+    }
     Ok(())
 }
 

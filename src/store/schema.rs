@@ -69,6 +69,19 @@ const MIGRATIONS: &[&str] = &[
         priority INTEGER NOT NULL UNIQUE
     );
     ",
+    // 4: published host ports, one row per port ('' = all host addresses),
+    // so that a taken port is found by index, whatever the number of
+    // containers.
+    "
+    CREATE TABLE published_ports (
+        proto       TEXT NOT NULL,
+        host_port   INTEGER NOT NULL,
+        host_ip     TEXT NOT NULL,
+        host_ifname TEXT NOT NULL REFERENCES attachments(host_ifname) ON DELETE CASCADE,
+        PRIMARY KEY (proto, host_port, host_ip)
+    ) WITHOUT ROWID;
+    CREATE INDEX published_ports_owner ON published_ports(host_ifname);
+    ",
 ];
 
 /// The schema version of the database file.

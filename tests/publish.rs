@@ -1,0 +1,121 @@
+//! Port publishing on a NAT network: from another machine, from the host
+//! itself (its address and 127.0.0.1), and from a container of the same
+//! network (hairpin), with Docker's FORWARD DROP present.
+
+mod common;
+
+use common::{Lab, must, peer_echo_server, tcp_say};
+
+#[test]
+fn a_published_port_answers_from_outside_the_host_and_the_same_network() {
+    let lab = Lab::new("pub");
+    let outside = lab.netns("out");
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.96.0.2/24"),
+        &outside,
+        "eth0",
+        Some("10.96.0.1/24"),
+    );
+    must(&format!(
+        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+        lab.host
+    ));
+    lab.ok(&["network", "create", "web", "--subnet", "10.25.0.0/24"]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&[
+        "attach",
+        &a,
+        "web",
+        "--publish",
+        "8080:80",
+        "--publish",
+        "9000-9001:7000-7001/tcp",
+    ]);
+    lab.ok(&["attach", &b, "web"]);
+    let ip_b = lab.ip_of(&b, "web");
+
+    let through = |from: &str, to: &str| {
+        let (server, _) = peer_echo_server(&a, "0.0.0.0:80");
+        let seen = tcp_say(from, to);
+        if seen.is_ok() {
+            server.join().unwrap();
+        }
+        seen
+    };
+    assert_eq!(
+        through(&outside, "10.96.0.2:8080").unwrap(),
+        "10.96.0.1",
+        "from another machine, its own address"
+    );
+    let from_host = through(&lab.host, "10.96.0.2:8080").unwrap();
+    assert!(from_host.starts_with("10."), "from the host: {from_host}");
+    assert_eq!(
+        through(&lab.host, "127.0.0.1:8080").unwrap(),
+        "10.25.0.1",
+        "localhost, masqueraded"
+    );
+    assert_eq!(
+        through(&b, "10.96.0.2:8080").unwrap(),
+        "10.25.0.1",
+        "hairpin, masqueraded"
+    );
+    assert_ne!(ip_b, "10.25.0.1");
+    // A range maps port to port.
+    let (server, _) = peer_echo_server(&a, "0.0.0.0:7001");
+    assert_eq!(tcp_say(&outside, "10.96.0.2:9001").unwrap(), "10.96.0.1");
+    server.join().unwrap();
+
+    // The port is taken: said plainly, nothing changes.
+    let c = lab.netns("c");
+    let err = lab.fails(&["attach", &c, "web", "--publish", "8080:80"]);
+    assert!(
+        err.contains("--publish `8080:80/tcp`") && err.contains(&format!("published by `{a}`")),
+        "{err}"
+    );
+    assert_eq!(common::links(&c), vec!["lo"]);
+    let err = lab.fails(&["attach", &c, "web", "--publish", "10.96.0.2:9001:80"]);
+    assert!(err.contains("already published"), "{err}");
+    let err = lab.fails(&["attach", &c, "web", "--publish", "80:80/sctp"]);
+    assert!(err.contains("tcp or udp"), "{err}");
+
+    // Detach frees the port for someone else.
+    lab.ok(&["detach", &a]);
+    assert!(
+        tcp_say(&outside, "10.96.0.2:8080").is_err(),
+        "closed after detach"
+    );
+    lab.ok(&["attach", &c, "web", "--publish", "8080:80"]);
+    let (server, _) = peer_echo_server(&c, "0.0.0.0:80");
+    assert_eq!(tcp_say(&outside, "10.96.0.2:8080").unwrap(), "10.96.0.1");
+    server.join().unwrap();
+
+    // A flushed ruleset takes the published ports with it; restore brings
+    // them back from the store.
+    must(&format!("ip netns exec {} nft flush ruleset", lab.host));
+    assert!(tcp_say(&outside, "10.96.0.2:8080").is_err());
+    lab.ok(&["restore"]);
+    let (server, _) = peer_echo_server(&c, "0.0.0.0:80");
+    assert_eq!(tcp_say(&outside, "10.96.0.2:8080").unwrap(), "10.96.0.1");
+    server.join().unwrap();
+}
+
+#[test]
+fn publishing_is_for_nat_networks() {
+    let lab = Lab::new("pubr");
+    lab.ok(&[
+        "network",
+        "create",
+        "r",
+        "--mode",
+        "routed",
+        "--subnet",
+        "10.26.0.0/24",
+    ]);
+    let a = lab.netns("a");
+    let err = lab.fails(&["attach", &a, "r", "--publish", "8080:80"]);
+    assert!(err.contains("not a nat network"), "{err}");
+    assert_eq!(common::links(&a), vec!["lo"]);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+}
