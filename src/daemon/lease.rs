@@ -148,7 +148,7 @@ async fn run(
                 previous = Some(lease.address.addr());
                 match step(&ctx, &client, &a, &lease, &mut stop).await {
                     Step::Stop(how) => return finish(&client, a, how).await,
-                    Step::Next(r) => r,
+                    Step::Next(r) => *r,
                 }
             }
         };
@@ -171,7 +171,7 @@ async fn run(
 
 enum Step {
     Stop(Stop),
-    Next(std::result::Result<Attachment, String>),
+    Next(Box<std::result::Result<Attachment, String>>),
 }
 
 /// One step of a bound lease's life: wait for T1, or try to extend it, or
@@ -186,12 +186,12 @@ async fn step(
     let now = now_unix();
     if now >= lease.expires_at() {
         tracing::warn!(target = %a.target, address = %lease.address, "DHCP lease expired; address removed");
-        return Step::Next(engine(ctx, a, |e, a| e.drop_lease(a, LeaseState::Expired)).await);
+        return Step::next(engine(ctx, a, |e, a| e.drop_lease(a, LeaseState::Expired)).await);
     }
     if now < lease.renew_at() {
         return match pause(secs_until(lease.renew_at()), stop).await {
             Some(how) => Step::Stop(how),
-            None => Step::Next(Ok(a.clone())),
+            None => Step::next(Ok(a.clone())),
         };
     }
     let rebinding = now >= lease.rebind_at();
@@ -204,7 +204,7 @@ async fn step(
     if a.dhcp.as_ref().map(|b| b.state) != Some(state) {
         match engine(ctx, &a, move |e, a| e.set_lease_state(a, state)).await {
             Ok(next) => a = next,
-            Err(e) => return Step::Next(Err(e)),
+            Err(e) => return Step::next(Err(e)),
         }
     }
     // RFC 2131 §4.4.5: retransmit after half the time left to T2 (or to
@@ -220,7 +220,7 @@ async fn step(
         how = &mut *stop => return Step::Stop(how.unwrap_or(Stop::Keep)),
         r = client.extend(lease, rebinding, wait) => r,
     };
-    Step::Next(match reply {
+    Step::next(match reply {
         Ok(Some(Reply::Ack(new))) => {
             tracing::info!(target = %a.target, address = %new.address, "DHCP lease extended");
             apply(ctx, &a, new).await
@@ -232,6 +232,12 @@ async fn step(
         Ok(_) => Ok(a), // no answer: the loop tries again (or moves to rebinding)
         Err(e) => Err(e.to_string()),
     })
+}
+
+impl Step {
+    fn next(r: std::result::Result<Attachment, String>) -> Step {
+        Step::Next(Box::new(r))
+    }
 }
 
 async fn apply(
