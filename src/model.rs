@@ -377,6 +377,13 @@ pub struct NetworkSpec {
     /// The next hop on that interface.
     #[serde(default)]
     pub egress_gateway: Option<String>,
+    /// The tenant the network belongs to.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Bridge networks: containers reach the gateway and the world, not
+    /// each other.
+    #[serde(default)]
+    pub isolate_containers: bool,
 }
 
 fn default_driver() -> String {
@@ -412,6 +419,11 @@ pub struct Network {
     /// default route says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Egress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Bridge ports isolated from each other.
+    #[serde(default)]
+    pub isolate_containers: bool,
 }
 
 /// Source policy routing for a network: a table of its own whose default
@@ -649,6 +661,16 @@ impl NetworkSpec {
             routes.push(route);
         }
         let egress = self.egress(&kind)?;
+        if let Some(t) = &self.tenant {
+            validate_name("--tenant", t)?;
+        }
+        if self.isolate_containers && !matches!(kind, NetworkKind::Bridge(_)) {
+            return Err(Error::invalid(
+                "--isolate-containers",
+                "true",
+                "is for bridge networks (a macvlan uses --macvlan-mode private)",
+            ));
+        }
         Ok(Network {
             name: self.name.clone(),
             kind,
@@ -661,6 +683,8 @@ impl NetworkSpec {
             domain: self.domain.clone(),
             slaac: ipam == Ipam::Dhcp && self.slaac != Some(false),
             egress,
+            tenant: self.tenant.clone(),
+            isolate_containers: self.isolate_containers,
         })
     }
 

@@ -88,6 +88,8 @@ pub fn network(d: &NetworkDetails) -> Value {
     let (n, state, attachments) = (&d.stored, &d.host_state, &d.attachments);
     let net = &n.network;
     json!({
+        "Tenant": net.tenant,
+        "IsolateContainers": net.isolate_containers,
         "Egress": net.egress.as_ref().map(|e| json!({
             "Interface": e.interface,
             "Gateway": e.gateway.map(|g| g.to_string()),

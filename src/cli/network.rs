@@ -102,6 +102,12 @@ pub struct CreateArgs {
     /// The next hop on --egress-interface.
     #[arg(long)]
     pub egress_gateway: Option<String>,
+    /// The tenant this network belongs to (shown in inspect).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// bridge: containers of the network cannot reach each other.
+    #[arg(long)]
+    pub isolate_containers: bool,
 }
 
 impl CreateArgs {
@@ -144,6 +150,8 @@ impl CreateArgs {
             slaac: self.no_slaac.then_some(false),
             egress_interface: self.egress_interface,
             egress_gateway: self.egress_gateway,
+            tenant: self.tenant,
+            isolate_containers: self.isolate_containers,
         })
     }
 }

@@ -296,6 +296,14 @@ pub fn attach(
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
     tracing::debug!(host_ifname = %a.host_ifname, "veth created");
+    if net.isolate_containers {
+        let port = host
+            .link_by_name(&a.host_ifname)
+            .map_err(kernel(format!("look up {}", a.host_ifname)))?
+            .ok_or_else(|| Error::Conflict(format!("{} vanished", a.host_ifname)))?;
+        host.set_port_isolated(port.index)
+            .map_err(kernel(format!("isolate bridge port {}", a.host_ifname)))?;
+    }
     super::configure_inside(inner, ns, a)
 }
 

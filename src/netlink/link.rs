@@ -3,8 +3,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, Inet6IfaceFlags, InfoKind, IpVlanFlags, IpVlanMode, LinkAttribute,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, Inet6IfaceFlags, InfoBridgePort, InfoKind, InfoPortData,
+    InfoPortKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
+    LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -209,6 +210,23 @@ impl Netlink {
     pub fn set_down(&mut self, index: u32) -> NlResult<()> {
         let msg = LinkUnspec::new_with_index(index).down().build();
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Mark a bridge port isolated: it forwards only to non-isolated ports
+    /// (the bridge itself, an uplink), never to another isolated one.
+    pub fn set_port_isolated(&mut self, index: u32) -> NlResult<()> {
+        let attr = LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::PortKind(InfoPortKind::Bridge),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )])),
+        ]);
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(attr)
+            .build();
+        // Port (slave) data is read by RTM_NEWLINK on an existing link only;
+        // RTM_SETLINK ignores IFLA_LINKINFO.
+        self.execute(RouteNetlinkMessage::NewLink(msg), 0)
     }
 
     pub fn set_controller(&mut self, index: u32, controller: Option<u32>) -> NlResult<()> {

@@ -37,7 +37,11 @@ pub fn render(networks: &[Network], published: &[Attachment]) -> String {
         .filter(|(_, b)| b.mode == BridgeMode::Nat)
         .collect();
     let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    let isolation = isolation(networks);
     if nat_bridges.is_empty() {
+        if !isolation.is_empty() {
+            let _ = write!(text, "table inet {TABLE} {{\n{isolation}}}\n");
+        }
         return text;
     }
     let mut post = String::new();
@@ -72,12 +76,37 @@ pub fn render(networks: &[Network], published: &[Attachment]) -> String {
     let dnat = "    fib daddr type local meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @publish_addr\n    fib daddr type local meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @publish\n";
     let _ = write!(
         text,
-        "table inet {TABLE} {{\n  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n}}\n"
+        "table inet {TABLE} {{\n{isolation}  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n}}\n"
     );
     for a in published {
         text.push_str(&elements("add", a));
     }
     text
+}
+
+/// Networks do not reach each other through the host: forwarded traffic
+/// from one plumb bridge to another is dropped, answers and published
+/// ports excepted. One rule per network, none per container.
+fn isolation(networks: &[Network]) -> String {
+    let names: Vec<String> = bridges(networks)
+        .map(|(_, b)| format!("\"{}\"", b.bridge))
+        .collect();
+    if names.len() < 2 {
+        return String::new();
+    }
+    let all = names.join(", ");
+    let mut chain = String::from(
+        "  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n    ct status dnat accept\n",
+    );
+    for n in &names {
+        let _ = writeln!(chain, "    iifname {n} oifname {n} accept");
+    }
+    let _ = writeln!(
+        chain,
+        "    iifname {{ {all} }} oifname {{ {all} }} drop comment \"networks are isolated\""
+    );
+    chain.push_str("  }\n");
+    chain
 }
 
 /// The IPv4 address a published port of `a` is forwarded to.
