@@ -1225,6 +1225,15 @@ pub struct AttachSpec {
     /// NAT networks: `[HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|udp]`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// What the container may send, e.g. `20mbit`.
+    #[serde(default)]
+    pub egress_rate: Option<String>,
+    /// What the container may receive.
+    #[serde(default)]
+    pub ingress_rate: Option<String>,
+    /// Burst for both, e.g. `64kb` (default: 20 ms at the rate, 16 KiB at least).
+    #[serde(default)]
+    pub burst: Option<String>,
 }
 
 /// A validated attach request (the network is checked by the engine).
@@ -1239,6 +1248,74 @@ pub struct AttachRequest {
     pub routes: Vec<RouteSpec>,
     pub hostname: Option<String>,
     pub publish: Vec<Publish>,
+    pub rate: Option<RateLimit>,
+}
+
+/// Token-bucket limits of an attachment, in bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub egress: Option<u64>,
+    #[serde(default)]
+    pub ingress: Option<u64>,
+    /// Bytes.
+    pub burst: u32,
+}
+
+/// `20mbit`, `1.5gbit`, `800kbit`, `10mbps` (bytes), into bits per second.
+pub fn parse_rate(field: &str, s: &str) -> Result<u64> {
+    let bad = || {
+        Error::invalid(
+            field,
+            s,
+            "a rate is a number and a unit: bit, kbit, mbit, gbit, bps, kbps, mbps, gbps",
+        )
+    };
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => return Err(bad()),
+    };
+    let bits = n * mult;
+    if !(8_000.0..=100e9).contains(&bits) {
+        return Err(Error::invalid(field, s, "rates go from 8kbit to 100gbit"));
+    }
+    Ok(bits as u64)
+}
+
+/// `64kb`, `1mb`, `1500b` (binary multiples), into bytes.
+pub fn parse_size(field: &str, s: &str) -> Result<u32> {
+    let bad = || Error::invalid(field, s, "a size is a number and b, kb or mb");
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let bytes = n * match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1024,
+        "m" | "mb" => 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    if !(1600..=256 * 1024 * 1024).contains(&bytes) {
+        return Err(Error::invalid(
+            field,
+            s,
+            "a burst is 1600 bytes (a full frame) to 256mb",
+        ));
+    }
+    Ok(bytes as u32)
 }
 
 /// A published port range: host ports on the host's addresses (or one of
@@ -1424,7 +1501,41 @@ impl AttachSpec {
                 ));
             }
         }
+        let egress = self
+            .egress_rate
+            .as_deref()
+            .map(|r| parse_rate("--egress-rate", r))
+            .transpose()?;
+        let ingress = self
+            .ingress_rate
+            .as_deref()
+            .map(|r| parse_rate("--ingress-rate", r))
+            .transpose()?;
+        let rate = match (egress, ingress, &self.burst) {
+            (None, None, Some(b)) => {
+                return Err(Error::invalid(
+                    "--burst",
+                    b,
+                    "needs --egress-rate or --ingress-rate",
+                ));
+            }
+            (None, None, None) => None,
+            _ => {
+                let fastest = egress.max(ingress).unwrap_or_default();
+                let burst = match &self.burst {
+                    Some(b) => parse_size("--burst", b)?,
+                    // 20 ms at the rate, never less than 16 KiB.
+                    None => u32::try_from((fastest / 8 / 50).max(16 * 1024)).unwrap_or(u32::MAX),
+                };
+                Some(RateLimit {
+                    egress,
+                    ingress,
+                    burst,
+                })
+            }
+        };
         Ok(AttachRequest {
+            rate,
             publish,
             hostname: self.hostname.clone(),
             network: self.network.clone(),
@@ -1466,6 +1577,8 @@ pub struct Attachment {
     /// Host ports forwarded to this attachment (NAT networks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<Publish>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
 }
 
 /// A DHCP attachment's client identity and lease, kept with it in the store

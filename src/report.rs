@@ -30,6 +30,11 @@ pub fn endpoint(a: &Attachment) -> Value {
         "MTU": a.mtu,
         "DHCP": a.dhcp.as_ref().map(dhcp),
         "Ports": a.publish.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "RateLimit": a.rate.map(|r| json!({
+            "EgressBitsPerSecond": r.egress,
+            "IngressBitsPerSecond": r.ingress,
+            "BurstBytes": r.burst,
+        })),
     })
 }
 

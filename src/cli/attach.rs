@@ -37,6 +37,15 @@ pub struct AttachArgs {
     /// NAT networks: publish a port, [HOSTIP:]HOSTPORT[-END]:PORT[-END][/tcp|udp].
     #[arg(long, value_name = "[HOSTIP:]HOSTPORT:PORT[/PROTO]")]
     pub publish: Vec<String>,
+    /// Limit what the container sends (e.g. 20mbit).
+    #[arg(long)]
+    pub egress_rate: Option<String>,
+    /// Limit what the container receives (bridge networks).
+    #[arg(long)]
+    pub ingress_rate: Option<String>,
+    /// Burst of the rate limits (e.g. 64kb).
+    #[arg(long)]
+    pub burst: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +77,9 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         route: join_routes(args.route),
         hostname: args.hostname,
         publish: args.publish,
+        egress_rate: args.egress_rate,
+        ingress_rate: args.ingress_rate,
+        burst: args.burst,
     };
     let req = spec.validate()?;
     let net = engine.network(&req.network)?.network;

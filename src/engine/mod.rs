@@ -17,7 +17,7 @@ use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
     AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind,
-    NetworkSpec, RouteSpec, overlaps, validate_ifname,
+    NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
 use crate::netlink::Netlink;
@@ -364,6 +364,7 @@ impl Engine {
                 host_addresses: Vec::new(),
                 dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
                 publish: req.publish.clone(),
+                rate: req.rate,
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -383,6 +384,18 @@ impl Engine {
                 Ipam::Dhcp => std::mem::take(&mut attachment.routes),
                 Ipam::HostLocal => Vec::new(),
             };
+            if let (Some(RateLimit { ingress: Some(_), .. }), false) =
+                (req.rate, matches!(net.kind, NetworkKind::Bridge(_)))
+            {
+                return Err(Error::invalid(
+                    "--ingress-rate",
+                    req.rate.and_then(|r| r.ingress).unwrap_or_default(),
+                    format!(
+                        "is shaped on the host end of a veth; a {} attachment has none (use --egress-rate)",
+                        net.kind.driver_name()
+                    ),
+                ));
+            }
             if let NetworkKind::HostDevice(d) = &net.kind
                 && let Some(holder) = store::attachments_of_network(tx, &net.name)?.first()
             {
@@ -851,7 +864,38 @@ fn plug(
         NetworkKind::Macvlan(m) => macvlan::attach(host, inner, ns, m, a, undo),
         NetworkKind::Ipvlan(i) => ipvlan::attach(host, inner, ns, i, a, undo),
         NetworkKind::HostDevice(d) => host_device::attach(host, inner, ns, host_ns, d, a, undo),
+    }?;
+    if let Some(r) = a.rate {
+        shape(host, inner, a, r)?;
     }
+    Ok(())
+}
+
+/// Rate limits as token buckets: what the container sends is shaped on its
+/// own interface (any driver), what it receives on the host end of its veth.
+/// The qdiscs go with the interfaces; no undo needed.
+fn shape(host: &mut Netlink, inner: &mut Netlink, a: &Attachment, r: RateLimit) -> Result<()> {
+    let index = |nl: &mut Netlink, name: &str| -> Result<u32> {
+        nl.link_by_name(name)
+            .map_err(|e| Error::kernel(format!("look up {name}"), e))?
+            .map(|l| l.index)
+            .ok_or_else(|| Error::Conflict(format!("{name} vanished")))
+    };
+    if let Some(bps) = r.egress {
+        let i = index(inner, &a.ifname)?;
+        inner.set_rate(i, bps, r.burst).map_err(|e| {
+            Error::kernel(
+                format!("in target {}: limit {} to {bps} bit/s", a.target, a.ifname),
+                e,
+            )
+        })?;
+    }
+    if let Some(bps) = r.ingress {
+        let i = index(host, &a.host_ifname)?;
+        host.set_rate(i, bps, r.burst)
+            .map_err(|e| Error::kernel(format!("limit {} to {bps} bit/s", a.host_ifname), e))?;
+    }
+    Ok(())
 }
 
 /// A network takes the attach path of its IPAM: host-local here, DHCP

@@ -1,4 +1,4 @@
-//! Typed netlink wrappers: links, addresses, routes, rules. Each function is one
+//! Typed netlink wrappers: links, addresses, routes, rules, qdiscs. Each function is one
 //! kernel request; callers compose them and keep the undo log.
 
 mod addr;
@@ -6,6 +6,7 @@ mod link;
 mod route;
 mod rule;
 mod socket;
+mod tc;
 
 pub use link::{LinkInfo, is_gone};
 pub use rule::Rule;

@@ -1,0 +1,81 @@
+//! Traffic control: a token bucket (tbf) as a device's root qdisc, which
+//! shapes what the device sends.
+
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+
+use super::{Netlink, NlResult};
+
+const TCA_TBF_PARMS: u16 = 1;
+const TCA_TBF_RATE64: u16 = 4;
+const TCA_TBF_BURST: u16 = 6;
+/// With the link layer given, the kernel needs no rate table from us.
+const TC_LINKLAYER_ETHERNET: u8 = 1;
+
+/// struct tc_ratespec: cell_log, linklayer, overhead, cell_align, mpu, rate.
+fn ratespec(bytes_per_sec: u64) -> [u8; 12] {
+    let mut r = [0u8; 12];
+    r[1] = TC_LINKLAYER_ETHERNET;
+    let rate = u32::try_from(bytes_per_sec).unwrap_or(u32::MAX);
+    r[8..12].copy_from_slice(&rate.to_ne_bytes());
+    r
+}
+
+/// struct tc_tbf_qopt: rate, peakrate, limit, buffer, mtu. The buffer
+/// comes from TCA_TBF_BURST; no peak rate.
+fn tbf_qopt(bytes_per_sec: u64, limit: u32) -> Vec<u8> {
+    let mut q = Vec::with_capacity(36);
+    q.extend_from_slice(&ratespec(bytes_per_sec));
+    q.extend_from_slice(&[0u8; 12]);
+    q.extend_from_slice(&limit.to_ne_bytes());
+    q.extend_from_slice(&0u32.to_ne_bytes());
+    q.extend_from_slice(&0u32.to_ne_bytes());
+    q
+}
+
+impl Netlink {
+    /// Shape what device `index` sends to `bits_per_sec`, with bursts of
+    /// `burst` bytes and at most 50 ms of queue.
+    pub fn set_rate(&mut self, index: u32, bits_per_sec: u64, burst: u32) -> NlResult<()> {
+        let bytes = bits_per_sec / 8;
+        let limit = u32::try_from(bytes / 20 + u64::from(burst)).unwrap_or(u32::MAX);
+        let mut opts = vec![
+            TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, tbf_qopt(bytes, limit))),
+            TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
+        ];
+        if bytes > u64::from(u32::MAX) {
+            opts.push(TcOption::Other(DefaultNla::new(
+                TCA_TBF_RATE64,
+                bytes.to_ne_bytes().to_vec(),
+            )));
+        }
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::ROOT;
+        msg.header.handle = TcHandle { major: 1, minor: 0 };
+        msg.attributes.push(TcAttribute::Kind("tbf".into()));
+        msg.attributes.push(TcAttribute::Options(opts));
+        self.execute(
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tbf_parameters_have_the_kernels_layout() {
+        let q = tbf_qopt(2_500_000, 150_000);
+        assert_eq!(q.len(), 36, "sizeof(struct tc_tbf_qopt)");
+        assert_eq!(q[1], TC_LINKLAYER_ETHERNET);
+        assert_eq!(u32::from_ne_bytes(q[8..12].try_into().unwrap()), 2_500_000);
+        assert_eq!(u32::from_ne_bytes(q[24..28].try_into().unwrap()), 150_000);
+        assert_eq!(
+            u32::from_ne_bytes(ratespec(u64::MAX)[8..12].try_into().unwrap()),
+            u32::MAX
+        );
+    }
+}

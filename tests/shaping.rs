@@ -1,0 +1,97 @@
+//! Rate limits measured with iperf3 between a container and an upstream
+//! namespace: within 10% of the limit, each way, and far above it without.
+
+mod common;
+
+use common::{Lab, must, wait_until};
+
+/// Bits per second iperf3 saw, running the client in `client` against a
+/// one-shot server in `server` at `addr`; `reverse` makes the server send.
+fn iperf(lab: &Lab, server: &str, client: &str, addr: &str, port: u16, reverse: bool) -> f64 {
+    let _srv = lab.spawn_in(
+        server,
+        &format!("iperf3 -s -1 -B {addr} -p {port}"),
+        &format!("iperf-{port}.log"),
+    );
+    wait_until("iperf3 to listen", 5, || {
+        String::from_utf8_lossy(&lab.exec(server, "ss -ltn").stdout).contains(&format!(":{port}"))
+    });
+    let r = if reverse { "-R" } else { "" };
+    let out = must(&format!(
+        "ip netns exec {client} iperf3 -c {addr} -p {port} -t 3 -O 1 -J {r}"
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+}
+
+fn within(measured: f64, limit: f64) -> bool {
+    ((measured - limit) / limit).abs() <= 0.10
+}
+
+#[test]
+fn egress_and_ingress_rates_hold_within_ten_percent() {
+    let lab = Lab::new("tc");
+    let up = lab.netns("up");
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.93.0.2/24"),
+        &up,
+        "eth0",
+        Some("10.93.0.1/24"),
+    );
+    must(&format!(
+        "ip -n {} route add default via 10.93.0.1",
+        lab.host
+    ));
+    lab.ok(&["network", "create", "n", "--subnet", "10.37.0.0/24"]);
+    let (a, free) = (lab.netns("a"), lab.netns("free"));
+    lab.ok(&[
+        "attach",
+        &a,
+        "n",
+        "--egress-rate",
+        "20mbit",
+        "--ingress-rate",
+        "10mbit",
+    ]);
+    lab.ok(&["attach", &free, "n"]);
+
+    let sent = iperf(&lab, &up, &a, "10.93.0.1", 5301, false);
+    assert!(
+        within(sent, 20e6),
+        "egress {sent} bit/s against a 20mbit limit"
+    );
+    let received = iperf(&lab, &up, &a, "10.93.0.1", 5302, true);
+    assert!(
+        within(received, 10e6),
+        "ingress {received} bit/s against a 10mbit limit"
+    );
+    let unlimited = iperf(&lab, &up, &free, "10.93.0.1", 5303, false);
+    assert!(unlimited > 100e6, "without a limit: {unlimited} bit/s");
+
+    let ep = &lab.inspect(&a)["NetworkSettings"]["Networks"]["n"]["RateLimit"];
+    assert_eq!(ep["EgressBitsPerSecond"], 20_000_000);
+}
+
+#[test]
+fn impossible_rates_are_refused_and_change_nothing() {
+    let lab = Lab::new("tcb");
+    lab.ok(&["network", "create", "n", "--subnet", "10.38.0.0/24"]);
+    let a = lab.netns("a");
+    for (flag, value, says) in [
+        ("--egress-rate", "0mbit", "8kbit to 100gbit"),
+        ("--egress-rate", "20 furlongs", "number and a unit"),
+        ("--ingress-rate", "1tbit", "number and a unit"),
+        ("--burst", "64kb", "needs --egress-rate"),
+    ] {
+        let err = lab.fails(&["attach", &a, "n", flag, value]);
+        assert!(
+            err.contains(&format!("{flag} `{value}`")) && err.contains(says),
+            "{err}"
+        );
+    }
+    assert_eq!(common::links(&a), vec!["lo"]);
+}
