@@ -35,6 +35,12 @@ pub fn shim_name(network: &str) -> String {
     }
 }
 
+/// The ifb inside a container that shapes what its interface `ifname`
+/// receives (`ib` + 12 hex = 14 bytes).
+pub fn ifb_name(ifname: &str) -> String {
+    format!("ib{}", &short_hash(&["ifb", ifname])[..12])
+}
+
 /// A throwaway interface made to ask the kernel whether it can (14 bytes).
 pub fn probe_name(network: &str) -> String {
     format!("pp{}", &short_hash(&["probe", network])[..12])

@@ -95,3 +95,64 @@ fn impossible_rates_are_refused_and_change_nothing() {
     }
     assert_eq!(common::links(&a), vec!["lo"]);
 }
+
+#[test]
+fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
+    let lab = Lab::new("tcm");
+    // The LAN: a switch, another host on it (the iperf3 peer), and the fake
+    // host's parent interface.
+    let switch = lab.netns("lan");
+    must(&format!(
+        "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
+    ));
+    let peer = lab.netns("peer");
+    lab.wire(
+        &peer,
+        "eth0",
+        Some("192.168.62.20/24"),
+        &switch,
+        "p-peer",
+        None,
+    );
+    lab.wire(&lab.host, "lan0", None, &switch, "p-host", None);
+    must(&format!(
+        "ip -n {switch} link set p-peer master br0 && ip -n {switch} link set p-host master br0"
+    ));
+    lab.ok(&[
+        "network",
+        "create",
+        "lan",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--subnet",
+        "192.168.62.0/24",
+        "--gateway",
+        "192.168.62.1",
+        "--ip-range",
+        "192.168.62.128/25",
+    ]);
+    let a = lab.netns("a");
+    lab.ok(&[
+        "attach",
+        &a,
+        "lan",
+        "--egress-rate",
+        "20mbit",
+        "--ingress-rate",
+        "10mbit",
+    ]);
+    let sent = iperf(&lab, &peer, &a, "192.168.62.20", 5311, false);
+    assert!(
+        within(sent, 20e6),
+        "egress {sent} bit/s against a 20mbit limit"
+    );
+    let received = iperf(&lab, &peer, &a, "192.168.62.20", 5312, true);
+    assert!(
+        within(received, 10e6),
+        "ingress {received} bit/s against a 10mbit limit"
+    );
+    lab.ok(&["detach", &a]);
+    assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
+}

@@ -40,7 +40,7 @@ pub struct AttachArgs {
     /// Limit what the container sends (e.g. 20mbit).
     #[arg(long)]
     pub egress_rate: Option<String>,
-    /// Limit what the container receives (bridge networks).
+    /// Limit what the container receives (e.g. 10mbit).
     #[arg(long)]
     pub ingress_rate: Option<String>,
     /// Burst of the rate limits (e.g. 64kb).

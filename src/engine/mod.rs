@@ -384,18 +384,6 @@ impl Engine {
                 Ipam::Dhcp => std::mem::take(&mut attachment.routes),
                 Ipam::HostLocal => Vec::new(),
             };
-            if let (Some(RateLimit { ingress: Some(_), .. }), false) =
-                (req.rate, matches!(net.kind, NetworkKind::Bridge(_)))
-            {
-                return Err(Error::invalid(
-                    "--ingress-rate",
-                    req.rate.and_then(|r| r.ingress).unwrap_or_default(),
-                    format!(
-                        "is shaped on the host end of a veth; a {} attachment has none (use --egress-rate)",
-                        net.kind.driver_name()
-                    ),
-                ));
-            }
             if let NetworkKind::HostDevice(d) = &net.kind
                 && let Some(holder) = store::attachments_of_network(tx, &net.name)?.first()
             {
@@ -607,6 +595,15 @@ impl Engine {
                 &self.host_ns,
                 &a.attachment,
             )?,
+        }
+        // An ifb shaping what a non-veth interface received stays in the
+        // container unless taken away.
+        if a.attachment.rate.is_some_and(|r| r.ingress.is_some())
+            && !matches!(a_net.kind, NetworkKind::Bridge(_))
+            && let Some(ns) = attached_ns(&a.attachment)
+            && let Ok(mut nl) = Netlink::open_in(&ns)
+        {
+            let _ = nl.delete_link_by_name(&names::ifb_name(&a.attachment.ifname));
         }
         self.store
             .write(|tx| store::delete_attachment(tx, &a.attachment))
@@ -866,36 +863,78 @@ fn plug(
         NetworkKind::HostDevice(d) => host_device::attach(host, inner, ns, host_ns, d, a, undo),
     }?;
     if let Some(r) = a.rate {
-        shape(host, inner, a, r)?;
+        shape(host, inner, ns, net, a, r, undo)?;
     }
     Ok(())
 }
 
-/// Rate limits as token buckets: what the container sends is shaped on its
-/// own interface (any driver), what it receives on the host end of its veth.
-/// The qdiscs go with the interfaces; no undo needed.
-fn shape(host: &mut Netlink, inner: &mut Netlink, a: &Attachment, r: RateLimit) -> Result<()> {
+/// Rate limits as token buckets. What the container sends is shaped on its
+/// own interface, whatever the driver. What it receives is shaped on the
+/// host end of its veth, or, where there is none (macvlan, ipvlan, host
+/// device), on an ifb inside the container that its interface's incoming
+/// traffic is redirected to. Qdiscs go with their interfaces; the ifb has
+/// an undo of its own.
+fn shape(
+    host: &mut Netlink,
+    inner: &mut Netlink,
+    ns: &NsHandle,
+    net: &Network,
+    a: &Attachment,
+    r: RateLimit,
+    undo: &mut UndoLog,
+) -> Result<()> {
     let index = |nl: &mut Netlink, name: &str| -> Result<u32> {
         nl.link_by_name(name)
             .map_err(|e| Error::kernel(format!("look up {name}"), e))?
             .map(|l| l.index)
             .ok_or_else(|| Error::Conflict(format!("{name} vanished")))
     };
+    let inside =
+        |what: String| move |e| Error::kernel(format!("in target {}: {what}", a.target), e);
     if let Some(bps) = r.egress {
         let i = index(inner, &a.ifname)?;
-        inner.set_rate(i, bps, r.burst).map_err(|e| {
-            Error::kernel(
-                format!("in target {}: limit {} to {bps} bit/s", a.target, a.ifname),
-                e,
-            )
-        })?;
+        inner
+            .set_rate(i, bps, r.burst)
+            .map_err(inside(format!("limit {} to {bps} bit/s", a.ifname)))?;
     }
-    if let Some(bps) = r.ingress {
+    let Some(bps) = r.ingress else { return Ok(()) };
+    if matches!(net.kind, NetworkKind::Bridge(_)) {
         let i = index(host, &a.host_ifname)?;
-        host.set_rate(i, bps, r.burst)
-            .map_err(|e| Error::kernel(format!("limit {} to {bps} bit/s", a.host_ifname), e))?;
+        return host
+            .set_rate(i, bps, r.burst)
+            .map_err(|e| Error::kernel(format!("limit {} to {bps} bit/s", a.host_ifname), e));
     }
-    Ok(())
+    let ifb = names::ifb_name(&a.ifname);
+    match inner.create_ifb(&ifb) {
+        Err(e) if e.is(libc::EEXIST) => {} // a restore finding it
+        r => {
+            r.map_err(inside(format!("create {ifb}")))?;
+            let (target, name) = (
+                ns.try_clone()
+                    .map_err(|e| Error::io("keep the target namespace open", e))?,
+                ifb.clone(),
+            );
+            undo.push(format!("delete {ifb} in the target"), move |_| {
+                let mut nl = Netlink::open_in(&target)
+                    .map_err(|e| Error::kernel("open netlink in the target", e))?;
+                nl.delete_link_by_name(&name)
+                    .map(drop)
+                    .map_err(|e| Error::kernel(format!("delete {name}"), e))
+            });
+        }
+    }
+    let ifb_index = index(inner, &ifb)?;
+    inner
+        .set_up(ifb_index)
+        .map_err(inside(format!("set {ifb} up")))?;
+    inner
+        .set_rate(ifb_index, bps, r.burst)
+        .map_err(inside(format!("limit {ifb} to {bps} bit/s")))?;
+    let i = index(inner, &a.ifname)?;
+    inner.redirect_ingress(i, ifb_index).map_err(inside(format!(
+        "redirect what {} receives to {ifb}",
+        a.ifname
+    )))
 }
 
 /// A network takes the attach path of its IPAM: host-local here, DHCP

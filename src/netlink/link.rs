@@ -212,6 +212,18 @@ impl Netlink {
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
+    /// An ifb: a device that sends what is redirected to it, so that a
+    /// qdisc on it shapes another device's incoming traffic.
+    pub fn create_ifb(&mut self, name: &str) -> NlResult<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![NlLinkInfo::Kind(
+                InfoKind::Ifb,
+            )]));
+        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
     /// Mark a bridge port isolated: it forwards only to non-isolated ports
     /// (the bridge itself, an uplink), never to another isolated one.
     pub fn set_port_isolated(&mut self, index: u32) -> NlResult<()> {

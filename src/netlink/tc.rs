@@ -1,9 +1,14 @@
 //! Traffic control: a token bucket (tbf) as a device's root qdisc, which
-//! shapes what the device sends.
+//! shapes what the device sends; and the redirect of everything a device
+//! receives to an ifb, so that what a device receives can be shaped too.
 
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionGeneric, TcActionMirrorOption, TcActionOption,
+    TcActionType, TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
+    TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+};
 
 use super::{Netlink, NlResult};
 
@@ -58,6 +63,69 @@ impl Netlink {
         self.execute(
             RouteNetlinkMessage::NewQueueDiscipline(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+}
+
+/// ETH_P_ALL in network byte order, as tc filters carry it.
+const ALL_PROTOCOLS: u32 = (libc::ETH_P_ALL as u16).to_be() as u32;
+
+impl Netlink {
+    /// Send everything device `index` receives to device `to` instead
+    /// (ingress qdisc, a u32 filter matching all, mirred egress redirect).
+    pub fn redirect_ingress(&mut self, index: u32, to: u32) -> NlResult<()> {
+        let mut qdisc = TcMessage::with_index(index as i32);
+        qdisc.header.parent = TcHandle::INGRESS;
+        qdisc.header.handle = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        qdisc.attributes.push(TcAttribute::Kind("ingress".into()));
+        match self.execute(
+            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Err(e) if e.is(libc::EEXIST) => {}
+            r => r?,
+        }
+        // The types are non-exhaustive: built from defaults, field by field.
+        let mut generic = TcActionGeneric::default();
+        generic.action = TcActionType::Stolen;
+        let mut mirror = TcMirror::default();
+        mirror.generic = generic;
+        mirror.eaction = TcMirrorActionType::EgressRedir;
+        mirror.ifindex = to;
+        let mut action = TcAction::default();
+        action.tab = 1;
+        action.attributes = vec![
+            TcActionAttribute::Kind("mirred".into()),
+            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+                mirror,
+            ))]),
+        ];
+        // u32 with one key of mask 0 matches every packet (this kernel,
+        // like many, has no matchall classifier).
+        let mut key = TcU32Key::default();
+        key.mask = 0;
+        key.val = 0;
+        let mut sel = TcU32Selector::default();
+        sel.flags = TcU32SelectorFlags::Terminal;
+        sel.nkeys = 1;
+        sel.keys = vec![key];
+        let mut filter = TcMessage::with_index(index as i32);
+        filter.header.parent = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        filter.header.info = (1 << 16) | ALL_PROTOCOLS;
+        filter.attributes.push(TcAttribute::Kind("u32".into()));
+        filter.attributes.push(TcAttribute::Options(vec![
+            TcOption::U32(TcFilterU32Option::Selector(sel)),
+            TcOption::U32(TcFilterU32Option::Action(vec![action])),
+        ]));
+        self.execute(
+            RouteNetlinkMessage::NewTrafficFilter(filter),
+            NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 }
