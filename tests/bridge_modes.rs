@@ -4,38 +4,11 @@ mod common;
 
 use common::{Lab, must, peer_echo_server, tcp_say};
 
-/// Give the fake host an "upstream" router: host uplink 10.99.0.2/24,
-/// upstream 10.99.0.1/24, default route via it.
-fn with_upstream(lab: &Lab) -> String {
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.99.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.99.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.99.0.1",
-        lab.host
-    ));
-    up
-}
-
-/// What Docker leaves on a host: FORWARD policy DROP in iptables-nft's table.
-fn docker_forward_drop(lab: &Lab) {
-    must(&format!(
-        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
-        lab.host
-    ));
-}
-
 #[test]
 fn nat_network_connects_containers_host_and_masquerades_upstream() {
     let lab = Lab::new("nat");
-    let upstream = with_upstream(&lab);
-    docker_forward_drop(&lab);
+    let upstream = lab.upstream("10.99.0");
+    lab.docker_forward_drop();
     lab.ok(&[
         "network",
         "create",
@@ -151,7 +124,7 @@ fn bridged_network_puts_containers_on_the_lan_without_nat() {
 #[test]
 fn routed_network_is_reachable_from_outside_without_nat() {
     let lab = Lab::new("rtd");
-    docker_forward_drop(&lab);
+    lab.docker_forward_drop();
     let outside = lab.netns("out");
     lab.wire(
         &lab.host,

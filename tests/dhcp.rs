@@ -34,15 +34,24 @@ fn lan(lab: &Lab) -> String {
 }
 
 fn dnsmasq(lab: &Lab, server: &str) -> Bg {
+    dnsmasq_with(
+        lab,
+        server,
+        "--dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative \
+         --domain=app.example.com --local=/app.example.com/ --log-dhcp",
+    )
+}
+
+/// dnsmasq on the server's `eth0` with `options` (ranges, DNS, router
+/// advertisements), its lease table in the state directory.
+fn dnsmasq_with(lab: &Lab, server: &str, options: &str) -> Bg {
     let leases = lab.state.path().join("dnsmasq.leases");
     let bg = lab.spawn_in(
         server,
         &format!(
             "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
              --interface=eth0 --bind-interfaces --except-interface=lo \
-             --dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative \
-             --domain=app.example.com --local=/app.example.com/ --log-dhcp \
-             --dhcp-leasefile={} --pid-file=",
+             --dhcp-leasefile={} --pid-file= {options}",
             leases.display()
         ),
         "dnsmasq.log",
@@ -411,17 +420,11 @@ fn ipv6_comes_from_the_lans_router_advertisements() {
     must(&format!(
         "ip -n {server} addr add fd00:70::1/64 dev eth0 nodad"
     ));
-    let leases = lab.state.path().join("dnsmasq.leases");
-    let _dnsmasq = lab.spawn_in(
+    let _dnsmasq = dnsmasq_with(
+        &lab,
         &server,
-        &format!(
-            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-             --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
-             --dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-range=fd00:70::,ra-only,64 \
-             --enable-ra --ra-param=eth0,3 --dhcp-leasefile={} --pid-file=",
-            leases.display()
-        ),
-        "dnsmasq.log",
+        "--port=0 --dhcp-range=192.168.70.100,192.168.70.199,2m \
+         --dhcp-range=fd00:70::,ra-only,64 --enable-ra --ra-param=eth0,3",
     );
     let _daemon = lab.daemon(&[]);
     network(&lab, &[]);
@@ -534,14 +537,7 @@ fn a_daemon_killed_mid_attach_leaves_nothing_after_its_restart() {
     let host_before = lab.host_links();
     // No server: the attach waits in DISCOVER when the daemon dies.
     let attach = {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"));
-        cmd.arg("--state-dir")
-            .arg(lab.state.path())
-            .arg("--host-netns")
-            .arg(&lab.host)
-            .arg("--socket")
-            .arg(lab.socket())
-            .args(["attach", &c, "lan"]);
+        let mut cmd = lab.command(&["attach", &c, "lan"]);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
@@ -572,17 +568,11 @@ fn dhcpv6_leases_an_address_where_the_advertisements_ask_for_it() {
     let leases = lab.state.path().join("dnsmasq.leases");
     // A range for DHCPv6 makes dnsmasq advertise the prefix with the
     // managed flag set.
-    let _dnsmasq = lab.spawn_in(
+    let _dnsmasq = dnsmasq_with(
+        &lab,
         &server,
-        &format!(
-            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-             --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
-             --dhcp-range=192.168.70.100,192.168.70.199,2m \
-             --dhcp-range=fd00:70::100,fd00:70::1ff,64,2m --enable-ra --ra-param=eth0,3 \
-             --dhcp-leasefile={} --pid-file= --log-dhcp",
-            leases.display()
-        ),
-        "dnsmasq.log",
+        "--port=0 --dhcp-range=192.168.70.100,192.168.70.199,2m \
+         --dhcp-range=fd00:70::100,fd00:70::1ff,64,2m --enable-ra --ra-param=eth0,3 --log-dhcp",
     );
     let _daemon = lab.daemon(&[]);
     network(&lab, &[]);
@@ -620,13 +610,10 @@ fn a_nak_takes_the_address_off_and_the_client_starts_over() {
     assert!(ip.starts_with("192.168.70.1"));
     // The LAN is renumbered, its new server refuses the old address.
     first.stop();
-    let _second = lab.spawn_in(
+    let _second = dnsmasq_with(
+        &lab,
         &server,
-        "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-         --interface=eth0 --bind-interfaces --except-interface=lo --port=0 \
-         --dhcp-range=192.168.70.220,192.168.70.229,2m --dhcp-authoritative \
-         --dhcp-leasefile=/dev/null --pid-file=",
-        "dnsmasq.log",
+        "--port=0 --dhcp-range=192.168.70.220,192.168.70.229,2m --dhcp-authoritative",
     );
     wait_until("a lease from the new pool", 20, || {
         lab.ip_of(&c, "lan").starts_with("192.168.70.22")

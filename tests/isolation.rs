@@ -5,24 +5,12 @@
 
 mod common;
 
-use common::{Lab, must, peer_echo_server, tcp_say};
+use common::{Lab, peer_echo_server, tcp_say};
 
 #[test]
 fn networks_are_isolated_from_each_other_but_not_from_the_world() {
     let lab = Lab::new("iso");
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.95.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.95.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.95.0.1",
-        lab.host
-    ));
+    lab.upstream("10.95.0");
     lab.ok(&[
         "network",
         "create",
@@ -88,19 +76,7 @@ fn networks_are_isolated_from_each_other_but_not_from_the_world() {
 #[test]
 fn isolated_containers_reach_the_gateway_and_the_world_but_not_each_other() {
     let lab = Lab::new("isc");
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.94.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.94.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.94.0.1",
-        lab.host
-    ));
+    lab.upstream("10.94.0");
     lab.ok(&[
         "network",
         "create",

@@ -18,10 +18,7 @@ fn a_published_port_answers_from_outside_the_host_and_the_same_network() {
         "eth0",
         Some("10.96.0.1/24"),
     );
-    must(&format!(
-        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
-        lab.host
-    ));
+    lab.docker_forward_drop();
     lab.ok(&["network", "create", "web", "--subnet", "10.25.0.0/24"]);
     let (a, b) = (lab.netns("a"), lab.netns("b"));
     lab.ok(&[

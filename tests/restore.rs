@@ -22,19 +22,7 @@ fn reboot(lab: &Lab) {
 #[test]
 fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
     let lab = Lab::new("rs");
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.98.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.98.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.98.0.1",
-        lab.host
-    ));
+    let up = lab.upstream("10.98.0");
     lab.ok(&["network", "create", "natnet", "--subnet", "10.21.0.0/24"]);
     lab.ok(&[
         "network",
@@ -85,19 +73,7 @@ fn one_restore_brings_back_a_nat_network_a_lab_route_and_every_container() {
 #[test]
 fn the_daemon_puts_plumbs_table_back_after_a_ruleset_flush() {
     let lab = Lab::new("rf");
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.97.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.97.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.97.0.1",
-        lab.host
-    ));
+    let up = lab.upstream("10.97.0");
     lab.ok(&["network", "create", "natnet", "--subnet", "10.24.0.0/24"]);
     let a = lab.netns("a");
     lab.ok(&["attach", &a, "natnet"]);
@@ -128,8 +104,5 @@ fn the_daemon_puts_plumbs_table_back_after_a_ruleset_flush() {
 /// Every nftables table gone; Docker starts again with FORWARD policy DROP.
 fn reboot_firewall_only(lab: &Lab) {
     must(&format!("ip netns exec {} nft flush ruleset", lab.host));
-    must(&format!(
-        "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
-        lab.host
-    ));
+    lab.docker_forward_drop();
 }

@@ -33,19 +33,7 @@ fn within(measured: f64, limit: f64) -> bool {
 #[test]
 fn egress_and_ingress_rates_hold_within_ten_percent() {
     let lab = Lab::new("tc");
-    let up = lab.netns("up");
-    lab.wire(
-        &lab.host,
-        "uplink0",
-        Some("10.93.0.2/24"),
-        &up,
-        "eth0",
-        Some("10.93.0.1/24"),
-    );
-    must(&format!(
-        "ip -n {} route add default via 10.93.0.1",
-        lab.host
-    ));
+    let up = lab.upstream("10.93.0");
     lab.ok(&["network", "create", "n", "--subnet", "10.37.0.0/24"]);
     let (a, free) = (lab.netns("a"), lab.netns("free"));
     lab.ok(&[

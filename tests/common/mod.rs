@@ -69,18 +69,22 @@ impl Lab {
         name
     }
 
-    /// Run plumb with this lab's host namespace and state directory.
-    pub fn plumb(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_plumb"))
-            .arg("--state-dir")
+    /// plumb with this lab's host namespace, state directory and socket.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plumb"));
+        cmd.arg("--state-dir")
             .arg(self.state.path())
             .arg("--host-netns")
             .arg(&self.host)
             .arg("--socket")
             .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("run plumb")
+            .args(args);
+        cmd
+    }
+
+    /// Run plumb for this lab and wait for it.
+    pub fn plumb(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run plumb")
     }
 
     /// This lab's daemon socket.
@@ -91,14 +95,8 @@ impl Lab {
     /// Start `plumb daemon` for this lab and wait until it answers.
     pub fn daemon(&self, args: &[&str]) -> Bg {
         let log = self.state.path().join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_plumb"))
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .arg("--host-netns")
-            .arg(&self.host)
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("daemon")
+        let child = self
+            .command(&["daemon"])
             .args(args)
             .env("PLUMB_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -120,6 +118,35 @@ impl Lab {
             bg.log_text()
         );
         bg
+    }
+
+    /// An "upstream" router for the fake host: its `uplink0` at
+    /// `PREFIX.2/24`, namespace `up` at `PREFIX.1/24`, and the host's
+    /// default route through it. Returns the namespace.
+    pub fn upstream(&self, prefix: &str) -> String {
+        let up = self.netns("up");
+        self.wire(
+            &self.host,
+            "uplink0",
+            Some(&format!("{prefix}.2/24")),
+            &up,
+            "eth0",
+            Some(&format!("{prefix}.1/24")),
+        );
+        must(&format!(
+            "ip -n {} route add default via {prefix}.1",
+            self.host
+        ));
+        up
+    }
+
+    /// What Docker leaves on a host: FORWARD policy DROP in iptables-nft's
+    /// table.
+    pub fn docker_forward_drop(&self) {
+        must(&format!(
+            "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+            self.host
+        ));
     }
 
     /// Run `cmd` in the background inside `ns`, its output in `log` (under
