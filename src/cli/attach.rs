@@ -122,15 +122,7 @@ pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()
             target: args.target.clone(),
             network: args.network.clone(),
         };
-        let v = protocol::call(socket, &req)?;
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                (s("Target"), s("NetworkName"), s("IfName"))
-            })
-            .collect()
+        super::listed_keys(&protocol::call(socket, &req)?)
     } else {
         // No daemon renews these leases now; hand them back ourselves.
         release_leases(&leased);

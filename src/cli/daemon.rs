@@ -37,15 +37,7 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
 
 pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
     let removed: Vec<(String, String, String)> = if protocol::is_running(socket) {
-        let v = protocol::call(socket, &Request::Gc)?;
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                (s("Target"), s("NetworkName"), s("IfName"))
-            })
-            .collect()
+        super::listed_keys(&protocol::call(socket, &Request::Gc)?)
     } else {
         let mut out = Vec::new();
         for a in engine.gone_attachments()? {

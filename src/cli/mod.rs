@@ -88,6 +88,19 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// (target, network, interface) of each attachment in a daemon's answer
+/// (a list of `report::listed` objects).
+fn listed_keys(v: &serde_json::Value) -> Vec<(String, String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("Target"), s("NetworkName"), s("IfName"))
+        })
+        .collect()
+}
+
 /// `--route CIDR via IP` may be typed as three tokens or quoted as one;
 /// clap hands us the tokens of all occurrences in a row, so regroup them.
 fn join_routes(tokens: Vec<String>) -> Vec<String> {

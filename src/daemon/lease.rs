@@ -78,9 +78,7 @@ pub fn client_identity(ns: &NsHandle, a: &Attachment) -> Result<(u32, Identity)>
         .dhcp
         .as_ref()
         .ok_or_else(|| Error::Conflict(format!("{} has no DHCP client", a.ifname)))?;
-    let client_id = (0..b.client_id.len() / 2)
-        .filter_map(|i| u8::from_str_radix(b.client_id.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
+    let client_id = crate::ipam::dhcp::unhex(&b.client_id);
     let mut nl = Netlink::open_in(ns)
         .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
     let link = nl

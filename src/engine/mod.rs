@@ -984,10 +984,7 @@ fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str) -> DhcpBinding
     DhcpBinding {
         fqdn: net.domain.as_ref().map(|d| format!("{hostname}.{d}")),
         hostname,
-        client_id: names::dhcp_client_id(&host, &net.name, target)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        client_id: crate::ipam::dhcp::hex(&names::dhcp_client_id(&host, &net.name, target)),
         state: LeaseState::Acquiring,
         lease: None,
         mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),

@@ -170,12 +170,7 @@ impl Engine {
             .filter(|l| l.expires_at() > now_unix());
         let extra = lease.as_ref().map(lease_routes).unwrap_or_default();
         let want = match (&a.dhcp, &lease) {
-            (Some(_), None) => Attachment {
-                addresses: Vec::new(),
-                gateways: Vec::new(),
-                routes: Vec::new(),
-                ..a.clone()
-            },
+            (Some(_), None) => bare(a),
             _ => a.clone(),
         };
         let link = inner
@@ -201,13 +196,8 @@ impl Engine {
         let mut undo = UndoLog::default();
         // The interface comes up bare for DHCP (as in an attach), then gets
         // the lease's addressing.
-        let mut bare = match a.dhcp {
-            Some(_) => Attachment {
-                addresses: Vec::new(),
-                gateways: Vec::new(),
-                routes: Vec::new(),
-                ..a.clone()
-            },
+        let mut plugged = match a.dhcp {
+            Some(_) => bare(a),
             None => a.clone(),
         };
         let done = plug(
@@ -216,7 +206,7 @@ impl Engine {
             &ns,
             &host_ns,
             net,
-            &mut bare,
+            &mut plugged,
             &mut undo,
         )
         .and_then(|()| match (&a.dhcp, &lease) {
@@ -232,5 +222,16 @@ impl Engine {
             self.drop_lease(a, LeaseState::Expired)?;
         }
         Ok(true)
+    }
+}
+
+/// A DHCP attachment's interface as it is before a lease: no addresses,
+/// gateways or routes.
+fn bare(a: &Attachment) -> Attachment {
+    Attachment {
+        addresses: Vec::new(),
+        gateways: Vec::new(),
+        routes: Vec::new(),
+        ..a.clone()
     }
 }

@@ -166,18 +166,21 @@ pub fn sync(networks: &[Network], published: &[Attachment]) -> Result<()> {
 /// chain of `ip/ip6 filter` (when there are bridges). False after an
 /// `nft flush ruleset`, or a Docker restart that rebuilt its chains.
 pub fn in_place(networks: &[Network]) -> Result<bool> {
+    // Without a bridge plumb puts nothing into nftables: nothing to check,
+    // and no library to load every time the daemon asks.
+    if bridges(networks).next().is_none() {
+        return Ok(true);
+    }
     let mut nft = Nft::new()?;
     let wants_table = render(networks, &[]).contains('{');
     if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
         return Ok(false);
     }
-    if bridges(networks).next().is_some() {
-        for family in ["ip", "ip6"] {
-            if let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD"))
-                && tagged_rule_handles(&listing).is_empty()
-            {
-                return Ok(false);
-            }
+    for family in ["ip", "ip6"] {
+        if let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD"))
+            && tagged_rule_handles(&listing).is_empty()
+        {
+            return Ok(false);
         }
     }
     Ok(true)

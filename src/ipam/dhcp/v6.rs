@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep, timeout_at};
 
 use super::client::{DhcpError, now_unix};
+use super::{hex, unhex};
 use crate::netns::NsHandle;
 
 const CLIENT_PORT: u16 = 546;
@@ -58,16 +59,6 @@ pub struct Client6<'a> {
 pub enum Reply6 {
     Bound(Lease6),
     Refused(String),
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }
 
 impl Client6<'_> {
@@ -348,15 +339,19 @@ fn new_xid() -> u32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_reply_with_an_address_is_a_lease_and_no_addrs_avail_is_a_refusal() {
-        let ns = NsHandle::current().unwrap();
-        let c = Client6 {
-            ns: &ns,
+    fn client(ns: &NsHandle) -> Client6<'_> {
+        Client6 {
+            ns,
             ifindex: 1,
             ifname: "eth0",
             mac: [2, 0, 0, 0, 0, 9],
-        };
+        }
+    }
+
+    #[test]
+    fn a_reply_with_an_address_is_a_lease_and_no_addrs_avail_is_a_refusal() {
+        let ns = NsHandle::current().unwrap();
+        let c = client(&ns);
         let mut reply = Message::new(MessageType::Reply);
         reply.opts_mut().insert(DhcpOption::ClientId(c.duid()));
         reply.opts_mut().insert(DhcpOption::ServerId(vec![0, 1, 2]));
@@ -396,12 +391,7 @@ mod tests {
     #[test]
     fn messages_carry_the_duid_and_the_ia() {
         let ns = NsHandle::current().unwrap();
-        let c = Client6 {
-            ns: &ns,
-            ifindex: 1,
-            ifname: "eth0",
-            mac: [2, 0, 0, 0, 0, 9],
-        };
+        let c = client(&ns);
         let m =
             Message::from_bytes(&c.message(MessageType::Solicit, 0x123456, None, None)).unwrap();
         assert_eq!(m.xid_num(), 0x123456);
