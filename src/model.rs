@@ -1234,6 +1234,13 @@ pub struct AttachSpec {
     /// Burst for both, e.g. `64kb` (default: 20 ms at the rate, 16 KiB at least).
     #[serde(default)]
     pub burst: Option<String>,
+    /// `KEY=VALUE` labels, for policy selectors (`label:KEY=VALUE`).
+    #[serde(default)]
+    pub label: Vec<String>,
+    /// Let the container send from addresses and MACs plumb did not give
+    /// it (a router, a VPN endpoint).
+    #[serde(default)]
+    pub allow_spoofing: bool,
 }
 
 /// A validated attach request (the network is checked by the engine).
@@ -1249,6 +1256,8 @@ pub struct AttachRequest {
     pub hostname: Option<String>,
     pub publish: Vec<Publish>,
     pub rate: Option<RateLimit>,
+    pub labels: BTreeMap<String, String>,
+    pub allow_spoofing: bool,
 }
 
 /// Token-bucket limits of an attachment, in bits per second.
@@ -1534,9 +1543,22 @@ impl AttachSpec {
                 })
             }
         };
+        let mut labels = BTreeMap::new();
+        for l in &self.label {
+            let (k, v) = crate::policy::rules::parse_label("--label", l)?;
+            if labels.insert(k.clone(), v).is_some() {
+                return Err(Error::invalid(
+                    "--label",
+                    l,
+                    format!("label `{k}` given twice"),
+                ));
+            }
+        }
         Ok(AttachRequest {
             rate,
             publish,
+            labels,
+            allow_spoofing: self.allow_spoofing,
             hostname: self.hostname.clone(),
             network: self.network.clone(),
             ifname: self.ifname.clone(),
@@ -1579,6 +1601,20 @@ pub struct Attachment {
     pub publish: Vec<Publish>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// No anti-spoofing filter on what the container sends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_spoofing: bool,
+}
+
+impl Attachment {
+    /// The keys of the policy selectors that name this attachment.
+    pub fn selector_keys(&self) -> Vec<String> {
+        std::iter::once(format!("attachment:{}", self.target))
+            .chain(self.labels.iter().map(|(k, v)| format!("label:{k}={v}")))
+            .collect()
+    }
 }
 
 /// A DHCP attachment's client identity and lease, kept with it in the store

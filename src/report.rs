@@ -35,6 +35,8 @@ pub fn endpoint(a: &Attachment) -> Value {
             "IngressBitsPerSecond": r.ingress,
             "BurstBytes": r.burst,
         })),
+        "Labels": a.labels,
+        "AntiSpoofing": !a.allow_spoofing,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Declarative topologies (`plumb up FILE` / `plumb down FILE`): networks,
-//! lab namespaces, attachments and host routes. Everything `up` creates is
+//! lab namespaces, attachments, host routes and firewall rules. Everything `up` creates is
 //! tagged with the topology's owner tag, so `down` removes exactly that and
 //! a second `up` finds it all in place and changes nothing.
 
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{AttachSpec, NetworkSpec, RouteSpec, validate_name};
+use crate::policy::rules::PolicySpec;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +26,9 @@ pub struct Topology {
     pub attach: Vec<AttachSpec>,
     #[serde(default)]
     pub host_route: Vec<HostRouteSpec>,
+    /// Firewall rules, as `plumb policy add` takes them.
+    #[serde(default)]
+    pub policy: Vec<PolicySpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +192,21 @@ impl Topology {
             made.push(Made::HostRoute(route.clone()));
             summary.changes.push(format!("added host route {route}"));
         }
+        for (i, spec) in self.policy.iter().enumerate() {
+            // Rules name networks, which exist only now.
+            let networks: Vec<_> = engine.networks()?.into_iter().map(|n| n.network).collect();
+            let rule = spec
+                .resolve(&networks)
+                .map_err(|e| Error::Conflict(format!("[[policy]] #{}: {e}", i + 1)))?;
+            if engine.policies()?.iter().any(|p| p.policy == rule) {
+                continue;
+            }
+            let added = engine.policy_add(spec, Some(owner))?;
+            made.push(Made::Policy(added.id));
+            summary
+                .changes
+                .push(format!("added rule {}: {}", added.id, added.policy));
+        }
         Ok(summary)
     }
 
@@ -195,6 +214,20 @@ impl Topology {
     pub fn down(engine: &mut Engine, owner: &str) -> Result<Summary> {
         let mut summary = Summary::default();
         let mut errors = Vec::new();
+        let rules: Vec<i64> = engine
+            .policies()?
+            .into_iter()
+            .filter(|p| p.owner.as_deref() == Some(owner))
+            .map(|p| p.id)
+            .collect();
+        if !rules.is_empty() {
+            match engine.policy_rm(&rules) {
+                Ok(()) => summary
+                    .changes
+                    .extend(rules.iter().map(|id| format!("removed rule {id}"))),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
         for r in engine
             .host_routes()?
             .into_iter()
@@ -259,6 +292,7 @@ enum Made {
     Namespace(String),
     Attachment(String, String),
     HostRoute(RouteSpec),
+    Policy(i64),
 }
 
 impl Made {
@@ -277,6 +311,7 @@ impl Made {
                 format!("remove host route {r}"),
                 engine.host_route_rm(&r.dest).map(drop),
             ),
+            Made::Policy(id) => (format!("remove rule {id}"), engine.policy_rm(&[*id])),
         };
         match result {
             Ok(()) => what,

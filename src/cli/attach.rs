@@ -46,6 +46,13 @@ pub struct AttachArgs {
     /// Burst of the rate limits (e.g. 64kb).
     #[arg(long)]
     pub burst: Option<String>,
+    /// A label for policy selectors (`label:KEY=VALUE`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Let the container send from addresses and MACs plumb did not give it
+    /// (routers, VPN endpoints).
+    #[arg(long)]
+    pub allow_spoofing: bool,
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +87,8 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         egress_rate: args.egress_rate,
         ingress_rate: args.ingress_rate,
         burst: args.burst,
+        label: args.label,
+        allow_spoofing: args.allow_spoofing,
     };
     let req = spec.validate()?;
     let net = engine.network(&req.network)?.network;

@@ -5,6 +5,7 @@ mod attach;
 mod daemon;
 mod host;
 mod network;
+mod policy;
 mod topology;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub enum Command {
     Inspect(attach::InspectArgs),
     /// List all attachments.
     Ls(attach::LsArgs),
+    /// Firewall rules between networks, tenants, addresses and attachments.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// The host side of a lab: routes to subnets behind router namespaces.
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => attach::inspect(&engine, args),
         Command::Ls(args) => attach::ls(&engine, args),
         Command::Host(cmd) => host::run(&mut engine, cmd),
+        Command::Policy(cmd) => policy::run(&mut engine, cmd),
         Command::Up(args) => topology::up(&mut engine, args),
         Command::Down(args) => topology::down(&mut engine, args),
     }

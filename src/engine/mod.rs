@@ -27,6 +27,7 @@ use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
 use crate::undo::UndoLog;
 
+mod policy;
 mod restore;
 pub use restore::RestoreReport;
 
@@ -119,13 +120,12 @@ impl Engine {
                 let a = routing::allocate(tx, host, &net.name)?;
                 routing::install(host, &net, e, a, undo)?;
             }
-            let previous: Vec<Network> = others.into_iter().map(|o| o.network).collect();
-            let mut all = previous.clone();
-            all.push(net.clone());
-            let published = store::published_attachments(tx)?;
-            firewall::sync(&all, &published)?;
+            let next = firewall::Ruleset::load(tx)?;
+            let mut previous = next.clone();
+            previous.networks.retain(|n| n.name != net.name);
+            firewall::sync(&next)?;
             undo.push("restore the previous nftables ruleset", move |_| {
-                firewall::sync(&previous, &published)
+                firewall::sync(&previous)
             });
             Ok(net.clone())
         })
@@ -145,6 +145,19 @@ impl Engine {
                 list.join(", ")
             )));
         }
+        let naming: Vec<i64> = store::policies(self.store.read())?
+            .into_iter()
+            .filter(|p| p.policy.names_network(name))
+            .map(|p| p.id)
+            .collect();
+        if !naming.is_empty() && !force {
+            let ids: Vec<String> = naming.iter().map(i64::to_string).collect();
+            return Err(Error::Conflict(format!(
+                "network `{name}` is named by policy rule(s) {}; remove them (plumb policy rm {}) or use --force",
+                ids.join(", "),
+                ids.join(" ")
+            )));
+        }
         let mut errors = Vec::new();
         for a in &attached {
             if let Err(e) = self.detach_one(a) {
@@ -156,6 +169,9 @@ impl Engine {
         let net = &stored.network;
         let vlan = net.kind.parent().map(|p| p.name.clone());
         let release_vlan = self.store.write(|tx| {
+            for id in &naming {
+                store::delete_policy(tx, *id)?;
+            }
             store::delete_network(tx, name)?;
             let rest = store::networks(tx)?;
             // A VLAN plumb made goes with the last network on it.
@@ -171,8 +187,7 @@ impl Engine {
             if release {
                 store::delete_vlan_link(tx, vlan.as_deref().unwrap_or_default())?;
             }
-            let rest: Vec<Network> = rest.into_iter().map(|n| n.network).collect();
-            firewall::sync(&rest, &store::published_attachments(tx)?)?;
+            firewall::sync(&firewall::Ruleset::load(tx)?)?;
             Ok(release)
         })?;
         if let (Some(e), Some((table, priority))) = (&net.egress, table) {
@@ -228,14 +243,21 @@ impl Engine {
     /// Render plumb's nftables state again when someone removed it (an
     /// `nft flush ruleset`, Docker rebuilding its chains); true if it did.
     pub fn repair_firewall(&mut self) -> Result<bool> {
-        let networks: Vec<Network> = store::networks(self.store.read())?
-            .into_iter()
-            .map(|n| n.network)
-            .collect();
-        if firewall::in_place(&networks)? {
+        let conn = self.store.read();
+        // What decides whether a table is wanted; the members of its sets
+        // (every attachment) are read only when it must be rendered.
+        let wanted = firewall::Ruleset {
+            networks: store::networks(conn)?
+                .into_iter()
+                .map(|n| n.network)
+                .collect(),
+            policies: store::policies(conn)?,
+            ..Default::default()
+        };
+        if firewall::in_place(&wanted)? {
             return Ok(false);
         }
-        firewall::sync(&networks, &store::published_attachments(self.store.read())?)?;
+        firewall::sync(&firewall::Ruleset::load(conn)?)?;
         Ok(true)
     }
 
@@ -365,6 +387,8 @@ impl Engine {
                 dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
                 publish: req.publish.clone(),
                 rate: req.rate,
+                labels: req.labels.clone(),
+                allow_spoofing: req.allow_spoofing,
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -398,6 +422,7 @@ impl Engine {
             if !attachment.publish.is_empty() {
                 publish(tx, &net, &attachment, undo)?;
             }
+            join_selectors(tx, &attachment, undo)?;
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
@@ -449,6 +474,7 @@ impl Engine {
                     },
                 );
             }
+            move_selectors(tx, &cur, &next, undo)?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -472,6 +498,7 @@ impl Engine {
             }
             next.addresses.retain(|x| x.addr().is_ipv6());
             next.gateways.retain(|g| g.is_ipv6());
+            move_selectors(tx, &cur, &next, &mut UndoLog::default())?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -525,6 +552,7 @@ impl Engine {
                     next.addresses.push(n);
                 }
             }
+            move_selectors(tx, &cur, &next, &mut UndoLog::default())?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -583,6 +611,12 @@ impl Engine {
             && let Err(e) = firewall::unpublish(&a.attachment)
         {
             tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
+        }
+        let keys = store::used_selectors(self.store.read(), &a.attachment.selector_keys())?;
+        if !keys.is_empty()
+            && let Err(e) = firewall::remove_members(&keys, &a.attachment)
+        {
+            tracing::warn!(target = %a.attachment.target, "policy selectors: {e}");
         }
         match &a_net.kind {
             NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
@@ -805,6 +839,42 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
 
 /// Reserve an attachment's host ports in the store (refusing one taken)
 /// and add them to the nftables maps: elements only, no rule changes.
+/// Put the attachment's addresses into the sets of the policy selectors
+/// that name it (by target or label): elements only, one indexed lookup
+/// per selector.
+fn join_selectors(tx: &Transaction, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
+    let keys = store::used_selectors(tx, &a.selector_keys())?;
+    if keys.is_empty() || a.addresses.is_empty() {
+        return Ok(());
+    }
+    firewall::add_members(&keys, a)?;
+    let done = a.clone();
+    undo.push(
+        format!("take {} out of policy selectors", a.target),
+        move |_| firewall::remove_members(&keys, &done),
+    );
+    Ok(())
+}
+
+/// The attachment's addresses changed (a DHCP lease came, went or moved):
+/// move them in the selector sets too.
+fn move_selectors(
+    tx: &Transaction,
+    old: &Attachment,
+    new: &Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    if old.addresses == new.addresses {
+        return Ok(());
+    }
+    let keys = store::used_selectors(tx, &new.selector_keys())?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    firewall::remove_members(&keys, old)?;
+    join_selectors(tx, new, undo)
+}
+
 fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
     let first = a.publish[0];
     if !net.bridge().is_some_and(|b| b.mode == BridgeMode::Nat) {

@@ -41,8 +41,8 @@ impl Engine {
         }
         // The whole table is rendered again, and the FORWARD accepts that
         // a restarted Docker may have flushed.
-        let published = store::published_attachments(self.store.read())?;
-        if let Err(e) = firewall::sync(&networks, &published) {
+        if let Err(e) = firewall::Ruleset::load(self.store.read()).and_then(|r| firewall::sync(&r))
+        {
             report.errors.push(e.to_string());
         }
         match self.repair_egress() {

@@ -10,9 +10,17 @@
 
 use std::fmt::Write;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rusqlite::Connection;
+
 use crate::error::Result;
 use crate::model::{Attachment, BridgeMode, BridgeOptions, Network};
 use crate::nft::Nft;
+use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
+use crate::store;
 
 pub const TABLE: &str = "plumb";
 const TAG: &str = "plumb";
@@ -22,8 +30,52 @@ fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptio
     networks.iter().filter_map(|n| n.bridge().map(|b| (n, b)))
 }
 
-/// Render the whole `inet plumb` table for these networks and the
-/// published ports of these attachments.
+/// Everything the `inet plumb` table is rendered from.
+#[derive(Debug, Clone, Default)]
+pub struct Ruleset {
+    pub networks: Vec<Network>,
+    /// Attachments with published ports.
+    pub published: Vec<Attachment>,
+    pub policies: Vec<StoredPolicy>,
+    /// The addresses of the attachments each attachment selector names.
+    pub members: BTreeMap<String, Vec<IpAddr>>,
+}
+
+impl Ruleset {
+    /// The ruleset the store describes.
+    pub fn load(conn: &Connection) -> Result<Self> {
+        let policies = store::policies(conn)?;
+        let used: BTreeSet<String> = policies
+            .iter()
+            .flat_map(|p| [&p.policy.from, &p.policy.to])
+            .filter_map(|s| s.set_key())
+            .collect();
+        let mut members: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        if !used.is_empty() {
+            for a in store::attachments(conn)? {
+                for key in a.attachment.selector_keys() {
+                    if used.contains(&key) {
+                        members
+                            .entry(key)
+                            .or_default()
+                            .extend(a.attachment.addresses.iter().map(|n| n.addr()));
+                    }
+                }
+            }
+        }
+        Ok(Ruleset {
+            networks: store::networks(conn)?
+                .into_iter()
+                .map(|n| n.network)
+                .collect(),
+            published: store::published_attachments(conn)?,
+            policies,
+            members,
+        })
+    }
+}
+
+/// Render the whole `inet plumb` table.
 ///
 /// Published ports live in two maps, keyed by protocol and port (all host
 /// addresses) or by host address, protocol and port; the DNAT rules that
@@ -32,26 +84,33 @@ fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptio
 /// connections from 127.0.0.1 (the bridge has route_localnet) and from a
 /// container to its own network's published port (hairpin) are
 /// masqueraded so the answers come back the same way.
-pub fn render(networks: &[Network], published: &[Attachment]) -> String {
+pub fn render(r: &Ruleset) -> String {
+    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    let body = [address_sets(r), forward(r), nat(&r.networks)].concat();
+    if body.is_empty() {
+        return text;
+    }
+    let _ = write!(text, "table inet {TABLE} {{\n{body}}}\n");
+    if !nat(&r.networks).is_empty() {
+        for a in &r.published {
+            text.push_str(&elements("add", a));
+        }
+    }
+    text
+}
+
+/// Port publishing and masquerade, when there are NAT bridges.
+fn nat(networks: &[Network]) -> String {
     let nat_bridges: Vec<(&Network, &BridgeOptions)> = bridges(networks)
         .filter(|(_, b)| b.mode == BridgeMode::Nat)
         .collect();
-    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
-    let isolation = isolation(networks);
     if nat_bridges.is_empty() {
-        if !isolation.is_empty() {
-            let _ = write!(text, "table inet {TABLE} {{\n{isolation}}}\n");
-        }
-        return text;
+        return String::new();
     }
     let mut post = String::new();
     for (net, b) in &nat_bridges {
         for sub in &net.subnets {
-            let family = if sub.subnet.addr().is_ipv4() {
-                "ip"
-            } else {
-                "ip6"
-            };
+            let family = family_of(&sub.subnet.addr());
             let out = match &b.uplink {
                 Some(uplink) => format!("oifname \"{}\"", uplink.name),
                 None => format!("oifname != \"{}\"", b.bridge),
@@ -74,39 +133,191 @@ pub fn render(networks: &[Network], published: &[Attachment]) -> String {
         "    ip saddr 127.0.0.0/8 ct status dnat masquerade comment \"localhost\""
     );
     let dnat = "    fib daddr type local meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @publish_addr\n    fib daddr type local meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @publish\n";
-    let _ = write!(
-        text,
-        "table inet {TABLE} {{\n{isolation}  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n}}\n"
-    );
-    for a in published {
-        text.push_str(&elements("add", a));
-    }
-    text
+    format!(
+        "  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n"
+    )
 }
 
-/// Networks do not reach each other through the host: forwarded traffic
-/// from one plumb bridge to another is dropped, answers and published
-/// ports excepted. One rule per network, none per container.
-fn isolation(networks: &[Network]) -> String {
-    let names: Vec<String> = bridges(networks)
+fn family_of(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ip" } else { "ip6" }
+}
+
+/// The name of the sets (`NAME4`, `NAME6`) holding the addresses an
+/// attachment selector names.
+pub fn selector_set(key: &str) -> String {
+    format!("a{}", &crate::names::short_hash(&["selector", key])[..12])
+}
+
+/// One pair of address sets per attachment selector the rules use; an
+/// attach adds its addresses to them, no rule changes.
+fn address_sets(r: &Ruleset) -> String {
+    let keys: BTreeSet<String> = r
+        .policies
+        .iter()
+        .flat_map(|p| [&p.policy.from, &p.policy.to])
+        .filter_map(|s| s.set_key())
+        .collect();
+    let mut out = String::new();
+    for key in keys {
+        let name = selector_set(&key);
+        let addrs = r.members.get(&key).map(Vec::as_slice).unwrap_or_default();
+        for (suffix, ty, v4) in [("4", "ipv4_addr", true), ("6", "ipv6_addr", false)] {
+            let elems: Vec<String> = addrs
+                .iter()
+                .filter(|a| a.is_ipv4() == v4)
+                .map(|a| a.to_string())
+                .collect();
+            let elems = if elems.is_empty() {
+                String::new()
+            } else {
+                format!(" elements = {{ {} }};", elems.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  set {name}{suffix} {{ type {ty}; comment \"{key}\";{elems} }}"
+            );
+        }
+    }
+    out
+}
+
+/// The forward chain: answers first, then the user's rules in evaluation
+/// order, then the defaults (published ports reachable, traffic within a
+/// network passes, traffic between plumb networks is dropped). Written once
+/// per rule and per network, never per container.
+fn forward(r: &Ruleset) -> String {
+    let names: Vec<String> = bridges(&r.networks)
         .map(|(_, b)| format!("\"{}\"", b.bridge))
         .collect();
-    if names.len() < 2 {
+    let rules = policy_rules(r);
+    if names.len() < 2 && rules.is_empty() {
         return String::new();
     }
-    let all = names.join(", ");
-    let mut chain = String::from(
-        "  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n    ct status dnat accept\n",
+    let mut chain = format!(
+        "  chain forward {{\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n{rules}    ct status dnat accept\n"
     );
-    for n in &names {
-        let _ = writeln!(chain, "    iifname {n} oifname {n} accept");
+    if names.len() >= 2 {
+        let all = names.join(", ");
+        for n in &names {
+            let _ = writeln!(chain, "    iifname {n} oifname {n} accept");
+        }
+        let _ = writeln!(
+            chain,
+            "    iifname {{ {all} }} oifname {{ {all} }} drop comment \"networks are isolated\""
+        );
     }
-    let _ = writeln!(
-        chain,
-        "    iifname {{ {all} }} oifname {{ {all} }} drop comment \"networks are isolated\""
-    );
     chain.push_str("  }\n");
     chain
+}
+
+/// One match of a selector: its text and the IP family it implies.
+struct Match {
+    family: Option<&'static str>,
+    text: String,
+}
+
+/// How selector `s` matches as a source (`from`) or destination: plumb
+/// bridges by interface, other networks and CIDRs by address, attachments
+/// by their address sets. Empty when it names nothing that exists.
+fn matches(s: &Selector, from: bool, networks: &[Network]) -> Vec<Match> {
+    let (ifname, addr) = if from {
+        ("iifname", "saddr")
+    } else {
+        ("oifname", "daddr")
+    };
+    let cidr = |c: &IpNet| {
+        let family = family_of(&c.addr());
+        Match {
+            family: Some(family),
+            text: format!("{family} {addr} {c}"),
+        }
+    };
+    let of_networks = |nets: Vec<&Network>| {
+        let bridges: Vec<String> = nets
+            .iter()
+            .filter_map(|n| n.bridge())
+            .map(|b| format!("\"{}\"", b.bridge))
+            .collect();
+        let mut out: Vec<Match> = nets
+            .iter()
+            .filter(|n| n.bridge().is_none())
+            .flat_map(|n| n.subnets.iter().map(|s| cidr(&s.subnet)))
+            .collect();
+        if !bridges.is_empty() {
+            out.push(Match {
+                family: None,
+                text: format!("{ifname} {{ {} }}", bridges.join(", ")),
+            });
+        }
+        out
+    };
+    match s {
+        Selector::Any => vec![Match {
+            family: None,
+            text: String::new(),
+        }],
+        Selector::Network(n) => of_networks(networks.iter().filter(|x| x.name == *n).collect()),
+        Selector::Tenant(t) => of_networks(tenant_networks(networks, t)),
+        Selector::Cidr(c) => vec![cidr(c)],
+        Selector::Attachment(_) | Selector::Label(_) => {
+            let name = selector_set(&s.to_string());
+            vec![
+                Match {
+                    family: Some("ip"),
+                    text: format!("ip {addr} @{name}4"),
+                },
+                Match {
+                    family: Some("ip6"),
+                    text: format!("ip6 {addr} @{name}6"),
+                },
+            ]
+        }
+    }
+}
+
+/// The user's rules, in evaluation order (see `rules`).
+fn policy_rules(r: &Ruleset) -> String {
+    let mut sorted: Vec<&StoredPolicy> = r.policies.iter().collect();
+    sorted.sort_by_key(|p| p.policy.order(p.id));
+    let mut out = String::new();
+    for sp in sorted {
+        let p = &sp.policy;
+        let verdict = match p.action {
+            Action::Allow => "accept",
+            Action::Deny => "drop",
+        };
+        for f in matches(&p.from, true, &r.networks) {
+            for t in matches(&p.to, false, &r.networks) {
+                let family = match (f.family, t.family) {
+                    (Some(a), Some(b)) if a != b => continue,
+                    (a, b) => a.or(b),
+                };
+                let proto = match (p.proto, family) {
+                    (None, _) => String::new(),
+                    (Some(Proto::Icmp), Some("ip")) => "meta l4proto icmp".into(),
+                    (Some(Proto::Icmp), Some(_)) => "meta l4proto ipv6-icmp".into(),
+                    (Some(Proto::Icmp), None) => "meta l4proto { icmp, ipv6-icmp }".into(),
+                    (Some(proto), _) => format!("meta l4proto {proto}"),
+                };
+                let ports = match p.ports {
+                    None => String::new(),
+                    Some((lo, hi)) if lo == hi => format!("th dport {lo}"),
+                    Some((lo, hi)) => format!("th dport {lo}-{hi}"),
+                };
+                let words: Vec<&str> = [f.text.as_str(), &t.text, &proto, &ports]
+                    .into_iter()
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    {} {verdict} comment \"policy {}\"",
+                    words.join(" "),
+                    sp.id
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The IPv4 address a published port of `a` is forwarded to.
@@ -152,11 +363,47 @@ pub fn unpublish(a: &Attachment) -> Result<()> {
     Nft::new()?.run(&elements("delete", a)).map(drop)
 }
 
+/// `add`/`delete element` commands putting `a`'s addresses into (or taking
+/// them out of) the sets of the attachment selectors `keys`.
+fn member_elements(verb: &str, keys: &[String], a: &Attachment) -> String {
+    let mut out = String::new();
+    for key in keys {
+        let name = selector_set(key);
+        for addr in &a.addresses {
+            let suffix = if addr.addr().is_ipv4() { "4" } else { "6" };
+            let _ = writeln!(
+                out,
+                "{verb} element inet {TABLE} {name}{suffix} {{ {} }}",
+                addr.addr()
+            );
+        }
+    }
+    out
+}
+
+/// Put `a`'s addresses into the sets of the selectors `keys` that name it.
+pub fn add_members(keys: &[String], a: &Attachment) -> Result<()> {
+    let batch = member_elements("add", keys, a);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    Nft::new()?.run(&batch).map(drop)
+}
+
+/// Take `a`'s addresses out of those sets.
+pub fn remove_members(keys: &[String], a: &Attachment) -> Result<()> {
+    let batch = member_elements("delete", keys, a);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    Nft::new()?.run(&batch).map(drop)
+}
+
 /// Make the kernel's `inet plumb` table and the FORWARD accepts match.
-pub fn sync(networks: &[Network], published: &[Attachment]) -> Result<()> {
+pub fn sync(r: &Ruleset) -> Result<()> {
     let mut nft = Nft::new()?;
-    let mut batch = render(networks, published);
-    batch.push_str(&foreign_forward_rules(&mut nft, networks)?);
+    let mut batch = render(r);
+    batch.push_str(&foreign_forward_rules(&mut nft, &r.networks)?);
     nft.run(&batch)?;
     Ok(())
 }
@@ -165,14 +412,14 @@ pub fn sync(networks: &[Network], published: &[Attachment]) -> Result<()> {
 /// there is anything to put in it) and our accepts in every `FORWARD`
 /// chain of `ip/ip6 filter` (when there are bridges). False after an
 /// `nft flush ruleset`, or a Docker restart that rebuilt its chains.
-pub fn in_place(networks: &[Network]) -> Result<bool> {
+pub fn in_place(r: &Ruleset) -> Result<bool> {
     // Without a bridge plumb puts nothing into nftables: nothing to check,
     // and no library to load every time the daemon asks.
-    if bridges(networks).next().is_none() {
+    if bridges(&r.networks).next().is_none() {
         return Ok(true);
     }
     let mut nft = Nft::new()?;
-    let wants_table = render(networks, &[]).contains('{');
+    let wants_table = render(r).contains('{');
     if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
         return Ok(false);
     }
@@ -266,16 +513,20 @@ mod tests {
         .unwrap()
     }
 
+    fn ruleset(networks: Vec<Network>) -> Ruleset {
+        Ruleset {
+            networks,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn nat_networks_masquerade_and_others_do_not() {
-        let text = render(
-            &[
-                net("a", "10.1.0.0/24", "nat", None),
-                net("b", "10.2.0.0/24", "routed", None),
-                net("c", "fd00::/64", "nat", Some("eth9")),
-            ],
-            &[],
-        );
+        let text = render(&ruleset(vec![
+            net("a", "10.1.0.0/24", "nat", None),
+            net("b", "10.2.0.0/24", "routed", None),
+            net("c", "fd00::/64", "nat", Some("eth9")),
+        ]));
         assert!(
             text.contains("ip saddr 10.1.0.0/24 oifname != \"pl-a\" masquerade"),
             "{text}"
@@ -290,7 +541,7 @@ mod tests {
 
     #[test]
     fn no_nat_network_means_no_table() {
-        let text = render(&[net("b", "10.2.0.0/24", "routed", None)], &[]);
+        let text = render(&ruleset(vec![net("b", "10.2.0.0/24", "routed", None)]));
         assert_eq!(text, "add table inet plumb\ndelete table inet plumb\n");
     }
 

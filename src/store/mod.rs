@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use crate::driver::bridge::HostState;
 use crate::error::{Error, Result};
 use crate::model::{Attachment, Network, Publish};
+use crate::policy::rules::{Policy, StoredPolicy};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/plumb";
 
@@ -439,6 +440,69 @@ pub fn insert_namespace(tx: &Transaction, name: &str, owner: Option<&str>) -> Re
 pub fn delete_namespace(tx: &Transaction, name: &str) -> Result<()> {
     tx.execute("DELETE FROM namespaces WHERE name = ?1", params![name])?;
     Ok(())
+}
+
+/// Every firewall rule, in the order they were added.
+pub fn policies(conn: &Connection) -> Result<Vec<StoredPolicy>> {
+    let mut stmt = conn.prepare("SELECT id, rule, owner FROM policies ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+    })?;
+    rows.map(|row| {
+        let (id, rule, owner) = row?;
+        Ok(StoredPolicy {
+            id,
+            policy: decode(&rule)?,
+            owner,
+        })
+    })
+    .collect()
+}
+
+pub fn insert_policy(tx: &Transaction, policy: &Policy, owner: Option<&str>) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO policies (rule, owner) VALUES (?1, ?2)",
+        params![encode(policy), owner],
+    )?;
+    let id = tx.last_insert_rowid();
+    sync_policy_selectors(tx)?;
+    Ok(id)
+}
+
+/// Remove rules by id; false for an id that does not exist.
+pub fn delete_policy(tx: &Transaction, id: i64) -> Result<bool> {
+    let n = tx.execute("DELETE FROM policies WHERE id = ?1", params![id])?;
+    sync_policy_selectors(tx)?;
+    Ok(n > 0)
+}
+
+/// Keep `policy_selectors` equal to the attachment selectors the rules use.
+fn sync_policy_selectors(tx: &Transaction) -> Result<()> {
+    tx.execute("DELETE FROM policy_selectors", [])?;
+    for p in policies(tx)? {
+        for key in [&p.policy.from, &p.policy.to]
+            .into_iter()
+            .filter_map(|s| s.set_key())
+        {
+            tx.execute(
+                "INSERT OR IGNORE INTO policy_selectors (selector) VALUES (?1)",
+                params![key],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Which of these selector keys some rule uses (one indexed lookup each).
+pub fn used_selectors(conn: &Connection, keys: &[String]) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM policy_selectors WHERE selector = ?1")?;
+    let mut used = Vec::new();
+    for key in keys {
+        if stmt.exists(params![key])? {
+            used.push(key.clone());
+        }
+    }
+    Ok(used)
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> String {

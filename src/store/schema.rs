@@ -82,6 +82,19 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX published_ports_owner ON published_ports(host_ifname);
     ",
+    // 5: firewall rules (JSON of policy::rules::Policy; the id is the order
+    // they were added in), and the attachment selectors they use, so that
+    // an attach finds the nftables sets it belongs to by index.
+    "
+    CREATE TABLE policies (
+        id    INTEGER PRIMARY KEY,
+        rule  TEXT NOT NULL,
+        owner TEXT
+    );
+    CREATE TABLE policy_selectors (
+        selector TEXT PRIMARY KEY
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

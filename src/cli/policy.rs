@@ -1,0 +1,135 @@
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::print_json;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::policy::rules::{PolicySpec, StoredPolicy};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Add a rule: SCOPE allow|deny [from SELECTOR] [to SELECTOR]
+    /// [proto tcp|udp|icmp] [port N[-M]] [priority N].
+    ///
+    /// SCOPE is a bridge network or a tenant. A SELECTOR is a network, a
+    /// tenant (`tenant:NAME`), a CIDR or address, `any`, `attachment:TARGET`
+    /// or `label:KEY=VALUE`. Rules run by ascending priority (default 100),
+    /// denies before allows at equal priority, then oldest first; the first
+    /// that matches decides.
+    Add(AddArgs),
+    /// List the rules in evaluation order.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove rules by id (all or none).
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    pub scope: String,
+    #[arg(value_name = "allow|deny")]
+    pub action: String,
+    /// from SELECTOR, to SELECTOR, proto P, port N[-M], priority N.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "WORD VALUE"
+    )]
+    pub words: Vec<String>,
+    #[arg(long)]
+    pub priority: Option<u32>,
+}
+
+pub fn run(engine: &mut Engine, cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Add(args) => {
+            let spec = spec_from_words(args)?;
+            let p = engine.policy_add(&spec, None)?;
+            println!("rule {} added: {}", p.id, p.policy);
+        }
+        PolicyCommand::Ls { json } => {
+            let mut rules = engine.policies()?;
+            rules.sort_by_key(|p| p.policy.order(p.id));
+            if json {
+                print_json(&rules.iter().map(listed).collect::<Vec<_>>().into());
+            } else {
+                for p in &rules {
+                    println!("{:>5}  {}", p.id, p.policy);
+                }
+            }
+        }
+        PolicyCommand::Rm { ids } => {
+            engine.policy_rm(&ids)?;
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            println!("removed rule(s) {}", ids.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn listed(p: &StoredPolicy) -> serde_json::Value {
+    json!({
+        "Id": p.id,
+        "Rule": p.policy.to_string(),
+        "Scope": p.policy.scope,
+        "Action": p.policy.action,
+        "From": p.policy.from,
+        "To": p.policy.to,
+        "Proto": p.policy.proto,
+        "Ports": p.policy.ports,
+        "Priority": p.policy.priority,
+        "Owner": p.owner,
+    })
+}
+
+/// `from X to Y proto P port N priority N`, in any order, each at most once.
+fn spec_from_words(args: AddArgs) -> Result<PolicySpec> {
+    let mut spec = PolicySpec {
+        scope: args.scope,
+        action: args.action,
+        priority: args.priority,
+        ..Default::default()
+    };
+    let mut words = args.words.into_iter();
+    while let Some(word) = words.next() {
+        let value = words
+            .next()
+            .ok_or_else(|| Error::invalid("policy", &word, "needs a value after it"))?;
+        let slot = match word.as_str() {
+            "from" => &mut spec.from,
+            "to" => &mut spec.to,
+            "proto" => &mut spec.proto,
+            "port" => &mut spec.port,
+            // After the words, clap hands `--priority` over as one of them.
+            "priority" | "--priority" => {
+                let n = value
+                    .parse()
+                    .map_err(|_| Error::invalid("policy priority", &value, "expected a number"))?;
+                if spec.priority.replace(n).is_some() {
+                    return Err(Error::invalid("policy priority", &value, "given twice"));
+                }
+                continue;
+            }
+            other => {
+                return Err(Error::invalid(
+                    "policy",
+                    other,
+                    "expected from, to, proto, port or priority",
+                ));
+            }
+        };
+        if slot.replace(value.clone()).is_some() {
+            return Err(Error::invalid(
+                format!("policy {word}"),
+                value,
+                "given twice",
+            ));
+        }
+    }
+    Ok(spec)
+}

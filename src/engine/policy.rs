@@ -1,0 +1,55 @@
+//! Firewall rules as data: `plumb policy add/ls/rm` and topology files.
+//! Each change checks the rule against the networks and every other rule,
+//! then renders plumb's table again in one atomic batch; a failure leaves
+//! the previous ruleset and the store as they were.
+
+use crate::error::{Error, Result};
+use crate::policy::firewall;
+use crate::policy::rules::{self, PolicySpec, StoredPolicy};
+use crate::store;
+
+use super::Engine;
+
+impl Engine {
+    /// Add a rule; refused when it names what does not exist, or repeats,
+    /// contradicts or shadows another rule.
+    pub fn policy_add(&mut self, spec: &PolicySpec, owner: Option<&str>) -> Result<StoredPolicy> {
+        self.change(|tx, _, undo| {
+            let previous = firewall::Ruleset::load(tx)?;
+            let policy = spec.resolve(&previous.networks)?;
+            rules::check_new(&policy, &previous.policies, &previous.networks)?;
+            let id = store::insert_policy(tx, &policy, owner)?;
+            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            undo.push("restore the previous nftables ruleset", move |_| {
+                firewall::sync(&previous)
+            });
+            Ok(StoredPolicy {
+                id,
+                policy,
+                owner: owner.map(String::from),
+            })
+        })
+    }
+
+    /// Remove rules by id, all or none.
+    pub fn policy_rm(&mut self, ids: &[i64]) -> Result<()> {
+        self.change(|tx, _, undo| {
+            let previous = firewall::Ruleset::load(tx)?;
+            for id in ids {
+                if !store::delete_policy(tx, *id)? {
+                    return Err(Error::invalid("policy id", id, "no such rule"));
+                }
+            }
+            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            undo.push("restore the previous nftables ruleset", move |_| {
+                firewall::sync(&previous)
+            });
+            Ok(())
+        })
+    }
+
+    /// Every rule, in the order they were added.
+    pub fn policies(&self) -> Result<Vec<StoredPolicy>> {
+        store::policies(self.store.read())
+    }
+}
