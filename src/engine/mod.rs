@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 
 use crate::driver::bridge::{self, HostState};
 use crate::driver::{self, host_device, ipvlan, macvlan, parent};
@@ -22,6 +22,9 @@ use crate::model::{
 use crate::names;
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
+use crate::nft::Nft;
+use crate::policy::antispoof::{self, Guard};
+use crate::policy::elements::{self, Element};
 use crate::policy::{firewall, routing};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
@@ -422,7 +425,7 @@ impl Engine {
             if !attachment.publish.is_empty() {
                 publish(tx, &net, &attachment, undo)?;
             }
-            join_selectors(tx, &attachment, undo)?;
+            add_filters(tx, &net, &ns, &attachment, undo)?;
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
@@ -474,7 +477,7 @@ impl Engine {
                     },
                 );
             }
-            move_selectors(tx, &cur, &next, undo)?;
+            move_filters(tx, &cur, &next)?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -498,7 +501,7 @@ impl Engine {
             }
             next.addresses.retain(|x| x.addr().is_ipv6());
             next.gateways.retain(|g| g.is_ipv6());
-            move_selectors(tx, &cur, &next, &mut UndoLog::default())?;
+            move_filters(tx, &cur, &next)?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -552,7 +555,7 @@ impl Engine {
                     next.addresses.push(n);
                 }
             }
-            move_selectors(tx, &cur, &next, &mut UndoLog::default())?;
+            move_filters(tx, &cur, &next)?;
             store::update_attachment(tx, &next)?;
             Ok(next)
         })
@@ -612,11 +615,15 @@ impl Engine {
         {
             tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
         }
-        let keys = store::used_selectors(self.store.read(), &a.attachment.selector_keys())?;
-        if !keys.is_empty()
-            && let Err(e) = firewall::remove_members(&keys, &a.attachment)
+        let elements = filter_elements(self.store.read(), &a_net, &a.attachment)?;
+        if let Err(e) = elements::apply(&elements, &[]) {
+            tracing::warn!(target = %a.attachment.target, "nftables sets: {e}");
+        }
+        if antispoof::guard(&a_net, &a.attachment) == Some(Guard::Container)
+            && let Some(ns) = attached_ns(&a.attachment)
+            && let Err(e) = unguard_container(&ns, &a.attachment)
         {
-            tracing::warn!(target = %a.attachment.target, "policy selectors: {e}");
+            tracing::warn!(target = %a.attachment.target, "guard table: {e}");
         }
         match &a_net.kind {
             NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
@@ -839,40 +846,83 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
 
 /// Reserve an attachment's host ports in the store (refusing one taken)
 /// and add them to the nftables maps: elements only, no rule changes.
-/// Put the attachment's addresses into the sets of the policy selectors
-/// that name it (by target or label): elements only, one indexed lookup
-/// per selector.
-fn join_selectors(tx: &Transaction, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
-    let keys = store::used_selectors(tx, &a.selector_keys())?;
-    if keys.is_empty() || a.addresses.is_empty() {
-        return Ok(());
+/// The set elements an attachment puts into rules already written: its
+/// addresses in the sets of the policy selectors that name it (one indexed
+/// lookup per selector), and the guard of its bridge port.
+fn filter_elements(conn: &Connection, net: &Network, a: &Attachment) -> Result<Vec<Element>> {
+    let keys = store::used_selectors(conn, &a.selector_keys())?;
+    let mut out = firewall::selector_elements(&keys, a);
+    if antispoof::guard(net, a) == Some(Guard::BridgePort) {
+        out.extend(antispoof::port_elements(a));
     }
-    firewall::add_members(&keys, a)?;
-    let done = a.clone();
-    undo.push(
-        format!("take {} out of policy selectors", a.target),
-        move |_| firewall::remove_members(&keys, &done),
+    Ok(out)
+}
+
+/// Write the guard table inside the container's own namespace (macvlan).
+fn guard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
+    let text = antispoof::container_table(a);
+    ns.run(|| Nft::new()?.run(&text).map(drop))
+        .map_err(|e| Error::io(format!("enter target {}", a.target), e))?
+}
+
+fn unguard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
+    let text = format!(
+        "add table netdev {t}\ndelete table netdev {t}\n",
+        t = antispoof::TABLE
     );
+    ns.run(|| Nft::new()?.run(&text).map(drop))
+        .map_err(|e| Error::io(format!("enter target {}", a.target), e))?
+}
+
+/// Filters for a new attachment: elements only, and for a macvlan its own
+/// guard table.
+fn add_filters(
+    tx: &Transaction,
+    net: &Network,
+    ns: &NsHandle,
+    a: &Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    let added = filter_elements(tx, net, a)?;
+    if !added.is_empty() {
+        elements::apply(&[], &added)?;
+        undo.push(
+            format!("take {} out of nftables sets", a.target),
+            move |_| elements::apply(&added, &[]),
+        );
+    }
+    if antispoof::guard(net, a) == Some(Guard::Container) {
+        guard_container(ns, a)?;
+        let (ns, done) = (
+            ns.try_clone()
+                .map_err(|e| Error::io("keep the namespace open", e))?,
+            a.clone(),
+        );
+        undo.push(
+            format!("remove the guard table of {}", a.target),
+            move |_| unguard_container(&ns, &done),
+        );
+    }
     Ok(())
 }
 
 /// The attachment's addresses changed (a DHCP lease came, went or moved):
-/// move them in the selector sets too.
-fn move_selectors(
-    tx: &Transaction,
-    old: &Attachment,
-    new: &Attachment,
-    undo: &mut UndoLog,
-) -> Result<()> {
+/// its set elements and its container guard follow, in one batch each.
+fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<()> {
     if old.addresses == new.addresses {
         return Ok(());
     }
-    let keys = store::used_selectors(tx, &new.selector_keys())?;
-    if keys.is_empty() {
-        return Ok(());
+    let net = store::require_network(tx, &new.network)?.network;
+    elements::apply(
+        &filter_elements(tx, &net, old)?,
+        &filter_elements(tx, &net, new)?,
+    )?;
+    if antispoof::guard(&net, new) == Some(Guard::Container)
+        && let Some(ns) = attached_ns(new)
+    {
+        guard_container(&ns, new)?;
     }
-    firewall::remove_members(&keys, old)?;
-    join_selectors(tx, new, undo)
+    Ok(())
 }
 
 fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) -> Result<()> {

@@ -19,6 +19,8 @@ use rusqlite::Connection;
 use crate::error::Result;
 use crate::model::{Attachment, BridgeMode, BridgeOptions, Network};
 use crate::nft::Nft;
+use crate::policy::antispoof;
+use crate::policy::elements::{Element, Key};
 use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
 use crate::store;
 
@@ -39,6 +41,8 @@ pub struct Ruleset {
     pub policies: Vec<StoredPolicy>,
     /// The addresses of the attachments each attachment selector names.
     pub members: BTreeMap<String, Vec<IpAddr>>,
+    /// Attachments whose bridge port is guarded against spoofing.
+    pub guarded: Vec<Attachment>,
 }
 
 impl Ruleset {
@@ -50,27 +54,32 @@ impl Ruleset {
             .flat_map(|p| [&p.policy.from, &p.policy.to])
             .filter_map(|s| s.set_key())
             .collect();
+        let networks: Vec<Network> = store::networks(conn)?
+            .into_iter()
+            .map(|n| n.network)
+            .collect();
         let mut members: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        if !used.is_empty() {
-            for a in store::attachments(conn)? {
-                for key in a.attachment.selector_keys() {
-                    if used.contains(&key) {
-                        members
-                            .entry(key)
-                            .or_default()
-                            .extend(a.attachment.addresses.iter().map(|n| n.addr()));
-                    }
+        let mut guarded = Vec::new();
+        for a in store::attachments(conn)?.into_iter().map(|s| s.attachment) {
+            for key in a.selector_keys() {
+                if used.contains(&key) {
+                    members
+                        .entry(key)
+                        .or_default()
+                        .extend(a.addresses.iter().map(|n| n.addr()));
                 }
+            }
+            let net = networks.iter().find(|n| n.name == a.network);
+            if net.and_then(|n| antispoof::guard(n, &a)) == Some(antispoof::Guard::BridgePort) {
+                guarded.push(a);
             }
         }
         Ok(Ruleset {
-            networks: store::networks(conn)?
-                .into_iter()
-                .map(|n| n.network)
-                .collect(),
+            networks,
             published: store::published_attachments(conn)?,
             policies,
             members,
+            guarded,
         })
     }
 }
@@ -85,7 +94,15 @@ impl Ruleset {
 /// container to its own network's published port (hairpin) are
 /// masqueraded so the answers come back the same way.
 pub fn render(r: &Ruleset) -> String {
-    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    let mut text = format!(
+        "add table inet {TABLE}\ndelete table inet {TABLE}\nadd table bridge {}\ndelete table bridge {}\n",
+        antispoof::TABLE,
+        antispoof::TABLE
+    );
+    if bridges(&r.networks).next().is_some() {
+        let ports: Vec<&Attachment> = r.guarded.iter().collect();
+        text.push_str(&antispoof::bridge_table(&ports));
+    }
     let body = [address_sets(r), forward(r), nat(&r.networks)].concat();
     if body.is_empty() {
         return text;
@@ -363,40 +380,21 @@ pub fn unpublish(a: &Attachment) -> Result<()> {
     Nft::new()?.run(&elements("delete", a)).map(drop)
 }
 
-/// `add`/`delete element` commands putting `a`'s addresses into (or taking
-/// them out of) the sets of the attachment selectors `keys`.
-fn member_elements(verb: &str, keys: &[String], a: &Attachment) -> String {
-    let mut out = String::new();
+/// The elements putting `a`'s addresses into the sets of the attachment
+/// selectors `keys` (those that name it and that rules use).
+pub fn selector_elements(keys: &[String], a: &Attachment) -> Vec<Element> {
+    let mut out = Vec::new();
     for key in keys {
         let name = selector_set(key);
         for addr in &a.addresses {
             let suffix = if addr.addr().is_ipv4() { "4" } else { "6" };
-            let _ = writeln!(
-                out,
-                "{verb} element inet {TABLE} {name}{suffix} {{ {} }}",
-                addr.addr()
-            );
+            out.push(Element::inet(
+                format!("{name}{suffix}"),
+                vec![Key::Ip(addr.addr())],
+            ));
         }
     }
     out
-}
-
-/// Put `a`'s addresses into the sets of the selectors `keys` that name it.
-pub fn add_members(keys: &[String], a: &Attachment) -> Result<()> {
-    let batch = member_elements("add", keys, a);
-    if batch.is_empty() {
-        return Ok(());
-    }
-    Nft::new()?.run(&batch).map(drop)
-}
-
-/// Take `a`'s addresses out of those sets.
-pub fn remove_members(keys: &[String], a: &Attachment) -> Result<()> {
-    let batch = member_elements("delete", keys, a);
-    if batch.is_empty() {
-        return Ok(());
-    }
-    Nft::new()?.run(&batch).map(drop)
 }
 
 /// Make the kernel's `inet plumb` table and the FORWARD accepts match.
@@ -419,8 +417,14 @@ pub fn in_place(r: &Ruleset) -> Result<bool> {
         return Ok(true);
     }
     let mut nft = Nft::new()?;
-    let wants_table = render(r).contains('{');
+    let wants_table = render(r).contains(&format!("table inet {TABLE} {{"));
     if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
+        return Ok(false);
+    }
+    if nft
+        .list_json(&format!("table bridge {}", antispoof::TABLE))
+        .is_err()
+    {
         return Ok(false);
     }
     for family in ["ip", "ip6"] {
@@ -540,9 +544,12 @@ mod tests {
     }
 
     #[test]
-    fn no_nat_network_means_no_table() {
+    fn a_routed_network_alone_needs_only_the_guard_table() {
         let text = render(&ruleset(vec![net("b", "10.2.0.0/24", "routed", None)]));
-        assert_eq!(text, "add table inet plumb\ndelete table inet plumb\n");
+        assert!(!text.contains("table inet plumb {"), "{text}");
+        assert!(text.contains("table bridge plumb {"), "{text}");
+        let none = render(&ruleset(Vec::new()));
+        assert!(!none.contains('{'), "no network, no table: {none}");
     }
 
     #[test]

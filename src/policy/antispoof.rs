@@ -1,0 +1,194 @@
+//! Anti-spoofing: a container sends only from the MAC and addresses plumb
+//! gave it (IPv4, IPv6, ARP, neighbour discovery) and sends no router
+//! advertisements. `--allow-spoofing` opts an attachment out (routers, VPN
+//! endpoints).
+//!
+//! Bridge networks: one `bridge plumb` table in the host, written once; its
+//! chain checks frames entering the bridge from a guarded port against sets
+//! keyed by that port's name, so an attach adds set elements and nothing
+//! else. The container cannot touch it.
+//!
+//! Macvlan networks: frames from a macvlan go to the wire (or straight to a
+//! sibling, in bridge mode) without passing any host hook that still knows
+//! which child sent them, so the filter sits on the container's own
+//! interface, a `netdev plumb` table with an egress hook in its namespace.
+//! It holds against containers without CAP_NET_ADMIN (Docker's default),
+//! which cannot remove it.
+//!
+//! Always allowed: DHCP requests from 0.0.0.0, ARP probes (sender 0.0.0.0,
+//! RFC 5227), duplicate address detection and MLD from `::`, and the
+//! interface's EUI-64 link-local address. On DHCP networks taking SLAAC
+//! addresses (which plumb does not choose), IPv6 sources are not checked:
+//! only the MAC is.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::model::{Attachment, Network, NetworkKind};
+use crate::policy::elements::{Element, Key, elements_text};
+
+pub const TABLE: &str = "plumb";
+
+/// Where a guard for `a` lives, if it gets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// On the host end of its veth, in the host's bridge table.
+    BridgePort,
+    /// On its interface, in a table of its own namespace.
+    Container,
+}
+
+pub fn guard(net: &Network, a: &Attachment) -> Option<Guard> {
+    if a.allow_spoofing {
+        return None;
+    }
+    match net.kind {
+        NetworkKind::Bridge(_) => Some(Guard::BridgePort),
+        NetworkKind::Macvlan(_) => Some(Guard::Container),
+        _ => None,
+    }
+}
+
+/// The link-local address the kernel derives from `mac` (EUI-64, the
+/// default address generation mode).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// Whether IPv6 sources go unchecked (SLAAC addresses plumb did not give).
+fn slaac(a: &Attachment) -> bool {
+    a.dhcp.as_ref().is_some_and(|d| d.slaac)
+}
+
+/// The IPv4 and IPv6 sources `a` may use.
+pub fn sources(a: &Attachment) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (v4, mut v6): (Vec<IpAddr>, Vec<IpAddr>) = a
+        .addresses
+        .iter()
+        .map(|n| n.addr())
+        .partition(|ip| ip.is_ipv4());
+    v6.push(IpAddr::V6(link_local(a.mac.0)));
+    (v4, v6)
+}
+
+/// The checks both tables make, given how each names the sender's sets:
+/// `key` prefixes a set lookup (`iifname . ` on the bridge, nothing in a
+/// container's own table).
+fn checks(key: &str, mac_check: &str, slaac_accept: &str) -> String {
+    format!(
+        "    {mac_check}
+    arp saddr ip != 0.0.0.0 {key}arp saddr ip != @addr4 drop
+    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+    {key}ip saddr != @addr4 drop
+    icmpv6 type nd-router-advert drop
+{slaac_accept}    ip6 saddr :: icmpv6 type {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} accept
+    {key}ip6 saddr != @addr6 drop
+    icmpv6 type nd-neighbor-advert {key}@th,64,128 != @target6 drop
+"
+    )
+}
+
+/// The host's `bridge plumb` table, with the elements of every guarded
+/// port in `ports` (host interface name, attachment).
+pub fn bridge_table(ports: &[&Attachment]) -> String {
+    let mut sets = String::from(
+        "  set guarded { type ifname; }\n  set macs { type ifname . ether_addr; }\n  set addr4 { type ifname . ipv4_addr; }\n  set addr6 { type ifname . ipv6_addr; }\n  set target6 { typeof iifname . @th,64,128; }\n  set slaac { type ifname; }\n",
+    );
+    let chains = format!(
+        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{}  }}\n",
+        checks(
+            "iifname . ",
+            "iifname . ether saddr != @macs drop\n    iifname . arp saddr ether != @macs drop",
+            "    ether type ip6 iifname @slaac accept\n",
+        )
+    );
+    sets.push_str(&chains);
+    let mut text = format!("table bridge {TABLE} {{\n{sets}}}\n");
+    for a in ports {
+        text.push_str(&elements_text("add", &port_elements(a)));
+    }
+    text
+}
+
+/// The set elements of one guarded bridge port.
+pub fn port_elements(a: &Attachment) -> Vec<Element> {
+    let port = || Key::Ifname(a.host_ifname.clone());
+    let (v4, v6) = sources(a);
+    let mut out = vec![
+        Element::bridge("guarded", vec![port()]),
+        Element::bridge("macs", vec![port(), Key::Ether(a.mac.0)]),
+    ];
+    out.extend(
+        v4.iter()
+            .map(|ip| Element::bridge("addr4", vec![port(), Key::Ip(*ip)])),
+    );
+    for ip in &v6 {
+        out.push(Element::bridge("addr6", vec![port(), Key::Ip(*ip)]));
+        out.push(Element::bridge("target6", vec![port(), Key::Raw(*ip)]));
+    }
+    if slaac(a) {
+        out.push(Element::bridge("slaac", vec![port()]));
+    }
+    out
+}
+
+/// The `netdev plumb` table inside a macvlan container, replaced whole
+/// (its addresses change only with a DHCP lease).
+pub fn container_table(a: &Attachment) -> String {
+    let (v4, v6) = sources(a);
+    let elements = |ips: &[IpAddr], f: &dyn Fn(&IpAddr) -> String| {
+        if ips.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = ips.iter().map(f).collect();
+            format!(" elements = {{ {} }};", list.join(", "))
+        }
+    };
+    let mac = a.mac;
+    format!(
+        "add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n  set addr4 {{ type ipv4_addr;{} }}\n  set addr6 {{ type ipv6_addr;{} }}\n  set target6 {{ typeof @th,64,128;{} }}\n  chain egress {{\n    type filter hook egress device \"{}\" priority 0; policy accept;\n{}  }}\n}}\n",
+        elements(&v4, &|ip| ip.to_string()),
+        elements(&v6, &|ip| ip.to_string()),
+        elements(&v6, &|ip| Key::Raw(*ip).to_string()),
+        a.ifname,
+        checks(
+            "",
+            &format!("ether saddr != {mac} drop\n    arp saddr ether != {mac} drop"),
+            if slaac(a) {
+                "    meta protocol ip6 accept\n"
+            } else {
+                ""
+            },
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_is_eui64() {
+        assert_eq!(
+            link_local([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]),
+            "fe80::42:acff:fe11:2".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+}

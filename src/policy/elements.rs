@@ -1,0 +1,110 @@
+//! Elements of plumb's nftables sets: what an attach, a detach or a new
+//! DHCP lease adds to the rules that are already written. One batch of
+//! them is one transaction.
+
+use std::fmt;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use crate::error::Result;
+use crate::nft::Nft;
+
+/// One field of a set key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Ifname(String),
+    Ether([u8; 6]),
+    Ip(IpAddr),
+    /// An address in a set typed by raw payload (an integer).
+    Raw(IpAddr),
+}
+
+/// One element: a table, a set in it, and the element's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub family: &'static str,
+    pub table: &'static str,
+    pub set: String,
+    pub key: Vec<Key>,
+}
+
+impl Element {
+    pub fn bridge(set: &str, key: Vec<Key>) -> Self {
+        Element {
+            family: "bridge",
+            table: crate::policy::antispoof::TABLE,
+            set: set.into(),
+            key,
+        }
+    }
+    pub fn inet(set: String, key: Vec<Key>) -> Self {
+        Element {
+            family: "inet",
+            table: crate::policy::firewall::TABLE,
+            set,
+            key,
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Ifname(n) => write!(f, "\"{n}\""),
+            Key::Ether(m) => write!(
+                f,
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            ),
+            Key::Ip(ip) => write!(f, "{ip}"),
+            Key::Raw(IpAddr::V6(v6)) => write!(f, "0x{:032x}", u128::from(*v6)),
+            Key::Raw(IpAddr::V4(v4)) => write!(f, "0x{:08x}", u32::from(*v4)),
+        }
+    }
+}
+
+/// `add`/`delete element` commands, one per element.
+pub fn elements_text(verb: &str, elements: &[Element]) -> String {
+    let mut out = String::new();
+    for e in elements {
+        let key: Vec<String> = e.key.iter().map(Key::to_string).collect();
+        let _ = writeln!(
+            out,
+            "{verb} element {} {} {} {{ {} }}",
+            e.family,
+            e.table,
+            e.set,
+            key.join(" . ")
+        );
+    }
+    out
+}
+
+/// Take `remove` out and put `add` in, as one transaction.
+pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
+    let batch = elements_text("delete", remove) + &elements_text("add", add);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    Nft::new()?.run(&batch).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_print_as_nft_reads_them() {
+        let e = Element::bridge(
+            "target6",
+            vec![
+                Key::Ifname("pv1".into()),
+                Key::Raw("fe80::1".parse().unwrap()),
+            ],
+        );
+        assert_eq!(
+            elements_text("add", &[e]),
+            "add element bridge plumb target6 { \"pv1\" . 0xfe800000000000000000000000000001 }\n"
+        );
+    }
+}
