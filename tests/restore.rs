@@ -107,6 +107,16 @@ fn the_daemon_puts_plumbs_table_back_after_a_ruleset_flush() {
         "10.97.0.2"
     );
     server.join().unwrap();
+    // The anti-spoofing guard came back with its container's elements.
+    let guard = must(&format!(
+        "ip netns exec {} nft list set bridge plumb guarded",
+        lab.host
+    ));
+    let port = lab.inspect(&a)["NetworkSettings"]["Networks"]["natnet"]["HostIfName"]
+        .as_str()
+        .expect("HostIfName")
+        .to_string();
+    assert!(guard.contains(&port), "{guard}");
 }
 
 /// Every nftables table gone; Docker starts again with FORWARD policy DROP.
