@@ -1241,6 +1241,12 @@ pub struct AttachSpec {
     /// it (a router, a VPN endpoint).
     #[serde(default)]
     pub allow_spoofing: bool,
+    /// The uplink this attachment's traffic leaves by (nat and routed
+    /// bridges), whatever its network's.
+    #[serde(default)]
+    pub egress_interface: Option<String>,
+    #[serde(default)]
+    pub egress_gateway: Option<String>,
 }
 
 /// A validated attach request (the network is checked by the engine).
@@ -1258,6 +1264,7 @@ pub struct AttachRequest {
     pub rate: Option<RateLimit>,
     pub labels: BTreeMap<String, String>,
     pub allow_spoofing: bool,
+    pub egress: Option<Egress>,
 }
 
 /// Token-bucket limits of an attachment, in bits per second.
@@ -1554,10 +1561,31 @@ impl AttachSpec {
                 ));
             }
         }
+        let egress = match (&self.egress_interface, &self.egress_gateway) {
+            (None, Some(g)) => {
+                return Err(Error::invalid(
+                    "--egress-gateway",
+                    g,
+                    "needs --egress-interface",
+                ));
+            }
+            (None, None) => None,
+            (Some(interface), gateway) => {
+                validate_ifname("--egress-interface", interface)?;
+                Some(Egress {
+                    interface: interface.clone(),
+                    gateway: gateway
+                        .as_deref()
+                        .map(|g| parse_ip("--egress-gateway", g))
+                        .transpose()?,
+                })
+            }
+        };
         Ok(AttachRequest {
             rate,
             publish,
             labels,
+            egress,
             allow_spoofing: self.allow_spoofing,
             hostname: self.hostname.clone(),
             network: self.network.clone(),
@@ -1606,6 +1634,18 @@ pub struct Attachment {
     /// No anti-spoofing filter on what the container sends.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_spoofing: bool,
+    /// An uplink of its own, with the routing table plumb gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<AttachmentEgress>,
+}
+
+/// An attachment's own uplink and the table and rule priorities it owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentEgress {
+    #[serde(flatten)]
+    pub egress: Egress,
+    pub table: u32,
+    pub priority: u32,
 }
 
 impl Attachment {

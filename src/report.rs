@@ -36,6 +36,7 @@ pub fn endpoint(a: &Attachment) -> Value {
             "BurstBytes": r.burst,
         })),
         "Labels": a.labels,
+        "Egress": a.egress,
         "AntiSpoofing": !a.allow_spoofing,
     })
 }

@@ -53,6 +53,13 @@ pub struct AttachArgs {
     /// (routers, VPN endpoints).
     #[arg(long)]
     pub allow_spoofing: bool,
+    /// Leave by this host interface, whatever the network's uplink (nat and
+    /// routed bridges).
+    #[arg(long, value_name = "IF")]
+    pub egress_interface: Option<String>,
+    /// The next hop on --egress-interface.
+    #[arg(long, value_name = "IP")]
+    pub egress_gateway: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +96,8 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         burst: args.burst,
         label: args.label,
         allow_spoofing: args.allow_spoofing,
+        egress_interface: args.egress_interface,
+        egress_gateway: args.egress_gateway,
     };
     let req = spec.validate()?;
     let net = engine.network(&req.network)?.network;

@@ -16,7 +16,7 @@ use crate::ipam::dhcp::Lease;
 use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, BridgeMode, DhcpBinding, Ipam, LeaseState, Network, NetworkKind,
+    AttachRequest, Attachment, AttachmentEgress, BridgeMode, DhcpBinding, Egress, Ipam, LeaseState, Network, NetworkKind,
     NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
@@ -120,8 +120,8 @@ impl Engine {
             };
             store::set_host_state(tx, &net.name, &state)?;
             if let Some(e) = &net.egress {
-                let a = routing::allocate(tx, host, &net.name)?;
-                routing::install(host, &net, e, a, undo)?;
+                let a = routing::allocate(tx, host, routing::Owner::Network(&net.name))?;
+                routing::install(host, &routing::network_sources(&net), e, a, undo)?;
             }
             let next = firewall::Ruleset::load(tx)?;
             let mut previous = next.clone();
@@ -196,7 +196,7 @@ impl Engine {
         if let (Some(e), Some((table, priority))) = (&net.egress, table) {
             let a = routing::Allocation { table, priority };
             errors.extend(
-                routing::remove(&mut self.host, net, e, a)
+                routing::remove(&mut self.host, &routing::network_sources(net), e, a)
                     .into_iter()
                     .map(|e| e.to_string()),
             );
@@ -264,9 +264,9 @@ impl Engine {
         Ok(true)
     }
 
-    /// Put back the egress routing of every network that has one (rules
-    /// deleted, default routes flushed by an interface going down and up);
-    /// what it repaired, one line each.
+    /// Put back the egress routing of every network and attachment that
+    /// has one (rules deleted, default routes flushed by an interface going
+    /// down and up); what it repaired, one line each.
     pub fn repair_egress(&mut self) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for n in store::networks(self.store.read())? {
@@ -276,7 +276,21 @@ impl Engine {
                 store::route_table(self.store.read(), &net.name)?,
             ) {
                 let a = routing::Allocation { table, priority };
-                done.extend(routing::repair(&mut self.host, &net, e, a)?);
+                let whose = format!("network {}", net.name);
+                let sources = routing::network_sources(&net);
+                done.extend(routing::repair(&mut self.host, &whose, &sources, e, a)?);
+            }
+        }
+        for s in store::attachments_with_egress(self.store.read())? {
+            let a = s.attachment;
+            if let Some(own) = &a.egress {
+                let whose = format!("{} on {}", a.target, a.network);
+                let sources = routing::attachment_sources(&a);
+                let alloc = routing::Allocation {
+                    table: own.table,
+                    priority: own.priority,
+                };
+                done.extend(routing::repair(&mut self.host, &whose, &sources, &own.egress, alloc)?);
             }
         }
         Ok(done)
@@ -392,6 +406,7 @@ impl Engine {
                 rate: req.rate,
                 labels: req.labels.clone(),
                 allow_spoofing: req.allow_spoofing,
+                egress: None,
             };
             let holder = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -426,6 +441,10 @@ impl Engine {
                 publish(tx, &net, &attachment, undo)?;
             }
             add_filters(tx, &net, &ns, &attachment, undo)?;
+            if let Some(e) = &req.egress {
+                attachment.egress = Some(own_egress(tx, host, &net, &attachment, e, undo)?);
+                store::update_attachment(tx, &attachment)?;
+            }
             tracing::debug!("kernel configured");
             Ok(attachment)
         })
@@ -846,6 +865,32 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
 
 /// Reserve an attachment's host ports in the store (refusing one taken)
 /// and add them to the nftables maps: elements only, no rule changes.
+/// An attachment's own uplink: a table and rules selecting its addresses
+/// (nat and routed bridges, where the host routes its traffic).
+fn own_egress(
+    tx: &Transaction,
+    host: &mut Netlink,
+    net: &Network,
+    a: &Attachment,
+    e: &Egress,
+    undo: &mut UndoLog,
+) -> Result<AttachmentEgress> {
+    if !matches!(&net.kind, NetworkKind::Bridge(b) if b.mode != BridgeMode::Bridged) {
+        return Err(Error::invalid(
+            "--egress-interface",
+            &e.interface,
+            "only nat and routed bridge networks leave through the host's routing",
+        ));
+    }
+    let alloc = routing::allocate(tx, host, routing::Owner::Attachment(&a.host_ifname))?;
+    routing::install(host, &routing::attachment_sources(a), e, alloc, undo)?;
+    Ok(AttachmentEgress {
+        egress: e.clone(),
+        table: alloc.table,
+        priority: alloc.priority,
+    })
+}
+
 /// The set elements an attachment puts into rules already written: its
 /// addresses in the sets of the policy selectors that name it (one indexed
 /// lookup per selector), and the guard of its bridge port.

@@ -1,8 +1,9 @@
-//! Source policy routing: a network with an egress interface gets a routing
-//! table of its own, holding a default route out of that interface, and two
-//! rules per subnet of the egress gateway's family:
-//!   P:   from SUBNET lookup main suppress_prefixlength 0
-//!   P+1: from SUBNET lookup TABLE
+//! Source policy routing: a network (or one attachment) with an egress
+//! interface gets a routing table of its own, holding a default route out of
+//! that interface, and two rules per source of the egress gateway's family
+//! (the network's subnets, or the attachment's addresses):
+//!   P:   from SOURCE lookup main suppress_prefixlength 0
+//!   P+1: from SOURCE lookup TABLE
 //! The first lets the main table answer for everything but its default
 //! route (the bridge's own subnet, other networks, the LAN); the second
 //! sends the rest out of the chosen uplink.
@@ -18,7 +19,7 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::error::{Error, Result};
-use crate::model::{Egress, Network};
+use crate::model::{Attachment, Egress, Network};
 use crate::netlink::{Netlink, Rule};
 use crate::store;
 use crate::undo::UndoLog;
@@ -28,11 +29,32 @@ const TABLES: RangeInclusive<u32> = 20_000..=29_999;
 const PRIORITIES: RangeInclusive<u32> = 10_000..=19_998;
 const MAIN_TABLE: u32 = 254;
 
-/// The routing table and first rule priority a network owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The routing table and first rule priority a network or attachment owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Allocation {
     pub table: u32,
     pub priority: u32,
+}
+
+/// Whose table it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    Network(&'a str),
+    /// By host interface name.
+    Attachment(&'a str),
+}
+
+/// The sources a network's rules select: its subnets.
+pub fn network_sources(net: &Network) -> Vec<IpNet> {
+    net.subnets.iter().map(|s| s.subnet).collect()
+}
+
+/// The sources an attachment's rules select: its addresses.
+pub fn attachment_sources(a: &Attachment) -> Vec<IpNet> {
+    a.addresses
+        .iter()
+        .map(|n| IpNet::from(n.addr()))
+        .collect()
 }
 
 /// Tables named by the system's iproute2 configuration.
@@ -61,8 +83,8 @@ fn named_tables() -> HashSet<u32> {
         .collect()
 }
 
-/// Take a free table and priority pair for `network`, in the store.
-pub fn allocate(tx: &Transaction, nl: &mut Netlink, network: &str) -> Result<Allocation> {
+/// Take a free table and priority pair for `owner`, in the store.
+pub fn allocate(tx: &Transaction, nl: &mut Netlink, owner: Owner) -> Result<Allocation> {
     let kernel = |e| Error::kernel("list routing tables and rules", e);
     let taken = store::route_tables(tx)?;
     let mut tables: HashSet<u32> = named_tables();
@@ -81,28 +103,33 @@ pub fn allocate(tx: &Transaction, nl: &mut Netlink, network: &str) -> Result<All
         .step_by(2)
         .find(|p| !prios.contains(p) && !prios.contains(&(p + 1)))
         .ok_or_else(|| Error::Conflict("no free rule priorities in 10000-19999".into()))?;
-    store::insert_route_table(tx, network, table, priority)?;
+    match owner {
+        Owner::Network(n) => store::insert_route_table(tx, n, table, priority)?,
+        Owner::Attachment(host_ifname) => {
+            store::insert_attachment_route_table(tx, host_ifname, table, priority)?
+        }
+    }
     Ok(Allocation { table, priority })
 }
 
-/// The rules a network's allocation stands for.
-fn rules(net: &Network, e: &Egress, a: Allocation) -> Vec<Rule> {
+/// The rules an allocation stands for.
+fn rules(sources: &[IpNet], e: &Egress, a: Allocation) -> Vec<Rule> {
     let v6 = e.gateway.map(|g| g.is_ipv6());
-    net.subnets
+    sources
         .iter()
-        .filter(|s| v6.is_none_or(|v6| s.subnet.addr().is_ipv6() == v6))
+        .filter(|s| v6.is_none_or(|v6| s.addr().is_ipv6() == v6))
         .flat_map(|s| {
             [
                 Rule {
                     priority: a.priority,
                     table: MAIN_TABLE,
-                    source: Some(s.subnet),
+                    source: Some(*s),
                     suppress_default: true,
                 },
                 Rule {
                     priority: a.priority + 1,
                     table: a.table,
-                    source: Some(s.subnet),
+                    source: Some(*s),
                     suppress_default: false,
                 },
             ]
@@ -111,8 +138,8 @@ fn rules(net: &Network, e: &Egress, a: Allocation) -> Vec<Rule> {
 }
 
 /// The default routes of the table: via the gateway, or out of the device
-/// for each family the network has.
-fn defaults(net: &Network, e: &Egress) -> Vec<(IpNet, Option<IpAddr>)> {
+/// for each family the sources have.
+fn defaults(sources: &[IpNet], e: &Egress) -> Vec<(IpNet, Option<IpAddr>)> {
     let any = |v6: bool| -> IpNet {
         if v6 { "::/0" } else { "0.0.0.0/0" }
             .parse()
@@ -121,11 +148,8 @@ fn defaults(net: &Network, e: &Egress) -> Vec<(IpNet, Option<IpAddr>)> {
     match e.gateway {
         Some(g) => vec![(any(g.is_ipv6()), Some(g))],
         None => {
-            let mut v: Vec<bool> = net
-                .subnets
-                .iter()
-                .map(|s| s.subnet.addr().is_ipv6())
-                .collect();
+            let mut v: Vec<bool> = sources.iter().map(|s| s.addr().is_ipv6()).collect();
+            v.sort();
             v.dedup();
             v.into_iter().map(|v6| (any(v6), None)).collect()
         }
@@ -133,10 +157,10 @@ fn defaults(net: &Network, e: &Egress) -> Vec<(IpNet, Option<IpAddr>)> {
 }
 
 /// Put the table's default route and the rules in place, each with its
-/// undo (network create).
+/// undo (network create, attach).
 pub fn install(
     nl: &mut Netlink,
-    net: &Network,
+    sources: &[IpNet],
     e: &Egress,
     a: Allocation,
     undo: &mut UndoLog,
@@ -151,7 +175,7 @@ pub fn install(
                 "no such interface on the host",
             )
         })?;
-    for (dest, via) in defaults(net, e) {
+    for (dest, via) in defaults(sources, e) {
         nl.add_table_route(a.table, dest, via, link.index)
             .map_err(|err| {
                 Error::kernel(
@@ -169,7 +193,7 @@ pub fn install(
             },
         );
     }
-    for r in rules(net, e, a) {
+    for r in rules(sources, e, a) {
         nl.add_rule(&r).map_err(|err| {
             Error::kernel(format!("add rule {} for {:?}", r.priority, r.source), err)
         })?;
@@ -181,18 +205,18 @@ pub fn install(
     Ok(())
 }
 
-/// Take the rules and the table's routes away (network rm); what is
+/// Take the rules and the table's routes away (network rm, detach); what is
 /// already gone is fine.
-pub fn remove(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Vec<Error> {
+pub fn remove(nl: &mut Netlink, sources: &[IpNet], e: &Egress, a: Allocation) -> Vec<Error> {
     let mut errors = Vec::new();
-    for r in rules(net, e, a) {
+    for r in rules(sources, e, a) {
         if let Err(err) = nl.del_rule(&r)
             && !err.is(libc::ENOENT)
         {
             errors.push(Error::kernel(format!("remove rule {}", r.priority), err));
         }
     }
-    for (dest, _) in defaults(net, e) {
+    for (dest, _) in defaults(sources, e) {
         if let Err(err) = nl.del_table_route(a.table, dest)
             && !err.is(libc::ESRCH)
             && !err.is(libc::ENOENT)
@@ -208,16 +232,23 @@ pub fn remove(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Vec
 
 /// Put back what the kernel lost: rules deleted, the default route gone
 /// with its interface going down (the kernel flushes it) and now up again,
-/// or its address changed. Returns what it repaired.
-pub fn repair(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Result<Vec<String>> {
+/// or its address changed. Returns what it repaired; `whose` names the
+/// owner in those lines.
+pub fn repair(
+    nl: &mut Netlink,
+    whose: &str,
+    sources: &[IpNet],
+    e: &Egress,
+    a: Allocation,
+) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let kernel = |what: String| move |err| Error::kernel(what, err);
     let present = nl.rules().map_err(kernel("list rules".into()))?;
-    for r in rules(net, e, a) {
+    for r in rules(sources, e, a) {
         if !present.contains(&r) {
             nl.add_rule(&r)
                 .map_err(kernel(format!("add rule {}", r.priority)))?;
-            done.push(format!("rule {} of network {}", r.priority, net.name));
+            done.push(format!("rule {} of {whose}", r.priority));
         }
     }
     let Some(link) = nl
@@ -227,7 +258,7 @@ pub fn repair(nl: &mut Netlink, net: &Network, e: &Egress, a: Allocation) -> Res
     else {
         return Ok(done); // down or gone: nothing to route through yet
     };
-    for (dest, via) in defaults(net, e) {
+    for (dest, via) in defaults(sources, e) {
         let v6 = dest.addr().is_ipv6();
         if !nl
             .table_has_default(a.table, v6)

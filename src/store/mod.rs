@@ -220,6 +220,14 @@ pub fn attachments_of_network(conn: &Connection, network: &str) -> Result<Vec<St
     collect_attachments(stmt.query_map(params![network], attachment_row)?)
 }
 
+/// Attachments with an uplink of their own (by index, not a scan).
+pub fn attachments_with_egress(conn: &Connection) -> Result<Vec<StoredAttachment>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE host_ifname IN (SELECT host_ifname FROM attachment_route_tables)"
+    ))?;
+    collect_attachments(stmt.query_map([], attachment_row)?)
+}
+
 /// Attachments of a namespace (by identity) or, when the namespace is gone,
 /// by the name the user gave it.
 pub fn attachments_of_target(
@@ -332,11 +340,27 @@ pub fn route_table(conn: &Connection, network: &str) -> Result<Option<(u32, u32)
         .optional()?)
 }
 
-/// Every allocated (table, priority).
+/// Every allocated (table, priority), of networks and of attachments.
 pub fn route_tables(conn: &Connection) -> Result<Vec<(u32, u32)>> {
-    let mut stmt = conn.prepare("SELECT table_id, priority FROM route_tables")?;
+    let mut stmt = conn.prepare(
+        "SELECT table_id, priority FROM route_tables UNION ALL SELECT table_id, priority FROM attachment_route_tables",
+    )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A table for one attachment; it goes with the attachment's row.
+pub fn insert_attachment_route_table(
+    tx: &Transaction,
+    host_ifname: &str,
+    table: u32,
+    priority: u32,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO attachment_route_tables (host_ifname, table_id, priority) VALUES (?1, ?2, ?3)",
+        params![host_ifname, table, priority],
+    )?;
+    Ok(())
 }
 
 pub fn insert_route_table(

@@ -95,6 +95,14 @@ const MIGRATIONS: &[&str] = &[
         selector TEXT PRIMARY KEY
     ) WITHOUT ROWID;
     ",
+    // 6: routing tables of attachments with an egress interface of their own.
+    "
+    CREATE TABLE attachment_route_tables (
+        host_ifname TEXT PRIMARY KEY REFERENCES attachments(host_ifname) ON DELETE CASCADE,
+        table_id    INTEGER NOT NULL UNIQUE,
+        priority    INTEGER NOT NULL UNIQUE
+    );
+    ",
 ];
 
 /// The schema version of the database file.

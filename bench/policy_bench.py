@@ -1,0 +1,519 @@
+#!/usr/bin/env python3
+"""Policy benchmark: attach time and throughput with 10 and 1,000 others.
+
+plumb writes firewall rules once per network or tenant; attaching a container
+only adds set and map elements (and its own tc qdiscs). This benchmark shows
+it in one run, in two phases on the same NAT bridge network `bench`:
+
+  small  --small (10) other containers attached, --small policy rules
+  large  --count (1,000) other containers, --rules (1,000) policy rules
+
+In each phase, with fresh probe containers, it measures
+  - the wall time of --probes (30) `plumb attach NS bench`, one process each
+    (median and mean);
+  - iperf3 TCP throughput (-t 5 -J, receiver bits/s, median of 3) between two
+    probes of `bench` (bridged), and from a probe of a second network
+    `bench2` to the same server (routed through the host's forward chain,
+    let through by a policy rule);
+  - informative: TCP connections per second over both paths (each new
+    connection's first packet walks the policy rules; later packets are
+    accepted by `ct state established` before them), the rules in plumb's
+    nftables tables, and the time of each `plumb policy add`.
+and prints large/small ratios; --strict exits 1 if attach median grows by
+more than 1.15x or a throughput drops below 0.9x.
+
+The filler rules are distinct and never match the probe traffic:
+  bench deny from 198.18.A.B/32 proto tcp port 1024+k   (even k)
+  bench deny to   198.19.A.B/32 proto udp port 1024+k   (odd k)
+but every one of them stands before `bench allow from bench2 proto tcp port
+5201-5202` in the forward chain, so new connections walk past all of them.
+
+Everything runs in a fake host namespace (plumb --host-netns) that the script
+creates and deletes; the real host's links, routes and tables are never
+touched. Run as root from the repository root:
+
+  cargo build --release
+  bench/policy_bench.py                               # 10 vs 1,000
+  bench/policy_bench.py --count 100 --rules 0         # quick, no policy rules
+  bench/policy_bench.py --json out.json --strict
+  bench/policy_bench.py --cleanup                     # leftovers of a killed run
+
+Exit status: 0 ok; 1 a target was missed and --strict was given; 2 a command
+or a verification failed; 3 bad usage or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import ipaddress
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PREFIX = "plumb-pbench-"
+HOST = PREFIX + "host"
+NET, SUBNET = "bench", "10.86.0.0/16"
+NET2, SUBNET2 = "bench2", "10.87.0.0/24"
+IPERF_PORT, CONN_PORT = 5201, 5202
+MAX_ATTACH_RATIO, MIN_TPUT_RATIO = 1.15, 0.9
+MARKERS = ("10.86.", "10.87.", "198.18.", "198.19.")
+
+# accept-and-close server, and a client that connects (and resets) for N seconds
+CONN_SERVER = f"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {CONN_PORT})); s.listen(4096)
+while True:
+    try: s.accept()[0].close()
+    except OSError: pass
+"""
+CONN_CLIENT = """
+import socket, struct, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+linger, n = struct.pack("ii", 1, 0), 0
+end = time.perf_counter() + secs
+while time.perf_counter() < end:
+    c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    c.connect((host, port)); c.close(); n += 1
+print(n / secs)
+"""
+
+
+class BenchError(Exception):
+    """A command or a verification failed: exit 2."""
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def run(cmd: list[str], *, check: bool = True, input: str | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise BenchError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+                         f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return (time.perf_counter() - t0) * 1000.0, proc
+
+
+def netns_all() -> list[str]:
+    out = run(["ip", "netns", "list"]).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_add(names: list[str]) -> None:
+    if names:
+        run(["ip", "-batch", "-"], input="".join(f"netns add {n}\n" for n in names))
+
+
+def in_ns(ns: str, cmd: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *cmd]
+
+
+def cleanup() -> int:
+    """Kill what runs in our namespaces, delete them (container ones first:
+    that removes their veths; the host last: that removes the bridges and
+    plumb's tables) and the state directories. Returns namespaces removed."""
+    ours = [n for n in netns_all() if n.startswith(PREFIX)]
+    for ns in ours:
+        for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    containers = [n for n in ours if n != HOST]
+    if containers:
+        run(["ip", "-force", "-batch", "-"], check=False,
+            input="".join(f"netns del {n}\n" for n in containers))
+    if HOST in ours:
+        inode = os.stat(f"/run/netns/{HOST}").st_ino
+        run(["ip", "netns", "del", HOST], check=False)
+        held = [p for p in os.listdir("/proc") if p.isdigit()
+                and _netns_of(p) == f"net:[{inode}]"]
+        if held:
+            raise BenchError(f"{HOST} deleted but still held by pids {held}")
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), PREFIX + "state-*")):
+        shutil.rmtree(d, ignore_errors=True)
+    return len(ours)
+
+
+def _netns_of(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
+
+
+def real_host_view() -> dict:
+    """Read-only: the real host's link names and which of our markers its
+    ruleset holds, to prove afterwards that the run stayed in its namespace."""
+    links = run(["ip", "-o", "link", "show"]).stdout
+    ruleset = run(["nft", "list", "ruleset"], check=False).stdout
+    return {"links": {l.split(":")[1].strip().split("@")[0] for l in links.splitlines()},
+            "markers": {m for m in MARKERS if m in ruleset}}
+
+
+def cpu_busy(interval: float) -> float:
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)
+    i0, t0 = sample()
+    time.sleep(interval)
+    i1, t1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10) -> float:
+    """Wait for an idle machine (the kernel finishes deferred work of the
+    previous step in the background); returns the last busy fraction."""
+    start, calm, busy = time.monotonic(), 0, 1.0
+    while time.monotonic() - start < limit_s:
+        busy = cpu_busy(0.5)
+        calm = calm + 1 if busy < busy_max else 0
+        if calm >= 2:
+            return busy
+    say(f"  note: machine still {busy:.0%} busy after {limit_s:.0f} s; measuring anyway")
+    return busy
+
+
+def filler_rule(k: int) -> list[str]:
+    """The k-th filler rule: distinct, non-overlapping, never matching."""
+    addr = f"{k // 256}.{k % 256}/32"
+    if k % 2 == 0:
+        return [NET, "deny", "from", f"198.18.{addr}", "proto", "tcp", "port", str(1024 + k)]
+    return [NET, "deny", "to", f"198.19.{addr}", "proto", "udp", "port", str(1024 + k)]
+
+
+def ipv4_of(ns: str) -> str | None:
+    out = run(["ip", "-n", ns, "-j", "-4", "addr", "show", "dev", "eth0"], check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    for link in json.loads(out.stdout):
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet":
+                return a["local"]
+    return None
+
+
+def median_of_first_last(xs: list[float], w: int = 50) -> tuple[float, float]:
+    w = min(w, max(1, len(xs) // 2))
+    return statistics.fmean(xs[:w]), statistics.fmean(xs[-w:])
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state = tempfile.mkdtemp(prefix=PREFIX + "state-")
+        self.others = 0      # containers attached to `bench` so far
+        self.rules = 0       # filler rules added so far
+        self.serial = 0      # names of fresh namespaces
+        self.procs: list[subprocess.Popen] = []
+
+    def plumb(self, *words: str) -> list[str]:
+        return [self.args.plumb, "--state-dir", self.state, "--host-netns", HOST, *words]
+
+    def fresh(self, tag: str, n: int) -> list[str]:
+        names = [f"{PREFIX}{tag}-{self.serial + i}" for i in range(n)]
+        self.serial += n
+        netns_add(names)
+        return names
+
+    def setup(self) -> None:
+        netns_add([HOST])
+        run(["ip", "-n", HOST, "link", "set", "lo", "up"])
+        run(in_ns(HOST, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+        brnf = run(in_ns(HOST, ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]),
+                   check=False).stdout.strip()
+        self.bridge_nf = brnf or "absent"
+        for net, subnet in ((NET, SUBNET), (NET2, SUBNET2)):
+            run(self.plumb("network", "create", net, "--driver", "bridge",
+                           "--subnet", subnet, "--mode", "nat"))
+        if self.args.rules:
+            # bench2 -> bench is dropped by default (networks are isolated)
+            run(self.plumb("policy", "add", NET, "allow", "from", NET2, "proto", "tcp",
+                           "port", f"{IPERF_PORT}-{CONN_PORT}"))
+
+    def grow(self, containers: int, rules: int) -> list[float]:
+        """Attach background containers up to `containers`, then add filler
+        rules up to `rules`; returns the ms of each `plumb policy add`."""
+        names = self.fresh("bg", max(0, containers - self.others))
+        for i, ns in enumerate(names, 1):
+            run(self.plumb("attach", ns, NET))
+            if i % 250 == 0:
+                say(f"  {self.others + i}/{containers} containers")
+        self.others += len(names)
+        adds = []
+        t0 = time.monotonic()
+        for k in range(self.rules, rules):
+            ms, p = timed(self.plumb("policy", "add", *filler_rule(k)))
+            if p.returncode != 0:
+                raise BenchError(f"plumb policy add {' '.join(filler_rule(k))} failed: "
+                                 f"{p.stderr.strip() or p.stdout.strip()}")
+            adds.append(ms)
+            if (k + 1) % 250 == 0:
+                say(f"  {k + 1}/{rules} rules, {time.monotonic() - t0:.1f} s, "
+                    f"last add {ms:.1f} ms")
+        self.rules = max(self.rules, rules)
+        return adds
+
+    def start(self, ns: str, cmd: list[str], port: int) -> None:
+        self.procs.append(subprocess.Popen(in_ns(ns, cmd), stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
+        for _ in range(100):
+            if run(in_ns(ns, ["ss", "-Hltn", f"sport = :{port}"])).stdout.strip():
+                return
+            time.sleep(0.05)
+        raise BenchError(f"{cmd[0]} does not listen on port {port} in {ns}")
+
+    def stop_servers(self) -> None:
+        for p in self.procs:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+    def iperf(self, client: str, server_ip: str) -> float:
+        t = self.args.iperf_time
+        p = run(in_ns(client, ["iperf3", "-c", server_ip, "-p", str(IPERF_PORT),
+                               "-t", str(t), "-J"]), check=False, timeout=t + 30)
+        try:
+            doc = json.loads(p.stdout)
+        except json.JSONDecodeError:
+            raise BenchError(f"iperf3 from {client}: {p.stderr.strip() or p.stdout[:200]}")
+        if "error" in doc or p.returncode != 0:
+            raise BenchError(f"iperf3 from {client} to {server_ip}: {doc.get('error')}")
+        return doc["end"]["sum_received"]["bits_per_second"] / 1e9
+
+    def connrate(self, client: str, server_ip: str) -> float:
+        p = run(in_ns(client, ["python3", "-c", CONN_CLIENT, server_ip, str(CONN_PORT), "2"]),
+                timeout=60)
+        return float(p.stdout.strip())
+
+    def phase(self, name: str, containers: int, rules: int) -> dict:
+        say(f"\n== {name}: {containers} other containers, {rules} policy rules")
+        adds = self.grow(containers, rules)
+        probes = self.fresh(name, self.args.probes)
+        busy = wait_quiet()
+        attach = []
+        for ns in probes:
+            ms, p = timed(self.plumb("attach", ns, NET))
+            if p.returncode != 0:
+                raise BenchError(f"attach {ns} failed: {p.stderr.strip() or p.stdout.strip()}")
+            attach.append(ms)
+        self.others += len(probes)
+        say(f"  attach: median {statistics.median(attach):.2f} ms, "
+            f"mean {statistics.fmean(attach):.2f} ms over {len(attach)} probes")
+        for ns in (probes[0], probes[len(probes) // 2], probes[-1]):
+            ip = ipv4_of(ns)
+            if ip is None or ipaddress.ip_address(ip) not in ipaddress.ip_network(SUBNET):
+                raise BenchError(f"{ns}: no address of {SUBNET} on eth0 ({ip})")
+
+        server, server_ip = probes[0], ipv4_of(probes[0])
+        paths = {"same network": probes[1]}
+        if self.args.rules:
+            (other,) = self.fresh(name + "-x", 1)
+            run(self.plumb("attach", other, NET2))
+            paths["across networks"] = other
+        self.start(server, ["iperf3", "-s", "-p", str(IPERF_PORT)], IPERF_PORT)
+        self.start(server, ["python3", "-c", CONN_SERVER], CONN_PORT)
+        try:
+            wait_quiet()
+            tput = {path: [] for path in paths}
+            for _ in range(self.args.repeats):  # alternate the paths
+                for path, client in paths.items():
+                    tput[path].append(self.iperf(client, server_ip))
+            conns = {path: statistics.median(self.connrate(c, server_ip) for _ in range(3))
+                     for path, c in paths.items()}
+        finally:
+            self.stop_servers()
+        for path in paths:
+            say(f"  iperf3 {path}: {', '.join(f'{g:.2f}' for g in tput[path])} Gbit/s; "
+                f"{conns[path]:.0f} connections/s")
+
+        listed = json.loads(run(self.plumb("policy", "ls", "--json")).stdout or "[]") \
+            if self.args.rules else []
+        if len(listed) != (rules + 1 if self.args.rules else 0):
+            raise BenchError(f"plumb policy ls lists {len(listed)} rules, expected {rules + 1}")
+        nft = self.nft_rules()
+        say(f"  nftables rules: {nft}")
+        return {"containers": containers, "rules": rules, "busy_before": busy,
+                "attach_ms": attach, "attach_median_ms": statistics.median(attach),
+                "attach_mean_ms": statistics.fmean(attach),
+                "iperf_gbps": tput, "iperf_median_gbps": {k: statistics.median(v)
+                                                          for k, v in tput.items()},
+                "connections_per_s": conns, "policy_add_ms": adds, "nft_rules": nft}
+
+    def nft_rules(self) -> dict:
+        """Rules per plumb table in the fake host, e.g. {"inet plumb": 1012}."""
+        out = run(in_ns(HOST, ["nft", "-j", "list", "ruleset"])).stdout
+        counts: dict[str, int] = {}
+        for obj in json.loads(out).get("nftables", []):
+            t = obj.get("table") or obj.get("rule")
+            if t and t.get("name", t.get("table")) == "plumb":
+                key = f"{t['family']} plumb"
+                counts[key] = counts.get(key, 0) + ("rule" in obj)
+        return counts
+
+
+def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
+    """Print the table; returns (target, ratio, verdict) rows."""
+    def row(label, a, b, fmt, target=None):
+        ratio = b / a if a else float("nan")
+        verdict = ""
+        if target is not None:
+            ok = ratio <= target[1] if target[0] == "<=" else ratio >= target[1]
+            verdict = f"{'PASS' if ok else 'MISS'} ({target[0]} {target[1]})"
+            checks.append((label, ratio, verdict.split()[0]))
+        say(f"{label:<34}{a:>{12}{fmt}}{b:>{12}{fmt}}{ratio:>10.3f}  {verdict}")
+
+    checks: list = []
+    say("\n== results")
+    say(f"{'':<34}{'small':>12}{'large':>12}{'large/small':>12}")
+    say(f"{'other containers':<34}{small['containers']:>12}{large['containers']:>12}")
+    say(f"{'policy rules (+1 allow)':<34}{small['rules']:>12}{large['rules']:>12}")
+    for table in sorted(set(small["nft_rules"]) | set(large["nft_rules"])):
+        say(f"{'nft rules, ' + table:<34}{small['nft_rules'].get(table, 0):>12}"
+            f"{large['nft_rules'].get(table, 0):>12}")
+    row(f"attach median ms ({args.probes} probes)", small["attach_median_ms"],
+        large["attach_median_ms"], ".2f", ("<=", MAX_ATTACH_RATIO))
+    row("attach mean ms", small["attach_mean_ms"], large["attach_mean_ms"], ".2f")
+    for path in small["iperf_median_gbps"]:
+        row(f"iperf3 {path} Gbit/s", small["iperf_median_gbps"][path],
+            large["iperf_median_gbps"][path], ".2f", (">=", MIN_TPUT_RATIO))
+    for path in small["connections_per_s"]:
+        row(f"TCP connections/s {path}", small["connections_per_s"][path],
+            large["connections_per_s"][path], ".0f")
+    if small["policy_add_ms"] and large["policy_add_ms"]:
+        row("plumb policy add median ms", statistics.median(small["policy_add_ms"]),
+            statistics.median(large["policy_add_ms"]), ".2f")
+        first, last = median_of_first_last(large["policy_add_ms"])
+        say(f"large phase: {len(large['policy_add_ms'])} policy adds took "
+            f"{sum(large['policy_add_ms']) / 1000:.1f} s; mean of the first 50 "
+            f"{first:.2f} ms, of the last 50 {last:.2f} ms")
+    return checks
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=1000,
+                    help="other containers in the large phase (default 1000)")
+    ap.add_argument("--rules", type=int, default=1000,
+                    help="policy rules in the large phase (default 1000; 0: no policy at all, "
+                    "and no across-networks path)")
+    ap.add_argument("--small", type=int, default=10,
+                    help="other containers and rules in the small phase (default 10)")
+    ap.add_argument("--probes", type=int, default=30, help="timed attaches per phase (default 30)")
+    ap.add_argument("--iperf-time", type=int, default=5, help="seconds per iperf3 run (default 5)")
+    ap.add_argument("--repeats", type=int, default=3, help="iperf3 runs per path (default 3)")
+    ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
+    ap.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    ap.add_argument("--cleanup", action="store_true",
+                    help="only remove what a killed run left, then exit")
+    args = ap.parse_args(argv)
+    if not 0 <= args.small < args.count <= 60000:
+        ap.error("need 0 <= --small < --count <= 60000")
+    if args.rules and not args.small <= args.rules <= 60000:
+        ap.error("need --small <= --rules <= 60000 (or --rules 0)")
+    if args.probes < 2 or args.repeats < 1 or args.iperf_time < 1:
+        ap.error("need --probes >= 2, --repeats >= 1, --iperf-time >= 1")
+    args.plumb = os.path.abspath(args.plumb)
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        say("policy_bench: must run as root (it creates network namespaces)")
+        return 3
+    for exe in ("ip", "nft", "iperf3", "ss", "sysctl"):
+        if not shutil.which(exe):
+            say(f"policy_bench: `{exe}` not found in PATH")
+            return 3
+    if args.cleanup:
+        n = cleanup()
+        say(f"removed {n} leftover namespaces" if n else "nothing to clean up")
+        return 0
+    if any(n.startswith(PREFIX) for n in netns_all()):
+        say("policy_bench: namespaces of an earlier run exist; run with --cleanup first")
+        return 3
+    if not os.access(args.plumb, os.X_OK):
+        say(f"policy_bench: {args.plumb} not found; cargo build --release")
+        return 3
+    if args.rules and run([args.plumb, "policy", "--help"], check=False).returncode != 0:
+        say("policy_bench: this plumb has no `policy` command; use --rules 0")
+        return 3
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    before = real_host_view()
+    bench = Bench(args)
+    results, failures, interrupted = {}, [], False
+    t0 = time.monotonic()
+    try:
+        bench.setup()
+        small_rules = min(args.small, args.rules)
+        results["small"] = bench.phase("small", args.small, small_rules)
+        results["large"] = bench.phase("large", args.count, args.rules)
+    except KeyboardInterrupt:
+        interrupted = True
+        say("\ninterrupted; cleaning up")
+    except (BenchError, subprocess.TimeoutExpired) as e:
+        failures.append(str(e))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.stop_servers()
+        try:
+            cleanup()
+        except BenchError as e:
+            failures.append(str(e))
+        after = real_host_view()
+        if after["markers"] - before["markers"]:
+            failures.append(f"real host ruleset now holds {after['markers'] - before['markers']}")
+        if any(n.startswith("pl-" + NET) for n in after["links"] - before["links"]):
+            failures.append("real host has a new pl-bench* link")
+    if interrupted:
+        return 130
+    checks = []
+    if "large" in results:
+        checks = report(results["small"], results["large"], args)
+        say(f"bridge-nf-call-iptables in the fake host: {bench.bridge_nf} (1: bridged traffic "
+            f"meets the forward chain too); total run {time.monotonic() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "bridge_nf_call_iptables": bench.bridge_nf,
+                       "kernel": platform.release(), "results": results,
+                       "checks": checks, "failures": failures}, f, indent=2)
+        say(f"wrote {args.json}")
+    if failures:
+        for msg in failures:
+            say(f"!! {msg}")
+        return 2
+    if args.strict and any(v == "MISS" for *_, v in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
