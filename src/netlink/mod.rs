@@ -1,13 +1,16 @@
-//! Typed netlink wrappers: links, addresses, routes, rules, qdiscs. Each function is one
-//! kernel request; callers compose them and keep the undo log.
+//! Typed netlink wrappers: links, addresses, routes, rules, qdiscs, nftables
+//! set elements. Each function is one kernel request; callers compose them
+//! and keep the undo log.
 
 mod addr;
 mod link;
+mod nfset;
 mod route;
 mod rule;
 mod socket;
 mod tc;
 
 pub use link::{LinkInfo, is_gone};
+pub use nfset::{Change, Element, Field, NfFamily, NfNetlink, set_key};
 pub use rule::Rule;
 pub use socket::{Netlink, NetlinkError, NlResult};

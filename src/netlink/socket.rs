@@ -151,7 +151,7 @@ impl Netlink {
 }
 
 /// The NLMSGERR_ATTR_MSG text of an extended ack, if the kernel sent one.
-fn ext_ack_message(packet: &[u8]) -> Option<String> {
+pub(super) fn ext_ack_message(packet: &[u8]) -> Option<String> {
     // nlmsghdr (16) + error code (4) + the echoed request header (16, capped ack).
     const NLMSGERR_ATTR_MSG: u16 = 1;
     let mut offset = 16 + 4 + 16;

@@ -1,0 +1,440 @@
+//! nftables set elements written natively over nfnetlink, checked against
+//! what libnftables lists and what the packet path matches, each test in a
+//! namespace of its own.
+
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use plumb::netlink::{Change, Element, Field, Netlink, NfFamily, NfNetlink, set_key};
+use plumb::netns::{self, NsHandle};
+use plumb::nft::Nft;
+use serde_json::{Value, json};
+
+/// A private network namespace, removed on drop even when the test fails.
+struct Ns {
+    name: String,
+    handle: NsHandle,
+}
+
+impl Ns {
+    /// None (the test is skipped) when not root.
+    fn new(tag: &str) -> Option<Ns> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating namespaces needs root");
+            return None;
+        }
+        let name = format!("nfset{}{tag}", std::process::id());
+        assert!(netns::create_named(&name).expect("create namespace"));
+        let handle = match NsHandle::open(&netns::named_path(&name)) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = netns::delete_named(&name);
+                panic!("open namespace: {e}");
+            }
+        };
+        Some(Ns { name, handle })
+    }
+
+    fn nft(&self, commands: &str) -> String {
+        self.handle
+            .run(|| Nft::new()?.run(commands))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{commands}: {e}"))
+    }
+
+    fn list(&self, what: &str) -> Value {
+        self.handle
+            .run(|| Nft::new()?.list_json(what))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("list {what}: {e}"))
+    }
+
+    /// The elements of `set` or `map` `what` ("map bridge t m"), as nft's JSON shows them.
+    fn elements(&self, what: &str) -> Vec<Value> {
+        let listing = self.list(what);
+        let kind = what.split(' ').next().unwrap();
+        let object = listing["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o.get(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {listing}"));
+        object["elem"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn apply(&self, changes: &[Change]) -> plumb::netlink::NlResult<()> {
+        NfNetlink::open_in(&self.handle)?.apply(changes)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = netns::delete_named(&self.name);
+    }
+}
+
+const TABLES: &str = "
+table bridge t {
+    set ports { type ifname . ether_addr . ipv4_addr; }
+    map m { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    set s6 { type ifname . ipv6_addr; }
+}
+table inet f {
+    set svc { type inet_service; }
+    set protos { type inet_proto; }
+}";
+
+fn port(name: &str, last: u8) -> Element {
+    Element {
+        key: set_key(&[
+            Field::Ifname(name),
+            Field::Ether([2, 0, 0, 0, 0, last]),
+            Field::Ipv4(Ipv4Addr::new(10, 0, 0, last)),
+        ]),
+        data: None,
+    }
+}
+
+fn single(field: Field) -> Element {
+    Element {
+        key: set_key(&[field]),
+        data: None,
+    }
+}
+
+fn everything() -> Vec<Change<'static>> {
+    let published = Element {
+        key: set_key(&[Field::Proto(6), Field::Port(8080)]),
+        data: Some(set_key(&[
+            Field::Ipv4(Ipv4Addr::new(10, 0, 0, 2)),
+            Field::Port(80),
+        ])),
+    };
+    let v6 = Element {
+        key: set_key(&[
+            Field::Ifname("veth1"),
+            Field::Ipv6("fd00::2".parse::<Ipv6Addr>().unwrap()),
+        ]),
+        data: None,
+    };
+    let bridge = |set, elements| Change::Add {
+        family: NfFamily::Bridge,
+        table: "t",
+        set,
+        elements,
+    };
+    let inet = |set, elements| Change::Add {
+        family: NfFamily::Inet,
+        table: "f",
+        set,
+        elements,
+    };
+    vec![
+        bridge("ports", vec![port("veth1", 2), port("veth2", 3)]),
+        bridge("m", vec![published]),
+        bridge("s6", vec![v6]),
+        inet("svc", vec![single(Field::Port(53))]),
+        inet("protos", vec![single(Field::Proto(17))]),
+    ]
+}
+
+/// The same changes, as deletes.
+fn deletes(changes: Vec<Change<'static>>) -> Vec<Change<'static>> {
+    changes
+        .into_iter()
+        .map(|c| match c {
+            Change::Add {
+                family,
+                table,
+                set,
+                elements,
+            } => Change::Delete {
+                family,
+                table,
+                set,
+                elements,
+            },
+            delete => delete,
+        })
+        .collect()
+}
+
+fn assert_all_empty(ns: &Ns) {
+    for what in [
+        "set bridge t ports",
+        "map bridge t m",
+        "set bridge t s6",
+        "set inet f svc",
+        "set inet f protos",
+    ] {
+        assert_eq!(ns.elements(what), Vec::<Value>::new(), "{what}");
+    }
+}
+
+#[test]
+fn elements_are_added_listed_and_deleted() {
+    let Some(ns) = Ns::new("add") else { return };
+    ns.nft(TABLES);
+
+    ns.apply(&everything()).unwrap();
+    // Adding what is there already is not an error.
+    ns.apply(&everything()).unwrap();
+
+    assert_eq!(
+        ns.elements("set bridge t ports"),
+        [
+            json!({"concat": ["veth1", "02:00:00:00:00:02", "10.0.0.2"]}),
+            json!({"concat": ["veth2", "02:00:00:00:00:03", "10.0.0.3"]}),
+        ]
+    );
+    assert_eq!(
+        ns.elements("map bridge t m"),
+        [json!([{"concat": ["tcp", 8080]}, {"concat": ["10.0.0.2", 80]}])]
+    );
+    assert_eq!(
+        ns.elements("set bridge t s6"),
+        [json!({"concat": ["veth1", "fd00::2"]})]
+    );
+    assert_eq!(ns.elements("set inet f svc"), [json!(53)]);
+    assert_eq!(ns.elements("set inet f protos"), [json!("udp")]);
+
+    ns.apply(&deletes(everything())).unwrap();
+    assert_all_empty(&ns);
+    // Deleting what is not there is not an error either.
+    ns.apply(&deletes(everything())).unwrap();
+}
+
+#[test]
+fn a_failing_change_leaves_the_whole_batch_unapplied() {
+    let Some(ns) = Ns::new("atomic") else { return };
+    ns.nft(TABLES);
+
+    let mut changes = everything();
+    changes.insert(
+        2,
+        Change::Add {
+            family: NfFamily::Bridge,
+            table: "t",
+            set: "nope",
+            elements: vec![port("veth9", 9)],
+        },
+    );
+    let err = ns.apply(&changes).unwrap_err();
+    assert!(err.is(libc::ENOENT), "{err}");
+    assert!(err.to_string().contains("bridge t nope"), "{err}");
+    assert_all_empty(&ns);
+
+    // A map element that exists with other data is refused, whole batch too.
+    ns.apply(&everything()[1..2]).unwrap();
+    let other = Change::Add {
+        family: NfFamily::Bridge,
+        table: "t",
+        set: "m",
+        elements: vec![Element {
+            key: set_key(&[Field::Proto(6), Field::Port(8080)]),
+            data: Some(set_key(&[
+                Field::Ipv4(Ipv4Addr::new(10, 0, 0, 9)),
+                Field::Port(80),
+            ])),
+        }],
+    };
+    let err = ns.apply(&[everything().remove(0), other]).unwrap_err();
+    assert!(err.is(libc::EEXIST), "{err}");
+    assert_eq!(ns.elements("set bridge t ports"), Vec::<Value>::new());
+
+    // A key of the wrong length names its set.
+    let err = ns
+        .apply(&[Change::Add {
+            family: NfFamily::Inet,
+            table: "f",
+            set: "svc",
+            elements: vec![single(Field::Ipv4(Ipv4Addr::LOCALHOST))],
+        }])
+        .unwrap_err();
+    assert!(err.is(libc::EINVAL), "{err}");
+    assert!(err.to_string().contains("inet f svc"), "{err}");
+}
+
+#[test]
+fn every_family_reaches_its_table() {
+    let Some(ns) = Ns::new("family") else { return };
+    ns.nft(
+        "table ip a { set s { type ipv4_addr; }; }
+         table ip6 b { set s { type ipv6_addr; }; }
+         table netdev c { set s { type ether_addr; }; }",
+    );
+    let add = |family, table, field| Change::Add {
+        family,
+        table,
+        set: "s",
+        elements: vec![single(field)],
+    };
+    ns.apply(&[
+        add(NfFamily::Ip, "a", Field::Ipv4(Ipv4Addr::new(192, 0, 2, 1))),
+        add(NfFamily::Ip6, "b", Field::Ipv6(Ipv6Addr::LOCALHOST)),
+        add(NfFamily::Netdev, "c", Field::Ether([2, 0, 0, 0, 0, 0xaa])),
+    ])
+    .unwrap();
+    assert_eq!(ns.elements("set ip a s"), [json!("192.0.2.1")]);
+    assert_eq!(ns.elements("set ip6 b s"), [json!("::1")]);
+    assert_eq!(ns.elements("set netdev c s"), [json!("02:00:00:00:00:aa")]);
+}
+
+#[test]
+fn thousands_of_elements_go_in_one_batch() {
+    let Some(ns) = Ns::new("many") else { return };
+    ns.nft(TABLES);
+    let names: Vec<String> = (0..6000).map(|i| format!("v{i}")).collect();
+    let elements: Vec<Element> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| port(name, i as u8))
+        .collect();
+    let add = Change::Add {
+        family: NfFamily::Bridge,
+        table: "t",
+        set: "ports",
+        elements: elements.clone(),
+    };
+    // ~240 KB: more than the default send buffer, and many messages.
+    ns.apply(&[add]).unwrap();
+    assert_eq!(ns.elements("set bridge t ports").len(), 6000);
+    ns.apply(&[Change::Delete {
+        family: NfFamily::Bridge,
+        table: "t",
+        set: "ports",
+        elements,
+    }])
+    .unwrap();
+    assert_eq!(ns.elements("set bridge t ports"), Vec::<Value>::new());
+}
+
+#[test]
+fn a_native_key_matches_on_the_packet_path() {
+    let Some(ns) = Ns::new("path") else { return };
+    ns.handle
+        .run(|| {
+            let mut nl = Netlink::open()?;
+            let lo = nl.link_by_name("lo")?.expect("lo");
+            nl.set_up(lo.index)
+        })
+        .unwrap()
+        .unwrap();
+    ns.nft(
+        "table inet p {
+            set hits { type ifname . ipv4_addr . inet_proto . inet_service; }
+            chain out {
+                type filter hook output priority 0;
+                oifname . ip daddr . meta l4proto . udp dport @hits counter
+            }
+        }",
+    );
+    ns.apply(&[Change::Add {
+        family: NfFamily::Inet,
+        table: "p",
+        set: "hits",
+        elements: vec![Element {
+            key: set_key(&[
+                Field::Ifname("lo"),
+                Field::Ipv4(Ipv4Addr::LOCALHOST),
+                Field::Proto(libc::IPPROTO_UDP as u8),
+                Field::Port(9),
+            ]),
+            data: None,
+        }],
+    }])
+    .unwrap();
+    ns.handle
+        .run(|| {
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            socket.send_to(b"in the set", "127.0.0.1:9")?;
+            socket.send_to(b"not in the set", "127.0.0.1:10")
+        })
+        .unwrap()
+        .unwrap();
+    let chain = ns.list("chain inet p out");
+    let counter = chain["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o.get("rule"))
+        .and_then(|rule| rule["expr"].as_array())
+        .and_then(|exprs| exprs.iter().find_map(|e| e.get("counter")))
+        .cloned()
+        .unwrap_or_else(|| panic!("no counter in {chain}"));
+    assert_eq!(counter["packets"], 1, "{chain}");
+}
+
+/// Not an assertion: how long adding 4 elements takes natively and through
+/// libnftables, next to 1,000 rules. `cargo test --test nfset -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn timing_against_libnftables() {
+    let Some(ns) = Ns::new("time") else { return };
+    for rules in [0, 1000, 10000] {
+        ns.nft("flush ruleset");
+        ns.nft(TABLES);
+        ns.nft("add chain bridge t c { type filter hook forward priority 0; }");
+        let text: String = (0..rules)
+            .map(|i| {
+                format!(
+                    "add rule bridge t c ip saddr 10.{}.{}.1 counter accept\n",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        if rules > 0 {
+            ns.nft(&text);
+        }
+        let runs = 50;
+        let mut native = Vec::new();
+        let mut library = Vec::new();
+        for round in 0..runs {
+            let base = (round * 4) as u8;
+            let elements: Vec<Element> = (0..4).map(|i| port("veth1", base + i)).collect();
+            let start = Instant::now();
+            ns.apply(&[Change::Add {
+                family: NfFamily::Bridge,
+                table: "t",
+                set: "ports",
+                elements,
+            }])
+            .unwrap();
+            native.push(start.elapsed());
+
+            let text = format!(
+                "add element bridge t ports {{ {} }}",
+                (0..4)
+                    .map(|i| {
+                        let n = base + i;
+                        format!("veth2 . 02:00:00:00:01:{n:02x} . 10.0.1.{n}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let start = Instant::now();
+            ns.handle.run(|| Nft::new()?.run(&text)).unwrap().unwrap();
+            library.push(start.elapsed());
+        }
+        let rules_loaded = ns.list("chain bridge t c")["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o.get("rule").is_some())
+            .count();
+        assert_eq!(rules_loaded, rules);
+        // The first of each is the cold one (a fresh plumb process).
+        let summary = |mut v: Vec<Duration>| {
+            let first = v[0];
+            v.sort();
+            format!("{:?} (first {first:?})", v[v.len() / 2])
+        };
+        println!(
+            "{rules:>5} rules, median of {runs}: native {}, libnftables {}",
+            summary(native),
+            summary(library)
+        );
+    }
+}
