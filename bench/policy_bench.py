@@ -210,7 +210,7 @@ def ipv4_of(ns: str) -> str | None:
     return None
 
 
-def median_of_first_last(xs: list[float], w: int = 50) -> tuple[float, float]:
+def first_last_means(xs: list[float], w: int = 50) -> tuple[float, float]:
     w = min(w, max(1, len(xs) // 2))
     return statistics.fmean(xs[:w]), statistics.fmean(xs[-w:])
 
@@ -223,6 +223,7 @@ class Bench:
         self.rules = 0       # filler rules added so far
         self.serial = 0      # names of fresh namespaces
         self.procs: list[subprocess.Popen] = []
+        self.bridge_nf = "?"
 
     def plumb(self, *words: str) -> list[str]:
         return [self.args.plumb, "--state-dir", self.state, "--host-netns", HOST, *words]
@@ -404,7 +405,7 @@ def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
     if small["policy_add_ms"] and large["policy_add_ms"]:
         row("plumb policy add median ms", statistics.median(small["policy_add_ms"]),
             statistics.median(large["policy_add_ms"]), ".2f")
-        first, last = median_of_first_last(large["policy_add_ms"])
+        first, last = first_last_means(large["policy_add_ms"])
         say(f"large phase: {len(large['policy_add_ms'])} policy adds took "
             f"{sum(large['policy_add_ms']) / 1000:.1f} s; mean of the first 50 "
             f"{first:.2f} ms, of the last 50 {last:.2f} ms")

@@ -16,8 +16,8 @@ use crate::ipam::dhcp::Lease;
 use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, AttachmentEgress, BridgeMode, DhcpBinding, Egress, Ipam, LeaseState, Network, NetworkKind,
-    NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
+    AttachRequest, Attachment, AttachmentEgress, BridgeMode, DhcpBinding, Egress, Ipam, LeaseState,
+    Network, NetworkKind, NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
 use crate::netlink::Netlink;
@@ -290,7 +290,13 @@ impl Engine {
                     table: own.table,
                     priority: own.priority,
                 };
-                done.extend(routing::repair(&mut self.host, &whose, &sources, &own.egress, alloc)?);
+                done.extend(routing::repair(
+                    &mut self.host,
+                    &whose,
+                    &sources,
+                    &own.egress,
+                    alloc,
+                )?);
             }
         }
         Ok(done)

@@ -26,6 +26,7 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNETLINK_V0: u8 = 0;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
 /// Since Linux 6.3; not in older headers. After DELFLOWTABLE (24) the enum
 /// goes on with GETRULE_RESET and DESTROYTABLE, CHAIN, RULE, SET: this is
 /// 30 (26 is DESTROYTABLE).
@@ -205,8 +206,23 @@ impl NfNetlink {
     /// Apply `changes` as one transaction: all of them, or none. The error
     /// is the first the kernel gave, naming the set it was about.
     pub fn apply(&mut self, changes: &[Change]) -> NlResult<()> {
+        match self.apply_with(changes, NFT_MSG_DESTROYSETELEM) {
+            // Before Linux 6.3 the kernel knows no DESTROYSETELEM and
+            // refuses the whole batch: deletes that must find their
+            // element will do there.
+            Err(e)
+                if e.is(libc::EINVAL)
+                    && changes.iter().any(|c| matches!(c, Change::Delete { .. })) =>
+            {
+                self.apply_with(changes, NFT_MSG_DELSETELEM)
+            }
+            other => other,
+        }
+    }
+
+    fn apply_with(&mut self, changes: &[Change], delete: u16) -> NlResult<()> {
         let first = self.seq.wrapping_add(1);
-        let (batch, sent) = encode(changes, first);
+        let (batch, sent) = encode(changes, first, delete);
         if sent.is_empty() {
             return Ok(());
         }
@@ -301,7 +317,11 @@ impl NfNetlink {
 
 /// The bytes of one batch whose BEGIN has sequence number `first`, and the
 /// change each set message carries: message i has sequence number first + 1 + i.
-fn encode<'c, 'a>(changes: &'c [Change<'a>], first: u32) -> (Vec<u8>, Vec<&'c Change<'a>>) {
+fn encode<'c, 'a>(
+    changes: &'c [Change<'a>],
+    first: u32,
+    delete: u16,
+) -> (Vec<u8>, Vec<&'c Change<'a>>) {
     let mut buf = Vec::new();
     let mut seq = first;
     // BEGIN and END name the subsystem in res_id, big-endian.
@@ -320,7 +340,7 @@ fn encode<'c, 'a>(changes: &'c [Change<'a>], first: u32) -> (Vec<u8>, Vec<&'c Ch
         let (kind, flags) = match change {
             // No NLM_F_EXCL: an element that exists already is fine.
             Change::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
-            Change::Delete { .. } => (NFT_MSG_DESTROYSETELEM, 0),
+            Change::Delete { .. } => (delete, 0),
         };
         let kind = (NFNL_SUBSYS_NFTABLES << 8) | kind;
         let flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -510,7 +530,7 @@ mod tests {
                 data: None,
             }],
         }];
-        let (batch, sent) = encode(&changes, 7);
+        let (batch, sent) = encode(&changes, 7, NFT_MSG_DESTROYSETELEM);
         assert_eq!(sent.len(), 1);
         let msgs = messages(&batch);
         assert_eq!(msgs.len(), 3);
@@ -560,7 +580,7 @@ mod tests {
                 elements: vec![],
             },
         ];
-        let (batch, sent) = encode(&changes, 1);
+        let (batch, sent) = encode(&changes, 1, NFT_MSG_DESTROYSETELEM);
         assert_eq!(sent.len(), 1);
         let msgs = messages(&batch);
         assert_eq!(msgs.len(), 3);
@@ -589,7 +609,7 @@ mod tests {
             set: "ports",
             elements: elements.clone(),
         }];
-        let (batch, sent) = encode(&changes, 100);
+        let (batch, sent) = encode(&changes, 100, NFT_MSG_DESTROYSETELEM);
         let msgs = messages(&batch);
         assert!(sent.len() > 2, "{} messages", sent.len());
         assert_eq!(msgs.len(), sent.len() + 2);

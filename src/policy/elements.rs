@@ -1,13 +1,14 @@
 //! Elements of plumb's nftables sets: what an attach, a detach or a new
 //! DHCP lease adds to the rules that are already written. One batch of
-//! them is one transaction.
+//! them is one transaction, sent over nfnetlink by plumb itself: no
+//! libnftables on the hot path of an attach.
 
 use std::fmt;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::error::Result;
-use crate::nft::Nft;
+use crate::error::{Error, Result};
+use crate::netlink::{Change, Element as NlElement, Field, NfFamily, NfNetlink, set_key};
 
 /// One field of a set key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,13 +81,57 @@ pub fn elements_text(verb: &str, elements: &[Element]) -> String {
     out
 }
 
+impl Key {
+    fn field(&self) -> Field<'_> {
+        match self {
+            Key::Ifname(n) => Field::Ifname(n),
+            Key::Ether(m) => Field::Ether(*m),
+            Key::Ip(IpAddr::V4(ip)) | Key::Raw(IpAddr::V4(ip)) => Field::Ipv4(*ip),
+            Key::Ip(IpAddr::V6(ip)) | Key::Raw(IpAddr::V6(ip)) => Field::Ipv6(*ip),
+        }
+    }
+}
+
+fn change(add: bool, e: &Element) -> Change<'_> {
+    let family = match e.family {
+        "bridge" => NfFamily::Bridge,
+        _ => NfFamily::Inet,
+    };
+    let fields: Vec<Field> = e.key.iter().map(Key::field).collect();
+    let elements = vec![NlElement {
+        key: set_key(&fields),
+        data: None,
+    }];
+    if add {
+        Change::Add {
+            family,
+            table: e.table,
+            set: &e.set,
+            elements,
+        }
+    } else {
+        Change::Delete {
+            family,
+            table: e.table,
+            set: &e.set,
+            elements,
+        }
+    }
+}
+
 /// Take `remove` out and put `add` in, as one transaction.
 pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
-    let batch = elements_text("delete", remove) + &elements_text("add", add);
-    if batch.is_empty() {
+    if remove.is_empty() && add.is_empty() {
         return Ok(());
     }
-    Nft::new()?.run(&batch).map(drop)
+    let changes: Vec<Change> = remove
+        .iter()
+        .map(|e| change(false, e))
+        .chain(add.iter().map(|e| change(true, e)))
+        .collect();
+    NfNetlink::open()
+        .and_then(|mut nl| nl.apply(&changes))
+        .map_err(|e| Error::kernel("update plumb's nftables sets", e))
 }
 
 #[cfg(test)]

@@ -51,10 +51,7 @@ pub fn network_sources(net: &Network) -> Vec<IpNet> {
 
 /// The sources an attachment's rules select: its addresses.
 pub fn attachment_sources(a: &Attachment) -> Vec<IpNet> {
-    a.addresses
-        .iter()
-        .map(|n| IpNet::from(n.addr()))
-        .collect()
+    a.addresses.iter().map(|n| IpNet::from(n.addr())).collect()
 }
 
 /// Tables named by the system's iproute2 configuration.
