@@ -27,6 +27,9 @@ The filler rules are distinct and never match the probe traffic:
   bench deny to   198.19.A.B/32 proto udp port 1024+k   (odd k)
 but every one of them stands before `bench allow from bench2 proto tcp port
 5201-5202` in the forward chain, so new connections walk past all of them.
+One more rule, `bench allow from label:role=bench proto udp port 9`, names a
+label that every container of bench is attached with, so each attach adds its
+address to that rule's nftables set.
 
 Everything runs in a fake host namespace (plumb --host-netns) that the script
 creates and deletes; the real host's links, routes and tables are never
@@ -63,6 +66,8 @@ HOST = PREFIX + "host"
 NET, SUBNET = "bench", "10.86.0.0/16"
 NET2, SUBNET2 = "bench2", "10.87.0.0/24"
 IPERF_PORT, CONN_PORT = 5201, 5202
+EXTRA_RULES = 2  # besides the filler: bench2 -> bench allowed, and a label rule
+LABEL = "role=bench"  # every container of bench carries it (with --rules > 0)
 MAX_ATTACH_RATIO, MIN_TPUT_RATIO = 1.15, 0.9
 MARKERS = ("10.86.", "10.87.", "198.18.", "198.19.")
 
@@ -228,6 +233,10 @@ class Bench:
     def plumb(self, *words: str) -> list[str]:
         return [self.args.plumb, "--state-dir", self.state, "--host-netns", HOST, *words]
 
+    def attach(self, ns: str) -> list[str]:
+        label = ["--label", LABEL] if self.args.rules else []
+        return self.plumb("attach", ns, NET, *label)
+
     def fresh(self, tag: str, n: int) -> list[str]:
         names = [f"{PREFIX}{tag}-{self.serial + i}" for i in range(n)]
         self.serial += n
@@ -248,13 +257,16 @@ class Bench:
             # bench2 -> bench is dropped by default (networks are isolated)
             run(self.plumb("policy", "add", NET, "allow", "from", NET2, "proto", "tcp",
                            "port", f"{IPERF_PORT}-{CONN_PORT}"))
+            # a set that every attach to bench adds its address to
+            run(self.plumb("policy", "add", NET, "allow", "from", f"label:{LABEL}",
+                           "proto", "udp", "port", "9"))
 
     def grow(self, containers: int, rules: int) -> list[float]:
         """Attach background containers up to `containers`, then add filler
         rules up to `rules`; returns the ms of each `plumb policy add`."""
         names = self.fresh("bg", max(0, containers - self.others))
         for i, ns in enumerate(names, 1):
-            run(self.plumb("attach", ns, NET))
+            run(self.attach(ns))
             if i % 250 == 0:
                 say(f"  {self.others + i}/{containers} containers")
         self.others += len(names)
@@ -315,7 +327,7 @@ class Bench:
         busy = wait_quiet()
         attach = []
         for ns in probes:
-            ms, p = timed(self.plumb("attach", ns, NET))
+            ms, p = timed(self.attach(ns))
             if p.returncode != 0:
                 raise BenchError(f"attach {ns} failed: {p.stderr.strip() or p.stdout.strip()}")
             attach.append(ms)
@@ -351,8 +363,9 @@ class Bench:
 
         listed = json.loads(run(self.plumb("policy", "ls", "--json")).stdout or "[]") \
             if self.args.rules else []
-        if len(listed) != (rules + 1 if self.args.rules else 0):
-            raise BenchError(f"plumb policy ls lists {len(listed)} rules, expected {rules + 1}")
+        want = rules + EXTRA_RULES if self.args.rules else 0
+        if len(listed) != want:
+            raise BenchError(f"plumb policy ls lists {len(listed)} rules, expected {want}")
         nft = self.nft_rules()
         say(f"  nftables rules: {nft}")
         return {"containers": containers, "rules": rules, "busy_before": busy,
@@ -363,14 +376,16 @@ class Bench:
                 "connections_per_s": conns, "policy_add_ms": adds, "nft_rules": nft}
 
     def nft_rules(self) -> dict:
-        """Rules per plumb table in the fake host, e.g. {"inet plumb": 1012}."""
+        """Rules and set elements per plumb table in the fake host."""
         out = run(in_ns(HOST, ["nft", "-j", "list", "ruleset"])).stdout
         counts: dict[str, int] = {}
         for obj in json.loads(out).get("nftables", []):
-            t = obj.get("table") or obj.get("rule")
-            if t and t.get("name", t.get("table")) == "plumb":
-                key = f"{t['family']} plumb"
-                counts[key] = counts.get(key, 0) + ("rule" in obj)
+            if "rule" in obj and obj["rule"]["table"] == "plumb":
+                key = f"rules, {obj['rule']['family']} plumb"
+                counts[key] = counts.get(key, 0) + 1
+            elif "set" in obj and obj["set"]["table"] == "plumb":
+                key = f"set elements, {obj['set']['family']} plumb"
+                counts[key] = counts.get(key, 0) + len(obj["set"].get("elem", []))
         return counts
 
 
@@ -389,9 +404,9 @@ def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
     say("\n== results")
     say(f"{'':<34}{'small':>12}{'large':>12}{'large/small':>12}")
     say(f"{'other containers':<34}{small['containers']:>12}{large['containers']:>12}")
-    say(f"{'policy rules (+1 allow)':<34}{small['rules']:>12}{large['rules']:>12}")
+    say(f"{f'policy rules (+{EXTRA_RULES})':<34}{small['rules']:>12}{large['rules']:>12}")
     for table in sorted(set(small["nft_rules"]) | set(large["nft_rules"])):
-        say(f"{'nft rules, ' + table:<34}{small['nft_rules'].get(table, 0):>12}"
+        say(f"{'nft ' + table:<34}{small['nft_rules'].get(table, 0):>12}"
             f"{large['nft_rules'].get(table, 0):>12}")
     row(f"attach median ms ({args.probes} probes)", small["attach_median_ms"],
         large["attach_median_ms"], ".2f", ("<=", MAX_ATTACH_RATIO))

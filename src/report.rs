@@ -36,7 +36,12 @@ pub fn endpoint(a: &Attachment) -> Value {
             "BurstBytes": r.burst,
         })),
         "Labels": a.labels,
-        "Egress": a.egress,
+        "Egress": a.egress.as_ref().map(|e| json!({
+            "Interface": e.egress.interface,
+            "Gateway": e.egress.gateway.map(|g| g.to_string()),
+            "Table": e.table,
+            "RulePriorities": [e.priority, e.priority + 1],
+        })),
         "AntiSpoofing": !a.allow_spoofing,
     })
 }

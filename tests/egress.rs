@@ -195,3 +195,58 @@ fn egress_tables_avoid_the_systems_and_bad_egress_input_changes_nothing() {
     assert!(err.contains("--egress-gateway"), "{err}");
     assert!(!lab.ok(&["network", "ls"]).contains("p2"));
 }
+
+#[test]
+fn one_attachment_leaves_by_its_own_uplink_while_its_neighbours_do_not() {
+    let lab = Lab::new("ega");
+    let (isp1, isp2) = two_uplinks(&lab);
+    lab.ok(&["network", "create", "shared", "--subnet", "10.37.0.0/24"]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "shared"]);
+    lab.ok(&[
+        "attach",
+        &b,
+        "shared",
+        "--egress-interface",
+        "wan2",
+        "--egress-gateway",
+        "10.202.0.1",
+    ]);
+    assert_eq!(seen_at(&isp1, &a).unwrap(), "10.201.0.2", "a: the default");
+    assert_eq!(
+        seen_at(&isp2, &b).unwrap(),
+        "10.202.0.2",
+        "b: its own uplink"
+    );
+    assert!(seen_at(&isp1, &b).is_err(), "nothing of b leaves by wan1");
+    assert!(lab.ping(&b, &lab.ip_of(&a, "shared")), "b still reaches a");
+
+    let own = &lab.inspect(&b)["NetworkSettings"]["Networks"]["shared"]["Egress"];
+    assert_eq!(own["Interface"], "wan2", "{own}");
+    let (table, prio) = (
+        own["Table"].as_u64().expect("Table"),
+        own["RulePriorities"][1].as_u64().expect("RulePriorities"),
+    );
+    let ip_b = lab.ip_of(&b, "shared");
+    let rule = format!("{prio}:\tfrom {ip_b} lookup {table}");
+    assert!(rules(&lab).contains(&rule), "{}", rules(&lab));
+
+    // The daemon repairs it like a network's.
+    let _daemon = lab.daemon(&[]);
+    must(&format!("ip -n {} rule del pref {prio}", lab.host));
+    wait_until("the daemon to restore the attachment's rule", 3, || {
+        rules(&lab).contains(&rule)
+    });
+
+    // Bad input changes nothing; detach takes rules and table away.
+    let c = lab.netns("c");
+    let before = rules(&lab);
+    let err = lab.fails(&["attach", &c, "shared", "--egress-interface", "nosuch0"]);
+    assert!(err.contains("--egress-interface `nosuch0`"), "{err}");
+    assert_eq!(rules(&lab), before, "no rule left behind");
+    assert!(!lab.ok(&["ls"]).contains(&c), "no attachment left behind");
+    lab.ok(&["detach", &b]);
+    assert!(!rules(&lab).contains(&ip_b), "{}", rules(&lab));
+    let routes = must(&format!("ip -n {} route show table {table}", lab.host));
+    assert_eq!(routes.trim(), "", "the table is empty again");
+}

@@ -640,6 +640,16 @@ impl Engine {
         {
             tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
         }
+        if let Some(own) = &a.attachment.egress {
+            let alloc = routing::Allocation {
+                table: own.table,
+                priority: own.priority,
+            };
+            let sources = routing::attachment_sources(&a.attachment);
+            for e in routing::remove(&mut self.host, &sources, &own.egress, alloc) {
+                tracing::warn!(target = %a.attachment.target, "egress routing: {e}");
+            }
+        }
         let elements = filter_elements(self.store.read(), &a_net, &a.attachment)?;
         if let Err(e) = elements::apply(&elements, &[]) {
             tracing::warn!(target = %a.attachment.target, "nftables sets: {e}");
