@@ -367,7 +367,7 @@ class Bench:
         if len(listed) != want:
             raise BenchError(f"plumb policy ls lists {len(listed)} rules, expected {want}")
         nft = self.nft_rules()
-        say(f"  nftables rules: {nft}")
+        say("  nftables: " + ", ".join(f"{n} {k}" for k, n in sorted(nft.items())))
         return {"containers": containers, "rules": rules, "busy_before": busy,
                 "attach_ms": attach, "attach_median_ms": statistics.median(attach),
                 "attach_mean_ms": statistics.fmean(attach),

@@ -18,15 +18,21 @@ pub enum Key {
     Ip(IpAddr),
     /// An address in a set typed by raw payload (an integer).
     Raw(IpAddr),
+    /// An IP protocol number (inet_proto).
+    Proto(u8),
+    /// A port (inet_service).
+    Port(u16),
 }
 
-/// One element: a table, a set in it, and the element's key.
+/// One element: a table, a set (or map) in it, the element's key and, in
+/// a map, the data it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     pub family: &'static str,
     pub table: &'static str,
     pub set: String,
     pub key: Vec<Key>,
+    pub data: Vec<Key>,
 }
 
 impl Element {
@@ -36,6 +42,7 @@ impl Element {
             table: crate::policy::antispoof::TABLE,
             set: set.into(),
             key,
+            data: Vec::new(),
         }
     }
     pub fn inet(set: String, key: Vec<Key>) -> Self {
@@ -44,6 +51,14 @@ impl Element {
             table: crate::policy::firewall::TABLE,
             set,
             key,
+            data: Vec::new(),
+        }
+    }
+    /// An element of a map in `inet plumb`.
+    pub fn inet_map(map: &str, key: Vec<Key>, data: Vec<Key>) -> Self {
+        Element {
+            data,
+            ..Element::inet(map.into(), key)
         }
     }
 }
@@ -60,6 +75,10 @@ impl fmt::Display for Key {
             Key::Ip(ip) => write!(f, "{ip}"),
             Key::Raw(IpAddr::V6(v6)) => write!(f, "0x{:032x}", u128::from(*v6)),
             Key::Raw(IpAddr::V4(v4)) => write!(f, "0x{:08x}", u32::from(*v4)),
+            Key::Proto(6) => write!(f, "tcp"),
+            Key::Proto(17) => write!(f, "udp"),
+            Key::Proto(n) => write!(f, "{n}"),
+            Key::Port(p) => write!(f, "{p}"),
         }
     }
 }
@@ -68,14 +87,24 @@ impl fmt::Display for Key {
 pub fn elements_text(verb: &str, elements: &[Element]) -> String {
     let mut out = String::new();
     for e in elements {
-        let key: Vec<String> = e.key.iter().map(Key::to_string).collect();
+        let join = |keys: &[Key]| {
+            keys.iter()
+                .map(Key::to_string)
+                .collect::<Vec<_>>()
+                .join(" . ")
+        };
+        let data = if e.data.is_empty() {
+            String::new()
+        } else {
+            format!(" : {}", join(&e.data))
+        };
         let _ = writeln!(
             out,
-            "{verb} element {} {} {} {{ {} }}",
+            "{verb} element {} {} {} {{ {}{data} }}",
             e.family,
             e.table,
             e.set,
-            key.join(" . ")
+            join(&e.key)
         );
     }
     out
@@ -88,6 +117,8 @@ impl Key {
             Key::Ether(m) => Field::Ether(*m),
             Key::Ip(IpAddr::V4(ip)) | Key::Raw(IpAddr::V4(ip)) => Field::Ipv4(*ip),
             Key::Ip(IpAddr::V6(ip)) | Key::Raw(IpAddr::V6(ip)) => Field::Ipv6(*ip),
+            Key::Proto(n) => Field::Proto(*n),
+            Key::Port(p) => Field::Port(*p),
         }
     }
 }
@@ -97,10 +128,10 @@ fn change(add: bool, e: &Element) -> Change<'_> {
         "bridge" => NfFamily::Bridge,
         _ => NfFamily::Inet,
     };
-    let fields: Vec<Field> = e.key.iter().map(Key::field).collect();
+    let bytes = |keys: &[Key]| set_key(&keys.iter().map(Key::field).collect::<Vec<_>>());
     let elements = vec![NlElement {
-        key: set_key(&fields),
-        data: None,
+        key: bytes(&e.key),
+        data: (!e.data.is_empty()).then(|| bytes(&e.data)),
     }];
     if add {
         Change::Add {
@@ -137,6 +168,19 @@ pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_elements_print_their_data() {
+        let e = Element::inet_map(
+            "publish",
+            vec![Key::Proto(6), Key::Port(8080)],
+            vec![Key::Ip("10.0.0.2".parse().unwrap()), Key::Port(80)],
+        );
+        assert_eq!(
+            elements_text("add", &[e]),
+            "add element inet plumb publish { tcp . 8080 : 10.0.0.2 . 80 }\n"
+        );
+    }
 
     #[test]
     fn keys_print_as_nft_reads_them() {

@@ -17,10 +17,10 @@ use ipnet::IpNet;
 use rusqlite::Connection;
 
 use crate::error::Result;
-use crate::model::{Attachment, BridgeMode, BridgeOptions, Network};
+use crate::model::{Attachment, BridgeMode, BridgeOptions, Network, Proto as ModelProto};
 use crate::nft::Nft;
 use crate::policy::antispoof;
-use crate::policy::elements::{Element, Key};
+use crate::policy::elements::{self, Element, Key, elements_text};
 use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
 use crate::store;
 
@@ -110,7 +110,7 @@ pub fn render(r: &Ruleset) -> String {
     let _ = write!(text, "table inet {TABLE} {{\n{body}}}\n");
     if !nat(&r.networks).is_empty() {
         for a in &r.published {
-            text.push_str(&elements("add", a));
+            text.push_str(&elements_text("add", &publish_elements(a)));
         }
     }
     text
@@ -342,42 +342,41 @@ pub fn published_address(a: &Attachment) -> Option<std::net::IpAddr> {
     a.addresses.iter().map(|n| n.addr()).find(|ip| ip.is_ipv4())
 }
 
-/// `add`/`delete element` commands for the published ports of `a`.
-fn elements(verb: &str, a: &Attachment) -> String {
+/// The map elements forwarding the published ports of `a`.
+fn publish_elements(a: &Attachment) -> Vec<Element> {
     let Some(to) = published_address(a) else {
-        return String::new();
+        return Vec::new();
     };
-    let mut out = String::new();
+    let mut out = Vec::new();
     for p in &a.publish {
-        let (mut any, mut by_addr) = (Vec::new(), Vec::new());
+        let proto = Key::Proto(match p.proto {
+            ModelProto::Tcp => libc::IPPROTO_TCP as u8,
+            ModelProto::Udp => libc::IPPROTO_UDP as u8,
+        });
         for i in 0..p.count {
-            let (hp, cp) = (p.host_port + i, p.port + i);
-            match p.host_ip {
-                None => any.push(format!("{} . {hp} : {to} . {cp}", p.proto)),
-                Some(ip) => by_addr.push(format!("{ip} . {} . {hp} : {to} . {cp}", p.proto)),
-            }
-        }
-        for (map, elems) in [("publish", any), ("publish_addr", by_addr)] {
-            if !elems.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "{verb} element inet {TABLE} {map} {{ {} }}",
-                    elems.join(", ")
-                );
-            }
+            let (hp, cp) = (Key::Port(p.host_port + i), Key::Port(p.port + i));
+            let data = vec![Key::Ip(to), cp];
+            out.push(match p.host_ip {
+                None => Element::inet_map("publish", vec![proto.clone(), hp], data),
+                Some(ip) => Element::inet_map(
+                    "publish_addr",
+                    vec![Key::Ip(ip.into()), proto.clone(), hp],
+                    data,
+                ),
+            });
         }
     }
     out
 }
 
-/// Forward `a`'s published ports: elements added, one batch.
+/// Forward `a`'s published ports: map elements added, one batch.
 pub fn publish(a: &Attachment) -> Result<()> {
-    Nft::new()?.run(&elements("add", a)).map(drop)
+    elements::apply(&[], &publish_elements(a))
 }
 
 /// Stop forwarding `a`'s published ports.
 pub fn unpublish(a: &Attachment) -> Result<()> {
-    Nft::new()?.run(&elements("delete", a)).map(drop)
+    elements::apply(&publish_elements(a), &[])
 }
 
 /// The elements putting `a`'s addresses into the sets of the attachment
