@@ -104,7 +104,12 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
     if net.ipam == Ipam::Dhcp {
         crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
         // The daemon runs the client for as long as the attachment lives.
-        let v = protocol::call(socket, &Request::Attach { spec })?;
+        let v = protocol::call(
+            socket,
+            &Request::Attach {
+                spec: Box::new(spec),
+            },
+        )?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
         println!(
             "{} {} {} {}/{}",

@@ -44,7 +44,7 @@ pub enum Command {
     #[command(subcommand)]
     Network(network::NetworkCommand),
     /// Attach a namespace (NAME, netns:NAME, /path/to/ns, pid:N) to a network.
-    Attach(attach::AttachArgs),
+    Attach(Box<attach::AttachArgs>),
     /// Detach a namespace from one network, or from all; idempotent.
     Detach(attach::DetachArgs),
     /// Show a namespace's attachments as JSON.
@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let mut engine = Engine::open(&cli.state_dir)?;
     match cli.command {
         Command::Network(cmd) => network::run(&mut engine, &cli.socket, cmd),
-        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, args),
+        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, *args),
         Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args),
         Command::Gc => daemon::gc(&mut engine, &cli.socket),
         Command::Restore => daemon::restore(&mut engine, &cli.socket),

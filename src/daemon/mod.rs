@@ -298,7 +298,7 @@ async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
 
 async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
     match req {
-        Request::Attach { spec } => attach(ctx, spec).await,
+        Request::Attach { spec } => attach(ctx, *spec).await,
         Request::Detach { target, network } => detach(ctx, target, network).await,
         Request::Gc => Ok(json!(
             gc(ctx)

@@ -19,7 +19,7 @@ pub const DEFAULT_SOCKET: &str = "/run/plumb/plumbd.sock";
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     /// Attach to a DHCP network: the daemon runs the client.
-    Attach { spec: AttachSpec },
+    Attach { spec: Box<AttachSpec> },
     /// Detach (releasing any lease first).
     Detach {
         target: String,
