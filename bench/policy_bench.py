@@ -69,6 +69,7 @@ IPERF_PORT, CONN_PORT = 5201, 5202
 EXTRA_RULES = 2  # besides the filler: bench2 -> bench allowed, and a label rule
 LABEL = "role=bench"  # every container of bench carries it (with --rules > 0)
 MAX_ATTACH_RATIO, MIN_TPUT_RATIO = 1.15, 0.9
+MAX_OTHERS = 1020  # the kernel's BR_MAX_PORTS (1024, port 0 unused) minus 3 probes
 MARKERS = ("10.86.", "10.87.", "198.18.", "198.19.")
 
 # accept-and-close server, and a client that connects (and resets) for N seconds
@@ -229,6 +230,7 @@ class Bench:
         self.serial = 0      # names of fresh namespaces
         self.procs: list[subprocess.Popen] = []
         self.bridge_nf = "?"
+        self.results: dict[str, dict] = {}
 
     def plumb(self, *words: str) -> list[str]:
         return [self.args.plumb, "--state-dir", self.state, "--host-netns", HOST, *words]
@@ -320,26 +322,29 @@ class Bench:
                 timeout=60)
         return float(p.stdout.strip())
 
-    def phase(self, name: str, containers: int, rules: int) -> dict:
+    def phase(self, name: str, containers: int, rules: int) -> None:
         say(f"\n== {name}: {containers} other containers, {rules} policy rules")
-        adds = self.grow(containers, rules)
+        r = self.results[name] = {"containers": containers, "rules": rules}
+        r["policy_add_ms"] = self.grow(containers, rules)
         probes = self.fresh(name, self.args.probes)
-        busy = wait_quiet()
-        attach = []
-        for ns in probes:
+        r["busy_before"] = wait_quiet()
+        attach = r["attach_ms"] = []
+        for i, ns in enumerate(probes):
             ms, p = timed(self.attach(ns))
             if p.returncode != 0:
                 raise BenchError(f"attach {ns} failed: {p.stderr.strip() or p.stdout.strip()}")
             attach.append(ms)
-        self.others += len(probes)
-        say(f"  attach: median {statistics.median(attach):.2f} ms, "
-            f"mean {statistics.fmean(attach):.2f} ms over {len(attach)} probes")
-        for ns in (probes[0], probes[len(probes) // 2], probes[-1]):
-            ip = ipv4_of(ns)
+            if i >= 2:  # keep 2 for iperf3; the others go, so every probe sees `containers`
+                run(self.plumb("detach", ns, NET))
+        r["attach_median_ms"] = statistics.median(attach)
+        r["attach_mean_ms"] = statistics.fmean(attach)
+        say(f"  attach: median {r['attach_median_ms']:.2f} ms, "
+            f"mean {r['attach_mean_ms']:.2f} ms over {len(attach)} probes")
+        server, server_ip = probes[0], ipv4_of(probes[0])
+        for ns, ip in ((server, server_ip), (probes[1], ipv4_of(probes[1]))):
             if ip is None or ipaddress.ip_address(ip) not in ipaddress.ip_network(SUBNET):
                 raise BenchError(f"{ns}: no address of {SUBNET} on eth0 ({ip})")
 
-        server, server_ip = probes[0], ipv4_of(probes[0])
         paths = {"same network": probes[1]}
         if self.args.rules:
             (other,) = self.fresh(name + "-x", 1)
@@ -349,14 +354,16 @@ class Bench:
         self.start(server, ["python3", "-c", CONN_SERVER], CONN_PORT)
         try:
             wait_quiet()
-            tput = {path: [] for path in paths}
+            tput = r["iperf_gbps"] = {path: [] for path in paths}
             for _ in range(self.args.repeats):  # alternate the paths
                 for path, client in paths.items():
                     tput[path].append(self.iperf(client, server_ip))
-            conns = {path: statistics.median(self.connrate(c, server_ip) for _ in range(3))
-                     for path, c in paths.items()}
+            conns = r["connections_per_s"] = {
+                path: statistics.median(self.connrate(c, server_ip) for _ in range(3))
+                for path, c in paths.items()}
         finally:
             self.stop_servers()
+        r["iperf_median_gbps"] = {k: statistics.median(v) for k, v in tput.items()}
         for path in paths:
             say(f"  iperf3 {path}: {', '.join(f'{g:.2f}' for g in tput[path])} Gbit/s; "
                 f"{conns[path]:.0f} connections/s")
@@ -366,16 +373,15 @@ class Bench:
         want = rules + EXTRA_RULES if self.args.rules else 0
         if len(listed) != want:
             raise BenchError(f"plumb policy ls lists {len(listed)} rules, expected {want}")
-        nft = self.nft_rules()
+        nft = r["nft"] = self.nft_counts()
         say("  nftables: " + ", ".join(f"{n} {k}" for k, n in sorted(nft.items())))
-        return {"containers": containers, "rules": rules, "busy_before": busy,
-                "attach_ms": attach, "attach_median_ms": statistics.median(attach),
-                "attach_mean_ms": statistics.fmean(attach),
-                "iperf_gbps": tput, "iperf_median_gbps": {k: statistics.median(v)
-                                                          for k, v in tput.items()},
-                "connections_per_s": conns, "policy_add_ms": adds, "nft_rules": nft}
+        for ns in paths.values():
+            run(self.plumb("detach", ns))
+        run(self.plumb("detach", server))
+        run(["ip", "-force", "-batch", "-"],
+            input="".join(f"netns del {ns}\n" for ns in {*probes, *paths.values()}))
 
-    def nft_rules(self) -> dict:
+    def nft_counts(self) -> dict:
         """Rules and set elements per plumb table in the fake host."""
         out = run(in_ns(HOST, ["nft", "-j", "list", "ruleset"])).stdout
         counts: dict[str, int] = {}
@@ -405,9 +411,9 @@ def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
     say(f"{'':<34}{'small':>12}{'large':>12}{'large/small':>12}")
     say(f"{'other containers':<34}{small['containers']:>12}{large['containers']:>12}")
     say(f"{f'policy rules (+{EXTRA_RULES})':<34}{small['rules']:>12}{large['rules']:>12}")
-    for table in sorted(set(small["nft_rules"]) | set(large["nft_rules"])):
-        say(f"{'nft ' + table:<34}{small['nft_rules'].get(table, 0):>12}"
-            f"{large['nft_rules'].get(table, 0):>12}")
+    for table in sorted(set(small["nft"]) | set(large["nft"])):
+        say(f"{'nft ' + table:<34}{small['nft'].get(table, 0):>12}"
+            f"{large['nft'].get(table, 0):>12}")
     row(f"attach median ms ({args.probes} probes)", small["attach_median_ms"],
         large["attach_median_ms"], ".2f", ("<=", MAX_ATTACH_RATIO))
     row("attach mean ms", small["attach_mean_ms"], large["attach_mean_ms"], ".2f")
@@ -446,8 +452,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cleanup", action="store_true",
                     help="only remove what a killed run left, then exit")
     args = ap.parse_args(argv)
-    if not 0 <= args.small < args.count <= 60000:
-        ap.error("need 0 <= --small < --count <= 60000")
+    if not 0 <= args.small < args.count <= MAX_OTHERS:
+        ap.error(f"need 0 <= --small < --count <= {MAX_OTHERS}: a Linux bridge holds at most "
+                 "1023 ports, and 2 probes stay attached while a third is timed")
     if args.rules and not args.small <= args.rules <= 60000:
         ap.error("need --small <= --rules <= 60000 (or --rules 0)")
     if args.probes < 2 or args.repeats < 1 or args.iperf_time < 1:
@@ -484,13 +491,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     before = real_host_view()
     bench = Bench(args)
-    results, failures, interrupted = {}, [], False
+    failures, interrupted = [], False
     t0 = time.monotonic()
     try:
         bench.setup()
         small_rules = min(args.small, args.rules)
-        results["small"] = bench.phase("small", args.small, small_rules)
-        results["large"] = bench.phase("large", args.count, args.rules)
+        bench.phase("small", args.small, small_rules)
+        bench.phase("large", args.count, args.rules)
     except KeyboardInterrupt:
         interrupted = True
         say("\ninterrupted; cleaning up")
@@ -512,7 +519,8 @@ def main(argv: list[str]) -> int:
     if interrupted:
         return 130
     checks = []
-    if "large" in results:
+    results = bench.results
+    if "nft" in results.get("large", {}):
         checks = report(results["small"], results["large"], args)
         say(f"bridge-nf-call-iptables in the fake host: {bench.bridge_nf} (1: bridged traffic "
             f"meets the forward chain too); total run {time.monotonic() - t0:.0f} s")

@@ -342,6 +342,7 @@ impl Engine {
                 reason: "is the host's own network namespace".into(),
             });
         }
+        netns::warm_ipv6_sysctls(&ns);
         let netns_id = ns.identity();
         let target_name = parsed.to_string();
         // A host device returns to the host: its undo needs the namespace.
@@ -879,8 +880,6 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
     }
 }
 
-/// Reserve an attachment's host ports in the store (refusing one taken)
-/// and add them to the nftables maps: elements only, no rule changes.
 /// An attachment's own uplink: a table and rules selecting its addresses
 /// (nat and routed bridges, where the host routes its traffic).
 fn own_egress(
@@ -986,6 +985,8 @@ fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<
     Ok(())
 }
 
+/// Reserve an attachment's host ports in the store (refusing one taken)
+/// and add them to the nftables maps: elements only, no rule changes.
 fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
     let first = a.publish[0];
     if !net.bridge().is_some_and(|b| b.mode == BridgeMode::Nat) {

@@ -1,6 +1,8 @@
-//! plumb's nftables state: one table, `inet plumb`, that plumb alone owns,
-//! rendered from the store and swapped in as one atomic batch. Per-network
-//! rules only: attaching a container never touches nftables.
+//! plumb's nftables state: the tables `inet plumb` (NAT, published ports,
+//! isolation, the user's rules) and `bridge plumb` (anti-spoofing), which
+//! plumb alone owns, rendered from the store and swapped in as one atomic
+//! batch. Rules are per network and per user rule: attaching a container
+//! only adds elements to their sets and maps (`elements`).
 //!
 //! Docker (and anything using iptables-nft) may set the `FORWARD` policy of
 //! `table ip filter` to DROP. A drop verdict in any base chain is final, so
