@@ -216,11 +216,6 @@ def ipv4_of(ns: str) -> str | None:
     return None
 
 
-def first_last_means(xs: list[float], w: int = 50) -> tuple[float, float]:
-    w = min(w, max(1, len(xs) // 2))
-    return statistics.fmean(xs[:w]), statistics.fmean(xs[-w:])
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -426,10 +421,11 @@ def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
     if small["policy_add_ms"] and large["policy_add_ms"]:
         row("plumb policy add median ms", statistics.median(small["policy_add_ms"]),
             statistics.median(large["policy_add_ms"]), ".2f")
-        first, last = first_last_means(large["policy_add_ms"])
-        say(f"large phase: {len(large['policy_add_ms'])} policy adds took "
-            f"{sum(large['policy_add_ms']) / 1000:.1f} s; mean of the first 50 "
-            f"{first:.2f} ms, of the last 50 {last:.2f} ms")
+        adds = large["policy_add_ms"]
+        w = min(50, max(1, len(adds) // 2))
+        say(f"large phase: {len(adds)} policy adds took {sum(adds) / 1000:.1f} s; mean of "
+            f"the first {w} {statistics.fmean(adds[:w]):.2f} ms, of the last {w} "
+            f"{statistics.fmean(adds[-w:]):.2f} ms")
     return checks
 
 

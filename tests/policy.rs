@@ -149,6 +149,17 @@ fn rules_join_tenants_open_ports_and_follow_the_documented_order() {
     assert!(lab.ping(&f, &ip_s), "joined again after restore");
     assert!(!connects(&f, &ip_w, 8001), "deny again after restore");
 
+    // A catch-all deny after the allows: an allowlist. Traffic within
+    // the network is not the rules' business (even where br_netfilter
+    // sends bridged frames through the forward hook, as here).
+    let w2 = lab.netns("w2");
+    lab.ok(&["attach", &w2, "web"]);
+    assert!(lab.ping(&up, &ip_w), "the outside reaches routed web");
+    lab.ok(&["policy", "add", "web", "deny", "--priority", "1000"]);
+    assert!(connects(&f, &ip_w, 8000), "the allow still opens 8000");
+    assert!(!lab.ping(&up, &ip_w), "the rest into web is denied");
+    assert!(lab.ping(&w2, &ip_w), "within web");
+
     // Removing the joining rule parts the tenant's networks again.
     lab.ok(&["policy", "rm", &join]);
     assert!(!lab.ping(&f, &ip_s), "fin to sales, parted");

@@ -200,10 +200,12 @@ fn address_sets(r: &Ruleset) -> String {
     out
 }
 
-/// The forward chain: answers first, then the user's rules in evaluation
-/// order, then the defaults (published ports reachable, traffic within a
-/// network passes, traffic between plumb networks is dropped). Written once
-/// per rule and per network, never per container.
+/// The forward chain: answers first, then traffic within one network
+/// (forwarded here when br_netfilter sends bridged frames through the IP
+/// hooks), then the user's rules in evaluation order, then the defaults
+/// (published ports reachable, traffic between plumb networks dropped).
+/// Written once per rule and per network, never per container; the
+/// per-network matches are set lookups, not a rule per network.
 fn forward(r: &Ruleset) -> String {
     let names: Vec<String> = bridges(&r.networks)
         .map(|(_, b)| format!("\"{}\"", b.bridge))
@@ -212,14 +214,21 @@ fn forward(r: &Ruleset) -> String {
     if names.len() < 2 && rules.is_empty() {
         return String::new();
     }
-    let mut chain = format!(
-        "  chain forward {{\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n{rules}    ct status dnat accept\n"
+    let pairs: Vec<String> = names.iter().map(|n| format!("{n} . {n}")).collect();
+    let mut chain = String::from(
+        "  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n",
     );
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            chain,
+            "    iifname . oifname {{ {} }} accept comment \"within a network\"",
+            pairs.join(", ")
+        );
+    }
+    chain.push_str(&rules);
+    chain.push_str("    ct status dnat accept\n");
     if names.len() >= 2 {
         let all = names.join(", ");
-        for n in &names {
-            let _ = writeln!(chain, "    iifname {n} oifname {n} accept");
-        }
         let _ = writeln!(
             chain,
             "    iifname {{ {all} }} oifname {{ {all} }} drop comment \"networks are isolated\""
