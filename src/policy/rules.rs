@@ -10,12 +10,13 @@
 //! scope to there; with both, one of them must be the scope (or, for a
 //! tenant, one of its networks).
 //!
-//! Evaluation order: answers to connections already accepted pass first;
-//! then the rules by ascending priority, at equal priority every `deny`
-//! before any `allow`, then in the order they were added; the first rule
-//! that matches decides. Traffic no rule matches gets the defaults: within a
-//! network it passes, between two plumb networks it is dropped, ports
-//! published by NAT networks are reachable, and the rest passes.
+//! Evaluation order: answers to connections already accepted pass first,
+//! and so does traffic within one network; then the rules by ascending
+//! priority, at equal priority every `deny` before any `allow`, then in the
+//! order they were added; the first rule that matches decides. Traffic no
+//! rule matches gets the defaults: between two plumb networks it is
+//! dropped, ports published by NAT networks are reachable, and the rest
+//! passes.
 
 use std::fmt;
 use std::net::IpAddr;
