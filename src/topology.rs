@@ -192,20 +192,26 @@ impl Topology {
             made.push(Made::HostRoute(route.clone()));
             summary.changes.push(format!("added host route {route}"));
         }
+        // Rules name networks, which exist only now; the missing ones go in
+        // as one batch.
+        let networks: Vec<_> = engine.networks()?.into_iter().map(|n| n.network).collect();
+        let present = engine.policies()?;
+        let mut missing = Vec::new();
         for (i, spec) in self.policy.iter().enumerate() {
-            // Rules name networks, which exist only now.
-            let networks: Vec<_> = engine.networks()?.into_iter().map(|n| n.network).collect();
             let rule = spec
                 .resolve(&networks)
                 .map_err(|e| Error::Conflict(format!("[[policy]] #{}: {e}", i + 1)))?;
-            if engine.policies()?.iter().any(|p| p.policy == rule) {
-                continue;
+            if !present.iter().any(|p| p.policy == rule) {
+                missing.push(spec.clone());
             }
-            let added = engine.policy_add(spec, Some(owner))?;
-            made.push(Made::Policy(added.id));
-            summary
-                .changes
-                .push(format!("added rule {}: {}", added.id, added.policy));
+        }
+        if !missing.is_empty() {
+            for added in engine.policy_add_all(&missing, Some(owner))? {
+                made.push(Made::Policy(added.id));
+                summary
+                    .changes
+                    .push(format!("added rule {}: {}", added.id, added.policy));
+            }
         }
         Ok(summary)
     }

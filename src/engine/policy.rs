@@ -14,20 +14,38 @@ impl Engine {
     /// Add a rule; refused when it names what does not exist, or repeats,
     /// contradicts or shadows another rule.
     pub fn policy_add(&mut self, spec: &PolicySpec, owner: Option<&str>) -> Result<StoredPolicy> {
+        let mut added = self.policy_add_all(std::slice::from_ref(spec), owner)?;
+        Ok(added.remove(0))
+    }
+
+    /// Add rules in one transaction and one render of the table (a
+    /// topology file's): each is checked against the rules before it, and
+    /// if one is refused none is added.
+    pub fn policy_add_all(
+        &mut self,
+        specs: &[PolicySpec],
+        owner: Option<&str>,
+    ) -> Result<Vec<StoredPolicy>> {
         self.change(|tx, _, undo| {
             let previous = firewall::Ruleset::load(tx)?;
-            let policy = spec.resolve(&previous.networks)?;
-            rules::check_new(&policy, &previous.policies, &previous.networks)?;
-            let id = store::insert_policy(tx, &policy, owner)?;
+            let mut all = previous.policies.clone();
+            let mut added = Vec::new();
+            for spec in specs {
+                let policy = spec.resolve(&previous.networks)?;
+                rules::check_new(&policy, &all, &previous.networks)?;
+                let stored = StoredPolicy {
+                    id: store::insert_policy(tx, &policy, owner)?,
+                    policy,
+                    owner: owner.map(String::from),
+                };
+                all.push(stored.clone());
+                added.push(stored);
+            }
             firewall::sync(&firewall::Ruleset::load(tx)?)?;
             undo.push("restore the previous nftables ruleset", move |_| {
                 firewall::sync(&previous)
             });
-            Ok(StoredPolicy {
-                id,
-                policy,
-                owner: owner.map(String::from),
-            })
+            Ok(added)
         })
     }
 
