@@ -3,9 +3,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, Inet6IfaceFlags, InfoBridgePort, InfoKind, InfoPortData,
-    InfoPortKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, Inet6IfaceFlags, InfoBridgePort, InfoKind,
+    InfoPortData, InfoPortKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -140,9 +140,29 @@ impl Netlink {
             ))
             .mtu(mtu)
             .controller(controller)
-            .up()
             .build();
-        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
+        // The host end is a bridge port and needs no IPv6 address: without
+        // a link-local one it sends no duplicate address detection and no
+        // MLD reports, which the bridge would flood to every other port.
+        // The kernel takes the mode only from a link that exists and is
+        // still down (EAFNOSUPPORT in the creating message).
+        let no_ipv6_address =
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])]);
+        let configure = LinkUnspec::new_with_name(host)
+            .append_extra_attribute(no_ipv6_address)
+            .build();
+        let up = LinkUnspec::new_with_name(host).up().build();
+        let done = self
+            .execute(RouteNetlinkMessage::SetLink(configure), 0)
+            .and_then(|()| self.execute(RouteNetlinkMessage::SetLink(up), 0));
+        if done.is_err() {
+            // The caller undoes only a veth this returned: none half made.
+            let _ = self.delete_link_by_name(host);
+        }
+        done
     }
 
     /// Create a macvlan on `parent` here, down, with its MAC and MTU.
