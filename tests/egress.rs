@@ -241,9 +241,20 @@ fn one_attachment_leaves_by_its_own_uplink_while_its_neighbours_do_not() {
     // Bad input changes nothing; detach takes rules and table away.
     let c = lab.netns("c");
     let before = rules(&lab);
+    let guards = || {
+        must(&format!(
+            "ip netns exec {} nft list table bridge plumb",
+            lab.host
+        ))
+    };
+    let guards_before = guards();
+    // Refused after the veth, its addresses and its anti-spoofing elements
+    // are in place: all of it is taken back.
     let err = lab.fails(&["attach", &c, "shared", "--egress-interface", "nosuch0"]);
     assert!(err.contains("--egress-interface `nosuch0`"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
     assert_eq!(rules(&lab), before, "no rule left behind");
+    assert_eq!(guards(), guards_before, "no set element left behind");
     assert!(!lab.ok(&["ls"]).contains(&c), "no attachment left behind");
     lab.ok(&["detach", &b]);
     assert!(!rules(&lab).contains(&ip_b), "{}", rules(&lab));
