@@ -41,9 +41,9 @@ impl Engine {
                 all.push(stored.clone());
                 added.push(stored);
             }
-            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            firewall::sync_rules(&firewall::Ruleset::load(tx)?)?;
             undo.push("restore the previous nftables ruleset", move |_| {
-                firewall::sync(&previous)
+                firewall::sync_rules(&previous)
             });
             Ok(added)
         })
@@ -58,9 +58,9 @@ impl Engine {
                     return Err(Error::invalid("policy id", id, "no such rule"));
                 }
             }
-            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            firewall::sync_rules(&firewall::Ruleset::load(tx)?)?;
             undo.push("restore the previous nftables ruleset", move |_| {
-                firewall::sync(&previous)
+                firewall::sync_rules(&previous)
             });
             Ok(())
         })

@@ -97,14 +97,19 @@ impl Ruleset {
 /// masqueraded so the answers come back the same way.
 pub fn render(r: &Ruleset) -> String {
     let mut text = format!(
-        "add table inet {TABLE}\ndelete table inet {TABLE}\nadd table bridge {}\ndelete table bridge {}\n",
-        antispoof::TABLE,
-        antispoof::TABLE
+        "add table bridge {t}\ndelete table bridge {t}\n",
+        t = antispoof::TABLE
     );
     if bridges(&r.networks).next().is_some() {
         let ports: Vec<&Attachment> = r.guarded.iter().collect();
         text.push_str(&antispoof::bridge_table(&ports));
     }
+    text + &render_inet(r)
+}
+
+/// The `inet plumb` table alone: all that a change of rules touches.
+fn render_inet(r: &Ruleset) -> String {
+    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
     let body = [address_sets(r), forward(r), nat(&r.networks)].concat();
     if body.is_empty() {
         return text;
@@ -407,7 +412,13 @@ pub fn selector_elements(keys: &[String], a: &Attachment) -> Vec<Element> {
     out
 }
 
-/// Make the kernel's `inet plumb` table and the FORWARD accepts match.
+/// Render `inet plumb` again after the user's rules changed (the networks,
+/// and so the guard table and the FORWARD accepts, did not).
+pub fn sync_rules(r: &Ruleset) -> Result<()> {
+    Nft::new()?.run(&render_inet(r)).map(drop)
+}
+
+/// Make the kernel's tables and the FORWARD accepts match.
 pub fn sync(r: &Ruleset) -> Result<()> {
     let mut nft = Nft::new()?;
     let mut batch = render(r);
@@ -550,7 +561,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("10.2.0.0"), "{text}");
-        assert!(text.starts_with("add table inet plumb\ndelete table inet plumb\n"));
+        assert!(text.contains("add table inet plumb\ndelete table inet plumb\n"));
     }
 
     #[test]
