@@ -174,26 +174,6 @@ fn ensure_run_dir() -> io::Result<()> {
     Ok(())
 }
 
-/// Look up `/proc/sys/net/ipv6/conf` of `ns` on a thread of its own, while
-/// the caller goes on. The first lookup of that directory in a namespace
-/// costs the kernel about a millisecond (later ones some microseconds),
-/// and every attach writes a sysctl under it: done in parallel with the
-/// rest of the attach, that millisecond is off its critical path. Best
-/// effort: any failure just leaves the cost where it was.
-pub fn warm_ipv6_sysctls(ns: &NsHandle) {
-    let Ok(ns) = ns.try_clone() else {
-        return;
-    };
-    let _ = std::thread::Builder::new()
-        .name("sysctl-warm".into())
-        .spawn(move || {
-            // The thread dies right after: no need to return to the host.
-            if ns.enter().is_ok() {
-                let _ = std::fs::metadata("/proc/sys/net/ipv6/conf");
-            }
-        });
-}
-
 /// Write a sysctl (`net/ipv4/ip_forward`) inside the namespace of the
 /// calling thread: /proc/sys/net follows the namespace of the thread that
 /// opens it.

@@ -342,7 +342,6 @@ impl Engine {
                 reason: "is the host's own network namespace".into(),
             });
         }
-        netns::warm_ipv6_sysctls(&ns);
         let netns_id = ns.identity();
         let target_name = parsed.to_string();
         // A host device returns to the host: its undo needs the namespace.
