@@ -145,19 +145,17 @@ impl Netlink {
         // The host end is a bridge port and needs no IPv6 address: without
         // a link-local one it sends no duplicate address detection and no
         // MLD reports, which the bridge would flood to every other port.
-        // The kernel takes the mode only from a link that exists and is
-        // still down (EAFNOSUPPORT in the creating message).
-        let no_ipv6_address =
-            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-                In6AddrGenMode::None,
-            )])]);
-        let configure = LinkUnspec::new_with_name(host)
+        // The kernel refuses the mode in the creating message
+        // (EAFNOSUPPORT) but takes it with the link's first `up`, before
+        // IPv6 would configure it.
+        let no_ipv6_address = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+            AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+        ])]);
+        let up = LinkUnspec::new_with_name(host)
             .append_extra_attribute(no_ipv6_address)
+            .up()
             .build();
-        let up = LinkUnspec::new_with_name(host).up().build();
-        let done = self
-            .execute(RouteNetlinkMessage::SetLink(configure), 0)
-            .and_then(|()| self.execute(RouteNetlinkMessage::SetLink(up), 0));
+        let done = self.execute(RouteNetlinkMessage::SetLink(up), 0);
         if done.is_err() {
             // The caller undoes only a veth this returned: none half made.
             let _ = self.delete_link_by_name(host);
