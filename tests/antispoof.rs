@@ -267,3 +267,97 @@ fn a_macvlan_sends_only_its_own_addresses_and_mac() {
         "guard table left behind"
     );
 }
+
+/// Send three router advertisements for 2001:db8:1::/64 (SLAAC allowed)
+/// from `ns`'s eth0, from link-local fe80::99.
+fn send_ra(lab: &Lab, ns: &str) {
+    must(&format!("ip -n {ns} addr add fe80::99/64 dev eth0 nodad"));
+    let script = r#"
+import socket, struct, sys
+index = socket.if_nametoindex("eth0")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+s.bind(("fe80::99", 0, 0, index))
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+prefix = socket.inet_pton(socket.AF_INET6, "2001:db8:1::")
+ra += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0) + prefix
+for _ in range(3):
+    s.sendto(ra, ("ff02::1", 0, 0, index))
+"#;
+    let out = lab.exec(ns, &format!("python3 -c '{script}'"));
+    assert!(out.status.success(), "send RA: {out:?}");
+}
+
+fn slaac_addresses(ns: &str) -> String {
+    must(&format!("ip -n {ns} -6 addr show dev eth0"))
+        .lines()
+        .filter(|l| l.contains("2001:db8:1:"))
+        .collect()
+}
+
+#[test]
+fn statically_addressed_containers_take_no_router_advertisements() {
+    let lab = Lab::new("spr");
+    lab.ok(&["network", "create", "v4", "--subnet", "10.49.0.0/24"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "v6",
+        "--subnet",
+        "10.50.0.0/24",
+        "--subnet",
+        "fd50::/64",
+    ]);
+    let (b, r4, e, r6) = (
+        lab.netns("b"),
+        lab.netns("r4"),
+        lab.netns("e"),
+        lab.netns("r6"),
+    );
+    lab.ok(&["attach", &b, "v4"]);
+    lab.ok(&["attach", &r4, "v4", "--allow-spoofing"]);
+    lab.ok(&["attach", &e, "v6"]);
+    lab.ok(&["attach", &r6, "v6", "--allow-spoofing"]);
+    // A rogue router (allowed to spoof, so its RAs leave it) on each.
+    send_ra(&lab, &r4);
+    send_ra(&lab, &r6);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(slaac_addresses(&b), "", "an IPv4-only container took SLAAC");
+    assert_eq!(
+        slaac_addresses(&e),
+        "",
+        "a static IPv6 container took SLAAC"
+    );
+    let routes = must(&format!("ip -n {e} -6 route show default"));
+    assert!(!routes.contains("fe80::99"), "{routes}");
+    assert!(
+        lab.exec(&e, &format!("ping -6 -c1 -W2 {}", ip6_of(&lab, &r6)))
+            .status
+            .success(),
+        "IPv6 itself still works on the dual-stack network"
+    );
+    // The control: with the shield's sets emptied, the same RAs land.
+    must(&format!(
+        "ip netns exec {} nft flush set bridge plumb no_ra",
+        lab.host
+    ));
+    must(&format!(
+        "ip netns exec {} nft flush set bridge plumb no_ipv6",
+        lab.host
+    ));
+    must(&format!("ip -n {r4} addr del fe80::99/64 dev eth0"));
+    must(&format!("ip -n {r6} addr del fe80::99/64 dev eth0"));
+    send_ra(&lab, &r4);
+    send_ra(&lab, &r6);
+    common::wait_until("the unshielded containers to take SLAAC", 5, || {
+        !slaac_addresses(&b).is_empty() && !slaac_addresses(&e).is_empty()
+    });
+}
+
+fn ip6_of(lab: &Lab, ns: &str) -> String {
+    lab.inspect(ns)["NetworkSettings"]["Networks"]["v6"]["GlobalIPv6Address"]
+        .as_str()
+        .expect("IPv6 address")
+        .to_string()
+}

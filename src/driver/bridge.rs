@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::{Attachment, BridgeMode, BridgeOptions, Network, RouteSpec};
 use crate::netlink::{LinkInfo, Netlink};
 use crate::netns::{NsHandle, write_sysctl};
+use crate::policy::antispoof;
 use crate::undo::UndoLog;
 
 use super::kernel;
@@ -304,7 +305,7 @@ pub fn attach(
         host.set_port_isolated(port.index)
             .map_err(kernel(format!("isolate bridge port {}", a.host_ifname)))?;
     }
-    super::configure_inside(inner, ns, a)
+    super::configure_inside(inner, ns, a, antispoof::shielded(a))
 }
 
 /// Remove an attachment's veth; its peer, addresses and routes go with it.

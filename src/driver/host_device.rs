@@ -79,7 +79,7 @@ pub fn attach(
     undo.push(format!("give {} back to the host", d.device), move |nl| {
         give_back(nl, Some(&target), &home, &back)
     });
-    configure_inside(inner, ns, a)
+    configure_inside(inner, ns, a, false)
 }
 
 /// Bring the device home under its own name with its own addresses. When

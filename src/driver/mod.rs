@@ -48,8 +48,15 @@ pub(crate) fn move_into_target(
 
 /// Finish an interface that has just arrived in the target, whatever made
 /// it: `lo` up, IPv6 link-local only where IPv6 is used, addresses, up,
-/// default route and routes.
-pub(crate) fn configure_inside(nl: &mut Netlink, ns: &NsHandle, a: &Attachment) -> Result<()> {
+/// default route and routes. `shielded`: the host's bridge keeps router
+/// advertisements (and IPv6, for an IPv4-only interface) from it, so no
+/// sysctl is needed.
+pub(crate) fn configure_inside(
+    nl: &mut Netlink,
+    ns: &NsHandle,
+    a: &Attachment,
+    shielded: bool,
+) -> Result<()> {
     let what = |s: &str| format!("in target {}: {s}", a.target);
     if let Some(lo) = nl.link_by_name("lo").map_err(kernel(what("look up lo")))?
         && !lo.up
@@ -63,13 +70,20 @@ pub(crate) fn configure_inside(nl: &mut Netlink, ns: &NsHandle, a: &Attachment) 
     // An interface with no IPv6 address to carry still makes a link-local
     // one, and its detection chatter reaches every container of the
     // network: only IPv6 networks get it.
-    ipv6_policy(ns, a)?;
+    let ipv4_only = !a.addresses.iter().any(|x| x.addr().is_ipv6());
+    if !shielded {
+        ipv6_policy(ns, a)?;
+    }
     for addr in &a.addresses {
         nl.add_address(link.index, *addr)
             .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;
     }
-    nl.set_up(link.index)
-        .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
+    if shielded && ipv4_only {
+        nl.set_up_without_ipv6_address(link.index)
+    } else {
+        nl.set_up(link.index)
+    }
+    .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
     install_routes(nl, link.index, a, &[])
 }
 

@@ -124,7 +124,7 @@ pub fn attach_child(
             .map(drop)
             .map_err(kernel(format!("delete {ifname}")))
     });
-    configure_inside(inner, ns, a)
+    configure_inside(inner, ns, a, false)
 }
 
 /// Delete a child inside its namespace; when the namespace is gone, so is

@@ -23,7 +23,7 @@ use crate::names;
 use crate::netlink::Netlink;
 use crate::netns::{self, NsHandle};
 use crate::nft::Nft;
-use crate::policy::antispoof::{self, Guard};
+use crate::policy::antispoof;
 use crate::policy::elements::{self, Element};
 use crate::policy::{firewall, routing};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
@@ -654,7 +654,7 @@ impl Engine {
         if let Err(e) = elements::apply(&elements, &[]) {
             tracing::warn!(target = %a.attachment.target, "nftables sets: {e}");
         }
-        if antispoof::guard(&a_net, &a.attachment) == Some(Guard::Container)
+        if antispoof::guards_container(&a_net, &a.attachment)
             && let Some(ns) = attached_ns(&a.attachment)
             && let Err(e) = unguard_container(&ns, &a.attachment)
         {
@@ -907,12 +907,12 @@ fn own_egress(
 
 /// The set elements an attachment puts into rules already written: its
 /// addresses in the sets of the policy selectors that name it (one indexed
-/// lookup per selector), and the guard of its bridge port.
+/// lookup per selector), and the guard and shield of its bridge port.
 fn filter_elements(conn: &Connection, net: &Network, a: &Attachment) -> Result<Vec<Element>> {
     let keys = store::used_selectors(conn, &a.selector_keys())?;
     let mut out = firewall::selector_elements(&keys, a);
-    if antispoof::guard(net, a) == Some(Guard::BridgePort) {
-        out.extend(antispoof::port_elements(a));
+    if net.bridge().is_some() {
+        out.extend(antispoof::bridge_port_elements(a));
     }
     Ok(out)
 }
@@ -950,7 +950,7 @@ fn add_filters(
             move |_| elements::apply(&added, &[]),
         );
     }
-    if antispoof::guard(net, a) == Some(Guard::Container) {
+    if antispoof::guards_container(net, a) {
         guard_container(ns, a)?;
         let (ns, done) = (
             ns.try_clone()
@@ -976,7 +976,7 @@ fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<
         &filter_elements(tx, &net, old)?,
         &filter_elements(tx, &net, new)?,
     )?;
-    if antispoof::guard(&net, new) == Some(Guard::Container)
+    if antispoof::guards_container(&net, new)
         && let Some(ns) = attached_ns(new)
     {
         guard_container(&ns, new)?;

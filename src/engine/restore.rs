@@ -12,7 +12,7 @@ use crate::ipam::dhcp::now_unix;
 use crate::model::{Attachment, LeaseState, Network, NetworkKind};
 use crate::names;
 use crate::netlink::Netlink;
-use crate::policy::antispoof::{self, Guard};
+use crate::policy::antispoof;
 use crate::policy::firewall;
 use crate::store::{self, StoredAttachment};
 use crate::undo::UndoLog;
@@ -218,7 +218,7 @@ impl Engine {
             return Err(undo.rollback(&mut self.host, e));
         }
         // A macvlan's guard hooks its interface, which is new.
-        if antispoof::guard(net, a) == Some(Guard::Container) {
+        if antispoof::guards_container(net, a) {
             super::guard_container(&ns, &want)?;
         }
         if let (Some(b), None) = (&a.dhcp, &lease)

@@ -74,6 +74,13 @@ impl LinkInfo {
     }
 }
 
+/// IFLA_AF_SPEC asking for no IPv6 address generation on a link.
+fn no_ipv6_address() -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])])
+}
+
 impl Netlink {
     /// The link called `name`, or None.
     pub fn link_by_name(&mut self, name: &str) -> NlResult<Option<LinkInfo>> {
@@ -148,11 +155,8 @@ impl Netlink {
         // The kernel refuses the mode in the creating message
         // (EAFNOSUPPORT) but takes it with the link's first `up`, before
         // IPv6 would configure it.
-        let no_ipv6_address = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-            AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-        ])]);
         let up = LinkUnspec::new_with_name(host)
-            .append_extra_attribute(no_ipv6_address)
+            .append_extra_attribute(no_ipv6_address())
             .up()
             .build();
         let done = self.execute(RouteNetlinkMessage::SetLink(up), 0);
@@ -222,6 +226,16 @@ impl Netlink {
 
     pub fn set_up(&mut self, index: u32) -> NlResult<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Bring a link up with no IPv6 address generated for it (no
+    /// link-local address, so no duplicate address detection or MLD).
+    pub fn set_up_without_ipv6_address(&mut self, index: u32) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(no_ipv6_address())
+            .up()
+            .build();
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 

@@ -15,6 +15,12 @@
 //! It holds against containers without CAP_NET_ADMIN (Docker's default),
 //! which cannot remove it.
 //!
+//! The same table shields statically addressed bridge ports from router
+//! advertisements, and IPv4-only ones from IPv6 altogether, on their way
+//! out of the bridge: their interfaces then need no sysctl (a first lookup
+//! under /proc/sys/net in a namespace costs the kernel time that grows with
+//! the number of namespaces).
+//!
 //! Always allowed: DHCP requests from 0.0.0.0, ARP probes (sender 0.0.0.0,
 //! RFC 5227), duplicate address detection and MLD from `::`, and the
 //! interface's EUI-64 link-local address. On DHCP networks taking SLAAC
@@ -28,24 +34,10 @@ use crate::policy::elements::{Element, Key, elements_text};
 
 pub const TABLE: &str = "plumb";
 
-/// Where a guard for `a` lives, if it gets one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// On the host end of its veth, in the host's bridge table.
-    BridgePort,
-    /// On its interface, in a table of its own namespace.
-    Container,
-}
-
-pub fn guard(net: &Network, a: &Attachment) -> Option<Guard> {
-    if a.allow_spoofing {
-        return None;
-    }
-    match net.kind {
-        NetworkKind::Bridge(_) => Some(Guard::BridgePort),
-        NetworkKind::Macvlan(_) => Some(Guard::Container),
-        _ => None,
-    }
+/// Whether `a` gets a guard table in its own namespace (a macvlan that may
+/// not spoof); bridge ports are guarded in the host by elements.
+pub fn guards_container(net: &Network, a: &Attachment) -> bool {
+    !a.allow_spoofing && matches!(net.kind, NetworkKind::Macvlan(_))
 }
 
 /// The link-local address the kernel derives from `mac` (EUI-64, the
@@ -109,10 +101,10 @@ fn checks(key: &str, mac_check: &str, slaac_accept: &str) -> String {
 /// port in `ports` (host interface name, attachment).
 pub fn bridge_table(ports: &[&Attachment]) -> String {
     let mut sets = String::from(
-        "  set guarded { type ifname; }\n  set macs { type ifname . ether_addr; }\n  set addr4 { type ifname . ipv4_addr; }\n  set addr6 { type ifname . ipv6_addr; }\n  set target6 { typeof iifname . @th,64,128; }\n  set slaac { type ifname; }\n",
+        "  set guarded { type ifname; }\n  set macs { type ifname . ether_addr; }\n  set addr4 { type ifname . ipv4_addr; }\n  set addr6 { type ifname . ipv6_addr; }\n  set target6 { typeof iifname . @th,64,128; }\n  set slaac { type ifname; }\n  set no_ra { type ifname; }\n  set no_ipv6 { type ifname; }\n",
     );
     let chains = format!(
-        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{}  }}\n",
+        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{}  }}\n  chain postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname @no_ipv6 ether type ip6 drop\n    oifname @no_ra icmpv6 type nd-router-advert drop\n  }}\n",
         checks(
             "iifname . ",
             "iifname . ether saddr != @macs drop\n    iifname . arp saddr ether != @macs drop",
@@ -122,13 +114,39 @@ pub fn bridge_table(ports: &[&Attachment]) -> String {
     sets.push_str(&chains);
     let mut text = format!("table bridge {TABLE} {{\n{sets}}}\n");
     for a in ports {
-        text.push_str(&elements_text("add", &port_elements(a)));
+        text.push_str(&elements_text("add", &bridge_port_elements(a)));
     }
     text
 }
 
+/// Whether the host's bridge table keeps router advertisements (and, for
+/// an IPv4-only attachment, all IPv6) from `a`'s bridge port, so that its
+/// interface needs no sysctl: statically addressed attachments, whose
+/// IPv6 plumb sets alone. DHCP ones may take SLAAC addresses.
+pub fn shielded(a: &Attachment) -> bool {
+    a.dhcp.is_none()
+}
+
+/// The set elements of one bridge port: its guard, unless it may spoof,
+/// and its IPv6 shield.
+pub fn bridge_port_elements(a: &Attachment) -> Vec<Element> {
+    let mut out = if a.allow_spoofing {
+        Vec::new()
+    } else {
+        port_elements(a)
+    };
+    if shielded(a) {
+        let port = || Key::Ifname(a.host_ifname.clone());
+        out.push(Element::bridge("no_ra", vec![port()]));
+        if !a.addresses.iter().any(|n| n.addr().is_ipv6()) {
+            out.push(Element::bridge("no_ipv6", vec![port()]));
+        }
+    }
+    out
+}
+
 /// The set elements of one guarded bridge port.
-pub fn port_elements(a: &Attachment) -> Vec<Element> {
+fn port_elements(a: &Attachment) -> Vec<Element> {
     let port = || Key::Ifname(a.host_ifname.clone());
     let (v4, v6) = sources(a);
     let mut out = vec![

@@ -43,8 +43,9 @@ pub struct Ruleset {
     pub policies: Vec<StoredPolicy>,
     /// The addresses of the attachments each attachment selector names.
     pub members: BTreeMap<String, Vec<IpAddr>>,
-    /// Attachments whose bridge port is guarded against spoofing.
-    pub guarded: Vec<Attachment>,
+    /// Attachments on bridge networks, whose ports the bridge table guards
+    /// or shields.
+    pub ports: Vec<Attachment>,
 }
 
 impl Ruleset {
@@ -61,7 +62,7 @@ impl Ruleset {
             .map(|n| n.network)
             .collect();
         let mut members: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        let mut guarded = Vec::new();
+        let mut ports = Vec::new();
         for a in store::attachments(conn)?.into_iter().map(|s| s.attachment) {
             for key in a.selector_keys() {
                 if used.contains(&key) {
@@ -72,8 +73,8 @@ impl Ruleset {
                 }
             }
             let net = networks.iter().find(|n| n.name == a.network);
-            if net.and_then(|n| antispoof::guard(n, &a)) == Some(antispoof::Guard::BridgePort) {
-                guarded.push(a);
+            if net.is_some_and(|n| n.bridge().is_some()) {
+                ports.push(a);
             }
         }
         Ok(Ruleset {
@@ -81,7 +82,7 @@ impl Ruleset {
             published: store::published_attachments(conn)?,
             policies,
             members,
-            guarded,
+            ports,
         })
     }
 }
@@ -101,7 +102,7 @@ pub fn render(r: &Ruleset) -> String {
         t = antispoof::TABLE
     );
     if bridges(&r.networks).next().is_some() {
-        let ports: Vec<&Attachment> = r.guarded.iter().collect();
+        let ports: Vec<&Attachment> = r.ports.iter().collect();
         text.push_str(&antispoof::bridge_table(&ports));
     }
     text + &render_inet(r)
