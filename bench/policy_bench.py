@@ -3,41 +3,59 @@
 
 plumb writes firewall rules once per network or tenant; attaching a container
 only adds set and map elements (and its own tc qdiscs). This benchmark shows
-it in one run, in two phases on the same NAT bridge network `bench`:
+it in one run, in two phases, with probes on the NAT bridge network `bench`:
 
   small  --small (10) other containers attached, --small policy rules
   large  --count (1,000) other containers, --rules (1,000) policy rules
 
+Where the others sit (--layout, default both: one after the other, with a
+cleanup between):
+  same    on `bench` itself. The kernel's own per-port work on that bridge
+          (adding a port, port state, carrier changes walk all its ports)
+          grows the attach time too; informative only.
+  spread  on extra NAT networks bench-o1, bench-o2, ... (10.88.K.0/24) of at
+          most 100 containers each; `bench` holds only the probes in both
+          phases. This isolates the cost of more containers on the host.
+
 In each phase, with fresh probe containers, it measures
   - the wall time of --probes (30) `plumb attach NS bench`, one process each
-    (median and mean);
-  - iperf3 TCP throughput (-t 5 -J, receiver bits/s, median of 3) between two
-    probes of `bench` (bridged), and from a probe of a second network
-    `bench2` to the same server (routed through the host's forward chain,
-    let through by a policy rule);
-  - informative: TCP connections per second over both paths (each new
-    connection's first packet walks the policy rules; later packets are
-    accepted by `ct state established` before them), the rules in plumb's
-    nftables tables, and the time of each `plumb policy add`.
-and prints large/small ratios; --strict exits 1 if attach median grows by
-more than 1.15x or a throughput drops below 0.9x.
+    (median and mean). Each probe but the first two is detached again once
+    timed, so every attach sees exactly the phase's other containers (a
+    Linux bridge holds at most 1,023 ports); after that detach, a bare
+    `ip link add` of a veth into the same bridge is timed too (one process
+    under nsenter): the kernel's share of an attach, which grows with the
+    bridge's ports (layout same);
+  - iperf3 TCP throughput (-t 5 -J, receiver bits/s, median of 3) between the
+    two kept probes of `bench` (bridged), and from a container of a second
+    network `bench2` to the same server (routed through the host);
+  - informative: TCP connections per second over both paths (client and
+    server pinned to CPU 0, so every per-connection cost shows), the rules
+    and set elements in plumb's nftables tables, the time of each
+    `plumb policy add`.
+It prints large/small ratios per layout; --strict exits 1 if the attach
+median of the spread layout grows by more than 1.15x or a throughput of
+either layout drops below 0.9x.
 
 The filler rules are distinct and never match the probe traffic:
   bench deny from 198.18.A.B/32 proto tcp port 1024+k   (even k)
   bench deny to   198.19.A.B/32 proto udp port 1024+k   (odd k)
-but every one of them stands before `bench allow from bench2 proto tcp port
-5201-5202` in the forward chain, so new connections walk past all of them.
-One more rule, `bench allow from label:role=bench proto udp port 9`, names a
-label that every container of bench is attached with, so each attach adds its
-address to that rule's nftables set.
+They stand before `bench allow from bench2 proto tcp port 5201-5202` (deny
+before allow), so the first packet of every connection from bench2 walks
+past all of them; later packets are accepted by `ct state established`
+first, and traffic within one network is accepted before any rule. One
+more rule, `bench allow from label:role=bench proto udp port 9`, names a
+label every container (probe or other, any network) is attached with, so
+each attach adds its address to that rule's nftables set.
 
 Everything runs in a fake host namespace (plumb --host-netns) that the script
 creates and deletes; the real host's links, routes and tables are never
 touched. Run as root from the repository root:
 
   cargo build --release
-  bench/policy_bench.py                               # 10 vs 1,000
-  bench/policy_bench.py --count 100 --rules 0         # quick, no policy rules
+  bench/policy_bench.py                               # 10 vs 1,000, both layouts
+  bench/policy_bench.py --layout spread               # one layout only
+  bench/policy_bench.py --count 100 --rules 100       # quick
+  bench/policy_bench.py --rules 0                     # no policy (nor bench2 path)
   bench/policy_bench.py --json out.json --strict
   bench/policy_bench.py --cleanup                     # leftovers of a killed run
 
@@ -67,12 +85,15 @@ NET, SUBNET = "bench", "10.86.0.0/16"
 NET2, SUBNET2 = "bench2", "10.87.0.0/24"
 IPERF_PORT, CONN_PORT = 5201, 5202
 EXTRA_RULES = 2  # besides the filler: bench2 -> bench allowed, and a label rule
-LABEL = "role=bench"  # every container of bench carries it (with --rules > 0)
+LABEL = "role=bench"  # every container carries it (with --rules > 0)
 MAX_ATTACH_RATIO, MIN_TPUT_RATIO = 1.15, 0.9
 MAX_OTHERS = 1020  # the kernel's BR_MAX_PORTS (1024, port 0 unused) minus 3 probes
-MARKERS = ("10.86.", "10.87.", "198.18.", "198.19.")
+SPREAD_NET_SIZE = 100  # others per network in the spread layout: bench-oK, 10.88.K.0/24
+MARKERS = ("10.86.", "10.87.", "10.88.", "198.18.", "198.19.")
 
-# accept-and-close server, and a client that connects (and resets) for N seconds
+# accept-and-close server, and a client that connects (and resets) for N seconds;
+# both on one CPU, so that every cost of a new connection adds up in the rate
+PIN = ["taskset", "-c", "0"]
 CONN_SERVER = f"""
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -217,10 +238,11 @@ def ipv4_of(ns: str) -> str | None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, args: argparse.Namespace, layout: str) -> None:
+        self.args, self.layout = args, layout
         self.state = tempfile.mkdtemp(prefix=PREFIX + "state-")
-        self.others = 0      # containers attached to `bench` so far
+        self.others = 0      # other containers attached so far
+        self.other_nets = 0  # bench-oK networks created so far (layout spread)
         self.rules = 0       # filler rules added so far
         self.serial = 0      # names of fresh namespaces
         self.procs: list[subprocess.Popen] = []
@@ -230,9 +252,21 @@ class Bench:
     def plumb(self, *words: str) -> list[str]:
         return [self.args.plumb, "--state-dir", self.state, "--host-netns", HOST, *words]
 
-    def attach(self, ns: str) -> list[str]:
+    def attach(self, ns: str, net: str = NET) -> list[str]:
         label = ["--label", LABEL] if self.args.rules else []
-        return self.plumb("attach", ns, NET, *label)
+        return self.plumb("attach", ns, net, *label)
+
+    def other_net(self, i: int) -> str:
+        """The network of the i-th (0-based) other container."""
+        if self.layout == "same":
+            return NET
+        k = i // SPREAD_NET_SIZE + 1
+        if k > self.other_nets:
+            run(self.plumb("network", "create", f"{NET}-o{k}", "--driver", "bridge",
+                           "--subnet", f"10.88.{k}.0/24", "--mode", "nat",
+                           "--bridge", f"pl-{NET}-o{k}"))
+            self.other_nets = k
+        return f"{NET}-o{k}"
 
     def fresh(self, tag: str, n: int) -> list[str]:
         names = [f"{PREFIX}{tag}-{self.serial + i}" for i in range(n)]
@@ -249,7 +283,7 @@ class Bench:
         self.bridge_nf = brnf or "absent"
         for net, subnet in ((NET, SUBNET), (NET2, SUBNET2)):
             run(self.plumb("network", "create", net, "--driver", "bridge",
-                           "--subnet", subnet, "--mode", "nat"))
+                           "--subnet", subnet, "--mode", "nat", "--bridge", f"pl-{net}"))
         if self.args.rules:
             # bench2 -> bench is dropped by default (networks are isolated)
             run(self.plumb("policy", "add", NET, "allow", "from", NET2, "proto", "tcp",
@@ -262,10 +296,10 @@ class Bench:
         """Attach background containers up to `containers`, then add filler
         rules up to `rules`; returns the ms of each `plumb policy add`."""
         names = self.fresh("bg", max(0, containers - self.others))
-        for i, ns in enumerate(names, 1):
-            run(self.attach(ns))
-            if i % 250 == 0:
-                say(f"  {self.others + i}/{containers} containers")
+        for i, ns in enumerate(names, self.others):
+            run(self.attach(ns, self.other_net(i)))
+            if (i + 1) % 250 == 0:
+                say(f"  {i + 1}/{containers} containers")
         self.others += len(names)
         adds = []
         t0 = time.monotonic()
@@ -281,6 +315,17 @@ class Bench:
         self.rules = max(self.rules, rules)
         return adds
 
+    def bare_veth(self, ns: str) -> float:
+        """The kernel's share of an attach: a veth into the bridge, by one `ip`
+        (under nsenter: `ip -n` copies the mount table, 1,000 netns mounts)."""
+        ms, p = timed(["nsenter", f"--net=/run/netns/{HOST}", "ip", "link", "add", "pbk0",
+                       "master", f"pl-{NET}", "up", "type", "veth", "peer", "name", "eth0",
+                       "netns", ns])
+        if p.returncode != 0:
+            raise BenchError(f"ip link add (a veth into pl-{NET}) failed: {p.stderr.strip()}")
+        run(["ip", "-n", HOST, "link", "del", "pbk0"])
+        return ms
+
     def start(self, ns: str, cmd: list[str], port: int) -> None:
         self.procs.append(subprocess.Popen(in_ns(ns, cmd), stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
@@ -288,7 +333,7 @@ class Bench:
             if run(in_ns(ns, ["ss", "-Hltn", f"sport = :{port}"])).stdout.strip():
                 return
             time.sleep(0.05)
-        raise BenchError(f"{cmd[0]} does not listen on port {port} in {ns}")
+        raise BenchError(f"{' '.join(cmd[:3])} does not listen on port {port} in {ns}")
 
     def stop_servers(self) -> None:
         for p in self.procs:
@@ -313,17 +358,21 @@ class Bench:
         return doc["end"]["sum_received"]["bits_per_second"] / 1e9
 
     def connrate(self, client: str, server_ip: str) -> float:
-        p = run(in_ns(client, ["python3", "-c", CONN_CLIENT, server_ip, str(CONN_PORT), "2"]),
-                timeout=60)
+        cmd = [*PIN, "python3", "-c", CONN_CLIENT, server_ip, str(CONN_PORT), "2"]
+        p = run(in_ns(client, cmd), timeout=60)
         return float(p.stdout.strip())
 
     def phase(self, name: str, containers: int, rules: int) -> None:
-        say(f"\n== {name}: {containers} other containers, {rules} policy rules")
+        where = "on bench" if self.layout == "same" else "on bench-oK networks"
+        say(f"\n== {self.layout}/{name}: {containers} other containers {where}, "
+            f"{rules} policy rules")
         r = self.results[name] = {"containers": containers, "rules": rules}
         r["policy_add_ms"] = self.grow(containers, rules)
+        r["other_networks"] = self.other_nets
         probes = self.fresh(name, self.args.probes)
         r["busy_before"] = wait_quiet()
         attach = r["attach_ms"] = []
+        bare = r["bare_veth_ms"] = []
         for i, ns in enumerate(probes):
             ms, p = timed(self.attach(ns))
             if p.returncode != 0:
@@ -331,10 +380,13 @@ class Bench:
             attach.append(ms)
             if i >= 2:  # keep 2 for iperf3; the others go, so every probe sees `containers`
                 run(self.plumb("detach", ns, NET))
+                bare.append(self.bare_veth(ns))
         r["attach_median_ms"] = statistics.median(attach)
         r["attach_mean_ms"] = statistics.fmean(attach)
+        r["bare_veth_median_ms"] = statistics.median(bare)
         say(f"  attach: median {r['attach_median_ms']:.2f} ms, "
-            f"mean {r['attach_mean_ms']:.2f} ms over {len(attach)} probes")
+            f"mean {r['attach_mean_ms']:.2f} ms over {len(attach)} probes; a bare veth into "
+            f"the bridge (`ip link add`): median {r['bare_veth_median_ms']:.2f} ms")
         server, server_ip = probes[0], ipv4_of(probes[0])
         for ns, ip in ((server, server_ip), (probes[1], ipv4_of(probes[1]))):
             if ip is None or ipaddress.ip_address(ip) not in ipaddress.ip_network(SUBNET):
@@ -346,7 +398,7 @@ class Bench:
             run(self.plumb("attach", other, NET2))
             paths["across networks"] = other
         self.start(server, ["iperf3", "-s", "-p", str(IPERF_PORT)], IPERF_PORT)
-        self.start(server, ["python3", "-c", CONN_SERVER], CONN_PORT)
+        self.start(server, [*PIN, "python3", "-c", CONN_SERVER], CONN_PORT)
         try:
             wait_quiet()
             tput = r["iperf_gbps"] = {path: [] for path in paths}
@@ -382,36 +434,44 @@ class Bench:
         counts: dict[str, int] = {}
         for obj in json.loads(out).get("nftables", []):
             if "rule" in obj and obj["rule"]["table"] == "plumb":
-                key = f"rules, {obj['rule']['family']} plumb"
+                key = f"{obj['rule']['family']} plumb rules"
                 counts[key] = counts.get(key, 0) + 1
             elif "set" in obj and obj["set"]["table"] == "plumb":
-                key = f"set elements, {obj['set']['family']} plumb"
+                key = f"{obj['set']['family']} plumb set elements"
                 counts[key] = counts.get(key, 0) + len(obj["set"].get("elem", []))
         return counts
 
 
-def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
-    """Print the table; returns (target, ratio, verdict) rows."""
+def report(layout: str, small: dict, large: dict, args) -> list[dict]:
+    """Print one layout's table; returns its ratios, each with a verdict
+    (PASS, MISS, or info: the same-bridge attach growth is no target)."""
     def row(label, a, b, fmt, target=None):
         ratio = b / a if a else float("nan")
         verdict = ""
         if target is not None:
             ok = ratio <= target[1] if target[0] == "<=" else ratio >= target[1]
             verdict = f"{'PASS' if ok else 'MISS'} ({target[0]} {target[1]})"
-            checks.append((label, ratio, verdict.split()[0]))
+        checks.append({"name": label, "ratio": ratio,
+                       "verdict": verdict.split()[0] if verdict else "info"})
         say(f"{label:<34}{a:>{12}{fmt}}{b:>{12}{fmt}}{ratio:>10.3f}  {verdict}")
 
     checks: list = []
-    say("\n== results")
+    say(f"\n== results, layout {layout}")
     say(f"{'':<34}{'small':>12}{'large':>12}{'large/small':>12}")
     say(f"{'other containers':<34}{small['containers']:>12}{large['containers']:>12}")
+    if layout == "spread":
+        say(f"{'  on networks bench-oK':<34}{small['other_networks']:>12}"
+            f"{large['other_networks']:>12}")
     say(f"{f'policy rules (+{EXTRA_RULES})':<34}{small['rules']:>12}{large['rules']:>12}")
     for table in sorted(set(small["nft"]) | set(large["nft"])):
         say(f"{'nft ' + table:<34}{small['nft'].get(table, 0):>12}"
             f"{large['nft'].get(table, 0):>12}")
     row(f"attach median ms ({args.probes} probes)", small["attach_median_ms"],
-        large["attach_median_ms"], ".2f", ("<=", MAX_ATTACH_RATIO))
+        large["attach_median_ms"], ".2f",
+        ("<=", MAX_ATTACH_RATIO) if layout == "spread" else None)
     row("attach mean ms", small["attach_mean_ms"], large["attach_mean_ms"], ".2f")
+    row("bare veth into the bridge ms", small["bare_veth_median_ms"],
+        large["bare_veth_median_ms"], ".2f")
     for path in small["iperf_median_gbps"]:
         row(f"iperf3 {path} Gbit/s", small["iperf_median_gbps"][path],
             large["iperf_median_gbps"][path], ".2f", (">=", MIN_TPUT_RATIO))
@@ -429,6 +489,16 @@ def report(small: dict, large: dict, args) -> list[tuple[str, float, str]]:
     return checks
 
 
+def summary(layout: str, checks: list[dict]) -> str:
+    """One line: the attach and bare-veth ratios and the throughput verdicts."""
+    by = {c["name"].split(" (")[0]: c for c in checks}
+    att, bare = by["attach median ms"], by["bare veth into the bridge ms"]
+    tput = [f"{c['ratio']:.2f} {c['verdict']}" for c in checks if c["name"].startswith("iperf3")]
+    return (f"{layout:<7}attach x{att['ratio']:.2f} "
+            f"{'(informative)' if att['verdict'] == 'info' else att['verdict']}, "
+            f"bare veth x{bare['ratio']:.2f}; throughput x{', x'.join(tput)}")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -442,6 +512,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--probes", type=int, default=30, help="timed attaches per phase (default 30)")
     ap.add_argument("--iperf-time", type=int, default=5, help="seconds per iperf3 run (default 5)")
     ap.add_argument("--repeats", type=int, default=3, help="iperf3 runs per path (default 3)")
+    ap.add_argument("--layout", choices=("same", "spread", "both"), default="both",
+                    help="others on the probes' network `bench`, spread over networks of "
+                    f"{SPREAD_NET_SIZE}, or both, one after the other (default both)")
     ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
     ap.add_argument("--json", metavar="FILE", help="write every number as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
@@ -453,8 +526,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                  "1023 ports, and 2 probes stay attached while a third is timed")
     if args.rules and not args.small <= args.rules <= 60000:
         ap.error("need --small <= --rules <= 60000 (or --rules 0)")
-    if args.probes < 2 or args.repeats < 1 or args.iperf_time < 1:
-        ap.error("need --probes >= 2, --repeats >= 1, --iperf-time >= 1")
+    if args.probes < 3 or args.repeats < 1 or args.iperf_time < 1:
+        ap.error("need --probes >= 3, --repeats >= 1, --iperf-time >= 1")
     args.plumb = os.path.abspath(args.plumb)
     return args
 
@@ -464,7 +537,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         say("policy_bench: must run as root (it creates network namespaces)")
         return 3
-    for exe in ("ip", "nft", "iperf3", "ss", "sysctl"):
+    for exe in ("ip", "nft", "iperf3", "ss", "sysctl", "taskset", "nsenter"):
         if not shutil.which(exe):
             say(f"policy_bench: `{exe}` not found in PATH")
             return 3
@@ -486,14 +559,18 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     before = real_host_view()
-    bench = Bench(args)
+    layouts = ("same", "spread") if args.layout == "both" else (args.layout,)
+    benches: dict[str, Bench] = {}
     failures, interrupted = [], False
     t0 = time.monotonic()
     try:
-        bench.setup()
-        small_rules = min(args.small, args.rules)
-        bench.phase("small", args.small, small_rules)
-        bench.phase("large", args.count, args.rules)
+        for layout in layouts:
+            if benches:
+                cleanup()  # the previous layout's namespaces, bridges and tables
+            bench = benches[layout] = Bench(args, layout)
+            bench.setup()
+            bench.phase("small", args.small, min(args.small, args.rules))
+            bench.phase("large", args.count, args.rules)
     except KeyboardInterrupt:
         interrupted = True
         say("\ninterrupted; cleaning up")
@@ -502,7 +579,8 @@ def main(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.stop_servers()
+        for bench in benches.values():
+            bench.stop_servers()
         try:
             cleanup()
         except BenchError as e:
@@ -514,23 +592,28 @@ def main(argv: list[str]) -> int:
             failures.append("real host has a new pl-bench* link")
     if interrupted:
         return 130
-    checks = []
-    results = bench.results
-    if "nft" in results.get("large", {}):
-        checks = report(results["small"], results["large"], args)
-        say(f"bridge-nf-call-iptables in the fake host: {bench.bridge_nf} (1: bridged traffic "
-            f"meets the forward chain too); total run {time.monotonic() - t0:.0f} s")
+    out = {layout: {"results": b.results, "checks": []} for layout, b in benches.items()}
+    lines = []
+    for layout, o in out.items():
+        if "nft" in o["results"].get("large", {}):
+            o["checks"] = report(layout, o["results"]["small"], o["results"]["large"], args)
+            lines.append(summary(layout, o["checks"]))
+    if lines:
+        say("\n== summary, large/small\n" + "\n".join(lines))
+    brnf = next((b.bridge_nf for b in benches.values()), "?")
+    say(f"bridge-nf-call-iptables in the fake host: {brnf} (1: bridged traffic meets the "
+        f"forward chain too); total run {time.monotonic() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "bridge_nf_call_iptables": bench.bridge_nf,
-                       "kernel": platform.release(), "results": results,
-                       "checks": checks, "failures": failures}, f, indent=2)
+            json.dump({"args": vars(args), "bridge_nf_call_iptables": brnf,
+                       "kernel": platform.release(), "layouts": out,
+                       "failures": failures}, f, indent=2)
         say(f"wrote {args.json}")
     if failures:
         for msg in failures:
             say(f"!! {msg}")
         return 2
-    if args.strict and any(v == "MISS" for *_, v in checks):
+    if args.strict and any(c["verdict"] == "MISS" for o in out.values() for c in o["checks"]):
         return 1
     return 0
 
