@@ -286,16 +286,12 @@ impl Engine {
             if let Some(own) = &a.egress {
                 let whose = format!("{} on {}", a.target, a.network);
                 let sources = routing::attachment_sources(&a);
-                let alloc = routing::Allocation {
-                    table: own.table,
-                    priority: own.priority,
-                };
                 done.extend(routing::repair(
                     &mut self.host,
                     &whose,
                     &sources,
                     &own.egress,
-                    alloc,
+                    own.into(),
                 )?);
             }
         }
@@ -641,12 +637,8 @@ impl Engine {
             tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
         }
         if let Some(own) = &a.attachment.egress {
-            let alloc = routing::Allocation {
-                table: own.table,
-                priority: own.priority,
-            };
             let sources = routing::attachment_sources(&a.attachment);
-            for e in routing::remove(&mut self.host, &sources, &own.egress, alloc) {
+            for e in routing::remove(&mut self.host, &sources, &own.egress, own.into()) {
                 tracing::warn!(target = %a.attachment.target, "egress routing: {e}");
             }
         }
@@ -919,17 +911,21 @@ fn filter_elements(conn: &Connection, net: &Network, a: &Attachment) -> Result<V
 
 /// Write the guard table inside the container's own namespace (macvlan).
 fn guard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
-    let text = antispoof::container_table(a);
-    ns.run(|| Nft::new()?.run(&text).map(drop))
-        .map_err(|e| Error::io(format!("enter target {}", a.target), e))?
+    nft_in(ns, a, &antispoof::container_table(a))
 }
 
 fn unguard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
-    let text = format!(
-        "add table netdev {t}\ndelete table netdev {t}\n",
-        t = antispoof::TABLE
-    );
-    ns.run(|| Nft::new()?.run(&text).map(drop))
+    let t = antispoof::TABLE;
+    nft_in(
+        ns,
+        a,
+        &format!("add table netdev {t}\ndelete table netdev {t}\n"),
+    )
+}
+
+/// Run an nftables batch inside `a`'s namespace.
+fn nft_in(ns: &NsHandle, a: &Attachment, batch: &str) -> Result<()> {
+    ns.run(|| Nft::new()?.run(batch).map(drop))
         .map_err(|e| Error::io(format!("enter target {}", a.target), e))?
 }
 

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
+use crate::model::Mac;
 use crate::netlink::{Change, Element as NlElement, Field, NfFamily, NfNetlink, set_key};
 
 /// One field of a set key.
@@ -67,11 +68,7 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Ifname(n) => write!(f, "\"{n}\""),
-            Key::Ether(m) => write!(
-                f,
-                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                m[0], m[1], m[2], m[3], m[4], m[5]
-            ),
+            Key::Ether(m) => write!(f, "{}", Mac(*m)),
             Key::Ip(ip) => write!(f, "{ip}"),
             Key::Raw(IpAddr::V6(v6)) => write!(f, "0x{:032x}", u128::from(*v6)),
             Key::Raw(IpAddr::V4(v4)) => write!(f, "0x{:08x}", u32::from(*v4)),

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use rusqlite::Transaction;
 
 use crate::error::{Error, Result};
-use crate::model::{Attachment, Egress, Network};
+use crate::model::{Attachment, AttachmentEgress, Egress, Network};
 use crate::netlink::{Netlink, Rule};
 use crate::store;
 use crate::undo::UndoLog;
@@ -34,6 +34,15 @@ const MAIN_TABLE: u32 = 254;
 pub struct Allocation {
     pub table: u32,
     pub priority: u32,
+}
+
+impl From<&AttachmentEgress> for Allocation {
+    fn from(e: &AttachmentEgress) -> Self {
+        Allocation {
+            table: e.table,
+            priority: e.priority,
+        }
+    }
 }
 
 /// Whose table it is.
