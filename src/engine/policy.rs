@@ -41,7 +41,11 @@ impl Engine {
                 all.push(stored.clone());
                 added.push(stored);
             }
-            firewall::sync_rules(&firewall::Ruleset::load(tx)?)?;
+            let next = firewall::Ruleset {
+                policies: all,
+                ..previous.clone()
+            };
+            firewall::sync_rules(&next)?;
             undo.push("restore the previous nftables ruleset", move |_| {
                 firewall::sync_rules(&previous)
             });
@@ -58,7 +62,9 @@ impl Engine {
                     return Err(Error::invalid("policy id", id, "no such rule"));
                 }
             }
-            firewall::sync_rules(&firewall::Ruleset::load(tx)?)?;
+            let mut next = previous.clone();
+            next.policies.retain(|p| !ids.contains(&p.id));
+            firewall::sync_rules(&next)?;
             undo.push("restore the previous nftables ruleset", move |_| {
                 firewall::sync_rules(&previous)
             });

@@ -41,7 +41,9 @@ pub struct Ruleset {
     /// Attachments with published ports.
     pub published: Vec<Attachment>,
     pub policies: Vec<StoredPolicy>,
-    /// The addresses of the attachments each attachment selector names.
+    /// The addresses of the attachments each attachment selector would
+    /// name, whether or not a rule uses it: a change of rules needs no
+    /// new read of the attachments.
     pub members: BTreeMap<String, Vec<IpAddr>>,
     /// Attachments on bridge networks, whose ports the bridge table guards
     /// or shields.
@@ -51,12 +53,6 @@ pub struct Ruleset {
 impl Ruleset {
     /// The ruleset the store describes.
     pub fn load(conn: &Connection) -> Result<Self> {
-        let policies = store::policies(conn)?;
-        let used: BTreeSet<String> = policies
-            .iter()
-            .flat_map(|p| [&p.policy.from, &p.policy.to])
-            .filter_map(|s| s.set_key())
-            .collect();
         let networks: Vec<Network> = store::networks(conn)?
             .into_iter()
             .map(|n| n.network)
@@ -65,12 +61,10 @@ impl Ruleset {
         let mut ports = Vec::new();
         for a in store::attachments(conn)?.into_iter().map(|s| s.attachment) {
             for key in a.selector_keys() {
-                if used.contains(&key) {
-                    members
-                        .entry(key)
-                        .or_default()
-                        .extend(a.addresses.iter().map(|n| n.addr()));
-                }
+                members
+                    .entry(key)
+                    .or_default()
+                    .extend(a.addresses.iter().map(|n| n.addr()));
             }
             let net = networks.iter().find(|n| n.name == a.network);
             if net.is_some_and(|n| n.bridge().is_some()) {
@@ -80,7 +74,7 @@ impl Ruleset {
         Ok(Ruleset {
             networks,
             published: store::published_attachments(conn)?,
-            policies,
+            policies: store::policies(conn)?,
             members,
             ports,
         })

@@ -489,8 +489,21 @@ pub fn insert_policy(tx: &Transaction, policy: &Policy, owner: Option<&str>) -> 
         params![encode(policy), owner],
     )?;
     let id = tx.last_insert_rowid();
-    sync_policy_selectors(tx)?;
+    for key in [&policy.from, &policy.to]
+        .into_iter()
+        .filter_map(|s| s.set_key())
+    {
+        insert_policy_selector(tx, &key)?;
+    }
     Ok(id)
+}
+
+fn insert_policy_selector(tx: &Transaction, key: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO policy_selectors (selector) VALUES (?1)",
+        params![key],
+    )?;
+    Ok(())
 }
 
 /// Remove rules by id; false for an id that does not exist.
@@ -500,7 +513,8 @@ pub fn delete_policy(tx: &Transaction, id: i64) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// Keep `policy_selectors` equal to the attachment selectors the rules use.
+/// Make `policy_selectors` the attachment selectors the rules use again,
+/// after a rule went (another rule may still use its selectors).
 fn sync_policy_selectors(tx: &Transaction) -> Result<()> {
     tx.execute("DELETE FROM policy_selectors", [])?;
     for p in policies(tx)? {
@@ -508,10 +522,7 @@ fn sync_policy_selectors(tx: &Transaction) -> Result<()> {
             .into_iter()
             .filter_map(|s| s.set_key())
         {
-            tx.execute(
-                "INSERT OR IGNORE INTO policy_selectors (selector) VALUES (?1)",
-                params![key],
-            )?;
+            insert_policy_selector(tx, &key)?;
         }
     }
     Ok(())
