@@ -13,24 +13,7 @@ const SERVER: &str = "192.168.70.1";
 
 /// The LAN and its server's namespace.
 fn lan(lab: &Lab) -> String {
-    let switch = lab.netns("lan");
-    must(&format!(
-        "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
-    ));
-    let server = lab.netns("dhcpsrv");
-    lab.wire(
-        &server,
-        "eth0",
-        Some(&format!("{SERVER}/24")),
-        &switch,
-        "p-srv",
-        None,
-    );
-    lab.wire(&lab.host, "lan0", None, &switch, "p-host", None);
-    must(&format!(
-        "ip -n {switch} link set p-srv master br0 && ip -n {switch} link set p-host master br0"
-    ));
-    server
+    lab.lan("dhcpsrv", &format!("{SERVER}/24"))
 }
 
 fn dnsmasq(lab: &Lab, server: &str) -> Bg {

@@ -89,23 +89,7 @@ fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
     let lab = Lab::new("tcm");
     // The LAN: a switch, another host on it (the iperf3 peer), and the fake
     // host's parent interface.
-    let switch = lab.netns("lan");
-    must(&format!(
-        "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
-    ));
-    let peer = lab.netns("peer");
-    lab.wire(
-        &peer,
-        "eth0",
-        Some("192.168.62.20/24"),
-        &switch,
-        "p-peer",
-        None,
-    );
-    lab.wire(&lab.host, "lan0", None, &switch, "p-host", None);
-    must(&format!(
-        "ip -n {switch} link set p-peer master br0 && ip -n {switch} link set p-host master br0"
-    ));
+    let peer = lab.lan("peer", "192.168.62.20/24");
     lab.ok(&[
         "network",
         "create",

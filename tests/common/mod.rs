@@ -140,6 +140,23 @@ impl Lab {
         up
     }
 
+    /// A stand-in LAN: a switch (bridge `br0` in namespace `lan`), one
+    /// host on it (namespace `peer`, its `eth0` at `peer_addr`) and the fake
+    /// host's `lan0` plugged in, with no address. Returns the peer.
+    pub fn lan(&self, peer: &str, peer_addr: &str) -> String {
+        let switch = self.netns("lan");
+        must(&format!(
+            "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
+        ));
+        let peer = self.netns(peer);
+        self.wire(&peer, "eth0", Some(peer_addr), &switch, "p-peer", None);
+        self.wire(&self.host, "lan0", None, &switch, "p-host", None);
+        must(&format!(
+            "ip -n {switch} link set p-peer master br0 && ip -n {switch} link set p-host master br0"
+        ));
+        peer
+    }
+
     /// What Docker leaves on a host: FORWARD policy DROP in iptables-nft's
     /// table.
     pub fn docker_forward_drop(&self) {
