@@ -239,6 +239,22 @@ fn several_attachments_per_target_dual_stack_and_options() {
         must(&format!("ip -n {c} -6 addr show dev eth0")).contains("fe80::"),
         "dual stack keeps its link-local address"
     );
+    // The host end only bridges that IPv6: IPv6 is off on the port itself,
+    // so it has no address and no multicast route in the host's tables
+    // (which the kernel walks on every link change).
+    let port = one["HostIfName"].as_str().unwrap();
+    let off = common::in_netns(&lab.host, || {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6"))
+    });
+    assert_eq!(off.unwrap().trim(), "1", "IPv6 off on bridge port {port}");
+    let host_v6 = must(&format!(
+        "ip -n {} -6 route show table all dev {port}",
+        lab.host
+    ));
+    assert!(
+        host_v6.trim().is_empty(),
+        "no IPv6 route via {port}: {host_v6}"
+    );
     assert!(must(&format!("ip -n {c} link show lo")).contains("UP"));
 
     // ls lists both; detach of one network leaves the other.

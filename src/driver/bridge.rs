@@ -296,6 +296,9 @@ pub fn attach(
             .map(drop)
             .map_err(kernel(format!("delete veth {host_ifname}")))
     });
+    disable_ipv6_on_port(&a.host_ifname)?;
+    host.set_up_by_name(&a.host_ifname)
+        .map_err(kernel(format!("set {} up", a.host_ifname)))?;
     tracing::debug!(host_ifname = %a.host_ifname, "veth created");
     if net.isolate_containers {
         let port = host
@@ -306,6 +309,25 @@ pub fn attach(
             .map_err(kernel(format!("isolate bridge port {}", a.host_ifname)))?;
     }
     super::configure_inside(inner, ns, a, antispoof::shielded(a))
+}
+
+/// A bridge port carries frames, not IPv6 of its own; with IPv6 on, each
+/// port would also cost every later one. The kernel gives every IPv6 device
+/// a multicast route in the host's table, and walks that whole table
+/// whenever any device's state changes (`rt6_sync_down_dev`,
+/// `rt6_sync_up`): with 1,000 containers on the host, an attach took 6.3 ms
+/// instead of 3.8. No link-local address also means no duplicate address
+/// detection or MLD reports flooded to every port. Only sysctl turns IPv6
+/// off on one device (netlink takes the address generation mode only); it
+/// is written while the port is down, before IPv6 would start.
+fn disable_ipv6_on_port(name: &str) -> Result<()> {
+    match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        // A kernel without IPv6 has none to turn off.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("disable IPv6 on bridge port {name}"), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Remove an attachment's veth; its peer, addresses and routes go with it.

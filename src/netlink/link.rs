@@ -123,9 +123,9 @@ impl Netlink {
     }
 
     /// Create a veth pair: `host` stays here, enslaved to `controller` and
-    /// up; `peer` is created directly inside `peer_ns` with its MAC and MTU,
-    /// so it never exists in the host namespace under a name that could
-    /// clash. The peer is left down, for the caller to configure.
+    /// down; `peer` is created directly inside `peer_ns` with its MAC and
+    /// MTU, so it never exists in the host namespace under a name that could
+    /// clash. Both ends are left down, for the caller to configure.
     pub fn create_veth(
         &mut self,
         host: &str,
@@ -148,23 +148,7 @@ impl Netlink {
             .mtu(mtu)
             .controller(controller)
             .build();
-        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)?;
-        // The host end is a bridge port and needs no IPv6 address: without
-        // a link-local one it sends no duplicate address detection and no
-        // MLD reports, which the bridge would flood to every other port.
-        // The kernel refuses the mode in the creating message
-        // (EAFNOSUPPORT) but takes it with the link's first `up`, before
-        // IPv6 would configure it.
-        let up = LinkUnspec::new_with_name(host)
-            .append_extra_attribute(no_ipv6_address())
-            .up()
-            .build();
-        let done = self.execute(RouteNetlinkMessage::SetLink(up), 0);
-        if done.is_err() {
-            // The caller undoes only a veth this returned: none half made.
-            let _ = self.delete_link_by_name(host);
-        }
-        done
+        self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Create a macvlan on `parent` here, down, with its MAC and MTU.
@@ -226,6 +210,12 @@ impl Netlink {
 
     pub fn set_up(&mut self, index: u32) -> NlResult<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// `set_up` for a link known by name only (one request, no lookup).
+    pub fn set_up_by_name(&mut self, name: &str) -> NlResult<()> {
+        let msg = LinkUnspec::new_with_name(name).up().build();
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
