@@ -4,6 +4,7 @@
 mod attach;
 mod daemon;
 mod host;
+mod lazy;
 mod network;
 mod policy;
 mod topology;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use self::lazy::Lazy;
 use crate::daemon::protocol::DEFAULT_SOCKET;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -42,27 +44,27 @@ pub struct Cli {
 pub enum Command {
     /// Create, list, inspect and remove networks.
     #[command(subcommand)]
-    Network(network::NetworkCommand),
+    Network(Lazy<network::NetworkCommand>),
     /// Attach a namespace (NAME, netns:NAME, /path/to/ns, pid:N) to a network.
-    Attach(Box<attach::AttachArgs>),
+    Attach(Lazy<Box<attach::AttachArgs>>),
     /// Detach a namespace from one network, or from all; idempotent.
-    Detach(attach::DetachArgs),
+    Detach(Lazy<attach::DetachArgs>),
     /// Show a namespace's attachments as JSON.
-    Inspect(attach::InspectArgs),
+    Inspect(Lazy<attach::InspectArgs>),
     /// List all attachments.
-    Ls(attach::LsArgs),
+    Ls(Lazy<attach::LsArgs>),
     /// Firewall rules between networks, tenants, addresses and attachments.
     #[command(subcommand)]
-    Policy(policy::PolicyCommand),
+    Policy(Lazy<policy::PolicyCommand>),
     /// The host side of a lab: routes to subnets behind router namespaces.
     #[command(subcommand)]
-    Host(host::HostCommand),
+    Host(Lazy<host::HostCommand>),
     /// Bring a topology file up (idempotent).
-    Up(topology::TopologyArgs),
+    Up(Lazy<topology::TopologyArgs>),
     /// Take down what `up` made from a topology file.
-    Down(topology::TopologyArgs),
+    Down(Lazy<topology::TopologyArgs>),
     /// Run the daemon: DHCP clients for DHCP networks, reconciliation.
-    Daemon(daemon::DaemonArgs),
+    Daemon(Lazy<daemon::DaemonArgs>),
     /// Re-create from the store what the kernel lost (after a reboot, a
     /// flushed ruleset): bridges, parents, host addresses and routes, NAT
     /// and rules, and the attachments of namespaces that still exist.
@@ -74,22 +76,22 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon(args) = cli.command {
-        return daemon::run(&cli.state_dir, &cli.socket, args);
+        return daemon::run(&cli.state_dir, &cli.socket, args.0);
     }
     let mut engine = Engine::open(&cli.state_dir)?;
     match cli.command {
-        Command::Network(cmd) => network::run(&mut engine, &cli.socket, cmd),
-        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, *args),
-        Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args),
+        Command::Network(cmd) => network::run(&mut engine, &cli.socket, cmd.0),
+        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, *args.0),
+        Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args.0),
         Command::Gc => daemon::gc(&mut engine, &cli.socket),
         Command::Restore => daemon::restore(&mut engine, &cli.socket),
         Command::Daemon(_) => Ok(()),
-        Command::Inspect(args) => attach::inspect(&engine, args),
-        Command::Ls(args) => attach::ls(&engine, args),
-        Command::Host(cmd) => host::run(&mut engine, cmd),
-        Command::Policy(cmd) => policy::run(&mut engine, cmd),
-        Command::Up(args) => topology::up(&mut engine, args),
-        Command::Down(args) => topology::down(&mut engine, args),
+        Command::Inspect(args) => attach::inspect(&engine, args.0),
+        Command::Ls(args) => attach::ls(&engine, args.0),
+        Command::Host(cmd) => host::run(&mut engine, cmd.0),
+        Command::Policy(cmd) => policy::run(&mut engine, cmd.0),
+        Command::Up(args) => topology::up(&mut engine, args.0),
+        Command::Down(args) => topology::down(&mut engine, args.0),
     }
 }
 
