@@ -7,14 +7,21 @@ For N fresh container network namespaces (default 500) it attaches each one to
 a NAT bridge network, one process per container, and times every invocation
 with time.perf_counter() around subprocess.run():
 
-  plumb     plumb --state-dir D --host-netns plumb-bench-host attach NS bench
+  plumb     plumb --state-dir D --host-netns plumb-bench-host-plumb attach NS bench
   cni       /usr/lib/cni/bridge (CNI_COMMAND=ADD, host-local IPAM, ipMasq)
   netavark  /usr/lib/podman/netavark --config D setup /run/netns/NS
             (static IPs handed out here, as Podman does; DNS off)
 
-Each tool gets its own subnet (/16), its own bridge and its own fresh set of N
+Each tool gets its own fake host, subnet (/16), bridge and fresh set of N
 namespaces, created before timing starts (namespace creation is not timed).
-It also times `plumb up` of an N-attachment topology file in one process.
+The tools take turns in blocks of --block (25) attaches, in an order that
+rotates from block to block, each block after the machine has gone quiet. On a
+shared VM the CPU's speed can change by 2x within a minute; taking turns
+gives every tool the same machine, where one tool after the other would
+compare a fast minute with a slow one. (Turns of one attach each would let
+the kernel's deferred work of a 30 ms netavark run land in the next 4 ms
+plumb run.) It also times `plumb up` of an N-attachment topology file in one
+process.
 
 Per tool it prints the median per-attach time, the mean of the first and last
 50 attaches and their ratio (growth with N), then plumb's medians relative to
@@ -23,14 +30,14 @@ the peers, checked against the targets:
 
 Isolation
 ---------
-Everything runs inside a fake "host" network namespace, plumb-bench-host (lo
-up, ip_forward=1), entered with `nsenter --net=/run/netns/plumb-bench-host`,
-so the real host's links, routes and firewall tables are never touched. The
-fake host is re-created for every tool, so no tool pays for the firewall rules
-another tool left behind (iptables-nft reads the whole table on every call).
-Deleting it removes its bridge and every iptables/nft rule made inside it;
-the script checks that the namespace is really gone and that the real host's
-ruleset and links carry nothing of ours. Everything created is removed in a
+Everything runs inside fake "host" network namespaces, one per tool,
+plumb-bench-host-TOOL (lo up, ip_forward=1), entered with
+`nsenter --net=/run/netns/plumb-bench-host-TOOL`, so the real host's links,
+routes and firewall tables are never touched, and no tool pays for the
+firewall rules of another (iptables-nft reads the whole table on every call).
+Deleting a fake host removes its bridge and every iptables/nft rule made
+inside it; the script checks that the namespace is really gone and that the
+real host's ruleset and links carry nothing of ours. Everything created is removed in a
 `finally`, also on failure or Ctrl-C.
 
 Run (as root, from the repository root)
@@ -63,9 +70,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-HOST_NS = "plumb-bench-host"
-HOST_NS_PATH = f"/run/netns/{HOST_NS}"
-NSENTER_HOST = ["nsenter", f"--net={HOST_NS_PATH}"]
+HOST_PREFIX = "plumb-bench-host-"
 CNI_PATH = "/usr/lib/cni"
 NETAVARK = "/usr/lib/podman/netavark"
 WINDOW = 50  # size of the first/last window for the growth ratio
@@ -81,6 +86,11 @@ class Tool:
     subnet: str
     ns_prefix: str
     bridge: str  # bridge name in the fake host, "" when the tool picks it
+    short: str   # the fake host is plumb-bench-host-SHORT
+
+    @property
+    def host(self) -> str:
+        return HOST_PREFIX + self.short
 
     @property
     def gateway(self) -> str:
@@ -91,12 +101,12 @@ class Tool:
 
 
 TOOLS = {
-    "plumb": Tool("plumb", "10.77.0.0/16", "pb-plumb-", ""),
-    "cni": Tool("cni", "10.78.0.0/16", "pb-cni-", "cni-bench0"),
-    "netavark": Tool("netavark", "10.79.0.0/16", "pb-nv-", "nv-bench0"),
+    "plumb": Tool("plumb", "10.77.0.0/16", "pb-plumb-", "", "plumb"),
+    "cni": Tool("cni", "10.78.0.0/16", "pb-cni-", "cni-bench0", "cni"),
+    "netavark": Tool("netavark", "10.79.0.0/16", "pb-nv-", "nv-bench0", "nv"),
 }
-UP = Tool("plumb-up", "10.76.0.0/16", "pb-up-", "")
-OUR_NS = re.compile(r"^(plumb-bench-host|pb-(plumb|cni|nv|up)-\d+)$")
+UP = Tool("plumb-up", "10.76.0.0/16", "pb-up-", "", "up")
+OUR_NS = re.compile(r"^(plumb-bench-host-(plumb|cni|nv|up)|pb-(plumb|cni|nv|up)-\d+)$")
 OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[6-9]\.0\.0/16")
 
 
@@ -123,8 +133,8 @@ def timed(cmd: list[str], *, input: str | None = None,
     return (time.perf_counter() - t0) * 1000.0, proc
 
 
-def in_host(cmd: list[str]) -> list[str]:
-    return NSENTER_HOST + cmd
+def in_host(host: str, cmd: list[str]) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{host}", *cmd]
 
 
 def say(msg: str = "") -> None:
@@ -192,49 +202,53 @@ class Resources:
         self.namespaces = [n for n in self.namespaces if n not in gone]
 
     def cleanup(self) -> None:
-        # container namespaces first (destroys their veths), the fake host last
-        netns_del_many([n for n in self.namespaces if n != HOST_NS])
-        if HOST_NS in self.namespaces:
-            netns_del_many([HOST_NS])
+        # container namespaces first (destroys their veths), the fake hosts last
+        netns_del_many(hosts_last(self.namespaces))
         self.namespaces.clear()
         for d in self.tmpdirs:
             shutil.rmtree(d, ignore_errors=True)
         self.tmpdirs.clear()
 
 
+def hosts_last(names: list[str]) -> list[str]:
+    """Deletion order: containers first (their veths go with them), then the
+    fake hosts."""
+    return sorted(names, key=lambda n: n.startswith(HOST_PREFIX))
+
+
 # ------------------------------------------------------------------- fake host
 
-def create_fake_host(res: Resources) -> None:
-    res.add_namespaces([HOST_NS])
-    run(["ip", "-n", HOST_NS, "link", "set", "lo", "up"])
-    run(in_host(["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+def create_fake_host(res: Resources, host: str) -> None:
+    res.add_namespaces([host])
+    run(["ip", "-n", host, "link", "set", "lo", "up"])
+    run(in_host(host, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
 
 
-def fake_host_firewall() -> dict:
-    """Which firewall state exists in the fake host (for the report)."""
-    nft = run(in_host(["nft", "-j", "list", "ruleset"]), check=False)
+def fake_host_firewall(host: str) -> dict:
+    """Which firewall state exists in a fake host (for the report)."""
+    nft = run(in_host(host, ["nft", "-j", "list", "ruleset"]), check=False)
     tables, rules = [], 0
     if nft.returncode == 0 and nft.stdout.strip():
         for obj in json.loads(nft.stdout).get("nftables", []):
             if "table" in obj:
                 tables.append(f"{obj['table']['family']} {obj['table']['name']}")
             rules += "rule" in obj
-    legacy = run(in_host(["iptables-legacy-save"]), check=False).stdout \
+    legacy = run(in_host(host, ["iptables-legacy-save"]), check=False).stdout \
         if shutil.which("iptables-legacy-save") else ""
     legacy_rules = sum(1 for line in legacy.splitlines() if line.startswith("-A"))
     return {"nft_tables": tables, "nft_rules": rules, "iptables_legacy_rules": legacy_rules}
 
 
-def destroy_fake_host(res: Resources) -> None:
-    """Delete the fake host and check that the namespace (and so every rule,
+def destroy_fake_host(res: Resources, host: str) -> None:
+    """Delete a fake host and check that the namespace (and so every rule,
     bridge and veth end inside it) is really gone."""
-    inode = netns_inode(HOST_NS)
-    res.drop_namespaces([HOST_NS])
-    if HOST_NS in netns_list():
-        raise BenchError(f"{HOST_NS} still listed after `ip netns del`")
+    inode = netns_inode(host)
+    res.drop_namespaces([host])
+    if host in netns_list():
+        raise BenchError(f"{host} still listed after `ip netns del`")
     holders = netns_holders(inode)
     if holders:
-        raise BenchError(f"{HOST_NS} deleted but still held by pids {holders}: "
+        raise BenchError(f"{host} deleted but still held by pids {holders}: "
                          "its firewall state would live on")
 
 
@@ -308,17 +322,17 @@ def verify(tool: Tool, names: list[str]) -> list[str]:
 
 # --------------------------------------------------------------- the three tools
 
-def plumb_cmd(plumb: str, state: str, *args: str) -> list[str]:
-    return [plumb, "--state-dir", state, "--host-netns", HOST_NS, *args]
+def plumb_cmd(plumb: str, state: str, host: str, *args: str) -> list[str]:
+    return [plumb, "--state-dir", state, "--host-netns", host, *args]
 
 
 def plumb_prepare(ctx: "Ctx", tool: Tool):
     state = ctx.res.tmpdir("plumb-state")
-    run(plumb_cmd(ctx.plumb, state, "network", "create", "bench", "--driver", "bridge",
-                  "--subnet", tool.subnet, "--mode", "nat"))
+    run(plumb_cmd(ctx.plumb, state, tool.host, "network", "create", "bench", "--driver",
+                  "bridge", "--subnet", tool.subnet, "--mode", "nat"))
 
     def attach(i: int, ns: str) -> tuple[float, str | None]:
-        ms, p = timed(plumb_cmd(ctx.plumb, state, "attach", ns, "bench"))
+        ms, p = timed(plumb_cmd(ctx.plumb, state, tool.host, "attach", ns, "bench"))
         return ms, None if p.returncode == 0 else p.stderr.strip() or p.stdout.strip()
     return attach
 
@@ -330,7 +344,7 @@ def cni_prepare(ctx: "Ctx", tool: Tool):
         "bridge": tool.bridge, "isGateway": True, "ipMasq": True,
         "ipam": {"type": "host-local", "subnet": tool.subnet, "dataDir": ipam_dir},
     })
-    cmd = in_host([f"{CNI_PATH}/bridge"])
+    cmd = in_host(tool.host, [f"{CNI_PATH}/bridge"])
 
     def attach(i: int, ns: str) -> tuple[float, str | None]:
         env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
@@ -367,7 +381,8 @@ def netavark_prepare(ctx: "Ctx", tool: Tool):
             "networks": {"bench": {"interface_name": "eth0", "static_ips": [next(ips)]}},
             "network_info": network_info,
         })
-        ms, p = timed(in_host([NETAVARK, "--config", config, "setup", f"/run/netns/{ns}"]),
+        ms, p = timed(in_host(tool.host,
+                              [NETAVARK, "--config", config, "setup", f"/run/netns/{ns}"]),
                       input=opts, env=env)
         if p.returncode != 0:
             return ms, p.stderr.strip() or p.stdout.strip()
@@ -410,25 +425,26 @@ def cpu_busy_fraction(interval: float) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
-def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10) -> float:
+def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10, interval: float = 0.5,
+               calm_needed: int = 2) -> float:
     """Wait until the machine is idle, so that the kernel's deferred work from
     the previous phase (cleanup of deleted namespaces, MLD/DAD on old links)
     does not land in this phase's timings. Returns seconds waited."""
     start = time.monotonic()
     calm = 0
     while time.monotonic() - start < limit_s:
-        calm = calm + 1 if cpu_busy_fraction(0.5) < busy_max else 0
-        if calm >= 2:
+        calm = calm + 1 if cpu_busy_fraction(interval) < busy_max else 0
+        if calm >= calm_needed:
             break
     else:
         say(f"  note: machine still busy after {limit_s:.0f} s; timing anyway")
     return time.monotonic() - start
 
 
-def spawn_floor(reps: int = 30) -> dict:
+def spawn_floor(host: str, reps: int = 30) -> dict:
     """What merely starting a process costs here, with and without nsenter."""
     plain = [timed(["true"])[0] for _ in range(reps)]
-    nsent = [timed(in_host(["true"]))[0] for _ in range(reps)]
+    nsent = [timed(in_host(host, ["true"]))[0] for _ in range(reps)]
     return {"true_ms": statistics.median(plain), "nsenter_true_ms": statistics.median(nsent)}
 
 
@@ -437,6 +453,7 @@ def spawn_floor(reps: int = 30) -> dict:
 @dataclass
 class Ctx:
     count: int
+    block: int
     plumb: str
     res: Resources = field(default_factory=Resources)
     results: dict = field(default_factory=dict)
@@ -444,39 +461,69 @@ class Ctx:
     failed: set = field(default_factory=set)  # names of the phases that failed
 
 
-def bench_tool(ctx: Ctx, tool: Tool) -> None:
-    """Fresh fake host + N fresh namespaces, N timed attaches, verify, tear down."""
-    say(f"\n== {tool.name}: {ctx.count} attaches to {tool.subnet}")
-    names = tool.ns_names(ctx.count)
-    create_fake_host(ctx.res)
+def bench_tools(ctx: Ctx, tools: list[Tool]) -> None:
+    """A fresh fake host and N fresh namespaces per tool; rounds in which
+    every tool attaches its next block of containers (in an order rotating
+    with the round, each block once the machine is quiet); then verify, and
+    tear down. A tool that fails leaves the rounds, the others go on."""
+    say(f"\n== {', '.join(t.name for t in tools)}: {ctx.count} attaches each, taking turns")
+    names = {t.name: t.ns_names(ctx.count) for t in tools}
+    attach, samples = {}, {t.name: [] for t in tools}
     try:
-        ctx.res.add_namespaces(names)
+        for t in tools:
+            create_fake_host(ctx.res, t.host)
+            ctx.res.add_namespaces(names[t.name])
         waited = wait_quiet()
-        floor = spawn_floor()
-        attach = PREPARE[tool.name](ctx, tool)
-        samples = []
-        for i, ns in enumerate(names):
-            ms, err = attach(i, ns)
-            if err is not None:
-                raise BenchError(f"{tool.name}: attach #{i} ({ns}) failed: {err}")
-            samples.append(ms)
-            if (i + 1) % 100 == 0:
-                say(f"  {i + 1}/{ctx.count}  median so far {statistics.median(samples):.2f} ms")
-        problems = verify(tool, names)
-        if problems:
-            raise BenchError("verification failed:\n  " + "\n  ".join(problems))
-        fw = fake_host_firewall()
-        ctx.results[tool.name] = dict(summarize(samples), samples_ms=samples,
-                                      firewall=fw, spawn_floor=floor, settle_s=waited)
-        say(f"  verified; fake host firewall: nft tables {fw['nft_tables']}, "
-            f"{fw['nft_rules']} nft rules, {fw['iptables_legacy_rules']} iptables-legacy rules")
-    except BenchError as e:
-        ctx.failures.append(str(e))
-        ctx.failed.add(tool.name)
-        say(f"  FAILED: {e}")
+        floor = spawn_floor(tools[0].host)
+        for t in tools:
+            try:
+                attach[t.name] = PREPARE[t.name](ctx, t)
+            except BenchError as e:
+                fail(ctx, t.name, str(e))
+        for r, start in enumerate(range(0, ctx.count, ctx.block)):
+            turn = [t for t in tools if t.name in attach]
+            if not turn:
+                break
+            k = r % len(turn)
+            for t in turn[k:] + turn[:k]:
+                wait_quiet(limit_s=3, busy_max=0.15, interval=0.2, calm_needed=1)
+                for i in range(start, min(start + ctx.block, ctx.count)):
+                    ms, err = attach[t.name](i, names[t.name][i])
+                    if err is not None:
+                        fail(ctx, t.name,
+                             f"{t.name}: attach #{i} ({names[t.name][i]}) failed: {err}")
+                        del attach[t.name]
+                        break
+                    samples[t.name].append(ms)
+            done = min(start + ctx.block, ctx.count)
+            if done % 100 < ctx.block or done == ctx.count:
+                say(f"  {done}/{ctx.count}  medians so far: " + ", ".join(
+                    f"{n} {statistics.median(v):.2f} ms" for n, v in samples.items() if v))
+        for t in tools:
+            if t.name not in attach:
+                continue
+            problems = verify(t, names[t.name])
+            if problems:
+                fail(ctx, t.name, "verification failed:\n  " + "\n  ".join(problems))
+                continue
+            fw = fake_host_firewall(t.host)
+            ctx.results[t.name] = dict(summarize(samples[t.name]), samples_ms=samples[t.name],
+                                       firewall=fw, spawn_floor=floor, settle_s=waited)
+            say(f"  {t.name} verified; fake host firewall: nft tables {fw['nft_tables']}, "
+                f"{fw['nft_rules']} nft rules, "
+                f"{fw['iptables_legacy_rules']} iptables-legacy rules")
     finally:
-        ctx.res.drop_namespaces(names)
-        destroy_fake_host(ctx.res)
+        for t in tools:
+            ctx.res.drop_namespaces(names[t.name])
+        for t in tools:
+            if t.host in ctx.res.namespaces:
+                destroy_fake_host(ctx.res, t.host)
+
+
+def fail(ctx: Ctx, tool: str, why: str) -> None:
+    ctx.failures.append(why)
+    ctx.failed.add(tool)
+    say(f"  FAILED: {why}")
 
 
 def topology_toml(count: int) -> str:
@@ -497,7 +544,7 @@ def bench_up(ctx: Ctx) -> None:
         ctx.failures.append(f"plumb up: namespaces already exist: {sorted(clash)[:5]}")
         ctx.failed.add("plumb-up")
         return
-    create_fake_host(ctx.res)
+    create_fake_host(ctx.res, UP.host)
     ctx.res.namespaces.extend(names)  # plumb creates them; we make sure they go
     try:
         state = ctx.res.tmpdir("plumb-up-state")
@@ -505,7 +552,7 @@ def bench_up(ctx: Ctx) -> None:
         with open(topo, "w") as f:
             f.write(topology_toml(ctx.count))
         wait_quiet()
-        ms, p = timed(plumb_cmd(ctx.plumb, state, "up", topo))
+        ms, p = timed(plumb_cmd(ctx.plumb, state, UP.host, "up", topo))
         if p.returncode != 0:
             raise BenchError(f"plumb up failed ({p.returncode}): {p.stderr.strip()}")
         problems = verify(UP, names)
@@ -513,7 +560,7 @@ def bench_up(ctx: Ctx) -> None:
             raise BenchError("verification failed:\n  " + "\n  ".join(problems))
         ctx.results["plumb-up"] = {"count": ctx.count, "total_ms": ms,
                                    "per_attach_ms": ms / ctx.count}
-        down = run(plumb_cmd(ctx.plumb, state, "down", topo), check=False)
+        down = run(plumb_cmd(ctx.plumb, state, UP.host, "down", topo), check=False)
         left = set(names) & netns_list()
         if down.returncode != 0:
             raise BenchError(f"plumb down failed ({down.returncode}): {down.stderr.strip()}")
@@ -526,7 +573,7 @@ def bench_up(ctx: Ctx) -> None:
         say(f"  FAILED: {e}")
     finally:
         ctx.res.drop_namespaces(names)
-        destroy_fake_host(ctx.res)
+        destroy_fake_host(ctx.res, UP.host)
 
 
 # --------------------------------------------------------------------- report
@@ -605,6 +652,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
+    ap.add_argument("--block", type=int, default=25,
+                    help="attaches per tool and turn (default 25)")
     ap.add_argument("--tools", default="plumb,cni,netavark",
                     help="comma-separated subset of plumb,cni,netavark")
     ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
@@ -620,6 +669,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"unknown tools {unknown}; choose from {list(TOOLS)}")
     if not 2 <= args.count <= 60000:
         ap.error("--count must be between 2 and 60000")
+    if args.block < 1:
+        ap.error("--block must be at least 1")
     return args
 
 
@@ -649,7 +700,7 @@ def main(argv: list[str]) -> int:
             return 3
     ours = sorted(n for n in netns_list() if OUR_NS.match(n))
     if args.cleanup:
-        netns_del_many([n for n in ours if n != HOST_NS] + ([HOST_NS] if HOST_NS in ours else []))
+        netns_del_many(hosts_last(ours))
         say(f"removed {len(ours)} leftover namespaces" if ours else "nothing to clean up")
         return 0
     if ours:
@@ -673,13 +724,13 @@ def main(argv: list[str]) -> int:
         say(f"SKIPPING plumb up: {skipped['plumb-up']}")
 
     install_signal_handlers()
-    ctx = Ctx(count=args.count, plumb=args.plumb)
+    ctx = Ctx(count=args.count, block=args.block, plumb=args.plumb)
     before = real_host_snapshot()
     interrupted = False
     try:
-        for name in args.tools:
-            if name not in skipped:
-                bench_tool(ctx, TOOLS[name])
+        tools = [TOOLS[name] for name in args.tools if name not in skipped]
+        if tools:
+            bench_tools(ctx, tools)
         if "plumb-up" not in skipped:
             bench_up(ctx)
     except KeyboardInterrupt:

@@ -3,10 +3,18 @@
 
 plumb writes firewall rules once per network or tenant; attaching a container
 only adds set and map elements (and its own tc qdiscs). This benchmark shows
-it in one run, in two phases, with probes on the NAT bridge network `bench`:
+it in one run, in two kinds of phase, with probes on the NAT bridge network
+`bench`:
 
   small  --small (10) other containers attached, --small policy rules
   large  --count (1,000) other containers, --rules (1,000) policy rules
+
+The kinds alternate, --rounds (2) times: small, large, small again (the
+newest containers detached and their namespaces deleted, the newest rules
+removed), large again. Each kind's numbers pool its rounds. On a shared VM
+the CPU's speed can change by 2x within minutes; alternating keeps a slow
+stretch from landing on one kind only. The per-round attach medians are
+printed too.
 
 Where the others sit (--layout, default both: one after the other, with a
 cleanup between):
@@ -241,7 +249,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, layout: str) -> None:
         self.args, self.layout = args, layout
         self.state = tempfile.mkdtemp(prefix=PREFIX + "state-")
-        self.others = 0      # other containers attached so far
+        self.others: list[str] = []  # namespaces of the other containers, in order
         self.other_nets = 0  # bench-oK networks created so far (layout spread)
         self.rules = 0       # filler rules added so far
         self.serial = 0      # names of fresh namespaces
@@ -295,12 +303,12 @@ class Bench:
     def grow(self, containers: int, rules: int) -> list[float]:
         """Attach background containers up to `containers`, then add filler
         rules up to `rules`; returns the ms of each `plumb policy add`."""
-        names = self.fresh("bg", max(0, containers - self.others))
-        for i, ns in enumerate(names, self.others):
+        names = self.fresh("bg", max(0, containers - len(self.others)))
+        for i, ns in enumerate(names, len(self.others)):
             run(self.attach(ns, self.other_net(i)))
             if (i + 1) % 250 == 0:
                 say(f"  {i + 1}/{containers} containers")
-        self.others += len(names)
+        self.others += names
         adds = []
         t0 = time.monotonic()
         for k in range(self.rules, rules):
@@ -314,6 +322,25 @@ class Bench:
                     f"last add {ms:.1f} ms")
         self.rules = max(self.rules, rules)
         return adds
+
+    def shrink(self, containers: int, rules: int) -> None:
+        """Back to `containers` other containers and `rules` filler rules:
+        the newest go (their networks stay, empty)."""
+        doomed = self.others[containers:]
+        if not doomed and self.rules <= rules:
+            return
+        for ns in doomed:
+            run(self.plumb("detach", ns))
+        if doomed:
+            run(["ip", "-force", "-batch", "-"],
+                input="".join(f"netns del {n}\n" for n in doomed))
+        self.others = self.others[:containers]
+        if self.rules > rules:
+            listed = json.loads(run(self.plumb("policy", "ls", "--json")).stdout or "[]")
+            ids = sorted(r["Id"] for r in listed)[EXTRA_RULES + rules:]
+            run(self.plumb("policy", "rm", *map(str, ids)))
+            self.rules = rules
+        say(f"  back to {containers} other containers and {rules} rules")
 
     def bare_veth(self, ns: str) -> float:
         """The kernel's share of an attach: a veth into the bridge, by one `ip`
@@ -367,6 +394,7 @@ class Bench:
         say(f"\n== {self.layout}/{name}: {containers} other containers {where}, "
             f"{rules} policy rules")
         r = self.results[name] = {"containers": containers, "rules": rules}
+        self.shrink(containers, rules)
         r["policy_add_ms"] = self.grow(containers, rules)
         r["other_networks"] = self.other_nets
         probes = self.fresh(name, self.args.probes)
@@ -442,6 +470,28 @@ class Bench:
         return counts
 
 
+def pooled(results: dict, kind: str) -> dict:
+    """The phases small1, small2, ... (or large1, ...) as one: their probes,
+    bare veths and iperf3 runs together, the median of their connection
+    rates, the first one's policy adds, the last one's nftables counts."""
+    runs = [results[k] for k in sorted(results) if k.rstrip("0123456789") == kind]
+    first, last = runs[0], runs[-1]
+    attach = [ms for r in runs for ms in r["attach_ms"]]
+    bare = [ms for r in runs for ms in r["bare_veth_ms"]]
+    iperf = {p: [g for r in runs for g in r["iperf_gbps"][p]] for p in first["iperf_gbps"]}
+    conns = {p: statistics.median(r["connections_per_s"][p] for r in runs)
+             for p in first["connections_per_s"]}
+    return {"containers": first["containers"], "rules": first["rules"],
+            "other_networks": last["other_networks"], "nft": last["nft"],
+            "policy_add_ms": first["policy_add_ms"], "attach_ms": attach,
+            "attach_median_ms": statistics.median(attach),
+            "attach_mean_ms": statistics.fmean(attach),
+            "bare_veth_median_ms": statistics.median(bare),
+            "iperf_median_gbps": {p: statistics.median(v) for p, v in iperf.items()},
+            "connections_per_s": conns,
+            "rounds": [r["attach_median_ms"] for r in runs]}
+
+
 def report(layout: str, small: dict, large: dict, args) -> list[dict]:
     """Print one layout's table; returns its ratios, each with a verdict
     (PASS, MISS, or info: the same-bridge attach growth is no target)."""
@@ -466,9 +516,12 @@ def report(layout: str, small: dict, large: dict, args) -> list[dict]:
     for table in sorted(set(small["nft"]) | set(large["nft"])):
         say(f"{'nft ' + table:<34}{small['nft'].get(table, 0):>12}"
             f"{large['nft'].get(table, 0):>12}")
-    row(f"attach median ms ({args.probes} probes)", small["attach_median_ms"],
+    row(f"attach median ms ({len(small['attach_ms'])} probes)", small["attach_median_ms"],
         large["attach_median_ms"], ".2f",
         ("<=", MAX_ATTACH_RATIO) if layout == "spread" else None)
+    say(f"{'  per round':<34}{'/'.join(f'{m:.2f}' for m in small['rounds']):>12}"
+        f"{'/'.join(f'{m:.2f}' for m in large['rounds']):>12}"
+        f"{'/'.join(f'{b / a:.2f}' for a, b in zip(small['rounds'], large['rounds'])):>12}")
     row("attach mean ms", small["attach_mean_ms"], large["attach_mean_ms"], ".2f")
     row("bare veth into the bridge ms", small["bare_veth_median_ms"],
         large["bare_veth_median_ms"], ".2f")
@@ -510,6 +563,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--small", type=int, default=10,
                     help="other containers and rules in the small phase (default 10)")
     ap.add_argument("--probes", type=int, default=30, help="timed attaches per phase (default 30)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="small and large phases alternate this many times (default 2)")
     ap.add_argument("--iperf-time", type=int, default=5, help="seconds per iperf3 run (default 5)")
     ap.add_argument("--repeats", type=int, default=3, help="iperf3 runs per path (default 3)")
     ap.add_argument("--layout", choices=("same", "spread", "both"), default="both",
@@ -521,6 +576,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cleanup", action="store_true",
                     help="only remove what a killed run left, then exit")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if not 0 <= args.small < args.count <= MAX_OTHERS:
         ap.error(f"need 0 <= --small < --count <= {MAX_OTHERS}: a Linux bridge holds at most "
                  "1023 ports, and 2 probes stay attached while a third is timed")
@@ -569,8 +626,9 @@ def main(argv: list[str]) -> int:
                 cleanup()  # the previous layout's namespaces, bridges and tables
             bench = benches[layout] = Bench(args, layout)
             bench.setup()
-            bench.phase("small", args.small, min(args.small, args.rules))
-            bench.phase("large", args.count, args.rules)
+            for k in range(1, args.rounds + 1):
+                bench.phase(f"small{k}", args.small, min(args.small, args.rules))
+                bench.phase(f"large{k}", args.count, args.rules)
     except KeyboardInterrupt:
         interrupted = True
         say("\ninterrupted; cleaning up")
@@ -595,8 +653,9 @@ def main(argv: list[str]) -> int:
     out = {layout: {"results": b.results, "checks": []} for layout, b in benches.items()}
     lines = []
     for layout, o in out.items():
-        if "nft" in o["results"].get("large", {}):
-            o["checks"] = report(layout, o["results"]["small"], o["results"]["large"], args)
+        if "nft" in o["results"].get(f"large{args.rounds}", {}):
+            o["pooled"] = {kind: pooled(o["results"], kind) for kind in ("small", "large")}
+            o["checks"] = report(layout, o["pooled"]["small"], o["pooled"]["large"], args)
             lines.append(summary(layout, o["checks"]))
     if lines:
         say("\n== summary, large/small\n" + "\n".join(lines))
