@@ -52,15 +52,19 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("state directory {}", dir.display()), e))?;
-        let conn = Connection::open(dir.join("plumb.db"))?;
+        let path = dir.join("plumb.db");
+        let in_wal_mode = wal_mode(&path);
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(120))?;
         // Small pages: an attach touches about a dozen b-tree pages, and
-        // every byte of them goes through the WAL (page_size takes effect
-        // only when the database is created). One batch, parsed once.
+        // every byte of them goes through the WAL. Both settings live in the
+        // database file; `journal_mode = WAL` costs 0.2 ms even when the
+        // mode is set already, so only a new database gets them.
+        if !in_wal_mode {
+            conn.execute_batch("PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;")?;
+        }
         conn.execute_batch(
-            "PRAGMA page_size = 1024;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+            "PRAGMA synchronous = NORMAL;
              PRAGMA wal_autocheckpoint = 0;
              PRAGMA foreign_keys = ON;",
         )?;
@@ -100,6 +104,16 @@ impl Store {
     pub fn read(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// Whether the database file at `path` exists and is in WAL mode: its
+/// header's read and write versions (bytes 18 and 19) are 2.
+fn wal_mode(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|()| header[18] == 2 && header[19] == 2)
 }
 
 // Queries are plain functions over a connection (a Transaction derefs to
@@ -546,4 +560,44 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
 
 fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T> {
     serde_json::from_str(data).map_err(|e| Error::Conflict(format!("state store holds a record this plumb cannot read ({e}); was it written by a newer version?")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(store: &Store) -> (String, i64) {
+        let c = store.read();
+        let mode = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let page = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (mode, page)
+    }
+
+    #[test]
+    fn a_new_database_gets_wal_mode_and_small_pages_which_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plumb.db");
+        assert!(!wal_mode(&path), "no file yet");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(settings(&store), ("wal".to_string(), 1024));
+        drop(store);
+        assert!(wal_mode(&path), "the header says WAL");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(settings(&store), ("wal".to_string(), 1024));
+    }
+
+    #[test]
+    fn a_database_in_rollback_mode_is_switched_to_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plumb.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE t (x);")
+            .unwrap();
+        assert!(!wal_mode(&path));
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(settings(&store).0, "wal");
+    }
 }
