@@ -14,14 +14,15 @@ with time.perf_counter() around subprocess.run():
 
 Each tool gets its own fake host, subnet (/16), bridge and fresh set of N
 namespaces, created before timing starts (namespace creation is not timed).
-The tools take turns in blocks of --block (25) attaches, in an order that
-rotates from block to block, each block after the machine has gone quiet. On a
-shared VM the CPU's speed can change by 2x within a minute; taking turns
-gives every tool the same machine, where one tool after the other would
-compare a fast minute with a slow one. (Turns of one attach each would let
-the kernel's deferred work of a 30 ms netavark run land in the next 4 ms
-plumb run.) It also times `plumb up` of an N-attachment topology file in one
-process.
+Each tool runs alone: its N attaches, checks and teardown before the next
+tool starts, so no tool's containers weigh on another's attaches. The tools
+take --rounds (2) turns, in an order that rotates from round to round, and
+each tool's numbers pool its rounds: on a shared VM the CPU's speed can
+change by 2x within minutes, and one run per tool would compare a fast
+minute with a slow one. (Taking turns per attach or per block would keep
+the other tools' containers on the machine: their namespaces make some
+kernel lookups slower for everyone, which is no cost of the tool measured.)
+It also times `plumb up` of an N-attachment topology file in one process.
 
 Per tool it prints the median per-attach time, the mean of the first and last
 50 attaches and their ratio (growth with N), then plumb's medians relative to
@@ -395,20 +396,27 @@ PREPARE = {"plumb": plumb_prepare, "cni": cni_prepare, "netavark": netavark_prep
 
 # ------------------------------------------------------------------ statistics
 
-def summarize(samples: list[float]) -> dict:
-    w = min(WINDOW, max(1, len(samples) // 2))
-    first = statistics.fmean(samples[:w])
-    last = statistics.fmean(samples[-w:])
-    ordered = sorted(samples)
+def pool(runs: list[list[float]]) -> dict:
+    """One tool's rounds together: median, p90 and max over every attach;
+    the first and last windows averaged over the rounds (growth with N), and
+    each round's median and growth."""
+    w = min(WINDOW, max(1, len(runs[0]) // 2))
+    every = sorted(ms for run in runs for ms in run)
+    first = statistics.fmean(ms for run in runs for ms in run[:w])
+    last = statistics.fmean(ms for run in runs for ms in run[-w:])
     return {
-        "count": len(samples),
-        "median_ms": statistics.median(samples),
-        "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
-        "max_ms": ordered[-1],
+        "count": len(runs[0]),
+        "rounds": len(runs),
+        "median_ms": statistics.median(every),
+        "p90_ms": every[min(len(every) - 1, int(0.9 * len(every)))],
+        "max_ms": every[-1],
         "window": w,
         "first_mean_ms": first,
         "last_mean_ms": last,
         "growth": last / first,
+        "round_medians_ms": [statistics.median(run) for run in runs],
+        "round_growth": [statistics.fmean(run[-w:]) / statistics.fmean(run[:w]) for run in runs],
+        "samples_ms": runs,
     }
 
 
@@ -425,16 +433,15 @@ def cpu_busy_fraction(interval: float) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
-def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10, interval: float = 0.5,
-               calm_needed: int = 2) -> float:
+def wait_quiet(limit_s: float = 30.0, busy_max: float = 0.10) -> float:
     """Wait until the machine is idle, so that the kernel's deferred work from
     the previous phase (cleanup of deleted namespaces, MLD/DAD on old links)
     does not land in this phase's timings. Returns seconds waited."""
     start = time.monotonic()
     calm = 0
     while time.monotonic() - start < limit_s:
-        calm = calm + 1 if cpu_busy_fraction(interval) < busy_max else 0
-        if calm >= calm_needed:
+        calm = calm + 1 if cpu_busy_fraction(0.5) < busy_max else 0
+        if calm >= 2:
             break
     else:
         say(f"  note: machine still busy after {limit_s:.0f} s; timing anyway")
@@ -453,7 +460,7 @@ def spawn_floor(host: str, reps: int = 30) -> dict:
 @dataclass
 class Ctx:
     count: int
-    block: int
+    rounds: int
     plumb: str
     res: Resources = field(default_factory=Resources)
     results: dict = field(default_factory=dict)
@@ -462,62 +469,53 @@ class Ctx:
 
 
 def bench_tools(ctx: Ctx, tools: list[Tool]) -> None:
-    """A fresh fake host and N fresh namespaces per tool; rounds in which
-    every tool attaches its next block of containers (in an order rotating
-    with the round, each block once the machine is quiet); then verify, and
-    tear down. A tool that fails leaves the rounds, the others go on."""
-    say(f"\n== {', '.join(t.name for t in tools)}: {ctx.count} attaches each, taking turns")
-    names = {t.name: t.ns_names(ctx.count) for t in tools}
-    attach, samples = {}, {t.name: [] for t in tools}
+    """--rounds turns; in each, every tool (in an order rotating with the
+    round) runs alone. A tool that fails takes no more turns."""
+    runs: dict[str, list[list[float]]] = {t.name: [] for t in tools}
+    for r in range(ctx.rounds):
+        k = r % len(tools)
+        for t in tools[k:] + tools[:k]:
+            if t.name not in ctx.failed:
+                bench_tool(ctx, t, r + 1, runs[t.name])
+    for t in tools:
+        if t.name not in ctx.failed and runs[t.name]:
+            ctx.results[t.name] = pool(runs[t.name]) | ctx.results.get(t.name, {})
+
+
+def bench_tool(ctx: Ctx, tool: Tool, round_no: int, runs: list[list[float]]) -> None:
+    """A fresh fake host and N fresh namespaces, N timed attaches, verify,
+    tear down; appends the samples to `runs`."""
+    say(f"\n== {tool.name}, round {round_no}/{ctx.rounds}: {ctx.count} attaches to "
+        f"{tool.subnet}")
+    names = tool.ns_names(ctx.count)
+    create_fake_host(ctx.res, tool.host)
     try:
-        for t in tools:
-            create_fake_host(ctx.res, t.host)
-            ctx.res.add_namespaces(names[t.name])
+        ctx.res.add_namespaces(names)
         waited = wait_quiet()
-        floor = spawn_floor(tools[0].host)
-        for t in tools:
-            try:
-                attach[t.name] = PREPARE[t.name](ctx, t)
-            except BenchError as e:
-                fail(ctx, t.name, str(e))
-        for r, start in enumerate(range(0, ctx.count, ctx.block)):
-            turn = [t for t in tools if t.name in attach]
-            if not turn:
-                break
-            k = r % len(turn)
-            for t in turn[k:] + turn[:k]:
-                wait_quiet(limit_s=3, busy_max=0.15, interval=0.2, calm_needed=1)
-                for i in range(start, min(start + ctx.block, ctx.count)):
-                    ms, err = attach[t.name](i, names[t.name][i])
-                    if err is not None:
-                        fail(ctx, t.name,
-                             f"{t.name}: attach #{i} ({names[t.name][i]}) failed: {err}")
-                        del attach[t.name]
-                        break
-                    samples[t.name].append(ms)
-            done = min(start + ctx.block, ctx.count)
-            if done % 100 < ctx.block or done == ctx.count:
-                say(f"  {done}/{ctx.count}  medians so far: " + ", ".join(
-                    f"{n} {statistics.median(v):.2f} ms" for n, v in samples.items() if v))
-        for t in tools:
-            if t.name not in attach:
-                continue
-            problems = verify(t, names[t.name])
-            if problems:
-                fail(ctx, t.name, "verification failed:\n  " + "\n  ".join(problems))
-                continue
-            fw = fake_host_firewall(t.host)
-            ctx.results[t.name] = dict(summarize(samples[t.name]), samples_ms=samples[t.name],
-                                       firewall=fw, spawn_floor=floor, settle_s=waited)
-            say(f"  {t.name} verified; fake host firewall: nft tables {fw['nft_tables']}, "
-                f"{fw['nft_rules']} nft rules, "
-                f"{fw['iptables_legacy_rules']} iptables-legacy rules")
+        floor = spawn_floor(tool.host)
+        attach = PREPARE[tool.name](ctx, tool)
+        samples = []
+        for i, ns in enumerate(names):
+            ms, err = attach(i, ns)
+            if err is not None:
+                raise BenchError(f"{tool.name}: attach #{i} ({ns}) failed: {err}")
+            samples.append(ms)
+            if (i + 1) % 100 == 0:
+                say(f"  {i + 1}/{ctx.count}  median so far {statistics.median(samples):.2f} ms")
+        problems = verify(tool, names)
+        if problems:
+            raise BenchError("verification failed:\n  " + "\n  ".join(problems))
+        fw = fake_host_firewall(tool.host)
+        runs.append(samples)
+        ctx.results[tool.name] = dict(firewall=fw, spawn_floor=floor, settle_s=waited)
+        say(f"  median {statistics.median(samples):.2f} ms; verified; fake host firewall: "
+            f"nft tables {fw['nft_tables']}, {fw['nft_rules']} nft rules, "
+            f"{fw['iptables_legacy_rules']} iptables-legacy rules")
+    except BenchError as e:
+        fail(ctx, tool.name, str(e))
     finally:
-        for t in tools:
-            ctx.res.drop_namespaces(names[t.name])
-        for t in tools:
-            if t.host in ctx.res.namespaces:
-                destroy_fake_host(ctx.res, t.host)
+        ctx.res.drop_namespaces(names)
+        destroy_fake_host(ctx.res, tool.host)
 
 
 def fail(ctx: Ctx, tool: str, why: str) -> None:
@@ -609,7 +607,13 @@ def report(ctx: Ctx, skipped: dict) -> list:
     if ctx.results:
         per_tool = [r for r in ctx.results.values() if "window" in r]
         if per_tool:
-            say(f"(first/last = mean of the first/last {per_tool[0]['window']} attaches)")
+            say(f"(first/last = mean of the first/last {per_tool[0]['window']} attaches of "
+                f"each round; every number pools {per_tool[0]['rounds']} rounds)")
+        for name, r in ctx.results.items():
+            if "round_medians_ms" in r:
+                say(f"  {name:<10} per round: median "
+                    + " / ".join(f"{m:.2f}" for m in r["round_medians_ms"])
+                    + " ms, last/first " + " / ".join(f"{g:.3f}" for g in r["round_growth"]))
         floor = per_tool[0]["spawn_floor"] if per_tool else None
         if floor:
             say(f"process spawn floor: `true` {floor['true_ms']:.2f} ms, "
@@ -652,8 +656,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
-    ap.add_argument("--block", type=int, default=25,
-                    help="attaches per tool and turn (default 25)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="turns of every tool, pooled (default 2)")
     ap.add_argument("--tools", default="plumb,cni,netavark",
                     help="comma-separated subset of plumb,cni,netavark")
     ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
@@ -669,8 +673,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error(f"unknown tools {unknown}; choose from {list(TOOLS)}")
     if not 2 <= args.count <= 60000:
         ap.error("--count must be between 2 and 60000")
-    if args.block < 1:
-        ap.error("--block must be at least 1")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     return args
 
 
@@ -724,7 +728,7 @@ def main(argv: list[str]) -> int:
         say(f"SKIPPING plumb up: {skipped['plumb-up']}")
 
     install_signal_handlers()
-    ctx = Ctx(count=args.count, block=args.block, plumb=args.plumb)
+    ctx = Ctx(count=args.count, rounds=args.rounds, plumb=args.plumb)
     before = real_host_snapshot()
     interrupted = False
     try:
