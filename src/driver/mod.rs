@@ -17,6 +17,9 @@ use crate::model::{Attachment, DefaultRoute, RouteSpec};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::netns::{NsHandle, write_sysctl};
 
+/// The kernel gives `lo` this index in every network namespace.
+const LOOPBACK_INDEX: u32 = 1;
+
 fn kernel(what: String) -> impl FnOnce(NetlinkError) -> Error {
     move |e| Error::kernel(what, e)
 }
@@ -58,11 +61,10 @@ pub(crate) fn configure_inside(
     shielded: bool,
 ) -> Result<()> {
     let what = |s: &str| format!("in target {}: {s}", a.target);
-    if let Some(lo) = nl.link_by_name("lo").map_err(kernel(what("look up lo")))?
-        && !lo.up
-    {
-        nl.set_up(lo.index).map_err(kernel(what("set lo up")))?;
-    }
+    // Without a lookup: lo is index 1 in every namespace, and setting an up
+    // link up changes nothing.
+    nl.set_up(LOOPBACK_INDEX)
+        .map_err(kernel(what("set lo up")))?;
     let link = nl
         .link_by_name(&a.ifname)
         .map_err(kernel(what(&format!("look up {}", a.ifname))))?
