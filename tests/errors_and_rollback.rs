@@ -385,3 +385,26 @@ fn network_rm_is_refused_while_attached_unless_forced() {
         "plumb's table is gone with its last NAT network"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_plumb_by_sigpipe_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let lab = Lab::new("pipe");
+    lab.ok(&["network", "create", "p", "--subnet", "10.47.0.0/24"]);
+    // A pipe whose reading end is already closed: the first write fails.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = lab
+        .command(&["network", "ls"])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}

@@ -111,7 +111,7 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
             },
         )?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        println!(
+        outln!(
             "{} {} {} {}/{}",
             s("Target"),
             s("IfName"),
@@ -123,7 +123,7 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
     }
     let a = engine.attach(&args.target, &req, None)?;
     let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
-    println!("{} {} {} {}", a.target, a.ifname, a.mac, addrs.join(" "));
+    outln!("{} {} {} {}", a.target, a.ifname, a.mac, addrs.join(" "));
     Ok(())
 }
 
@@ -156,14 +156,14 @@ pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()
             .collect()
     };
     if done.is_empty() {
-        println!(
+        outln!(
             "{} was not attached{}",
             args.target,
             args.network.map(|n| format!(" to {n}")).unwrap_or_default()
         );
     }
     for (target, network, ifname) in done {
-        println!("detached {target} from {network} ({ifname})");
+        outln!("detached {target} from {network} ({ifname})");
     }
     Ok(())
 }
@@ -209,14 +209,18 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
         print_json(&serde_json::Value::Array(list));
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<16} {:<8} {:<15} {:<18} ADDRESSES",
-        "TARGET", "NETWORK", "IFNAME", "HOST IFNAME", "MAC"
+        "TARGET",
+        "NETWORK",
+        "IFNAME",
+        "HOST IFNAME",
+        "MAC"
     );
     for a in atts {
         let a = a.attachment;
         let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
-        println!(
+        outln!(
             "{:<24} {:<16} {:<8} {:<15} {:<18} {}",
             a.target,
             a.network,

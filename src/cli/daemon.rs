@@ -47,10 +47,10 @@ pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
         out
     };
     for (target, network, ifname) in &removed {
-        println!("removed {target} from {network} ({ifname}): its namespace is gone");
+        outln!("removed {target} from {network} ({ifname}): its namespace is gone");
     }
     if removed.is_empty() {
-        println!("nothing to remove");
+        outln!("nothing to remove");
     }
     Ok(())
 }
@@ -65,13 +65,13 @@ pub fn restore(engine: &mut Engine, socket: &Path) -> Result<()> {
         engine.restore()?
     };
     for line in &report.repaired {
-        println!("restored {line}");
+        outln!("restored {line}");
     }
     for line in &report.removed {
-        println!("removed {line}: its namespace is gone");
+        outln!("removed {line}: its namespace is gone");
     }
     if report.repaired.is_empty() && report.removed.is_empty() && report.errors.is_empty() {
-        println!("nothing to restore");
+        outln!("nothing to restore");
     }
     if report.errors.is_empty() {
         Ok(())

@@ -31,14 +31,14 @@ pub fn run(engine: &mut Engine, cmd: HostCommand) -> Result<()> {
         RouteCommand::Add { route } => {
             let route = RouteSpec::parse("route", &route.join(" "))?;
             engine.host_route_add(&route, None)?;
-            println!("host route {route} added");
+            outln!("host route {route} added");
         }
         RouteCommand::Rm { dest } => {
             let dest = parse_cidr("route", &dest)?;
             if engine.host_route_rm(&dest)? {
-                println!("host route {dest} removed");
+                outln!("host route {dest} removed");
             } else {
-                println!("no host route to {dest} is managed by plumb");
+                outln!("no host route to {dest} is managed by plumb");
             }
         }
         RouteCommand::Ls => {

@@ -1,6 +1,15 @@
 //! Command-line front end: clap types, one file per command group. Each
 //! handler turns arguments into engine calls and prints the result.
 
+/// `println!` for what a command prints: when the reader has gone
+/// (`plumb ls | head -1`), plumb ends as other tools do, by SIGPIPE, instead
+/// of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod attach;
 mod daemon;
 mod host;
@@ -126,8 +135,25 @@ fn join_routes(tokens: Vec<String>) -> Vec<String> {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values always serialize")
     );
+}
+
+pub(crate) fn write_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // SAFETY: restores the default action of a signal, then raises
+            // it; nothing else runs in between.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        eprintln!("plumb: cannot write the output: {e}");
+        std::process::exit(1);
+    }
 }

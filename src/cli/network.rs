@@ -179,7 +179,7 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
         NetworkCommand::Create(args) => {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
             let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
-            println!(
+            outln!(
                 "network {} created: {}, {}",
                 net.name,
                 describe(&net.kind),
@@ -195,12 +195,12 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
                 }
                 print_json(&serde_json::Value::Array(list));
             } else {
-                println!("{:<20} {:<34} SUBNETS", "NAME", "DRIVER");
+                outln!("{:<20} {:<34} SUBNETS", "NAME", "DRIVER");
                 for n in nets {
                     let net = n.network;
                     let subnets: Vec<String> =
                         net.subnets.iter().map(|s| s.subnet.to_string()).collect();
-                    println!(
+                    outln!(
                         "{:<20} {:<34} {}",
                         net.name,
                         describe(&net.kind),
@@ -236,9 +236,9 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
             }
             let detached = engine.network_rm(&name, force)?;
             for a in detached {
-                println!("detached {} ({})", a.target, a.ifname);
+                outln!("detached {} ({})", a.target, a.ifname);
             }
-            println!("network {name} removed");
+            outln!("network {name} removed");
         }
     }
     Ok(())

@@ -50,7 +50,7 @@ pub fn run(engine: &mut Engine, cmd: PolicyCommand) -> Result<()> {
         PolicyCommand::Add(args) => {
             let spec = spec_from_words(args)?;
             let p = engine.policy_add(&spec, None)?;
-            println!("rule {} added: {}", p.id, p.policy);
+            outln!("rule {} added: {}", p.id, p.policy);
         }
         PolicyCommand::Ls { json } => {
             let mut rules = engine.policies()?;
@@ -59,14 +59,14 @@ pub fn run(engine: &mut Engine, cmd: PolicyCommand) -> Result<()> {
                 print_json(&rules.iter().map(listed).collect::<Vec<_>>().into());
             } else {
                 for p in &rules {
-                    println!("{:>5}  {}", p.id, p.policy);
+                    outln!("{:>5}  {}", p.id, p.policy);
                 }
             }
         }
         PolicyCommand::Rm { ids } => {
             engine.policy_rm(&ids)?;
             let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-            println!("removed rule(s) {}", ids.join(", "));
+            outln!("removed rule(s) {}", ids.join(", "));
         }
     }
     Ok(())

@@ -27,9 +27,9 @@ pub fn down(engine: &mut Engine, args: TopologyArgs) -> Result<()> {
 
 fn report(changes: &[String], none: &str) {
     if changes.is_empty() {
-        println!("{none}");
+        outln!("{none}");
     }
     for c in changes {
-        println!("{c}");
+        outln!("{c}");
     }
 }
