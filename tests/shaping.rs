@@ -128,3 +128,55 @@ fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
     lab.ok(&["detach", &a]);
     assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
 }
+
+#[test]
+fn a_host_device_is_shaped_both_ways_and_handed_back_bare() {
+    let lab = Lab::new("tch");
+    // nic1, a veth standing in for a NIC, wired to a LAN host at 10.71.0.1.
+    let lan = lab.netns("lan");
+    lab.wire(
+        &lab.host,
+        "nic1",
+        Some("10.71.0.2/24"),
+        &lan,
+        "eth0",
+        Some("10.71.0.1/24"),
+    );
+    lab.ok(&[
+        "network",
+        "create",
+        "nic",
+        "--driver",
+        "host-device",
+        "--device",
+        "nic1",
+    ]);
+    let a = lab.netns("a");
+    lab.ok(&[
+        "attach",
+        &a,
+        "nic",
+        "--egress-rate",
+        "20mbit",
+        "--ingress-rate",
+        "10mbit",
+    ]);
+    let sent = iperf(&lab, &lan, &a, "10.71.0.1", 5321, false);
+    assert!(
+        within(sent, 20e6),
+        "egress {sent} bit/s against a 20mbit limit"
+    );
+    let received = iperf(&lab, &lan, &a, "10.71.0.1", 5322, true);
+    assert!(
+        within(received, 10e6),
+        "ingress {received} bit/s against a 10mbit limit"
+    );
+    lab.ok(&["detach", &a]);
+    assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
+    // The device comes home without plumb's qdiscs.
+    let qdiscs = must(&format!("tc -n {} qdisc show dev nic1", lab.host));
+    assert!(
+        !qdiscs.contains("tbf") && !qdiscs.contains("ingress"),
+        "{qdiscs}"
+    );
+}

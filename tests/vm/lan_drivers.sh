@@ -49,6 +49,19 @@ plumb detach a >/dev/null
 in_ns a ip link show eth0 >/dev/null 2>&1 && fail "detach left eth0 in a"
 plumb network rm iv --force >/dev/null
 
+step "ipvlan with rate limits: tbf on eth0, incoming traffic redirected to a shaped ifb"
+plumb network create ivr --driver ipvlan --parent up0 --subnet 192.168.60.0/24 \
+    --gateway 192.168.60.1 --ip-range 192.168.60.128/25 >/dev/null
+fresh r
+plumb attach r ivr --egress-rate 20mbit --ingress-rate 10mbit >/dev/null
+in_ns r tc qdisc show dev eth0 | grep -q "tbf.*rate 20Mbit" || fail "no 20mbit tbf on r's eth0: $(in_ns r tc qdisc show)"
+in_ns r tc qdisc show dev eth0 | grep -q "ingress" || fail "no ingress qdisc on r's eth0"
+in_ns r tc filter show dev eth0 ingress | grep -q "Redirect to device" || fail "r's incoming traffic is not redirected"
+in_ns r tc qdisc show | grep -v "dev eth0" | grep -q "tbf.*rate 10Mbit" || fail "no 10mbit tbf on r's ifb: $(in_ns r tc qdisc show)"
+must_reach r 192.168.60.1
+plumb network rm ivr --force >/dev/null
+[ "$(in_ns r ip -o link show | wc -l)" = 1 ] || fail "detach left links in r: $(in_ns r ip -o link show)"
+
 step "ipvlan private flag: no traffic between containers"
 plumb network create ivp --driver ipvlan --parent up0 --ipvlan-flag private --subnet 192.168.60.0/24 \
     --gateway 192.168.60.1 --ip-range 192.168.60.128/25 >/dev/null
