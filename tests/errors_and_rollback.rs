@@ -408,3 +408,25 @@ fn a_reader_that_goes_away_ends_plumb_by_sigpipe_without_a_panic() {
         out.status
     );
 }
+
+#[test]
+fn a_full_bridge_is_named_in_words_and_the_attach_leaves_nothing() {
+    let lab = Lab::new("full");
+    lab.ok(&["network", "create", "full", "--subnet", "10.48.0.0/16"]);
+    // 1,023 ports, the most a Linux bridge holds, made directly.
+    let batch: String = (0..1023)
+        .map(|i| format!("link add fp{i} master pl-full type veth peer name fq{i}\n"))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}-ports.batch", lab.host));
+    std::fs::write(&path, batch).unwrap();
+    must(&format!("ip -n {} -batch {}", lab.host, path.display()));
+    std::fs::remove_file(&path).unwrap();
+    let c = lab.netns("c");
+    let err = lab.fails(&["attach", &c, "full"]);
+    assert!(
+        err.contains("bridge pl-full of network `full` has 1023 ports"),
+        "{err}"
+    );
+    assert_eq!(links(&c), vec!["lo"]);
+    assert_eq!(lab.ok(&["ls", "--json"]).trim(), "[]");
+}

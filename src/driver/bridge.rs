@@ -286,6 +286,12 @@ pub fn attach(
                     "interface {} or {} (in the target) already exists",
                     a.host_ifname, a.ifname
                 ))
+            } else if e.is(libc::EXFULL) {
+                Error::Conflict(format!(
+                    "bridge {} of network `{}` has {BRIDGE_MAX_PORTS} ports, the most a Linux \
+                     bridge holds; attach to another network",
+                    b.bridge, net.name
+                ))
             } else {
                 Error::kernel(format!("create veth {} <-> {}", a.host_ifname, a.ifname), e)
             }
@@ -329,6 +335,10 @@ fn disable_ipv6_on_port(name: &str) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Ports a Linux bridge holds (`BR_MAX_PORTS` less port 0); one more fails
+/// with EXFULL.
+const BRIDGE_MAX_PORTS: u32 = 1023;
 
 /// Remove an attachment's veth; its peer, addresses and routes go with it.
 pub fn detach(host: &mut Netlink, a: &Attachment) -> Result<()> {
