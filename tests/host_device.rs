@@ -4,25 +4,10 @@ mod common;
 
 use common::{Lab, links, must};
 
-/// The fake host's `nic1` (10.70.0.2/24, a veth standing in for a NIC) is
-/// wired to a LAN namespace at 10.70.0.1.
-fn with_nic(lab: &Lab) -> String {
-    let lan = lab.netns("lan");
-    lab.wire(
-        &lab.host,
-        "nic1",
-        Some("10.70.0.2/24"),
-        &lan,
-        "eth0",
-        Some("10.70.0.1/24"),
-    );
-    lan
-}
-
 #[test]
 fn a_device_moves_in_with_its_addresses_and_comes_back() {
     let lab = Lab::new("hdev");
-    let _lan = with_nic(&lab);
+    let _lan = lab.nic_on_lan();
     lab.ok(&[
         "network",
         "create",
@@ -75,7 +60,7 @@ fn a_device_moves_in_with_its_addresses_and_comes_back() {
 #[test]
 fn a_device_can_take_an_address_from_the_network_instead() {
     let lab = Lab::new("hdip");
-    let _lan = with_nic(&lab);
+    let _lan = lab.nic_on_lan();
     lab.ok(&[
         "network",
         "create",
@@ -120,7 +105,7 @@ fn a_device_can_take_an_address_from_the_network_instead() {
 #[test]
 fn a_failed_hand_over_gives_the_device_back() {
     let lab = Lab::new("hdrb");
-    let _lan = with_nic(&lab);
+    let _lan = lab.nic_on_lan();
     lab.ok(&[
         "network",
         "create",

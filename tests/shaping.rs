@@ -30,33 +30,46 @@ fn within(measured: f64, limit: f64) -> bool {
     ((measured - limit) / limit).abs() <= 0.10
 }
 
+/// Attach `a` to `network` at 20mbit out and 10mbit in, then measure both
+/// ways against an iperf3 server in `peer` at `peer_ip` (ports `port` and
+/// `port + 1`): each within 10% of its limit.
+fn attach_shaped_and_measure(
+    lab: &Lab,
+    a: &str,
+    network: &str,
+    peer: &str,
+    peer_ip: &str,
+    port: u16,
+) {
+    lab.ok(&[
+        "attach",
+        a,
+        network,
+        "--egress-rate",
+        "20mbit",
+        "--ingress-rate",
+        "10mbit",
+    ]);
+    let sent = iperf(lab, peer, a, peer_ip, port, false);
+    assert!(
+        within(sent, 20e6),
+        "egress {sent} bit/s against a 20mbit limit"
+    );
+    let received = iperf(lab, peer, a, peer_ip, port + 1, true);
+    assert!(
+        within(received, 10e6),
+        "ingress {received} bit/s against a 10mbit limit"
+    );
+}
+
 #[test]
 fn egress_and_ingress_rates_hold_within_ten_percent() {
     let lab = Lab::new("tc");
     let up = lab.upstream("10.93.0");
     lab.ok(&["network", "create", "n", "--subnet", "10.37.0.0/24"]);
     let (a, free) = (lab.netns("a"), lab.netns("free"));
-    lab.ok(&[
-        "attach",
-        &a,
-        "n",
-        "--egress-rate",
-        "20mbit",
-        "--ingress-rate",
-        "10mbit",
-    ]);
     lab.ok(&["attach", &free, "n"]);
-
-    let sent = iperf(&lab, &up, &a, "10.93.0.1", 5301, false);
-    assert!(
-        within(sent, 20e6),
-        "egress {sent} bit/s against a 20mbit limit"
-    );
-    let received = iperf(&lab, &up, &a, "10.93.0.1", 5302, true);
-    assert!(
-        within(received, 10e6),
-        "ingress {received} bit/s against a 10mbit limit"
-    );
+    attach_shaped_and_measure(&lab, &a, "n", &up, "10.93.0.1", 5301);
     let unlimited = iperf(&lab, &up, &free, "10.93.0.1", 5303, false);
     assert!(unlimited > 100e6, "without a limit: {unlimited} bit/s");
 
@@ -106,25 +119,7 @@ fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
         "192.168.62.128/25",
     ]);
     let a = lab.netns("a");
-    lab.ok(&[
-        "attach",
-        &a,
-        "lan",
-        "--egress-rate",
-        "20mbit",
-        "--ingress-rate",
-        "10mbit",
-    ]);
-    let sent = iperf(&lab, &peer, &a, "192.168.62.20", 5311, false);
-    assert!(
-        within(sent, 20e6),
-        "egress {sent} bit/s against a 20mbit limit"
-    );
-    let received = iperf(&lab, &peer, &a, "192.168.62.20", 5312, true);
-    assert!(
-        within(received, 10e6),
-        "ingress {received} bit/s against a 10mbit limit"
-    );
+    attach_shaped_and_measure(&lab, &a, "lan", &peer, "192.168.62.20", 5311);
     lab.ok(&["detach", &a]);
     assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
 }
@@ -132,16 +127,7 @@ fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
 #[test]
 fn a_host_device_is_shaped_both_ways_and_handed_back_bare() {
     let lab = Lab::new("tch");
-    // nic1, a veth standing in for a NIC, wired to a LAN host at 10.71.0.1.
-    let lan = lab.netns("lan");
-    lab.wire(
-        &lab.host,
-        "nic1",
-        Some("10.71.0.2/24"),
-        &lan,
-        "eth0",
-        Some("10.71.0.1/24"),
-    );
+    let lan = lab.nic_on_lan();
     lab.ok(&[
         "network",
         "create",
@@ -152,25 +138,7 @@ fn a_host_device_is_shaped_both_ways_and_handed_back_bare() {
         "nic1",
     ]);
     let a = lab.netns("a");
-    lab.ok(&[
-        "attach",
-        &a,
-        "nic",
-        "--egress-rate",
-        "20mbit",
-        "--ingress-rate",
-        "10mbit",
-    ]);
-    let sent = iperf(&lab, &lan, &a, "10.71.0.1", 5321, false);
-    assert!(
-        within(sent, 20e6),
-        "egress {sent} bit/s against a 20mbit limit"
-    );
-    let received = iperf(&lab, &lan, &a, "10.71.0.1", 5322, true);
-    assert!(
-        within(received, 10e6),
-        "ingress {received} bit/s against a 10mbit limit"
-    );
+    attach_shaped_and_measure(&lab, &a, "nic", &lan, "10.70.0.1", 5321);
     lab.ok(&["detach", &a]);
     assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
     // The device comes home without plumb's qdiscs.

@@ -140,6 +140,21 @@ impl Lab {
         up
     }
 
+    /// The fake host's `nic1` (10.70.0.2/24), a veth standing in for a NIC,
+    /// wired to a LAN namespace at 10.70.0.1, which it returns.
+    pub fn nic_on_lan(&self) -> String {
+        let lan = self.netns("lan");
+        self.wire(
+            &self.host,
+            "nic1",
+            Some("10.70.0.2/24"),
+            &lan,
+            "eth0",
+            Some("10.70.0.1/24"),
+        );
+        lan
+    }
+
     /// A stand-in LAN: a switch (bridge `br0` in namespace `lan`), one
     /// host on it (namespace `peer`, its `eth0` at `peer_addr`) and the fake
     /// host's `lan0` plugged in, with no address. Returns the peer.
