@@ -566,9 +566,7 @@ def bench_up(ctx: Ctx) -> None:
             raise BenchError(f"plumb down left {len(left)} namespaces behind, "
                              f"e.g. {sorted(left)[:3]}")
     except BenchError as e:
-        ctx.failures.append(str(e))
-        ctx.failed.add("plumb-up")
-        say(f"  FAILED: {e}")
+        fail(ctx, "plumb-up", str(e))
     finally:
         ctx.res.drop_namespaces(names)
         destroy_fake_host(ctx.res, UP.host)

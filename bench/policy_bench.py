@@ -474,7 +474,8 @@ def pooled(results: dict, kind: str) -> dict:
     """The phases small1, small2, ... (or large1, ...) as one: their probes,
     bare veths and iperf3 runs together, the median of their connection
     rates, the first one's policy adds, the last one's nftables counts."""
-    runs = [results[k] for k in sorted(results) if k.rstrip("0123456789") == kind]
+    runs = [results[f"{kind}{k}"] for k in range(1, len(results) + 1)
+            if f"{kind}{k}" in results]
     first, last = runs[0], runs[-1]
     attach = [ms for r in runs for ms in r["attach_ms"]]
     bare = [ms for r in runs for ms in r["bare_veth_ms"]]
