@@ -438,3 +438,51 @@ fn timing_against_libnftables() {
         );
     }
 }
+
+/// The questions the daemon asks twice a second, answered natively, against
+/// what nft lists: tables and chains that exist or not, and exactly the
+/// rules with the comment asked for (none in a chain without them).
+#[test]
+fn tables_chains_and_commented_rules_are_found_natively() {
+    let Some(ns) = Ns::new("query") else { return };
+    ns.nft(
+        "table ip filter {
+            chain FORWARD { type filter hook forward priority 0; policy drop;
+                iifname \"a\" accept comment \"plumb\"
+                iifname \"b\" accept comment \"docker\"
+                iifname \"c\" accept
+                oifname \"d\" accept comment \"plumb\"
+            }
+            chain OTHER { iifname \"e\" accept comment \"plumb\"; }
+        }
+        table bridge guard { }",
+    );
+    let mut nf = NfNetlink::open_in(&ns.handle).unwrap();
+    assert!(nf.table_exists(NfFamily::Ip, "filter").unwrap());
+    assert!(nf.table_exists(NfFamily::Bridge, "guard").unwrap());
+    assert!(!nf.table_exists(NfFamily::Inet, "filter").unwrap());
+    assert!(!nf.table_exists(NfFamily::Ip6, "filter").unwrap());
+    assert!(nf.chain_exists(NfFamily::Ip, "filter", "FORWARD").unwrap());
+    assert!(!nf.chain_exists(NfFamily::Ip, "filter", "INPUT").unwrap());
+    assert!(!nf.chain_exists(NfFamily::Ip6, "filter", "FORWARD").unwrap());
+
+    let listed: Vec<u64> = ns.list("chain ip filter FORWARD")["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["comment"] == "plumb")
+        .map(|r| r["handle"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    let found = nf
+        .rules_commented(NfFamily::Ip, "filter", "FORWARD", "plumb")
+        .unwrap();
+    assert_eq!(found, listed);
+    let none = nf
+        .rules_commented(NfFamily::Ip, "filter", "FORWARD", "nobody")
+        .unwrap();
+    assert!(none.is_empty());
+    // The same socket keeps answering after a refused question.
+    assert!(nf.table_exists(NfFamily::Ip, "filter").unwrap());
+}

@@ -4,6 +4,7 @@
 
 mod addr;
 mod link;
+mod nfquery;
 mod nfset;
 mod route;
 mod rule;

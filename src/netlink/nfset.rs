@@ -21,7 +21,7 @@ use super::socket::ext_ack_message;
 use super::{NetlinkError, NlResult};
 use crate::netns::NsHandle;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNETLINK_V0: u8 = 0;
@@ -39,7 +39,7 @@ const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NLA_F_NESTED: u16 = 1 << 15;
-const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_ERROR: u16 = 2;
 const IFNAMSIZ: usize = 16;
 
 /// A set message grows past this by at most one element, then the rest of
@@ -175,9 +175,9 @@ impl<'a> Change<'a> {
 /// A NETLINK_NETFILTER socket, bound for its whole life to the network
 /// namespace it was opened in.
 pub struct NfNetlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    pub(super) socket: Socket,
+    pub(super) seq: u32,
+    pub(super) buf: Vec<u8>,
 }
 
 /// Acks are small (capped: the request is not echoed back).
@@ -379,7 +379,7 @@ fn encode<'c, 'a>(
 }
 
 /// nlmsghdr and struct nfgenmsg; the length is written by `finish_message`.
-fn start_message(
+pub(super) fn start_message(
     buf: &mut Vec<u8>,
     kind: u16,
     flags: u16,
@@ -398,7 +398,7 @@ fn start_message(
     start
 }
 
-fn finish_message(buf: &mut [u8], start: usize) {
+pub(super) fn finish_message(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
@@ -411,7 +411,7 @@ fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
-fn put_str(buf: &mut Vec<u8>, kind: u16, text: &str) {
+pub(super) fn put_str(buf: &mut Vec<u8>, kind: u16, text: &str) {
     put_attr(buf, kind, &[text.as_bytes(), &[0]].concat());
 }
 

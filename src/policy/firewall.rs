@@ -18,8 +18,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rusqlite::Connection;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Attachment, BridgeMode, BridgeOptions, Network, Proto as ModelProto};
+use crate::netlink::{NetlinkError, NfFamily, NfNetlink};
 use crate::nft::Nft;
 use crate::policy::antispoof;
 use crate::policy::elements::{self, Element, Key, elements_text};
@@ -415,37 +416,39 @@ pub fn sync_rules(r: &Ruleset) -> Result<()> {
 
 /// Make the kernel's tables and the FORWARD accepts match.
 pub fn sync(r: &Ruleset) -> Result<()> {
-    let mut nft = Nft::new()?;
     let mut batch = render(r);
-    batch.push_str(&foreign_forward_rules(&mut nft, &r.networks)?);
-    nft.run(&batch)?;
+    batch.push_str(&foreign_forward_rules(&mut nf_tables()?, &r.networks)?);
+    Nft::new()?.run(&batch)?;
     Ok(())
 }
 
 /// Whether the kernel still holds what `sync` put there: our table (when
 /// there is anything to put in it) and our accepts in every `FORWARD`
 /// chain of `ip/ip6 filter` (when there are bridges). False after an
-/// `nft flush ruleset`, or a Docker restart that rebuilt its chains.
+/// `nft flush ruleset`, or a Docker restart that rebuilt its chains. The
+/// daemon asks twice a second, so the kernel is asked directly: a few
+/// small messages, whatever the sets hold.
 pub fn in_place(r: &Ruleset) -> Result<bool> {
-    // Without a bridge plumb puts nothing into nftables: nothing to check,
-    // and no library to load every time the daemon asks.
+    // Without a bridge plumb puts nothing into nftables: nothing to check.
     if bridges(&r.networks).next().is_none() {
         return Ok(true);
     }
-    let mut nft = Nft::new()?;
+    let mut nf = nf_tables()?;
     let wants_table = render(r).contains(&format!("table inet {TABLE} {{"));
-    if wants_table && nft.list_json(&format!("table inet {TABLE}")).is_err() {
+    if wants_table && !nf.table_exists(NfFamily::Inet, TABLE).map_err(asking)? {
         return Ok(false);
     }
-    if nft
-        .list_json(&format!("table bridge {}", antispoof::TABLE))
-        .is_err()
+    if !nf
+        .table_exists(NfFamily::Bridge, antispoof::TABLE)
+        .map_err(asking)?
     {
         return Ok(false);
     }
-    for family in ["ip", "ip6"] {
-        if let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD"))
-            && tagged_rule_handles(&listing).is_empty()
+    for family in [NfFamily::Ip, NfFamily::Ip6] {
+        if nf
+            .chain_exists(family, "filter", "FORWARD")
+            .map_err(asking)?
+            && our_forward_rules(&mut nf, family)?.is_empty()
         {
             return Ok(false);
         }
@@ -453,18 +456,35 @@ pub fn in_place(r: &Ruleset) -> Result<bool> {
     Ok(true)
 }
 
+fn nf_tables() -> Result<NfNetlink> {
+    NfNetlink::open().map_err(|e| Error::kernel("open an nfnetlink socket", e))
+}
+
+fn asking(e: NetlinkError) -> Error {
+    Error::kernel("ask nf_tables what it holds", e)
+}
+
+/// The handles of our accepts in `family filter FORWARD`.
+fn our_forward_rules(nf: &mut NfNetlink, family: NfFamily) -> Result<Vec<u64>> {
+    nf.rules_commented(family, "filter", "FORWARD", TAG)
+        .map_err(asking)
+}
+
 /// Commands that drop our old accepts from `ip/ip6 filter FORWARD` and add
 /// the current ones, when such chains exist.
-fn foreign_forward_rules(nft: &mut Nft, networks: &[Network]) -> Result<String> {
+fn foreign_forward_rules(nf: &mut NfNetlink, networks: &[Network]) -> Result<String> {
     let mut out = String::new();
-    for family in ["ip", "ip6"] {
-        let Ok(listing) = nft.list_json(&format!("chain {family} filter FORWARD")) else {
+    for (family, name) in [(NfFamily::Ip, "ip"), (NfFamily::Ip6, "ip6")] {
+        if !nf
+            .chain_exists(family, "filter", "FORWARD")
+            .map_err(asking)?
+        {
             continue;
-        };
-        for handle in tagged_rule_handles(&listing) {
-            let _ = writeln!(out, "delete rule {family} filter FORWARD handle {handle}");
         }
-        out.push_str(&forward_accepts(family, networks));
+        for handle in our_forward_rules(nf, family)? {
+            let _ = writeln!(out, "delete rule {name} filter FORWARD handle {handle}");
+        }
+        out.push_str(&forward_accepts(name, networks));
     }
     Ok(out)
 }
@@ -501,18 +521,6 @@ fn forward_accepts(family: &str, networks: &[Network]) -> String {
         "insert rule {family} filter FORWARD iifname {all} accept comment \"{TAG}\""
     );
     out
-}
-
-fn tagged_rule_handles(listing: &serde_json::Value) -> Vec<u64> {
-    let Some(items) = listing.get("nftables").and_then(|v| v.as_array()) else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| item.get("rule"))
-        .filter(|rule| rule.get("comment").and_then(|c| c.as_str()) == Some(TAG))
-        .filter_map(|rule| rule.get("handle").and_then(|h| h.as_u64()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -590,16 +598,5 @@ mod tests {
             "no inbound accept for NAT only"
         );
         assert!(forward_accepts("ip6", &[]).is_empty());
-    }
-
-    #[test]
-    fn finds_only_tagged_rules() {
-        let listing = serde_json::json!({"nftables": [
-            {"metainfo": {}},
-            {"rule": {"handle": 5, "comment": "plumb"}},
-            {"rule": {"handle": 6}},
-            {"rule": {"handle": 7, "comment": "docker"}}
-        ]});
-        assert_eq!(tagged_rule_handles(&listing), vec![5]);
     }
 }
