@@ -8,6 +8,9 @@ a NAT bridge network, one process per container, and times every invocation
 with time.perf_counter() around subprocess.run():
 
   plumb     plumb --state-dir D --host-netns plumb-bench-host-plumb attach NS bench
+            (no daemon: each process opens the store and does all the work)
+  plumbd    the same command with `plumb daemon` running in its fake host:
+            each process hands the attach to the daemon's warm engines
   cni       /usr/lib/cni/bridge (CNI_COMMAND=ADD, host-local IPAM, ipMasq)
   netavark  /usr/lib/podman/netavark --config D setup /run/netns/NS
             (static IPs handed out here, as Podman does; DNS off)
@@ -26,7 +29,7 @@ It also times `plumb up` of an N-attachment topology file in one process.
 
 Per tool it prints the median per-attach time, the mean of the first and last
 50 attaches and their ratio (growth with N), then plumb's medians relative to
-the peers, checked against the targets:
+the peers, checked against the targets (for plumb and plumbd each):
   plumb <= 0.2 x CNI bridge,  plumb <= 0.1 x netavark,  plumb last50/first50 <= 1.15
 
 Isolation
@@ -103,12 +106,13 @@ class Tool:
 
 TOOLS = {
     "plumb": Tool("plumb", "10.77.0.0/16", "pb-plumb-", "", "plumb"),
+    "plumbd": Tool("plumbd", "10.75.0.0/16", "pb-pd-", "", "pd"),
     "cni": Tool("cni", "10.78.0.0/16", "pb-cni-", "cni-bench0", "cni"),
     "netavark": Tool("netavark", "10.79.0.0/16", "pb-nv-", "nv-bench0", "nv"),
 }
 UP = Tool("plumb-up", "10.76.0.0/16", "pb-up-", "", "up")
-OUR_NS = re.compile(r"^(plumb-bench-host-(plumb|cni|nv|up)|pb-(plumb|cni|nv|up)-\d+)$")
-OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[6-9]\.0\.0/16")
+OUR_NS = re.compile(r"^(plumb-bench-host-(plumb|pd|cni|nv|up)|pb-(plumb|pd|cni|nv|up)-\d+)$")
+OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[5-9]\.0\.0/16")
 
 
 class BenchError(Exception):
@@ -187,6 +191,7 @@ class Resources:
     def __init__(self) -> None:
         self.namespaces: list[str] = []
         self.tmpdirs: list[str] = []
+        self.daemons: list[subprocess.Popen] = []
 
     def add_namespaces(self, names: list[str]) -> None:
         self.namespaces.extend(names)
@@ -202,7 +207,21 @@ class Resources:
         gone = set(names)
         self.namespaces = [n for n in self.namespaces if n not in gone]
 
+    def stop_daemons(self) -> None:
+        """SIGTERM every daemon started, then wait: a fake host is deleted
+        only once nothing holds it."""
+        for d in self.daemons:
+            d.terminate()
+        for d in self.daemons:
+            try:
+                d.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
+        self.daemons.clear()
+
     def cleanup(self) -> None:
+        self.stop_daemons()
         # container namespaces first (destroys their veths), the fake hosts last
         netns_del_many(hosts_last(self.namespaces))
         self.namespaces.clear()
@@ -327,14 +346,38 @@ def plumb_cmd(plumb: str, state: str, host: str, *args: str) -> list[str]:
     return [plumb, "--state-dir", state, "--host-netns", host, *args]
 
 
-def plumb_prepare(ctx: "Ctx", tool: Tool):
+def plumb_prepare(ctx: "Ctx", tool: Tool, socket: str | None = None):
+    """plumb alone: no daemon answers on `socket` (none given: a path where
+    nothing listens), so every attach process does all the work itself."""
     state = ctx.res.tmpdir("plumb-state")
-    run(plumb_cmd(ctx.plumb, state, tool.host, "network", "create", "bench", "--driver",
-                  "bridge", "--subnet", tool.subnet, "--mode", "nat"))
+    socket = socket or os.path.join(state, "no-daemon.sock")
+    run(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket, "network", "create",
+                  "bench", "--driver", "bridge", "--subnet", tool.subnet, "--mode", "nat"))
 
     def attach(i: int, ns: str) -> tuple[float, str | None]:
-        ms, p = timed(plumb_cmd(ctx.plumb, state, tool.host, "attach", ns, "bench"))
+        ms, p = timed(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket,
+                                "attach", ns, "bench"))
         return ms, None if p.returncode == 0 else p.stderr.strip() or p.stdout.strip()
+    return attach
+
+
+def plumbd_prepare(ctx: "Ctx", tool: Tool):
+    """plumb with `plumb daemon` running in the fake host: each `plumb
+    attach` process hands its attach to the daemon's warm engines."""
+    state = ctx.res.tmpdir("plumbd-state")
+    socket = os.path.join(state, "plumbd.sock")
+    log = open(os.path.join(state, "daemon.log"), "w")
+    daemon = subprocess.Popen(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket,
+                                        "daemon"), stdout=subprocess.DEVNULL, stderr=log)
+    ctx.res.daemons.append(daemon)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(socket):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            with open(log.name) as f:
+                raise BenchError(f"plumb daemon did not start: {f.read().strip()}")
+        time.sleep(0.05)
+    attach = plumb_prepare(ctx, tool, socket=socket)
+    wait_quiet()  # the daemon's start-up (restore, first reconcile) is not an attach's
     return attach
 
 
@@ -391,7 +434,8 @@ def netavark_prepare(ctx: "Ctx", tool: Tool):
     return attach
 
 
-PREPARE = {"plumb": plumb_prepare, "cni": cni_prepare, "netavark": netavark_prepare}
+PREPARE = {"plumb": plumb_prepare, "plumbd": plumbd_prepare, "cni": cni_prepare,
+           "netavark": netavark_prepare}
 
 
 # ------------------------------------------------------------------ statistics
@@ -514,6 +558,7 @@ def bench_tool(ctx: Ctx, tool: Tool, round_no: int, runs: list[list[float]]) -> 
     except BenchError as e:
         fail(ctx, tool.name, str(e))
     finally:
+        ctx.res.stop_daemons()
         ctx.res.drop_namespaces(names)
         destroy_fake_host(ctx.res, tool.host)
 
@@ -578,12 +623,17 @@ def target_rows(results: dict) -> list[tuple[str, float | None, float, str]]:
     """(label, value, limit, PASS/MISS/n/a) for each target."""
     def med(name):
         return results.get(name, {}).get("median_ms")
-    p, c, n = med("plumb"), med("cni"), med("netavark")
-    rows = [
-        ("plumb / cni median", p / c if p and c else None, TARGET_VS_CNI),
-        ("plumb / netavark median", p / n if p and n else None, TARGET_VS_NETAVARK),
-        ("plumb last/first", results.get("plumb", {}).get("growth"), TARGET_GROWTH),
-    ]
+    c, n = med("cni"), med("netavark")
+    rows = []
+    for name in ("plumb", "plumbd"):
+        p = med(name)
+        if p is None and name == "plumbd":
+            continue
+        rows += [
+            (f"{name} / cni median", p / c if p and c else None, TARGET_VS_CNI),
+            (f"{name} / netavark median", p / n if p and n else None, TARGET_VS_NETAVARK),
+            (f"{name} last/first", results.get(name, {}).get("growth"), TARGET_GROWTH),
+        ]
     return [(label, v, lim, "n/a" if v is None else ("PASS" if v <= lim else "MISS"))
             for label, v, lim in rows]
 
@@ -656,8 +706,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="turns of every tool, pooled (default 2)")
-    ap.add_argument("--tools", default="plumb,cni,netavark",
-                    help="comma-separated subset of plumb,cni,netavark")
+    ap.add_argument("--tools", default="plumb,plumbd,cni,netavark",
+                    help="comma-separated subset of plumb,plumbd,cni,netavark")
     ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
     ap.add_argument("--no-up", action="store_true", help="skip the `plumb up` timing")
     ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
@@ -677,7 +727,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def missing_reason(name: str, plumb: str) -> str | None:
-    binary = {"plumb": plumb, "cni": f"{CNI_PATH}/bridge", "netavark": NETAVARK}[name]
+    binary = {"plumb": plumb, "plumbd": plumb, "cni": f"{CNI_PATH}/bridge",
+              "netavark": NETAVARK}[name]
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         return f"{binary} not found or not executable"
     if name == "cni" and not os.access(f"{CNI_PATH}/host-local", os.X_OK):

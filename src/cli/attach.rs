@@ -1,9 +1,8 @@
 use clap::Args;
 
 use super::{join_routes, print_json};
-use std::path::Path;
 
-use crate::daemon::protocol::{self, Request};
+use crate::daemon::protocol::{Daemon, Request};
 use crate::daemon::release_now;
 use crate::engine::{Engine, attached_ns};
 use crate::error::{Error, Result};
@@ -79,9 +78,12 @@ pub struct LsArgs {
     pub json: bool,
 }
 
-pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()> {
+/// Through the daemon when one serves this state directory and host (it
+/// keeps the store open and its engines warm, and runs DHCP clients); else
+/// here, except on a DHCP network, which needs the daemon.
+pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
     let spec = AttachSpec {
-        target: args.target.clone(),
+        target: args.target,
         network: args.network,
         ifname: args.ifname,
         ip: args.ip,
@@ -99,61 +101,71 @@ pub fn attach(engine: &mut Engine, socket: &Path, args: AttachArgs) -> Result<()
         egress_interface: args.egress_interface,
         egress_gateway: args.egress_gateway,
     };
+    // Bad input is refused before anyone is asked.
     let req = spec.validate()?;
-    let net = engine.network(&req.network)?.network;
-    if net.ipam == Ipam::Dhcp {
-        crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
-        // The daemon runs the client for as long as the attachment lives.
-        let v = protocol::call(
-            socket,
-            &Request::Attach {
-                spec: Box::new(spec),
-            },
-        )?;
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        outln!(
-            "{} {} {} {}/{}",
-            s("Target"),
-            s("IfName"),
-            s("MacAddress"),
-            s("IPAddress"),
-            v["IPPrefixLen"]
-        );
+    let target = spec.target.clone();
+    let request = Request::Attach {
+        spec: Box::new(spec),
+    };
+    if let Some(v) = daemon.try_call(&request)? {
+        outln!("{}", attached_line(&v));
         return Ok(());
     }
-    let a = engine.attach(&args.target, &req, None)?;
-    let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
-    outln!("{} {} {} {}", a.target, a.ifname, a.mac, addrs.join(" "));
+    let mut engine = Engine::open(daemon.state_dir)?;
+    let net = engine.network(&req.network)?.network;
+    let listed = if net.ipam == Ipam::Dhcp {
+        crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
+        daemon.call(&request)?
+    } else {
+        report::listed(&engine.attach(&target, &req, None)?)
+    };
+    outln!("{}", attached_line(&listed));
     Ok(())
 }
 
-pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()> {
-    let leased = engine
-        .attachments_of(&args.target)?
-        .into_iter()
-        .map(|s| s.attachment)
-        .filter(|a| a.dhcp.is_some() && args.network.as_ref().is_none_or(|n| &a.network == n))
-        .collect::<Vec<_>>();
-    let done: Vec<(String, String, String)> = if leased.is_empty() {
-        engine
-            .detach(&args.target, args.network.as_deref())?
-            .into_iter()
-            .map(|a| (a.target, a.network, a.ifname))
-            .collect()
-    } else if protocol::is_running(socket) {
-        let req = Request::Detach {
-            target: args.target.clone(),
-            network: args.network.clone(),
-        };
-        super::listed_keys(&protocol::call(socket, &req)?)
+/// `TARGET IFNAME MAC ADDRESS...`; a DHCP attachment shows its lease.
+fn attached_line(listed: &serde_json::Value) -> String {
+    let s = |k: &str| listed[k].as_str().unwrap_or_default().to_string();
+    let addresses = if listed["DHCP"].is_null() {
+        let all = listed["Addresses"].as_array().into_iter().flatten();
+        all.filter_map(|a| a.as_str()).collect::<Vec<_>>().join(" ")
     } else {
-        // No daemon renews these leases now; hand them back ourselves.
-        release_leases(&leased);
-        engine
-            .detach(&args.target, args.network.as_deref())?
-            .into_iter()
-            .map(|a| (a.target, a.network, a.ifname))
-            .collect()
+        format!("{}/{}", s("IPAddress"), listed["IPPrefixLen"])
+    };
+    format!(
+        "{} {} {} {}",
+        s("Target"),
+        s("IfName"),
+        s("MacAddress"),
+        addresses
+    )
+}
+
+pub fn detach(daemon: &Daemon, args: DetachArgs) -> Result<()> {
+    let request = Request::Detach {
+        target: args.target.clone(),
+        network: args.network.clone(),
+    };
+    let done = match daemon.try_call(&request)? {
+        Some(v) => super::listed_keys(&v),
+        None => {
+            let mut engine = Engine::open(daemon.state_dir)?;
+            // No daemon renews these leases now; hand them back ourselves.
+            let leased = engine
+                .attachments_of(&args.target)?
+                .into_iter()
+                .map(|s| s.attachment)
+                .filter(|a| {
+                    a.dhcp.is_some() && args.network.as_ref().is_none_or(|n| &a.network == n)
+                })
+                .collect::<Vec<_>>();
+            release_leases(&leased);
+            engine
+                .detach(&args.target, args.network.as_deref())?
+                .into_iter()
+                .map(|a| (a.target, a.network, a.ifname))
+                .collect()
+        }
     };
     if done.is_empty() {
         outln!(
@@ -170,6 +182,9 @@ pub fn detach(engine: &mut Engine, socket: &Path, args: DetachArgs) -> Result<()
 
 /// Send a DHCPRELEASE for each lease, from inside its namespace.
 pub(super) fn release_leases(leased: &[Attachment]) {
+    if leased.is_empty() {
+        return;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::daemon::protocol::{self, Request};
+use crate::daemon::protocol::{Daemon, Request};
 use crate::daemon::{self, Options};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -35,9 +35,9 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
     })
 }
 
-pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
-    let removed: Vec<(String, String, String)> = if protocol::is_running(socket) {
-        super::listed_keys(&protocol::call(socket, &Request::Gc)?)
+pub fn gc(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
+    let removed: Vec<(String, String, String)> = if let Some(v) = daemon.try_call(&Request::Gc)? {
+        super::listed_keys(&v)
     } else {
         let mut out = Vec::new();
         for a in engine.gone_attachments()? {
@@ -57,9 +57,9 @@ pub fn gc(engine: &mut Engine, socket: &Path) -> Result<()> {
 
 /// Through the daemon when it runs (its lease tasks must learn of the new
 /// interfaces), else here.
-pub fn restore(engine: &mut Engine, socket: &Path) -> Result<()> {
-    let report = if protocol::is_running(socket) {
-        serde_json::from_value(protocol::call(socket, &Request::Restore)?)
+pub fn restore(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
+    let report = if let Some(v) = daemon.try_call(&Request::Restore)? {
+        serde_json::from_value(v)
             .map_err(|e| Error::Conflict(format!("daemon answered an unreadable report: {e}")))?
     } else {
         engine.restore()?

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use self::lazy::Lazy;
-use crate::daemon::protocol::DEFAULT_SOCKET;
+use crate::daemon::protocol::{DEFAULT_SOCKET, Daemon};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::DEFAULT_STATE_DIR;
@@ -84,23 +84,25 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    if let Command::Daemon(args) = cli.command {
-        return daemon::run(&cli.state_dir, &cli.socket, args.0);
-    }
-    let mut engine = Engine::open(&cli.state_dir)?;
+    let daemon = Daemon {
+        socket: &cli.socket,
+        state_dir: &cli.state_dir,
+    };
+    // Attach and detach open the store only when no daemon does the work.
+    let open = || Engine::open(&cli.state_dir);
     match cli.command {
-        Command::Network(cmd) => network::run(&mut engine, &cli.socket, cmd.0),
-        Command::Attach(args) => attach::attach(&mut engine, &cli.socket, *args.0),
-        Command::Detach(args) => attach::detach(&mut engine, &cli.socket, args.0),
-        Command::Gc => daemon::gc(&mut engine, &cli.socket),
-        Command::Restore => daemon::restore(&mut engine, &cli.socket),
-        Command::Daemon(_) => Ok(()),
-        Command::Inspect(args) => attach::inspect(&engine, args.0),
-        Command::Ls(args) => attach::ls(&engine, args.0),
-        Command::Host(cmd) => host::run(&mut engine, cmd.0),
-        Command::Policy(cmd) => policy::run(&mut engine, cmd.0),
-        Command::Up(args) => topology::up(&mut engine, args.0),
-        Command::Down(args) => topology::down(&mut engine, args.0),
+        Command::Daemon(args) => daemon::run(&cli.state_dir, &cli.socket, args.0),
+        Command::Attach(args) => attach::attach(&daemon, *args.0),
+        Command::Detach(args) => attach::detach(&daemon, args.0),
+        Command::Network(cmd) => network::run(&mut open()?, &daemon, cmd.0),
+        Command::Gc => daemon::gc(&mut open()?, &daemon),
+        Command::Restore => daemon::restore(&mut open()?, &daemon),
+        Command::Inspect(args) => attach::inspect(&open()?, args.0),
+        Command::Ls(args) => attach::ls(&open()?, args.0),
+        Command::Host(cmd) => host::run(&mut open()?, cmd.0),
+        Command::Policy(cmd) => policy::run(&mut open()?, cmd.0),
+        Command::Up(args) => topology::up(&mut open()?, args.0),
+        Command::Down(args) => topology::down(&mut open()?, args.0),
     }
 }
 

@@ -1,11 +1,9 @@
-use std::path::Path;
-
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 
 use super::{join_routes, print_json};
-use crate::daemon::protocol::{self, Request};
+use crate::daemon::protocol::{Daemon, Request};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{NetworkKind, NetworkSpec};
@@ -174,7 +172,7 @@ fn describe(kind: &NetworkKind) -> String {
     }
 }
 
-pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()> {
+pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: NetworkCommand) -> Result<()> {
     match cmd {
         NetworkCommand::Create(args) => {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
@@ -221,18 +219,19 @@ pub fn run(engine: &mut Engine, socket: &Path, cmd: NetworkCommand) -> Result<()
                     .map(|s| s.attachment)
                     .filter(|a| a.dhcp.is_some())
                     .collect();
-                if !leased.is_empty() && protocol::is_running(socket) {
-                    // The daemon stops their lease tasks and releases them.
-                    for a in &leased {
-                        let req = Request::Detach {
-                            target: a.target.clone(),
-                            network: Some(name.clone()),
-                        };
-                        protocol::call(socket, &req)?;
+                // A daemon stops their lease tasks and releases them; with
+                // none, they are released from here.
+                let mut unserved = Vec::new();
+                for a in leased {
+                    let req = Request::Detach {
+                        target: a.target.clone(),
+                        network: Some(name.clone()),
+                    };
+                    if daemon.try_call(&req)?.is_none() {
+                        unserved.push(a);
                     }
-                } else {
-                    super::attach::release_leases(&leased);
                 }
+                super::attach::release_leases(&unserved);
             }
             let detached = engine.network_rm(&name, force)?;
             for a in detached {

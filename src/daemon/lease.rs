@@ -246,21 +246,17 @@ async fn apply(
     engine(ctx, a, move |e, a| e.apply_lease(a, &lease)).await
 }
 
-/// Run an engine call on the blocking pool with a fresh engine (its own
-/// store connection and netlink socket).
+/// Run an engine call on the blocking pool.
 async fn engine(
     ctx: &Arc<Ctx>,
     a: &Attachment,
     f: impl FnOnce(&mut crate::engine::Engine, &Attachment) -> Result<Attachment> + Send + 'static,
 ) -> std::result::Result<Attachment, String> {
     let (ctx, a) = (ctx.clone(), a.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut e = ctx.engine()?;
-        f(&mut e, &a)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    tokio::task::spawn_blocking(move || ctx.with_engine(|e| f(e, &a)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn finish(client: &Client<'_>, a: Attachment, how: Stop) -> Attachment {

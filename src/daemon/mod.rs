@@ -3,9 +3,11 @@
 //! and reconciles: an attachment whose namespace is gone has its lease
 //! released and its interface and store rows removed.
 //!
-//! Engine calls run on tokio's blocking pool, each with its own engine
-//! (store connection, netlink socket); the async side only waits on
-//! sockets and timers.
+//! Engine calls run on tokio's blocking pool, each on an engine (store
+//! connection, netlink socket) of its own, taken from a few kept warm: a
+//! static attach through the daemon then costs neither opening the store
+//! nor rebuilding its WAL index. The async side only waits on sockets and
+//! timers.
 
 mod lease;
 pub mod protocol;
@@ -22,11 +24,11 @@ use tokio::sync::Mutex;
 
 use crate::engine::{Engine, RestoreReport, attached_ns};
 use crate::error::{Error, Result};
-use crate::model::{Attachment, LeaseState};
+use crate::model::{Attachment, Ipam, LeaseState};
 use crate::report;
 pub use lease::release_now;
 use lease::{LeaseTask, Stop};
-use protocol::{Reply, Request};
+use protocol::{Envelope, Reply, Request, Scope};
 
 pub struct Options {
     pub state_dir: PathBuf,
@@ -37,17 +39,40 @@ pub struct Options {
     pub reconcile_interval: Duration,
 }
 
+/// Idle engines kept open; more run at once when requests come together.
+const WARM_ENGINES: usize = 4;
+
 /// What every task of the daemon shares.
 pub struct Ctx {
     state_dir: PathBuf,
+    /// Whom this daemon serves; requests from elsewhere are turned away.
+    scope: Scope,
     acquire_timeout: Duration,
     /// Lease tasks by the attachment's host interface name.
     tasks: Mutex<HashMap<String, LeaseTask>>,
+    idle_engines: std::sync::Mutex<Vec<Engine>>,
 }
 
 impl Ctx {
-    fn engine(&self) -> Result<Engine> {
-        Engine::open(&self.state_dir)
+    /// Run `f` on an idle engine, or a new one when all are busy. Call it
+    /// from the blocking pool: engine calls block.
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> Result<T>) -> Result<T> {
+        let idle = || {
+            self.idle_engines
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let taken = idle().pop();
+        let mut engine = match taken {
+            Some(e) => e,
+            None => Engine::open(&self.state_dir)?,
+        };
+        let out = f(&mut engine);
+        let mut idle = idle();
+        if idle.len() < WARM_ENGINES {
+            idle.push(engine);
+        }
+        out
     }
 }
 
@@ -72,10 +97,13 @@ fn raise_fd_limit() {
 
 async fn serve(opts: Options) -> Result<()> {
     let listener = bind(&opts.socket)?;
+    let first = Engine::open(&opts.state_dir)?;
     let ctx = Arc::new(Ctx {
         state_dir: opts.state_dir.clone(),
+        scope: Scope::current(&opts.state_dir)?,
         acquire_timeout: opts.acquire_timeout,
         tasks: Mutex::new(HashMap::new()),
+        idle_engines: std::sync::Mutex::new(vec![first]),
     });
     // What a reboot took, the daemon puts back before it serves anyone.
     restore(&ctx, true).await?;
@@ -135,7 +163,7 @@ async fn restore(ctx: &Arc<Ctx>, startup: bool) -> Result<RestoreReport> {
         t.stop(Stop::Keep).await;
     }
     let c = ctx.clone();
-    let report = blocking(move || c.engine()?.restore()).await;
+    let report = blocking(move || c.with_engine(|e| e.restore())).await;
     resume(ctx, startup).await?;
     let report = report?;
     for line in &report.repaired {
@@ -152,26 +180,7 @@ async fn restore(ctx: &Arc<Ctx>, startup: bool) -> Result<RestoreReport> {
 /// flight) and drop what died meanwhile.
 async fn resume(ctx: &Arc<Ctx>, startup: bool) -> Result<()> {
     let c = ctx.clone();
-    let (stale, live) = blocking(move || -> Result<(Vec<Attachment>, Vec<Attachment>)> {
-        let mut e = c.engine()?;
-        let mut stale = Vec::new();
-        let mut live = Vec::new();
-        for s in e.attachments()? {
-            let a = s.attachment;
-            let Some(b) = &a.dhcp else { continue };
-            if !startup && b.state == LeaseState::Acquiring {
-                continue;
-            }
-            if b.state == LeaseState::Acquiring || attached_ns(&a).is_none() {
-                e.detach_attachment(&a)?;
-                stale.push(a);
-            } else {
-                live.push(a);
-            }
-        }
-        Ok((stale, live))
-    })
-    .await?;
+    let (stale, live) = blocking(move || c.with_engine(|e| resume_split(e, startup))).await?;
     for a in stale {
         tracing::info!(target = %a.target, ifname = %a.ifname, "removed a DHCP attachment left unfinished or whose namespace is gone");
     }
@@ -182,6 +191,27 @@ async fn resume(ctx: &Arc<Ctx>, startup: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The DHCP attachments in the store: those to remove (left half done by a
+/// killed daemon at startup, or whose namespace is gone) and those to renew.
+fn resume_split(e: &mut Engine, startup: bool) -> Result<(Vec<Attachment>, Vec<Attachment>)> {
+    let mut stale = Vec::new();
+    let mut live = Vec::new();
+    for s in e.attachments()? {
+        let a = s.attachment;
+        let Some(b) = &a.dhcp else { continue };
+        if !startup && b.state == LeaseState::Acquiring {
+            continue;
+        }
+        if b.state == LeaseState::Acquiring || attached_ns(&a).is_none() {
+            e.detach_attachment(&a)?;
+            stale.push(a);
+        } else {
+            live.push(a);
+        }
+    }
+    Ok((stale, live))
 }
 
 /// Every half second, put back the egress routing the kernel dropped (an
@@ -231,13 +261,14 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
     let snapshot = tokio::time::Instant::now();
     let c = ctx.clone();
     let (gone, known) = blocking(move || {
-        let e = c.engine()?;
-        let known: std::collections::HashSet<String> = e
-            .attachments()?
-            .into_iter()
-            .map(|s| s.attachment.host_ifname)
-            .collect();
-        Ok((e.gone_attachments()?, known))
+        c.with_engine(|e| {
+            let known: std::collections::HashSet<String> = e
+                .attachments()?
+                .into_iter()
+                .map(|s| s.attachment.host_ifname)
+                .collect();
+            Ok((e.gone_attachments()?, known))
+        })
     })
     .await?;
     // A task whose attachment left the store by another way (a plumb
@@ -265,7 +296,7 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
         };
         let c = ctx.clone();
         let done = latest.clone();
-        blocking(move || c.engine()?.detach_attachment(&done)).await?;
+        blocking(move || c.with_engine(|e| e.detach_attachment(&done))).await?;
         tracing::info!(target = %latest.target, ifname = %latest.ifname, "namespace gone: attachment removed");
         removed.push(latest);
     }
@@ -284,8 +315,9 @@ async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
     if BufReader::new(read).read_line(&mut line).await.is_err() {
         return;
     }
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => match dispatch(&ctx, req).await {
+    let reply = match serde_json::from_str::<Envelope>(&line) {
+        Ok(call) if call.scope != ctx.scope => Reply::OtherScope(ctx.scope.clone()),
+        Ok(call) => match dispatch(&ctx, call.request).await {
             Ok(v) => Reply::Ok(v),
             Err(e) => Reply::Error(e.to_string()),
         },
@@ -310,7 +342,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
         Request::Restore => Ok(json!(restore(ctx, false).await?)),
         Request::Status => {
             let c = ctx.clone();
-            let all = blocking(move || c.engine()?.attachments()).await?;
+            let all = blocking(move || c.with_engine(|e| e.attachments())).await?;
             let tracked = ctx.tasks.lock().await;
             Ok(json!(
                 all.iter()
@@ -326,16 +358,45 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
     }
 }
 
-/// A DHCP attach: the interface first, then the lease, then its task; a
-/// failure anywhere takes back all of it.
+/// An attach: on a static network all of it in one engine call; on a DHCP
+/// network the lease and its task too.
 async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value> {
     let req = spec.validate()?;
     let c = ctx.clone();
+    let (target, r) = (spec.target.clone(), req.clone());
+    let done = blocking(move || {
+        c.with_engine(|e| {
+            let net = e.network(&r.network)?.network;
+            if net.ipam == Ipam::Dhcp {
+                crate::engine::check_ipam(&net, &r, Ipam::Dhcp)?;
+                return Ok(None);
+            }
+            e.attach(&target, &r, None).map(Some)
+        })
+    })
+    .await?;
+    match done {
+        Some(a) => {
+            tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "attached");
+            Ok(report::listed(&a))
+        }
+        None => attach_dhcp(ctx, spec, req).await,
+    }
+}
+
+/// A DHCP attach: the interface first, then the lease, then its task; a
+/// failure anywhere takes back all of it.
+async fn attach_dhcp(
+    ctx: &Arc<Ctx>,
+    spec: crate::model::AttachSpec,
+    req: crate::model::AttachRequest,
+) -> Result<Value> {
+    let c = ctx.clone();
     let target = spec.target.clone();
-    let a = blocking(move || c.engine()?.attach_dhcp_link(&target, &req, None)).await?;
+    let a = blocking(move || c.with_engine(|e| e.attach_dhcp_link(&target, &req, None))).await?;
     let undo = |ctx: Arc<Ctx>, a: Attachment| async move {
         let done = a.clone();
-        if let Err(e) = blocking(move || ctx.engine()?.detach_attachment(&done)).await {
+        if let Err(e) = blocking(move || ctx.with_engine(|e| e.detach_attachment(&done))).await {
             tracing::warn!(target = %a.target, "rolling back a failed DHCP attach: {e}");
         }
     };
@@ -360,7 +421,7 @@ async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value>
             })?;
         let (c, pending) = (ctx.clone(), a.clone());
         let l = lease.clone();
-        match blocking(move || c.engine()?.apply_lease(&pending, &l)).await {
+        match blocking(move || c.with_engine(|e| e.apply_lease(&pending, &l))).await {
             Ok(bound) => Ok((bound, ns)),
             Err(e) => {
                 // The server gave an address nobody will use: hand it back.
@@ -398,7 +459,7 @@ async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value>
 async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Result<Value> {
     let c = ctx.clone();
     let t = target.clone();
-    let found = blocking(move || c.engine()?.attachments_of(&t)).await?;
+    let found = blocking(move || c.with_engine(|e| e.attachments_of(&t))).await?;
     for s in found
         .iter()
         .filter(|s| network.as_ref().is_none_or(|n| &s.attachment.network == n))
@@ -414,6 +475,9 @@ async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Resu
         }
     }
     let c = ctx.clone();
-    let done = blocking(move || c.engine()?.detach(&target, network.as_deref())).await?;
+    let done = blocking(move || c.with_engine(|e| e.detach(&target, network.as_deref()))).await?;
+    for a in &done {
+        tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "detached");
+    }
     Ok(json!(done.iter().map(report::listed).collect::<Vec<_>>()))
 }
