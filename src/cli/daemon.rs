@@ -55,8 +55,8 @@ pub fn gc(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
     Ok(())
 }
 
-/// Through the daemon when it runs (its lease tasks must learn of the new
-/// interfaces), else here.
+/// Through a daemon of this scope when one runs (its lease tasks must learn
+/// of the new interfaces), else here.
 pub fn restore(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
     let report = if let Some(v) = daemon.try_call(&Request::Restore)? {
         serde_json::from_value(v)

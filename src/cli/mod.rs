@@ -84,7 +84,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    let daemon = Daemon {
+    let plumbd = Daemon {
         socket: &cli.socket,
         state_dir: &cli.state_dir,
     };
@@ -92,11 +92,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let open = || Engine::open(&cli.state_dir);
     match cli.command {
         Command::Daemon(args) => daemon::run(&cli.state_dir, &cli.socket, args.0),
-        Command::Attach(args) => attach::attach(&daemon, *args.0),
-        Command::Detach(args) => attach::detach(&daemon, args.0),
-        Command::Network(cmd) => network::run(&mut open()?, &daemon, cmd.0),
-        Command::Gc => daemon::gc(&mut open()?, &daemon),
-        Command::Restore => daemon::restore(&mut open()?, &daemon),
+        Command::Attach(args) => attach::attach(&plumbd, *args.0),
+        Command::Detach(args) => attach::detach(&plumbd, args.0),
+        Command::Network(cmd) => network::run(&mut open()?, &plumbd, cmd.0),
+        Command::Gc => daemon::gc(&mut open()?, &plumbd),
+        Command::Restore => daemon::restore(&mut open()?, &plumbd),
         Command::Inspect(args) => attach::inspect(&open()?, args.0),
         Command::Ls(args) => attach::ls(&open()?, args.0),
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),
