@@ -7,8 +7,10 @@
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 
 use super::nfset::{
-    NFNL_SUBSYS_NFTABLES, NLMSG_ERROR, NfFamily, NfNetlink, finish_message, put_str, start_message,
+    NFNL_SUBSYS_NFTABLES, NLMSG_ERROR, NfFamily, NfNetlink, finish_message, messages, put_str,
+    start_message,
 };
+use super::socket::recv_datagram;
 use super::{NetlinkError, NlResult};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -113,13 +115,7 @@ impl NfNetlink {
         self.socket.send(&request, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         loop {
-            self.buf.clear();
-            let len = self.socket.recv(&mut self.buf, libc::MSG_TRUNC)?;
-            if len > self.buf.len() {
-                return Err(NetlinkError::Decode(format!(
-                    "a {len}-byte answer does not fit the receive buffer"
-                )));
-            }
+            recv_datagram(&self.socket, &mut self.buf, 0)?;
             for message in messages(&self.buf) {
                 if message.seq != seq {
                     continue; // an answer to an earlier request
@@ -127,21 +123,16 @@ impl NfNetlink {
                 match message.kind {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let code = message
-                            .body
-                            .get(..4)
-                            .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
-                        return if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(NetlinkError::Kernel {
+                        return match message.error_code() {
+                            Some(0) | None => Ok(()),
+                            Some(code) => Err(NetlinkError::Kernel {
                                 errno: -code,
                                 ext: None,
-                            })
+                            }),
                         };
                     }
                     k if k >> 8 == NFNL_SUBSYS_NFTABLES => {
-                        each(k & 0xff, message.body.get(4..).unwrap_or_default());
+                        each(k & 0xff, message.body().get(4..).unwrap_or_default());
                         if !dump {
                             return Ok(());
                         }
@@ -151,29 +142,6 @@ impl NfNetlink {
             }
         }
     }
-}
-
-struct Message<'a> {
-    kind: u16,
-    seq: u32,
-    /// After the nlmsghdr: nfgenmsg and attributes, or an error code.
-    body: &'a [u8],
-}
-
-/// The netlink messages of a datagram.
-fn messages(datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
-    let mut offset = 0;
-    std::iter::from_fn(move || {
-        let header = datagram.get(offset..offset + 16)?;
-        let len = u32::from_ne_bytes(header[0..4].try_into().ok()?) as usize;
-        let whole = datagram.get(offset..offset + len).filter(|_| len >= 16)?;
-        offset += len.next_multiple_of(4);
-        Some(Message {
-            kind: u16::from_ne_bytes([header[4], header[5]]),
-            seq: u32::from_ne_bytes(header[8..12].try_into().ok()?),
-            body: &whole[16..],
-        })
-    })
 }
 
 /// (type, payload) of each attribute in `attrs`.
@@ -282,7 +250,7 @@ mod tests {
         finish_message(&mut datagram, 0);
         datagram.extend_from_slice(&[200, 0, 0, 0, 1, 0, 0, 0]); // claims 200 bytes
         let all: Vec<_> = messages(&datagram)
-            .map(|m| (m.kind, m.seq, m.body.len()))
+            .map(|m| (m.kind, m.seq, m.body().len()))
             .collect();
         assert_eq!(all, vec![(NLMSG_DONE, 7, end - 16)]);
         let attrs = [attr(1, b"ab"), vec![40, 0, 2, 0]].concat();

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
-use super::socket::ext_ack_message;
+use super::socket::{ext_ack_message, recv_datagram};
 use super::{NetlinkError, NlResult};
 use crate::netns::NsHandle;
 
@@ -239,18 +239,9 @@ impl NfNetlink {
         let mut acked = vec![false; sent.len()];
         let mut failure = None;
         while acked.contains(&false) {
-            self.buf.clear();
-            let len = match self
-                .socket
-                .recv(&mut self.buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            match recv_datagram(&self.socket, &mut self.buf, libc::MSG_DONTWAIT) {
+                Err(NetlinkError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 r => r?,
-            };
-            if len > self.buf.len() {
-                return Err(NetlinkError::Decode(format!(
-                    "a {len}-byte answer does not fit the receive buffer"
-                )));
             }
             for (seq, code, packet) in errors(&self.buf) {
                 // Message i of the batch has sequence number first + i; the
@@ -434,26 +425,49 @@ fn finish_nest(buf: &mut [u8], start: usize) {
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
+/// One netlink message of a datagram.
+pub(super) struct Message<'a> {
+    pub kind: u16,
+    pub seq: u32,
+    /// The whole message, nlmsghdr included.
+    pub whole: &'a [u8],
+}
+
+impl Message<'_> {
+    /// After the nlmsghdr: nfgenmsg and attributes, or an error's code.
+    pub fn body(&self) -> &[u8] {
+        &self.whole[16..]
+    }
+
+    /// An NLMSG_ERROR's code: 0 for an ack, -errno for a failure.
+    pub fn error_code(&self) -> Option<i32> {
+        let code = self.body().get(..4).filter(|_| self.kind == NLMSG_ERROR)?;
+        Some(i32::from_ne_bytes(code.try_into().ok()?))
+    }
+}
+
+/// The netlink messages of a datagram, up to the first with a bad length.
+pub(super) fn messages(datagram: &[u8]) -> impl Iterator<Item = Message<'_>> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let header = datagram.get(offset..offset + 16)?;
+        let len = u32::from_ne_bytes(header[0..4].try_into().ok()?) as usize;
+        let whole = datagram.get(offset..offset + len).filter(|_| len >= 16)?;
+        offset += len.next_multiple_of(4);
+        Some(Message {
+            kind: u16::from_ne_bytes([header[4], header[5]]),
+            seq: u32::from_ne_bytes(header[8..12].try_into().ok()?),
+            whole,
+        })
+    })
+}
+
 /// The NLMSG_ERROR messages of a datagram: sequence number, error code (0
 /// for an ack, -errno for a failure) and the whole message.
 fn errors(datagram: &[u8]) -> Vec<(u32, i32, &[u8])> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset + 20 <= datagram.len() {
-        let word = |at: usize| {
-            u32::from_ne_bytes(datagram[offset + at..offset + at + 4].try_into().unwrap())
-        };
-        let len = word(0) as usize;
-        if len < 16 || offset + len > datagram.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([datagram[offset + 4], datagram[offset + 5]]);
-        if kind == NLMSG_ERROR && len >= 20 {
-            out.push((word(8), word(16) as i32, &datagram[offset..offset + len]));
-        }
-        offset += len.next_multiple_of(4);
-    }
-    out
+    messages(datagram)
+        .filter_map(|m| Some((m.seq, m.error_code()?, m.whole)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -41,6 +41,20 @@ impl NetlinkError {
 
 pub type NlResult<T> = Result<T, NetlinkError>;
 
+/// Read one datagram into `buf` (cleared first). A datagram larger than the
+/// buffer would be cut short without a word; MSG_TRUNC makes the kernel
+/// report its real size, and that is an error instead.
+pub(super) fn recv_datagram(socket: &Socket, buf: &mut Vec<u8>, flags: i32) -> NlResult<()> {
+    buf.clear();
+    let len = socket.recv(buf, flags | libc::MSG_TRUNC)?;
+    if len > buf.len() {
+        return Err(NetlinkError::Decode(format!(
+            "a {len}-byte answer does not fit the receive buffer"
+        )));
+    }
+    Ok(())
+}
+
 pub struct Netlink {
     socket: Socket,
     seq: u32,
@@ -107,13 +121,7 @@ impl Netlink {
 
         let mut answers = Vec::new();
         loop {
-            self.buf.clear();
-            let len = self.socket.recv(&mut self.buf, libc::MSG_TRUNC)?;
-            if len > self.buf.len() {
-                return Err(NetlinkError::Decode(format!(
-                    "a {len}-byte answer does not fit the receive buffer"
-                )));
-            }
+            recv_datagram(&self.socket, &mut self.buf, 0)?;
             let data = &self.buf[..];
             let mut offset = 0;
             while offset < data.len() {
