@@ -122,3 +122,34 @@ fn a_daemon_of_another_scope_is_never_used() {
     );
     assert!(!ok(&["ls"]).contains(&c));
 }
+
+/// The daemon's commits leave the store's WAL to grow (no checkpoint's
+/// fsyncs in an attach), and it checkpoints the WAL once requests stop.
+#[test]
+fn the_daemon_bounds_the_store_wal_once_requests_stop() {
+    const BOUND: u64 = 64 * 1024; // store::WAL_CHECKPOINT_BYTES
+    let lab = Lab::new("dw");
+    let _daemon = lab.daemon(&[]);
+    nat_network(&lab, "net", "10.82.0.0/24");
+    let wal = lab.state.path().join("plumb.db-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let c = lab.netns("c");
+    // Each round trip writes about 20 KB of WAL.
+    for _ in 0..8 {
+        lab.ok(&["attach", &c, "net"]);
+        lab.ok(&["detach", &c]);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() > BOUND && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(size() <= BOUND, "WAL still {} bytes", size());
+    // What was committed is all there.
+    lab.ok(&["attach", &c, "net"]);
+    assert_eq!(
+        lab.inspect(&c)["NetworkSettings"]["Networks"]["net"]["IPAddress"]
+            .as_str()
+            .map(|s| s.starts_with("10.82.0.")),
+        Some(true)
+    );
+}

@@ -60,6 +60,17 @@ impl Engine {
         })
     }
 
+    /// For an engine a long-lived process keeps: commits leave the WAL to
+    /// grow until [`Engine::checkpoint_store`] (see [`Store::defer_checkpoints`]).
+    pub fn defer_checkpoints(&mut self) {
+        self.store.defer_checkpoints();
+    }
+
+    /// Checkpoint the store's WAL when it holds more than `above` bytes.
+    pub fn checkpoint_store(&self, above: u64) -> Result<bool> {
+        self.store.checkpoint(above)
+    }
+
     /// Run a change: store transaction + undo log; commit both or neither.
     fn change<T>(
         &mut self,

@@ -9,8 +9,11 @@
 //! replayed by the next process that opens the database (SQLite cannot
 //! trust a wal-index nobody holds), so its size must stay bounded: after a
 //! commit that leaves it above [`WAL_CHECKPOINT_BYTES`], that process
-//! checkpoints and truncates it. Power loss may lose the last commits, never
-//! the database (synchronous=NORMAL).
+//! checkpoints and truncates it. A process that holds the database open for
+//! long (the daemon) defers that to its quiet moments instead
+//! ([`Store::defer_checkpoints`]): a checkpoint's fsyncs cost more than the
+//! request they would otherwise delay. Power loss may lose the last
+//! commits, never the database (synchronous=NORMAL).
 
 mod schema;
 
@@ -28,11 +31,13 @@ use crate::policy::rules::{Policy, StoredPolicy};
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/plumb";
 
 /// WAL size above which the committing process checkpoints and truncates it.
-const WAL_CHECKPOINT_BYTES: u64 = 64 * 1024;
+pub const WAL_CHECKPOINT_BYTES: u64 = 64 * 1024;
 
 pub struct Store {
     conn: Connection,
     pub dir: PathBuf,
+    /// Whether each commit bounds the WAL itself (see the module comment).
+    checkpoint_on_commit: bool,
 }
 
 /// Network as stored, with what plumb did to the host for it.
@@ -72,6 +77,7 @@ impl Store {
         let mut store = Store {
             conn,
             dir: dir.to_path_buf(),
+            checkpoint_on_commit: true,
         };
         // Checked first without the write lock, which every process would
         // otherwise take once at start; `migrate` checks again under it.
@@ -88,17 +94,28 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
-        self.bound_wal()?;
+        if self.checkpoint_on_commit {
+            self.checkpoint(WAL_CHECKPOINT_BYTES)?;
+        }
         Ok(out)
     }
 
-    fn bound_wal(&self) -> Result<()> {
+    /// Leave the WAL to grow on commit; the caller bounds it with
+    /// [`Store::checkpoint`] when it has time.
+    pub fn defer_checkpoints(&mut self) {
+        self.checkpoint_on_commit = false;
+    }
+
+    /// Checkpoint and truncate the WAL when it holds more than `above`
+    /// bytes; whether it did.
+    pub fn checkpoint(&self, above: u64) -> Result<bool> {
         let wal = self.dir.join("plumb.db-wal");
-        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > WAL_CHECKPOINT_BYTES {
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) <= above {
+            return Ok(false);
         }
-        Ok(())
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(true)
     }
 
     pub fn read(&self) -> &Connection {
@@ -599,5 +616,50 @@ mod tests {
         assert!(!wal_mode(&path));
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(settings(&store).0, "wal");
+    }
+
+    fn wal_bytes(store: &Store) -> u64 {
+        std::fs::metadata(store.dir.join("plumb.db-wal")).map_or(0, |m| m.len())
+    }
+
+    /// Commits of about 8 KB each, until the WAL would have passed the bound.
+    fn fill(store: &mut Store) {
+        store
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE IF NOT EXISTS t (x)")?))
+            .unwrap();
+        for _ in 0..(2 * WAL_CHECKPOINT_BYTES / 8192) {
+            store
+                .write(|tx| Ok(tx.execute("INSERT INTO t VALUES (zeroblob(8000))", [])?))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn each_commit_bounds_the_wal_unless_checkpoints_are_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        fill(&mut store);
+        assert!(
+            wal_bytes(&store) <= WAL_CHECKPOINT_BYTES,
+            "{}",
+            wal_bytes(&store)
+        );
+
+        store.defer_checkpoints();
+        fill(&mut store);
+        let grown = wal_bytes(&store);
+        assert!(grown > WAL_CHECKPOINT_BYTES, "{grown}");
+        assert!(
+            !store.checkpoint(grown).unwrap(),
+            "not above the given size"
+        );
+        assert_eq!(wal_bytes(&store), grown);
+        assert!(store.checkpoint(WAL_CHECKPOINT_BYTES).unwrap());
+        assert_eq!(wal_bytes(&store), 0, "truncated");
+        let rows: i64 = store
+            .read()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows as u64, 2 * (2 * WAL_CHECKPOINT_BYTES / 8192));
     }
 }
