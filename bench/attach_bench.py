@@ -365,11 +365,16 @@ def plumb_cmd(plumb: str, state: str, host: str, *args: str) -> list[str]:
     return [plumb, "--state-dir", state, "--host-netns", host, *args]
 
 
-def plumb_prepare(ctx: "Ctx", tool: Tool, socket: str | None = None):
-    """plumb alone: no daemon answers on `socket` (none given: a path where
-    nothing listens), so every attach process does all the work itself."""
-    state = ctx.res.tmpdir("plumb-state")
-    socket = socket or os.path.join(state, "no-daemon.sock")
+def plumb_prepare(ctx: "Ctx", tool: Tool, daemon: tuple[str, str] | None = None):
+    """plumb alone: no daemon answers on its socket (a path where nothing
+    listens), so every attach process does all the work itself. With
+    `daemon` (its state directory and socket), the attaches go to it: a
+    daemon serves only the state directory it was started with."""
+    if daemon:
+        state, socket = daemon
+    else:
+        state = ctx.res.tmpdir("plumb-state")
+        socket = os.path.join(state, "no-daemon.sock")
     run(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket, "network", "create",
                   "bench", "--driver", "bridge", "--subnet", tool.subnet, "--mode", "nat"))
 
@@ -387,7 +392,8 @@ def plumbd_prepare(ctx: "Ctx", tool: Tool):
     socket = os.path.join(state, "plumbd.sock")
     log = open(os.path.join(state, "daemon.log"), "w")
     daemon = subprocess.Popen(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket,
-                                        "daemon"), stdout=subprocess.DEVNULL, stderr=log)
+                                        "daemon"), stdout=subprocess.DEVNULL, stderr=log,
+                              env=dict(os.environ, PLUMB_LOG="info"))
     ctx.res.daemons.append(daemon)
     deadline = time.monotonic() + 10
     while not os.path.exists(socket):
@@ -395,9 +401,19 @@ def plumbd_prepare(ctx: "Ctx", tool: Tool):
             with open(log.name) as f:
                 raise BenchError(f"plumb daemon did not start: {f.read().strip()}")
         time.sleep(0.05)
-    attach = plumb_prepare(ctx, tool, socket=socket)
+    attach = plumb_prepare(ctx, tool, daemon=(state, socket))
     wait_quiet()  # the daemon's start-up (restore, first reconcile) is not an attach's
+    ctx.daemon_logs[tool.name] = log.name
     return attach
+
+
+def daemon_did_attaches(log: str, count: int) -> list[str]:
+    """The daemon, not the attach processes, did every attach: one
+    `attached` line each in its log (info level)."""
+    with open(log) as f:
+        done = sum(1 for line in f if " attached " in line)
+    return [] if done == count else [
+        f"the daemon logged {done} attaches of {count}: the others were done without it"]
 
 
 def cni_prepare(ctx: "Ctx", tool: Tool):
@@ -529,6 +545,7 @@ class Ctx:
     results: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     failed: set = field(default_factory=set)  # names of the phases that failed
+    daemon_logs: dict = field(default_factory=dict)  # tool name -> its daemon's log file
 
 
 def bench_tools(ctx: Ctx, tools: list[Tool]) -> None:
@@ -566,6 +583,8 @@ def bench_tool(ctx: Ctx, tool: Tool, round_no: int, runs: list[list[float]]) -> 
             if (i + 1) % 100 == 0:
                 say(f"  {i + 1}/{ctx.count}  median so far {statistics.median(samples):.2f} ms")
         problems = verify(tool, names)
+        if tool.name in ctx.daemon_logs:
+            problems += daemon_did_attaches(ctx.daemon_logs.pop(tool.name), len(names))
         if problems:
             raise BenchError("verification failed:\n  " + "\n  ".join(problems))
         fw = fake_host_firewall(tool.host)

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use plumb::cli::Cli;
@@ -6,7 +8,10 @@ use plumb::cli::Cli;
 /// Without it, warnings only, set up without parsing a filter: every
 /// command pays for logging at start, and most never log.
 fn init_logging() {
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, not in a daemon's log file.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match std::env::var("PLUMB_LOG") {
         Ok(filter) => builder
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
