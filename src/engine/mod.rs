@@ -67,8 +67,8 @@ impl Engine {
     }
 
     /// Checkpoint the store's WAL when it holds more than `above` bytes.
-    pub fn checkpoint_store(&self, above: u64) -> Result<bool> {
-        self.store.checkpoint(above)
+    pub fn checkpoint_store(&self, above: u64) -> Result<()> {
+        self.store.checkpoint(above).map(drop)
     }
 
     /// Run a change: store transaction + undo log; commit both or neither.
