@@ -220,6 +220,53 @@ fn a_macvlan_sends_only_its_own_addresses_and_mac() {
     let (m, u) = (lab.netns("m"), lab.netns("u"));
     lab.ok(&["attach", &m, "lan"]);
     lab.ok(&["attach", &u, "lan", "--allow-spoofing"]);
+    // The guard table plumb writes over nfnetlink reads back, as nft
+    // decompiles it, as the rules it means.
+    let mac = mac_of(&m);
+    let listed = String::from_utf8_lossy(
+        &sh(&format!(
+            "ip netns exec {m} nft list chain netdev plumb egress"
+        ))
+        .stdout,
+    )
+    .into_owned();
+    let rules: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with("drop") || l.ends_with("accept"))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            format!("ether saddr != {mac} drop"),
+            format!("arp saddr ether != {mac} drop"),
+            "arp saddr ip != 0.0.0.0 arp saddr ip != @addr4 drop".into(),
+            "ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept".into(),
+            "ip saddr != @addr4 drop".into(),
+            "icmpv6 type nd-router-advert drop".into(),
+            "ip6 saddr :: icmpv6 type { mld-listener-report, nd-neighbor-solicit, mld2-listener-report } accept".into(),
+            "ip6 saddr != @addr6 drop".into(),
+            "icmpv6 type nd-neighbor-advert @th,64,128 != @target6 drop".into(),
+        ],
+        "{listed}"
+    );
+    let target6 = String::from_utf8_lossy(
+        &sh(&format!(
+            "ip netns exec {m} nft list set netdev plumb target6"
+        ))
+        .stdout,
+    )
+    .into_owned();
+    assert!(target6.contains("typeof @th,64,128"), "{target6}");
+    let v4 = lab.ip_of(&m, "lan");
+    let addr4 = String::from_utf8_lossy(
+        &sh(&format!(
+            "ip netns exec {m} nft list set netdev plumb addr4"
+        ))
+        .stdout,
+    )
+    .into_owned();
+    assert!(addr4.contains(&format!("elements = {{ {v4} }}")), "{addr4}");
     assert!(lab.ping(&m, "192.168.61.20"), "honest traffic passes");
     assert_eq!(
         spoofs_get_through(&lab, &m, "192.168.61.20", "192.168.61.5", false),

@@ -20,9 +20,8 @@ use crate::model::{
     Network, NetworkKind, NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, NfFamily, NfNetlink};
 use crate::netns::{self, NsHandle};
-use crate::nft::Nft;
 use crate::policy::antispoof;
 use crate::policy::elements::{self, Element};
 use crate::policy::{firewall, routing};
@@ -922,22 +921,21 @@ fn filter_elements(conn: &Connection, net: &Network, a: &Attachment) -> Result<V
 
 /// Write the guard table inside the container's own namespace (macvlan).
 fn guard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
-    nft_in(ns, a, &antispoof::container_table(a))
+    nf_in(ns, a)?
+        .replace_table(&antispoof::container_table(a))
+        .map_err(|e| Error::kernel(format!("write the guard table of {}", a.target), e))
 }
 
 fn unguard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
-    let t = antispoof::TABLE;
-    nft_in(
-        ns,
-        a,
-        &format!("add table netdev {t}\ndelete table netdev {t}\n"),
-    )
+    nf_in(ns, a)?
+        .delete_table(NfFamily::Netdev, antispoof::TABLE)
+        .map_err(|e| Error::kernel(format!("remove the guard table of {}", a.target), e))
 }
 
-/// Run an nftables batch inside `a`'s namespace.
-fn nft_in(ns: &NsHandle, a: &Attachment, batch: &str) -> Result<()> {
-    ns.run(|| Nft::new()?.run(batch).map(drop))
-        .map_err(|e| Error::io(format!("enter target {}", a.target), e))?
+/// An nfnetlink socket inside `a`'s namespace.
+fn nf_in(ns: &NsHandle, a: &Attachment) -> Result<NfNetlink> {
+    NfNetlink::open_in(ns)
+        .map_err(|e| Error::kernel(format!("open nfnetlink in target {}", a.target), e))
 }
 
 /// Filters for a new attachment: elements only, and for a macvlan its own

@@ -1,11 +1,12 @@
 //! Typed netlink wrappers: links, addresses, routes, rules, qdiscs, nftables
-//! set elements. Each function is one kernel request; callers compose them
+//! set elements and whole tables. Each function is one kernel request; callers compose them
 //! and keep the undo log.
 
 mod addr;
 mod link;
 mod nfquery;
 mod nfset;
+pub mod nftable;
 mod route;
 mod rule;
 mod socket;

@@ -58,7 +58,7 @@ pub enum NfFamily {
 }
 
 impl NfFamily {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             NfFamily::Inet => "inet",
             NfFamily::Ip => "ip",
@@ -221,22 +221,28 @@ impl NfNetlink {
     }
 
     fn apply_with(&mut self, changes: &[Change], delete: u16) -> NlResult<()> {
-        let first = self.seq.wrapping_add(1);
-        let (batch, sent) = encode(changes, first, delete);
-        if sent.is_empty() {
+        let batch = encode(changes, self.seq.wrapping_add(1), delete);
+        self.transact(batch)
+    }
+
+    /// Send `batch` and read the kernel's answers: Ok when it acknowledged
+    /// every message, else the first error, naming what it was about.
+    pub(super) fn transact(&mut self, batch: Batch) -> NlResult<()> {
+        let Batch { buf, first, what } = batch;
+        if what.is_empty() {
             return Ok(());
         }
-        // BEGIN, the set messages, END.
-        self.seq = first.wrapping_add(sent.len() as u32 + 1);
-        self.fit_send_buffer(batch.len());
-        self.socket.send(&batch, 0)?;
+        // BEGIN, the messages, END.
+        self.seq = first.wrapping_add(what.len() as u32 + 1);
+        self.fit_send_buffer(buf.len());
+        self.socket.send(&buf, 0)?;
 
         // The kernel runs the whole batch inside our sendmsg and queues its
         // answers before returning: an ack or an error for every message
         // with NLM_F_ACK (an error does not stop it reading the batch: it
         // reports every error, then aborts). Reading without waiting cannot
         // hang if a malformed batch stops it early.
-        let mut acked = vec![false; sent.len()];
+        let mut acked = vec![false; what.len()];
         let mut failure = None;
         while acked.contains(&false) {
             match recv_datagram(&self.socket, &mut self.buf, libc::MSG_DONTWAIT) {
@@ -247,19 +253,19 @@ impl NfNetlink {
                 // Message i of the batch has sequence number first + i; the
                 // BEGIN's (first) is where a failed commit is reported.
                 let index = seq.wrapping_sub(first) as usize;
-                let what = match index.checked_sub(1).and_then(|i| sent.get(i)) {
-                    Some(change) => {
+                let about = match index.checked_sub(1).and_then(|i| what.get(i)) {
+                    Some(about) => {
                         acked[index - 1] = true;
-                        change.describe()
+                        about.clone()
                     }
-                    None if index <= sent.len() + 1 => "nftables batch".to_string(),
+                    None if index <= what.len() + 1 => "nftables batch".to_string(),
                     None => continue, // an answer to an earlier batch
                 };
                 // The kernel answers in the order of the batch.
                 if code != 0 && failure.is_none() {
                     let ext = match ext_ack_message(packet) {
-                        Some(text) => format!("{what}: {text}"),
-                        None => what,
+                        Some(text) => format!("{about}: {text}"),
+                        None => about,
                     };
                     let errno = -code;
                     failure = Some(NetlinkError::Kernel {
@@ -306,26 +312,74 @@ impl NfNetlink {
     }
 }
 
-/// The bytes of one batch whose BEGIN has sequence number `first`, and the
-/// change each set message carries: message i has sequence number first + 1 + i.
-fn encode<'c, 'a>(
-    changes: &'c [Change<'a>],
-    first: u32,
-    delete: u16,
-) -> (Vec<u8>, Vec<&'c Change<'a>>) {
-    let mut buf = Vec::new();
-    let mut seq = first;
-    // BEGIN and END name the subsystem in res_id, big-endian.
-    let begin = start_message(
-        &mut buf,
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    finish_message(&mut buf, begin);
-    let mut sent = Vec::new();
+/// One nf_tables transaction being written: BEGIN, messages that each ask
+/// for an ack, END. Message i (from 0) has sequence number first + 1 + i.
+pub(super) struct Batch {
+    pub buf: Vec<u8>,
+    pub first: u32,
+    /// What each message does, for errors ("add to set bridge t ports").
+    pub what: Vec<String>,
+}
+
+impl Batch {
+    /// A batch whose BEGIN has sequence number `first`.
+    pub fn new(first: u32) -> Batch {
+        let mut buf = Vec::new();
+        // BEGIN and END name the subsystem in res_id, big-endian.
+        let begin = start_message(
+            &mut buf,
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            first,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        finish_message(&mut buf, begin);
+        Batch {
+            buf,
+            first,
+            what: Vec::new(),
+        }
+    }
+
+    /// Start an nf_tables message `kind` (NFT_MSG_*) with an ack; its
+    /// attributes follow, then `end_message` with the returned start.
+    pub fn message(&mut self, kind: u16, flags: u16, family: NfFamily, what: String) -> usize {
+        self.what.push(what);
+        let seq = self.first.wrapping_add(self.what.len() as u32);
+        start_message(
+            &mut self.buf,
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq,
+            family as u8,
+            0,
+        )
+    }
+
+    pub fn end_message(&mut self, start: usize) {
+        finish_message(&mut self.buf, start);
+    }
+
+    /// Close the batch with its END.
+    pub fn finish(mut self) -> Batch {
+        let seq = self.first.wrapping_add(self.what.len() as u32 + 1);
+        let end = start_message(
+            &mut self.buf,
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        finish_message(&mut self.buf, end);
+        self
+    }
+}
+
+/// The batch of `changes`, its BEGIN numbered `first`.
+fn encode(changes: &[Change], first: u32, delete: u16) -> Batch {
+    let mut batch = Batch::new(first);
     for change in changes {
         let (family, table, set, elements) = change.parts();
         let (kind, flags) = match change {
@@ -333,40 +387,33 @@ fn encode<'c, 'a>(
             Change::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
             Change::Delete { .. } => (delete, 0),
         };
-        let kind = (NFNL_SUBSYS_NFTABLES << 8) | kind;
-        let flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         // A delete message without an element list flushes the whole set:
         // a change without elements must send no message at all.
         let mut rest = elements.iter().peekable();
         while rest.peek().is_some() {
-            seq = seq.wrapping_add(1);
-            let msg = start_message(&mut buf, kind, flags, seq, family as u8, 0);
-            put_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            put_str(&mut buf, NFTA_SET_ELEM_LIST_SET, set);
-            let list = start_nest(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+            let msg = batch.message(kind, flags, family, change.describe());
+            let buf = &mut batch.buf;
+            put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
+            put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
+            let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
             while let Some(element) = rest.next_if(|_| buf.len() - msg < MESSAGE_LIMIT) {
-                let item = start_nest(&mut buf, NFTA_LIST_ELEM);
-                put_value(&mut buf, NFTA_SET_ELEM_KEY, &element.key);
-                if let Some(data) = &element.data {
-                    put_value(&mut buf, NFTA_SET_ELEM_DATA, data);
-                }
-                finish_nest(&mut buf, item);
+                put_element(buf, element);
             }
-            finish_nest(&mut buf, list);
-            finish_message(&mut buf, msg);
-            sent.push(change);
+            finish_nest(buf, list);
+            batch.end_message(msg);
         }
     }
-    let end = start_message(
-        &mut buf,
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq.wrapping_add(1),
-        0,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    finish_message(&mut buf, end);
-    (buf, sent)
+    batch.finish()
+}
+
+/// One element of an element list.
+pub(super) fn put_element(buf: &mut Vec<u8>, element: &Element) {
+    let item = start_nest(buf, NFTA_LIST_ELEM);
+    put_value(buf, NFTA_SET_ELEM_KEY, &element.key);
+    if let Some(data) = &element.data {
+        put_value(buf, NFTA_SET_ELEM_DATA, data);
+    }
+    finish_nest(buf, item);
 }
 
 /// nlmsghdr and struct nfgenmsg; the length is written by `finish_message`.
@@ -395,7 +442,7 @@ pub(super) fn finish_message(buf: &mut [u8], start: usize) {
 }
 
 /// An attribute, zero-padded to 4 bytes (the padding is not in its length).
-fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+pub(super) fn put_attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     buf.extend_from_slice(&(4 + payload.len() as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(payload);
@@ -407,20 +454,20 @@ pub(super) fn put_str(buf: &mut Vec<u8>, kind: u16, text: &str) {
 }
 
 /// `kind` { NFTA_DATA_VALUE bytes }: a key or map data.
-fn put_value(buf: &mut Vec<u8>, kind: u16, bytes: &[u8]) {
+pub(super) fn put_value(buf: &mut Vec<u8>, kind: u16, bytes: &[u8]) {
     let nest = start_nest(buf, kind);
     put_attr(buf, NFTA_DATA_VALUE, bytes);
     finish_nest(buf, nest);
 }
 
-fn start_nest(buf: &mut Vec<u8>, kind: u16) -> usize {
+pub(super) fn start_nest(buf: &mut Vec<u8>, kind: u16) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u16.to_ne_bytes());
     buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     start
 }
 
-fn finish_nest(buf: &mut [u8], start: usize) {
+pub(super) fn finish_nest(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u16;
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
@@ -544,9 +591,9 @@ mod tests {
                 data: None,
             }],
         }];
-        let (batch, sent) = encode(&changes, 7, NFT_MSG_DESTROYSETELEM);
-        assert_eq!(sent.len(), 1);
-        let msgs = messages(&batch);
+        let batch = encode(&changes, 7, NFT_MSG_DESTROYSETELEM);
+        assert_eq!(batch.what, ["add to set inet t p"]);
+        let msgs = messages(&batch.buf);
         assert_eq!(msgs.len(), 3);
         // BEGIN and END: family AF_UNSPEC, res_id NFNL_SUBSYS_NFTABLES big-endian.
         assert_eq!(msgs[0], (0x10, NLM_F_REQUEST, 7, &[0, 0, 0, 10][..]));
@@ -594,9 +641,9 @@ mod tests {
                 elements: vec![],
             },
         ];
-        let (batch, sent) = encode(&changes, 1, NFT_MSG_DESTROYSETELEM);
-        assert_eq!(sent.len(), 1);
-        let msgs = messages(&batch);
+        let batch = encode(&changes, 1, NFT_MSG_DESTROYSETELEM);
+        assert_eq!(batch.what.len(), 1);
+        let msgs = messages(&batch.buf);
         assert_eq!(msgs.len(), 3);
         let (kind, flags, _, body) = msgs[1];
         assert_eq!(kind, (10 << 8) | 30);
@@ -623,10 +670,11 @@ mod tests {
             set: "ports",
             elements: elements.clone(),
         }];
-        let (batch, sent) = encode(&changes, 100, NFT_MSG_DESTROYSETELEM);
-        let msgs = messages(&batch);
-        assert!(sent.len() > 2, "{} messages", sent.len());
-        assert_eq!(msgs.len(), sent.len() + 2);
+        let batch = encode(&changes, 100, NFT_MSG_DESTROYSETELEM);
+        let msgs = messages(&batch.buf);
+        let sent = batch.what.len();
+        assert!(sent > 2, "{sent} messages");
+        assert_eq!(msgs.len(), sent + 2);
         let mut keys = Vec::new();
         for (i, (_, _, seq, body)) in msgs[1..msgs.len() - 1].iter().enumerate() {
             assert_eq!(*seq, 101 + i as u32);

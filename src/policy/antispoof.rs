@@ -30,6 +30,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::model::{Attachment, Network, NetworkKind};
+use crate::netlink::nftable::{self, Chain, Hook, Rule, Set, Table};
+use crate::netlink::{Element as SetElement, NfFamily};
 use crate::policy::elements::{Element, Key, elements_text};
 
 pub const TABLE: &str = "plumb";
@@ -168,35 +170,195 @@ fn port_elements(a: &Attachment) -> Vec<Element> {
 }
 
 /// The `netdev plumb` table inside a macvlan container, replaced whole
-/// (its addresses change only with a DHCP lease).
-pub fn container_table(a: &Attachment) -> String {
+/// (its addresses change only with a DHCP lease): the checks of the
+/// bridge's guard chain, on the container's own egress, as the expressions
+/// nft compiles them to (`nft --debug=netlink`). Written over nfnetlink:
+/// a macvlan attach loads no libnftables.
+pub fn container_table(a: &Attachment) -> Table {
+    use nftable::{Base::*, CmpOp::*, Expr, MetaKey::*, Verdict::*};
     let (v4, v6) = sources(a);
-    let elements = |ips: &[IpAddr], f: &dyn Fn(&IpAddr) -> String| {
-        if ips.is_empty() {
-            String::new()
-        } else {
-            let list: Vec<String> = ips.iter().map(f).collect();
-            format!(" elements = {{ {} }};", list.join(", "))
-        }
+    let mac = a.mac.0.to_vec();
+    let set = |name: &str, key_type, key_len, userdata, ips: &[IpAddr]| Set {
+        name: name.into(),
+        key_type,
+        key_len,
+        userdata,
+        elements: ips
+            .iter()
+            .map(|ip| SetElement {
+                key: match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                },
+                data: None,
+            })
+            .collect(),
     };
-    let mac = a.mac;
-    format!(
-        "add table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n  set addr4 {{ type ipv4_addr;{} }}\n  set addr6 {{ type ipv6_addr;{} }}\n  set target6 {{ typeof @th,64,128;{} }}\n  chain egress {{\n    type filter hook egress device \"{}\" priority 0; policy accept;\n{}  }}\n}}\n",
-        elements(&v4, &|ip| ip.to_string()),
-        elements(&v6, &|ip| ip.to_string()),
-        elements(&v6, &|ip| Key::Raw(*ip).to_string()),
-        a.ifname,
-        checks(
-            "",
-            &format!("ether saddr != {mac} drop\n    arp saddr ether != {mac} drop"),
-            if slaac(a) {
-                "    meta protocol ip6 accept\n"
-            } else {
-                ""
-            },
-        )
-    )
+    let payload = |base, offset, len| Expr::Payload { base, offset, len };
+    let not_in = |set: &str| Expr::Lookup {
+        set: set.into(),
+        invert: true,
+    };
+    let is = |v: &[u8]| Expr::Cmp(Eq, v.to_vec());
+    let protocol = |ethertype: u16| [Expr::Meta(Protocol), is(&ethertype.to_be_bytes())];
+    let (arp, ip, ip6) = (
+        protocol(ETH_P_ARP),
+        protocol(ETH_P_IP),
+        protocol(ETH_P_IPV6),
+    );
+    let icmpv6 = [Expr::Meta(L4Proto), is(&[IPPROTO_ICMPV6])];
+    let icmpv6_type = payload(Transport, 0, 1);
+    let rule = |parts: &[&[Expr]]| Rule(parts.concat());
+    let mut rules = vec![
+        // ether saddr != MAC drop
+        rule(&[
+            &[Expr::Meta(IifType), is(&ARPHRD_ETHER.to_ne_bytes())],
+            &[
+                payload(Link, 6, 6),
+                Expr::Cmp(Neq, mac.clone()),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+        // arp saddr ether != MAC drop
+        rule(&[
+            &arp,
+            &[
+                payload(Network, 8, 6),
+                Expr::Cmp(Neq, mac),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+        // arp saddr ip != 0.0.0.0 arp saddr ip != @addr4 drop
+        rule(&[
+            &arp,
+            &[payload(Network, 14, 4), Expr::Cmp(Neq, vec![0; 4])],
+            &[
+                payload(Network, 14, 4),
+                not_in("addr4"),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+        // ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+        rule(&[
+            &ip,
+            &[payload(Network, 12, 4), is(&[0; 4])],
+            &[Expr::Meta(L4Proto), is(&[IPPROTO_UDP])],
+            &[
+                payload(Transport, 0, 4),
+                is(&[0, 68, 0, 67]),
+                Expr::Verdict(Accept),
+            ],
+        ]),
+        // ip saddr != @addr4 drop
+        rule(&[
+            &ip,
+            &[
+                payload(Network, 12, 4),
+                not_in("addr4"),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+        // icmpv6 type nd-router-advert drop
+        rule(&[
+            &ip6,
+            &icmpv6,
+            &[
+                icmpv6_type.clone(),
+                is(&[ND_ROUTER_ADVERT]),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+    ];
+    if slaac(a) {
+        // meta protocol ip6 accept
+        rules.push(rule(&[&ip6, &[Expr::Verdict(Accept)]]));
+    }
+    rules.extend([
+        // ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report,
+        // mld2-listener-report } accept
+        rule(&[
+            &ip6,
+            &[payload(Network, 8, 16), is(&[0; 16])],
+            &icmpv6,
+            &[
+                icmpv6_type.clone(),
+                Expr::In {
+                    key_type: nftable::TYPE_ICMP6_TYPE,
+                    key_len: 1,
+                    keys: vec![vec![135], vec![131], vec![143]],
+                },
+                Expr::Verdict(Accept),
+            ],
+        ]),
+        // ip6 saddr != @addr6 drop
+        rule(&[
+            &ip6,
+            &[
+                payload(Network, 8, 16),
+                not_in("addr6"),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+        // icmpv6 type nd-neighbor-advert @th,64,128 != @target6 drop
+        rule(&[
+            &ip6,
+            &icmpv6,
+            &[icmpv6_type, is(&[ND_NEIGHBOR_ADVERT])],
+            &[
+                payload(Transport, 8, 16),
+                not_in("target6"),
+                Expr::Verdict(Drop),
+            ],
+        ]),
+    ]);
+    Table {
+        family: NfFamily::Netdev,
+        name: TABLE.into(),
+        sets: vec![
+            set(
+                "addr4",
+                nftable::TYPE_IPADDR,
+                4,
+                nftable::KEY_BIG_ENDIAN,
+                &v4,
+            ),
+            set(
+                "addr6",
+                nftable::TYPE_IP6ADDR,
+                16,
+                nftable::KEY_BIG_ENDIAN,
+                &v6,
+            ),
+            set(
+                "target6",
+                nftable::TYPE_INTEGER,
+                16,
+                nftable::TYPEOF_TH_64_128,
+                &v6,
+            ),
+        ],
+        chains: vec![Chain {
+            name: "egress".into(),
+            hook: Some(Hook {
+                kind: "filter",
+                number: NF_NETDEV_EGRESS,
+                priority: 0,
+                device: Some(a.ifname.clone()),
+            }),
+            rules,
+        }],
+    }
 }
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ARPHRD_ETHER: u16 = 1;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_ROUTER_ADVERT: u8 = 134;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+const NF_NETDEV_EGRESS: u32 = 1;
 
 #[cfg(test)]
 mod tests {
