@@ -31,7 +31,12 @@ fn kernel_flags(flag: IpvlanFlag) -> IpVlanFlags {
 }
 
 /// A kernel built without ipvlan answers EOPNOTSUPP for the link kind.
-fn create_error(what: String, parent: &str, temp: &str) -> impl FnOnce(NetlinkError) -> Error {
+fn create_error(
+    what: String,
+    parent: &str,
+    name: &str,
+    place: String,
+) -> impl FnOnce(NetlinkError) -> Error {
     move |e| {
         if e.is(libc::EOPNOTSUPP) {
             Error::invalid(
@@ -40,7 +45,7 @@ fn create_error(what: String, parent: &str, temp: &str) -> impl FnOnce(NetlinkEr
                 "this kernel has no ipvlan support (load the ipvlan module)",
             )
         } else {
-            parent::create_error(what, parent, temp)(e)
+            parent::create_error(what, parent, name, place)(e)
         }
     }
 }
@@ -63,11 +68,13 @@ pub fn create(
         kernel_mode(i.mode),
         kernel_flags(i.flag),
         None,
+        None,
     )
     .map_err(create_error(
         format!("create ipvlan on {}", i.parent.name),
         &i.parent.name,
         &probe,
+        "on the host".into(),
     ))?;
     nl.delete_link_by_name(&probe)
         .map_err(kernel(format!("delete probe {probe}")))?;
@@ -124,12 +131,14 @@ pub fn attach(
         a.gateways.clear();
     }
     let (mode, flags, mtu) = (kernel_mode(i.mode), kernel_flags(i.flag), a.mtu);
-    parent::attach_child(host, inner, ns, &link, a, undo, |nl, temp, index| {
-        nl.create_ipvlan(temp, index, mode, flags, Some(mtu))
+    let place = format!("in target {}", a.target);
+    parent::attach_child(host, inner, ns, &link, a, undo, |nl, name, index, ns| {
+        nl.create_ipvlan(name, index, mode, flags, Some(mtu), Some(ns))
             .map_err(create_error(
                 format!("create ipvlan on {}", i.parent.name),
                 &i.parent.name,
-                temp,
+                name,
+                place,
             ))
     })
 }

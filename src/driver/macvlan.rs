@@ -38,7 +38,7 @@ pub fn create(
         return Ok(());
     }
     let shim = names::shim_name(&net.name);
-    nl.create_macvlan(&shim, parent.index, MacVlanMode::Bridge, None, None)
+    nl.create_macvlan(&shim, parent.index, MacVlanMode::Bridge, None, None, None)
         .map_err(kernel(format!(
             "create host shim {shim} on {}",
             m.parent.name
@@ -98,8 +98,9 @@ pub fn attach(
         Some(a.mac.0)
     };
     let (mode, mtu) = (kernel_mode(m.mode), a.mtu);
-    parent::attach_child(host, inner, ns, &link, a, undo, |nl, temp, index| {
-        nl.create_macvlan(temp, index, mode, mac, Some(mtu)).map_err(|e| match e.errno() {
+    let place = format!("in target {}", a.target);
+    parent::attach_child(host, inner, ns, &link, a, undo, |nl, name, index, ns| {
+        nl.create_macvlan(name, index, mode, mac, Some(mtu), Some(ns)).map_err(|e| match e.errno() {
             // The kernel's word for "this parent already has a macvlan".
             Some(libc::EINVAL | libc::EBUSY) if m.mode == MacvlanMode::Passthru => Error::invalid(
                 "--parent",
@@ -109,7 +110,8 @@ pub fn attach(
             _ => parent::create_error(
                 format!("create macvlan on {}", m.parent.name),
                 &m.parent.name,
-                temp,
+                name,
+                place,
             )(e),
         })
     })

@@ -151,7 +151,8 @@ impl Netlink {
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Create a macvlan on `parent` here, down, with its MAC and MTU.
+    /// Create a macvlan on `parent` (a link here), down, with its MAC and
+    /// MTU: here, or straight inside `target`.
     pub fn create_macvlan(
         &mut self,
         name: &str,
@@ -159,8 +160,12 @@ impl Netlink {
         mode: MacVlanMode,
         mac: Option<[u8; 6]>,
         mtu: Option<u32>,
+        target: Option<&NsHandle>,
     ) -> NlResult<()> {
         let mut b = LinkMacVlan::new(name, parent, mode);
+        if let Some(ns) = target {
+            b = b.setns_by_fd(ns.as_fd().as_raw_fd());
+        }
         if let Some(mac) = mac {
             b = b.address(mac.to_vec());
         }
@@ -173,7 +178,8 @@ impl Netlink {
         )
     }
 
-    /// Create an ipvlan on `parent` here, down (it has the parent's MAC).
+    /// Create an ipvlan on `parent` (a link here), down (it has the
+    /// parent's MAC): here, or straight inside `target`.
     pub fn create_ipvlan(
         &mut self,
         name: &str,
@@ -181,8 +187,12 @@ impl Netlink {
         mode: IpVlanMode,
         flags: IpVlanFlags,
         mtu: Option<u32>,
+        target: Option<&NsHandle>,
     ) -> NlResult<()> {
         let mut b = LinkIpVlan::new(name, parent, mode).flag(flags);
+        if let Some(ns) = target {
+            b = b.setns_by_fd(ns.as_fd().as_raw_fd());
+        }
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
