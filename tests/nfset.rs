@@ -486,3 +486,74 @@ fn tables_chains_and_commented_rules_are_found_natively() {
     // The same socket keeps answering after a refused question.
     assert!(nf.table_exists(NfFamily::Ip, "filter").unwrap());
 }
+
+/// A whole table written natively: made when absent, replaced whole when
+/// present (what it held before is gone), deleted; nft lists what was meant.
+#[test]
+fn a_native_table_is_made_replaced_and_deleted() {
+    use plumb::netlink::nftable::{
+        Base, Chain, CmpOp, Expr, Hook, KEY_BIG_ENDIAN, MetaKey, Rule, Set, TYPE_INTEGER,
+        TYPE_IPADDR, Table, Verdict,
+    };
+    let Some(ns) = Ns::new("tbl") else { return };
+    let table = |addrs: &[[u8; 4]]| Table {
+        family: NfFamily::Inet,
+        name: "t".into(),
+        sets: vec![Set {
+            name: "a".into(),
+            key_type: TYPE_IPADDR,
+            key_len: 4,
+            userdata: KEY_BIG_ENDIAN,
+            elements: addrs
+                .iter()
+                .map(|a| Element {
+                    key: a.to_vec(),
+                    data: None,
+                })
+                .collect(),
+        }],
+        chains: vec![Chain {
+            name: "c".into(),
+            hook: Some(Hook {
+                kind: "filter",
+                number: 2, // NF_INET_FORWARD
+                priority: 0,
+                device: None,
+            }),
+            rules: vec![Rule(vec![
+                Expr::Meta(MetaKey::L4Proto),
+                Expr::In {
+                    key_type: TYPE_INTEGER,
+                    key_len: 1,
+                    keys: vec![vec![6], vec![17]],
+                },
+                Expr::Payload {
+                    base: Base::Transport,
+                    offset: 2,
+                    len: 2,
+                },
+                Expr::Cmp(CmpOp::Neq, vec![0, 53]),
+                Expr::Verdict(Verdict::Drop),
+            ])],
+        }],
+    };
+    let write = |t: &Table| NfNetlink::open_in(&ns.handle).unwrap().replace_table(t);
+    write(&table(&[[10, 0, 0, 1]])).expect("made");
+    write(&table(&[[10, 0, 0, 2], [10, 0, 0, 3]])).expect("replaced");
+    let listed = ns.nft("list table inet t");
+    assert!(
+        listed.contains("elements = { 10.0.0.2, 10.0.0.3 }"),
+        "{listed}"
+    );
+    assert!(!listed.contains("10.0.0.1"), "{listed}");
+    assert_eq!(listed.matches("th dport != 53 drop").count(), 1, "{listed}");
+    assert!(
+        listed.contains("hook forward priority filter; policy accept;"),
+        "{listed}"
+    );
+    NfNetlink::open_in(&ns.handle)
+        .unwrap()
+        .delete_table(NfFamily::Inet, "t")
+        .expect("deleted");
+    assert!(!ns.nft("list tables").contains("inet t"));
+}

@@ -189,9 +189,19 @@ pub enum Expr {
 impl NfNetlink {
     /// Replace table `t` (or create it) in one transaction: every set,
     /// element, chain and rule, or nothing.
+    ///
+    /// A new table is only made: a batch that deletes anything leaves the
+    /// kernel objects to free after an RCU grace period, which closing the
+    /// socket then waits for (nf_tables flushes that work when a netlink
+    /// socket goes: 5-10 ms here). Only when the table exists is it deleted
+    /// and made again.
     pub fn replace_table(&mut self, t: &Table) -> NlResult<()> {
-        let batch = encode_table(t, self.seq.wrapping_add(1));
-        self.transact(batch)
+        match self.transact(encode_table(t, self.seq.wrapping_add(1), false)) {
+            Err(e) if e.is(libc::EEXIST) => {
+                self.transact(encode_table(t, self.seq.wrapping_add(1), true))
+            }
+            done => done,
+        }
     }
 
     /// Delete table `name` if it exists, in one transaction.
@@ -214,20 +224,37 @@ fn table_message(batch: &mut Batch, family: NfFamily, name: &str, kind: u16) {
     } else {
         (0, "delete")
     };
+    table_message_with(batch, family, name, kind, flags, verb);
+}
+
+fn table_message_with(
+    batch: &mut Batch,
+    family: NfFamily,
+    name: &str,
+    kind: u16,
+    flags: u16,
+    verb: &str,
+) {
     let what = format!("{verb} table {} {name}", family.name());
     let msg = batch.message(kind, flags, family, what);
     put_str(&mut batch.buf, NFTA_TABLE_NAME, name);
     batch.end_message(msg);
 }
 
-/// The batch replacing `t`: made (if absent), deleted, made again with its
-/// sets and their elements, its chains, then its rules.
-fn encode_table(t: &Table, first: u32) -> Batch {
+/// The batch writing `t`: made (EEXIST if it exists), or with `replace`
+/// made if absent, deleted and made again; then its sets and their
+/// elements, its chains, then its rules.
+fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
     let mut batch = Batch::new(first);
     let family = t.family;
-    table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
-    table_message(&mut batch, family, &t.name, NFT_MSG_DELTABLE);
-    table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
+    if replace {
+        table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
+        table_message(&mut batch, family, &t.name, NFT_MSG_DELTABLE);
+        table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
+    } else {
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+        table_message_with(&mut batch, family, &t.name, NFT_MSG_NEWTABLE, flags, "add");
+    }
     let mut next_set_id = 0;
     for s in &t.sets {
         next_set_id += 1;
@@ -493,7 +520,14 @@ mod tests {
                 ])],
             }],
         };
-        let batch = encode_table(&t, 40);
+        let fresh = encode_table(&t, 1, false);
+        let kinds: Vec<u16> = messages(&fresh).iter().map(|m| m.0).collect();
+        assert_eq!(
+            kinds[..2],
+            [NFT_MSG_NEWTABLE, NFT_MSG_NEWSET],
+            "made, nothing deleted"
+        );
+        let batch = encode_table(&t, 40, true);
         let kinds: Vec<u16> = messages(&batch).iter().map(|m| m.0).collect();
         assert_eq!(
             kinds,
