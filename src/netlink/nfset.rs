@@ -10,6 +10,9 @@
 //!
 //! Sets with `flags interval`, timeouts or counters on elements are out of
 //! scope: elements here are a key, plus data for maps.
+//!
+//! The batch itself ([`Batch`], [`NfNetlink::transact`]) also carries the
+//! whole tables of `nftable`.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -82,36 +82,27 @@ pub fn sources(a: &Attachment) -> (Vec<IpAddr>, Vec<IpAddr>) {
     (v4, v6)
 }
 
-/// The checks both tables make, given how each names the sender's sets:
-/// `key` prefixes a set lookup (`iifname . ` on the bridge, nothing in a
-/// container's own table).
-fn checks(key: &str, mac_check: &str, slaac_accept: &str) -> String {
-    format!(
-        "    {mac_check}
-    arp saddr ip != 0.0.0.0 {key}arp saddr ip != @addr4 drop
-    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
-    {key}ip saddr != @addr4 drop
-    icmpv6 type nd-router-advert drop
-{slaac_accept}    ip6 saddr :: icmpv6 type {{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }} accept
-    {key}ip6 saddr != @addr6 drop
-    icmpv6 type nd-neighbor-advert {key}@th,64,128 != @target6 drop
-"
-    )
-}
-
 /// The host's `bridge plumb` table, with the elements of every guarded
 /// port in `ports` (host interface name, attachment).
 pub fn bridge_table(ports: &[&Attachment]) -> String {
     let mut sets = String::from(
         "  set guarded { type ifname; }\n  set macs { type ifname . ether_addr; }\n  set addr4 { type ifname . ipv4_addr; }\n  set addr6 { type ifname . ipv6_addr; }\n  set target6 { typeof iifname . @th,64,128; }\n  set slaac { type ifname; }\n  set no_ra { type ifname; }\n  set no_ipv6 { type ifname; }\n",
     );
+    // The checks, by the sender's port; `container_table` makes the same
+    // ones on a macvlan's own egress.
+    let guard = "    iifname . ether saddr != @macs drop
+    iifname . arp saddr ether != @macs drop
+    arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addr4 drop
+    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+    iifname . ip saddr != @addr4 drop
+    icmpv6 type nd-router-advert drop
+    ether type ip6 iifname @slaac accept
+    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept
+    iifname . ip6 saddr != @addr6 drop
+    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @target6 drop
+";
     let chains = format!(
-        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{}  }}\n  chain postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname @no_ipv6 ether type ip6 drop\n    oifname @no_ra icmpv6 type nd-router-advert drop\n  }}\n",
-        checks(
-            "iifname . ",
-            "iifname . ether saddr != @macs drop\n    iifname . arp saddr ether != @macs drop",
-            "    ether type ip6 iifname @slaac accept\n",
-        )
+        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{guard}  }}\n  chain postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname @no_ipv6 ether type ip6 drop\n    oifname @no_ra icmpv6 type nd-router-advert drop\n  }}\n"
     );
     sets.push_str(&chains);
     let mut text = format!("table bridge {TABLE} {{\n{sets}}}\n");
@@ -171,7 +162,8 @@ fn port_elements(a: &Attachment) -> Vec<Element> {
 
 /// The `netdev plumb` table inside a macvlan container, replaced whole
 /// (its addresses change only with a DHCP lease): the checks of the
-/// bridge's guard chain, on the container's own egress, as the expressions
+/// bridge's guard chain, on the container's own egress (the MAC and
+/// addresses its own, no port in the keys), as the expressions
 /// nft compiles them to (`nft --debug=netlink`). Written over nfnetlink:
 /// a macvlan attach loads no libnftables.
 pub fn container_table(a: &Attachment) -> Table {
