@@ -64,19 +64,14 @@ impl Pool {
 
 fn is_taken(tx: &Transaction, network: &str, ip: IpAddr) -> Result<Option<String>> {
     Ok(tx
-        .query_row(
-            "SELECT owner FROM allocations WHERE network = ?1 AND address = ?2",
-            params![network, ip.to_string()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT owner FROM allocations WHERE network = ?1 AND address = ?2")?
+        .query_row(params![network, ip.to_string()], |r| r.get(0))
         .optional()?)
 }
 
 fn record(tx: &Transaction, network: &str, ip: IpAddr, owner: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO allocations (network, address, owner) VALUES (?1, ?2, ?3)",
-        params![network, ip.to_string(), owner],
-    )?;
+    tx.prepare_cached("INSERT INTO allocations (network, address, owner) VALUES (?1, ?2, ?3)")?
+        .execute(params![network, ip.to_string(), owner])?;
     Ok(())
 }
 
@@ -112,11 +107,8 @@ pub fn allocate(tx: &Transaction, net: &Network, sub: &SubnetSpec, owner: &str) 
     let pool = Pool::of(sub);
     let key = sub.subnet.to_string();
     let cursor: Option<String> = tx
-        .query_row(
-            "SELECT last FROM cursors WHERE network = ?1 AND subnet = ?2",
-            params![net.name, key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT last FROM cursors WHERE network = ?1 AND subnet = ?2")?
+        .query_row(params![net.name, key], |r| r.get(0))
         .optional()?;
     let start = cursor
         .and_then(|c| c.parse::<IpAddr>().ok())
@@ -132,11 +124,11 @@ pub fn allocate(tx: &Transaction, net: &Network, sub: &SubnetSpec, owner: &str) 
         let ip = from_u128(candidate, pool.v4);
         if Some(candidate) != gateway && is_taken(tx, &net.name, ip)?.is_none() {
             record(tx, &net.name, ip, owner)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO cursors (network, subnet, last) VALUES (?1, ?2, ?3)
                  ON CONFLICT (network, subnet) DO UPDATE SET last = excluded.last",
-                params![net.name, key, ip.to_string()],
-            )?;
+            )?
+            .execute(params![net.name, key, ip.to_string()])?;
             return Ok(IpNet::new(ip, sub.subnet.prefix_len()).expect("prefix of a valid subnet"));
         }
         candidate = if candidate == pool.last {
