@@ -18,8 +18,9 @@ pub fn short_hash(parts: &[&str]) -> String {
     format!("{:016x}", fnv1a(parts))
 }
 
-/// The host-side name of an attachment: its veth end on a bridge network,
-/// the temporary name of its macvlan before it moves into the target.
+/// The host-side name of an attachment: its veth end on a bridge network;
+/// for a macvlan or ipvlan, which lives only in the target, just the
+/// attachment's key (HostIfName).
 /// `pv` + 12 hex = 14 bytes, under the 15-byte limit.
 pub fn host_veth_name(network: &str, netns: &str, ifname: &str) -> String {
     format!("pv{}", &short_hash(&[network, netns, ifname])[..12])
