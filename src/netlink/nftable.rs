@@ -8,29 +8,25 @@
 //! bytes.
 
 use super::NlResult;
+use super::nfquery::{
+    NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFTA_TABLE_NAME,
+};
 use super::nfset::{
-    Batch, Element, NfFamily, NfNetlink, finish_nest, put_attr, put_element, put_str, put_value,
-    start_nest,
+    Batch, Element, NFT_MSG_NEWSETELEM, NFTA_LIST_ELEM, NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NfFamily, NfNetlink, finish_nest, put_attr,
+    put_element, put_str, put_value, start_nest,
 };
 
-const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_NEWSETELEM: u16 = 12;
 
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_POLICY: u16 = 5;
 const NFTA_CHAIN_TYPE: u16 = 7;
 const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_HOOK_DEV: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
@@ -39,11 +35,7 @@ const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_META_DREG: u16 = 1;
@@ -258,17 +250,7 @@ fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
     let mut next_set_id = 0;
     for s in &t.sets {
         next_set_id += 1;
-        let name = SetName::Named(&s.name, s.userdata);
-        set_messages(
-            &mut batch,
-            t,
-            name,
-            next_set_id,
-            s.key_type,
-            s.key_len,
-            0,
-            &s.elements,
-        );
+        set_messages(&mut batch, t, s, next_set_id, 0);
     }
     for c in &t.chains {
         let what = format!("add chain {} {} {}", family.name(), t.name, c.name);
@@ -302,25 +284,21 @@ fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
                 } = e
                 {
                     next_set_id += 1;
-                    let elements: Vec<Element> = keys
-                        .iter()
-                        .map(|k| Element {
-                            key: k.clone(),
-                            data: None,
-                        })
-                        .collect();
+                    let set = Set {
+                        name: ANONYMOUS_SET.into(),
+                        key_type: *key_type,
+                        key_len: *key_len,
+                        userdata: &[],
+                        elements: keys
+                            .iter()
+                            .map(|k| Element {
+                                key: k.clone(),
+                                data: None,
+                            })
+                            .collect(),
+                    };
                     let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
-                    let name = SetName::Anonymous;
-                    set_messages(
-                        &mut batch,
-                        t,
-                        name,
-                        next_set_id,
-                        *key_type,
-                        *key_len,
-                        flags,
-                        &elements,
-                    );
+                    set_messages(&mut batch, t, &set, next_set_id, flags);
                     anonymous.push(next_set_id);
                 }
             }
@@ -348,55 +326,42 @@ fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
     batch.finish()
 }
 
-#[derive(Clone, Copy)]
-enum SetName<'a> {
-    Named(&'a str, &'static [u8]),
-    /// The kernel picks the name (`__set%d`); the batch refers to it by id.
-    Anonymous,
-}
-
+/// The name of an anonymous set: the kernel picks `__setN`, and the batch
+/// refers to it by id.
 const ANONYMOUS_SET: &str = "__set%d";
 
-#[allow(clippy::too_many_arguments)]
-fn set_messages(
-    batch: &mut Batch,
-    t: &Table,
-    name: SetName,
-    id: u32,
-    key_type: u32,
-    key_len: u32,
-    flags: u32,
-    elements: &[Element],
-) {
+/// Set `s` of table `t`, numbered `id` in the batch, and its elements.
+fn set_messages(batch: &mut Batch, t: &Table, s: &Set, id: u32, flags: u32) {
     let family = t.family;
-    let (set, shown, userdata) = match name {
-        SetName::Named(n, userdata) => (n, n.to_string(), userdata),
-        SetName::Anonymous => (ANONYMOUS_SET, "anonymous set".to_string(), &[][..]),
+    let shown = if flags & NFT_SET_ANONYMOUS != 0 {
+        "anonymous set"
+    } else {
+        &s.name
     };
     let what = format!("add set {} {} {shown}", family.name(), t.name);
     let msg = batch.message(NFT_MSG_NEWSET, libc::NLM_F_CREATE as u16, family, what);
     let buf = &mut batch.buf;
     put_str(buf, NFTA_SET_TABLE, &t.name);
-    put_str(buf, NFTA_SET_NAME, set);
+    put_str(buf, NFTA_SET_NAME, &s.name);
     put_attr(buf, NFTA_SET_FLAGS, &be(flags));
-    put_attr(buf, NFTA_SET_KEY_TYPE, &be(key_type));
-    put_attr(buf, NFTA_SET_KEY_LEN, &be(key_len));
+    put_attr(buf, NFTA_SET_KEY_TYPE, &be(s.key_type));
+    put_attr(buf, NFTA_SET_KEY_LEN, &be(s.key_len));
     put_attr(buf, NFTA_SET_ID, &be(id));
-    if !userdata.is_empty() {
-        put_attr(buf, NFTA_SET_USERDATA, userdata);
+    if !s.userdata.is_empty() {
+        put_attr(buf, NFTA_SET_USERDATA, s.userdata);
     }
     batch.end_message(msg);
-    if elements.is_empty() {
+    if s.elements.is_empty() {
         return;
     }
     let what = format!("add to set {} {} {shown}", family.name(), t.name);
     let msg = batch.message(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE as u16, family, what);
     let buf = &mut batch.buf;
     put_str(buf, NFTA_SET_ELEM_LIST_TABLE, &t.name);
-    put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
+    put_str(buf, NFTA_SET_ELEM_LIST_SET, &s.name);
     put_attr(buf, NFTA_SET_ELEM_LIST_SET_ID, &be(id));
     let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-    for e in elements {
+    for e in &s.elements {
         put_element(buf, e);
     }
     finish_nest(buf, list);
