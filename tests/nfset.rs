@@ -2,12 +2,12 @@
 //! what libnftables lists and what the packet path matches, each test in a
 //! namespace of its own.
 
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use plumb::netlink::{Change, Element, Field, Netlink, NfFamily, NfNetlink, set_key};
 use plumb::netns::{self, NsHandle};
-use plumb::nft::Nft;
 use serde_json::{Value, json};
 
 /// A private network namespace, removed on drop even when the test fails.
@@ -36,18 +36,40 @@ impl Ns {
         Some(Ns { name, handle })
     }
 
-    fn nft(&self, commands: &str) -> String {
-        self.handle
-            .run(|| Nft::new()?.run(commands))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{commands}: {e}"))
+    /// Run `nft` in the namespace, commands on its standard input.
+    fn nft_with(&self, args: &[&str], commands: &str) -> String {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(commands.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {commands}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
+    fn nft(&self, commands: &str) -> String {
+        self.nft_with(&["-f", "-"], commands)
+    }
+
+    /// A listing as nft's JSON, with rule handles.
     fn list(&self, what: &str) -> Value {
-        self.handle
-            .run(|| Nft::new()?.list_json(what))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("list {what}: {e}"))
+        let args: Vec<&str> = ["-j", "-a", "list"]
+            .into_iter()
+            .chain(what.split_whitespace())
+            .collect();
+        let text = self.nft_with(&args, "");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("list {what}: {e}: {text}"))
     }
 
     /// The elements of `set` or `map` `what` ("map bridge t m"), as nft's JSON shows them.
@@ -366,79 +388,6 @@ fn a_native_key_matches_on_the_packet_path() {
     assert_eq!(counter["packets"], 1, "{chain}");
 }
 
-/// Not an assertion: how long adding 4 elements takes natively and through
-/// libnftables, next to 1,000 rules. `cargo test --test nfset -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn timing_against_libnftables() {
-    let Some(ns) = Ns::new("time") else { return };
-    for rules in [0, 1000, 10000] {
-        ns.nft("flush ruleset");
-        ns.nft(TABLES);
-        ns.nft("add chain bridge t c { type filter hook forward priority 0; }");
-        let text: String = (0..rules)
-            .map(|i| {
-                format!(
-                    "add rule bridge t c ip saddr 10.{}.{}.1 counter accept\n",
-                    i / 256,
-                    i % 256
-                )
-            })
-            .collect();
-        if rules > 0 {
-            ns.nft(&text);
-        }
-        let runs = 50;
-        let mut native = Vec::new();
-        let mut library = Vec::new();
-        for round in 0..runs {
-            let base = (round * 4) as u8;
-            let elements: Vec<Element> = (0..4).map(|i| port("veth1", base + i)).collect();
-            let start = Instant::now();
-            ns.apply(&[Change::Add {
-                family: NfFamily::Bridge,
-                table: "t",
-                set: "ports",
-                elements,
-            }])
-            .unwrap();
-            native.push(start.elapsed());
-
-            let text = format!(
-                "add element bridge t ports {{ {} }}",
-                (0..4)
-                    .map(|i| {
-                        let n = base + i;
-                        format!("veth2 . 02:00:00:00:01:{n:02x} . 10.0.1.{n}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let start = Instant::now();
-            ns.handle.run(|| Nft::new()?.run(&text)).unwrap().unwrap();
-            library.push(start.elapsed());
-        }
-        let rules_loaded = ns.list("chain bridge t c")["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o.get("rule").is_some())
-            .count();
-        assert_eq!(rules_loaded, rules);
-        // The first of each is the cold one (a fresh plumb process).
-        let summary = |mut v: Vec<Duration>| {
-            let first = v[0];
-            v.sort();
-            format!("{:?} (first {first:?})", v[v.len() / 2])
-        };
-        println!(
-            "{rules:>5} rules, median of {runs}: native {}, libnftables {}",
-            summary(native),
-            summary(library)
-        );
-    }
-}
-
 /// The questions the daemon asks twice a second, answered natively, against
 /// what nft lists: tables and chains that exist or not, and exactly the
 /// rules with the comment asked for (none in a chain without them).
@@ -492,7 +441,7 @@ fn tables_chains_and_commented_rules_are_found_natively() {
 #[test]
 fn a_native_table_is_made_replaced_and_deleted() {
     use plumb::netlink::nftable::{
-        Base, Chain, CmpOp, Expr, Hook, KEY_BIG_ENDIAN, MetaKey, Rule, Set, TYPE_INTEGER,
+        Base, Chain, CmpOp, Edit, Expr, Hook, KEY_BIG_ENDIAN, MetaKey, Rule, Set, TYPE_INTEGER,
         TYPE_IPADDR, Table, Verdict,
     };
     let Some(ns) = Ns::new("tbl") else { return };
@@ -500,10 +449,6 @@ fn a_native_table_is_made_replaced_and_deleted() {
         family: NfFamily::Inet,
         name: "t".into(),
         sets: vec![Set {
-            name: "a".into(),
-            key_type: TYPE_IPADDR,
-            key_len: 4,
-            userdata: KEY_BIG_ENDIAN,
             elements: addrs
                 .iter()
                 .map(|a| Element {
@@ -511,6 +456,7 @@ fn a_native_table_is_made_replaced_and_deleted() {
                     data: None,
                 })
                 .collect(),
+            ..Set::new("a", TYPE_IPADDR, 4, KEY_BIG_ENDIAN)
         }],
         chains: vec![Chain {
             name: "c".into(),
@@ -520,7 +466,7 @@ fn a_native_table_is_made_replaced_and_deleted() {
                 priority: 0,
                 device: None,
             }),
-            rules: vec![Rule(vec![
+            rules: vec![Rule::new(vec![
                 Expr::Meta(MetaKey::L4Proto),
                 Expr::In {
                     key_type: TYPE_INTEGER,
@@ -537,9 +483,9 @@ fn a_native_table_is_made_replaced_and_deleted() {
             ])],
         }],
     };
-    let write = |t: &Table| NfNetlink::open_in(&ns.handle).unwrap().replace_table(t);
-    write(&table(&[[10, 0, 0, 1]])).expect("made");
-    write(&table(&[[10, 0, 0, 2], [10, 0, 0, 3]])).expect("replaced");
+    let edit = |e: Edit| NfNetlink::open_in(&ns.handle).unwrap().edit(&[e]);
+    edit(Edit::Replace(table(&[[10, 0, 0, 1]]))).expect("made");
+    edit(Edit::Replace(table(&[[10, 0, 0, 2], [10, 0, 0, 3]]))).expect("replaced");
     let listed = ns.nft("list table inet t");
     assert!(
         listed.contains("elements = { 10.0.0.2, 10.0.0.3 }"),
@@ -551,9 +497,11 @@ fn a_native_table_is_made_replaced_and_deleted() {
         listed.contains("hook forward priority filter; policy accept;"),
         "{listed}"
     );
-    NfNetlink::open_in(&ns.handle)
-        .unwrap()
-        .delete_table(NfFamily::Inet, "t")
-        .expect("deleted");
+    let delete = || Edit::Delete {
+        family: NfFamily::Inet,
+        name: "t".into(),
+    };
+    edit(delete()).expect("deleted");
     assert!(!ns.nft("list tables").contains("inet t"));
+    edit(delete()).expect("deleting an absent table is no error");
 }

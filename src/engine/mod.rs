@@ -20,6 +20,7 @@ use crate::model::{
     Network, NetworkKind, NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
+use crate::netlink::nftable::Edit;
 use crate::netlink::{Netlink, NfFamily, NfNetlink};
 use crate::netns::{self, NsHandle};
 use crate::policy::antispoof;
@@ -922,13 +923,16 @@ fn filter_elements(conn: &Connection, net: &Network, a: &Attachment) -> Result<V
 /// Write the guard table inside the container's own namespace (macvlan).
 fn guard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
     nf_in(ns, a)?
-        .replace_table(&antispoof::container_table(a))
+        .edit(&[Edit::Replace(antispoof::container_table(a))])
         .map_err(|e| Error::kernel(format!("write the guard table of {}", a.target), e))
 }
 
 fn unguard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
     nf_in(ns, a)?
-        .delete_table(NfFamily::Netdev, antispoof::TABLE)
+        .edit(&[Edit::Delete {
+            family: NfFamily::Netdev,
+            name: antispoof::TABLE.into(),
+        }])
         .map_err(|e| Error::kernel(format!("remove the guard table of {}", a.target), e))
 }
 

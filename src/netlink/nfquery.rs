@@ -24,8 +24,8 @@ pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
 pub(super) const NFTA_CHAIN_NAME: u16 = 3;
 pub(super) const NFTA_RULE_TABLE: u16 = 1;
 pub(super) const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_USERDATA: u16 = 7;
+pub(super) const NFTA_RULE_HANDLE: u16 = 3;
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
 /// libnftnl's tag for a rule's comment inside NFTA_RULE_USERDATA.
 const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
 const NLMSG_DONE: u16 = 3;

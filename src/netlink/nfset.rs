@@ -48,7 +48,7 @@ const IFNAMSIZ: usize = 16;
 /// A set message grows past this by at most one element, then the rest of
 /// the change goes on in another message of the same batch (an attribute's
 /// length is a u16: the element list could not pass 64 KiB anyway).
-const MESSAGE_LIMIT: usize = 16 * 1024;
+pub(super) const MESSAGE_LIMIT: usize = 16 * 1024;
 
 /// The family of an nftables table (NFPROTO_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,9 @@
-//! Whole nftables tables written straight over nfnetlink, without
-//! libnftables: a table, its sets and its chains and rules replaced in one
-//! kernel transaction. Rules are lists of nf_tables expressions, the ones
-//! `nft --debug=netlink` prints for the rule's text.
+//! nftables tables written straight over nfnetlink, without libnftables:
+//! whole tables (their sets, maps, chains and rules) made, replaced or
+//! deleted, and rules put into or taken out of chains of other tables, all
+//! in one kernel transaction. Rules are lists of nf_tables expressions, the
+//! ones `nft --debug=netlink` prints for the rule's text; sets carry the
+//! user data nft writes, so that `nft list` shows them as nft would.
 //!
 //! nf_tables numbers (hooks, priorities, keys, lengths, verdicts) travel in
 //! network byte order; match data is the packet's or the meta key's own
@@ -10,15 +12,16 @@
 use super::NlResult;
 use super::nfquery::{
     NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
-    NFTA_RULE_CHAIN, NFTA_RULE_TABLE, NFTA_TABLE_NAME,
+    NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_TABLE_NAME,
 };
 use super::nfset::{
-    Batch, Element, NFT_MSG_NEWSETELEM, NFTA_LIST_ELEM, NFTA_SET_ELEM_LIST_ELEMENTS,
+    Batch, Element, MESSAGE_LIMIT, NFT_MSG_NEWSETELEM, NFTA_LIST_ELEM, NFTA_SET_ELEM_LIST_ELEMENTS,
     NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NfFamily, NfNetlink, finish_nest, put_attr,
     put_element, put_str, put_value, start_nest,
 };
 
 const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSET: u16 = 9;
 
 const NFTA_CHAIN_HOOK: u16 = 4;
@@ -33,6 +36,8 @@ const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
@@ -44,32 +49,73 @@ const NFTA_PAYLOAD_DREG: u16 = 1;
 const NFTA_PAYLOAD_BASE: u16 = 2;
 const NFTA_PAYLOAD_OFFSET: u16 = 3;
 const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
 const NFTA_CMP_SREG: u16 = 1;
 const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFTA_LOOKUP_SET: u16 = 1;
 const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_DREG: u16 = 3;
 const NFTA_LOOKUP_SET_ID: u16 = 4;
 const NFTA_LOOKUP_FLAGS: u16 = 5;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
+const NFTA_NAT_FLAGS: u16 = 7;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
 
 const NFT_REG_VERDICT: u32 = 0;
-/// The first 16-byte register; every match here loads into it.
+/// The first 16-byte register: every match loads into it (a
+/// concatenation starts there).
 const NFT_REG_1: u32 = 1;
+/// The first of the 32-bit registers, which overlay the 16-byte ones:
+/// NFT_REG32_00 is the first quarter of NFT_REG_1.
+const NFT_REG32_00: u32 = 8;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
+const NFT_SET_MAP: u32 = 0x8;
 const NFT_LOOKUP_F_INV: u32 = 0x1;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const NFT_NAT_DNAT: u32 = 1;
+const NFPROTO_IPV4: u32 = 2;
+/// NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED.
+const NAT_ADDRESS_AND_PORT: u32 = 0x3;
 const NF_ACCEPT: i32 = 1;
 const NF_DROP: i32 = 0;
+const NFT_JUMP: i32 = -3;
 
 /// nft's datatype numbers, which `nft list` reads a set's key type by.
 pub const TYPE_INTEGER: u32 = 4;
 pub const TYPE_IPADDR: u32 = 7;
 pub const TYPE_IP6ADDR: u32 = 8;
+pub const TYPE_ETHERADDR: u32 = 9;
+pub const TYPE_INET_PROTO: u32 = 12;
+pub const TYPE_INET_SERVICE: u32 = 13;
 pub const TYPE_ICMP6_TYPE: u32 = 29;
+pub const TYPE_IFNAME: u32 = 41;
+
+/// The type of a concatenated key, `a . b . c`: nft packs the fields'
+/// type numbers 6 bits each, the first highest.
+pub fn concat_type(types: &[u32]) -> u32 {
+    types.iter().fold(0, |acc, t| (acc << 6) | t)
+}
 
 /// A table, replaced whole: what the kernel held under its name goes.
 pub struct Table {
@@ -79,28 +125,91 @@ pub struct Table {
     pub chains: Vec<Chain>,
 }
 
-/// A named set of single-field keys.
+/// A named set, or with `data` a map.
 pub struct Set {
     pub name: String,
     pub key_type: u32,
     pub key_len: u32,
-    /// What nft keeps with a set to show it (`KEY_BIG_ENDIAN`,
-    /// `TYPEOF_TH_64_128`); the kernel stores it and reads none of it.
-    pub userdata: &'static [u8],
+    /// For a map, the type and length of what it maps to.
+    pub data: Option<(u32, u32)>,
+    /// What nft keeps with a set to show it (byte order, `typeof`, the
+    /// comment); the kernel stores it and reads none of it.
+    pub userdata: Vec<u8>,
     pub elements: Vec<Element>,
 }
 
-/// nft's set user data (libnftnl TLVs: type, length, value) saying the
-/// key is big-endian (NFTNL_UDATA_SET_KEYBYTEORDER = BYTEORDER_BIG_ENDIAN).
+/// libnftnl's set user data, TLVs of type, length, value: nft sends a key
+/// byte order (NFTNL_UDATA_SET_KEYBYTEORDER: 1 host, 2 big-endian, 0 for
+/// a concatenation) and, for keys that are concatenations or `typeof`,
+/// what the key was made of (KEY_TYPEOF). These are its bytes as
+/// `nft --debug=mnl` shows nft 1.0.6 sending them.
+///
+/// An `ifname` key.
+pub const KEY_HOST_ENDIAN: &[u8] = &[0, 4, 1, 0, 0, 0];
+/// An address key.
 pub const KEY_BIG_ENDIAN: &[u8] = &[0, 4, 2, 0, 0, 0];
-
-/// The same, and that the key is `typeof @th,64,128` (KEY_TYPEOF: a
-/// payload expression, transport base, offset 64, 128 bits), as
-/// `nft --debug=mnl` shows nft 1.0.6 sending it.
+/// `type a . b`: a concatenation (expression type 13) of plain types.
+pub const KEY_CONCAT: &[u8] = &[0, 4, 0, 0, 0, 0, 3, 8, 0, 4, 13, 0, 0, 0, 1, 0];
+/// A map from a concatenation to a concatenation (both byte orders 0,
+/// DATA_TYPEOF like KEY_TYPEOF, DATA_INTERVAL 0).
+pub const MAP_CONCAT: &[u8] = &[
+    0, 4, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 3, 8, 0, 4, 13, 0, 0, 0, 1, 0, 4, 8, 0, 4, 13, 0, 0, 0, 1,
+    0, 6, 4, 0, 0, 0, 0,
+];
+/// `typeof @th,64,128`: a payload expression (type 7), transport base
+/// (3), offset 64, 128 bits.
 pub const TYPEOF_TH_64_128: &[u8] = &[
     0, 4, 2, 0, 0, 0, 3, 38, 0, 4, 7, 0, 0, 0, 1, 30, 0, 4, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 2, 4, 3,
     0, 0, 0, 3, 4, 64, 0, 0, 0, 4, 4, 128, 0, 0, 0,
 ];
+/// `typeof iifname . @th,64,128`: a concatenation of a meta expression
+/// (type 9, key 6) and that payload.
+pub const TYPEOF_IIFNAME_TH_64_128: &[u8] = &[
+    0, 4, 0, 0, 0, 0, 3, 64, 0, 4, 13, 0, 0, 0, 1, 56, 0, 14, 0, 4, 9, 0, 0, 0, 1, 6, 0, 4, 6, 0,
+    0, 0, 1, 38, 0, 4, 7, 0, 0, 0, 1, 30, 0, 4, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 2, 4, 3, 0, 0, 0, 3,
+    4, 64, 0, 0, 0, 4, 4, 128, 0, 0, 0,
+];
+/// NFTNL_UDATA_SET_COMMENT and NFTNL_UDATA_RULE_COMMENT: the text and
+/// its NUL.
+const UDATA_SET_COMMENT: u8 = 7;
+const UDATA_RULE_COMMENT: u8 = 0;
+
+/// `userdata` followed by a set comment.
+pub fn with_comment(userdata: &[u8], comment: &str) -> Vec<u8> {
+    let mut out = userdata.to_vec();
+    put_udata(&mut out, UDATA_SET_COMMENT, comment);
+    out
+}
+
+fn put_udata(out: &mut Vec<u8>, kind: u8, text: &str) {
+    // A TLV's length is one byte; nft limits comments to 128 bytes.
+    let text = &text.as_bytes()[..text.len().min(254)];
+    out.extend_from_slice(&[kind, text.len() as u8 + 1]);
+    out.extend_from_slice(text);
+    out.push(0);
+}
+
+impl Set {
+    /// An empty set of keys of `key_type`, `key_len` bytes long.
+    pub fn new(name: &str, key_type: u32, key_len: u32, userdata: &[u8]) -> Set {
+        Set {
+            name: name.into(),
+            key_type,
+            key_len,
+            data: None,
+            userdata: userdata.to_vec(),
+            elements: Vec::new(),
+        }
+    }
+
+    /// The set as a map to values of `data_type`, `data_len` bytes long.
+    pub fn mapping_to(self, data_type: u32, data_len: u32) -> Set {
+        Set {
+            data: Some((data_type, data_len)),
+            ..self
+        }
+    }
+}
 
 pub struct Chain {
     pub name: String,
@@ -119,17 +228,62 @@ pub struct Hook {
     pub device: Option<String>,
 }
 
-/// The expressions of one rule, run in order; a match that fails ends it.
-pub struct Rule(pub Vec<Expr>);
+/// The expressions of one rule, run in order (a match that fails ends
+/// it), and the comment nft shows with it.
+pub struct Rule {
+    pub exprs: Vec<Expr>,
+    pub comment: Option<String>,
+}
+
+impl Rule {
+    pub fn new(exprs: Vec<Expr>) -> Rule {
+        Rule {
+            exprs,
+            comment: None,
+        }
+    }
+
+    pub fn commented(self, comment: impl Into<String>) -> Rule {
+        Rule {
+            comment: Some(comment.into()),
+            ..self
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
     /// skb->protocol, the ethertype (2 bytes, network order).
     Protocol = 1,
+    /// The input and output interface names (16 bytes, NUL-padded).
+    Iifname = 6,
+    Oifname = 7,
     /// The input device's type (2 bytes, host order), ARPHRD_*.
     IifType = 8,
+    /// The hook's family, NFPROTO_* (1 byte): what `ip saddr` in an inet
+    /// table checks first.
+    Nfproto = 15,
     /// The layer 4 protocol (1 byte).
     L4Proto = 16,
+}
+
+impl MetaKey {
+    fn len(self) -> u32 {
+        match self {
+            MetaKey::Iifname | MetaKey::Oifname => 16,
+            MetaKey::Protocol | MetaKey::IifType => 2,
+            MetaKey::Nfproto | MetaKey::L4Proto => 1,
+        }
+    }
+}
+
+/// Conntrack keys, 4 bytes in host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    /// A bit per state: new 8, established 2, related 4.
+    State = 0,
+    /// IPS_* bits; IPS_DST_NAT is 0x20.
+    Status = 2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,16 +293,21 @@ pub enum Base {
     Transport = 2,
 }
 
+/// How `cmp` compares: byte by byte, so `Lte` and `Gte` order network
+/// byte order values (ports) as numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
     Eq = 0,
     Neq = 1,
+    Lte = 3,
+    Gte = 5,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
     Drop,
+    Jump(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,18 +315,25 @@ pub enum Expr {
     /// Load a meta key into the register.
     Meta(MetaKey),
     /// Load `len` bytes at `offset` of a header into the register.
-    Payload {
-        base: Base,
-        offset: u32,
-        len: u32,
-    },
+    Payload { base: Base, offset: u32, len: u32 },
+    /// Load each of these (meta and payload loads) into the registers one
+    /// after the other: one key made of several fields (`a . b`), each
+    /// starting on a 4-byte boundary.
+    Concat(Vec<Expr>),
+    /// Load a conntrack key into the register.
+    Ct(CtKey),
+    /// Keep only the register's bits set in the mask (as long as it).
+    And(Vec<u8>),
+    /// Load the route type of the destination address (RTN_*, 4 bytes,
+    /// host order): RTN_LOCAL (2) for the host's own addresses.
+    FibDaddrType,
     /// Compare the register with `data` (as long as what was loaded).
     Cmp(CmpOp, Vec<u8>),
     /// The register's value is (or with `invert`, is not) in the named set.
-    Lookup {
-        set: String,
-        invert: bool,
-    },
+    Lookup { set: String, invert: bool },
+    /// Look the register's key up in the named map, and load what it maps
+    /// to into the registers (a match: no element, no further).
+    MapLookup(String),
     /// The register's value is one of `keys`: an anonymous set, made with
     /// the rule and gone with it.
     In {
@@ -175,34 +341,114 @@ pub enum Expr {
         key_len: u32,
         keys: Vec<Vec<u8>>,
     },
+    /// Destination NAT of IPv4 to the address in the register and the port
+    /// in the 4 bytes after it (what a map lookup to
+    /// `ipv4_addr . inet_service` loads).
+    Dnat4,
+    /// Source NAT to the address of the interface the packet leaves by.
+    Masquerade,
     Verdict(Verdict),
 }
 
-impl NfNetlink {
-    /// Replace table `t` (or create it) in one transaction: every set,
-    /// element, chain and rule, or nothing.
-    ///
-    /// A new table is only made: a batch that deletes anything leaves the
-    /// kernel objects to free after an RCU grace period, which closing the
-    /// socket then waits for (nf_tables flushes that work when a netlink
-    /// socket goes: 5-10 ms here). Only when the table exists is it deleted
-    /// and made again.
-    pub fn replace_table(&mut self, t: &Table) -> NlResult<()> {
-        match self.transact(encode_table(t, self.seq.wrapping_add(1), false)) {
-            Err(e) if e.is(libc::EEXIST) => {
-                self.transact(encode_table(t, self.seq.wrapping_add(1), true))
-            }
-            done => done,
+impl Expr {
+    pub fn payload(base: Base, offset: u32, len: u32) -> Expr {
+        Expr::Payload { base, offset, len }
+    }
+
+    /// The register equals `value`.
+    pub fn eq(value: &[u8]) -> Expr {
+        Expr::Cmp(CmpOp::Eq, value.to_vec())
+    }
+
+    /// The register's value is in the named set.
+    pub fn in_set(set: &str) -> Expr {
+        Expr::Lookup {
+            set: set.into(),
+            invert: false,
         }
     }
 
-    /// Delete table `name` if it exists, in one transaction.
-    pub fn delete_table(&mut self, family: NfFamily, name: &str) -> NlResult<()> {
-        let mut batch = Batch::new(self.seq.wrapping_add(1));
-        // Made first, so that deleting it cannot fail on its absence.
-        table_message(&mut batch, family, name, NFT_MSG_NEWTABLE);
-        table_message(&mut batch, family, name, NFT_MSG_DELTABLE);
-        self.transact(batch.finish())
+    /// The register's value is not in the named set.
+    pub fn not_in(set: &str) -> Expr {
+        Expr::Lookup {
+            set: set.into(),
+            invert: true,
+        }
+    }
+
+    /// The register's value is one of `keys`. One key is a comparison, as
+    /// nft writes `iifname { "a" }`.
+    pub fn one_of(key_type: u32, key_len: u32, mut keys: Vec<Vec<u8>>) -> Expr {
+        if keys.len() == 1 {
+            return Expr::Cmp(CmpOp::Eq, keys.remove(0));
+        }
+        Expr::In {
+            key_type,
+            key_len,
+            keys,
+        }
+    }
+}
+
+/// One change in a transaction of [`NfNetlink::edit`].
+pub enum Edit {
+    /// Make table, or replace it whole: what the kernel held under its
+    /// name goes.
+    Replace(Table),
+    /// Delete a table, if it exists.
+    Delete { family: NfFamily, name: String },
+    /// Put a rule at the head of a chain plumb does not own.
+    Insert {
+        family: NfFamily,
+        table: String,
+        chain: String,
+        rule: Rule,
+    },
+    /// Remove rule `handle` from a chain plumb does not own.
+    Remove {
+        family: NfFamily,
+        table: String,
+        chain: String,
+        handle: u64,
+    },
+}
+
+impl Edit {
+    /// The table this edit makes or deletes whole.
+    fn whole_table(&self) -> Option<(NfFamily, &str)> {
+        match self {
+            Edit::Replace(t) => Some((t.family, &t.name)),
+            Edit::Delete { family, name } => Some((*family, name)),
+            Edit::Insert { .. } | Edit::Remove { .. } => None,
+        }
+    }
+}
+
+impl NfNetlink {
+    /// Apply `edits` in one transaction: every table, set, element, chain
+    /// and rule, or nothing.
+    ///
+    /// A table that does not exist yet is only made: a batch that deletes
+    /// anything leaves the kernel objects to free after an RCU grace
+    /// period, which closing the socket then waits for (nf_tables flushes
+    /// that work when a netlink socket goes: 5-10 ms here). Only a table
+    /// that exists is deleted and made again. If another process made one
+    /// in between, the batch fails with EEXIST and is sent again replacing.
+    pub fn edit(&mut self, edits: &[Edit]) -> NlResult<()> {
+        let mut exists = Vec::with_capacity(edits.len());
+        for e in edits {
+            exists.push(match e.whole_table() {
+                Some((family, name)) => self.table_exists(family, name)?,
+                None => false,
+            });
+        }
+        match self.transact(encode(edits, &exists, self.seq.wrapping_add(1))) {
+            Err(e) if e.is(libc::EEXIST) => {
+                let replace: Vec<bool> = edits.iter().map(|e| e.whole_table().is_some()).collect();
+                self.transact(encode(edits, &replace, self.seq.wrapping_add(1)))
+            }
+            done => done,
+        }
     }
 }
 
@@ -210,47 +456,91 @@ fn be(v: u32) -> [u8; 4] {
     v.to_be_bytes()
 }
 
-fn table_message(batch: &mut Batch, family: NfFamily, name: &str, kind: u16) {
-    let (flags, verb) = if kind == NFT_MSG_NEWTABLE {
-        (libc::NLM_F_CREATE as u16, "add")
+fn table_message(batch: &mut Batch, family: NfFamily, name: &str, kind: u16, flags: u16) {
+    let verb = if kind == NFT_MSG_NEWTABLE {
+        "add"
     } else {
-        (0, "delete")
+        "delete"
     };
-    table_message_with(batch, family, name, kind, flags, verb);
-}
-
-fn table_message_with(
-    batch: &mut Batch,
-    family: NfFamily,
-    name: &str,
-    kind: u16,
-    flags: u16,
-    verb: &str,
-) {
     let what = format!("{verb} table {} {name}", family.name());
     let msg = batch.message(kind, flags, family, what);
     put_str(&mut batch.buf, NFTA_TABLE_NAME, name);
     batch.end_message(msg);
 }
 
-/// The batch writing `t`: made (EEXIST if it exists), or with `replace`
-/// made if absent, deleted and made again; then its sets and their
-/// elements, its chains, then its rules.
-fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
+/// The batch of `edits`, its BEGIN numbered `first`. `exists[i]` says
+/// whether the table edit `i` makes or deletes is there.
+fn encode(edits: &[Edit], exists: &[bool], first: u32) -> Batch {
     let mut batch = Batch::new(first);
-    let family = t.family;
-    if replace {
-        table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
-        table_message(&mut batch, family, &t.name, NFT_MSG_DELTABLE);
-        table_message(&mut batch, family, &t.name, NFT_MSG_NEWTABLE);
-    } else {
-        let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-        table_message_with(&mut batch, family, &t.name, NFT_MSG_NEWTABLE, flags, "add");
+    let mut set_ids = 0;
+    let create = libc::NLM_F_CREATE as u16;
+    for (e, &exists) in edits.iter().zip(exists) {
+        match e {
+            Edit::Replace(t) => {
+                if exists {
+                    table_message(&mut batch, t.family, &t.name, NFT_MSG_NEWTABLE, create);
+                    table_message(&mut batch, t.family, &t.name, NFT_MSG_DELTABLE, 0);
+                    table_message(&mut batch, t.family, &t.name, NFT_MSG_NEWTABLE, create);
+                } else {
+                    let flags = create | libc::NLM_F_EXCL as u16;
+                    table_message(&mut batch, t.family, &t.name, NFT_MSG_NEWTABLE, flags);
+                }
+                table_contents(&mut batch, t, &mut set_ids);
+            }
+            Edit::Delete { family, name } if exists => {
+                table_message(&mut batch, *family, name, NFT_MSG_DELTABLE, 0);
+            }
+            Edit::Delete { .. } => {}
+            Edit::Insert {
+                family,
+                table,
+                chain,
+                rule,
+            } => {
+                let at = Place {
+                    family: *family,
+                    table,
+                    chain,
+                };
+                // Without NLM_F_APPEND (or a position) a rule goes first.
+                rule_messages(&mut batch, &at, rule, create, "insert", &mut set_ids);
+            }
+            Edit::Remove {
+                family,
+                table,
+                chain,
+                handle,
+            } => {
+                let what = format!(
+                    "delete rule {} {table} {chain} handle {handle}",
+                    family.name()
+                );
+                let msg = batch.message(NFT_MSG_DELRULE, 0, *family, what);
+                let buf = &mut batch.buf;
+                put_str(buf, NFTA_RULE_TABLE, table);
+                put_str(buf, NFTA_RULE_CHAIN, chain);
+                put_attr(buf, NFTA_RULE_HANDLE, &handle.to_be_bytes());
+                batch.end_message(msg);
+            }
+        }
     }
-    let mut next_set_id = 0;
+    batch.finish()
+}
+
+/// A chain, named whole.
+struct Place<'a> {
+    family: NfFamily,
+    table: &'a str,
+    chain: &'a str,
+}
+
+/// The sets and their elements, the chains, then the rules of `t`, whose
+/// table message the batch holds.
+fn table_contents(batch: &mut Batch, t: &Table, set_ids: &mut u32) {
+    let family = t.family;
     for s in &t.sets {
-        next_set_id += 1;
-        set_messages(&mut batch, t, s, next_set_id, 0);
+        *set_ids += 1;
+        set_messages(batch, family, &t.name, s, *set_ids, 0);
     }
     for c in &t.chains {
         let what = format!("add chain {} {} {}", family.name(), t.name, c.name);
@@ -271,144 +561,239 @@ fn encode_table(t: &Table, first: u32, replace: bool) -> Batch {
         }
         batch.end_message(msg);
     }
+    let flags = (libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
     for c in &t.chains {
-        for (i, rule) in c.rules.iter().enumerate() {
-            // An anonymous set is made in the batch just before the rule
-            // that binds it, and named by its id there.
-            let mut anonymous = Vec::new();
-            for e in &rule.0 {
-                if let Expr::In {
-                    key_type,
-                    key_len,
-                    keys,
-                } = e
-                {
-                    next_set_id += 1;
-                    let set = Set {
-                        name: ANONYMOUS_SET.into(),
-                        key_type: *key_type,
-                        key_len: *key_len,
-                        userdata: &[],
-                        elements: keys
-                            .iter()
-                            .map(|k| Element {
-                                key: k.clone(),
-                                data: None,
-                            })
-                            .collect(),
-                    };
-                    let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
-                    set_messages(&mut batch, t, &set, next_set_id, flags);
-                    anonymous.push(next_set_id);
-                }
-            }
-            let what = format!(
-                "add rule {} {} {} (rule {})",
-                family.name(),
-                t.name,
-                c.name,
-                i + 1
-            );
-            let flags = (libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
-            let msg = batch.message(NFT_MSG_NEWRULE, flags, family, what);
-            let buf = &mut batch.buf;
-            put_str(buf, NFTA_RULE_TABLE, &t.name);
-            put_str(buf, NFTA_RULE_CHAIN, &c.name);
-            let list = start_nest(buf, NFTA_RULE_EXPRESSIONS);
-            let mut anonymous = anonymous.into_iter();
-            for e in &rule.0 {
-                put_expr(buf, e, &mut anonymous);
-            }
-            finish_nest(buf, list);
-            batch.end_message(msg);
+        let at = Place {
+            family,
+            table: &t.name,
+            chain: &c.name,
+        };
+        for rule in &c.rules {
+            rule_messages(batch, &at, rule, flags, "add", set_ids);
         }
     }
-    batch.finish()
+}
+
+/// Rule `rule` of chain `at`, after the anonymous sets it binds: each is
+/// made in the batch just before the rule and named there by its id.
+fn rule_messages(
+    batch: &mut Batch,
+    at: &Place,
+    rule: &Rule,
+    flags: u16,
+    verb: &str,
+    set_ids: &mut u32,
+) {
+    let mut anonymous = Vec::new();
+    for e in &rule.exprs {
+        if let Expr::In {
+            key_type,
+            key_len,
+            keys,
+        } = e
+        {
+            *set_ids += 1;
+            let mut set = Set {
+                elements: keys
+                    .iter()
+                    .map(|k| Element {
+                        key: k.clone(),
+                        data: None,
+                    })
+                    .collect(),
+                ..Set::new(ANONYMOUS_SET, *key_type, *key_len, &[])
+            };
+            // Without its byte order nft lists interface names as "".
+            if *key_type == TYPE_IFNAME {
+                set.userdata = KEY_HOST_ENDIAN.to_vec();
+            }
+            let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
+            set_messages(batch, at.family, at.table, &set, *set_ids, flags);
+            anonymous.push(*set_ids);
+        }
+    }
+    let what = format!(
+        "{verb} rule {} {} {}{}",
+        at.family.name(),
+        at.table,
+        at.chain,
+        match &rule.comment {
+            Some(c) => format!(" (\"{c}\")"),
+            None => String::new(),
+        }
+    );
+    let msg = batch.message(NFT_MSG_NEWRULE, flags, at.family, what);
+    let buf = &mut batch.buf;
+    put_str(buf, NFTA_RULE_TABLE, at.table);
+    put_str(buf, NFTA_RULE_CHAIN, at.chain);
+    let list = start_nest(buf, NFTA_RULE_EXPRESSIONS);
+    let mut anonymous = anonymous.into_iter();
+    for e in &rule.exprs {
+        put_expr(buf, e, NFT_REG_1, &mut anonymous);
+    }
+    finish_nest(buf, list);
+    if let Some(comment) = &rule.comment {
+        let mut udata = Vec::new();
+        put_udata(&mut udata, UDATA_RULE_COMMENT, comment);
+        put_attr(buf, NFTA_RULE_USERDATA, &udata);
+    }
+    batch.end_message(msg);
 }
 
 /// The name of an anonymous set: the kernel picks `__setN`, and the batch
 /// refers to it by id.
 const ANONYMOUS_SET: &str = "__set%d";
 
-/// Set `s` of table `t`, numbered `id` in the batch, and its elements.
-fn set_messages(batch: &mut Batch, t: &Table, s: &Set, id: u32, flags: u32) {
-    let family = t.family;
+/// Set `s` of table `table`, numbered `id` in the batch, and its elements
+/// (in as many messages as they need: an attribute's length is a u16).
+fn set_messages(batch: &mut Batch, family: NfFamily, table: &str, s: &Set, id: u32, flags: u32) {
     let shown = if flags & NFT_SET_ANONYMOUS != 0 {
         "anonymous set"
     } else {
         &s.name
     };
-    let what = format!("add set {} {} {shown}", family.name(), t.name);
+    let what = format!("add set {} {table} {shown}", family.name());
     let msg = batch.message(NFT_MSG_NEWSET, libc::NLM_F_CREATE as u16, family, what);
     let buf = &mut batch.buf;
-    put_str(buf, NFTA_SET_TABLE, &t.name);
+    put_str(buf, NFTA_SET_TABLE, table);
     put_str(buf, NFTA_SET_NAME, &s.name);
-    put_attr(buf, NFTA_SET_FLAGS, &be(flags));
+    let map = if s.data.is_some() { NFT_SET_MAP } else { 0 };
+    put_attr(buf, NFTA_SET_FLAGS, &be(flags | map));
     put_attr(buf, NFTA_SET_KEY_TYPE, &be(s.key_type));
     put_attr(buf, NFTA_SET_KEY_LEN, &be(s.key_len));
+    if let Some((data_type, data_len)) = s.data {
+        put_attr(buf, NFTA_SET_DATA_TYPE, &be(data_type));
+        put_attr(buf, NFTA_SET_DATA_LEN, &be(data_len));
+    }
     put_attr(buf, NFTA_SET_ID, &be(id));
     if !s.userdata.is_empty() {
-        put_attr(buf, NFTA_SET_USERDATA, s.userdata);
+        put_attr(buf, NFTA_SET_USERDATA, &s.userdata);
     }
     batch.end_message(msg);
-    if s.elements.is_empty() {
-        return;
+    let mut rest = s.elements.iter().peekable();
+    while rest.peek().is_some() {
+        let what = format!("add to set {} {table} {shown}", family.name());
+        let msg = batch.message(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE as u16, family, what);
+        let buf = &mut batch.buf;
+        put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
+        put_str(buf, NFTA_SET_ELEM_LIST_SET, &s.name);
+        put_attr(buf, NFTA_SET_ELEM_LIST_SET_ID, &be(id));
+        let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        while let Some(e) = rest.next_if(|_| buf.len() - msg < MESSAGE_LIMIT) {
+            put_element(buf, e);
+        }
+        finish_nest(buf, list);
+        batch.end_message(msg);
     }
-    let what = format!("add to set {} {} {shown}", family.name(), t.name);
-    let msg = batch.message(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE as u16, family, what);
-    let buf = &mut batch.buf;
-    put_str(buf, NFTA_SET_ELEM_LIST_TABLE, &t.name);
-    put_str(buf, NFTA_SET_ELEM_LIST_SET, &s.name);
-    put_attr(buf, NFTA_SET_ELEM_LIST_SET_ID, &be(id));
-    let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-    for e in &s.elements {
-        put_element(buf, e);
-    }
-    finish_nest(buf, list);
-    batch.end_message(msg);
 }
 
-/// One expression: { NAME, DATA { its attributes } }.
-fn put_expr(buf: &mut Vec<u8>, e: &Expr, anonymous: &mut impl Iterator<Item = u32>) {
-    let elem = start_nest(buf, NFTA_LIST_ELEM);
+/// The register that starts `slot` 4-byte words after the start of
+/// NFT_REG_1: a 16-byte register when it starts one, as nft writes it.
+fn register(slot: u32) -> u32 {
+    if slot % 4 == 0 {
+        NFT_REG_1 + slot / 4
+    } else {
+        NFT_REG32_00 + slot
+    }
+}
+
+/// How many bytes a load puts in the registers.
+fn loaded_len(e: &Expr) -> u32 {
+    match e {
+        Expr::Meta(key) => key.len(),
+        Expr::Payload { len, .. } => *len,
+        _ => 4,
+    }
+}
+
+/// One expression: { NAME, DATA { its attributes } }. Loads go to `reg`;
+/// everything else works on NFT_REG_1.
+fn put_expr(buf: &mut Vec<u8>, e: &Expr, reg: u32, anonymous: &mut impl Iterator<Item = u32>) {
     let name = match e {
+        Expr::Concat(parts) => {
+            let mut slot = 0;
+            for part in parts {
+                put_expr(buf, part, register(slot), anonymous);
+                slot += loaded_len(part).div_ceil(4);
+            }
+            return;
+        }
         Expr::Meta(_) => "meta",
         Expr::Payload { .. } => "payload",
+        Expr::Ct(_) => "ct",
+        Expr::And(_) => "bitwise",
+        Expr::FibDaddrType => "fib",
         Expr::Cmp(..) => "cmp",
-        Expr::Lookup { .. } | Expr::In { .. } => "lookup",
+        Expr::Lookup { .. } | Expr::MapLookup(_) | Expr::In { .. } => "lookup",
+        Expr::Dnat4 => "nat",
+        Expr::Masquerade => "masq",
         Expr::Verdict(_) => "immediate",
     };
+    let elem = start_nest(buf, NFTA_LIST_ELEM);
     put_str(buf, NFTA_EXPR_NAME, name);
     let data = start_nest(buf, NFTA_EXPR_DATA);
+    let r1 = &be(NFT_REG_1);
     match e {
         Expr::Meta(key) => {
             put_attr(buf, NFTA_META_KEY, &be(*key as u32));
-            put_attr(buf, NFTA_META_DREG, &be(NFT_REG_1));
+            put_attr(buf, NFTA_META_DREG, &be(reg));
         }
         Expr::Payload { base, offset, len } => {
-            put_attr(buf, NFTA_PAYLOAD_DREG, &be(NFT_REG_1));
+            put_attr(buf, NFTA_PAYLOAD_DREG, &be(reg));
             put_attr(buf, NFTA_PAYLOAD_BASE, &be(*base as u32));
             put_attr(buf, NFTA_PAYLOAD_OFFSET, &be(*offset));
             put_attr(buf, NFTA_PAYLOAD_LEN, &be(*len));
         }
+        Expr::Concat(_) | Expr::Masquerade => {}
+        Expr::Ct(key) => {
+            put_attr(buf, NFTA_CT_KEY, &be(*key as u32));
+            put_attr(buf, NFTA_CT_DREG, &be(reg));
+        }
+        Expr::And(mask) => {
+            put_attr(buf, NFTA_BITWISE_SREG, r1);
+            put_attr(buf, NFTA_BITWISE_DREG, r1);
+            put_attr(buf, NFTA_BITWISE_LEN, &be(mask.len() as u32));
+            put_value(buf, NFTA_BITWISE_MASK, mask);
+            put_value(buf, NFTA_BITWISE_XOR, &vec![0; mask.len()]);
+        }
+        Expr::FibDaddrType => {
+            put_attr(buf, NFTA_FIB_DREG, &be(reg));
+            put_attr(buf, NFTA_FIB_RESULT, &be(NFT_FIB_RESULT_ADDRTYPE));
+            put_attr(buf, NFTA_FIB_FLAGS, &be(NFTA_FIB_F_DADDR));
+        }
         Expr::Cmp(op, value) => {
-            put_attr(buf, NFTA_CMP_SREG, &be(NFT_REG_1));
+            put_attr(buf, NFTA_CMP_SREG, r1);
             put_attr(buf, NFTA_CMP_OP, &be(*op as u32));
             put_value(buf, NFTA_CMP_DATA, value);
         }
         Expr::Lookup { set, invert } => {
             put_str(buf, NFTA_LOOKUP_SET, set);
-            put_attr(buf, NFTA_LOOKUP_SREG, &be(NFT_REG_1));
+            put_attr(buf, NFTA_LOOKUP_SREG, r1);
             if *invert {
                 put_attr(buf, NFTA_LOOKUP_FLAGS, &be(NFT_LOOKUP_F_INV));
             }
         }
+        Expr::MapLookup(set) => {
+            put_str(buf, NFTA_LOOKUP_SET, set);
+            put_attr(buf, NFTA_LOOKUP_SREG, r1);
+            put_attr(buf, NFTA_LOOKUP_DREG, r1);
+        }
         Expr::In { .. } => {
             put_str(buf, NFTA_LOOKUP_SET, ANONYMOUS_SET);
-            put_attr(buf, NFTA_LOOKUP_SREG, &be(NFT_REG_1));
+            put_attr(buf, NFTA_LOOKUP_SREG, r1);
             // Every `In` of the rule had its set made before the rule.
             let id = anonymous.next().unwrap_or_default();
             put_attr(buf, NFTA_LOOKUP_SET_ID, &be(id));
+        }
+        Expr::Dnat4 => {
+            let port = &be(register(1));
+            put_attr(buf, NFTA_NAT_TYPE, &be(NFT_NAT_DNAT));
+            put_attr(buf, NFTA_NAT_FAMILY, &be(NFPROTO_IPV4));
+            put_attr(buf, NFTA_NAT_REG_ADDR_MIN, r1);
+            put_attr(buf, NFTA_NAT_REG_ADDR_MAX, r1);
+            put_attr(buf, NFTA_NAT_REG_PROTO_MIN, port);
+            put_attr(buf, NFTA_NAT_REG_PROTO_MAX, port);
+            put_attr(buf, NFTA_NAT_FLAGS, &be(NAT_ADDRESS_AND_PORT));
         }
         Expr::Verdict(v) => {
             put_attr(buf, NFTA_IMMEDIATE_DREG, &be(NFT_REG_VERDICT));
@@ -417,8 +802,12 @@ fn put_expr(buf: &mut Vec<u8>, e: &Expr, anonymous: &mut impl Iterator<Item = u3
             let code = match v {
                 Verdict::Accept => NF_ACCEPT,
                 Verdict::Drop => NF_DROP,
+                Verdict::Jump(_) => NFT_JUMP,
             };
             put_attr(buf, NFTA_VERDICT_CODE, &code.to_be_bytes());
+            if let Verdict::Jump(chain) = v {
+                put_str(buf, NFTA_VERDICT_CHAIN, chain);
+            }
             finish_nest(buf, verdict);
             finish_nest(buf, imm);
         }
@@ -451,20 +840,16 @@ mod tests {
         hay.windows(needle.len()).any(|w| w == needle)
     }
 
-    #[test]
-    fn a_table_is_replaced_sets_first_and_anonymous_sets_just_before_their_rule() {
-        let t = Table {
+    fn table() -> Table {
+        Table {
             family: NfFamily::Netdev,
             name: "t".into(),
             sets: vec![Set {
-                name: "s".into(),
-                key_type: TYPE_IPADDR,
-                key_len: 4,
-                userdata: KEY_BIG_ENDIAN,
                 elements: vec![Element {
                     key: vec![10, 0, 0, 1],
                     data: None,
                 }],
+                ..Set::new("s", TYPE_IPADDR, 4, KEY_BIG_ENDIAN)
             }],
             chains: vec![Chain {
                 name: "c".into(),
@@ -474,7 +859,7 @@ mod tests {
                     priority: -10,
                     device: Some("eth0".into()),
                 }),
-                rules: vec![Rule(vec![
+                rules: vec![Rule::new(vec![
                     Expr::Meta(MetaKey::L4Proto),
                     Expr::In {
                         key_type: TYPE_INTEGER,
@@ -484,15 +869,20 @@ mod tests {
                     Expr::Verdict(Verdict::Accept),
                 ])],
             }],
-        };
-        let fresh = encode_table(&t, 1, false);
+        }
+    }
+
+    #[test]
+    fn a_table_is_replaced_sets_first_and_anonymous_sets_just_before_their_rule() {
+        let edits = [Edit::Replace(table())];
+        let fresh = encode(&edits, &[false], 1);
         let kinds: Vec<u16> = messages(&fresh).iter().map(|m| m.0).collect();
         assert_eq!(
             kinds[..2],
             [NFT_MSG_NEWTABLE, NFT_MSG_NEWSET],
             "made, nothing deleted"
         );
-        let batch = encode_table(&t, 40, true);
+        let batch = encode(&edits, &[true], 40);
         let kinds: Vec<u16> = messages(&batch).iter().map(|m| m.0).collect();
         assert_eq!(
             kinds,
@@ -508,7 +898,7 @@ mod tests {
                 NFT_MSG_NEWRULE,
             ]
         );
-        assert_eq!(batch.what[8], "add rule netdev t c (rule 1)");
+        assert_eq!(batch.what[8], "add rule netdev t c");
         let msgs = messages(&batch);
         // The named set is id 1, the anonymous one id 2; the rule's lookup
         // names the anonymous set by that id.
@@ -540,5 +930,98 @@ mod tests {
         // Sequence numbers: BEGIN 40, the messages 41..=49, END 50.
         assert_eq!(batch.first, 40);
         assert_eq!(batch.what.len(), 9);
+        // An absent table is not deleted.
+        let gone = Edit::Delete {
+            family: NfFamily::Inet,
+            name: "t".into(),
+        };
+        assert!(encode(&[gone], &[false], 1).what.is_empty());
+    }
+
+    /// The bytes of a `dreg`/`sreg`-style register attribute.
+    fn reg(kind: u16, n: u32) -> Vec<u8> {
+        [&[8, 0, kind as u8, 0][..], &n.to_be_bytes()].concat()
+    }
+
+    #[test]
+    fn a_concatenation_loads_each_field_into_the_next_free_register() {
+        let mut buf = Vec::new();
+        // ip daddr . meta l4proto . th dport: reg 1, reg 9, reg 10, as nft.
+        let key = Expr::Concat(vec![
+            Expr::payload(Base::Network, 16, 4),
+            Expr::Meta(MetaKey::L4Proto),
+            Expr::payload(Base::Transport, 2, 2),
+        ]);
+        put_expr(&mut buf, &key, NFT_REG_1, &mut std::iter::empty());
+        for (i, n) in [1, 9, 10].into_iter().enumerate() {
+            let want = reg(if i == 1 { NFTA_META_DREG } else { NFTA_PAYLOAD_DREG }, n);
+            assert!(contains(&buf, &want), "field {i} in reg {n}");
+        }
+        // iifname . ether saddr: the name fills reg 1, the MAC starts reg 2.
+        let mut buf = Vec::new();
+        let key = Expr::Concat(vec![
+            Expr::Meta(MetaKey::Iifname),
+            Expr::payload(Base::Link, 6, 6),
+        ]);
+        put_expr(&mut buf, &key, NFT_REG_1, &mut std::iter::empty());
+        assert!(contains(&buf, &reg(NFTA_META_DREG, 1)));
+        assert!(contains(&buf, &reg(NFTA_PAYLOAD_DREG, 2)));
+        assert_eq!(concat_type(&[TYPE_IFNAME, TYPE_ETHERADDR]), 41 << 6 | 9);
+    }
+
+    #[test]
+    fn rules_go_first_into_foreign_chains_and_leave_them_by_handle() {
+        let edits = [
+            Edit::Remove {
+                family: NfFamily::Ip,
+                table: "filter".into(),
+                chain: "FORWARD".into(),
+                handle: 0x1234,
+            },
+            Edit::Insert {
+                family: NfFamily::Ip,
+                table: "filter".into(),
+                chain: "FORWARD".into(),
+                rule: Rule::new(vec![Expr::Verdict(Verdict::Accept)]).commented("plumb"),
+            },
+        ];
+        let batch = encode(&edits, &[false, false], 1);
+        let msgs = messages(&batch);
+        assert_eq!(msgs[0].0, NFT_MSG_DELRULE);
+        assert!(contains(
+            msgs[0].1,
+            &[12, 0, NFTA_RULE_HANDLE as u8, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34]
+        ));
+        assert_eq!(msgs[1].0, NFT_MSG_NEWRULE);
+        // No NLM_F_APPEND: at the head of the chain.
+        let second = 20 + u32::from_ne_bytes(batch.buf[20..24].try_into().unwrap()) as usize;
+        let flags = u16::from_ne_bytes([batch.buf[second + 6], batch.buf[second + 7]]);
+        assert_eq!(flags & libc::NLM_F_APPEND as u16, 0);
+        assert_ne!(flags & libc::NLM_F_CREATE as u16, 0);
+        // The comment is libnftnl's TLV 0, NUL included.
+        assert!(contains(
+            msgs[1].1,
+            &[12, 0, NFTA_RULE_USERDATA as u8, 0, 0, 6, b'p', b'l', b'u', b'm', b'b', 0]
+        ));
+        assert_eq!(batch.what[1], "insert rule ip filter FORWARD (\"plumb\")");
+    }
+
+    #[test]
+    fn a_large_set_is_written_in_several_element_messages() {
+        let mut t = table();
+        t.sets[0].elements = (0..20_000u32)
+            .map(|i| Element {
+                key: i.to_be_bytes().to_vec(),
+                data: None,
+            })
+            .collect();
+        let batch = encode(&[Edit::Replace(t)], &[false], 1);
+        let parts: Vec<usize> = messages(&batch)
+            .iter()
+            .filter(|m| m.0 == NFT_MSG_NEWSETELEM)
+            .map(|m| m.1.len())
+            .collect();
+        assert!(parts.len() > 3, "{parts:?}");
+        assert!(parts.iter().all(|&len| len < u16::MAX as usize));
     }
 }

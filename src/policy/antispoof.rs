@@ -32,7 +32,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use crate::model::{Attachment, Network, NetworkKind};
 use crate::netlink::nftable::{self, Chain, Hook, Rule, Set, Table};
 use crate::netlink::{Element as SetElement, NfFamily};
-use crate::policy::elements::{Element, Key, elements_text};
+use crate::policy::elements::{self, Element, Key};
 
 pub const TABLE: &str = "plumb";
 
@@ -83,33 +83,199 @@ pub fn sources(a: &Attachment) -> (Vec<IpAddr>, Vec<IpAddr>) {
 }
 
 /// The host's `bridge plumb` table, with the elements of every guarded
-/// port in `ports` (host interface name, attachment).
-pub fn bridge_table(ports: &[&Attachment]) -> String {
-    let mut sets = String::from(
-        "  set guarded { type ifname; }\n  set macs { type ifname . ether_addr; }\n  set addr4 { type ifname . ipv4_addr; }\n  set addr6 { type ifname . ipv6_addr; }\n  set target6 { typeof iifname . @th,64,128; }\n  set slaac { type ifname; }\n  set no_ra { type ifname; }\n  set no_ipv6 { type ifname; }\n",
-    );
+/// port in `ports`, as nft compiles the checks (`nft --debug=netlink`).
+pub fn bridge_table(ports: &[&Attachment]) -> Table {
+    use nftable::{Base::*, CmpOp::*, Expr, MetaKey::*, Verdict::*};
+    let ifname = nftable::TYPE_IFNAME;
+    let by_port = |name: &str, other: u32, len: u32, userdata: &[u8]| {
+        let key_type = nftable::concat_type(&[ifname, other]);
+        Set::new(name, key_type, 16 + len, userdata)
+    };
+    let port_set = |name: &str| Set::new(name, ifname, 16, nftable::KEY_HOST_ENDIAN);
+    let mut sets = vec![
+        port_set("guarded"),
+        by_port("macs", nftable::TYPE_ETHERADDR, 8, nftable::KEY_CONCAT),
+        by_port("addr4", nftable::TYPE_IPADDR, 4, nftable::KEY_CONCAT),
+        by_port("addr6", nftable::TYPE_IP6ADDR, 16, nftable::KEY_CONCAT),
+        by_port(
+            "target6",
+            nftable::TYPE_INTEGER,
+            16,
+            nftable::TYPEOF_IIFNAME_TH_64_128,
+        ),
+        port_set("slaac"),
+        port_set("no_ra"),
+        port_set("no_ipv6"),
+    ];
+    let elements: Vec<Element> = ports.iter().flat_map(|a| bridge_port_elements(a)).collect();
+    elements::fill(&mut sets, &elements);
+
+    // nft checks the ethertype of `arp`, `icmpv6` and `ether type` matches
+    // in the frame, and that of `ip`/`ip6` address matches in skb->protocol.
+    let ether_type = |t: u16| [Expr::payload(Link, 12, 2), Expr::eq(&t.to_be_bytes())];
+    let protocol = |t: u16| [Expr::Meta(Protocol), Expr::eq(&t.to_be_bytes())];
+    let port_and = |e: Expr| Expr::Concat(vec![Expr::Meta(Iifname), e]);
+    let icmpv6 = [Expr::Meta(L4Proto), Expr::eq(&[IPPROTO_ICMPV6])];
+    let icmpv6_type = |t: u8| [Expr::payload(Transport, 0, 1), Expr::eq(&[t])];
+    let drop = Expr::Verdict(Drop);
+    let rule = |parts: &[&[Expr]]| Rule::new(parts.concat());
     // The checks, by the sender's port; `container_table` makes the same
     // ones on a macvlan's own egress.
-    let guard = "    iifname . ether saddr != @macs drop
-    iifname . arp saddr ether != @macs drop
-    arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addr4 drop
-    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
-    iifname . ip saddr != @addr4 drop
-    icmpv6 type nd-router-advert drop
-    ether type ip6 iifname @slaac accept
-    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept
-    iifname . ip6 saddr != @addr6 drop
-    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @target6 drop
-";
-    let chains = format!(
-        "  chain prerouting {{\n    type filter hook prerouting priority -300; policy accept;\n    iifname @guarded jump guard\n  }}\n  chain guard {{\n{guard}  }}\n  chain postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname @no_ipv6 ether type ip6 drop\n    oifname @no_ra icmpv6 type nd-router-advert drop\n  }}\n"
-    );
-    sets.push_str(&chains);
-    let mut text = format!("table bridge {TABLE} {{\n{sets}}}\n");
-    for a in ports {
-        text.push_str(&elements_text("add", &bridge_port_elements(a)));
+    let guard = vec![
+        // iifname . ether saddr != @macs drop
+        rule(&[&[
+            port_and(Expr::payload(Link, 6, 6)),
+            Expr::not_in("macs"),
+            drop.clone(),
+        ]]),
+        // iifname . arp saddr ether != @macs drop
+        rule(&[
+            &ether_type(ETH_P_ARP),
+            &[
+                port_and(Expr::payload(Network, 8, 6)),
+                Expr::not_in("macs"),
+                drop.clone(),
+            ],
+        ]),
+        // arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addr4 drop
+        rule(&[
+            &ether_type(ETH_P_ARP),
+            &[Expr::payload(Network, 14, 4), Expr::Cmp(Neq, vec![0; 4])],
+            &[
+                port_and(Expr::payload(Network, 14, 4)),
+                Expr::not_in("addr4"),
+                drop.clone(),
+            ],
+        ]),
+        // ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept
+        rule(&[
+            &protocol(ETH_P_IP),
+            &[Expr::payload(Network, 12, 4), Expr::eq(&[0; 4])],
+            &[Expr::Meta(L4Proto), Expr::eq(&[IPPROTO_UDP])],
+            &[
+                Expr::payload(Transport, 0, 4),
+                Expr::eq(&[0, 68, 0, 67]),
+                Expr::Verdict(Accept),
+            ],
+        ]),
+        // iifname . ip saddr != @addr4 drop
+        rule(&[
+            &protocol(ETH_P_IP),
+            &[
+                port_and(Expr::payload(Network, 12, 4)),
+                Expr::not_in("addr4"),
+                drop.clone(),
+            ],
+        ]),
+        // icmpv6 type nd-router-advert drop
+        rule(&[
+            &ether_type(ETH_P_IPV6),
+            &icmpv6,
+            &icmpv6_type(ND_ROUTER_ADVERT),
+            &[drop.clone()],
+        ]),
+        // ether type ip6 iifname @slaac accept
+        rule(&[
+            &ether_type(ETH_P_IPV6),
+            &[
+                Expr::Meta(Iifname),
+                Expr::in_set("slaac"),
+                Expr::Verdict(Accept),
+            ],
+        ]),
+        // ip6 saddr :: icmpv6 type { nd-neighbor-solicit,
+        // mld-listener-report, mld2-listener-report } accept
+        rule(&[
+            &protocol(ETH_P_IPV6),
+            &[Expr::payload(Network, 8, 16), Expr::eq(&[0; 16])],
+            &icmpv6,
+            &[
+                Expr::payload(Transport, 0, 1),
+                unspecified_source_icmpv6(),
+                Expr::Verdict(Accept),
+            ],
+        ]),
+        // iifname . ip6 saddr != @addr6 drop
+        rule(&[
+            &protocol(ETH_P_IPV6),
+            &[
+                port_and(Expr::payload(Network, 8, 16)),
+                Expr::not_in("addr6"),
+                drop.clone(),
+            ],
+        ]),
+        // icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @target6 drop
+        rule(&[
+            &ether_type(ETH_P_IPV6),
+            &icmpv6,
+            &icmpv6_type(ND_NEIGHBOR_ADVERT),
+            &[
+                port_and(Expr::payload(Transport, 8, 16)),
+                Expr::not_in("target6"),
+                drop.clone(),
+            ],
+        ]),
+    ];
+    let postrouting = vec![
+        // oifname @no_ipv6 ether type ip6 drop
+        rule(&[
+            &[Expr::Meta(Oifname), Expr::in_set("no_ipv6")],
+            &ether_type(ETH_P_IPV6),
+            &[drop.clone()],
+        ]),
+        // oifname @no_ra icmpv6 type nd-router-advert drop
+        rule(&[
+            &[Expr::Meta(Oifname), Expr::in_set("no_ra")],
+            &ether_type(ETH_P_IPV6),
+            &icmpv6,
+            &icmpv6_type(ND_ROUTER_ADVERT),
+            &[drop],
+        ]),
+    ];
+    let hook = |number, priority| {
+        Some(Hook {
+            kind: "filter",
+            number,
+            priority,
+            device: None,
+        })
+    };
+    Table {
+        family: NfFamily::Bridge,
+        name: TABLE.into(),
+        sets,
+        chains: vec![
+            Chain {
+                name: "prerouting".into(),
+                hook: hook(NF_BR_PRE_ROUTING, -300),
+                rules: vec![Rule::new(vec![
+                    Expr::Meta(Iifname),
+                    Expr::in_set("guarded"),
+                    Expr::Verdict(Jump("guard".into())),
+                ])],
+            },
+            Chain {
+                name: "guard".into(),
+                hook: None,
+                rules: guard,
+            },
+            Chain {
+                name: "postrouting".into(),
+                hook: hook(NF_BR_POST_ROUTING, 0),
+                rules: postrouting,
+            },
+        ],
     }
-    text
+}
+
+/// The ICMPv6 types a port may send from `::`: neighbour solicitations
+/// (duplicate address detection) and MLD reports.
+fn unspecified_source_icmpv6() -> nftable::Expr {
+    nftable::Expr::In {
+        key_type: nftable::TYPE_ICMP6_TYPE,
+        key_len: 1,
+        keys: vec![vec![135], vec![131], vec![143]],
+    }
 }
 
 /// Whether the host's bridge table keeps router advertisements (and, for
@@ -171,10 +337,6 @@ pub fn container_table(a: &Attachment) -> Table {
     let (v4, v6) = sources(a);
     let mac = a.mac.0.to_vec();
     let set = |name: &str, key_type, key_len, userdata, ips: &[IpAddr]| Set {
-        name: name.into(),
-        key_type,
-        key_len,
-        userdata,
         elements: ips
             .iter()
             .map(|ip| SetElement {
@@ -185,6 +347,7 @@ pub fn container_table(a: &Attachment) -> Table {
                 data: None,
             })
             .collect(),
+        ..Set::new(name, key_type, key_len, userdata)
     };
     let payload = |base, offset, len| Expr::Payload { base, offset, len };
     let not_in = |set: &str| Expr::Lookup {
@@ -200,7 +363,7 @@ pub fn container_table(a: &Attachment) -> Table {
     );
     let icmpv6 = [Expr::Meta(L4Proto), is(&[IPPROTO_ICMPV6])];
     let icmpv6_type = payload(Transport, 0, 1);
-    let rule = |parts: &[&[Expr]]| Rule(parts.concat());
+    let rule = |parts: &[&[Expr]]| Rule::new(parts.concat());
     let mut rules = vec![
         // ether saddr != MAC drop
         rule(&[
@@ -274,11 +437,7 @@ pub fn container_table(a: &Attachment) -> Table {
             &icmpv6,
             &[
                 icmpv6_type.clone(),
-                Expr::In {
-                    key_type: nftable::TYPE_ICMP6_TYPE,
-                    key_len: 1,
-                    keys: vec![vec![135], vec![131], vec![143]],
-                },
+                unspecified_source_icmpv6(),
                 Expr::Verdict(Accept),
             ],
         ]),
@@ -351,6 +510,8 @@ const IPPROTO_ICMPV6: u8 = 58;
 const ND_ROUTER_ADVERT: u8 = 134;
 const ND_NEIGHBOR_ADVERT: u8 = 136;
 const NF_NETDEV_EGRESS: u32 = 1;
+const NF_BR_PRE_ROUTING: u32 = 0;
+const NF_BR_POST_ROUTING: u32 = 4;
 
 #[cfg(test)]
 mod tests {

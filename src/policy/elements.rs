@@ -3,12 +3,10 @@
 //! them is one transaction, sent over nfnetlink by plumb itself: no
 //! libnftables on the hot path of an attach.
 
-use std::fmt;
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
-use crate::model::Mac;
+use crate::netlink::nftable::Set;
 use crate::netlink::{Change, Element as NlElement, Field, NfFamily, NfNetlink, set_key};
 
 /// One field of a set key.
@@ -64,49 +62,6 @@ impl Element {
     }
 }
 
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::Ifname(n) => write!(f, "\"{n}\""),
-            Key::Ether(m) => write!(f, "{}", Mac(*m)),
-            Key::Ip(ip) => write!(f, "{ip}"),
-            Key::Raw(IpAddr::V6(v6)) => write!(f, "0x{:032x}", u128::from(*v6)),
-            Key::Raw(IpAddr::V4(v4)) => write!(f, "0x{:08x}", u32::from(*v4)),
-            Key::Proto(6) => write!(f, "tcp"),
-            Key::Proto(17) => write!(f, "udp"),
-            Key::Proto(n) => write!(f, "{n}"),
-            Key::Port(p) => write!(f, "{p}"),
-        }
-    }
-}
-
-/// `add`/`delete element` commands, one per element.
-pub fn elements_text(verb: &str, elements: &[Element]) -> String {
-    let mut out = String::new();
-    for e in elements {
-        let join = |keys: &[Key]| {
-            keys.iter()
-                .map(Key::to_string)
-                .collect::<Vec<_>>()
-                .join(" . ")
-        };
-        let data = if e.data.is_empty() {
-            String::new()
-        } else {
-            format!(" : {}", join(&e.data))
-        };
-        let _ = writeln!(
-            out,
-            "{verb} element {} {} {} {{ {}{data} }}",
-            e.family,
-            e.table,
-            e.set,
-            join(&e.key)
-        );
-    }
-    out
-}
-
 impl Key {
     fn field(&self) -> Field<'_> {
         match self {
@@ -120,16 +75,30 @@ impl Key {
     }
 }
 
+/// The bytes of `e`'s key and data.
+fn encoded(e: &Element) -> NlElement {
+    let bytes = |keys: &[Key]| set_key(&keys.iter().map(Key::field).collect::<Vec<_>>());
+    NlElement {
+        key: bytes(&e.key),
+        data: (!e.data.is_empty()).then(|| bytes(&e.data)),
+    }
+}
+
+/// Put `elements` into the sets they name, of a table written whole.
+pub fn fill(sets: &mut [Set], elements: &[Element]) {
+    for e in elements {
+        if let Some(set) = sets.iter_mut().find(|s| s.name == e.set) {
+            set.elements.push(encoded(e));
+        }
+    }
+}
+
 fn change(add: bool, e: &Element) -> Change<'_> {
     let family = match e.family {
         "bridge" => NfFamily::Bridge,
         _ => NfFamily::Inet,
     };
-    let bytes = |keys: &[Key]| set_key(&keys.iter().map(Key::field).collect::<Vec<_>>());
-    let elements = vec![NlElement {
-        key: bytes(&e.key),
-        data: (!e.data.is_empty()).then(|| bytes(&e.data)),
-    }];
+    let elements = vec![encoded(e)];
     if add {
         Change::Add {
             family,
@@ -160,37 +129,4 @@ pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
     NfNetlink::open()
         .and_then(|mut nl| nl.apply(&changes))
         .map_err(|e| Error::kernel("update plumb's nftables sets", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn map_elements_print_their_data() {
-        let e = Element::inet_map(
-            "publish",
-            vec![Key::Proto(6), Key::Port(8080)],
-            vec![Key::Ip("10.0.0.2".parse().unwrap()), Key::Port(80)],
-        );
-        assert_eq!(
-            elements_text("add", &[e]),
-            "add element inet plumb publish { tcp . 8080 : 10.0.0.2 . 80 }\n"
-        );
-    }
-
-    #[test]
-    fn keys_print_as_nft_reads_them() {
-        let e = Element::bridge(
-            "target6",
-            vec![
-                Key::Ifname("pv1".into()),
-                Key::Raw("fe80::1".parse().unwrap()),
-            ],
-        );
-        assert_eq!(
-            elements_text("add", &[e]),
-            "add element bridge plumb target6 { \"pv1\" . 0xfe800000000000000000000000000001 }\n"
-        );
-    }
 }

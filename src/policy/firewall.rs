@@ -1,7 +1,8 @@
 //! plumb's nftables state: the tables `inet plumb` (NAT, published ports,
 //! isolation, the user's rules) and `bridge plumb` (anti-spoofing), which
-//! plumb alone owns, rendered from the store and swapped in as one atomic
-//! batch. Rules are per network and per user rule: attaching a container
+//! plumb alone owns, built from the store as nf_tables expressions (the
+//! ones nft compiles the rules in the comments to) and swapped in as one
+//! kernel transaction over nfnetlink. Rules are per network and per user rule: attaching a container
 //! only adds elements to their sets and maps (`elements`).
 //!
 //! Docker (and anything using iptables-nft) may set the `FORWARD` policy of
@@ -10,20 +11,20 @@
 //! rules at the head of that chain, tagged with a comment, and remove
 //! exactly those on the next sync.
 
-use std::fmt::Write;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::model::{Attachment, BridgeMode, BridgeOptions, Network, Proto as ModelProto};
-use crate::netlink::{NetlinkError, NfFamily, NfNetlink};
-use crate::nft::Nft;
+use crate::netlink::nftable::{
+    self, Base, Chain, CmpOp, CtKey, Edit, Expr, Hook, MetaKey, Rule, Set, Table, Verdict,
+};
+use crate::netlink::{Element as NlElement, Field, NetlinkError, NfFamily, NfNetlink, set_key};
 use crate::policy::antispoof;
-use crate::policy::elements::{self, Element, Key, elements_text};
+use crate::policy::elements::{self, Element, Key};
 use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
 use crate::store;
 
@@ -35,7 +36,7 @@ fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptio
     networks.iter().filter_map(|n| n.bridge().map(|b| (n, b)))
 }
 
-/// Everything the `inet plumb` table is rendered from.
+/// Everything plumb's tables are built from.
 #[derive(Debug, Clone, Default)]
 pub struct Ruleset {
     pub networks: Vec<Network>,
@@ -82,7 +83,34 @@ impl Ruleset {
     }
 }
 
-/// Render the whole `inet plumb` table.
+/// plumb's two tables: `bridge plumb` when there are bridge networks, and
+/// `inet plumb` when it has anything to hold; each replaced whole, or
+/// deleted.
+fn tables(r: &Ruleset) -> Vec<Edit> {
+    let bridge = if bridges(&r.networks).next().is_some() {
+        let ports: Vec<&Attachment> = r.ports.iter().collect();
+        Edit::Replace(antispoof::bridge_table(&ports))
+    } else {
+        Edit::Delete {
+            family: NfFamily::Bridge,
+            name: antispoof::TABLE.into(),
+        }
+    };
+    vec![bridge, inet_edit(r)]
+}
+
+fn inet_edit(r: &Ruleset) -> Edit {
+    match inet_table(r) {
+        Some(t) => Edit::Replace(t),
+        None => Edit::Delete {
+            family: NfFamily::Inet,
+            name: TABLE.into(),
+        },
+    }
+}
+
+/// The `inet plumb` table, unless it would be empty: the address sets of
+/// the rules' attachment selectors, the forward chain, and NAT.
 ///
 /// Published ports live in two maps, keyed by protocol and port (all host
 /// addresses) or by host address, protocol and port; the DNAT rules that
@@ -91,76 +119,244 @@ impl Ruleset {
 /// connections from 127.0.0.1 (the bridge has route_localnet) and from a
 /// container to its own network's published port (hairpin) are
 /// masqueraded so the answers come back the same way.
-pub fn render(r: &Ruleset) -> String {
-    let mut text = format!(
-        "add table bridge {t}\ndelete table bridge {t}\n",
-        t = antispoof::TABLE
-    );
-    if bridges(&r.networks).next().is_some() {
-        let ports: Vec<&Attachment> = r.ports.iter().collect();
-        text.push_str(&antispoof::bridge_table(&ports));
+fn inet_table(r: &Ruleset) -> Option<Table> {
+    let mut sets = address_sets(r);
+    let mut chains: Vec<Chain> = forward(r).into_iter().collect();
+    if let Some((maps, nat_chains)) = nat(&r.networks) {
+        let start = sets.len();
+        sets.extend(maps);
+        let published: Vec<Element> = r.published.iter().flat_map(publish_elements).collect();
+        elements::fill(&mut sets[start..], &published);
+        chains.extend(nat_chains);
     }
-    text + &render_inet(r)
+    if sets.is_empty() && chains.is_empty() {
+        return None;
+    }
+    Some(Table {
+        family: NfFamily::Inet,
+        name: TABLE.into(),
+        sets,
+        chains,
+    })
 }
 
-/// The `inet plumb` table alone: all that a change of rules touches.
-fn render_inet(r: &Ruleset) -> String {
-    let mut text = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
-    let body = [address_sets(r), forward(r), nat(&r.networks)].concat();
-    if body.is_empty() {
-        return text;
-    }
-    let _ = write!(text, "table inet {TABLE} {{\n{body}}}\n");
-    if !nat(&r.networks).is_empty() {
-        for a in &r.published {
-            text.push_str(&elements_text("add", &publish_elements(a)));
-        }
-    }
-    text
+fn hook(kind: &'static str, number: u32, priority: i32) -> Option<Hook> {
+    Some(Hook {
+        kind,
+        number,
+        priority,
+        device: None,
+    })
 }
 
-/// Port publishing and masquerade, when there are NAT bridges.
-fn nat(networks: &[Network]) -> String {
+/// `iifname`/`oifname` is one of `names`.
+fn ifname_in(key: MetaKey, names: &[&str]) -> [Expr; 2] {
+    let keys = names.iter().map(|n| ifname(n)).collect();
+    [
+        Expr::Meta(key),
+        Expr::one_of(nftable::TYPE_IFNAME, 16, keys),
+    ]
+}
+
+/// An interface name as `meta iifname` loads it.
+fn ifname(name: &str) -> Vec<u8> {
+    set_key(&[Field::Ifname(name)])
+}
+
+/// The checks of `ct state established,related` or `ct status dnat`: a
+/// mask of the key's bits, not zero.
+fn ct_any(key: CtKey, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct(key),
+        Expr::And(bits.to_ne_bytes().to_vec()),
+        Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+    ]
+}
+
+const CT_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
+const IPS_DST_NAT: u32 = 0x20;
+
+/// The IP family a match implies; an inet table checks it (`meta
+/// nfproto`) before the first address of a rule.
+fn ip_family(ip: &IpAddr) -> NfFamily {
+    if ip.is_ipv4() {
+        NfFamily::Ip
+    } else {
+        NfFamily::Ip6
+    }
+}
+
+fn nfproto(family: NfFamily) -> [Expr; 2] {
+    [Expr::Meta(MetaKey::Nfproto), Expr::eq(&[family as u8])]
+}
+
+/// The source (`from`) or destination address is in `net`, without the
+/// family check. A prefix of whole bytes loads only those bytes, as nft
+/// does; any other is masked.
+fn address_in(net: &IpNet, from: bool) -> Vec<Expr> {
+    let (offset, bytes, mask) = match net {
+        IpNet::V4(n) => (
+            if from { 12 } else { 16 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+        IpNet::V6(n) => (
+            if from { 8 } else { 24 },
+            n.network().octets().to_vec(),
+            n.netmask().octets().to_vec(),
+        ),
+    };
+    let prefix = u32::from(net.prefix_len());
+    if prefix > 0 && prefix % 8 == 0 {
+        let len = prefix / 8;
+        return vec![
+            Expr::payload(Base::Network, offset, len),
+            Expr::eq(&bytes[..len as usize]),
+        ];
+    }
+    vec![
+        Expr::payload(Base::Network, offset, bytes.len() as u32),
+        Expr::And(mask),
+        Expr::eq(&bytes),
+    ]
+}
+
+/// The source or destination address is in the named set.
+fn address_in_set(family: NfFamily, set: &str, from: bool) -> Vec<Expr> {
+    let (offset, len) = match (family, from) {
+        (NfFamily::Ip, true) => (12, 4),
+        (NfFamily::Ip, false) => (16, 4),
+        (_, true) => (8, 16),
+        (_, false) => (24, 16),
+    };
+    vec![
+        Expr::payload(Base::Network, offset, len),
+        Expr::in_set(set),
+    ]
+}
+
+/// Port publishing and masquerade, when there are NAT bridges: the maps
+/// and the nat chains.
+fn nat(networks: &[Network]) -> Option<(Vec<Set>, Vec<Chain>)> {
     let nat_bridges: Vec<(&Network, &BridgeOptions)> = bridges(networks)
         .filter(|(_, b)| b.mode == BridgeMode::Nat)
         .collect();
     if nat_bridges.is_empty() {
-        return String::new();
+        return None;
     }
-    let mut post = String::new();
+    let ct_dnat = ct_any(CtKey::Status, IPS_DST_NAT);
+    let masquerade = |parts: &[&[Expr]]| {
+        let mut exprs = parts.concat();
+        exprs.push(Expr::Masquerade);
+        Rule::new(exprs)
+    };
+    let mut post = Vec::new();
     for (net, b) in &nat_bridges {
         for sub in &net.subnets {
-            let family = family_of(&sub.subnet.addr());
+            let family = nfproto(ip_family(&sub.subnet.addr()));
             let out = match &b.uplink {
-                Some(uplink) => format!("oifname \"{}\"", uplink.name),
-                None => format!("oifname != \"{}\"", b.bridge),
+                Some(uplink) => Expr::eq(&ifname(&uplink.name)),
+                None => Expr::Cmp(CmpOp::Neq, ifname(&b.bridge)),
             };
-            let _ = writeln!(
-                post,
-                "    {family} saddr {} {out} masquerade comment \"{}\"",
-                sub.subnet, net.name
+            let from = address_in(&sub.subnet, true);
+            // SUBNET oifname [!=] OUT masquerade
+            post.push(
+                masquerade(&[&family, &from, &[Expr::Meta(MetaKey::Oifname), out]])
+                    .commented(&net.name),
             );
-            let _ = writeln!(
-                post,
-                "    {family} saddr {sub} {family} daddr {sub} ct status dnat masquerade comment \"{} hairpin\"",
-                net.name,
-                sub = sub.subnet
+            // SUBNET to SUBNET, to a published port: hairpin
+            post.push(
+                masquerade(&[&family, &from, &address_in(&sub.subnet, false), &ct_dnat])
+                    .commented(format!("{} hairpin", net.name)),
             );
         }
     }
-    let _ = writeln!(
-        post,
-        "    ip saddr 127.0.0.0/8 ct status dnat masquerade comment \"localhost\""
+    let localhost = IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8));
+    post.push(
+        masquerade(&[&nfproto(NfFamily::Ip), &address_in(&localhost, true), &ct_dnat])
+            .commented("localhost"),
     );
-    let dnat = "    fib daddr type local meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @publish_addr\n    fib daddr type local meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @publish\n";
-    format!(
-        "  map publish {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n  map publish_addr {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}\n  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n"
-    )
+    let dport = Expr::payload(Base::Transport, 2, 2);
+    // fib daddr type local meta l4proto { tcp, udp } dnat ip to KEY map @MAP
+    let dnat = || {
+        let local = [
+            Expr::FibDaddrType,
+            Expr::eq(&RTN_LOCAL.to_ne_bytes()),
+            Expr::Meta(MetaKey::L4Proto),
+            Expr::one_of(
+                nftable::TYPE_INET_PROTO,
+                1,
+                vec![vec![libc::IPPROTO_TCP as u8], vec![libc::IPPROTO_UDP as u8]],
+            ),
+        ];
+        let by_address = [
+            &local[..],
+            &nfproto(NfFamily::Ip),
+            &[
+                Expr::Concat(vec![
+                    Expr::payload(Base::Network, 16, 4),
+                    Expr::Meta(MetaKey::L4Proto),
+                    dport.clone(),
+                ]),
+                Expr::MapLookup("publish_addr".into()),
+                Expr::Dnat4,
+            ],
+        ]
+        .concat();
+        let any_address = [
+            &local[..],
+            &[
+                Expr::Concat(vec![Expr::Meta(MetaKey::L4Proto), dport.clone()]),
+                Expr::MapLookup("publish".into()),
+                Expr::Dnat4,
+            ],
+        ]
+        .concat();
+        vec![Rule::new(by_address), Rule::new(any_address)]
+    };
+    let t = nftable::concat_type;
+    let (addr, proto, port) = (
+        nftable::TYPE_IPADDR,
+        nftable::TYPE_INET_PROTO,
+        nftable::TYPE_INET_SERVICE,
+    );
+    let maps = vec![
+        // type inet_proto . inet_service : ipv4_addr . inet_service
+        Set::new("publish", t(&[proto, port]), 8, nftable::MAP_CONCAT)
+            .mapping_to(t(&[addr, port]), 8),
+        // type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+        Set::new("publish_addr", t(&[addr, proto, port]), 12, nftable::MAP_CONCAT)
+            .mapping_to(t(&[addr, port]), 8),
+    ];
+    let chains = vec![
+        Chain {
+            name: "prerouting".into(),
+            hook: hook("nat", NF_INET_PRE_ROUTING, PRIORITY_DSTNAT),
+            rules: dnat(),
+        },
+        Chain {
+            name: "output".into(),
+            hook: hook("nat", NF_INET_LOCAL_OUT, PRIORITY_DSTNAT),
+            rules: dnat(),
+        },
+        Chain {
+            name: "postrouting".into(),
+            hook: hook("nat", NF_INET_POST_ROUTING, PRIORITY_SRCNAT),
+            rules: post,
+        },
+    ];
+    Some((maps, chains))
 }
 
-fn family_of(ip: &IpAddr) -> &'static str {
-    if ip.is_ipv4() { "ip" } else { "ip6" }
-}
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_FORWARD: u32 = 2;
+const NF_INET_LOCAL_OUT: u32 = 3;
+const NF_INET_POST_ROUTING: u32 = 4;
+const PRIORITY_DSTNAT: i32 = -100;
+const PRIORITY_SRCNAT: i32 = 100;
+/// `filter - 1`: before the filter chains of others at the same hook.
+const PRIORITY_FORWARD: i32 = -1;
+const RTN_LOCAL: u32 = 2;
 
 /// The name of the sets (`NAME4`, `NAME6`) holding the addresses an
 /// attachment selector names.
@@ -170,32 +366,35 @@ pub fn selector_set(key: &str) -> String {
 
 /// One pair of address sets per attachment selector the rules use; an
 /// attach adds its addresses to them, no rule changes.
-fn address_sets(r: &Ruleset) -> String {
+fn address_sets(r: &Ruleset) -> Vec<Set> {
     let keys: BTreeSet<String> = r
         .policies
         .iter()
         .flat_map(|p| [&p.policy.from, &p.policy.to])
         .filter_map(|s| s.set_key())
         .collect();
-    let mut out = String::new();
+    let mut out = Vec::new();
     for key in keys {
         let name = selector_set(&key);
         let addrs = r.members.get(&key).map(Vec::as_slice).unwrap_or_default();
-        for (suffix, ty, v4) in [("4", "ipv4_addr", true), ("6", "ipv6_addr", false)] {
-            let elems: Vec<String> = addrs
+        let userdata = nftable::with_comment(nftable::KEY_BIG_ENDIAN, &key);
+        for (suffix, ty, len, v4) in [
+            ("4", nftable::TYPE_IPADDR, 4, true),
+            ("6", nftable::TYPE_IP6ADDR, 16, false),
+        ] {
+            let mut set = Set::new(&format!("{name}{suffix}"), ty, len, &userdata);
+            set.elements = addrs
                 .iter()
                 .filter(|a| a.is_ipv4() == v4)
-                .map(|a| a.to_string())
+                .map(|a| NlElement {
+                    key: match a {
+                        IpAddr::V4(ip) => ip.octets().to_vec(),
+                        IpAddr::V6(ip) => ip.octets().to_vec(),
+                    },
+                    data: None,
+                })
                 .collect();
-            let elems = if elems.is_empty() {
-                String::new()
-            } else {
-                format!(" elements = {{ {} }};", elems.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "  set {name}{suffix} {{ type {ty}; comment \"{key}\";{elems} }}"
-            );
+            out.push(set);
         }
     }
     out
@@ -207,65 +406,90 @@ fn address_sets(r: &Ruleset) -> String {
 /// (published ports reachable, traffic between plumb networks dropped).
 /// Written once per rule and per network, never per container; the
 /// per-network matches are set lookups, not a rule per network.
-fn forward(r: &Ruleset) -> String {
-    let names: Vec<String> = bridges(&r.networks)
-        .map(|(_, b)| format!("\"{}\"", b.bridge))
+fn forward(r: &Ruleset) -> Option<Chain> {
+    let names: Vec<&str> = bridges(&r.networks)
+        .map(|(_, b)| b.bridge.as_str())
         .collect();
-    let rules = policy_rules(r);
-    if names.len() < 2 && rules.is_empty() {
-        return String::new();
+    let policy = policy_rules(r);
+    if names.len() < 2 && policy.is_empty() {
+        return None;
     }
-    let pairs: Vec<String> = names.iter().map(|n| format!("{n} . {n}")).collect();
-    let mut chain = String::from(
-        "  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n    ct state established,related accept\n",
-    );
-    if !pairs.is_empty() {
-        let _ = writeln!(
-            chain,
-            "    iifname . oifname {{ {} }} accept comment \"within a network\"",
-            pairs.join(", ")
+    let accept = Expr::Verdict(Verdict::Accept);
+    let mut rules = vec![Rule::new(
+        [
+            &ct_any(CtKey::State, CT_ESTABLISHED_RELATED)[..],
+            &[accept.clone()],
+        ]
+        .concat(),
+    )];
+    if !names.is_empty() {
+        // iifname . oifname { "A" . "A", ... } accept: a set even of one.
+        let pairs = names
+            .iter()
+            .map(|n| [ifname(n), ifname(n)].concat())
+            .collect();
+        let ifname = nftable::TYPE_IFNAME;
+        rules.push(
+            Rule::new(vec![
+                Expr::Concat(vec![
+                    Expr::Meta(MetaKey::Iifname),
+                    Expr::Meta(MetaKey::Oifname),
+                ]),
+                Expr::In {
+                    key_type: nftable::concat_type(&[ifname, ifname]),
+                    key_len: 32,
+                    keys: pairs,
+                },
+                accept.clone(),
+            ])
+            .commented("within a network"),
         );
     }
-    chain.push_str(&rules);
-    chain.push_str("    ct status dnat accept\n");
+    rules.extend(policy);
+    rules.push(Rule::new(
+        [&ct_any(CtKey::Status, IPS_DST_NAT)[..], &[accept]].concat(),
+    ));
     if names.len() >= 2 {
-        let all = names.join(", ");
-        let _ = writeln!(
-            chain,
-            "    iifname {{ {all} }} oifname {{ {all} }} drop comment \"networks are isolated\""
-        );
+        let exprs = [
+            &ifname_in(MetaKey::Iifname, &names)[..],
+            &ifname_in(MetaKey::Oifname, &names),
+            &[Expr::Verdict(Verdict::Drop)],
+        ]
+        .concat();
+        rules.push(Rule::new(exprs).commented("networks are isolated"));
     }
-    chain.push_str("  }\n");
-    chain
+    Some(Chain {
+        name: "forward".into(),
+        hook: hook("filter", NF_INET_FORWARD, PRIORITY_FORWARD),
+        rules,
+    })
 }
 
-/// One match of a selector: its text and the IP family it implies.
+/// One match of a selector: its expressions, and the IP family it implies
+/// (whose check the rule puts before its first address).
 struct Match {
-    family: Option<&'static str>,
-    text: String,
+    family: Option<NfFamily>,
+    exprs: Vec<Expr>,
 }
 
 /// How selector `s` matches as a source (`from`) or destination: plumb
 /// bridges by interface, other networks and CIDRs by address, attachments
 /// by their address sets. Empty when it names nothing that exists.
 fn matches(s: &Selector, from: bool, networks: &[Network]) -> Vec<Match> {
-    let (ifname, addr) = if from {
-        ("iifname", "saddr")
+    let key = if from {
+        MetaKey::Iifname
     } else {
-        ("oifname", "daddr")
+        MetaKey::Oifname
     };
-    let cidr = |c: &IpNet| {
-        let family = family_of(&c.addr());
-        Match {
-            family: Some(family),
-            text: format!("{family} {addr} {c}"),
-        }
+    let cidr = |c: &IpNet| Match {
+        family: Some(ip_family(&c.addr())),
+        exprs: address_in(c, from),
     };
     let of_networks = |nets: Vec<&Network>| {
-        let bridges: Vec<String> = nets
+        let bridges: Vec<&str> = nets
             .iter()
             .filter_map(|n| n.bridge())
-            .map(|b| format!("\"{}\"", b.bridge))
+            .map(|b| b.bridge.as_str())
             .collect();
         let mut out: Vec<Match> = nets
             .iter()
@@ -275,7 +499,7 @@ fn matches(s: &Selector, from: bool, networks: &[Network]) -> Vec<Match> {
         if !bridges.is_empty() {
             out.push(Match {
                 family: None,
-                text: format!("{ifname} {{ {} }}", bridges.join(", ")),
+                exprs: ifname_in(key, &bridges).to_vec(),
             });
         }
         out
@@ -283,70 +507,88 @@ fn matches(s: &Selector, from: bool, networks: &[Network]) -> Vec<Match> {
     match s {
         Selector::Any => vec![Match {
             family: None,
-            text: String::new(),
+            exprs: Vec::new(),
         }],
         Selector::Network(n) => of_networks(networks.iter().filter(|x| x.name == *n).collect()),
         Selector::Tenant(t) => of_networks(tenant_networks(networks, t)),
         Selector::Cidr(c) => vec![cidr(c)],
         Selector::Attachment(_) | Selector::Label(_) => {
             let name = selector_set(&s.to_string());
-            vec![
-                Match {
-                    family: Some("ip"),
-                    text: format!("ip {addr} @{name}4"),
-                },
-                Match {
-                    family: Some("ip6"),
-                    text: format!("ip6 {addr} @{name}6"),
-                },
-            ]
+            [(NfFamily::Ip, "4"), (NfFamily::Ip6, "6")]
+                .map(|(family, suffix)| Match {
+                    family: Some(family),
+                    exprs: address_in_set(family, &format!("{name}{suffix}"), from),
+                })
+                .into()
         }
     }
 }
 
 /// The user's rules, in evaluation order (see `rules`).
-fn policy_rules(r: &Ruleset) -> String {
+fn policy_rules(r: &Ruleset) -> Vec<Rule> {
     let mut sorted: Vec<&StoredPolicy> = r.policies.iter().collect();
     sorted.sort_by_key(|p| p.policy.order(p.id));
-    let mut out = String::new();
+    let mut out = Vec::new();
     for sp in sorted {
         let p = &sp.policy;
-        let verdict = match p.action {
-            Action::Allow => "accept",
-            Action::Deny => "drop",
-        };
+        let verdict = Expr::Verdict(match p.action {
+            Action::Allow => Verdict::Accept,
+            Action::Deny => Verdict::Drop,
+        });
         for f in matches(&p.from, true, &r.networks) {
             for t in matches(&p.to, false, &r.networks) {
                 let family = match (f.family, t.family) {
                     (Some(a), Some(b)) if a != b => continue,
                     (a, b) => a.or(b),
                 };
-                let proto = match (p.proto, family) {
-                    (None, _) => String::new(),
-                    (Some(Proto::Icmp), Some("ip")) => "meta l4proto icmp".into(),
-                    (Some(Proto::Icmp), Some(_)) => "meta l4proto ipv6-icmp".into(),
-                    (Some(Proto::Icmp), None) => "meta l4proto { icmp, ipv6-icmp }".into(),
-                    (Some(proto), _) => format!("meta l4proto {proto}"),
-                };
-                let ports = match p.ports {
-                    None => String::new(),
-                    Some((lo, hi)) if lo == hi => format!("th dport {lo}"),
-                    Some((lo, hi)) => format!("th dport {lo}-{hi}"),
-                };
-                let words: Vec<&str> = [f.text.as_str(), &t.text, &proto, &ports]
-                    .into_iter()
-                    .filter(|w| !w.is_empty())
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "    {} {verdict} comment \"policy {}\"",
-                    words.join(" "),
-                    sp.id
-                );
+                let mut exprs = Vec::new();
+                let mut family_checked = false;
+                for m in [&f, &t] {
+                    if let (Some(family), false) = (m.family, family_checked) {
+                        exprs.extend(nfproto(family));
+                        family_checked = true;
+                    }
+                    exprs.extend(m.exprs.iter().cloned());
+                }
+                exprs.extend(proto_match(p.proto, family));
+                match p.ports {
+                    None => {}
+                    Some((lo, hi)) if lo == hi => exprs.extend([
+                        Expr::payload(Base::Transport, 2, 2),
+                        Expr::eq(&lo.to_be_bytes()),
+                    ]),
+                    Some((lo, hi)) => exprs.extend([
+                        Expr::payload(Base::Transport, 2, 2),
+                        Expr::Cmp(CmpOp::Gte, lo.to_be_bytes().to_vec()),
+                        Expr::Cmp(CmpOp::Lte, hi.to_be_bytes().to_vec()),
+                    ]),
+                }
+                exprs.push(verdict.clone());
+                out.push(Rule::new(exprs).commented(format!("policy {}", sp.id)));
             }
         }
     }
     out
+}
+
+/// `meta l4proto P`; ICMP is the family's own, or either without one.
+fn proto_match(proto: Option<Proto>, family: Option<NfFamily>) -> Vec<Expr> {
+    const ICMP: u8 = libc::IPPROTO_ICMP as u8;
+    const ICMPV6: u8 = libc::IPPROTO_ICMPV6 as u8;
+    let number = match (proto, family) {
+        (None, _) => return Vec::new(),
+        (Some(Proto::Icmp), Some(NfFamily::Ip)) => ICMP,
+        (Some(Proto::Icmp), Some(_)) => ICMPV6,
+        (Some(Proto::Icmp), None) => {
+            return vec![
+                Expr::Meta(MetaKey::L4Proto),
+                Expr::one_of(nftable::TYPE_INET_PROTO, 1, vec![vec![ICMP], vec![ICMPV6]]),
+            ];
+        }
+        (Some(Proto::Tcp), _) => libc::IPPROTO_TCP as u8,
+        (Some(Proto::Udp), _) => libc::IPPROTO_UDP as u8,
+    };
+    vec![Expr::Meta(MetaKey::L4Proto), Expr::eq(&[number])]
 }
 
 /// The IPv4 address a published port of `a` is forwarded to.
@@ -408,18 +650,23 @@ pub fn selector_elements(keys: &[String], a: &Attachment) -> Vec<Element> {
     out
 }
 
-/// Render `inet plumb` again after the user's rules changed (the networks,
+/// Write `inet plumb` again after the user's rules changed (the networks,
 /// and so the guard table and the FORWARD accepts, did not).
 pub fn sync_rules(r: &Ruleset) -> Result<()> {
-    Nft::new()?.run(&render_inet(r)).map(drop)
+    nf_tables()?.edit(&[inet_edit(r)]).map_err(writing)
 }
 
-/// Make the kernel's tables and the FORWARD accepts match.
+/// Make the kernel's tables and the FORWARD accepts match, in one
+/// transaction.
 pub fn sync(r: &Ruleset) -> Result<()> {
-    let mut batch = render(r);
-    batch.push_str(&foreign_forward_rules(&mut nf_tables()?, &r.networks)?);
-    Nft::new()?.run(&batch)?;
-    Ok(())
+    let mut nf = nf_tables()?;
+    let mut edits = tables(r);
+    edits.extend(foreign_forward_rules(&mut nf, &r.networks)?);
+    nf.edit(&edits).map_err(writing)
+}
+
+fn writing(e: NetlinkError) -> Error {
+    Error::kernel("write plumb's nftables tables", e)
 }
 
 /// Whether the kernel still holds what `sync` put there: our table (when
@@ -434,7 +681,7 @@ pub fn in_place(r: &Ruleset) -> Result<bool> {
         return Ok(true);
     }
     let mut nf = nf_tables()?;
-    let wants_table = render(r).contains(&format!("table inet {TABLE} {{"));
+    let wants_table = inet_table(r).is_some();
     if wants_table && !nf.table_exists(NfFamily::Inet, TABLE).map_err(asking)? {
         return Ok(false);
     }
@@ -470,56 +717,76 @@ fn our_forward_rules(nf: &mut NfNetlink, family: NfFamily) -> Result<Vec<u64>> {
         .map_err(asking)
 }
 
-/// Commands that drop our old accepts from `ip/ip6 filter FORWARD` and add
-/// the current ones, when such chains exist.
-fn foreign_forward_rules(nf: &mut NfNetlink, networks: &[Network]) -> Result<String> {
-    let mut out = String::new();
-    for (family, name) in [(NfFamily::Ip, "ip"), (NfFamily::Ip6, "ip6")] {
+/// The edits that drop our old accepts from `ip/ip6 filter FORWARD` and
+/// add the current ones, when such chains exist.
+fn foreign_forward_rules(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
+    let mut out = Vec::new();
+    for family in [NfFamily::Ip, NfFamily::Ip6] {
         if !nf
             .chain_exists(family, "filter", "FORWARD")
             .map_err(asking)?
         {
             continue;
         }
+        let place = || ("filter".to_string(), "FORWARD".to_string());
         for handle in our_forward_rules(nf, family)? {
-            let _ = writeln!(out, "delete rule {name} filter FORWARD handle {handle}");
+            let (table, chain) = place();
+            out.push(Edit::Remove {
+                family,
+                table,
+                chain,
+                handle,
+            });
         }
-        out.push_str(&forward_accepts(name, networks));
+        for rule in forward_accepts(networks) {
+            let (table, chain) = place();
+            out.push(Edit::Insert {
+                family,
+                table,
+                chain,
+                rule,
+            });
+        }
     }
     Ok(out)
 }
 
-/// The accepts for one family: anything leaving a plumb bridge, answers
-/// coming back to one, and new connections into routed and bridged networks
-/// (a NAT network is reached only through its masquerade).
-fn forward_accepts(family: &str, networks: &[Network]) -> String {
-    let set = |nets: &mut dyn Iterator<Item = (&Network, &BridgeOptions)>| {
-        let names: Vec<String> = nets.map(|(_, b)| format!("\"{}\"", b.bridge)).collect();
-        (!names.is_empty()).then(|| format!("{{ {} }}", names.join(", ")))
-    };
-    let Some(all) = set(&mut bridges(networks)) else {
-        return String::new();
-    };
-    let mut out = String::new();
-    // Inserted at the head, so written in reverse of evaluation order.
-    if let Some(inbound) = set(&mut bridges(networks).filter(|(_, b)| b.mode != BridgeMode::Nat)) {
-        let _ = writeln!(
-            out,
-            "insert rule {family} filter FORWARD oifname {inbound} accept comment \"{TAG}\""
-        );
+/// The accepts (the same for both families): anything leaving a plumb
+/// bridge, answers coming back to one, and new connections into routed
+/// and bridged networks (a NAT network is reached only through its
+/// masquerade). Each is inserted at the head, so they are listed in
+/// reverse of evaluation order.
+fn forward_accepts(networks: &[Network]) -> Vec<Rule> {
+    let all: Vec<&str> = bridges(networks).map(|(_, b)| b.bridge.as_str()).collect();
+    if all.is_empty() {
+        return Vec::new();
     }
-    let _ = writeln!(
-        out,
-        "insert rule {family} filter FORWARD oifname {all} ct state established,related accept comment \"{TAG}\""
-    );
-    let _ = writeln!(
-        out,
-        "insert rule {family} filter FORWARD oifname {all} ct status dnat accept comment \"{TAG}\""
-    );
-    let _ = writeln!(
-        out,
-        "insert rule {family} filter FORWARD iifname {all} accept comment \"{TAG}\""
-    );
+    let inbound: Vec<&str> = bridges(networks)
+        .filter(|(_, b)| b.mode != BridgeMode::Nat)
+        .map(|(_, b)| b.bridge.as_str())
+        .collect();
+    let accept = Expr::Verdict(Verdict::Accept);
+    let rule = |parts: &[&[Expr]]| Rule::new(parts.concat()).commented(TAG);
+    let mut out = Vec::new();
+    if !inbound.is_empty() {
+        // oifname INBOUND accept
+        out.push(rule(&[&ifname_in(MetaKey::Oifname, &inbound), &[accept.clone()]]));
+    }
+    let to_plumb = ifname_in(MetaKey::Oifname, &all);
+    // oifname ALL ct state established,related accept
+    out.push(rule(&[
+        &to_plumb,
+        &ct_any(CtKey::State, CT_ESTABLISHED_RELATED),
+        &[accept.clone()],
+    ]));
+    // oifname ALL ct status dnat accept
+    out.push(rule(&[
+        &to_plumb,
+        &ct_any(CtKey::Status, IPS_DST_NAT),
+        &[accept.clone()],
+    ]));
+    // iifname ALL accept
+    out.push(rule(&[&ifname_in(MetaKey::Iifname, &all), &[accept]]));
     out
 }
 
@@ -548,32 +815,81 @@ mod tests {
         }
     }
 
+    fn chain<'t>(t: &'t Table, name: &str) -> &'t Chain {
+        t.chains.iter().find(|c| c.name == name).unwrap()
+    }
+
+    fn commented<'c>(c: &'c Chain, comment: &str) -> &'c Rule {
+        let found = c.rules.iter().find(|r| r.comment.as_deref() == Some(comment));
+        found.unwrap_or_else(|| panic!("no rule {comment} in {}", c.name))
+    }
+
+    fn has(r: &Rule, e: &Expr) -> bool {
+        r.exprs.contains(e)
+    }
+
     #[test]
     fn nat_networks_masquerade_and_others_do_not() {
-        let text = render(&ruleset(vec![
+        let t = inet_table(&ruleset(vec![
             net("a", "10.1.0.0/24", "nat", None),
             net("b", "10.2.0.0/24", "routed", None),
             net("c", "fd00::/64", "nat", Some("eth9")),
-        ]));
-        assert!(
-            text.contains("ip saddr 10.1.0.0/24 oifname != \"pl-a\" masquerade"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ip6 saddr fd00::/64 oifname \"eth9\" masquerade"),
-            "{text}"
-        );
-        assert!(!text.contains("10.2.0.0"), "{text}");
-        assert!(text.contains("add table inet plumb\ndelete table inet plumb\n"));
+        ]))
+        .unwrap();
+        let post = chain(&t, "postrouting");
+        let comments: Vec<_> = post.rules.iter().map(|r| r.comment.as_deref()).collect();
+        let expected = ["a", "a hairpin", "c", "c hairpin", "localhost"];
+        assert_eq!(comments, expected.map(Some));
+        // ip saddr 10.1.0.0/24 oifname != "pl-a" masquerade
+        let a = commented(post, "a");
+        assert!(has(a, &Expr::eq(&[10, 1, 0])));
+        assert!(has(a, &Expr::Cmp(CmpOp::Neq, ifname("pl-a"))));
+        assert_eq!(a.exprs.last(), Some(&Expr::Masquerade));
+        // ip6 saddr fd00::/64 oifname "eth9" masquerade
+        let c = commented(post, "c");
+        assert_eq!(c.exprs[..2], nfproto(NfFamily::Ip6));
+        assert!(has(c, &Expr::payload(Base::Network, 8, 8)));
+        assert!(has(c, &Expr::eq(&ifname("eth9"))));
+        // The hairpin: source and destination in the subnet, to a
+        // published port.
+        let hairpin = commented(post, "a hairpin");
+        assert!(has(hairpin, &Expr::payload(Base::Network, 16, 3)));
+        assert!(has(hairpin, &Expr::Ct(CtKey::Status)));
+        let prerouting = chain(&t, "prerouting");
+        assert!(prerouting.rules.iter().all(|r| has(r, &Expr::Dnat4)));
+        let names: Vec<_> = t.sets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["publish", "publish_addr"]);
     }
 
     #[test]
     fn a_routed_network_alone_needs_only_the_guard_table() {
-        let text = render(&ruleset(vec![net("b", "10.2.0.0/24", "routed", None)]));
-        assert!(!text.contains("table inet plumb {"), "{text}");
-        assert!(text.contains("table bridge plumb {"), "{text}");
-        let none = render(&ruleset(Vec::new()));
-        assert!(!none.contains('{'), "no network, no table: {none}");
+        let edits = tables(&ruleset(vec![net("b", "10.2.0.0/24", "routed", None)]));
+        assert!(matches!(&edits[0], Edit::Replace(t) if t.family == NfFamily::Bridge));
+        assert!(matches!(&edits[1], Edit::Delete { family: NfFamily::Inet, .. }));
+        let none = tables(&ruleset(Vec::new()));
+        assert!(
+            none.iter().all(|e| matches!(e, Edit::Delete { .. })),
+            "no network, no table"
+        );
+    }
+
+    #[test]
+    fn a_prefix_of_whole_bytes_is_a_shorter_load_and_any_other_a_mask() {
+        let cidr = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            address_in(&cidr("192.168.6.0/23"), false),
+            [
+                Expr::payload(Base::Network, 16, 4),
+                Expr::And(vec![255, 255, 254, 0]),
+                Expr::eq(&[192, 168, 6, 0]),
+            ]
+        );
+        assert_eq!(
+            address_in(&cidr("fd00::/8"), true),
+            [Expr::payload(Base::Network, 8, 1), Expr::eq(&[0xfd])]
+        );
+        // /0 matches any address of the family, as nft writes it.
+        assert_eq!(address_in(&cidr("0.0.0.0/0"), true)[1], Expr::And(vec![0; 4]));
     }
 
     #[test]
@@ -582,21 +898,22 @@ mod tests {
             net("a", "10.1.0.0/24", "nat", None),
             net("b", "10.2.0.0/24", "routed", None),
         ];
-        let text = forward_accepts("ip", &nets);
-        assert!(
-            text.contains("iifname { \"pl-a\", \"pl-b\" } accept"),
-            "{text}"
-        );
-        assert!(
-            text.contains("oifname { \"pl-a\", \"pl-b\" } ct state established,related accept"),
-            "{text}"
-        );
-        assert!(text.contains("oifname { \"pl-b\" } accept"), "{text}");
+        let both = Expr::In {
+            key_type: nftable::TYPE_IFNAME,
+            key_len: 16,
+            keys: vec![ifname("pl-a"), ifname("pl-b")],
+        };
+        let rules = forward_accepts(&nets);
+        assert_eq!(rules.len(), 4);
+        assert!(rules.iter().all(|r| r.comment.as_deref() == Some(TAG)));
+        // Inserted at the head one by one: the last is evaluated first.
         assert_eq!(
-            forward_accepts("ip", &nets[..1]).lines().count(),
-            3,
-            "no inbound accept for NAT only"
+            rules[3].exprs,
+            [Expr::Meta(MetaKey::Iifname), both.clone(), Expr::Verdict(Verdict::Accept)]
         );
-        assert!(forward_accepts("ip6", &[]).is_empty());
+        assert!(has(&rules[1], &Expr::Ct(CtKey::State)) && has(&rules[1], &both));
+        assert_eq!(rules[0].exprs[1], Expr::eq(&ifname("pl-b")), "inbound: routed only");
+        assert_eq!(forward_accepts(&nets[..1]).len(), 3, "no inbound accept for NAT only");
+        assert!(forward_accepts(&[]).is_empty());
     }
 }
