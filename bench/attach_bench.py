@@ -121,6 +121,14 @@ class BenchError(Exception):
 
 # ---------------------------------------------------------------- shell helpers
 
+
+def release_binary():
+    """target/<host tuple>/release/plumb: .cargo/config.toml names the target."""
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    tuple_ = next((l.split()[1] for l in host.splitlines() if l.startswith("host:")), "")
+    return f"target/{tuple_}/release/plumb"
+
+
 def run(cmd: list[str], *, check: bool = True, input: str | None = None,
         env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, input=input, env=env, capture_output=True, text=True)
@@ -746,7 +754,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="turns of every tool, pooled (default 2)")
     ap.add_argument("--tools", default="plumb,plumbd,cni,netavark",
                     help="comma-separated subset of plumb,plumbd,cni,netavark")
-    ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
+    ap.add_argument("--plumb", default=release_binary(), help="plumb binary")
     ap.add_argument("--no-up", action="store_true", help="skip the `plumb up` timing")
     ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")

@@ -38,6 +38,13 @@ CNI = "/usr/lib/cni"
 CNI_TIMEOUT_S = 60
 
 
+def release_binary():
+    """target/<host tuple>/release/plumb: .cargo/config.toml names the target."""
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    tuple_ = next((l.split()[1] for l in host.splitlines() if l.startswith("host:")), "")
+    return f"target/{tuple_}/release/plumb"
+
+
 def run(cmd: list[str], *, check: bool = True, input: str | None = None,
         env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, input=input, env=env, capture_output=True, text=True)
@@ -155,7 +162,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=50, help="containers per tool (default 50)")
     ap.add_argument("--leases", type=int, default=1000,
                     help="live plumb leases for the memory reading (0: skip; default 1000)")
-    ap.add_argument("--plumb", default="target/release/plumb")
+    ap.add_argument("--plumb", default=release_binary(), help="plumb binary")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args()
     if os.geteuid() != 0:

@@ -126,6 +126,13 @@ class BenchError(Exception):
     """A command or a verification failed: exit 2."""
 
 
+def release_binary():
+    """target/<host tuple>/release/plumb: .cargo/config.toml names the target."""
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    tuple_ = next((l.split()[1] for l in host.splitlines() if l.startswith("host:")), "")
+    return f"target/{tuple_}/release/plumb"
+
+
 def say(msg: str = "") -> None:
     print(msg, flush=True)
 
@@ -571,7 +578,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--layout", choices=("same", "spread", "both"), default="both",
                     help="others on the probes' network `bench`, spread over networks of "
                     f"{SPREAD_NET_SIZE}, or both, one after the other (default both)")
-    ap.add_argument("--plumb", default="target/release/plumb", help="plumb binary")
+    ap.add_argument("--plumb", default=release_binary(), help="plumb binary")
     ap.add_argument("--json", metavar="FILE", help="write every number as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("--cleanup", action="store_true",

@@ -22,8 +22,6 @@ pub enum Error {
     Ipam { network: String, reason: String },
     #[error("{what}: {source}")]
     Kernel { what: String, source: NetlinkError },
-    #[error("nftables: {0}")]
-    Nft(String),
     #[error("state store: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("{what}: {source}")]

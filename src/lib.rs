@@ -11,7 +11,6 @@ pub mod model;
 pub mod names;
 pub mod netlink;
 pub mod netns;
-pub mod nft;
 pub mod policy;
 pub mod report;
 pub mod store;

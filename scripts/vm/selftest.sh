@@ -61,7 +61,7 @@ table inet selftest {
 EOF
 in_ns lan nft list ruleset | grep -q masquerade || fail "masquerade rule missing"
 
-step "$(plumb --version): a NAT network (libnftables is dlopened)"
+step "$(plumb --version): a NAT network (its tables written over nfnetlink)"
 plumb network create selftest --subnet 10.77.0.0/24 >/dev/null
 ip netns add c1
 plumb attach c1 selftest >/dev/null

@@ -315,7 +315,11 @@ pub enum Expr {
     /// Load a meta key into the register.
     Meta(MetaKey),
     /// Load `len` bytes at `offset` of a header into the register.
-    Payload { base: Base, offset: u32, len: u32 },
+    Payload {
+        base: Base,
+        offset: u32,
+        len: u32,
+    },
     /// Load each of these (meta and payload loads) into the registers one
     /// after the other: one key made of several fields (`a . b`), each
     /// starting on a 4-byte boundary.
@@ -330,7 +334,10 @@ pub enum Expr {
     /// Compare the register with `data` (as long as what was loaded).
     Cmp(CmpOp, Vec<u8>),
     /// The register's value is (or with `invert`, is not) in the named set.
-    Lookup { set: String, invert: bool },
+    Lookup {
+        set: String,
+        invert: bool,
+    },
     /// Look the register's key up in the named map, and load what it maps
     /// to into the registers (a match: no element, no further).
     MapLookup(String),
@@ -690,7 +697,7 @@ fn set_messages(batch: &mut Batch, family: NfFamily, table: &str, s: &Set, id: u
 /// The register that starts `slot` 4-byte words after the start of
 /// NFT_REG_1: a 16-byte register when it starts one, as nft writes it.
 fn register(slot: u32) -> u32 {
-    if slot % 4 == 0 {
+    if slot.is_multiple_of(4) {
         NFT_REG_1 + slot / 4
     } else {
         NFT_REG32_00 + slot
@@ -954,7 +961,14 @@ mod tests {
         ]);
         put_expr(&mut buf, &key, NFT_REG_1, &mut std::iter::empty());
         for (i, n) in [1, 9, 10].into_iter().enumerate() {
-            let want = reg(if i == 1 { NFTA_META_DREG } else { NFTA_PAYLOAD_DREG }, n);
+            let want = reg(
+                if i == 1 {
+                    NFTA_META_DREG
+                } else {
+                    NFTA_PAYLOAD_DREG
+                },
+                n,
+            );
             assert!(contains(&buf, &want), "field {i} in reg {n}");
         }
         // iifname . ether saddr: the name fills reg 1, the MAC starts reg 2.
@@ -990,7 +1004,20 @@ mod tests {
         assert_eq!(msgs[0].0, NFT_MSG_DELRULE);
         assert!(contains(
             msgs[0].1,
-            &[12, 0, NFTA_RULE_HANDLE as u8, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34]
+            &[
+                12,
+                0,
+                NFTA_RULE_HANDLE as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x12,
+                0x34
+            ]
         ));
         assert_eq!(msgs[1].0, NFT_MSG_NEWRULE);
         // No NLM_F_APPEND: at the head of the chain.
@@ -1001,7 +1028,20 @@ mod tests {
         // The comment is libnftnl's TLV 0, NUL included.
         assert!(contains(
             msgs[1].1,
-            &[12, 0, NFTA_RULE_USERDATA as u8, 0, 0, 6, b'p', b'l', b'u', b'm', b'b', 0]
+            &[
+                12,
+                0,
+                NFTA_RULE_USERDATA as u8,
+                0,
+                0,
+                6,
+                b'p',
+                b'l',
+                b'u',
+                b'm',
+                b'b',
+                0
+            ]
         ));
         assert_eq!(batch.what[1], "insert rule ip filter FORWARD (\"plumb\")");
     }

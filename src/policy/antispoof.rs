@@ -172,7 +172,7 @@ pub fn bridge_table(ports: &[&Attachment]) -> Table {
             &ether_type(ETH_P_IPV6),
             &icmpv6,
             &icmpv6_type(ND_ROUTER_ADVERT),
-            &[drop.clone()],
+            std::slice::from_ref(&drop),
         ]),
         // ether type ip6 iifname @slaac accept
         rule(&[
@@ -221,7 +221,7 @@ pub fn bridge_table(ports: &[&Attachment]) -> Table {
         rule(&[
             &[Expr::Meta(Oifname), Expr::in_set("no_ipv6")],
             &ether_type(ETH_P_IPV6),
-            &[drop.clone()],
+            std::slice::from_ref(&drop),
         ]),
         // oifname @no_ra icmpv6 type nd-router-advert drop
         rule(&[

@@ -229,10 +229,7 @@ fn address_in_set(family: NfFamily, set: &str, from: bool) -> Vec<Expr> {
         (_, true) => (8, 16),
         (_, false) => (24, 16),
     };
-    vec![
-        Expr::payload(Base::Network, offset, len),
-        Expr::in_set(set),
-    ]
+    vec![Expr::payload(Base::Network, offset, len), Expr::in_set(set)]
 }
 
 /// Port publishing and masquerade, when there are NAT bridges: the maps
@@ -273,8 +270,12 @@ fn nat(networks: &[Network]) -> Option<(Vec<Set>, Vec<Chain>)> {
     }
     let localhost = IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8));
     post.push(
-        masquerade(&[&nfproto(NfFamily::Ip), &address_in(&localhost, true), &ct_dnat])
-            .commented("localhost"),
+        masquerade(&[
+            &nfproto(NfFamily::Ip),
+            &address_in(&localhost, true),
+            &ct_dnat,
+        ])
+        .commented("localhost"),
     );
     let dport = Expr::payload(Base::Transport, 2, 2);
     // fib daddr type local meta l4proto { tcp, udp } dnat ip to KEY map @MAP
@@ -325,8 +326,13 @@ fn nat(networks: &[Network]) -> Option<(Vec<Set>, Vec<Chain>)> {
         Set::new("publish", t(&[proto, port]), 8, nftable::MAP_CONCAT)
             .mapping_to(t(&[addr, port]), 8),
         // type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
-        Set::new("publish_addr", t(&[addr, proto, port]), 12, nftable::MAP_CONCAT)
-            .mapping_to(t(&[addr, port]), 8),
+        Set::new(
+            "publish_addr",
+            t(&[addr, proto, port]),
+            12,
+            nftable::MAP_CONCAT,
+        )
+        .mapping_to(t(&[addr, port]), 8),
     ];
     let chains = vec![
         Chain {
@@ -418,7 +424,7 @@ fn forward(r: &Ruleset) -> Option<Chain> {
     let mut rules = vec![Rule::new(
         [
             &ct_any(CtKey::State, CT_ESTABLISHED_RELATED)[..],
-            &[accept.clone()],
+            std::slice::from_ref(&accept),
         ]
         .concat(),
     )];
@@ -765,28 +771,28 @@ fn forward_accepts(networks: &[Network]) -> Vec<Rule> {
         .filter(|(_, b)| b.mode != BridgeMode::Nat)
         .map(|(_, b)| b.bridge.as_str())
         .collect();
-    let accept = Expr::Verdict(Verdict::Accept);
+    let accept = [Expr::Verdict(Verdict::Accept)];
     let rule = |parts: &[&[Expr]]| Rule::new(parts.concat()).commented(TAG);
     let mut out = Vec::new();
     if !inbound.is_empty() {
         // oifname INBOUND accept
-        out.push(rule(&[&ifname_in(MetaKey::Oifname, &inbound), &[accept.clone()]]));
+        out.push(rule(&[&ifname_in(MetaKey::Oifname, &inbound), &accept]));
     }
     let to_plumb = ifname_in(MetaKey::Oifname, &all);
     // oifname ALL ct state established,related accept
     out.push(rule(&[
         &to_plumb,
         &ct_any(CtKey::State, CT_ESTABLISHED_RELATED),
-        &[accept.clone()],
+        &accept,
     ]));
     // oifname ALL ct status dnat accept
     out.push(rule(&[
         &to_plumb,
         &ct_any(CtKey::Status, IPS_DST_NAT),
-        &[accept.clone()],
+        &accept,
     ]));
     // iifname ALL accept
-    out.push(rule(&[&ifname_in(MetaKey::Iifname, &all), &[accept]]));
+    out.push(rule(&[&ifname_in(MetaKey::Iifname, &all), &accept]));
     out
 }
 
@@ -820,7 +826,10 @@ mod tests {
     }
 
     fn commented<'c>(c: &'c Chain, comment: &str) -> &'c Rule {
-        let found = c.rules.iter().find(|r| r.comment.as_deref() == Some(comment));
+        let found = c
+            .rules
+            .iter()
+            .find(|r| r.comment.as_deref() == Some(comment));
         found.unwrap_or_else(|| panic!("no rule {comment} in {}", c.name))
     }
 
@@ -865,7 +874,13 @@ mod tests {
     fn a_routed_network_alone_needs_only_the_guard_table() {
         let edits = tables(&ruleset(vec![net("b", "10.2.0.0/24", "routed", None)]));
         assert!(matches!(&edits[0], Edit::Replace(t) if t.family == NfFamily::Bridge));
-        assert!(matches!(&edits[1], Edit::Delete { family: NfFamily::Inet, .. }));
+        assert!(matches!(
+            &edits[1],
+            Edit::Delete {
+                family: NfFamily::Inet,
+                ..
+            }
+        ));
         let none = tables(&ruleset(Vec::new()));
         assert!(
             none.iter().all(|e| matches!(e, Edit::Delete { .. })),
@@ -889,7 +904,10 @@ mod tests {
             [Expr::payload(Base::Network, 8, 1), Expr::eq(&[0xfd])]
         );
         // /0 matches any address of the family, as nft writes it.
-        assert_eq!(address_in(&cidr("0.0.0.0/0"), true)[1], Expr::And(vec![0; 4]));
+        assert_eq!(
+            address_in(&cidr("0.0.0.0/0"), true)[1],
+            Expr::And(vec![0; 4])
+        );
     }
 
     #[test]
@@ -909,11 +927,23 @@ mod tests {
         // Inserted at the head one by one: the last is evaluated first.
         assert_eq!(
             rules[3].exprs,
-            [Expr::Meta(MetaKey::Iifname), both.clone(), Expr::Verdict(Verdict::Accept)]
+            [
+                Expr::Meta(MetaKey::Iifname),
+                both.clone(),
+                Expr::Verdict(Verdict::Accept)
+            ]
         );
         assert!(has(&rules[1], &Expr::Ct(CtKey::State)) && has(&rules[1], &both));
-        assert_eq!(rules[0].exprs[1], Expr::eq(&ifname("pl-b")), "inbound: routed only");
-        assert_eq!(forward_accepts(&nets[..1]).len(), 3, "no inbound accept for NAT only");
+        assert_eq!(
+            rules[0].exprs[1],
+            Expr::eq(&ifname("pl-b")),
+            "inbound: routed only"
+        );
+        assert_eq!(
+            forward_accepts(&nets[..1]).len(),
+            3,
+            "no inbound accept for NAT only"
+        );
         assert!(forward_accepts(&[]).is_empty());
     }
 }
