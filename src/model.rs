@@ -384,6 +384,10 @@ pub struct NetworkSpec {
     /// each other.
     #[serde(default)]
     pub isolate_containers: bool,
+    /// Bridge networks: IGMP/MLD snooping (default: on for bridged, off for
+    /// nat and routed).
+    #[serde(default)]
+    pub multicast_snooping: Option<bool>,
 }
 
 fn default_driver() -> String {
@@ -474,6 +478,24 @@ pub struct BridgeOptions {
     pub bridge: String,
     #[serde(default)]
     pub uplink: Option<Parent>,
+    /// As asked for; `None` is the mode's default (`multicast_snooping()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_snooping: Option<bool>,
+}
+
+impl BridgeOptions {
+    /// Whether the bridge snoops IGMP and MLD to send multicast only to the
+    /// ports that joined a group. On a bridged network the LAN may have a
+    /// querier, and snooping pays. A nat or routed bridge is a segment of
+    /// the host's own where nobody asks: the bridge floods multicast to
+    /// every port either way, and snooping would only cost time (the kernel
+    /// re-arms the multicast timers of every port each time one comes up,
+    /// so an attach cost more with each container). A container that runs
+    /// a querier (a lab's multicast router) can have it back.
+    pub fn multicast_snooping(&self) -> bool {
+        self.multicast_snooping
+            .unwrap_or(self.mode == BridgeMode::Bridged)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -663,6 +685,16 @@ impl NetworkSpec {
         let egress = self.egress(&kind)?;
         if let Some(t) = &self.tenant {
             validate_name("--tenant", t)?;
+        }
+        if let (Some(on), false) = (
+            self.multicast_snooping,
+            matches!(kind, NetworkKind::Bridge(_)),
+        ) {
+            return Err(Error::invalid(
+                "--multicast-snooping",
+                if on { "on" } else { "off" },
+                "is for bridge networks",
+            ));
         }
         if self.isolate_containers && !matches!(kind, NetworkKind::Bridge(_)) {
             return Err(Error::invalid(
@@ -953,6 +985,7 @@ impl NetworkSpec {
             mode,
             bridge,
             uplink,
+            multicast_snooping: self.multicast_snooping,
         };
         Ok((NetworkKind::Bridge(options), host_addresses))
     }

@@ -103,6 +103,7 @@ pub fn network(d: &NetworkDetails) -> Value {
     json!({
         "Tenant": net.tenant,
         "IsolateContainers": net.isolate_containers,
+        "MulticastSnooping": net.bridge().map(|b| b.multicast_snooping()),
         "Egress": net.egress.as_ref().map(|e| json!({
             "Interface": e.interface,
             "Gateway": e.gateway.map(|g| g.to_string()),

@@ -342,3 +342,116 @@ fn host_address_on_an_isolated_segment_and_reserved_addresses() {
     assert_eq!(inspect["AuxAddresses"]["nas"], "10.44.0.2");
     assert_eq!(inspect["Attachments"][0]["Target"], c.as_str());
 }
+
+/// Multicast snooping follows the mode (off on nat and routed bridges,
+/// where nobody queries and the bridge floods multicast anyway; on where a
+/// LAN may have a querier) unless asked; multicast still reaches the
+/// containers. Every port carries the bridge's MAC, so the bridge keeps one
+/// local forwarding entry, not one per container.
+#[test]
+fn multicast_snooping_follows_the_mode_and_ports_share_the_bridge_mac() {
+    let lab = Lab::new("mcast");
+    let sysfs = |bridge: &str, file: &str| {
+        must(&format!(
+            "ip netns exec {} cat /sys/class/net/{bridge}/{file}",
+            lab.host
+        ))
+        .trim()
+        .to_string()
+    };
+    lab.ok(&["network", "create", "n", "--subnet", "10.43.0.0/24"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "r",
+        "--subnet",
+        "10.44.0.0/24",
+        "--mode",
+        "routed",
+    ]);
+    lab.ok(&[
+        "network",
+        "create",
+        "l",
+        "--subnet",
+        "10.45.0.0/24",
+        "--mode",
+        "bridged",
+    ]);
+    lab.ok(&[
+        "network",
+        "create",
+        "q",
+        "--subnet",
+        "10.46.0.0/24",
+        "--multicast-snooping",
+        "on",
+    ]);
+    let snooping = |b: &str| sysfs(b, "bridge/multicast_snooping");
+    assert_eq!(
+        [
+            snooping("pl-n"),
+            snooping("pl-r"),
+            snooping("pl-l"),
+            snooping("pl-q")
+        ],
+        ["0", "0", "1", "1"]
+    );
+    let inspected: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "q"])).unwrap();
+    assert_eq!(inspected["MulticastSnooping"], true, "{inspected}");
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "x",
+        "--subnet",
+        "10.47.0.0/24",
+        "--multicast-snooping",
+        "maybe",
+    ]);
+    assert!(
+        err.contains("--multicast-snooping `maybe`: expected on or off"),
+        "{err}"
+    );
+
+    // Two containers on the nat network: a group joined by one is heard
+    // from the other.
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "n"]);
+    lab.ok(&["attach", &b, "n"]);
+    let ip_b: std::net::Ipv4Addr = lab.ip_of(&b, "n").parse().unwrap();
+    let group = std::net::Ipv4Addr::new(239, 1, 2, 3);
+    let receiver = common::in_netns(&b, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:5007").unwrap();
+        s.join_multicast_v4(&group, &ip_b).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .unwrap();
+        s
+    });
+    common::in_netns(&a, || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_multicast_ttl_v4(1).unwrap();
+        s.send_to(b"hello group", (group, 5007)).unwrap();
+    });
+    let mut buf = [0u8; 64];
+    let (len, _) = receiver.recv_from(&mut buf).expect("the group's datagram");
+    assert_eq!(&buf[..len], b"hello group");
+
+    // The ports carry the bridge's MAC.
+    let bridge_mac = sysfs("pl-n", "address");
+    for target in [&a, &b] {
+        let port = lab.inspect(target)["NetworkSettings"]["Networks"]["n"]["HostIfName"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(sysfs(&port, "address"), bridge_mac, "port {port}");
+    }
+    // `bridge fdb` also lists each device's own multicast addresses
+    // ("self"); the bridge's entries say "master".
+    let fdb = must(&format!("bridge -n {} fdb show br pl-n", lab.host));
+    let local: Vec<&str> = fdb
+        .lines()
+        .filter(|l| l.contains("master pl-n permanent"))
+        .collect();
+    assert_eq!(local.len(), 1, "one local entry for two ports: {fdb}");
+}

@@ -106,6 +106,10 @@ pub struct CreateArgs {
     /// bridge: containers of the network cannot reach each other.
     #[arg(long)]
     pub isolate_containers: bool,
+    /// bridge: IGMP/MLD snooping, on or off (default: on in bridged mode,
+    /// off in nat and routed mode, where the bridge floods multicast anyway)
+    #[arg(long, value_name = "on|off")]
+    pub multicast_snooping: Option<String>,
 }
 
 impl CreateArgs {
@@ -123,6 +127,18 @@ impl CreateArgs {
                 ));
             }
         }
+        let multicast_snooping = match self.multicast_snooping.as_deref() {
+            None => None,
+            Some("on") => Some(true),
+            Some("off") => Some(false),
+            Some(other) => {
+                return Err(Error::invalid(
+                    "--multicast-snooping",
+                    other,
+                    "expected on or off",
+                ));
+            }
+        };
         Ok(NetworkSpec {
             name: self.name,
             driver: self.driver,
@@ -150,6 +166,7 @@ impl CreateArgs {
             egress_gateway: self.egress_gateway,
             tenant: self.tenant,
             isolate_containers: self.isolate_containers,
+            multicast_snooping,
         })
     }
 }

@@ -56,7 +56,8 @@ pub fn create(
             ));
         }
         None => {
-            nl.create_bridge(&b.bridge, crate::names::bridge_mac(&net.name), net.mtu)
+            let mac = crate::names::bridge_mac(&net.name);
+            nl.create_bridge(&b.bridge, mac, net.mtu, b.multicast_snooping())
                 .map_err(kernel(format!("create bridge {}", b.bridge)))?;
             let name = b.bridge.clone();
             undo.push(format!("delete bridge {name}"), move |nl| {
@@ -279,23 +280,38 @@ pub fn attach(
                 net.name, b.bridge
             ))
         })?;
-    host.create_veth(&a.host_ifname, bridge.index, &a.ifname, ns, a.mac.0, a.mtu)
-        .map_err(|e| {
-            if e.is(libc::EEXIST) {
-                Error::Conflict(format!(
-                    "interface {} or {} (in the target) already exists",
-                    a.host_ifname, a.ifname
-                ))
-            } else if e.is(libc::EXFULL) {
-                Error::Conflict(format!(
-                    "bridge {} of network `{}` has {BRIDGE_MAX_PORTS} ports, the most a Linux \
+    // Every port takes the bridge's own MAC. The bridge keeps a local
+    // forwarding entry for each distinct port MAC, and adding a port walks
+    // all of them (`br_fdb_unsync_static`, a `dev_uc_del` each): with random
+    // MACs an attach cost more with every container. A port sends nothing
+    // of its own (no address, no IPv6), and frames to that MAC are the
+    // bridge's anyway.
+    let port_mac = bridge.mac;
+    host.create_veth(
+        &a.host_ifname,
+        port_mac,
+        bridge.index,
+        &a.ifname,
+        ns,
+        a.mac.0,
+        a.mtu,
+    )
+    .map_err(|e| {
+        if e.is(libc::EEXIST) {
+            Error::Conflict(format!(
+                "interface {} or {} (in the target) already exists",
+                a.host_ifname, a.ifname
+            ))
+        } else if e.is(libc::EXFULL) {
+            Error::Conflict(format!(
+                "bridge {} of network `{}` has {BRIDGE_MAX_PORTS} ports, the most a Linux \
                      bridge holds; attach to another network",
-                    b.bridge, net.name
-                ))
-            } else {
-                Error::kernel(format!("create veth {} <-> {}", a.host_ifname, a.ifname), e)
-            }
-        })?;
+                b.bridge, net.name
+            ))
+        } else {
+            Error::kernel(format!("create veth {} <-> {}", a.host_ifname, a.ifname), e)
+        }
+    })?;
     let host_ifname = a.host_ifname.clone();
     undo.push(format!("delete veth {host_ifname}"), move |nl| {
         nl.delete_link_by_name(&host_ifname)

@@ -3,8 +3,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, Inet6IfaceFlags, InfoBridgePort, InfoKind,
-    InfoPortData, InfoPortKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, Inet6IfaceFlags, InfoBridge, InfoBridgePort,
+    InfoKind, InfoPortData, InfoPortKind, IpVlanFlags, IpVlanMode, LinkAttribute, LinkFlags,
     LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
@@ -111,8 +111,16 @@ impl Netlink {
     /// recompute it from its ports, which otherwise costs every port join
     /// a walk over all ports (and changes the gateway's MAC under the
     /// containers' feet whenever a port with a lower MAC joins).
-    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6], mtu: Option<u32>) -> NlResult<()> {
-        let mut b = LinkBridge::new(name).address(mac.to_vec());
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+        multicast_snooping: bool,
+    ) -> NlResult<()> {
+        let mut b = LinkBridge::new(name)
+            .address(mac.to_vec())
+            .append_info_data(InfoBridge::MulticastSnooping(multicast_snooping));
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
@@ -122,13 +130,16 @@ impl Netlink {
         )
     }
 
-    /// Create a veth pair: `host` stays here, enslaved to `controller` and
-    /// down; `peer` is created directly inside `peer_ns` with its MAC and
-    /// MTU, so it never exists in the host namespace under a name that could
-    /// clash. Both ends are left down, for the caller to configure.
+    /// Create a veth pair: `host` stays here with MAC `host_mac` (else a
+    /// random one), enslaved to `controller` and down; `peer` is created
+    /// directly inside `peer_ns` with its MAC and MTU, so it never exists in
+    /// the host namespace under a name that could clash. Both ends are left
+    /// down, for the caller to configure.
+    #[allow(clippy::too_many_arguments)]
     pub fn create_veth(
         &mut self,
         host: &str,
+        host_mac: Option<[u8; 6]>,
         controller: u32,
         peer: &str,
         peer_ns: &NsHandle,
@@ -141,13 +152,16 @@ impl Netlink {
             .mtu(mtu)
             .setns_by_fd(peer_ns.as_fd().as_raw_fd())
             .build();
-        let msg = LinkVeth::new(host, peer)
+        let mut builder = LinkVeth::new(host, peer)
             .set_info_data(netlink_packet_route::link::InfoData::Veth(
                 netlink_packet_route::link::InfoVeth::Peer(peer_msg),
             ))
             .mtu(mtu)
-            .controller(controller)
-            .build();
+            .controller(controller);
+        if let Some(mac) = host_mac {
+            builder = builder.address(mac.to_vec());
+        }
+        let msg = builder.build();
         self.execute(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
