@@ -495,6 +495,8 @@ fn encode(edits: &[Edit], exists: &[bool], first: u32) -> Batch {
                 table_contents(&mut batch, t, &mut set_ids);
             }
             Edit::Delete { family, name } if exists => {
+                // Made first, so that a table gone meanwhile is no error.
+                table_message(&mut batch, *family, name, NFT_MSG_NEWTABLE, create);
                 table_message(&mut batch, *family, name, NFT_MSG_DELTABLE, 0);
             }
             Edit::Delete { .. } => {}
