@@ -690,12 +690,14 @@ def report(ctx: Ctx, skipped: dict) -> list:
         f"{'first':>9}{'last':>9}{'last/first':>12}")
     for name in TOOLS:
         r = ctx.results.get(name)
-        if r:
+        # A tool that failed in a later round has a first round's partial
+        # result: it failed all the same.
+        if name in ctx.failed:
+            say(f"{name:<10}  FAILED (see below)")
+        elif r:
             say(f"{name:<10}{r['count']:>7}{r['median_ms']:>9.2f}{r['p90_ms']:>9.2f}"
                 f"{r['max_ms']:>9.2f}{r['first_mean_ms']:>9.2f}{r['last_mean_ms']:>9.2f}"
                 f"{r['growth']:>12.3f}")
-        elif name in ctx.failed:
-            say(f"{name:<10}  FAILED (see below)")
         elif name in skipped:
             say(f"{name:<10}  SKIPPED: {skipped[name]}")
     if ctx.results:

@@ -259,7 +259,7 @@ impl Engine {
     pub fn repair_firewall(&mut self) -> Result<bool> {
         let conn = self.store.read();
         // What decides whether a table is wanted; the members of its sets
-        // (every attachment) are read only when it must be rendered.
+        // (every attachment) are read only when it must be written.
         let wanted = firewall::Ruleset {
             networks: store::networks(conn)?
                 .into_iter()

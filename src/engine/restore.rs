@@ -40,7 +40,7 @@ impl Engine {
                 report.errors.push(format!("network `{}`: {e}", net.name));
             }
         }
-        // The whole table is rendered again, and the FORWARD accepts that
+        // The whole tables are written again, and the FORWARD accepts that
         // a restarted Docker may have flushed.
         if let Err(e) = firewall::Ruleset::load(self.store.read()).and_then(|r| firewall::sync(&r))
         {

@@ -2,9 +2,9 @@
 //! nfnetlink (NETLINK_NETFILTER, subsystem nf_tables).
 //!
 //! Attaching a container adds a few elements to sets that plumb's tables
-//! already hold (written once per network through libnftables). libnftables
-//! would cost a dlopen, a context and a cache fetch for every command (about
-//! 0.9 ms, measured); this is one `sendmsg` of one kernel batch (about 45 µs,
+//! already hold (written once per network, `nftable`). Through libnftables
+//! each change cost a dlopen, a context and a cache fetch (about 0.9 ms,
+//! measured); this is one `sendmsg` of one kernel batch (about 45 µs,
 //! socket included), whatever the ruleset holds. The batch is the kernel's
 //! transaction: every change in it is applied, or none.
 //!

@@ -330,8 +330,7 @@ fn port_elements(a: &Attachment) -> Vec<Element> {
 /// (its addresses change only with a DHCP lease): the checks of the
 /// bridge's guard chain, on the container's own egress (the MAC and
 /// addresses its own, no port in the keys), as the expressions
-/// nft compiles them to (`nft --debug=netlink`). Written over nfnetlink:
-/// a macvlan attach loads no libnftables.
+/// nft compiles them to (`nft --debug=netlink`).
 pub fn container_table(a: &Attachment) -> Table {
     use nftable::{Base::*, CmpOp::*, Expr, MetaKey::*, Verdict::*};
     let (v4, v6) = sources(a);

@@ -1,7 +1,7 @@
 //! Elements of plumb's nftables sets: what an attach, a detach or a new
 //! DHCP lease adds to the rules that are already written. One batch of
-//! them is one transaction, sent over nfnetlink by plumb itself: no
-//! libnftables on the hot path of an attach.
+//! them is one transaction, sent over nfnetlink by plumb itself; a table
+//! written whole takes its elements from here too.
 
 use std::net::IpAddr;
 
