@@ -19,7 +19,7 @@ Each tool gets its own fake host, subnet (/16), bridge and fresh set of N
 namespaces, created before timing starts (namespace creation is not timed).
 Each tool runs alone: its N attaches, checks and teardown before the next
 tool starts, so no tool's containers weigh on another's attaches. The tools
-take --rounds (2) turns, in an order that rotates from round to round, and
+take --rounds (4) turns, in an order that rotates from round to round, and
 each tool's numbers pool its rounds: on a shared VM the CPU's speed can
 change by 2x within minutes, and one run per tool would compare a fast
 minute with a slow one. (Taking turns per attach or per block would keep
@@ -754,8 +754,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="turns of every tool, pooled (default 2)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="turns of every tool, pooled (default 4)")
     ap.add_argument("--tools", default="plumb,plumbd,cni,netavark",
                     help="comma-separated subset of plumb,plumbd,cni,netavark")
     ap.add_argument("--plumb", default=release_binary(), help="plumb binary")
