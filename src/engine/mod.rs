@@ -254,7 +254,7 @@ impl Engine {
         })
     }
 
-    /// Render plumb's nftables state again when someone removed it (an
+    /// Write plumb's nftables state again when someone removed it (an
     /// `nft flush ruleset`, Docker rebuilding its chains); true if it did.
     pub fn repair_firewall(&mut self) -> Result<bool> {
         let conn = self.store.read();

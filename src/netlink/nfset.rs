@@ -15,7 +15,7 @@
 //! whole tables of `nftable`.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
@@ -34,9 +34,10 @@ const NFT_MSG_DELSETELEM: u16 = 14;
 /// goes on with GETRULE_RESET and DESTROYTABLE, CHAIN, RULE, SET: this is
 /// 30 (26 is DESTROYTABLE).
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
-pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
@@ -48,7 +49,7 @@ const IFNAMSIZ: usize = 16;
 /// A set message grows past this by at most one element, then the rest of
 /// the change goes on in another message of the same batch (an attribute's
 /// length is a u16: the element list could not pass 64 KiB anyway).
-pub(super) const MESSAGE_LIMIT: usize = 16 * 1024;
+const MESSAGE_LIMIT: usize = 16 * 1024;
 
 /// The family of an nftables table (NFPROTO_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,17 @@ pub fn set_key(fields: &[Field]) -> Vec<u8> {
 pub struct Element {
     pub key: Vec<u8>,
     pub data: Option<Vec<u8>>,
+}
+
+impl Element {
+    /// An element of an `ipv4_addr` or `ipv6_addr` set.
+    pub fn address(ip: IpAddr) -> Element {
+        let key = match ip {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
+        Element { key, data: None }
+    }
 }
 
 /// Elements to add to, or delete from, the set or map `table`/`set`.
@@ -364,6 +376,35 @@ impl Batch {
         finish_message(&mut self.buf, start);
     }
 
+    /// `elements` of set `set` in as many element messages `kind` as they
+    /// need, each described as `what`; none for no elements (a delete
+    /// without an element list would flush the whole set).
+    pub fn element_messages(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        set: &SetRef,
+        elements: &[Element],
+        what: &str,
+    ) {
+        let mut rest = elements.iter().peekable();
+        while rest.peek().is_some() {
+            let msg = self.message(kind, flags, set.family, what.to_string());
+            let buf = &mut self.buf;
+            put_str(buf, NFTA_SET_ELEM_LIST_TABLE, set.table);
+            put_str(buf, NFTA_SET_ELEM_LIST_SET, set.name);
+            if let Some(id) = set.id {
+                put_attr(buf, NFTA_SET_ELEM_LIST_SET_ID, &id.to_be_bytes());
+            }
+            let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+            while let Some(element) = rest.next_if(|_| buf.len() - msg < MESSAGE_LIMIT) {
+                put_element(buf, element);
+            }
+            finish_nest(buf, list);
+            self.end_message(msg);
+        }
+    }
+
     /// Close the batch with its END.
     pub fn finish(mut self) -> Batch {
         let seq = self.first.wrapping_add(self.what.len() as u32 + 1);
@@ -380,6 +421,15 @@ impl Batch {
     }
 }
 
+/// The set elements go to: by name, and for a set made earlier in the same
+/// batch also by its id there.
+pub(super) struct SetRef<'a> {
+    pub family: NfFamily,
+    pub table: &'a str,
+    pub name: &'a str,
+    pub id: Option<u32>,
+}
+
 /// The batch of `changes`, its BEGIN numbered `first`.
 fn encode(changes: &[Change], first: u32, delete: u16) -> Batch {
     let mut batch = Batch::new(first);
@@ -390,27 +440,19 @@ fn encode(changes: &[Change], first: u32, delete: u16) -> Batch {
             Change::Add { .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
             Change::Delete { .. } => (delete, 0),
         };
-        // A delete message without an element list flushes the whole set:
-        // a change without elements must send no message at all.
-        let mut rest = elements.iter().peekable();
-        while rest.peek().is_some() {
-            let msg = batch.message(kind, flags, family, change.describe());
-            let buf = &mut batch.buf;
-            put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
-            put_str(buf, NFTA_SET_ELEM_LIST_SET, set);
-            let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-            while let Some(element) = rest.next_if(|_| buf.len() - msg < MESSAGE_LIMIT) {
-                put_element(buf, element);
-            }
-            finish_nest(buf, list);
-            batch.end_message(msg);
-        }
+        let set = SetRef {
+            family,
+            table,
+            name: set,
+            id: None,
+        };
+        batch.element_messages(kind, flags, &set, elements, &change.describe());
     }
     batch.finish()
 }
 
 /// One element of an element list.
-pub(super) fn put_element(buf: &mut Vec<u8>, element: &Element) {
+fn put_element(buf: &mut Vec<u8>, element: &Element) {
     let item = start_nest(buf, NFTA_LIST_ELEM);
     put_value(buf, NFTA_SET_ELEM_KEY, &element.key);
     if let Some(data) = &element.data {

@@ -15,9 +15,8 @@ use super::nfquery::{
     NFTA_RULE_CHAIN, NFTA_RULE_HANDLE, NFTA_RULE_TABLE, NFTA_RULE_USERDATA, NFTA_TABLE_NAME,
 };
 use super::nfset::{
-    Batch, Element, MESSAGE_LIMIT, NFT_MSG_NEWSETELEM, NFTA_LIST_ELEM, NFTA_SET_ELEM_LIST_ELEMENTS,
-    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NfFamily, NfNetlink, finish_nest, put_attr,
-    put_element, put_str, put_value, start_nest,
+    Batch, Element, NFT_MSG_NEWSETELEM, NFTA_LIST_ELEM, NfFamily, NfNetlink, SetRef, finish_nest,
+    put_attr, put_str, put_value, start_nest,
 };
 
 const NFT_MSG_DELTABLE: u16 = 2;
@@ -40,7 +39,6 @@ const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
-const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_META_DREG: u16 = 1;
@@ -679,21 +677,15 @@ fn set_messages(batch: &mut Batch, family: NfFamily, table: &str, s: &Set, id: u
         put_attr(buf, NFTA_SET_USERDATA, &s.userdata);
     }
     batch.end_message(msg);
-    let mut rest = s.elements.iter().peekable();
-    while rest.peek().is_some() {
-        let what = format!("add to set {} {table} {shown}", family.name());
-        let msg = batch.message(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE as u16, family, what);
-        let buf = &mut batch.buf;
-        put_str(buf, NFTA_SET_ELEM_LIST_TABLE, table);
-        put_str(buf, NFTA_SET_ELEM_LIST_SET, &s.name);
-        put_attr(buf, NFTA_SET_ELEM_LIST_SET_ID, &be(id));
-        let list = start_nest(buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-        while let Some(e) = rest.next_if(|_| buf.len() - msg < MESSAGE_LIMIT) {
-            put_element(buf, e);
-        }
-        finish_nest(buf, list);
-        batch.end_message(msg);
-    }
+    let to = SetRef {
+        family,
+        table,
+        name: &s.name,
+        id: Some(id),
+    };
+    let what = format!("add to set {} {table} {shown}", family.name());
+    let create = libc::NLM_F_CREATE as u16;
+    batch.element_messages(NFT_MSG_NEWSETELEM, create, &to, &s.elements, &what);
 }
 
 /// The register that starts `slot` 4-byte words after the start of

@@ -84,7 +84,7 @@ pub fn sources(a: &Attachment) -> (Vec<IpAddr>, Vec<IpAddr>) {
 
 /// The host's `bridge plumb` table, with the elements of every guarded
 /// port in `ports`, as nft compiles the checks (`nft --debug=netlink`).
-pub fn bridge_table(ports: &[&Attachment]) -> Table {
+pub fn bridge_table(ports: &[Attachment]) -> Table {
     use nftable::{Base::*, CmpOp::*, Expr, MetaKey::*, Verdict::*};
     let ifname = nftable::TYPE_IFNAME;
     let by_port = |name: &str, other: u32, len: u32, userdata: &[u8]| {
@@ -107,7 +107,7 @@ pub fn bridge_table(ports: &[&Attachment]) -> Table {
         port_set("no_ra"),
         port_set("no_ipv6"),
     ];
-    let elements: Vec<Element> = ports.iter().flat_map(|a| bridge_port_elements(a)).collect();
+    let elements: Vec<Element> = ports.iter().flat_map(bridge_port_elements).collect();
     elements::fill(&mut sets, &elements);
 
     // nft checks the ethertype of `arp`, `icmpv6` and `ether type` matches
@@ -336,24 +336,10 @@ pub fn container_table(a: &Attachment) -> Table {
     let (v4, v6) = sources(a);
     let mac = a.mac.0.to_vec();
     let set = |name: &str, key_type, key_len, userdata, ips: &[IpAddr]| Set {
-        elements: ips
-            .iter()
-            .map(|ip| SetElement {
-                key: match ip {
-                    IpAddr::V4(v4) => v4.octets().to_vec(),
-                    IpAddr::V6(v6) => v6.octets().to_vec(),
-                },
-                data: None,
-            })
-            .collect(),
+        elements: ips.iter().map(|ip| SetElement::address(*ip)).collect(),
         ..Set::new(name, key_type, key_len, userdata)
     };
-    let payload = |base, offset, len| Expr::Payload { base, offset, len };
-    let not_in = |set: &str| Expr::Lookup {
-        set: set.into(),
-        invert: true,
-    };
-    let is = |v: &[u8]| Expr::Cmp(Eq, v.to_vec());
+    let (payload, not_in, is) = (Expr::payload, Expr::not_in, Expr::eq);
     let protocol = |ethertype: u16| [Expr::Meta(Protocol), is(&ethertype.to_be_bytes())];
     let (arp, ip, ip6) = (
         protocol(ETH_P_ARP),

@@ -88,8 +88,7 @@ impl Ruleset {
 /// deleted.
 fn tables(r: &Ruleset) -> Vec<Edit> {
     let bridge = if bridges(&r.networks).next().is_some() {
-        let ports: Vec<&Attachment> = r.ports.iter().collect();
-        Edit::Replace(antispoof::bridge_table(&ports))
+        Edit::Replace(antispoof::bridge_table(&r.ports))
     } else {
         Edit::Delete {
             family: NfFamily::Bridge,
@@ -194,18 +193,11 @@ fn nfproto(family: NfFamily) -> [Expr; 2] {
 /// family check. A prefix of whole bytes loads only those bytes, as nft
 /// does; any other is masked.
 fn address_in(net: &IpNet, from: bool) -> Vec<Expr> {
-    let (offset, bytes, mask) = match net {
-        IpNet::V4(n) => (
-            if from { 12 } else { 16 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
-        IpNet::V6(n) => (
-            if from { 8 } else { 24 },
-            n.network().octets().to_vec(),
-            n.netmask().octets().to_vec(),
-        ),
+    let (bytes, mask) = match net {
+        IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+        IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
     };
+    let (offset, _) = address_field(ip_family(&net.addr()), from);
     let prefix = u32::from(net.prefix_len());
     if prefix > 0 && prefix % 8 == 0 {
         let len = prefix / 8;
@@ -223,13 +215,19 @@ fn address_in(net: &IpNet, from: bool) -> Vec<Expr> {
 
 /// The source or destination address is in the named set.
 fn address_in_set(family: NfFamily, set: &str, from: bool) -> Vec<Expr> {
-    let (offset, len) = match (family, from) {
+    let (offset, len) = address_field(family, from);
+    vec![Expr::payload(Base::Network, offset, len), Expr::in_set(set)]
+}
+
+/// Where the source (`from`) or destination address of `family` (ip or
+/// ip6) sits in the network header, and its length.
+fn address_field(family: NfFamily, from: bool) -> (u32, u32) {
+    match (family, from) {
         (NfFamily::Ip, true) => (12, 4),
         (NfFamily::Ip, false) => (16, 4),
         (_, true) => (8, 16),
         (_, false) => (24, 16),
-    };
-    vec![Expr::payload(Base::Network, offset, len), Expr::in_set(set)]
+    }
 }
 
 /// Port publishing and masquerade, when there are NAT bridges: the maps
@@ -392,13 +390,7 @@ fn address_sets(r: &Ruleset) -> Vec<Set> {
             set.elements = addrs
                 .iter()
                 .filter(|a| a.is_ipv4() == v4)
-                .map(|a| NlElement {
-                    key: match a {
-                        IpAddr::V4(ip) => ip.octets().to_vec(),
-                        IpAddr::V6(ip) => ip.octets().to_vec(),
-                    },
-                    data: None,
-                })
+                .map(|a| NlElement::address(*a))
                 .collect();
             out.push(set);
         }
