@@ -4,12 +4,13 @@
 //! and without a host address, a static address, an attachment that may
 //! spoof, policies by network, tenant, CIDR (whole bytes or not),
 //! attachment and label, with protocols and port ranges, and Docker's
-//! FORWARD chains.
+//! FORWARD chains, where `iptables-save` must read plumb's accepts back.
 //!
 //! The expected listing (`fixtures/firewall_ruleset.nft`) is what nft
 //! printed when plumb still wrote these tables as nft text through
 //! libnftables; the bytecode was the same rule for rule
-//! (`nft --debug=netlink`). Names that differ between runs (the lab's
+//! (`nft --debug=netlink`); the accepts in iptables' chains have since
+//! become the rules iptables writes itself. Names that differ between runs (the lab's
 //! prefix, host ports, selector sets) and the order of set elements are
 //! normalised. `PLUMB_BLESS=1` rewrites the fixture.
 
@@ -27,24 +28,14 @@ const FIXTURE: &str = concat!(
 #[test]
 fn the_tables_list_as_nft_wrote_them_from_text() {
     let lab = Lab::new("fwl");
-    // Docker's chains, with a rule of their own below plumb's accepts.
-    must(&format!(
-        "ip netns exec {} nft -f - <<'EOF'
-table ip filter {{
-    chain FORWARD {{
-        type filter hook forward priority 0; policy drop;
-        counter
-    }}
-}}
-table ip6 filter {{
-    chain FORWARD {{
-        type filter hook forward priority 0; policy drop;
-        counter
-    }}
-}}
-EOF",
-        lab.host
-    ));
+    // Docker's chains, made by iptables, with a rule of their own below
+    // plumb's accepts.
+    for cmd in ["iptables", "ip6tables"] {
+        must(&format!(
+            "ip netns exec {host} {cmd} -P FORWARD DROP && ip netns exec {host} {cmd} -A FORWARD",
+            host = lab.host
+        ));
+    }
     must(&format!(
         "ip -n {} link add up0 type veth peer name up0p",
         lab.host
@@ -122,7 +113,22 @@ EOF",
         lab.ok(&[&["policy", "add"], &words[..]].concat());
     }
 
-    let listed = must(&format!("ip netns exec {} nft list ruleset", lab.host));
+    // Stateless: no counter values, which traffic in the lab may move.
+    let mut listed = must(&format!("ip netns exec {} nft -s list ruleset", lab.host));
+    // iptables reads back what plumb wrote into its tables, comments too.
+    for cmd in ["iptables-save", "ip6tables-save"] {
+        let saved = must(&format!("ip netns exec {} {cmd} -t filter", lab.host));
+        listed.push_str(&format!("\n# {cmd} -t filter\n"));
+        for line in saved.lines().filter(|l| !l.starts_with('#')) {
+            // A chain's packet counts (`:FORWARD DROP [0:0]`) are not kept.
+            let line = match line.split_once(" [") {
+                Some((chain, _)) if line.starts_with(':') => chain,
+                _ => line,
+            };
+            listed.push_str(line);
+            listed.push('\n');
+        }
+    }
     names.insert(lab.prefix.clone(), "LAB-".into());
     let actual = normalise(&listed, &names);
     if std::env::var_os("PLUMB_BLESS").is_some() {

@@ -424,14 +424,27 @@ fn tables_chains_and_commented_rules_are_found_natively() {
         .map(|r| r["handle"].as_u64().unwrap())
         .collect();
     assert_eq!(listed.len(), 2);
-    let found = nf
-        .rules_commented(NfFamily::Ip, "filter", "FORWARD", "plumb")
-        .unwrap();
-    assert_eq!(found, listed);
-    let none = nf
-        .rules_commented(NfFamily::Ip, "filter", "FORWARD", "nobody")
-        .unwrap();
-    assert!(none.is_empty());
+    let commented = |nf: &mut NfNetlink, chain: Option<&str>, comment: &str| -> Vec<u64> {
+        nf.rules(NfFamily::Ip, "filter", chain)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.comment.as_deref() == Some(comment))
+            .map(|r| r.handle)
+            .collect()
+    };
+    assert_eq!(commented(&mut nf, Some("FORWARD"), "plumb"), listed);
+    assert!(commented(&mut nf, Some("FORWARD"), "nobody").is_empty());
+    // The whole table: OTHER's rule too, each with its chain.
+    let all = nf.rules(NfFamily::Ip, "filter", None).unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.comment.as_deref() == Some("plumb"))
+            .map(|r| r.chain.as_str())
+            .collect::<Vec<_>>(),
+        ["FORWARD", "FORWARD", "OTHER"]
+    );
+    assert!(nf.rules(NfFamily::Ip6, "filter", None).unwrap().is_empty());
     // The same socket keeps answering after a refused question.
     assert!(nf.table_exists(NfFamily::Ip, "filter").unwrap());
 }
@@ -472,6 +485,7 @@ fn a_native_table_is_made_replaced_and_deleted() {
                     key_type: TYPE_INTEGER,
                     key_len: 1,
                     keys: vec![vec![6], vec![17]],
+                    invert: false,
                 },
                 Expr::Payload {
                     base: Base::Transport,

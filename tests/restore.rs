@@ -95,11 +95,8 @@ fn the_daemon_puts_plumbs_table_back_after_a_ruleset_flush() {
         ))
         .status
         .success()
-            && must(&format!(
-                "ip netns exec {} nft list chain ip filter FORWARD",
-                lab.host
-            ))
-            .contains("comment \"plumb\"")
+            && must(&format!("ip netns exec {} iptables -S FORWARD", lab.host))
+                .contains("-i pl-natnet -m comment --comment \"plumb network natnet\" -j ACCEPT")
     });
     let (server, port) = peer_echo_server(&up, "10.97.0.1:0");
     assert_eq!(

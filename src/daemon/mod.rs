@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 use crate::engine::{Engine, RestoreReport, attached_ns};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, Ipam, LeaseState};
+use crate::policy::ports::Holds;
 use crate::report;
 use crate::store::WAL_CHECKPOINT_BYTES;
 pub use lease::release_now;
@@ -63,6 +64,8 @@ pub struct Ctx {
     tasks: Mutex<HashMap<String, LeaseTask>>,
     idle_engines: std::sync::Mutex<Vec<Engine>>,
     activity: Arc<Activity>,
+    /// The published host ports, kept bound.
+    holds: Arc<std::sync::Mutex<Holds>>,
 }
 
 impl Ctx {
@@ -77,7 +80,7 @@ impl Ctx {
         let taken = idle().pop();
         let mut engine = match taken {
             Some(e) => e,
-            None => open_engine(&self.state_dir)?,
+            None => open_engine(&self.state_dir, &self.holds)?,
         };
         let out = f(&mut engine);
         let mut idle = idle();
@@ -89,10 +92,12 @@ impl Ctx {
 }
 
 /// An engine for the daemon's long life: its commits leave WAL
-/// checkpoints to the policy thread.
-fn open_engine(state_dir: &Path) -> Result<Engine> {
+/// checkpoints to the policy thread, and the host ports it publishes are
+/// kept bound in the daemon's `holds`.
+fn open_engine(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<Engine> {
     let mut engine = Engine::open(state_dir)?;
     engine.defer_checkpoints();
+    engine.hold_ports_in(holds.clone());
     Ok(engine)
 }
 
@@ -156,7 +161,8 @@ fn raise_fd_limit() {
 
 async fn serve(opts: Options) -> Result<()> {
     let listener = bind(&opts.socket)?;
-    let first = open_engine(&opts.state_dir)?;
+    let holds = Arc::new(std::sync::Mutex::new(Holds::default()));
+    let first = open_engine(&opts.state_dir, &holds)?;
     let activity = Arc::new(Activity::default());
     let ctx = Arc::new(Ctx {
         state_dir: opts.state_dir.clone(),
@@ -165,12 +171,13 @@ async fn serve(opts: Options) -> Result<()> {
         tasks: Mutex::new(HashMap::new()),
         idle_engines: std::sync::Mutex::new(vec![first]),
         activity: activity.clone(),
+        holds: holds.clone(),
     });
     // What a reboot took, the daemon puts back before it serves anyone.
     restore(&ctx, true).await?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
-    watch_policy(&opts.state_dir, activity)?;
+    watch_policy(&opts.state_dir, activity, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     loop {
@@ -285,11 +292,17 @@ fn resume_split(e: &mut Engine, startup: bool) -> Result<(Vec<Attachment>, Vec<A
 /// the network's default route), and plumb's nftables state if someone
 /// flushed it; and bound the store's WAL, in a quiet moment. A thread of
 /// its own with its own engine.
-fn watch_policy(state_dir: &Path, activity: Arc<Activity>) -> Result<()> {
-    let mut engine = open_engine(state_dir)?;
+fn watch_policy(
+    state_dir: &Path,
+    activity: Arc<Activity>,
+    holds: &Arc<std::sync::Mutex<Holds>>,
+) -> Result<()> {
+    let mut engine = open_engine(state_dir, holds)?;
     std::thread::Builder::new()
         .name("policy".into())
         .spawn(move || {
+            // A port another program holds is said once, not twice a second.
+            let mut reported = std::collections::HashSet::new();
             loop {
                 match engine.repair_egress() {
                     Ok(done) => {
@@ -301,10 +314,20 @@ fn watch_policy(state_dir: &Path, activity: Arc<Activity>) -> Result<()> {
                 }
                 match engine.repair_firewall() {
                     Ok(true) => {
-                        tracing::info!("restored plumb's nftables table and FORWARD accepts")
+                        tracing::info!("restored plumb's nftables tables and iptables accepts")
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!("firewall: {e}"),
+                }
+                match engine.reconcile_port_holds() {
+                    Ok(problems) => {
+                        for p in problems {
+                            if reported.insert(p.clone()) {
+                                tracing::warn!("published ports: {p}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("published ports: {e}"),
                 }
                 let above = if activity.quiet_for(QUIET) {
                     WAL_CHECKPOINT_BYTES

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use rusqlite::{Connection, Transaction};
@@ -17,7 +18,7 @@ use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
     AttachRequest, Attachment, AttachmentEgress, BridgeMode, DhcpBinding, Egress, Ipam, LeaseState,
-    Network, NetworkKind, NetworkSpec, RateLimit, RouteSpec, overlaps, validate_ifname,
+    Network, NetworkKind, NetworkSpec, Publish, RateLimit, RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
 use crate::netlink::nftable::Edit;
@@ -25,6 +26,7 @@ use crate::netlink::{Netlink, NfFamily, NfNetlink};
 use crate::netns::{self, NsHandle};
 use crate::policy::antispoof;
 use crate::policy::elements::{self, Element};
+use crate::policy::ports::{self, Holds};
 use crate::policy::{firewall, routing};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
@@ -45,6 +47,9 @@ pub struct Engine {
     store: Store,
     host: Netlink,
     host_ns: NsHandle,
+    /// The daemon's bound host ports, which publishing adds to; without
+    /// it (a plumb on its own) ports are checked and not held.
+    holds: Option<Arc<Mutex<Holds>>>,
 }
 
 impl Engine {
@@ -57,7 +62,26 @@ impl Engine {
             store,
             host,
             host_ns,
+            holds: None,
         })
+    }
+
+    /// Keep the host ports this engine publishes bound in `holds`.
+    pub fn hold_ports_in(&mut self, holds: Arc<Mutex<Holds>>) {
+        self.holds = Some(holds);
+    }
+
+    /// Hold exactly the host ports the store says are published; what
+    /// could not be held, one line each.
+    pub fn reconcile_port_holds(&self) -> Result<Vec<String>> {
+        let Some(holds) = &self.holds else {
+            return Ok(Vec::new());
+        };
+        let published: Vec<Publish> = store::published_attachments(self.store.read())?
+            .into_iter()
+            .flat_map(|a| a.publish)
+            .collect();
+        Ok(ports::lock(holds).reconcile(&published))
     }
 
     /// For an engine a long-lived process keeps: commits leave the WAL to
@@ -359,6 +383,7 @@ impl Engine {
         // One socket inside the target serves the whole attach.
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
+        let holds = self.holds.clone();
         self.change(|tx, host, undo| {
             let net = store::require_network(tx, &req.network)?.network;
             check_ipam(&net, req, ipam)?;
@@ -451,7 +476,7 @@ impl Engine {
             attachment.routes.extend(routes_later);
             store::insert_attachment(tx, &attachment, owner)?;
             if !attachment.publish.is_empty() {
-                publish(tx, &net, &attachment, undo)?;
+                publish(tx, &net, &attachment, holds.as_ref(), undo)?;
             }
             add_filters(tx, &net, &ns, &attachment, undo)?;
             if let Some(e) = &req.egress {
@@ -642,10 +667,16 @@ impl Engine {
 
     fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
         let a_net = store::require_network(self.store.read(), &a.attachment.network)?.network;
-        if !a.attachment.publish.is_empty()
-            && let Err(e) = firewall::unpublish(&a.attachment)
-        {
-            tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
+        if !a.attachment.publish.is_empty() {
+            if let Err(e) = firewall::unpublish(&a.attachment) {
+                tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
+            }
+            for p in &a.attachment.publish {
+                if let Some(holds) = &self.holds {
+                    ports::lock(holds).release(p);
+                }
+                ports::forget_flows(p);
+            }
         }
         if let Some(own) = &a.attachment.egress {
             let sources = routing::attachment_sources(&a.attachment);
@@ -993,9 +1024,19 @@ fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<
     Ok(())
 }
 
-/// Reserve an attachment's host ports in the store (refusing one taken)
-/// and add them to the nftables maps: elements only, no rule changes.
-fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) -> Result<()> {
+/// Reserve an attachment's host ports in the store and add them to the
+/// nftables maps (elements only, no rule changes), refusing a port another
+/// plumb attachment, another tool's DNAT rule or a socket has. The daemon
+/// then keeps the ports bound (`holds`); a plumb on its own says they are
+/// not. UDP flows still going to whoever had the port before are
+/// forgotten.
+fn publish(
+    tx: &Transaction,
+    net: &Network,
+    a: &Attachment,
+    holds: Option<&Arc<Mutex<Holds>>>,
+    undo: &mut UndoLog,
+) -> Result<()> {
     let first = a.publish[0];
     if !net.bridge().is_some_and(|b| b.mode == BridgeMode::Nat) {
         return Err(Error::invalid(
@@ -1025,6 +1066,26 @@ fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) 
                 ),
             ));
         }
+        ports::check_dnat(p)?;
+        match holds {
+            Some(holds) => {
+                ports::lock(holds).hold(p)?;
+                let (holds, p) = (holds.clone(), *p);
+                undo.push(format!("let host port {} go", p.host_port), move |_| {
+                    ports::lock(&holds).release(&p);
+                    Ok(())
+                });
+            }
+            None => {
+                ports::check_sockets(p)?;
+                tracing::warn!(
+                    "--publish {p}: no plumb daemon runs to keep host port {}/{} bound, so \
+                     another program may still bind it",
+                    p.host_port,
+                    p.proto
+                );
+            }
+        }
     }
     store::insert_publications(tx, a)?;
     firewall::publish(a)?;
@@ -1032,6 +1093,9 @@ fn publish(tx: &Transaction, net: &Network, a: &Attachment, undo: &mut UndoLog) 
     undo.push(format!("unpublish the ports of {}", a.target), move |_| {
         firewall::unpublish(&done)
     });
+    for p in &a.publish {
+        ports::forget_flows(p);
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! and keep the undo log.
 
 mod addr;
+mod conntrack;
 mod link;
 mod nfquery;
 mod nfset;
@@ -13,6 +14,7 @@ mod socket;
 mod tc;
 
 pub use link::{LinkInfo, is_gone};
+pub use nfquery::{Listed, ListedRule};
 pub use nfset::{Change, Element, Field, NfFamily, NfNetlink, set_key};
 pub use rule::Rule;
 pub use socket::{Netlink, NetlinkError, NlResult};

@@ -48,33 +48,51 @@ impl NfNetlink {
         self.exists(NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, family, &attrs)
     }
 
-    /// The handles of the rules of a chain whose comment is `comment` (none
-    /// when the chain does not exist).
-    pub fn rules_commented(
+    /// The rules of table `table` of `family`, of every chain or of
+    /// `chain` only, in each chain's order (none when they do not exist).
+    pub fn rules(
         &mut self,
         family: NfFamily,
         table: &str,
-        chain: &str,
-        comment: &str,
-    ) -> NlResult<Vec<u64>> {
+        chain: Option<&str>,
+    ) -> NlResult<Vec<ListedRule>> {
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_RULE_TABLE, table);
-        put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
-        let mut handles = Vec::new();
-        self.ask(
+        if let Some(chain) = chain {
+            put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
+        }
+        let mut rules = Vec::new();
+        let asked = self.ask(
             NFT_MSG_GETRULE,
             NLM_F_DUMP,
             family,
             &attrs,
             |kind, attrs| {
                 if kind == NFT_MSG_NEWRULE
-                    && let Some(handle) = rule_handle_if_commented(attrs, comment)
+                    && let Some(rule) = ListedRule::parse(attrs)
                 {
-                    handles.push(handle);
+                    rules.push(rule);
                 }
             },
-        )?;
-        Ok(handles)
+        );
+        match asked {
+            Err(e) if e.is(libc::ENOENT) => Ok(Vec::new()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(rules),
+        }
+    }
+
+    /// Every rule of every table of `family`.
+    pub fn rules_of_family(&mut self, family: NfFamily) -> NlResult<Vec<ListedRule>> {
+        let mut rules = Vec::new();
+        self.ask(NFT_MSG_GETRULE, NLM_F_DUMP, family, &[], |kind, attrs| {
+            if kind == NFT_MSG_NEWRULE
+                && let Some(rule) = ListedRule::parse(attrs)
+            {
+                rules.push(rule);
+            }
+        })?;
+        Ok(rules)
     }
 
     /// A GET for one object: true when the kernel answers with it, false
@@ -145,7 +163,7 @@ impl NfNetlink {
 }
 
 /// (type, payload) of each attribute in `attrs`.
-fn attributes(attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attributes(attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut offset = 0;
     std::iter::from_fn(move || {
         let header = attrs.get(offset..offset + 4)?;
@@ -157,18 +175,178 @@ fn attributes(attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// A rule's handle, if its comment is `comment`.
-fn rule_handle_if_commented(attrs: &[u8], comment: &str) -> Option<u64> {
-    let mut handle = None;
-    let mut matches = false;
-    for (kind, payload) in attributes(attrs) {
+/// A rule as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedRule {
+    pub table: String,
+    pub chain: String,
+    pub handle: u64,
+    /// Its comment: nft's, in the rule's user data, or iptables', an xt
+    /// `comment` match.
+    pub comment: Option<String>,
+    pub exprs: Vec<Listed>,
+}
+
+/// One expression of a listed rule, as far as plumb reads them: registers
+/// are not kept (the rules plumb reads load one value and compare it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A meta key is loaded (NFT_META_*).
+    Meta(u32),
+    /// Bytes of a header are loaded.
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
+    /// The register is compared (NFT_CMP_*) with `data`.
+    Cmp {
+        op: u32,
+        data: Vec<u8>,
+    },
+    /// The register is masked.
+    Bitwise {
+        mask: Vec<u8>,
+    },
+    /// The register is (NFT_RANGE_EQ 0) or is not in `from..=to`.
+    Range {
+        op: u32,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Counter,
+    /// An xt match or target (iptables-nft's extensions) and its info.
+    Match {
+        name: String,
+        info: Vec<u8>,
+    },
+    Target {
+        name: String,
+        info: Vec<u8>,
+    },
+    /// nf_tables' own NAT (NFT_NAT_SNAT 0, NFT_NAT_DNAT 1).
+    Nat {
+        kind: u32,
+    },
+    /// A verdict (NF_ACCEPT 1, NF_DROP 0, jumps negative).
+    Verdict(i32),
+    /// Anything else, by name.
+    Other(String),
+}
+
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+
+impl ListedRule {
+    pub(super) fn parse(attrs: &[u8]) -> Option<ListedRule> {
+        let mut rule = ListedRule {
+            table: String::new(),
+            chain: String::new(),
+            handle: 0,
+            comment: None,
+            exprs: Vec::new(),
+        };
+        let mut handle = None;
+        for (kind, payload) in attributes(attrs) {
+            match kind {
+                NFTA_RULE_TABLE => rule.table = text(payload)?.to_string(),
+                NFTA_RULE_CHAIN => rule.chain = text(payload)?.to_string(),
+                NFTA_RULE_HANDLE => handle = Some(u64::from_be_bytes(payload.try_into().ok()?)),
+                NFTA_RULE_USERDATA => rule.comment = rule_comment(payload).map(String::from),
+                NFTA_RULE_EXPRESSIONS => {
+                    rule.exprs = attributes(payload)
+                        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+                        .map(|(_, e)| parse_expr(e))
+                        .collect();
+                }
+                _ => {}
+            }
+        }
+        if rule.comment.is_none() {
+            rule.comment = rule.exprs.iter().find_map(|e| match e {
+                Listed::Match { name, info } if name == "comment" => text(info).map(String::from),
+                _ => None,
+            });
+        }
+        rule.handle = handle?;
+        Some(rule)
+    }
+}
+
+/// A NUL-terminated (or NUL-padded) string.
+fn text(bytes: &[u8]) -> Option<&str> {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).ok()
+}
+
+fn parse_expr(elem: &[u8]) -> Listed {
+    let mut name = "";
+    let mut data: &[u8] = &[];
+    for (kind, payload) in attributes(elem) {
         match kind {
-            NFTA_RULE_HANDLE => handle = Some(u64::from_be_bytes(payload.try_into().ok()?)),
-            NFTA_RULE_USERDATA => matches = rule_comment(payload) == Some(comment),
+            NFTA_EXPR_NAME => name = text(payload).unwrap_or_default(),
+            NFTA_EXPR_DATA => data = payload,
             _ => {}
         }
     }
-    handle.filter(|_| matches)
+    let get = |kind: u16| attributes(data).find(|(k, _)| *k == kind).map(|(_, p)| p);
+    let number = |kind: u16| get(kind).and_then(|p| Some(u32::from_be_bytes(p.try_into().ok()?)));
+    let value = |kind: u16| {
+        let nest = get(kind)?;
+        attributes(nest)
+            .find(|(k, _)| *k == NFTA_DATA_VALUE)
+            .map(|(_, v)| v.to_vec())
+    };
+    let xt = |kind: fn(String, Vec<u8>) -> Listed| {
+        // NFTA_MATCH_* and NFTA_TARGET_* share numbers: NAME 1, INFO 3.
+        let name = get(1).and_then(text).unwrap_or_default().to_string();
+        kind(name, get(3).unwrap_or_default().to_vec())
+    };
+    let parsed = match name {
+        // NFTA_META_KEY 2; NFTA_PAYLOAD_BASE 2, OFFSET 3, LEN 4.
+        "meta" => number(2).map(Listed::Meta),
+        "payload" => (|| {
+            Some(Listed::Payload {
+                base: number(2)?,
+                offset: number(3)?,
+                len: number(4)?,
+            })
+        })(),
+        // NFTA_CMP_OP 2, DATA 3; NFTA_BITWISE_MASK 4.
+        "cmp" => (|| {
+            Some(Listed::Cmp {
+                op: number(2)?,
+                data: value(3)?,
+            })
+        })(),
+        "bitwise" => value(4).map(|mask| Listed::Bitwise { mask }),
+        // NFTA_RANGE_OP 2, FROM_DATA 3, TO_DATA 4.
+        "range" => (|| {
+            Some(Listed::Range {
+                op: number(2)?,
+                from: value(3)?,
+                to: value(4)?,
+            })
+        })(),
+        "counter" => Some(Listed::Counter),
+        "match" => Some(xt(|name, info| Listed::Match { name, info })),
+        "target" => Some(xt(|name, info| Listed::Target { name, info })),
+        // NFTA_NAT_TYPE 1.
+        "nat" => number(1).map(|kind| Listed::Nat { kind }),
+        // NFTA_IMMEDIATE_DATA 2, holding a verdict.
+        "immediate" => get(2).and_then(|d| {
+            let (_, verdict) = attributes(d).find(|(k, _)| *k == NFTA_DATA_VERDICT)?;
+            let (_, code) = attributes(verdict).find(|(k, _)| *k == NFTA_VERDICT_CODE)?;
+            Some(Listed::Verdict(i32::from_be_bytes(code.try_into().ok()?)))
+        }),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| Listed::Other(name.to_string()))
 }
 
 /// The comment in a rule's user data: libnftnl's TLVs of a one-byte type
@@ -220,16 +398,14 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_is_found_by_its_comment_only() {
-        assert_eq!(
-            rule_handle_if_commented(&rule(42, Some("plumb")), "plumb"),
-            Some(42)
-        );
-        assert_eq!(
-            rule_handle_if_commented(&rule(42, Some("plumbx")), "plumb"),
-            None
-        );
-        assert_eq!(rule_handle_if_commented(&rule(42, None), "plumb"), None);
+    fn a_listed_rule_keeps_its_chain_handle_and_comment() {
+        let r = ListedRule::parse(&rule(42, Some("plumb"))).unwrap();
+        assert_eq!((r.chain.as_str(), r.handle), ("FORWARD", 42));
+        assert_eq!(r.comment.as_deref(), Some("plumb"));
+        assert_eq!(ListedRule::parse(&rule(42, None)).unwrap().comment, None);
+        // Without a handle it is no rule the kernel listed.
+        let no_handle = [attr(NFTA_RULE_CHAIN, b"FORWARD\0")].concat();
+        assert_eq!(ListedRule::parse(&no_handle), None);
     }
 
     #[test]

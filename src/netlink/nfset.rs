@@ -62,7 +62,7 @@ pub enum NfFamily {
 }
 
 impl NfFamily {
-    pub(super) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             NfFamily::Inet => "inet",
             NfFamily::Ip => "ip",

@@ -77,6 +77,16 @@ const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFTA_MATCH_NAME: u16 = 1;
+const NFTA_MATCH_REV: u16 = 2;
+const NFTA_MATCH_INFO: u16 = 3;
+const NFTA_RULE_COMPAT: u16 = 5;
+const NFTA_RULE_COMPAT_PROTO: u16 = 1;
+const NFTA_RULE_COMPAT_FLAGS: u16 = 2;
+/// `struct xt_comment_info`: the comment, NUL-padded.
+pub const XT_COMMENT_LEN: usize = 256;
 
 const NFT_REG_VERDICT: u32 = 0;
 /// The first 16-byte register: every match loads into it (a
@@ -231,6 +241,9 @@ pub struct Hook {
 pub struct Rule {
     pub exprs: Vec<Expr>,
     pub comment: Option<String>,
+    /// Sent as iptables-nft sends its rules: with NFTA_RULE_COMPAT (the
+    /// `-p` protocol its xt extensions may check; none here).
+    pub iptables: bool,
 }
 
 impl Rule {
@@ -238,6 +251,16 @@ impl Rule {
         Rule {
             exprs,
             comment: None,
+            iptables: false,
+        }
+    }
+
+    /// A rule of a table iptables-nft owns, made only of expressions it
+    /// writes itself, so that `iptables -S` and `iptables-save` read it.
+    pub fn iptables(exprs: Vec<Expr>) -> Rule {
+        Rule {
+            iptables: true,
+            ..Rule::new(exprs)
         }
     }
 
@@ -345,7 +368,14 @@ pub enum Expr {
         key_type: u32,
         key_len: u32,
         keys: Vec<Vec<u8>>,
+        /// Is none of them.
+        invert: bool,
     },
+    /// Count packets and bytes (`iptables -v` shows them).
+    Counter,
+    /// iptables' `-m comment --comment TEXT`: the xt `comment` match,
+    /// which matches everything and carries the text.
+    XtComment(String),
     /// Destination NAT of IPv4 to the address in the register and the port
     /// in the 4 bytes after it (what a map lookup to
     /// `ipv4_addr . inet_service` loads).
@@ -391,6 +421,20 @@ impl Expr {
             key_type,
             key_len,
             keys,
+            invert: false,
+        }
+    }
+
+    /// The register's value is none of `keys` (`iifname != { "a", "b" }`).
+    pub fn none_of(key_type: u32, key_len: u32, mut keys: Vec<Vec<u8>>) -> Expr {
+        if keys.len() == 1 {
+            return Expr::Cmp(CmpOp::Neq, keys.remove(0));
+        }
+        Expr::In {
+            key_type,
+            key_len,
+            keys,
+            invert: true,
         }
     }
 }
@@ -597,6 +641,7 @@ fn rule_messages(
             key_type,
             key_len,
             keys,
+            ..
         } = e
         {
             *set_ids += 1;
@@ -639,6 +684,12 @@ fn rule_messages(
         put_expr(buf, e, NFT_REG_1, &mut anonymous);
     }
     finish_nest(buf, list);
+    if rule.iptables {
+        let compat = start_nest(buf, NFTA_RULE_COMPAT);
+        put_attr(buf, NFTA_RULE_COMPAT_PROTO, &be(0));
+        put_attr(buf, NFTA_RULE_COMPAT_FLAGS, &be(0));
+        finish_nest(buf, compat);
+    }
     if let Some(comment) = &rule.comment {
         let mut udata = Vec::new();
         put_udata(&mut udata, UDATA_RULE_COMMENT, comment);
@@ -728,6 +779,8 @@ fn put_expr(buf: &mut Vec<u8>, e: &Expr, reg: u32, anonymous: &mut impl Iterator
         Expr::Lookup { .. } | Expr::MapLookup(_) | Expr::In { .. } => "lookup",
         Expr::Dnat4 => "nat",
         Expr::Masquerade => "masq",
+        Expr::Counter => "counter",
+        Expr::XtComment(_) => "match",
         Expr::Verdict(_) => "immediate",
     };
     let elem = start_nest(buf, NFTA_LIST_ELEM);
@@ -779,12 +832,28 @@ fn put_expr(buf: &mut Vec<u8>, e: &Expr, reg: u32, anonymous: &mut impl Iterator
             put_attr(buf, NFTA_LOOKUP_SREG, r1);
             put_attr(buf, NFTA_LOOKUP_DREG, r1);
         }
-        Expr::In { .. } => {
+        Expr::In { invert, .. } => {
             put_str(buf, NFTA_LOOKUP_SET, ANONYMOUS_SET);
             put_attr(buf, NFTA_LOOKUP_SREG, r1);
             // Every `In` of the rule had its set made before the rule.
             let id = anonymous.next().unwrap_or_default();
             put_attr(buf, NFTA_LOOKUP_SET_ID, &be(id));
+            if *invert {
+                put_attr(buf, NFTA_LOOKUP_FLAGS, &be(NFT_LOOKUP_F_INV));
+            }
+        }
+        Expr::Counter => {
+            put_attr(buf, NFTA_COUNTER_BYTES, &0u64.to_be_bytes());
+            put_attr(buf, NFTA_COUNTER_PACKETS, &0u64.to_be_bytes());
+        }
+        Expr::XtComment(text) => {
+            put_str(buf, NFTA_MATCH_NAME, "comment");
+            put_attr(buf, NFTA_MATCH_REV, &be(0));
+            let mut info = [0u8; XT_COMMENT_LEN];
+            // The kernel's copy must end with a NUL.
+            let text = &text.as_bytes()[..text.len().min(XT_COMMENT_LEN - 1)];
+            info[..text.len()].copy_from_slice(text);
+            put_attr(buf, NFTA_MATCH_INFO, &info);
         }
         Expr::Dnat4 => {
             let port = &be(register(1));
@@ -866,6 +935,7 @@ mod tests {
                         key_type: TYPE_INTEGER,
                         key_len: 1,
                         keys: vec![vec![6], vec![17]],
+                        invert: false,
                     },
                     Expr::Verdict(Verdict::Accept),
                 ])],
@@ -1057,5 +1127,102 @@ mod tests {
             .collect();
         assert!(parts.len() > 3, "{parts:?}");
         assert!(parts.iter().all(|&len| len < u16::MAX as usize));
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The rule iptables-nft 1.8.9 sends for `iptables -I FORWARD -o br1
+    /// -m comment --comment "plumb network lan" -j ACCEPT` (from strace):
+    /// table, chain, expressions (meta, cmp, match comment, counter,
+    /// immediate), NFTA_RULE_COMPAT. Written otherwise, `iptables-save`
+    /// could not read it back.
+    #[test]
+    fn an_iptables_rule_is_byte_for_byte_what_iptables_nft_sends() {
+        let expected = [
+            unhex(
+                "0b00010066696c74657200000c000200464f525741524400dc01048024000180090001006d6574\
+                 610000000014000280080002000000000708000100000000012c00018008000100636d7000200002\
+                 80080001000000000108000200000000000c00038008000100627231002c0101800a0001006d6174\
+                 63680000001c0102800c000100636f6d6d656e7400080002000000000004010300706c756d62206e\
+                 6574776f726b206c616e",
+            ),
+            vec![0; XT_COMMENT_LEN - "plumb network lan".len()],
+            unhex(
+                "2c0001800c000100636f756e746572001c0002800c00010000000000000000000c00020000000000\
+                 00000000300001800e000100696d6d6564696174650000001c000280080001000000000010000280\
+                 0c00028008000100000000011400058008000100000000000800020000000000",
+            ),
+        ]
+        .concat();
+        let rule = Rule::iptables(vec![
+            Expr::Meta(MetaKey::Oifname),
+            Expr::eq(b"br1\0"),
+            Expr::XtComment("plumb network lan".into()),
+            Expr::Counter,
+            Expr::Verdict(Verdict::Accept),
+        ]);
+        let edits = [Edit::Insert {
+            family: NfFamily::Ip,
+            table: "filter".into(),
+            chain: "FORWARD".into(),
+            rule,
+        }];
+        let batch = encode(&edits, &[false], 1);
+        let sent = messages(&batch);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, NFT_MSG_NEWRULE);
+        assert_eq!(sent[0].1, &expected[..]);
+    }
+
+    /// What is sent is read back as the same expressions, and the comment
+    /// of the xt match as the rule's comment.
+    #[test]
+    fn a_rule_sent_is_listed_back_as_its_expressions() {
+        use crate::netlink::nfquery::{Listed, ListedRule};
+        let rule = Rule::iptables(vec![
+            Expr::Meta(MetaKey::Iifname),
+            Expr::eq(b"pl0\0"),
+            Expr::XtComment("plumb network x".into()),
+            Expr::Counter,
+            Expr::Verdict(Verdict::Drop),
+        ]);
+        let edits = [Edit::Insert {
+            family: NfFamily::Ip,
+            table: "filter".into(),
+            chain: "DOCKER-USER".into(),
+            rule,
+        }];
+        let batch = encode(&edits, &[false], 1);
+        let mut attrs = messages(&batch)[0].1.to_vec();
+        // The kernel lists a rule with its handle.
+        attrs.extend_from_slice(&[12, 0, NFTA_RULE_HANDLE as u8, 0]);
+        attrs.extend_from_slice(&9u64.to_be_bytes());
+        let listed = ListedRule::parse(&attrs).unwrap();
+        assert_eq!(listed.chain, "DOCKER-USER");
+        assert_eq!(listed.handle, 9);
+        assert_eq!(listed.comment.as_deref(), Some("plumb network x"));
+        let mut info = b"plumb network x".to_vec();
+        info.resize(XT_COMMENT_LEN, 0);
+        assert_eq!(
+            listed.exprs,
+            [
+                Listed::Meta(MetaKey::Iifname as u32),
+                Listed::Cmp {
+                    op: 0,
+                    data: b"pl0\0".to_vec()
+                },
+                Listed::Match {
+                    name: "comment".into(),
+                    info
+                },
+                Listed::Counter,
+                Listed::Verdict(NF_DROP),
+            ]
+        );
     }
 }

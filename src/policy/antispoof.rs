@@ -275,6 +275,7 @@ fn unspecified_source_icmpv6() -> nftable::Expr {
         key_type: nftable::TYPE_ICMP6_TYPE,
         key_len: 1,
         keys: vec![vec![135], vec![131], vec![143]],
+        invert: false,
     }
 }
 

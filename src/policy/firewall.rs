@@ -5,11 +5,9 @@
 //! kernel transaction over nfnetlink. Rules are per network and per user rule: attaching a container
 //! only adds elements to their sets and maps (`elements`).
 //!
-//! Docker (and anything using iptables-nft) may set the `FORWARD` policy of
-//! `table ip filter` to DROP. A drop verdict in any base chain is final, so
-//! an accept in our own table cannot override it: we add our own accept
-//! rules at the head of that chain, tagged with a comment, and remove
-//! exactly those on the next sync.
+//! Where iptables' `FORWARD` chains drop by default (Docker sets that),
+//! the bridges' traffic also needs plain accepts there (`iptables`); they
+//! are written in the same transaction as the tables.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,13 +21,12 @@ use crate::netlink::nftable::{
     self, Base, Chain, CmpOp, CtKey, Edit, Expr, Hook, MetaKey, Rule, Set, Table, Verdict,
 };
 use crate::netlink::{Element as NlElement, Field, NetlinkError, NfFamily, NfNetlink, set_key};
-use crate::policy::antispoof;
 use crate::policy::elements::{self, Element, Key};
 use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
+use crate::policy::{antispoof, iptables, legacy};
 use crate::store;
 
 pub const TABLE: &str = "plumb";
-const TAG: &str = "plumb";
 
 /// The bridge networks among `networks`: the only ones with rules today.
 fn bridges(networks: &[Network]) -> impl Iterator<Item = (&Network, &BridgeOptions)> {
@@ -169,6 +166,15 @@ fn ct_any(key: CtKey, bits: u32) -> [Expr; 3] {
         Expr::Ct(key),
         Expr::And(bits.to_ne_bytes().to_vec()),
         Expr::Cmp(CmpOp::Neq, vec![0; 4]),
+    ]
+}
+
+/// `ct status & BITS == 0`: none of the key's bits.
+fn ct_none(key: CtKey, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct(key),
+        Expr::And(bits.to_ne_bytes().to_vec()),
+        Expr::eq(&[0; 4]),
     ]
 }
 
@@ -400,16 +406,22 @@ fn address_sets(r: &Ruleset) -> Vec<Set> {
 
 /// The forward chain: answers first, then traffic within one network
 /// (forwarded here when br_netfilter sends bridged frames through the IP
-/// hooks), then the user's rules in evaluation order, then the defaults
-/// (published ports reachable, traffic between plumb networks dropped).
-/// Written once per rule and per network, never per container; the
-/// per-network matches are set lookups, not a rule per network.
+/// hooks), then what comes from outside into a NAT network other than to a
+/// published port (dropped, whatever a rule allows), then the user's rules
+/// in evaluation order, then the defaults (published ports reachable,
+/// traffic between plumb networks dropped). Written once per rule and per
+/// network, never per container; the per-network matches are set lookups,
+/// not a rule per network.
 fn forward(r: &Ruleset) -> Option<Chain> {
     let names: Vec<&str> = bridges(&r.networks)
         .map(|(_, b)| b.bridge.as_str())
         .collect();
+    let nat: Vec<&str> = bridges(&r.networks)
+        .filter(|(_, b)| b.mode == BridgeMode::Nat)
+        .map(|(_, b)| b.bridge.as_str())
+        .collect();
     let policy = policy_rules(r);
-    if names.len() < 2 && policy.is_empty() {
+    if names.len() < 2 && policy.is_empty() && nat.is_empty() {
         return None;
     }
     let accept = Expr::Verdict(Verdict::Accept);
@@ -437,11 +449,30 @@ fn forward(r: &Ruleset) -> Option<Chain> {
                     key_type: nftable::concat_type(&[ifname, ifname]),
                     key_len: 32,
                     keys: pairs,
+                    invert: false,
                 },
                 accept.clone(),
             ])
             .commented("within a network"),
         );
+    }
+    if !nat.is_empty() {
+        // oifname NAT iifname != ALL ct status & dnat == 0 drop
+        let exprs = [
+            &ifname_in(MetaKey::Oifname, &nat)[..],
+            &[
+                Expr::Meta(MetaKey::Iifname),
+                Expr::none_of(
+                    nftable::TYPE_IFNAME,
+                    16,
+                    names.iter().map(|n| ifname(n)).collect(),
+                ),
+            ],
+            &ct_none(CtKey::Status, IPS_DST_NAT),
+            &[Expr::Verdict(Verdict::Drop)],
+        ]
+        .concat();
+        rules.push(Rule::new(exprs).commented("nat networks: published ports only"));
     }
     rules.extend(policy);
     rules.push(Rule::new(
@@ -659,8 +690,15 @@ pub fn sync_rules(r: &Ruleset) -> Result<()> {
 pub fn sync(r: &Ruleset) -> Result<()> {
     let mut nf = nf_tables()?;
     let mut edits = tables(r);
-    edits.extend(foreign_forward_rules(&mut nf, &r.networks)?);
-    nf.edit(&edits).map_err(writing)
+    edits.extend(iptables::edits(&mut nf, &r.networks)?);
+    nf.edit(&edits).map_err(writing)?;
+    // The legacy backend's accepts are not in nftables' transaction: a
+    // failure there (no iptables-legacy, the xtables lock held) leaves
+    // plumb's tables right and is said, not undone.
+    if let Err(e) = legacy::sync_accepts(&r.networks) {
+        tracing::warn!("legacy iptables: {e}");
+    }
+    Ok(())
 }
 
 fn writing(e: NetlinkError) -> Error {
@@ -668,11 +706,11 @@ fn writing(e: NetlinkError) -> Error {
 }
 
 /// Whether the kernel still holds what `sync` put there: our table (when
-/// there is anything to put in it) and our accepts in every `FORWARD`
-/// chain of `ip/ip6 filter` (when there are bridges). False after an
-/// `nft flush ruleset`, or a Docker restart that rebuilt its chains. The
-/// daemon asks twice a second, so the kernel is asked directly: a few
-/// small messages, whatever the sets hold.
+/// there is anything to put in it), the bridge table, and our accepts in
+/// iptables' chains. False after an `nft flush ruleset`, an `iptables -F`,
+/// or a Docker restart that rebuilt its chains. The daemon asks twice a
+/// second, so the kernel is asked directly: a few small messages, whatever
+/// the sets hold.
 pub fn in_place(r: &Ruleset) -> Result<bool> {
     // Without a bridge plumb puts nothing into nftables: nothing to check.
     if bridges(&r.networks).next().is_none() {
@@ -689,16 +727,7 @@ pub fn in_place(r: &Ruleset) -> Result<bool> {
     {
         return Ok(false);
     }
-    for family in [NfFamily::Ip, NfFamily::Ip6] {
-        if nf
-            .chain_exists(family, "filter", "FORWARD")
-            .map_err(asking)?
-            && our_forward_rules(&mut nf, family)?.is_empty()
-        {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(iptables::in_place(&mut nf, &r.networks)? && legacy::accepts_in_place(&r.networks)?)
 }
 
 fn nf_tables() -> Result<NfNetlink> {
@@ -707,85 +736,6 @@ fn nf_tables() -> Result<NfNetlink> {
 
 fn asking(e: NetlinkError) -> Error {
     Error::kernel("ask nf_tables what it holds", e)
-}
-
-/// The handles of our accepts in `family filter FORWARD`.
-fn our_forward_rules(nf: &mut NfNetlink, family: NfFamily) -> Result<Vec<u64>> {
-    nf.rules_commented(family, "filter", "FORWARD", TAG)
-        .map_err(asking)
-}
-
-/// The edits that drop our old accepts from `ip/ip6 filter FORWARD` and
-/// add the current ones, when such chains exist.
-fn foreign_forward_rules(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
-    let mut out = Vec::new();
-    for family in [NfFamily::Ip, NfFamily::Ip6] {
-        if !nf
-            .chain_exists(family, "filter", "FORWARD")
-            .map_err(asking)?
-        {
-            continue;
-        }
-        let place = || ("filter".to_string(), "FORWARD".to_string());
-        for handle in our_forward_rules(nf, family)? {
-            let (table, chain) = place();
-            out.push(Edit::Remove {
-                family,
-                table,
-                chain,
-                handle,
-            });
-        }
-        for rule in forward_accepts(networks) {
-            let (table, chain) = place();
-            out.push(Edit::Insert {
-                family,
-                table,
-                chain,
-                rule,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The accepts (the same for both families): anything leaving a plumb
-/// bridge, answers coming back to one, and new connections into routed
-/// and bridged networks (a NAT network is reached only through its
-/// masquerade). Each is inserted at the head, so they are listed in
-/// reverse of evaluation order.
-fn forward_accepts(networks: &[Network]) -> Vec<Rule> {
-    let all: Vec<&str> = bridges(networks).map(|(_, b)| b.bridge.as_str()).collect();
-    if all.is_empty() {
-        return Vec::new();
-    }
-    let inbound: Vec<&str> = bridges(networks)
-        .filter(|(_, b)| b.mode != BridgeMode::Nat)
-        .map(|(_, b)| b.bridge.as_str())
-        .collect();
-    let accept = [Expr::Verdict(Verdict::Accept)];
-    let rule = |parts: &[&[Expr]]| Rule::new(parts.concat()).commented(TAG);
-    let mut out = Vec::new();
-    if !inbound.is_empty() {
-        // oifname INBOUND accept
-        out.push(rule(&[&ifname_in(MetaKey::Oifname, &inbound), &accept]));
-    }
-    let to_plumb = ifname_in(MetaKey::Oifname, &all);
-    // oifname ALL ct state established,related accept
-    out.push(rule(&[
-        &to_plumb,
-        &ct_any(CtKey::State, CT_ESTABLISHED_RELATED),
-        &accept,
-    ]));
-    // oifname ALL ct status dnat accept
-    out.push(rule(&[
-        &to_plumb,
-        &ct_any(CtKey::Status, IPS_DST_NAT),
-        &accept,
-    ]));
-    // iifname ALL accept
-    out.push(rule(&[&ifname_in(MetaKey::Iifname, &all), &accept]));
-    out
 }
 
 #[cfg(test)]
@@ -900,42 +850,5 @@ mod tests {
             address_in(&cidr("0.0.0.0/0"), true)[1],
             Expr::And(vec![0; 4])
         );
-    }
-
-    #[test]
-    fn forward_accepts_cover_every_bridge_and_inbound_only_without_nat() {
-        let nets = [
-            net("a", "10.1.0.0/24", "nat", None),
-            net("b", "10.2.0.0/24", "routed", None),
-        ];
-        let both = Expr::In {
-            key_type: nftable::TYPE_IFNAME,
-            key_len: 16,
-            keys: vec![ifname("pl-a"), ifname("pl-b")],
-        };
-        let rules = forward_accepts(&nets);
-        assert_eq!(rules.len(), 4);
-        assert!(rules.iter().all(|r| r.comment.as_deref() == Some(TAG)));
-        // Inserted at the head one by one: the last is evaluated first.
-        assert_eq!(
-            rules[3].exprs,
-            [
-                Expr::Meta(MetaKey::Iifname),
-                both.clone(),
-                Expr::Verdict(Verdict::Accept)
-            ]
-        );
-        assert!(has(&rules[1], &Expr::Ct(CtKey::State)) && has(&rules[1], &both));
-        assert_eq!(
-            rules[0].exprs[1],
-            Expr::eq(&ifname("pl-b")),
-            "inbound: routed only"
-        );
-        assert_eq!(
-            forward_accepts(&nets[..1]).len(),
-            3,
-            "no inbound accept for NAT only"
-        );
-        assert!(forward_accepts(&[]).is_empty());
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -176,7 +178,7 @@ impl Lab {
     /// table.
     pub fn docker_forward_drop(&self) {
         must(&format!(
-            "ip netns exec {} nft 'add table ip filter; add chain ip filter FORWARD {{ type filter hook forward priority 0; policy drop; }}'",
+            "ip netns exec {} iptables -P FORWARD DROP",
             self.host
         ));
     }

@@ -1,0 +1,334 @@
+//! plumb's accepts in the chains iptables owns.
+//!
+//! Docker (and anything using iptables) may set the `FORWARD` policy of
+//! `filter` to DROP. A drop in any base chain is final, so an accept in
+//! plumb's own table cannot undo it: the traffic of plumb's bridges needs
+//! accepts in iptables' own chains. Those tables belong to iptables-nft,
+//! which reads every rule back to print `iptables -S` and `iptables-save`
+//! and refuses the whole table when one rule holds an expression it does
+//! not know. So each accept is exactly what
+//! `iptables -I CHAIN -i|-o BRIDGE -m comment --comment "plumb network NAME" -j ACCEPT`
+//! writes: an interface compare, the xt comment match, a counter and the
+//! verdict; one rule per bridge and direction, no sets, no conntrack. They
+//! grant nothing plumb's own table denies: `inet plumb` sees the traffic
+//! first and decides (isolation, the user's rules, NAT networks reached
+//! only through published ports).
+//!
+//! The accepts go where Docker says users' rules belong: `DOCKER-USER`
+//! when it exists (Docker jumps there first, before its own chains, and
+//! never flushes it), else the head of `FORWARD`. Where neither `filter`
+//! nor `FORWARD` exists nothing is added: nothing drops there.
+
+use crate::error::{Error, Result};
+use crate::model::Network;
+use crate::netlink::nftable::{Edit, Expr, MetaKey, Rule, Verdict};
+use crate::netlink::{Listed, ListedRule, NetlinkError, NfFamily, NfNetlink};
+
+/// What every accept's comment starts with; the network's name follows.
+pub const COMMENT: &str = "plumb network ";
+/// The comment of the accepts plumb wrote before they were iptables' own
+/// (with conntrack expressions and sets): found to be replaced.
+const OLD_COMMENT: &str = "plumb";
+pub const TABLE: &str = "filter";
+pub const DOCKER_USER: &str = "DOCKER-USER";
+pub const FORWARD: &str = "FORWARD";
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_CMP_EQ: u32 = 0;
+const NF_ACCEPT: i32 = 1;
+
+/// One accept: traffic entering a plumb bridge (`-o`) or leaving it (`-i`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Accept {
+    pub bridge: String,
+    /// `-o BRIDGE`: into the network; else `-i BRIDGE`: out of it.
+    pub inbound: bool,
+    pub network: String,
+}
+
+impl Accept {
+    /// The rule as `iptables -S` prints it (without `-A CHAIN`).
+    pub fn iptables_args(&self) -> Vec<String> {
+        let dir = if self.inbound { "-o" } else { "-i" };
+        vec![
+            dir.into(),
+            self.bridge.clone(),
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            format!("{COMMENT}{}", self.network),
+            "-j".into(),
+            "ACCEPT".into(),
+        ]
+    }
+
+    /// The expressions iptables-nft 1.8 writes for it, in its order.
+    fn rule(&self) -> Rule {
+        let mut name = self.bridge.as_bytes().to_vec();
+        // iptables compares the name and its NUL: an exact match (without
+        // the NUL it would be `-i BRIDGE+`, a prefix).
+        name.push(0);
+        Rule::iptables(vec![
+            Expr::Meta(self.key()),
+            Expr::eq(&name),
+            Expr::XtComment(format!("{COMMENT}{}", self.network)),
+            Expr::Counter,
+            Expr::Verdict(Verdict::Accept),
+        ])
+    }
+
+    fn key(&self) -> MetaKey {
+        if self.inbound {
+            MetaKey::Oifname
+        } else {
+            MetaKey::Iifname
+        }
+    }
+
+    /// The accept a listed rule is, if it is one of ours in its exact
+    /// shape (as written here, or as iptables-restore writes it back).
+    fn read(r: &ListedRule) -> Option<Accept> {
+        let network = r.comment.as_deref()?.strip_prefix(COMMENT)?;
+        let [
+            Listed::Meta(key),
+            Listed::Cmp {
+                op: NFT_CMP_EQ,
+                data,
+            },
+            rest @ ..,
+        ] = &r.exprs[..]
+        else {
+            return None;
+        };
+        let inbound = match *key {
+            NFT_META_OIFNAME => true,
+            NFT_META_IIFNAME => false,
+            _ => return None,
+        };
+        let bridge = std::str::from_utf8(data.strip_suffix(&[0])?).ok()?;
+        match rest {
+            [
+                Listed::Match { name, .. },
+                Listed::Counter,
+                Listed::Verdict(NF_ACCEPT),
+            ] if name == "comment" => {}
+            _ => return None,
+        }
+        Some(Accept {
+            bridge: bridge.into(),
+            inbound,
+            network: network.into(),
+        })
+    }
+}
+
+/// Whether a listed rule is one plumb wrote, in any shape.
+fn is_ours(r: &ListedRule) -> bool {
+    r.comment
+        .as_deref()
+        .is_some_and(|c| c == OLD_COMMENT || c.starts_with(COMMENT))
+}
+
+/// The accepts `networks` need, sorted: two per bridge.
+pub fn wanted(networks: &[Network]) -> Vec<Accept> {
+    let mut out: Vec<Accept> = networks
+        .iter()
+        .filter_map(|n| n.bridge().map(|b| (n, b)))
+        .flat_map(|(n, b)| {
+            [false, true].map(|inbound| Accept {
+                bridge: b.bridge.clone(),
+                inbound,
+                network: n.name.clone(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The chain the accepts belong in, in one family's `filter` table, if
+/// there is one to put them in.
+pub fn chain_for(nf: &mut NfNetlink, family: NfFamily) -> Result<Option<&'static str>> {
+    for chain in [DOCKER_USER, FORWARD] {
+        if nf.chain_exists(family, TABLE, chain).map_err(asking)? {
+            return Ok(Some(chain));
+        }
+    }
+    Ok(None)
+}
+
+const FAMILIES: [NfFamily; 2] = [NfFamily::Ip, NfFamily::Ip6];
+
+/// The edits that take every accept of plumb's out of `ip/ip6 filter`
+/// (wherever it is, whatever its shape) and put the ones `networks` need
+/// at the head of the chain they belong in.
+pub fn edits(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
+    let wanted = wanted(networks);
+    let mut out = Vec::new();
+    for family in FAMILIES {
+        let Some(chain) = chain_for(nf, family)? else {
+            continue;
+        };
+        for r in nf.rules(family, TABLE, None).map_err(asking)? {
+            if is_ours(&r) {
+                out.push(Edit::Remove {
+                    family,
+                    table: TABLE.into(),
+                    chain: r.chain,
+                    handle: r.handle,
+                });
+            }
+        }
+        // Each goes to the head: the last inserted is listed first.
+        for a in wanted.iter().rev() {
+            out.push(Edit::Insert {
+                family,
+                table: TABLE.into(),
+                chain: chain.into(),
+                rule: a.rule(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where plumb's accepts stand in one family: the chain they belong in and
+/// those found there; `misplaced` counts ours elsewhere or misshapen.
+pub struct Found {
+    pub chain: Option<&'static str>,
+    pub accepts: Vec<Accept>,
+    pub misplaced: usize,
+}
+
+pub fn found(nf: &mut NfNetlink, family: NfFamily) -> Result<Found> {
+    let chain = chain_for(nf, family)?;
+    let mut accepts = Vec::new();
+    let mut misplaced = 0;
+    if chain.is_some() {
+        for r in nf.rules(family, TABLE, None).map_err(asking)? {
+            if !is_ours(&r) {
+                continue;
+            }
+            match Accept::read(&r) {
+                Some(a) if Some(r.chain.as_str()) == chain => accepts.push(a),
+                _ => misplaced += 1,
+            }
+        }
+    }
+    accepts.sort();
+    Ok(Found {
+        chain,
+        accepts,
+        misplaced,
+    })
+}
+
+/// Whether every family holds exactly the accepts `networks` need, in the
+/// chain they belong in: false after `iptables -F`, an `iptables-restore`
+/// of an older save, or Docker creating `DOCKER-USER` after plumb wrote
+/// them into `FORWARD`.
+pub fn in_place(nf: &mut NfNetlink, networks: &[Network]) -> Result<bool> {
+    let wanted = wanted(networks);
+    for family in FAMILIES {
+        let f = found(nf, family)?;
+        if f.chain.is_some() && (f.misplaced > 0 || f.accepts != wanted) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn asking(e: NetlinkError) -> Error {
+    Error::kernel("list the rules of iptables' filter tables", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(chain: &str, comment: &str, exprs: Vec<Listed>) -> ListedRule {
+        ListedRule {
+            table: TABLE.into(),
+            chain: chain.into(),
+            handle: 7,
+            comment: Some(comment.into()),
+            exprs,
+        }
+    }
+
+    fn shape(key: u32, name: &[u8]) -> Vec<Listed> {
+        vec![
+            Listed::Meta(key),
+            Listed::Cmp {
+                op: NFT_CMP_EQ,
+                data: name.to_vec(),
+            },
+            Listed::Match {
+                name: "comment".into(),
+                info: vec![0; 256],
+            },
+            Listed::Counter,
+            Listed::Verdict(NF_ACCEPT),
+        ]
+    }
+
+    #[test]
+    fn an_accept_is_read_back_only_in_its_exact_shape() {
+        let ok = listed(FORWARD, "plumb network lan", shape(7, b"pl-lan\0"));
+        assert_eq!(
+            Accept::read(&ok),
+            Some(Accept {
+                bridge: "pl-lan".into(),
+                inbound: true,
+                network: "lan".into(),
+            })
+        );
+        // `-o pl-lan+` (no NUL), another key, another verdict, a missing
+        // counter, another comment: not ours as written.
+        let prefix = listed(FORWARD, "plumb network lan", shape(7, b"pl-lan"));
+        let other_key = listed(FORWARD, "plumb network lan", shape(1, b"pl-lan\0"));
+        let mut drop = shape(6, b"pl-lan\0");
+        drop[4] = Listed::Verdict(0);
+        let mut no_counter = shape(6, b"pl-lan\0");
+        no_counter.remove(3);
+        let old = listed(FORWARD, "plumb", shape(6, b"pl-lan\0"));
+        for r in [
+            prefix,
+            other_key,
+            listed(FORWARD, "plumb network lan", drop),
+            listed(FORWARD, "plumb network lan", no_counter),
+            old.clone(),
+        ] {
+            assert_eq!(Accept::read(&r), None, "{r:?}");
+        }
+        assert!(is_ours(&old));
+        assert!(!is_ours(&listed(FORWARD, "plumber", shape(6, b"x\0"))));
+    }
+
+    #[test]
+    fn each_bridge_gets_an_accept_each_way_and_other_drivers_none() {
+        use crate::model::NetworkSpec;
+        let spec = |name: &str, driver: &str, subnet: &str| NetworkSpec {
+            name: name.into(),
+            driver: driver.into(),
+            subnet: vec![subnet.into()],
+            parent: (driver == "macvlan").then(|| "eth0".into()),
+            ..Default::default()
+        };
+        let nets = [
+            spec("a", "bridge", "10.1.0.0/24").validate().unwrap(),
+            spec("m", "macvlan", "10.2.0.0/24").validate().unwrap(),
+        ];
+        let w = wanted(&nets);
+        assert_eq!(w.len(), 2);
+        assert!(w.iter().all(|a| a.network == "a"));
+        assert_eq!(
+            w[1].iptables_args().join(" "),
+            format!(
+                "-o {} -m comment --comment plumb network a -j ACCEPT",
+                w[1].bridge
+            )
+        );
+        assert!(wanted(&[]).is_empty());
+    }
+}

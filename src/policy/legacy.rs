@@ -1,0 +1,374 @@
+//! Hosts whose iptables is the legacy backend (x_tables): Docker's chains
+//! and FORWARD DROP live there, where nftables sees nothing. A legacy
+//! table exists in a namespace once something used it, and the kernel
+//! lists it in `/proc/net/ip_tables_names`: reading that file is all an
+//! nftables host pays. Where the legacy filter table is in use, plumb adds
+//! the same accepts there (`iptables` module), through the
+//! `iptables-legacy-restore` program in one atomic commit per family; it
+//! is called only then, when networks are made, removed or restored,
+//! never per attach. The legacy nat table is read the same way for the
+//! host ports other tools forward (`ports`).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::model::{Network, Proto};
+use crate::policy::iptables::{self, Accept, COMMENT, DOCKER_USER, FORWARD};
+use crate::policy::ports::ForeignDnat;
+
+/// One family's legacy tools and the kernel's list of its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    names_file: &'static str,
+    save: &'static str,
+    restore: &'static str,
+}
+
+pub const V4: Family = Family {
+    name: "ip",
+    names_file: "/proc/thread-self/net/ip_tables_names",
+    save: "iptables-legacy-save",
+    restore: "iptables-legacy-restore",
+};
+pub const V6: Family = Family {
+    name: "ip6",
+    names_file: "/proc/thread-self/net/ip6_tables_names",
+    save: "ip6tables-legacy-save",
+    restore: "ip6tables-legacy-restore",
+};
+
+/// How long to wait for another program's xtables lock.
+const WAIT_SECONDS: &str = "5";
+
+impl Family {
+    /// Whether legacy table `table` exists in this thread's namespace.
+    pub fn in_use(&self, table: &str) -> bool {
+        std::fs::read_to_string(self.names_file).is_ok_and(|t| t.lines().any(|l| l == table))
+    }
+
+    /// `TOOL-save -t table`, parsed.
+    pub fn save(&self, table: &str) -> Result<Saved> {
+        let out = Command::new(self.save)
+            .args(["-t", table])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.missing(e))?;
+        if !out.status.success() {
+            return Err(self.failed(self.save, &out.stderr));
+        }
+        Ok(Saved::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Apply `lines` to `table` with `TOOL-restore --noflush`: one commit.
+    fn restore(&self, table: &str, lines: &[String]) -> Result<()> {
+        let mut input = format!("*{table}\n");
+        for l in lines {
+            input.push_str(l);
+            input.push('\n');
+        }
+        input.push_str("COMMIT\n");
+        let mut child = Command::new(self.restore)
+            .args(["--noflush", "--wait", WAIT_SECONDS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.missing(e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(format!("run {}", self.restore), e))?;
+        if !out.status.success() {
+            return Err(self.failed(self.restore, &out.stderr));
+        }
+        Ok(())
+    }
+
+    fn missing(&self, e: std::io::Error) -> Error {
+        Error::Conflict(format!(
+            "the legacy iptables backend is in use on this host ({} tables exist), but `{}` \
+             could not be run ({e}): install the iptables package",
+            self.name, self.save
+        ))
+    }
+
+    fn failed(&self, tool: &str, stderr: &[u8]) -> Error {
+        Error::Conflict(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(stderr).trim()
+        ))
+    }
+}
+
+/// One table of `iptables-save`: its chains and rules (as words).
+#[derive(Debug, Default)]
+pub struct Saved {
+    pub chains: Vec<String>,
+    /// Each `-A CHAIN ...` line, split into words as a shell would.
+    pub rules: Vec<Vec<String>>,
+}
+
+impl Saved {
+    fn parse(text: &str) -> Saved {
+        let mut saved = Saved::default();
+        for line in text.lines() {
+            if let Some(chain) = line.strip_prefix(':') {
+                saved
+                    .chains
+                    .extend(chain.split_whitespace().next().map(String::from));
+            } else if line.starts_with("-A ") {
+                saved.rules.push(words(line));
+            }
+        }
+        saved
+    }
+
+    pub fn has_chain(&self, name: &str) -> bool {
+        self.chains.iter().any(|c| c == name)
+    }
+
+    /// Whether Docker made its chains here.
+    pub fn has_docker(&self) -> bool {
+        self.has_chain("DOCKER") || self.has_chain(DOCKER_USER)
+    }
+
+    /// The chain plumb's accepts belong in.
+    pub fn accept_chain(&self) -> &'static str {
+        if self.has_chain(DOCKER_USER) {
+            DOCKER_USER
+        } else {
+            FORWARD
+        }
+    }
+
+    /// plumb's rules (any shape), each as `-A CHAIN ...` words.
+    fn ours(&self) -> impl Iterator<Item = &Vec<String>> {
+        self.rules.iter().filter(|r| {
+            r.windows(2)
+                .any(|w| w[0] == "--comment" && (w[1] == "plumb" || w[1].starts_with(COMMENT)))
+        })
+    }
+}
+
+/// The words of an `iptables-save` line: blanks separate them, double
+/// quotes group, a backslash escapes the next character.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.get_or_insert_default().extend(chars.next()),
+            '"' => {
+                quoted = !quoted;
+                word.get_or_insert_default();
+            }
+            c if c.is_whitespace() && !quoted => out.extend(word.take()),
+            c => word.get_or_insert_default().push(c),
+        }
+    }
+    out.extend(word);
+    out
+}
+
+/// `-A CHAIN` and the accept's words, as `iptables-save` prints them.
+fn accept_words(chain: &str, a: &Accept) -> Vec<String> {
+    let mut w = vec!["-A".to_string(), chain.to_string()];
+    w.extend(a.iptables_args());
+    w
+}
+
+/// A word for `iptables-restore`: quoted when it holds a blank.
+fn quote(w: &str) -> String {
+    if w.contains(char::is_whitespace) || w.is_empty() {
+        format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        w.to_string()
+    }
+}
+
+/// Whether each family whose legacy filter table is in use holds exactly
+/// the accepts `networks` need, in the chain they belong in.
+pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
+    let wanted = iptables::wanted(networks);
+    for family in [V4, V6] {
+        if !family.in_use("filter") {
+            continue;
+        }
+        let saved = family.save("filter")?;
+        let chain = saved.accept_chain();
+        let mut have: Vec<&Vec<String>> = saved.ours().collect();
+        let mut want: Vec<Vec<String>> = wanted.iter().map(|a| accept_words(chain, a)).collect();
+        have.sort();
+        want.sort();
+        if have.into_iter().ne(want.iter()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Put the accepts `networks` need into each family's legacy filter table
+/// that is in use, taking plumb's old ones out, in one commit per family.
+pub fn sync_accepts(networks: &[Network]) -> Result<()> {
+    let wanted = iptables::wanted(networks);
+    for family in [V4, V6] {
+        if !family.in_use("filter") {
+            continue;
+        }
+        let saved = family.save("filter")?;
+        let chain = saved.accept_chain();
+        let mut lines: Vec<String> = saved
+            .ours()
+            .map(|r| {
+                let mut r = r.clone();
+                r[0] = "-D".into();
+                r.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        for a in wanted.iter().rev() {
+            let mut w = accept_words(chain, a);
+            w[0] = "-I".into();
+            w.insert(2, "1".into());
+            lines.push(w.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "));
+        }
+        if !lines.is_empty() {
+            family.restore("filter", &lines)?;
+        }
+    }
+    Ok(())
+}
+
+/// The DNAT rules of the legacy IPv4 nat table, when it is in use.
+pub fn dnat_rules() -> Result<Vec<ForeignDnat>> {
+    if !V4.in_use("nat") {
+        return Ok(Vec::new());
+    }
+    Ok(V4
+        .save("nat")?
+        .rules
+        .iter()
+        .filter_map(|r| dnat(r))
+        .collect())
+}
+
+/// The host ports a saved DNAT rule forwards: `-p`, `-d`, `--dport`
+/// (`N` or `N:M`) or multiport's `--dports` (`a,b:c`).
+fn dnat(words: &[String]) -> Option<ForeignDnat> {
+    // The word after `flag`, unless the flag is negated (`! --dport N`).
+    let after = |flag: &str| {
+        (0..words.len().saturating_sub(1))
+            .find(|&i| words[i] == flag && (i == 0 || words[i - 1] != "!"))
+            .map(|i| words[i + 1].as_str())
+    };
+    if after("-j") != Some("DNAT") {
+        return None;
+    }
+    let range = |s: &str| -> Option<(u16, u16)> {
+        match s.split_once(':') {
+            Some((lo, hi)) => Some((lo.parse().ok()?, hi.parse().ok()?)),
+            None => s.parse().ok().map(|p| (p, p)),
+        }
+    };
+    let mut ports = Vec::new();
+    if let Some(p) = after("--dport") {
+        ports.extend(range(p));
+    }
+    if let Some(list) = after("--dports") {
+        ports.extend(list.split(',').filter_map(range));
+    }
+    if ports.is_empty() {
+        return None;
+    }
+    let proto = match after("-p") {
+        Some("tcp") => Some(Proto::Tcp),
+        Some("udp") => Some(Proto::Udp),
+        _ => None,
+    };
+    let addr = after("-d")
+        .and_then(|d| d.strip_suffix("/32"))
+        .and_then(|d| d.parse::<Ipv4Addr>().ok());
+    let chain = words.get(1)?.clone();
+    Some(ForeignDnat {
+        place: format!("iptables-legacy nat {chain}"),
+        chain,
+        proto,
+        ports,
+        addr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVED: &str = "# Generated by iptables-save v1.8.9 on Sun Dec  6 02:34:21 2026
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A DOCKER-USER -i pl-lan -m comment --comment \"plumb network lan\" -j ACCEPT
+-A DOCKER-USER -m comment --comment \"say \\\"hi\\\"\" -j RETURN
+COMMIT
+";
+
+    #[test]
+    fn a_save_is_read_into_chains_and_words() {
+        let s = Saved::parse(SAVED);
+        assert_eq!(
+            s.chains,
+            ["INPUT", "FORWARD", "OUTPUT", "DOCKER", "DOCKER-USER"]
+        );
+        assert!(s.has_docker());
+        assert_eq!(s.accept_chain(), DOCKER_USER);
+        assert_eq!(s.rules.len(), 3);
+        assert_eq!(s.rules[2][5], "say \"hi\"");
+        let ours: Vec<_> = s.ours().collect();
+        assert_eq!(ours.len(), 1);
+        assert_eq!(
+            *ours[0],
+            accept_words(
+                DOCKER_USER,
+                &Accept {
+                    bridge: "pl-lan".into(),
+                    inbound: false,
+                    network: "lan".into()
+                }
+            )
+        );
+        assert_eq!(quote("plumb network lan"), "\"plumb network lan\"");
+        assert_eq!(quote("-j"), "-j");
+    }
+
+    #[test]
+    fn saved_dnat_rules_name_their_ports() {
+        let d = dnat(&words(
+            "-A DOCKER -d 127.0.0.1/32 ! -i docker0 -p tcp -m tcp --dport 8090 -j DNAT --to-destination 172.17.0.2:80",
+        ))
+        .unwrap();
+        assert_eq!(d.proto, Some(Proto::Tcp));
+        assert_eq!(d.ports, [(8090, 8090)]);
+        assert_eq!(d.addr, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(d.chain, "DOCKER");
+        let m = dnat(&words(
+            "-A NETAVARK-DN-1 -p udp -m multiport --dports 53,7000:7010 -j DNAT --to-destination 10.88.0.2",
+        ))
+        .unwrap();
+        assert_eq!(m.ports, [(53, 53), (7000, 7010)]);
+        assert_eq!(
+            dnat(&words(
+                "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"
+            )),
+            None
+        );
+    }
+}

@@ -1,0 +1,426 @@
+//! A private Docker daemon inside a lab's fake host namespace.
+//!
+//! Everything it owns lives under one fresh directory D (data and exec
+//! roots, socket, pidfile, log, configuration, trust key, CLI
+//! configuration) and one cgroup parent named after D, so that parallel
+//! tests and a real Docker on the machine share nothing with it. It starts
+//! its own containerd (under D/exec/containerd). Only two directories outside
+//! D are shared, their places fixed in dockerd and containerd:
+//! `/run/docker/plugins` (left empty) and `/run/containerd/s` (the shims'
+//! sockets, removed on drop even when a shim had to be killed).
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Lab, must};
+
+/// The docker.io 20.10 client, the daemon's own version (`/usr/local/bin/docker`
+/// is a 28.x client that only works by downgrading the API).
+const CLI: &str = "/usr/bin/docker";
+/// Every CLI call is bounded: a wedged daemon fails the test, not hangs it.
+const CLI_SECS: &str = "60";
+/// The address of `docker0` in the fake host (`--bip`); fixed, since each
+/// dockerd has its own network namespace.
+pub const BRIDGE_IP: &str = "172.31.250.1";
+/// The busybox image every dockerd gets on start.
+const IMAGE: &str = "bb:1";
+/// The content of `/www/index.html` in the image.
+pub const INDEX_HTML: &str = "plumb docker fixture\n";
+/// The busybox applets linked in the image's `/bin`.
+const APPLETS: &[&str] = &[
+    "sh", "ip", "ping", "httpd", "sleep", "wget", "nc", "udhcpc", "cat", "echo", "ifconfig",
+    "route",
+];
+/// How long dockerd may take to answer after start.
+const START_SECS: u64 = 30;
+/// How long dockerd and its processes get after SIGTERM, then after SIGKILL.
+/// Stopping waits for containers' stop timeouts (10 s for a busybox PID 1,
+/// which ignores SIGTERM, unless the container runs with `--stop-timeout`).
+const TERM_SECS: u64 = 30;
+const KILL_SECS: u64 = 10;
+
+/// A dockerd in `lab`'s fake host, its CLI pointed at it. Stopped and wiped
+/// on drop; it borrows the lab so that it is dropped before the lab's
+/// namespaces are deleted.
+pub struct Dockerd<'a> {
+    lab: &'a Lab,
+    /// Use iptables-legacy (through D/bin first in dockerd's `PATH`).
+    legacy: bool,
+    dir: tempfile::TempDir,
+    daemon: Child,
+}
+
+impl<'a> Dockerd<'a> {
+    /// Start dockerd in `lab.host` (`net.ipv4.ip_forward=0` first, so that
+    /// Docker sets the FORWARD policy to DROP as on real hosts), wait until it
+    /// answers and import the busybox image.
+    pub fn start(lab: &'a Lab, legacy: bool) -> Dockerd<'a> {
+        must(&format!(
+            "ip netns exec {} sysctl -q -w net.ipv4.ip_forward=0",
+            lab.host
+        ));
+        let dir = tempfile::Builder::new()
+            .prefix("dockerd.")
+            .tempdir()
+            .expect("dockerd tempdir");
+        let d = dir.path();
+        // A private configuration file: /etc/docker/daemon.json is not read,
+        // and the trust key is written here, not to /etc/docker/key.json.
+        fs::write(
+            d.join("daemon.json"),
+            format!(r#"{{"deprecated-key-path": "{}/key.json"}}"#, d.display()),
+        )
+        .expect("daemon.json");
+        fs::create_dir(d.join("cli")).expect("CLI config dir");
+        if legacy {
+            fs::create_dir(d.join("bin")).expect("bin dir");
+            for tool in ["iptables", "ip6tables"] {
+                for suffix in ["", "-save", "-restore"] {
+                    symlink(
+                        format!("/usr/sbin/{tool}-legacy{suffix}"),
+                        d.join("bin").join(format!("{tool}{suffix}")),
+                    )
+                    .expect("iptables-legacy symlink");
+                }
+            }
+        }
+        let daemon = launch(lab, d, legacy);
+        // From here on, a panic stops and wipes it through Drop.
+        let mut dockerd = Dockerd {
+            lab,
+            legacy,
+            dir,
+            daemon,
+        };
+        dockerd.wait_ready();
+        dockerd.import_image();
+        dockerd
+    }
+
+    /// The busybox image: `/bin/busybox` and its applets, `/www/index.html`
+    /// holding [`INDEX_HTML`]. It has no default command.
+    pub fn image(&self) -> &str {
+        IMAGE
+    }
+
+    /// Run the docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let d = self.dir.path();
+        Command::new("timeout")
+            .args(["-k", "5", CLI_SECS, CLI])
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}/docker.sock", d.display()))
+            .env("DOCKER_CONFIG", d.join("cli"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// Run the docker CLI, insist that it succeeds; returns stdout.
+    pub fn must(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host PID of a running container's first process.
+    pub fn container_pid(&self, name: &str) -> u32 {
+        let pid = self.must(&["inspect", "-f", "{{.State.Pid}}", name]);
+        pid.trim().parse().expect("container PID")
+    }
+
+    /// Stop dockerd (SIGTERM: it stops the containers) and start it again on
+    /// the same directories; it re-creates its iptables chains on start.
+    pub fn restart(&mut self) {
+        assert!(
+            self.stop(),
+            "dockerd's processes survived SIGKILL: {:?}",
+            self.processes(&mut HashSet::new())
+        );
+        self.daemon = launch(self.lab, self.dir.path(), self.legacy);
+        self.wait_ready();
+    }
+
+    /// The end of dockerd's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Wait until the daemon answers; fail with its log if it exits or
+    /// does not answer in time.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(START_SECS);
+        while !self.docker(&["version"]).status.success() {
+            let exited = self.daemon.try_wait().ok().flatten();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "dockerd did not answer within {START_SECS} s (exit: {exited:?}):\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Build the busybox rootfs under D and `docker import` it.
+    fn import_image(&self) {
+        let root = self.dir.path().join("rootfs");
+        for sub in ["bin", "www"] {
+            fs::create_dir_all(root.join(sub)).expect("rootfs dir");
+        }
+        fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy static busybox");
+        for applet in APPLETS {
+            symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
+        }
+        fs::write(root.join("www/index.html"), INDEX_HTML).expect("index.html");
+        let tar = self.dir.path().join("rootfs.tar");
+        must(&format!(
+            "tar -C {} -cf {} .",
+            root.display(),
+            tar.display()
+        ));
+        self.must(&["import", &tar.to_string_lossy(), IMAGE]);
+    }
+
+    /// Live processes of this instance: those whose command line names D
+    /// (dockerd, containerd, the shims) and their descendants (docker-proxy,
+    /// the containers' processes). `known` accumulates what was seen so that
+    /// orphans still count once their parent is gone.
+    fn processes(&self, known: &mut HashSet<(i32, u64)>) -> Vec<i32> {
+        let needle = format!("{}/", self.dir.path().display());
+        let table = proc_table();
+        let mut members: Vec<(i32, u64)> = table
+            .iter()
+            .filter(|p| {
+                p.cmdline
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+            })
+            .map(|p| (p.pid, p.start))
+            .collect();
+        let mut i = 0;
+        while i < members.len() {
+            let parent = members[i].0;
+            for p in table.iter().filter(|p| p.ppid == parent) {
+                if !members.contains(&(p.pid, p.start)) {
+                    members.push((p.pid, p.start));
+                }
+            }
+            i += 1;
+        }
+        known.extend(members);
+        table
+            .iter()
+            .filter(|p| !p.zombie && known.contains(&(p.pid, p.start)))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// SIGTERM dockerd (it stops its containers, proxies and containerd),
+    /// wait until all its processes are gone, SIGKILL what is left after
+    /// `TERM_SECS`. If dockerd is gone already, what it left behind (shims
+    /// and containers; containerd and docker-proxy die with it) is killed
+    /// at once. False if some processes survive SIGKILL too.
+    fn stop(&mut self) -> bool {
+        let mut deadline = Instant::now();
+        // Only an unreaped child's PID is surely still dockerd's.
+        if let Ok(None) = self.daemon.try_wait() {
+            let _ = kill(Pid::from_raw(self.daemon.id() as i32), Signal::SIGTERM);
+            deadline += Duration::from_secs(TERM_SECS);
+        }
+        let mut known = HashSet::new();
+        let mut killed = false;
+        loop {
+            // Reap dockerd, our child, as soon as it exits.
+            let _ = self.daemon.try_wait();
+            let alive = self.processes(&mut known);
+            if alive.is_empty() {
+                let _ = self.daemon.wait();
+                return true;
+            }
+            if Instant::now() >= deadline {
+                if killed {
+                    return false;
+                }
+                for pid in alive {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                killed = true;
+                deadline = Instant::now() + Duration::from_secs(KILL_SECS);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Remove the sockets of shims that were killed (a shim removes its own
+    /// on a clean exit). They live in the shared /run/containerd/s, named in
+    /// each task's bundle under D.
+    fn remove_shim_sockets(&self) {
+        let tasks = self
+            .dir
+            .path()
+            .join("exec/containerd/daemon/io.containerd.runtime.v2.task");
+        let bundles = fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|ns| fs::read_dir(ns.path()).ok())
+            .flatten()
+            .flatten();
+        for bundle in bundles {
+            let address = fs::read_to_string(bundle.path().join("address")).unwrap_or_default();
+            if let Some(socket) = address.trim().strip_prefix("unix:///run/containerd/s/") {
+                let _ = fs::remove_file(Path::new("/run/containerd/s").join(socket));
+            }
+        }
+    }
+
+    /// Lazily unmount whatever is still mounted under D, deepest first.
+    fn unmount(&self) {
+        let d = self.dir.path().display().to_string();
+        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|p| *p == d || p.starts_with(&format!("{d}/")))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
+    }
+
+    /// Remove the cgroup parent, and the containers' cgroups that runc could
+    /// not remove if their shim was killed, from every hierarchy.
+    fn remove_cgroups(&self) {
+        let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for h in hierarchies.flatten() {
+            remove_cgroup(&h.path().join(cgroup_parent(self.dir.path())));
+        }
+    }
+}
+
+impl Drop for Dockerd<'_> {
+    /// Remove the containers, stop everything, remove leftovers outside D,
+    /// unmount; the TempDir then removes D. Never panics: it also runs while
+    /// a failed test unwinds.
+    fn drop(&mut self) {
+        let ps = self.docker(&["ps", "-aq"]);
+        let ids = String::from_utf8_lossy(&ps.stdout).into_owned();
+        if ps.status.success() && !ids.trim().is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.split_whitespace());
+            let _ = self.docker(&args);
+        }
+        if !self.stop() {
+            eprintln!(
+                "dockerd in {}: processes survived SIGKILL",
+                self.dir.path().display()
+            );
+        }
+        self.remove_shim_sockets();
+        self.unmount();
+        self.remove_cgroups();
+    }
+}
+
+/// Start dockerd in the lab's fake host with D's private paths, logging to
+/// D/dockerd.log (appended across restarts).
+fn launch(lab: &Lab, d: &Path, legacy: bool) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("dockerd.log"))
+        .expect("dockerd log");
+    let p = |name: &str| d.join(name).display().to_string();
+    let mut cmd = Command::new("nsenter");
+    // nsenter, not `ip netns exec`: that gives dockerd a fresh /sys without
+    // cgroups. nsenter execs, so the child is dockerd itself.
+    cmd.arg(format!("--net=/run/netns/{}", lab.host))
+        .arg("dockerd")
+        .args(["--config-file", &p("daemon.json")])
+        .args(["--data-root", &p("data")])
+        .args(["--exec-root", &p("exec")])
+        .args(["-H", &format!("unix://{}", p("docker.sock"))])
+        .args(["--pidfile", &p("docker.pid")])
+        .args(["--cgroup-parent", &format!("/{}", cgroup_parent(d))])
+        .args(["--bip", &format!("{BRIDGE_IP}/24")])
+        .args(["--iptables=true", "--userland-proxy=true"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dockerd log"))
+        .stderr(log);
+    if legacy {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", p("bin")));
+    }
+    cmd.spawn().expect("start dockerd")
+}
+
+/// The containers' cgroup parent, named after D.
+fn cgroup_parent(d: &Path) -> String {
+    format!(
+        "plumb-{}",
+        d.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// Remove an empty cgroup and its empty descendants, deepest first.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// One process from /proc.
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    /// Start time in clock ticks since boot: (pid, start) names a process
+    /// even if the PID is reused.
+    start: u64,
+    zombie: bool,
+    cmdline: Vec<u8>,
+}
+
+fn proc_table() -> Vec<Proc> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name, which may contain spaces.
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(Proc {
+                pid,
+                zombie: rest.first()? == &"Z",
+                ppid: rest.get(1)?.parse().ok()?,
+                start: rest.get(19)?.parse().ok()?,
+                cmdline: fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
