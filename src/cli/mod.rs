@@ -12,6 +12,7 @@ macro_rules! outln {
 
 mod attach;
 mod daemon;
+mod doctor;
 mod host;
 mod lazy;
 mod network;
@@ -81,6 +82,8 @@ pub enum Command {
     /// Remove attachments whose namespace is gone (through the daemon when
     /// it runs, so their DHCP leases are released).
     Gc,
+    /// How plumb stands beside iptables, Docker and the daemon, as JSON.
+    Doctor,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Network(cmd) => network::run(&mut open()?, &plumbd, cmd.0),
         Command::Gc => daemon::gc(&mut open()?, &plumbd),
         Command::Restore => daemon::restore(&mut open()?, &plumbd),
+        Command::Doctor => doctor::run(&open()?, &plumbd),
         Command::Inspect(args) => attach::inspect(&open()?, args.0),
         Command::Ls(args) => attach::ls(&open()?, args.0),
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),

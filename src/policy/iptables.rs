@@ -19,10 +19,13 @@
 //! never flushes it), else the head of `FORWARD`. Where neither `filter`
 //! nor `FORWARD` exists nothing is added: nothing drops there.
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
 use crate::model::Network;
 use crate::netlink::nftable::{Edit, Expr, MetaKey, Rule, Verdict};
 use crate::netlink::{Listed, ListedRule, NetlinkError, NfFamily, NfNetlink};
+use crate::policy::legacy;
 
 /// What every accept's comment starts with; the network's name follows.
 pub const COMMENT: &str = "plumb network ";
@@ -236,6 +239,71 @@ pub fn in_place(nf: &mut NfNetlink, networks: &[Network]) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// What `plumb doctor` says of one family: which backend holds iptables'
+/// filter table, whether Docker's chains are there, where plumb's accepts
+/// belong and whether they are all there.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub family: &'static str,
+    /// "nftables" (iptables-nft), "legacy" (x_tables), both, or "none".
+    pub backend: &'static str,
+    pub docker: bool,
+    /// Where the accepts belong (iptables-nft's chain), if anywhere.
+    pub chain: Option<&'static str>,
+    pub legacy_chain: Option<&'static str>,
+    pub accepts_wanted: usize,
+    pub accepts_found: usize,
+    pub misplaced: usize,
+    pub in_place: bool,
+    /// What went wrong reading the legacy tables, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_error: Option<String>,
+}
+
+pub fn report(networks: &[Network]) -> Result<Vec<Report>> {
+    let mut nf = NfNetlink::open().map_err(|e| Error::kernel("open an nfnetlink socket", e))?;
+    let wanted = wanted(networks);
+    let mut out = Vec::new();
+    for (family, legacy) in FAMILIES.into_iter().zip([legacy::V4, legacy::V6]) {
+        let f = found(&mut nf, family)?;
+        let docker = nf.chain_exists(family, TABLE, "DOCKER").map_err(asking)?
+            || nf
+                .chain_exists(family, TABLE, DOCKER_USER)
+                .map_err(asking)?;
+        let mut r = Report {
+            family: legacy.name,
+            backend: if f.chain.is_some() {
+                "nftables"
+            } else {
+                "none"
+            },
+            docker,
+            chain: f.chain,
+            legacy_chain: None,
+            accepts_wanted: if f.chain.is_some() { wanted.len() } else { 0 },
+            accepts_found: f.accepts.len(),
+            misplaced: f.misplaced,
+            in_place: f.chain.is_none() || (f.misplaced == 0 && f.accepts == wanted),
+            legacy_error: None,
+        };
+        if legacy.in_use("filter") {
+            r.backend = if f.chain.is_some() { "both" } else { "legacy" };
+            match legacy.save("filter") {
+                Ok(saved) => {
+                    r.docker |= saved.has_docker();
+                    r.legacy_chain = Some(saved.accept_chain());
+                    r.accepts_wanted += wanted.len();
+                    r.accepts_found += legacy::accepts(&saved).len();
+                }
+                Err(e) => r.legacy_error = Some(e.to_string()),
+            }
+            r.in_place &= legacy::accepts_in_place(networks).unwrap_or(false);
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 fn asking(e: NetlinkError) -> Error {

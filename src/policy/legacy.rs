@@ -193,6 +193,11 @@ fn quote(w: &str) -> String {
     }
 }
 
+/// plumb's accepts in a saved filter table, each as `-A CHAIN ...` words.
+pub fn accepts(saved: &Saved) -> Vec<&Vec<String>> {
+    saved.ours().collect()
+}
+
 /// Whether each family whose legacy filter table is in use holds exactly
 /// the accepts `networks` need, in the chain they belong in.
 pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
@@ -203,7 +208,7 @@ pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
         }
         let saved = family.save("filter")?;
         let chain = saved.accept_chain();
-        let mut have: Vec<&Vec<String>> = saved.ours().collect();
+        let mut have = accepts(&saved);
         let mut want: Vec<Vec<String>> = wanted.iter().map(|a| accept_words(chain, a)).collect();
         have.sort();
         want.sort();
