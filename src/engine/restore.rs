@@ -40,8 +40,8 @@ impl Engine {
                 report.errors.push(format!("network `{}`: {e}", net.name));
             }
         }
-        // The whole tables are written again, and the FORWARD accepts that
-        // a restarted Docker may have flushed.
+        // The whole tables are written again, and the accepts in iptables'
+        // chains that a restarted Docker or an `iptables -F` may have taken.
         if let Err(e) = firewall::Ruleset::load(self.store.read()).and_then(|r| firewall::sync(&r))
         {
             report.errors.push(e.to_string());
