@@ -116,3 +116,52 @@ fn publishing_is_for_nat_networks() {
     assert_eq!(common::links(&a), vec!["lo"]);
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
+
+/// Without Docker's DROP (no iptables at all), a NAT network is still
+/// reached from outside only through its published ports, whatever a rule
+/// allows: plumb's own forward chain drops the rest. A routed network
+/// beside it answers directly, which shows the outside host's route works.
+#[test]
+fn a_nat_network_is_reached_from_outside_only_through_published_ports() {
+    let lab = Lab::new("pubo");
+    let outside = lab.netns("out");
+    lab.wire(
+        &lab.host,
+        "uplink0",
+        Some("10.94.0.2/24"),
+        &outside,
+        "eth0",
+        Some("10.94.0.1/24"),
+    );
+    must(&format!(
+        "ip netns exec {} sysctl -qw net.ipv4.ip_forward=1",
+        lab.host
+    ));
+    for subnet in ["10.27.0.0/24", "10.28.0.0/24"] {
+        must(&format!("ip -n {outside} route add {subnet} via 10.94.0.2"));
+    }
+    lab.ok(&["network", "create", "n", "--subnet", "10.27.0.0/24"]);
+    lab.ok(&[
+        "network",
+        "create",
+        "r",
+        "--mode",
+        "routed",
+        "--subnet",
+        "10.28.0.0/24",
+    ]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "n", "--publish", "8081:80"]);
+    lab.ok(&["attach", &b, "r"]);
+    lab.ok(&["policy", "add", "n", "allow", "from", "10.94.0.0/24"]);
+    assert!(lab.ping(&outside, &lab.ip_of(&b, "r")), "routed: reachable");
+    assert!(
+        !lab.ping(&outside, &lab.ip_of(&a, "n")),
+        "nat: not reachable directly, though a rule allows it"
+    );
+    let (server, _) = peer_echo_server(&a, "0.0.0.0:80");
+    assert_eq!(tcp_say(&outside, "10.94.0.2:8081").unwrap(), "10.94.0.1");
+    server.join().unwrap();
+    // And the container still reaches out (answers come back).
+    assert!(lab.ping(&a, "10.94.0.1"));
+}

@@ -1055,6 +1055,7 @@ fn publish(
             "the attachment has no IPv4 address",
         ));
     }
+    let foreign = ports::foreign_dnat()?;
     for p in &a.publish {
         if let Some(holder) = store::publish_conflict(tx, p)? {
             return Err(Error::invalid(
@@ -1066,7 +1067,7 @@ fn publish(
                 ),
             ));
         }
-        ports::check_dnat(p)?;
+        ports::check_dnat(p, &foreign)?;
         match holds {
             Some(holds) => {
                 ports::lock(holds).hold(p)?;

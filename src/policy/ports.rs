@@ -52,10 +52,9 @@ fn refused(p: &Publish, port: HostPort, why: String) -> Error {
     Error::invalid("--publish", p, format!("host port {port} {why}"))
 }
 
-/// Refuse `p` when another tool forwards one of its host ports with a DNAT
-/// rule, naming the rule.
-pub fn check_dnat(p: &Publish) -> Result<()> {
-    let rules = foreign_dnat()?;
+/// Refuse `p` when another tool forwards one of its host ports with one of
+/// `rules` (from [`foreign_dnat`]), naming the rule.
+pub fn check_dnat(p: &Publish, rules: &[ForeignDnat]) -> Result<()> {
     for port in host_ports(p) {
         if let Some(rule) = rules.iter().find(|r| r.takes(&port)) {
             return Err(refused(
