@@ -40,11 +40,20 @@ impl Engine {
                 report.errors.push(format!("network `{}`: {e}", net.name));
             }
         }
-        // The whole tables are written again, and the accepts in iptables'
-        // chains that a restarted Docker or an `iptables -F` may have taken.
-        if let Err(e) = firewall::Ruleset::load(self.store.read()).and_then(|r| firewall::sync(&r))
-        {
-            report.errors.push(e.to_string());
+        // The whole tables are written again (set elements included), and
+        // the accepts in iptables' chains that a restarted Docker or an
+        // `iptables -F` may have taken; said when something was missing.
+        let synced = firewall::Ruleset::load(self.store.read()).and_then(|r| {
+            let missing = !firewall::in_place(&r)?;
+            firewall::sync(&r)?;
+            Ok(missing)
+        });
+        match synced {
+            Ok(true) => report
+                .repaired
+                .push("plumb's nftables tables and iptables accepts".into()),
+            Ok(false) => {}
+            Err(e) => report.errors.push(e.to_string()),
         }
         match self.repair_egress() {
             Ok(done) => report.repaired.extend(done),

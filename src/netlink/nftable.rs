@@ -83,6 +83,7 @@ const NFTA_MATCH_NAME: u16 = 1;
 const NFTA_MATCH_REV: u16 = 2;
 const NFTA_MATCH_INFO: u16 = 3;
 const NFTA_RULE_COMPAT: u16 = 5;
+const NFTA_RULE_POSITION: u16 = 6;
 const NFTA_RULE_COMPAT_PROTO: u16 = 1;
 const NFTA_RULE_COMPAT_FLAGS: u16 = 2;
 /// `struct xt_comment_info`: the comment, NUL-padded.
@@ -446,11 +447,13 @@ pub enum Edit {
     Replace(Table),
     /// Delete a table, if it exists.
     Delete { family: NfFamily, name: String },
-    /// Put a rule at the head of a chain plumb does not own.
+    /// Put a rule into a chain plumb does not own: just before rule
+    /// `before` (by handle), or at the head.
     Insert {
         family: NfFamily,
         table: String,
         chain: String,
+        before: Option<u64>,
         rule: Rule,
     },
     /// Remove rule `handle` from a chain plumb does not own.
@@ -546,14 +549,17 @@ fn encode(edits: &[Edit], exists: &[bool], first: u32) -> Batch {
                 family,
                 table,
                 chain,
+                before,
                 rule,
             } => {
                 let at = Place {
                     family: *family,
                     table,
                     chain,
+                    before: *before,
                 };
-                // Without NLM_F_APPEND (or a position) a rule goes first.
+                // Without NLM_F_APPEND a rule goes before its position, or
+                // first without one.
                 rule_messages(&mut batch, &at, rule, create, "insert", &mut set_ids);
             }
             Edit::Remove {
@@ -578,11 +584,12 @@ fn encode(edits: &[Edit], exists: &[bool], first: u32) -> Batch {
     batch.finish()
 }
 
-/// A chain, named whole.
+/// A chain, named whole, and the rule a new one goes next to.
 struct Place<'a> {
     family: NfFamily,
     table: &'a str,
     chain: &'a str,
+    before: Option<u64>,
 }
 
 /// The sets and their elements, the chains, then the rules of `t`, whose
@@ -618,6 +625,7 @@ fn table_contents(batch: &mut Batch, t: &Table, set_ids: &mut u32) {
             family,
             table: &t.name,
             chain: &c.name,
+            before: None,
         };
         for rule in &c.rules {
             rule_messages(batch, &at, rule, flags, "add", set_ids);
@@ -678,6 +686,9 @@ fn rule_messages(
     let buf = &mut batch.buf;
     put_str(buf, NFTA_RULE_TABLE, at.table);
     put_str(buf, NFTA_RULE_CHAIN, at.chain);
+    if let Some(handle) = at.before {
+        put_attr(buf, NFTA_RULE_POSITION, &handle.to_be_bytes());
+    }
     let list = start_nest(buf, NFTA_RULE_EXPRESSIONS);
     let mut anonymous = anonymous.into_iter();
     for e in &rule.exprs {
@@ -1060,6 +1071,7 @@ mod tests {
                 family: NfFamily::Ip,
                 table: "filter".into(),
                 chain: "FORWARD".into(),
+                before: None,
                 rule: Rule::new(vec![Expr::Verdict(Verdict::Accept)]).commented("plumb"),
             },
         ];
@@ -1170,6 +1182,7 @@ mod tests {
             family: NfFamily::Ip,
             table: "filter".into(),
             chain: "FORWARD".into(),
+            before: None,
             rule,
         }];
         let batch = encode(&edits, &[false], 1);
@@ -1195,10 +1208,18 @@ mod tests {
             family: NfFamily::Ip,
             table: "filter".into(),
             chain: "DOCKER-USER".into(),
+            before: Some(3),
             rule,
         }];
         let batch = encode(&edits, &[false], 1);
         let mut attrs = messages(&batch)[0].1.to_vec();
+        // Inserted just before rule 3.
+        let position = [
+            &[12, 0, NFTA_RULE_POSITION as u8, 0][..],
+            &3u64.to_be_bytes(),
+        ]
+        .concat();
+        assert!(contains(&attrs, &position));
         // The kernel lists a rule with its handle.
         attrs.extend_from_slice(&[12, 0, NFTA_RULE_HANDLE as u8, 0]);
         attrs.extend_from_slice(&9u64.to_be_bytes());

@@ -162,9 +162,12 @@ pub fn chain_for(nf: &mut NfNetlink, family: NfFamily) -> Result<Option<&'static
 
 const FAMILIES: [NfFamily; 2] = [NfFamily::Ip, NfFamily::Ip6];
 
-/// The edits that take every accept of plumb's out of `ip/ip6 filter`
-/// (wherever it is, whatever its shape) and put the ones `networks` need
-/// at the head of the chain they belong in.
+/// The edits that make `ip/ip6 filter` hold exactly the accepts
+/// `networks` need, in the chain they belong in: plumb's other rules there
+/// (misplaced, misshapen, no longer wanted, repeated) go; those in place
+/// stay where they are; the missing ones go just before the first that
+/// stays (so a rule the user put above plumb's stays above), or at the
+/// head of the chain.
 pub fn edits(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
     let wanted = wanted(networks);
     let mut out = Vec::new();
@@ -172,22 +175,38 @@ pub fn edits(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
         let Some(chain) = chain_for(nf, family)? else {
             continue;
         };
+        let mut kept: Vec<Accept> = Vec::new();
+        let mut first_kept = None;
         for r in nf.rules(family, TABLE, None).map_err(asking)? {
-            if is_ours(&r) {
-                out.push(Edit::Remove {
+            if !is_ours(&r) {
+                continue;
+            }
+            match Accept::read(&r) {
+                Some(a) if r.chain == chain && wanted.contains(&a) && !kept.contains(&a) => {
+                    first_kept.get_or_insert(r.handle);
+                    kept.push(a);
+                }
+                _ => out.push(Edit::Remove {
                     family,
                     table: TABLE.into(),
                     chain: r.chain,
                     handle: r.handle,
-                });
+                }),
             }
         }
-        // Each goes to the head: the last inserted is listed first.
-        for a in wanted.iter().rev() {
+        let missing = wanted.iter().filter(|a| !kept.contains(a));
+        // Each goes just before the same rule, so they keep their order;
+        // at the head, the last inserted is listed first.
+        let missing: Vec<&Accept> = match first_kept {
+            Some(_) => missing.collect(),
+            None => missing.rev().collect(),
+        };
+        for a in missing {
             out.push(Edit::Insert {
                 family,
                 table: TABLE.into(),
                 chain: chain.into(),
+                before: first_kept,
                 rule: a.rule(),
             });
         }

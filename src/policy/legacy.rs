@@ -148,11 +148,14 @@ impl Saved {
 
     /// plumb's rules (any shape), each as `-A CHAIN ...` words.
     fn ours(&self) -> impl Iterator<Item = &Vec<String>> {
-        self.rules.iter().filter(|r| {
-            r.windows(2)
-                .any(|w| w[0] == "--comment" && (w[1] == "plumb" || w[1].starts_with(COMMENT)))
-        })
+        self.rules.iter().filter(|r| is_ours(r))
     }
+}
+
+/// Whether a saved rule is one of plumb's: its comment says so.
+fn is_ours(rule: &[String]) -> bool {
+    rule.windows(2)
+        .any(|w| w[0] == "--comment" && (w[1] == "plumb" || w[1].starts_with(COMMENT)))
 }
 
 /// The words of an `iptables-save` line: blanks separate them, double
@@ -220,7 +223,9 @@ pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
 }
 
 /// Put the accepts `networks` need into each family's legacy filter table
-/// that is in use, taking plumb's old ones out, in one commit per family.
+/// that is in use, in one commit per family: as `iptables::edits` does,
+/// those in place stay, plumb's others go, the missing ones go just before
+/// the first that stays, or at the head.
 pub fn sync_accepts(networks: &[Network]) -> Result<()> {
     let wanted = iptables::wanted(networks);
     for family in [V4, V6] {
@@ -228,26 +233,48 @@ pub fn sync_accepts(networks: &[Network]) -> Result<()> {
             continue;
         }
         let saved = family.save("filter")?;
-        let chain = saved.accept_chain();
-        let mut lines: Vec<String> = saved
-            .ours()
-            .map(|r| {
-                let mut r = r.clone();
-                r[0] = "-D".into();
-                r.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
-            })
-            .collect();
-        for a in wanted.iter().rev() {
-            let mut w = accept_words(chain, a);
-            w[0] = "-I".into();
-            w.insert(2, "1".into());
-            lines.push(w.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "));
-        }
+        let lines = sync_lines(&saved, &wanted);
         if !lines.is_empty() {
             family.restore("filter", &lines)?;
         }
     }
     Ok(())
+}
+
+/// The `iptables-restore` lines that bring `saved` to `wanted`.
+fn sync_lines(saved: &Saved, wanted: &[Accept]) -> Vec<String> {
+    let chain = saved.accept_chain();
+    let line = |words: &[String]| words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+    let mut deletes = Vec::new();
+    let mut kept: Vec<&Vec<String>> = Vec::new();
+    // Where the first kept rule will stand (1-based) once the deletes ran.
+    let mut position = None;
+    let mut staying = 0;
+    let wanted_words: Vec<Vec<String>> = wanted.iter().map(|a| accept_words(chain, a)).collect();
+    for r in &saved.rules {
+        let in_chain = r.get(1).map(String::as_str) == Some(chain);
+        let ours = is_ours(r);
+        let keep = ours && in_chain && wanted_words.contains(r) && !kept.contains(&r);
+        if ours && !keep {
+            let mut d = r.clone();
+            d[0] = "-D".into();
+            deletes.push(line(&d));
+        } else if in_chain {
+            staying += 1;
+            if keep {
+                kept.push(r);
+                position.get_or_insert(staying);
+            }
+        }
+    }
+    let mut lines = deletes;
+    for w in wanted_words.iter().rev().filter(|w| !kept.contains(w)) {
+        let mut i = w.clone();
+        i[0] = "-I".into();
+        i.insert(2, position.unwrap_or(1).to_string());
+        lines.push(line(&i));
+    }
+    lines
 }
 
 /// The DNAT rules of the legacy IPv4 nat table, when it is in use.
@@ -352,6 +379,51 @@ COMMIT
         );
         assert_eq!(quote("plumb network lan"), "\"plumb network lan\"");
         assert_eq!(quote("-j"), "-j");
+    }
+
+    #[test]
+    fn accepts_in_place_stay_below_the_users_rules_and_missing_ones_join_them() {
+        let lan = Accept {
+            bridge: "pl-lan".into(),
+            inbound: false,
+            network: "lan".into(),
+        };
+        let lan_in = Accept {
+            inbound: true,
+            ..lan.clone()
+        };
+        let saved = Saved::parse(
+            "*filter
+:FORWARD DROP [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -o pl-old -m comment --comment \"plumb network old\" -j ACCEPT
+-A DOCKER-USER -s 192.0.2.1/32 -j DROP
+-A DOCKER-USER -o pl-gone -m comment --comment \"plumb network gone\" -j ACCEPT
+-A DOCKER-USER -i pl-lan -m comment --comment \"plumb network lan\" -j ACCEPT
+-A DOCKER-USER -j RETURN
+COMMIT
+",
+        );
+        let lines = sync_lines(&saved, &[lan.clone(), lan_in]);
+        assert_eq!(
+            lines,
+            [
+                "-D FORWARD -o pl-old -m comment --comment \"plumb network old\" -j ACCEPT",
+                "-D DOCKER-USER -o pl-gone -m comment --comment \"plumb network gone\" -j ACCEPT",
+                // The user's DROP is 1, the kept accept 2 once pl-gone went.
+                "-I DOCKER-USER 2 -o pl-lan -m comment --comment \"plumb network lan\" -j ACCEPT",
+            ]
+        );
+        // All in place: nothing to do.
+        let done = Saved::parse(&format!(
+            ":DOCKER-USER - [0:0]\n-A DOCKER-USER {}\n",
+            lan.iptables_args()
+                .iter()
+                .map(|w| quote(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        assert!(sync_lines(&done, &[lan]).is_empty());
     }
 
     #[test]
