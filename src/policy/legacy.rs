@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::model::{Network, Proto};
@@ -47,6 +48,39 @@ impl Family {
     /// Whether legacy table `table` exists in this thread's namespace.
     pub fn in_use(&self, table: &str) -> bool {
         std::fs::read_to_string(self.names_file).is_ok_and(|t| t.lines().any(|l| l == table))
+    }
+
+    /// The number of entries and bytes of the legacy filter table
+    /// (IPT_SO_GET_INFO / IP6T_SO_GET_INFO, `struct ipt_getinfo`): it
+    /// changes with every rule added or taken away.
+    fn filter_size(&self) -> Option<(u32, u32)> {
+        const SO_GET_INFO: libc::c_int = 64;
+        let (domain, level) = if self.name == "ip" {
+            (libc::AF_INET, libc::SOL_IP)
+        } else {
+            (libc::AF_INET6, libc::SOL_IPV6)
+        };
+        // name[32], valid_hooks, hook_entry[5], underflow[5], num_entries, size.
+        let mut info = [0u8; 84];
+        info[..6].copy_from_slice(b"filter");
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: a socket we own, closed below; getsockopt writes at most
+        // `len` bytes into `info`.
+        let ok = unsafe {
+            let fd = libc::socket(
+                domain,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            );
+            if fd < 0 {
+                return None;
+            }
+            let r = libc::getsockopt(fd, level, SO_GET_INFO, info.as_mut_ptr().cast(), &mut len);
+            libc::close(fd);
+            r == 0 && len as usize == info.len()
+        };
+        let word = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap_or_default());
+        ok.then(|| (word(76), word(80)))
     }
 
     /// `TOOL-save -t table`, parsed.
@@ -203,10 +237,23 @@ pub fn accepts(saved: &Saved) -> Vec<&Vec<String>> {
 
 /// Whether each family whose legacy filter table is in use holds exactly
 /// the accepts `networks` need, in the chain they belong in.
+///
+/// The daemon asks twice a second. The kernel tells the size of a legacy
+/// table (its entries and bytes) for one getsockopt: once a table was
+/// found right, it is read again with `iptables-legacy-save` only when its
+/// size or the wanted accepts changed, not on every question.
 pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
+    static VERIFIED: Mutex<Vec<(&str, (u32, u32), Vec<Accept>)>> = Mutex::new(Vec::new());
     let wanted = iptables::wanted(networks);
     for family in [V4, V6] {
         if !family.in_use("filter") {
+            continue;
+        }
+        let size = family.filter_size();
+        let mut verified = VERIFIED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(size) = size
+            && verified.contains(&(family.name, size, wanted.clone()))
+        {
             continue;
         }
         let saved = family.save("filter")?;
@@ -218,6 +265,8 @@ pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
         if have.into_iter().ne(want.iter()) {
             return Ok(false);
         }
+        verified.retain(|(name, ..)| *name != family.name);
+        verified.extend(size.map(|size| (family.name, size, wanted.clone())));
     }
     Ok(true)
 }
