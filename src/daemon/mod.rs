@@ -303,6 +303,7 @@ fn watch_policy(
         .spawn(move || {
             // A port another program holds is said once, not twice a second.
             let mut reported = std::collections::HashSet::new();
+            let mut failing: Option<String> = None;
             loop {
                 match engine.repair_egress() {
                     Ok(done) => {
@@ -314,10 +315,18 @@ fn watch_policy(
                 }
                 match engine.repair_firewall() {
                     Ok(true) => {
-                        tracing::info!("restored plumb's nftables tables and iptables accepts")
+                        tracing::info!("restored plumb's nftables tables and iptables accepts");
+                        failing = None;
                     }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("firewall: {e}"),
+                    Ok(false) => failing = None,
+                    // A failure that lasts (the xtables lock kept) is said once.
+                    Err(e) => {
+                        let e = e.to_string();
+                        if failing.as_ref() != Some(&e) {
+                            tracing::warn!("firewall: {e}");
+                            failing = Some(e);
+                        }
+                    }
                 }
                 match engine.reconcile_port_holds() {
                     Ok(problems) => {

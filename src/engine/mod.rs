@@ -26,6 +26,7 @@ use crate::netlink::{Netlink, NfFamily, NfNetlink};
 use crate::netns::{self, NsHandle};
 use crate::policy::antispoof;
 use crate::policy::elements::{self, Element};
+use crate::policy::legacy;
 use crate::policy::ports::{self, Holds};
 use crate::policy::{firewall, routing};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
@@ -279,7 +280,10 @@ impl Engine {
     }
 
     /// Write plumb's nftables state again when someone removed it (an
-    /// `nft flush ruleset`, Docker rebuilding its chains); true if it did.
+    /// `nft flush ruleset`, an `iptables -F`, Docker rebuilding its
+    /// chains), and the legacy backend's accepts apart from it (a failure
+    /// there, which may last, never makes the nftables tables be written
+    /// again); true if it did.
     pub fn repair_firewall(&mut self) -> Result<bool> {
         let conn = self.store.read();
         // What decides whether a table is wanted; the members of its sets
@@ -292,11 +296,16 @@ impl Engine {
             policies: store::policies(conn)?,
             ..Default::default()
         };
-        if firewall::in_place(&wanted)? {
-            return Ok(false);
+        let mut repaired = false;
+        if !firewall::in_place(&wanted)? {
+            firewall::sync_tables(&firewall::Ruleset::load(conn)?)?;
+            repaired = true;
         }
-        firewall::sync(&firewall::Ruleset::load(conn)?)?;
-        Ok(true)
+        if !legacy::accepts_in_place(&wanted.networks)? {
+            legacy::sync_accepts(&wanted.networks)?;
+            repaired = true;
+        }
+        Ok(repaired)
     }
 
     /// Put back the egress routing of every network and attachment that

@@ -12,8 +12,7 @@ use crate::ipam::dhcp::now_unix;
 use crate::model::{Attachment, LeaseState, Network, NetworkKind};
 use crate::names;
 use crate::netlink::Netlink;
-use crate::policy::antispoof;
-use crate::policy::firewall;
+use crate::policy::{antispoof, firewall, legacy};
 use crate::store::{self, StoredAttachment};
 use crate::undo::UndoLog;
 
@@ -45,14 +44,28 @@ impl Engine {
         // `iptables -F` may have taken; said when something was missing.
         let synced = firewall::Ruleset::load(self.store.read()).and_then(|r| {
             let missing = !firewall::in_place(&r)?;
-            firewall::sync(&r)?;
-            Ok(missing)
+            firewall::sync_tables(&r)?;
+            Ok((r.networks, missing))
         });
         match synced {
-            Ok(true) => report
-                .repaired
-                .push("plumb's nftables tables and iptables accepts".into()),
-            Ok(false) => {}
+            Ok((networks, missing)) => {
+                if missing {
+                    report
+                        .repaired
+                        .push("plumb's nftables tables and iptables accepts".into());
+                }
+                let legacy = legacy::accepts_in_place(&networks).and_then(|in_place| {
+                    if !in_place {
+                        legacy::sync_accepts(&networks)?;
+                    }
+                    Ok(in_place)
+                });
+                match legacy {
+                    Ok(true) => {}
+                    Ok(false) => report.repaired.push("the legacy iptables accepts".into()),
+                    Err(e) => report.errors.push(format!("legacy iptables: {e}")),
+                }
+            }
             Err(e) => report.errors.push(e.to_string()),
         }
         match self.repair_egress() {

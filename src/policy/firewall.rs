@@ -685,29 +685,34 @@ pub fn sync_rules(r: &Ruleset) -> Result<()> {
     nf_tables()?.edit(&[inet_edit(r)]).map_err(writing)
 }
 
-/// Make the kernel's tables and the FORWARD accepts match, in one
-/// transaction.
+/// Make the kernel's tables and the accepts in iptables-nft's chains match
+/// `r`, in one transaction; then the legacy backend's accepts, where it is
+/// in use. Those are not in nftables' transaction: a failure there (no
+/// iptables-legacy, the xtables lock held) leaves plumb's tables right and
+/// is said, not undone.
 pub fn sync(r: &Ruleset) -> Result<()> {
-    let mut nf = nf_tables()?;
-    let mut edits = tables(r);
-    edits.extend(iptables::edits(&mut nf, &r.networks)?);
-    nf.edit(&edits).map_err(writing)?;
-    // The legacy backend's accepts are not in nftables' transaction: a
-    // failure there (no iptables-legacy, the xtables lock held) leaves
-    // plumb's tables right and is said, not undone.
+    sync_tables(r)?;
     if let Err(e) = legacy::sync_accepts(&r.networks) {
         tracing::warn!("legacy iptables: {e}");
     }
     Ok(())
 }
 
+/// The nftables part of [`sync`]: one transaction.
+pub fn sync_tables(r: &Ruleset) -> Result<()> {
+    let mut nf = nf_tables()?;
+    let mut edits = tables(r);
+    edits.extend(iptables::edits(&mut nf, &r.networks)?);
+    nf.edit(&edits).map_err(writing)
+}
+
 fn writing(e: NetlinkError) -> Error {
     Error::kernel("write plumb's nftables tables", e)
 }
 
-/// Whether the kernel still holds what `sync` put there: our table (when
-/// there is anything to put in it), the bridge table, and our accepts in
-/// iptables' chains. False after an `nft flush ruleset`, an `iptables -F`,
+/// Whether the kernel still holds what `sync_tables` put there: our table
+/// (when there is anything to put in it), the bridge table, and our
+/// accepts in iptables-nft's chains. False after an `nft flush ruleset`, an `iptables -F`,
 /// or a Docker restart that rebuilt its chains. The daemon asks twice a
 /// second, so the kernel is asked directly: a few small messages, whatever
 /// the sets hold.
@@ -727,7 +732,7 @@ pub fn in_place(r: &Ruleset) -> Result<bool> {
     {
         return Ok(false);
     }
-    Ok(iptables::in_place(&mut nf, &r.networks)? && legacy::accepts_in_place(&r.networks)?)
+    iptables::in_place(&mut nf, &r.networks)
 }
 
 fn nf_tables() -> Result<NfNetlink> {
