@@ -230,6 +230,10 @@ fn quote(w: &str) -> String {
     }
 }
 
+/// A family's legacy filter table found right: its name, its size (entries,
+/// bytes) then, and the accepts wanted then.
+type Verified = (&'static str, (u32, u32), Vec<Accept>);
+
 /// plumb's accepts in a saved filter table, each as `-A CHAIN ...` words.
 pub fn accepts(saved: &Saved) -> Vec<&Vec<String>> {
     saved.ours().collect()
@@ -243,7 +247,7 @@ pub fn accepts(saved: &Saved) -> Vec<&Vec<String>> {
 /// found right, it is read again with `iptables-legacy-save` only when its
 /// size or the wanted accepts changed, not on every question.
 pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
-    static VERIFIED: Mutex<Vec<(&str, (u32, u32), Vec<Accept>)>> = Mutex::new(Vec::new());
+    static VERIFIED: Mutex<Vec<Verified>> = Mutex::new(Vec::new());
     let wanted = iptables::wanted(networks);
     for family in [V4, V6] {
         if !family.in_use("filter") {
