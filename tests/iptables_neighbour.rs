@@ -861,3 +861,84 @@ fn a_udp_flow_follows_its_published_port_to_the_next_container() {
 fn a_udp_flow_follows_its_published_port_with_the_daemon() {
     a_udp_flow_follows_its_port("ipudpd", true);
 }
+
+/// `plumb doctor` says, per family, which backend holds the filter table,
+/// whether Docker's chains are there, where plumb's accepts belong and
+/// whether they are all in place, and when they are not.
+#[test]
+fn doctor_names_the_backend_and_where_the_accepts_stand() {
+    let lab = Lab::new("ipdoc");
+    let doctor = |lab: &Lab| -> serde_json::Value {
+        serde_json::from_str(&lab.ok(&["doctor"])).expect("doctor prints JSON")
+    };
+    let family = |v: &serde_json::Value, name: &str| -> serde_json::Value {
+        v["iptables"]
+            .as_array()
+            .expect("iptables: a list")
+            .iter()
+            .find(|f| f["family"] == name)
+            .cloned()
+            .expect("the family is reported")
+    };
+    lab.ok(&["network", "create", "dnet", "--subnet", "10.46.0.0/24"]);
+    let none = doctor(&lab);
+    assert_eq!(family(&none, "ip")["backend"], "none", "{none:#}");
+    assert_eq!(none["daemon"], false);
+
+    host(&lab, "iptables -P FORWARD DROP");
+    host(&lab, "iptables -N DOCKER-USER");
+    lab.ok(&["restore"]);
+    let ip = family(&doctor(&lab), "ip");
+    assert_eq!(ip["backend"], "nftables", "{ip:#}");
+    assert_eq!(ip["docker"], true);
+    assert_eq!(ip["chain"], "DOCKER-USER");
+    assert_eq!(
+        (ip["accepts_wanted"].clone(), ip["accepts_found"].clone()),
+        (2.into(), 2.into())
+    );
+    assert_eq!(ip["in_place"], true);
+    // One taken away: not in place, and said so.
+    let want = accepts("dnet", &bridge_of(&lab, "dnet"));
+    host(&lab, &format!("iptables -D DOCKER-USER {}", want[0]));
+    let ip = family(&doctor(&lab), "ip");
+    assert_eq!(
+        (ip["accepts_found"].clone(), ip["in_place"].clone()),
+        (1.into(), false.into())
+    );
+
+    host(&lab, "iptables-legacy -P FORWARD DROP");
+    lab.ok(&["restore"]);
+    let ip = family(&doctor(&lab), "ip");
+    assert_eq!(ip["backend"], "both", "{ip:#}");
+    assert_eq!(ip["legacy_chain"], "FORWARD");
+    assert_eq!(ip["accepts_found"], 4);
+    assert_eq!(ip["in_place"], true);
+}
+
+/// A legacy host without the iptables-legacy tools (not on PATH): the
+/// network is made, plumb's own table is right, and stderr says what is
+/// missing and how to get it.
+#[test]
+fn a_legacy_host_without_the_legacy_tools_is_told_what_to_install() {
+    let lab = Lab::new("ipnot");
+    host(&lab, "iptables-legacy -P FORWARD DROP");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = lab
+        .command(&["network", "create", "nnet", "--subnet", "10.47.0.0/24"])
+        .env("PATH", empty.path())
+        .output()
+        .expect("run plumb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("iptables-legacy-save") && stderr.contains("install the iptables package"),
+        "{stderr}"
+    );
+    assert!(host(&lab, "nft list table inet plumb").contains("pl-nnet"));
+    assert_eq!(plumbs(&legacy_saved(&lab)), 0);
+    // With the tools back, restore adds them.
+    lab.ok(&["restore"]);
+    let want: Vec<String> = accepts("nnet", &bridge_of(&lab, "nnet")).into();
+    let forward = rules_with(&lab, "iptables-legacy", "FORWARD");
+    assert!(once_each(&forward, &want), "{forward:#?}");
+}
