@@ -160,7 +160,7 @@ fn raise_fd_limit() {
 }
 
 async fn serve(opts: Options) -> Result<()> {
-    let listener = bind(&opts.socket)?;
+    refuse_if_running(&opts.socket)?;
     let holds = Arc::new(std::sync::Mutex::new(Holds::default()));
     let first = open_engine(&opts.state_dir, &holds)?;
     let activity = Arc::new(Activity::default());
@@ -173,8 +173,11 @@ async fn serve(opts: Options) -> Result<()> {
         activity: activity.clone(),
         holds: holds.clone(),
     });
-    // What a reboot took, the daemon puts back before it serves anyone.
+    // What a reboot took, the daemon puts back before it serves anyone:
+    // its socket appears only then, so that whoever waits for it finds the
+    // host restored.
     restore(&ctx, true).await?;
+    let listener = bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
     watch_policy(&opts.state_dir, activity, &holds)?;
@@ -207,15 +210,24 @@ async fn serve(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// Refuse to start when another daemon answers on `path`.
+fn refuse_if_running(path: &Path) -> Result<()> {
+    if protocol::is_running(path) {
+        return Err(Error::Daemon {
+            socket: path.display().to_string(),
+            reason: "another plumb daemon is already listening".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Listen on `path`, mode 0600; refuse when another daemon answers there.
 fn bind(path: &Path) -> Result<UnixListener> {
     let err = |reason: String| Error::Daemon {
         socket: path.display().to_string(),
         reason,
     };
-    if protocol::is_running(path) {
-        return Err(err("another plumb daemon is already listening".into()));
-    }
+    refuse_if_running(path)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("create its directory: {e}")))?;
     }

@@ -20,8 +20,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 use super::nfquery::attributes;
 use super::nfset::{
-    NLMSG_ERROR, NfNetlink, finish_message, finish_nest, messages, put_attr, start_message,
-    start_nest,
+    NfNetlink, finish_message, finish_nest, messages, put_attr, start_message, start_nest,
 };
 use super::socket::{ext_ack_message, recv_datagram};
 use super::{NetlinkError, NlResult};
@@ -48,7 +47,6 @@ const CTA_FILTER_F_CTA_IP_DST: u32 = 1 << 1;
 const CTA_FILTER_F_CTA_PROTO_NUM: u32 = 1 << 3;
 const CTA_FILTER_F_CTA_PROTO_DST_PORT: u32 = 1 << 5;
 const NLA_F_NESTED: u16 = 1 << 15;
-const NLMSG_DONE: u16 = 3;
 const AF_INET: u8 = libc::AF_INET as u8;
 
 /// Deletes sent in one datagram. The kernel queues an ack for each before
@@ -102,42 +100,13 @@ impl NfNetlink {
     fn conntrack_dump(&mut self, wanted: &Wanted, filtered: bool) -> NlResult<Vec<Vec<u8>>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.socket.send(&dump_request(wanted, seq, filtered), 0)?;
+        let request = dump_request(wanted, seq, filtered);
         let mut found = Vec::new();
-        loop {
-            recv_datagram(&self.socket, &mut self.buf, 0)?;
-            for message in messages(&self.buf) {
-                if message.seq != seq {
-                    continue; // an answer to an earlier request
-                }
-                match message.kind {
-                    // A dump that fails midway says so in its DONE.
-                    NLMSG_DONE => {
-                        return match done_code(message.body()) {
-                            code if code < 0 => Err(NetlinkError::Kernel {
-                                errno: -code,
-                                ext: None,
-                            }),
-                            _ => Ok(found),
-                        };
-                    }
-                    NLMSG_ERROR => {
-                        return match message.error_code() {
-                            Some(0) | None => Ok(found),
-                            Some(code) => Err(NetlinkError::Kernel {
-                                errno: -code,
-                                ext: ext_ack_message(message.whole),
-                            }),
-                        };
-                    }
-                    // Entries come as IPCTNL_MSG_CT_NEW.
-                    kind if kind >> 8 == NFNL_SUBSYS_CTNETLINK => {
-                        found.extend(delete_attrs_if_wanted(message.body(), wanted));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        // Entries come as IPCTNL_MSG_CT_NEW.
+        self.answers(&request, seq, NFNL_SUBSYS_CTNETLINK, true, |_, body| {
+            found.extend(delete_attrs_if_wanted(body, wanted));
+        })?;
+        Ok(found)
     }
 
     /// Delete `entries` (their delete attributes) with one datagram; how
@@ -215,14 +184,6 @@ fn delete_requests(entries: &[Vec<u8>], first: u32) -> Vec<u8> {
         finish_message(&mut buf, msg);
     }
     buf
-}
-
-/// The error code in an NLMSG_DONE (0 for a dump that went to its end).
-fn done_code(body: &[u8]) -> i32 {
-    body.get(..4)
-        .and_then(|code| code.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .unwrap_or(0)
 }
 
 /// For a dumped entry (nfgenmsg and attributes) that matches `wanted`, the
@@ -358,6 +319,7 @@ impl Acks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::nfset::NLMSG_ERROR;
 
     const UDP: u8 = libc::IPPROTO_UDP as u8;
     const TCP: u8 = libc::IPPROTO_TCP as u8;
@@ -579,12 +541,5 @@ mod tests {
         let mut acks = Acks::new(1, 2);
         acks.read(&ack(1, 0));
         assert!(matches!(acks.result(), Err(NetlinkError::Decode(_))));
-    }
-
-    #[test]
-    fn a_dump_ends_with_its_code() {
-        assert_eq!(done_code(&0i32.to_ne_bytes()), 0);
-        assert_eq!(done_code(&(-libc::EINTR).to_ne_bytes()), -libc::EINTR);
-        assert_eq!(done_code(&[]), 0);
     }
 }

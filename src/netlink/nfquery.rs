@@ -10,7 +10,7 @@ use super::nfset::{
     NFNL_SUBSYS_NFTABLES, NLMSG_ERROR, NfFamily, NfNetlink, finish_message, messages, put_str,
     start_message,
 };
-use super::socket::recv_datagram;
+use super::socket::{ext_ack_message, recv_datagram};
 use super::{NetlinkError, NlResult};
 
 pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
@@ -130,36 +130,62 @@ impl NfNetlink {
         );
         request.extend_from_slice(attrs);
         finish_message(&mut request, start);
-        self.socket.send(&request, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        self.answers(&request, seq, NFNL_SUBSYS_NFTABLES, dump, |kind, body| {
+            each(kind, body.get(4..).unwrap_or_default())
+        })
+    }
+
+    /// Send `request` (numbered `seq`) and hand every message of subsystem
+    /// `subsys` in the answer to `each` (its type within the subsystem and
+    /// its body: nfgenmsg, then attributes), until the answer ends: after
+    /// one such message unless `dump`, at NLMSG_DONE (whose error code a
+    /// dump that failed midway carries), or at an error.
+    pub(super) fn answers(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        subsys: u16,
+        dump: bool,
+        mut each: impl FnMut(u16, &[u8]),
+    ) -> NlResult<()> {
+        self.socket.send(request, 0)?;
         loop {
             recv_datagram(&self.socket, &mut self.buf, 0)?;
             for message in messages(&self.buf) {
                 if message.seq != seq {
                     continue; // an answer to an earlier request
                 }
-                match message.kind {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        return match message.error_code() {
-                            Some(0) | None => Ok(()),
-                            Some(code) => Err(NetlinkError::Kernel {
-                                errno: -code,
-                                ext: None,
-                            }),
-                        };
-                    }
-                    k if k >> 8 == NFNL_SUBSYS_NFTABLES => {
-                        each(k & 0xff, message.body().get(4..).unwrap_or_default());
-                        if !dump {
-                            return Ok(());
+                let code = match message.kind {
+                    NLMSG_DONE => done_code(message.body()),
+                    NLMSG_ERROR => message.error_code().unwrap_or(0),
+                    k if k >> 8 == subsys => {
+                        each(k & 0xff, message.body());
+                        if dump {
+                            continue;
                         }
+                        0
                     }
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                return match code {
+                    0 => Ok(()),
+                    code => Err(NetlinkError::Kernel {
+                        errno: -code,
+                        ext: ext_ack_message(message.whole),
+                    }),
+                };
             }
         }
     }
+}
+
+/// The error code in an NLMSG_DONE (0 for a dump that went to its end).
+fn done_code(body: &[u8]) -> i32 {
+    body.get(..4)
+        .and_then(|code| code.try_into().ok())
+        .map(i32::from_ne_bytes)
+        .unwrap_or(0)
 }
 
 /// (type, payload) of each attribute in `attrs`.
@@ -432,5 +458,12 @@ mod tests {
         let attrs = [attr(1, b"ab"), vec![40, 0, 2, 0]].concat();
         let kinds: Vec<_> = attributes(&attrs).map(|(k, p)| (k, p.to_vec())).collect();
         assert_eq!(kinds, vec![(1, b"ab".to_vec())]);
+    }
+
+    #[test]
+    fn a_dump_ends_with_its_code() {
+        assert_eq!(done_code(&0i32.to_ne_bytes()), 0);
+        assert_eq!(done_code(&(-libc::EINTR).to_ne_bytes()), -libc::EINTR);
+        assert_eq!(done_code(&[]), 0);
     }
 }
