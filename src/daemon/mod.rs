@@ -1,7 +1,8 @@
 //! `plumb daemon`: the work that outlives one command. It serves the CLI on
 //! a local socket (root only), runs a DHCP client task per DHCP attachment,
-//! and reconciles: an attachment whose namespace is gone has its lease
-//! released and its interface and store rows removed.
+//! keeps every published host port bound (so that other programs cannot
+//! take it), and reconciles: an attachment whose namespace is gone has its
+//! lease released and its interface and store rows removed.
 //!
 //! Engine calls run on tokio's blocking pool, each on an engine (store
 //! connection, netlink socket) of its own, taken from a few kept warm: a
@@ -301,8 +302,9 @@ fn resume_split(e: &mut Engine, startup: bool) -> Result<(Vec<Attachment>, Vec<A
 
 /// Every half second, put back the egress routing the kernel dropped (an
 /// uplink that went down flushes its routes; when it comes back, so does
-/// the network's default route), and plumb's nftables state if someone
-/// flushed it; and bound the store's WAL, in a quiet moment. A thread of
+/// the network's default route), plumb's nftables state and iptables
+/// accepts if someone flushed them, and the binding of every published
+/// host port; and bound the store's WAL, in a quiet moment. A thread of
 /// its own with its own engine.
 fn watch_policy(
     state_dir: &Path,
@@ -314,7 +316,7 @@ fn watch_policy(
         .name("policy".into())
         .spawn(move || {
             // A port another program holds is said once, not twice a second.
-            let mut reported = std::collections::HashSet::new();
+            let mut reported = std::collections::HashSet::<String>::new();
             let mut failing: Option<String> = None;
             loop {
                 match engine.repair_egress() {
@@ -342,11 +344,10 @@ fn watch_policy(
                 }
                 match engine.reconcile_port_holds() {
                     Ok(problems) => {
-                        for p in problems {
-                            if reported.insert(p.clone()) {
-                                tracing::warn!("published ports: {p}");
-                            }
+                        for p in problems.iter().filter(|p| !reported.contains(*p)) {
+                            tracing::warn!("published ports: {p}");
                         }
+                        reported = problems.into_iter().collect();
                     }
                     Err(e) => tracing::warn!("published ports: {e}"),
                 }

@@ -161,10 +161,6 @@ impl Holds {
         }
         problems
     }
-
-    pub fn held(&self) -> Vec<HostPort> {
-        self.sockets.keys().copied().collect()
-    }
 }
 
 /// Bind `port` in the calling thread's namespace, as docker-proxy and
