@@ -162,6 +162,28 @@ pub fn chain_for(nf: &mut NfNetlink, family: NfFamily) -> Result<Option<&'static
 
 const FAMILIES: [NfFamily; 2] = [NfFamily::Ip, NfFamily::Ip6];
 
+/// plumb's rules in one family's `filter` table (in chain order), each
+/// with the accept it is if it has the exact shape of one, and the chain
+/// the accepts belong in; nothing when there is none.
+fn ours(nf: &mut NfNetlink, family: NfFamily) -> Result<(Option<&'static str>, Vec<Ours>)> {
+    let Some(chain) = chain_for(nf, family)? else {
+        return Ok((None, Vec::new()));
+    };
+    let rules = nf.rules(family, TABLE, None).map_err(asking)?;
+    let ours = rules
+        .into_iter()
+        .filter(is_ours)
+        .map(|r| {
+            let accept = Accept::read(&r).filter(|_| r.chain == chain);
+            (r, accept)
+        })
+        .collect();
+    Ok((Some(chain), ours))
+}
+
+/// A rule of plumb's, and the accept it is where it belongs.
+type Ours = (ListedRule, Option<Accept>);
+
 /// The edits that make `ip/ip6 filter` hold exactly the accepts
 /// `networks` need, in the chain they belong in: plumb's other rules there
 /// (misplaced, misshapen, no longer wanted, repeated) go; those in place
@@ -172,17 +194,14 @@ pub fn edits(nf: &mut NfNetlink, networks: &[Network]) -> Result<Vec<Edit>> {
     let wanted = wanted(networks);
     let mut out = Vec::new();
     for family in FAMILIES {
-        let Some(chain) = chain_for(nf, family)? else {
+        let (Some(chain), ours) = ours(nf, family)? else {
             continue;
         };
         let mut kept: Vec<Accept> = Vec::new();
         let mut first_kept = None;
-        for r in nf.rules(family, TABLE, None).map_err(asking)? {
-            if !is_ours(&r) {
-                continue;
-            }
-            match Accept::read(&r) {
-                Some(a) if r.chain == chain && wanted.contains(&a) && !kept.contains(&a) => {
+        for (r, accept) in ours {
+            match accept {
+                Some(a) if wanted.contains(&a) && !kept.contains(&a) => {
                     first_kept.get_or_insert(r.handle);
                     kept.push(a);
                 }
@@ -223,25 +242,14 @@ pub struct Found {
 }
 
 pub fn found(nf: &mut NfNetlink, family: NfFamily) -> Result<Found> {
-    let chain = chain_for(nf, family)?;
-    let mut accepts = Vec::new();
-    let mut misplaced = 0;
-    if chain.is_some() {
-        for r in nf.rules(family, TABLE, None).map_err(asking)? {
-            if !is_ours(&r) {
-                continue;
-            }
-            match Accept::read(&r) {
-                Some(a) if Some(r.chain.as_str()) == chain => accepts.push(a),
-                _ => misplaced += 1,
-            }
-        }
-    }
+    let (chain, ours) = ours(nf, family)?;
+    let total = ours.len();
+    let mut accepts: Vec<Accept> = ours.into_iter().filter_map(|(_, a)| a).collect();
     accepts.sort();
     Ok(Found {
         chain,
+        misplaced: total - accepts.len(),
         accepts,
-        misplaced,
     })
 }
 
