@@ -730,6 +730,9 @@ fn netavark_sets_up_and_tears_down_beside_the_daemon() {
         "container_id": "c".repeat(64),
         "container_name": nv,
         "networks": {"nvnet": {"interface_name": "eth0", "static_ips": ["10.89.44.2"]}},
+        "port_mappings": [{
+            "host_ip": "", "container_port": 80, "host_port": 8085, "range": 1, "protocol": "tcp",
+        }],
         "network_info": {"nvnet": {
             "name": "nvnet", "id": "a".repeat(64), "driver": "bridge",
             "network_interface": "nvbr0",
@@ -749,6 +752,11 @@ fn netavark_sets_up_and_tears_down_beside_the_daemon() {
     );
     assert!(lab.ping(&nv, "10.84.0.1"), "and out, through the DROP");
     assert!(lab.ping(&p, "10.84.0.1"), "plumb's container too");
+    // The host port netavark forwards is not plumb's to take.
+    let q = lab.netns("q");
+    let err = lab.fails(&["attach", &q, "pnet", "--publish", "8085:80"]);
+    assert!(err.contains("netavark's (Podman's) DNAT rule"), "{err}");
+    assert_eq!(common::links(&q), vec!["lo"]);
 
     // netavark's jump now heads FORWARD; the daemon leaves both alone.
     let forward = rules(&lab, "FORWARD");
