@@ -579,54 +579,35 @@ fn host_ports_are_not_shared_with_docker_or_other_programs() {
     );
     assert!(published(&lab, 8092), "8092 is in plumb's maps");
     wait_until("the daemon to hold 8092", 5, || listening(&lab, 8092));
-    let publish = docker.docker(&[
-        "run",
-        "-d",
-        "--name",
+    // `docker run -p` on a port plumb's daemon holds fails.
+    let refused = |name: &str, publish: &str, cmd: &[&str]| {
+        let out = docker.docker(
+            &[
+                &["run", "-d", "--name", name, "-p", publish, docker.image()],
+                cmd,
+            ]
+            .concat(),
+        );
+        let derr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && (derr.contains("address already in use")
+                    || derr.contains("port is already allocated")),
+            "docker run -p {publish} should fail, the port is plumb's: {} {derr}",
+            out.status
+        );
+        let _ = docker.docker(&["rm", "-f", name]);
+    };
+    refused(
         "web92",
-        "-p",
         "8092:80",
-        docker.image(),
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    let derr = String::from_utf8_lossy(&publish.stderr);
-    assert!(
-        !publish.status.success()
-            && (derr.contains("address already in use")
-                || derr.contains("port is already allocated")),
-        "docker run -p 8092 should fail, the port is plumb's: {} {derr}",
-        publish.status
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
     );
-    let _ = docker.docker(&["rm", "-f", "web92"]);
     // The same for UDP.
     let p4 = lab.netns("p4");
     lab.ok(&["attach", &p4, "natnet", "--publish", "8098:53/udp"]);
     wait_until("the daemon to hold 8098/udp", 5, || bound(&lab, "u", 8098));
-    let publish = docker.docker(&[
-        "run",
-        "-d",
-        "--name",
-        "udp98",
-        "-p",
-        "8098:53/udp",
-        docker.image(),
-        "sleep",
-        "300",
-    ]);
-    let derr = String::from_utf8_lossy(&publish.stderr);
-    assert!(
-        !publish.status.success()
-            && (derr.contains("address already in use")
-                || derr.contains("port is already allocated")),
-        "docker run -p 8098/udp should fail, the port is plumb's: {} {derr}",
-        publish.status
-    );
-    let _ = docker.docker(&["rm", "-f", "udp98"]);
+    refused("udp98", "8098:53/udp", &["sleep", "300"]);
 
     // plumb on its own: it warns that the port is not held.
     daemon.stop();

@@ -142,34 +142,6 @@ fn firewall_repairs(daemon: &Bg) -> usize {
         .count()
 }
 
-/// `plumb daemon` for the lab, with extra environment (the legacy tools
-/// read `XTABLES_LOCKFILE`); like `Lab::daemon`.
-fn daemon_with_env(lab: &Lab, env: &[(&str, &std::ffi::OsStr)]) -> Bg {
-    let log = lab.state.path().join("daemon-env.log");
-    let mut cmd = lab.command(&["daemon"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .env("PLUMB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("daemon log"))
-        .spawn()
-        .expect("start plumb daemon");
-    let mut bg = Bg { child, log };
-    let socket = lab.socket();
-    wait_until("the daemon to listen", 10, || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-            || bg.child.try_wait().ok().flatten().is_some()
-    });
-    assert!(
-        bg.child.try_wait().ok().flatten().is_none(),
-        "plumb daemon exited: {}",
-        bg.log_text()
-    );
-    bg
-}
-
 /// An xtables lock held by this test (flock, as the iptables tools take
 /// it), released when dropped.
 struct HeldLock(std::fs::File);
@@ -565,7 +537,7 @@ fn a_held_xtables_lock_delays_the_legacy_accepts_and_nothing_else() {
     host(&lab, "iptables-legacy -P FORWARD DROP");
     let lock = lab.state.path().join("xtables.lock");
     let env = [("XTABLES_LOCKFILE", lock.as_os_str())];
-    let daemon = daemon_with_env(&lab, &env);
+    let daemon = lab.daemon_with_env(&[], &env);
     let plumb_locked = |args: &[&str]| {
         let start = Instant::now();
         let out = lab
@@ -673,7 +645,7 @@ fn a_lasting_legacy_failure_does_not_make_the_daemon_rewrite_its_table() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let daemon = daemon_with_env(&lab, &[("PATH", std::ffi::OsStr::new(&path))]);
+    let daemon = lab.daemon_with_env(&[], &[("PATH", std::ffi::OsStr::new(&path))]);
     // One accept goes; the daemon tries, and cannot put it back.
     let tried = || daemon.log_text().matches("line 2 failed").count();
     let before = tried();

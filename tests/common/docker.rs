@@ -182,7 +182,17 @@ impl<'a> Dockerd<'a> {
         for sub in ["bin", "www"] {
             fs::create_dir_all(root.join(sub)).expect("rootfs dir");
         }
-        fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy static busybox");
+        // Debian's busybox is dynamic (the VM's build installs it, and it
+        // replaces busybox-static): its libraries and loader come along.
+        fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+        for lib in must("ldd /usr/bin/busybox || true")
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let to = root.join(lib.trim_start_matches('/'));
+            fs::create_dir_all(to.parent().expect("a library's folder")).expect("rootfs lib dir");
+            fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+        }
         for applet in APPLETS {
             symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
         }

@@ -96,9 +96,18 @@ impl Lab {
 
     /// Start `plumb daemon` for this lab and wait until it answers.
     pub fn daemon(&self, args: &[&str]) -> Bg {
+        self.daemon_with_env(args, &[])
+    }
+
+    /// The same with extra environment (the legacy iptables tools read
+    /// `XTABLES_LOCKFILE` and are found on `PATH`).
+    pub fn daemon_with_env(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Bg {
         let log = self.state.path().join("daemon.log");
-        let child = self
-            .command(&["daemon"])
+        let mut cmd = self.command(&["daemon"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .args(args)
             .env("PLUMB_LOG", "info")
             .stdout(std::process::Stdio::null())
