@@ -153,3 +153,138 @@ fn the_daemon_bounds_the_store_wal_once_requests_stop() {
         Some(true)
     );
 }
+
+/// The daemon refuses what no client should be able to do to it: a request
+/// over 1 MiB is answered with an error and not read on, a client that
+/// sends nothing keeps nobody else waiting, and it serves on afterwards.
+#[test]
+fn the_daemon_refuses_a_huge_request_and_a_silent_client_blocks_nobody() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let lab = Lab::new("dh");
+    let _daemon = lab.daemon(&[]);
+    let _silent = UnixStream::connect(lab.socket()).expect("connect");
+    let mut huge = UnixStream::connect(lab.socket()).expect("connect");
+    // The daemon stops reading after 1 MiB: what it never reads may not
+    // be written, so the write is allowed to fail.
+    let line = vec![b'x'; 2 << 20];
+    let _ = huge.write_all(&line);
+    let mut answer = String::new();
+    BufReader::new(&huge)
+        .read_line(&mut answer)
+        .expect("an answer");
+    assert!(answer.contains("longer than 1 MiB"), "{answer}");
+    // Served as before, with the silent client still connected.
+    nat_network(&lab, "net", "10.82.0.0/24");
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "net"]);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 2);
+}
+
+/// `--socket` never replaces what is not a stale socket of its own.
+#[test]
+fn the_daemon_will_not_replace_a_file_at_its_socket_path() {
+    let lab = Lab::new("df");
+    let path = lab.state.path().join("precious");
+    std::fs::write(&path, "keep me").unwrap();
+    let out = lab
+        .command(&["daemon", "--socket"])
+        .arg(&path)
+        .output()
+        .expect("run plumb daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+}
+
+/// At the descriptor limit the daemon waits instead of spinning, says so
+/// once with a count, and serves again when descriptors are free.
+#[test]
+fn out_of_descriptors_the_daemon_backs_off_and_recovers() {
+    use std::os::unix::net::UnixStream;
+    let lab = Lab::new("dm");
+    let daemon = lab.daemon(&[]);
+    let pid = daemon.child.id();
+    // Few descriptors left: the daemon's own (store, sockets) plus a few.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    // The soft limit only: raising a hard one back takes more than root here.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: String = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("the daemon's descriptor limit")
+        .into();
+    must(&format!("prlimit --pid {pid} --nofile={}:", open + 4));
+    let clients: Vec<UnixStream> = (0..40)
+        .map(|_| UnixStream::connect(lab.socket()).expect("connect"))
+        .collect();
+    // Wait until it is failing, then let it fail for a while.
+    common::wait_until("the daemon to run out of descriptors", 10, || {
+        daemon.log_text().contains("accept:")
+    });
+    let spent = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = spent(pid);
+    let start = std::time::Instant::now();
+    common::wait_until("a second to pass", 5, || start.elapsed().as_secs() >= 1);
+    let ticks = spent(pid) - before;
+    // A spinning accept loop burns a whole core: ~100 ticks a second.
+    assert!(ticks < 50, "{ticks} ticks of CPU in a second at EMFILE");
+    let warnings = daemon.log_text().matches("accept:").count();
+    assert!(
+        warnings <= 2,
+        "{warnings} accept warnings: {}",
+        daemon.log_text()
+    );
+    drop(clients);
+    must(&format!("prlimit --pid {pid} --nofile={soft}:"));
+    nat_network(&lab, "net", "10.83.0.0/24");
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "net"]);
+    common::wait_until("the daemon to say how often it failed", 5, || {
+        daemon.log_text().contains("repeated")
+    });
+}
+
+/// The store (every network, address and lease) is its owner's alone: a
+/// state directory plumb makes is 0700, the database and its WAL 0600, and
+/// a database an older plumb left readable is made private.
+#[test]
+fn the_store_is_readable_by_its_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new("dp");
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("new").join("state");
+    let run = |dir: &std::path::Path, name: &str, subnet: &str| {
+        let out = lab
+            .command(&["network", "create", name, "--subnet", subnet])
+            .arg("--state-dir")
+            .arg(dir)
+            .output()
+            .expect("run plumb");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    run(&dir, "n1", "10.84.0.0/24");
+    assert_eq!(mode(&dir), 0o700);
+    for f in ["plumb.db", "plumb.db-wal"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    let old = parent.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("plumb.db"), b"").unwrap();
+    std::fs::set_permissions(old.join("plumb.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    run(&old, "n2", "10.85.0.0/24");
+    assert_eq!(mode(&old.join("plumb.db")), 0o600);
+}

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
@@ -184,11 +184,32 @@ async fn serve(opts: Options) -> Result<()> {
     watch_policy(&opts.state_dir, activity, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_errors = Repeated::default();
     loop {
+        // A slot first: past MAX_CONNECTIONS, clients wait in the backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Ok(permit) = permit else { break };
         tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => { tokio::spawn(handle(ctx.clone(), stream)); }
-                Err(e) => tracing::warn!("accept: {e}"),
+                Ok((stream, _)) => {
+                    accept_errors.ended("accept");
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        handle(ctx, stream).await;
+                        drop(permit);
+                    });
+                }
+                // Out of descriptors (EMFILE), say: the connection stays in
+                // the backlog, and accepting again at once would spin.
+                Err(e) => {
+                    let pause = accept_errors.failed("accept", &e.to_string());
+                    tokio::time::sleep(pause).await;
+                }
             },
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -231,6 +252,13 @@ fn bind(path: &Path) -> Result<UnixListener> {
     refuse_if_running(path)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("create its directory: {e}")))?;
+    }
+    // Only a stale socket (nobody answers, above) is replaced.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(err("it exists and is not a socket: not replacing it".into()));
+        }
     }
     let _ = std::fs::remove_file(path);
     // Created with no permission for group and others from the start, so
@@ -429,20 +457,71 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Conflict(format!("daemon task failed: {e}")))?
 }
 
+/// A request is one line of JSON, a few hundred bytes; one longer than
+/// this is refused without being read further.
+const MAX_REQUEST: u64 = 1 << 20;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (each may buffer up to MAX_REQUEST).
+const MAX_CONNECTIONS: usize = 64;
+
+/// One error that may repeat many times a second: said when it starts, and
+/// with its count when it ends or changes.
+#[derive(Default)]
+struct Repeated {
+    error: Option<(String, u64)>,
+}
+
+impl Repeated {
+    /// Note a failure of `what`; how long to wait before trying again
+    /// (10 ms, doubling to 1 s while the same error lasts).
+    fn failed(&mut self, what: &str, error: &str) -> Duration {
+        match &mut self.error {
+            Some((e, n)) if e == error => *n += 1,
+            _ => {
+                self.ended(what);
+                tracing::warn!("{what}: {error}");
+                self.error = Some((error.to_string(), 1));
+            }
+        }
+        let n = self.error.as_ref().map_or(1, |(_, n)| *n);
+        Duration::from_millis(10 << n.min(7).saturating_sub(1)).min(Duration::from_secs(1))
+    }
+
+    /// `what` works again.
+    fn ended(&mut self, what: &str) {
+        if let Some((e, n)) = self.error.take()
+            && n > 1
+        {
+            tracing::warn!("{what}: {e} (repeated {n} times in all)");
+        }
+    }
+}
+
 async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    if BufReader::new(read).read_line(&mut line).await.is_err() {
-        return;
-    }
+    let mut reader = BufReader::new(read.take(MAX_REQUEST + 1));
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
     let _busy = ctx.activity.begin();
-    let reply = match serde_json::from_str::<Envelope>(&line) {
-        Ok(call) if call.scope != ctx.scope => Reply::OtherScope(ctx.scope.clone()),
-        Ok(call) => match dispatch(&ctx, call.request).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Error(e.to_string()),
+    let reply = match read {
+        Err(_) => Reply::Error(format!(
+            "bad request: none came within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Reply::Error(format!("bad request: {e}")),
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST => Reply::Error(format!(
+            "bad request: longer than {} MiB",
+            MAX_REQUEST >> 20
+        )),
+        Ok(Ok(_)) => match serde_json::from_str::<Envelope>(&line) {
+            Ok(call) if call.scope != ctx.scope => Reply::OtherScope(ctx.scope.clone()),
+            Ok(call) => match dispatch(&ctx, call.request).await {
+                Ok(v) => Reply::Ok(v),
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            Err(e) => Reply::Error(format!("bad request: {e}")),
         },
-        Err(e) => Reply::Error(format!("bad request: {e}")),
     };
     let mut out = serde_json::to_string(&reply).unwrap_or_default();
     out.push('\n');

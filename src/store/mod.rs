@@ -55,11 +55,26 @@ pub struct StoredAttachment {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt;
+        // The store holds every network, address and lease: a directory
+        // plumb makes is its owner's alone, and so are the files in it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| Error::io(format!("state directory {}", dir.display()), e))?;
         let path = dir.join("plumb.db");
         let in_wal_mode = wal_mode(&path);
         let conn = Connection::open(&path)?;
+        // SQLite gives new WAL and shared-memory files the database's mode;
+        // those an older plumb left keep theirs unless changed.
+        owner_only(&path)?;
+        for side in ["plumb.db-wal", "plumb.db-shm"] {
+            let side = dir.join(side);
+            if side.exists() {
+                owner_only(&side)?;
+            }
+        }
         conn.busy_timeout(Duration::from_secs(120))?;
         // A daemon's engine keeps its statements parsed from one request to
         // the next; an attach alone uses about ten.
@@ -128,6 +143,17 @@ impl Store {
 
 /// Whether the database file at `path` exists and is in WAL mode: its
 /// header's read and write versions (bytes 18 and 19) are 2.
+/// Make `path` readable and writable by its owner alone, unless it is.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("{}", path.display()), e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("make {} private", path.display()), e))?;
+    }
+    Ok(())
+}
+
 fn wal_mode(path: &Path) -> bool {
     use std::io::Read;
     let mut header = [0u8; 20];
