@@ -121,3 +121,53 @@ fn reboot_firewall_only(lab: &Lab) {
     must(&format!("ip netns exec {} nft flush ruleset", lab.host));
     lab.docker_forward_drop();
 }
+
+/// Partial losses: only the bridge deleted (its ports stay, off any
+/// bridge), or one container's host end set down. One restore puts the
+/// ports back on the bridge made anew, and the end up; a second one finds
+/// nothing to do.
+#[test]
+fn restore_puts_surviving_ports_back_on_their_bridge_and_up() {
+    let lab = Lab::new("rp");
+    lab.ok(&[
+        "network",
+        "create",
+        "pnet",
+        "--subnet",
+        "10.23.0.0/24",
+        "--isolate-containers",
+    ]);
+    lab.ok(&["network", "create", "qnet", "--subnet", "10.22.0.0/24"]);
+    let (a, b, c) = (lab.netns("a"), lab.netns("b"), lab.netns("c"));
+    for (ns, net) in [(&a, "pnet"), (&b, "pnet"), (&c, "qnet")] {
+        lab.ok(&["attach", ns, net]);
+    }
+    let port = |ns: &str, net: &str| {
+        lab.inspect(ns)["NetworkSettings"]["Networks"][net]["HostIfName"]
+            .as_str()
+            .expect("HostIfName")
+            .to_string()
+    };
+    let (pa, pb, pc) = (port(&a, "pnet"), port(&b, "pnet"), port(&c, "qnet"));
+    must(&format!("ip -n {} link del pl-pnet", lab.host));
+    must(&format!("ip -n {} link set {pc} down", lab.host));
+    assert!(!lab.ping(&a, "10.23.0.1"));
+    assert!(!lab.ping(&c, "10.22.0.1"));
+
+    let out = lab.ok(&["restore"]);
+    assert!(out.contains("restored bridge pl-pnet"), "{out}");
+    for p in [&pa, &pb] {
+        let link = must(&format!("ip -n {} -d link show {p}", lab.host));
+        assert!(link.contains("master pl-pnet"), "{link}");
+        assert!(link.contains("state UP"), "{link}");
+        // The port's isolation came back with its membership.
+        assert!(link.contains("isolated on"), "{link}");
+    }
+    assert!(lab.ping(&a, "10.23.0.1"), "a reaches its gateway again");
+    assert!(lab.ping(&c, "10.22.0.1"), "c's end is up again");
+    assert!(
+        !lab.ping(&a, &lab.ip_of(&b, "pnet")),
+        "isolated containers stay apart"
+    );
+    assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+}

@@ -333,6 +333,46 @@ pub fn attach(
     super::configure_inside(inner, ns, a, antispoof::shielded(a))
 }
 
+/// Put an attachment's host end back as `attach` left it, when it is
+/// there but was taken off its bridge (the bridge was deleted and made
+/// again) or set down; true when anything changed. A missing end is not
+/// this function's: its container end went with it, and the attachment is
+/// made again.
+pub fn repair_port(
+    host: &mut Netlink,
+    net: &Network,
+    b: &BridgeOptions,
+    a: &Attachment,
+) -> Result<bool> {
+    let look = |host: &mut Netlink, name: &str| {
+        host.link_by_name(name)
+            .map_err(kernel(format!("look up {name}")))
+    };
+    let (Some(bridge), Some(port)) = (look(host, &b.bridge)?, look(host, &a.host_ifname)?) else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    if port.controller != Some(bridge.index) {
+        host.set_controller(port.index, Some(bridge.index))
+            .map_err(kernel(format!(
+                "put {} on bridge {}",
+                a.host_ifname, b.bridge
+            )))?;
+        // Port flags live with the port's membership: gone with it.
+        if net.isolate_containers {
+            host.set_port_isolated(port.index)
+                .map_err(kernel(format!("isolate bridge port {}", a.host_ifname)))?;
+        }
+        changed = true;
+    }
+    if !port.up {
+        host.set_up(port.index)
+            .map_err(kernel(format!("set {} up", a.host_ifname)))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 /// A bridge port carries frames, not IPv6 of its own; with IPv6 on, each
 /// port would also cost every later one. The kernel gives every IPv6 device
 /// a multicast route in the host's table, and walks that whole table

@@ -182,6 +182,10 @@ impl Engine {
     fn restore_attachment(&mut self, net: &Network, s: &StoredAttachment) -> Result<bool> {
         let a = &s.attachment;
         let ns = attached_ns(a).ok_or_else(|| super::gone(a))?;
+        let port_repaired = match &net.kind {
+            NetworkKind::Bridge(b) => bridge::repair_port(&mut self.host, net, b, a)?,
+            _ => false,
+        };
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
         // A DHCP attachment keeps its lease only while it is valid; the
@@ -202,7 +206,7 @@ impl Engine {
         if let Some(link) = link {
             let have = inner.addresses(link.index).unwrap_or_default();
             if link.up && want.addresses.iter().all(|x| have.contains(x)) {
-                return Ok(false);
+                return Ok(port_repaired);
             }
             if !link.up {
                 inner
