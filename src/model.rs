@@ -551,16 +551,18 @@ pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
             ),
         ));
     }
+    // The kernel takes any other bytes; tools that print, parse or match
+    // names (iptables' `-i`, nft, shells) do not, so plumb keeps to ASCII.
     if name == "."
         || name == ".."
         || name
             .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii())
     {
         return Err(Error::invalid(
             field,
             name,
-            "an interface name cannot contain `/`, `:` or whitespace",
+            "an interface name is ASCII, not `.` or `..`, without `/`, `:` or whitespace",
         ));
     }
     Ok(())
@@ -1735,6 +1737,20 @@ mod tests {
             driver: "bridge".into(),
             subnet: subnets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn interface_names_are_ascii_and_never_dot_or_dotdot() {
+        for bad in [".", "..", "eth/0", "eth:0", "eth 0", "ethé", "e\u{7}"] {
+            let err = validate_ifname("--ifname", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--ifname") && err.contains("ASCII"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["eth0", "a.b", "v-1_2", "x".repeat(15).as_str()] {
+            validate_ifname("--ifname", good).unwrap();
         }
     }
 

@@ -430,3 +430,31 @@ fn a_full_bridge_is_named_in_words_and_the_attach_leaves_nothing() {
     assert_eq!(links(&c), vec!["lo"]);
     assert_eq!(lab.ok(&["ls", "--json"]).trim(), "[]");
 }
+
+/// `--state-dir` naming a file, and an interface name outside ASCII: a
+/// precise error naming the field, exit 1, nothing changed.
+#[test]
+fn a_state_dir_that_is_a_file_and_a_non_ascii_ifname_are_refused() {
+    let lab = Lab::new("ers");
+    let file = lab.state.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = lab
+        .command(&["network", "ls"])
+        .arg("--state-dir")
+        .arg(&file)
+        .output()
+        .expect("run plumb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--state-dir") && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+
+    lab.ok(&["network", "create", "n", "--subnet", "10.31.0.0/24"]);
+    let c = lab.netns("c");
+    let err = lab.fails(&["attach", &c, "n", "--ifname", "ethé"]);
+    assert!(err.contains("--ifname") && err.contains("ASCII"), "{err}");
+    assert_eq!(common::links(&c), vec!["lo"]);
+}

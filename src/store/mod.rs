@@ -56,6 +56,13 @@ pub struct StoredAttachment {
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::invalid(
+                "--state-dir",
+                dir.display(),
+                "exists and is not a directory",
+            ));
+        }
         // The store holds every network, address and lease: a directory
         // plumb makes is its owner's alone, and so are the files in it.
         std::fs::DirBuilder::new()
