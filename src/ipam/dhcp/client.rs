@@ -111,6 +111,9 @@ impl Client<'_> {
                 self.send(&sock, &req).await?;
                 let until = deadline.min(Instant::now() + backoff(retry));
                 match self.wait(&sock, &mut buf, xid, until).await? {
+                    // Only the server selected answers a SELECTING request;
+                    // another's answer is not for this exchange.
+                    Some(r) if !r.from(server) => {}
                     Some(Reply::Ack(lease)) => return Ok(lease),
                     Some(Reply::Nak { server, message }) => {
                         refused = Some(DhcpError::Refused {

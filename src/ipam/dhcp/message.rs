@@ -136,6 +136,18 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// Whether the reply comes from `server` (a NAK without a server
+    /// identifier is taken as its own).
+    pub fn from(&self, server: Ipv4Addr) -> bool {
+        match self {
+            Reply::Offer { server: s, .. } => *s == server,
+            Reply::Ack(lease) => lease.server == server,
+            Reply::Nak { server: s, .. } => s.is_none_or(|s| s == server),
+        }
+    }
+}
+
 /// Parse a datagram; None when it is not a reply to `xid` for `mac` (other
 /// clients' traffic, garbage) or lacks what a usable lease needs.
 pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Reply> {
@@ -165,27 +177,45 @@ pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Rep
     }
 }
 
+/// The shortest lease and renewal time plumb takes: a server saying 0
+/// would otherwise start an acquire-apply-drop loop with no pause.
+const MIN_LEASE_SECS: u32 = 4;
+const MIN_RENEW_SECS: u32 = 1;
+
+/// Whether `address` in `subnet` may be a host's own: not unspecified,
+/// loopback, multicast, reserved (240/4, the broadcast address), nor the
+/// subnet's network or broadcast address (below /31).
+fn usable_address(subnet: Ipv4Net) -> bool {
+    let a = subnet.addr();
+    let edge = subnet.prefix_len() < 31 && (a == subnet.network() || a == subnet.broadcast());
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.octets()[0] >= 240 || edge)
+}
+
 fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
     let opts = msg.opts();
     let address = msg.yiaddr();
-    if address.is_unspecified() {
-        return None;
-    }
     let mask = match opts.get(OptionCode::SubnetMask) {
         Some(DhcpOption::SubnetMask(m)) => *m,
         // No mask: the class default is long dead; a host route is safe.
         _ => Ipv4Addr::BROADCAST,
     };
     let prefix = u32::from(mask).leading_ones() as u8;
+    let subnet = Ipv4Net::new(address, prefix).ok()?;
+    if !usable_address(subnet) {
+        tracing::warn!(%server, %subnet, "a DHCP server offered an address no host may have");
+        return None;
+    }
     let lease_secs = match opts.get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(t)) => *t,
+        Some(DhcpOption::AddressLeaseTime(t)) => (*t).max(MIN_LEASE_SECS),
         _ => return None,
     };
     let get_u32 = |code| match opts.get(code) {
         Some(DhcpOption::Renewal(t)) | Some(DhcpOption::Rebinding(t)) => Some(*t),
         _ => None,
     };
-    let renew_secs = get_u32(OptionCode::Renewal).unwrap_or(lease_secs / 2);
+    let renew_secs = get_u32(OptionCode::Renewal)
+        .unwrap_or(lease_secs / 2)
+        .max(MIN_RENEW_SECS);
     let rebind_secs = get_u32(OptionCode::Rebinding)
         .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32)
         .max(renew_secs);
@@ -198,7 +228,7 @@ fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
         _ => Vec::new(),
     };
     Some(Lease {
-        address: Ipv4Net::new(address, prefix).ok()?,
+        address: subnet,
         server,
         router,
         routes,
@@ -352,5 +382,61 @@ mod tests {
         // An ACK without a lease time is not a usable lease.
         let ack = reply(MessageType::Ack, 9, vec![]);
         assert!(parse_reply(&ack, 9, &id().mac, 0).is_none());
+    }
+
+    fn ack_with(yiaddr: [u8; 4], mask: [u8; 4], lease: u32, renew: Option<u32>) -> Option<Lease> {
+        let mut msg = Message::from_bytes(&reply(MessageType::Ack, 9, vec![])).unwrap();
+        msg.set_yiaddr(Ipv4Addr::from(yiaddr));
+        let o = msg.opts_mut();
+        o.insert(DhcpOption::SubnetMask(mask.into()));
+        o.insert(DhcpOption::AddressLeaseTime(lease));
+        if let Some(t) = renew {
+            o.insert(DhcpOption::Renewal(t));
+        }
+        match parse_reply(&msg.to_vec().unwrap(), 9, &id().mac, 0) {
+            Some(Reply::Ack(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_reply_is_known_by_its_server() {
+        let us = Ipv4Addr::new(192, 168, 5, 1);
+        let rogue = Ipv4Addr::new(192, 168, 5, 66);
+        let l = ack_with([192, 168, 5, 20], [255, 255, 255, 0], 600, None).unwrap();
+        assert!(Reply::Ack(l.clone()).from(us));
+        assert!(!Reply::Ack(l).from(rogue));
+        let nak = |server| Reply::Nak {
+            server,
+            message: None,
+        };
+        assert!(nak(None).from(us) && nak(Some(us)).from(us) && !nak(Some(rogue)).from(us));
+    }
+
+    #[test]
+    fn an_address_no_host_may_have_is_refused() {
+        let m24 = [255, 255, 255, 0];
+        for bad in [
+            [0, 0, 0, 0],
+            [192, 168, 5, 0],
+            [192, 168, 5, 255],
+            [127, 0, 0, 1],
+            [224, 0, 0, 1],
+            [240, 0, 0, 1],
+            [255, 255, 255, 255],
+        ] {
+            assert_eq!(ack_with(bad, m24, 600, None), None, "{bad:?}");
+        }
+        assert!(ack_with([192, 168, 5, 20], m24, 600, None).is_some());
+        // On a /31 both addresses are hosts' (RFC 3021).
+        assert!(ack_with([10, 0, 0, 0], [255, 255, 255, 254], 600, None).is_some());
+    }
+
+    #[test]
+    fn lease_and_renewal_times_have_a_floor() {
+        let l = ack_with([192, 168, 5, 20], [255, 255, 255, 0], 0, Some(0)).unwrap();
+        assert_eq!(l.lease_secs, MIN_LEASE_SECS);
+        assert!(l.renew_secs >= MIN_RENEW_SECS);
+        assert!(l.renew_secs <= l.rebind_secs && l.rebind_secs <= l.lease_secs);
     }
 }
