@@ -53,12 +53,52 @@ pub struct Summary {
     pub changes: Vec<String>,
 }
 
+/// A topology file larger than this is refused unread: the largest lab
+/// is a few hundred lines.
+const MAX_TOPOLOGY_BYTES: u64 = 4 << 20;
+
+/// The text of a regular file of at most MAX_TOPOLOGY_BYTES: a FIFO or a
+/// device (which could block or never end) is refused before reading.
+fn read_topology_file(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without O_NONBLOCK, opening a FIFO waits for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_TOPOLOGY_BYTES {
+        return Err(format!(
+            "{} bytes: a topology file is at most {} MiB",
+            meta.len(),
+            MAX_TOPOLOGY_BYTES >> 20
+        ));
+    }
+    let mut text = String::new();
+    // A file growing meanwhile is still read no further than the limit.
+    file.take(MAX_TOPOLOGY_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_TOPOLOGY_BYTES {
+        return Err(format!(
+            "a topology file is at most {} MiB",
+            MAX_TOPOLOGY_BYTES >> 20
+        ));
+    }
+    Ok(text)
+}
+
 impl Topology {
     pub fn load(path: &Path) -> Result<(Topology, String)> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Topology {
+        let text = read_topology_file(path).map_err(|reason| Error::Topology {
             file: file.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         let topo: Topology = toml::from_str(&text).map_err(|e| Error::Topology {
             file: file.clone(),

@@ -285,6 +285,22 @@ fn malformed_topology_is_refused_before_anything_happens() {
     }
     let err = lab.fails(&["up", "/nonexistent/file.toml"]);
     assert!(err.contains("/nonexistent/file.toml"), "{err}");
+    // A FIFO (no writer: reading would wait forever), a device, a
+    // directory and a file over 4 MiB are refused before reading.
+    let fifo = dir.join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; 5 << 20]).unwrap();
+    for (path, needle) in [
+        (fifo.as_path(), "not a regular file"),
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (dir, "not a regular file"),
+        (big.as_path(), "at most 4 MiB"),
+    ] {
+        let err = lab.fails(&["up", path.to_str().unwrap()]);
+        assert!(err.contains(needle), "{}: {err}", path.display());
+    }
+    assert_eq!(snapshot(&lab), before);
 }
 
 #[test]
