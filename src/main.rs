@@ -23,9 +23,10 @@ fn init_logging() {
 fn main() {
     let cli = Cli::parse();
     init_logging();
+    // Checked as any target is (`..`, `/` in a name): it is one.
     if let Some(name) = &cli.host_netns
-        && let Err(e) = plumb::target::Target::Named(name.clone())
-            .resolve()
+        && let Err(e) = plumb::target::Target::parse(name)
+            .and_then(|t| t.resolve())
             .and_then(|ns| {
                 ns.enter()
                     .map_err(|e| plumb::error::Error::io(format!("enter host namespace {name}"), e))

@@ -474,3 +474,28 @@ fn a_state_dir_that_is_a_file_and_a_non_ascii_ifname_are_refused() {
     assert!(err.contains("--ifname") && err.contains("ASCII"), "{err}");
     assert_eq!(common::links(&c), vec!["lo"]);
 }
+
+/// `--host-netns` is a target and checked as one: `..` or a name with `/`
+/// never reaches the filesystem.
+#[test]
+fn host_netns_is_checked_like_a_target() {
+    let state = tempfile::tempdir().unwrap();
+    for (bad, why) in [
+        ("..", "cannot be empty or contain `/`"),
+        ("a/../../x", "cannot be empty or contain `/`"),
+        ("nope:x", "unknown target kind"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plumb"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["--host-netns", bad, "network", "ls"])
+            .output()
+            .expect("run plumb");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--host-netns") && stderr.contains(why),
+            "{bad}: {stderr}"
+        );
+    }
+}
