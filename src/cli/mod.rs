@@ -40,7 +40,8 @@ pub struct Cli {
     /// Where plumb keeps its state (SQLite database).
     #[arg(long, global = true, env = "PLUMB_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
-    /// Treat this named network namespace as the host (labs, tests, nested setups).
+    /// Treat this network namespace (NAME, netns:NAME, /path, pid:N) as the host (labs,
+    /// tests, nested setups).
     #[arg(long, global = true, env = "PLUMB_HOST_NETNS")]
     pub host_netns: Option<String>,
     /// The daemon's socket.
