@@ -345,7 +345,7 @@ fn watch_policy(
         .spawn(move || {
             // A port another program holds is said once, not twice a second.
             let mut reported = std::collections::HashSet::<String>::new();
-            let mut failing: Option<String> = None;
+            let mut firewall_errors = Repeated::default();
             loop {
                 match engine.repair_egress() {
                     Ok(done) => {
@@ -356,18 +356,16 @@ fn watch_policy(
                     Err(e) => tracing::warn!("egress routing: {e}"),
                 }
                 match engine.repair_firewall() {
-                    Ok(true) => {
-                        tracing::info!("restored plumb's nftables tables and iptables accepts");
-                        failing = None;
-                    }
-                    Ok(false) => failing = None,
-                    // A failure that lasts (the xtables lock kept) is said once.
-                    Err(e) => {
-                        let e = e.to_string();
-                        if failing.as_ref() != Some(&e) {
-                            tracing::warn!("firewall: {e}");
-                            failing = Some(e);
+                    Ok(repaired) => {
+                        firewall_errors.ended("firewall");
+                        if repaired {
+                            tracing::info!("restored plumb's nftables tables and iptables accepts");
                         }
+                    }
+                    // A failure that lasts (the xtables lock kept) is said
+                    // once, and retried at the next tick.
+                    Err(e) => {
+                        let _ = firewall_errors.failed("firewall", &e.to_string());
                     }
                 }
                 match engine.reconcile_port_holds() {
