@@ -125,9 +125,22 @@ impl Topology {
             file: file.into(),
             reason: format!("{what}: {e}"),
         };
+        // Each network, and each against the file's others: a second one
+        // that could never be made is refused before the first is.
+        let mut networks: Vec<crate::model::Network> = Vec::new();
         for (i, n) in self.network.iter().enumerate() {
-            n.validate()
-                .map_err(|e| ctx(format!("[[network]] #{} `{}`", i + 1, n.name), e))?;
+            let at = || format!("[[network]] #{} `{}`", i + 1, n.name);
+            let net = n.validate().map_err(|e| ctx(at(), e))?;
+            for other in &networks {
+                if other.name == net.name {
+                    return Err(ctx(
+                        at(),
+                        Error::invalid("name", &net.name, "appears twice in the file"),
+                    ));
+                }
+                crate::engine::check_conflicts(&net, other).map_err(|e| ctx(at(), e))?;
+            }
+            networks.push(net);
         }
         for (i, ns) in self.namespace.iter().enumerate() {
             validate_name("name", &ns.name)

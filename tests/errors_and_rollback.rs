@@ -271,6 +271,18 @@ fn malformed_topology_is_refused_before_anything_happens() {
             "10.0.0.0/40",
         ),
         (
+            "overlap.toml",
+            "[[network]]\nname = \"x\"\nsubnet = [\"10.78.0.0/24\"]\n\
+             [[network]]\nname = \"y\"\nsubnet = [\"10.78.0.0/16\"]\n",
+            "overlap.toml`: [[network]] #2 `y`: --subnet `10.78.0.0/16`: overlaps 10.78.0.0/24",
+        ),
+        (
+            "twice.toml",
+            "[[network]]\nname = \"x\"\nsubnet = [\"10.78.0.0/24\"]\n\
+             [[network]]\nname = \"x\"\nsubnet = [\"10.79.0.0/24\"]\n",
+            "appears twice",
+        ),
+        (
             "attach.toml",
             "[[network]]\nname = \"x\"\nsubnet = [\"10.77.0.0/24\"]\n[[attach]]\ntarget = \"y\"\nnetwork = \"x\"\nip = [\"nope\"]\n",
             "nope",

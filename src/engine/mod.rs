@@ -854,7 +854,7 @@ impl Engine {
 
 /// Two networks that cannot live side by side: same bridge, overlapping
 /// subnets, one uplink enslaved twice.
-fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
+pub(crate) fn check_conflicts(net: &Network, other: &Network) -> Result<()> {
     for sub in &net.subnets {
         if let Some(o) = other
             .subnets
