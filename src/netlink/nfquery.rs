@@ -7,8 +7,14 @@
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 
 use super::nfset::{
-    NFNL_SUBSYS_NFTABLES, NLMSG_ERROR, NfFamily, NfNetlink, finish_message, messages, put_str,
-    start_message,
+    NFNL_SUBSYS_NFTABLES, NFTA_DATA_VALUE, NFTA_LIST_ELEM, NLMSG_ERROR, NfFamily, NfNetlink,
+    finish_message, messages, put_str, start_message,
+};
+use super::nftable::{
+    NFTA_BITWISE_MASK, NFTA_CMP_DATA, NFTA_CMP_OP, NFTA_DATA_VERDICT, NFTA_EXPR_DATA,
+    NFTA_EXPR_NAME, NFTA_IMMEDIATE_DATA, NFTA_MATCH_INFO, NFTA_MATCH_NAME, NFTA_META_KEY,
+    NFTA_NAT_TYPE, NFTA_PAYLOAD_BASE, NFTA_PAYLOAD_LEN, NFTA_PAYLOAD_OFFSET, NFTA_RULE_EXPRESSIONS,
+    NFTA_VERDICT_CODE,
 };
 use super::socket::{ext_ack_message, recv_datagram};
 use super::{NetlinkError, NlResult};
@@ -61,31 +67,21 @@ impl NfNetlink {
         if let Some(chain) = chain {
             put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
         }
-        let mut rules = Vec::new();
-        let asked = self.ask(
-            NFT_MSG_GETRULE,
-            NLM_F_DUMP,
-            family,
-            &attrs,
-            |kind, attrs| {
-                if kind == NFT_MSG_NEWRULE
-                    && let Some(rule) = ListedRule::parse(attrs)
-                {
-                    rules.push(rule);
-                }
-            },
-        );
-        match asked {
+        match self.dump_rules(family, &attrs) {
             Err(e) if e.is(libc::ENOENT) => Ok(Vec::new()),
-            Err(e) => Err(e),
-            Ok(()) => Ok(rules),
+            listed => listed,
         }
     }
 
     /// Every rule of every table of `family`.
     pub fn rules_of_family(&mut self, family: NfFamily) -> NlResult<Vec<ListedRule>> {
+        self.dump_rules(family, &[])
+    }
+
+    /// The rules a GETRULE dump narrowed by `attrs` lists.
+    fn dump_rules(&mut self, family: NfFamily, attrs: &[u8]) -> NlResult<Vec<ListedRule>> {
         let mut rules = Vec::new();
-        self.ask(NFT_MSG_GETRULE, NLM_F_DUMP, family, &[], |kind, attrs| {
+        self.ask(NFT_MSG_GETRULE, NLM_F_DUMP, family, attrs, |kind, attrs| {
             if kind == NFT_MSG_NEWRULE
                 && let Some(rule) = ListedRule::parse(attrs)
             {
@@ -260,13 +256,9 @@ pub enum Listed {
     Other(String),
 }
 
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_RANGE_OP: u16 = 2;
+const NFTA_RANGE_FROM_DATA: u16 = 3;
+const NFTA_RANGE_TO_DATA: u16 = 4;
 
 impl ListedRule {
     pub(super) fn parse(attrs: &[u8]) -> Option<ListedRule> {
@@ -329,43 +321,41 @@ fn parse_expr(elem: &[u8]) -> Listed {
             .map(|(_, v)| v.to_vec())
     };
     let xt = |kind: fn(String, Vec<u8>) -> Listed| {
-        // NFTA_MATCH_* and NFTA_TARGET_* share numbers: NAME 1, INFO 3.
-        let name = get(1).and_then(text).unwrap_or_default().to_string();
-        kind(name, get(3).unwrap_or_default().to_vec())
+        // NFTA_TARGET_NAME and _INFO have the numbers of NFTA_MATCH_*.
+        let name = get(NFTA_MATCH_NAME)
+            .and_then(text)
+            .unwrap_or_default()
+            .to_string();
+        kind(name, get(NFTA_MATCH_INFO).unwrap_or_default().to_vec())
     };
     let parsed = match name {
-        // NFTA_META_KEY 2; NFTA_PAYLOAD_BASE 2, OFFSET 3, LEN 4.
-        "meta" => number(2).map(Listed::Meta),
+        "meta" => number(NFTA_META_KEY).map(Listed::Meta),
         "payload" => (|| {
             Some(Listed::Payload {
-                base: number(2)?,
-                offset: number(3)?,
-                len: number(4)?,
+                base: number(NFTA_PAYLOAD_BASE)?,
+                offset: number(NFTA_PAYLOAD_OFFSET)?,
+                len: number(NFTA_PAYLOAD_LEN)?,
             })
         })(),
-        // NFTA_CMP_OP 2, DATA 3; NFTA_BITWISE_MASK 4.
         "cmp" => (|| {
             Some(Listed::Cmp {
-                op: number(2)?,
-                data: value(3)?,
+                op: number(NFTA_CMP_OP)?,
+                data: value(NFTA_CMP_DATA)?,
             })
         })(),
-        "bitwise" => value(4).map(|mask| Listed::Bitwise { mask }),
-        // NFTA_RANGE_OP 2, FROM_DATA 3, TO_DATA 4.
+        "bitwise" => value(NFTA_BITWISE_MASK).map(|mask| Listed::Bitwise { mask }),
         "range" => (|| {
             Some(Listed::Range {
-                op: number(2)?,
-                from: value(3)?,
-                to: value(4)?,
+                op: number(NFTA_RANGE_OP)?,
+                from: value(NFTA_RANGE_FROM_DATA)?,
+                to: value(NFTA_RANGE_TO_DATA)?,
             })
         })(),
         "counter" => Some(Listed::Counter),
         "match" => Some(xt(|name, info| Listed::Match { name, info })),
         "target" => Some(xt(|name, info| Listed::Target { name, info })),
-        // NFTA_NAT_TYPE 1.
-        "nat" => number(1).map(|kind| Listed::Nat { kind }),
-        // NFTA_IMMEDIATE_DATA 2, holding a verdict.
-        "immediate" => get(2).and_then(|d| {
+        "nat" => number(NFTA_NAT_TYPE).map(|kind| Listed::Nat { kind }),
+        "immediate" => get(NFTA_IMMEDIATE_DATA).and_then(|d| {
             let (_, verdict) = attributes(d).find(|(k, _)| *k == NFTA_DATA_VERDICT)?;
             let (_, code) = attributes(verdict).find(|(k, _)| *k == NFTA_VERDICT_CODE)?;
             Some(Listed::Verdict(i32::from_be_bytes(code.try_into().ok()?)))

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::Network;
-use crate::netlink::nftable::{Edit, Expr, MetaKey, Rule, Verdict};
+use crate::netlink::nftable::{CmpOp, Edit, Expr, MetaKey, NF_ACCEPT, Rule, Verdict};
 use crate::netlink::{Listed, ListedRule, NetlinkError, NfFamily, NfNetlink};
 use crate::policy::legacy;
 
@@ -35,10 +35,10 @@ const OLD_COMMENT: &str = "plumb";
 pub const TABLE: &str = "filter";
 pub const DOCKER_USER: &str = "DOCKER-USER";
 pub const FORWARD: &str = "FORWARD";
-const NFT_META_IIFNAME: u32 = 6;
-const NFT_META_OIFNAME: u32 = 7;
-const NFT_CMP_EQ: u32 = 0;
-const NF_ACCEPT: i32 = 1;
+// How the accepts read back (`Listed` keeps nf_tables' numbers).
+const NFT_META_IIFNAME: u32 = MetaKey::Iifname as u32;
+const NFT_META_OIFNAME: u32 = MetaKey::Oifname as u32;
+const NFT_CMP_EQ: u32 = CmpOp::Eq as u32;
 
 /// One accept: traffic entering a plumb bridge (`-o`) or leaving it (`-i`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

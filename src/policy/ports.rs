@@ -19,6 +19,7 @@ use nix::sys::socket::{
 
 use crate::error::{Error, Result};
 use crate::model::{Proto, Publish};
+use crate::netlink::nftable::{Base, CmpOp, MetaKey, NFT_NAT_DNAT};
 use crate::netlink::{Listed, ListedRule, NfFamily, NfNetlink};
 use crate::policy::{firewall, legacy};
 
@@ -306,11 +307,11 @@ impl ForeignDnat {
     }
 }
 
-const NFT_META_L4PROTO: u32 = 16;
-const NFT_PAYLOAD_NETWORK: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT: u32 = 2;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_NAT_DNAT: u32 = 1;
+// How others' rules read back (`Listed` keeps nf_tables' numbers).
+const NFT_META_L4PROTO: u32 = MetaKey::L4Proto as u32;
+const NFT_PAYLOAD_NETWORK: u32 = Base::Network as u32;
+const NFT_PAYLOAD_TRANSPORT: u32 = Base::Transport as u32;
+const NFT_CMP_EQ: u32 = CmpOp::Eq as u32;
 
 /// Every IPv4 DNAT rule that names its ports, in the nftables tables of
 /// others (iptables-nft's included) and, when the legacy backend is in
