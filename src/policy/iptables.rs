@@ -127,9 +127,13 @@ impl Accept {
 
 /// Whether a listed rule is one plumb wrote, in any shape.
 fn is_ours(r: &ListedRule) -> bool {
-    r.comment
-        .as_deref()
-        .is_some_and(|c| c == OLD_COMMENT || c.starts_with(COMMENT))
+    r.comment.as_deref().is_some_and(is_plumbs_comment)
+}
+
+/// Whether a rule's comment marks it as plumb's (an accept's, or one of
+/// the accepts plumb wrote before), in nftables or a legacy table.
+pub fn is_plumbs_comment(comment: &str) -> bool {
+    comment == OLD_COMMENT || comment.starts_with(COMMENT)
 }
 
 /// The accepts `networks` need, sorted: two per bridge.
@@ -322,7 +326,7 @@ pub fn report(networks: &[Network]) -> Result<Vec<Report>> {
                     r.docker |= saved.has_docker();
                     r.legacy_chain = Some(saved.accept_chain());
                     r.accepts_wanted += wanted.len();
-                    r.accepts_found += legacy::accepts(&saved).len();
+                    r.accepts_found += saved.ours().count();
                 }
                 Err(e) => r.legacy_error = Some(e.to_string()),
             }

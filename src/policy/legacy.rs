@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::model::{Network, Proto};
-use crate::policy::iptables::{self, Accept, COMMENT, DOCKER_USER, FORWARD};
+use crate::policy::iptables::{self, Accept, DOCKER_USER, FORWARD};
 use crate::policy::ports::ForeignDnat;
 
 /// One family's legacy tools and the kernel's list of its tables.
@@ -181,7 +181,7 @@ impl Saved {
     }
 
     /// plumb's rules (any shape), each as `-A CHAIN ...` words.
-    fn ours(&self) -> impl Iterator<Item = &Vec<String>> {
+    pub fn ours(&self) -> impl Iterator<Item = &Vec<String>> {
         self.rules.iter().filter(|r| is_ours(r))
     }
 }
@@ -189,7 +189,7 @@ impl Saved {
 /// Whether a saved rule is one of plumb's: its comment says so.
 fn is_ours(rule: &[String]) -> bool {
     rule.windows(2)
-        .any(|w| w[0] == "--comment" && (w[1] == "plumb" || w[1].starts_with(COMMENT)))
+        .any(|w| w[0] == "--comment" && iptables::is_plumbs_comment(&w[1]))
 }
 
 /// The words of an `iptables-save` line: blanks separate them, double
@@ -234,11 +234,6 @@ fn quote(w: &str) -> String {
 /// bytes) then, and the accepts wanted then.
 type Verified = (&'static str, (u32, u32), Vec<Accept>);
 
-/// plumb's accepts in a saved filter table, each as `-A CHAIN ...` words.
-pub fn accepts(saved: &Saved) -> Vec<&Vec<String>> {
-    saved.ours().collect()
-}
-
 /// Whether each family whose legacy filter table is in use holds exactly
 /// the accepts `networks` need, in the chain they belong in.
 ///
@@ -262,7 +257,7 @@ pub fn accepts_in_place(networks: &[Network]) -> Result<bool> {
         }
         let saved = family.save("filter")?;
         let chain = saved.accept_chain();
-        let mut have = accepts(&saved);
+        let mut have: Vec<&Vec<String>> = saved.ours().collect();
         let mut want: Vec<Vec<String>> = wanted.iter().map(|a| accept_words(chain, a)).collect();
         have.sort();
         want.sort();
