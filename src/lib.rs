@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod driver;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod ipam;
 pub mod model;
 pub mod names;

@@ -18,7 +18,9 @@ impl UndoLog {
         what: impl Into<String>,
         step: impl FnOnce(&mut Netlink) -> Result<()> + 'static,
     ) {
-        self.steps.push((what.into(), Box::new(step)));
+        let what = what.into();
+        crate::failpoint::hit(&what);
+        self.steps.push((what, Box::new(step)));
     }
 
     /// Run every step, newest first, and wrap `cause` with what was undone.

@@ -35,7 +35,18 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
     })
 }
 
+/// Undo or finish what dead plumb processes left half done, delete
+/// orphaned interfaces, then remove the attachments whose namespace is gone
+/// (through a daemon when one runs: their DHCP leases are its to release).
 pub fn gc(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
+    let recovery = engine.recover()?;
+    let orphans = engine.sweep_orphans()?;
+    for line in &recovery.done {
+        outln!("{line}");
+    }
+    for o in &orphans {
+        outln!("removed {o}");
+    }
     let removed: Vec<(String, String, String)> = if let Some(v) = daemon.try_call(&Request::Gc)? {
         super::listed_keys(&v)
     } else {
@@ -49,7 +60,13 @@ pub fn gc(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
     for (target, network, ifname) in &removed {
         outln!("removed {target} from {network} ({ifname}): its namespace is gone");
     }
-    if removed.is_empty() {
+    if !recovery.errors.is_empty() {
+        return Err(Error::Conflict(format!(
+            "recovery incomplete (tried again by the next plumb command):\n  {}",
+            recovery.errors.join("\n  ")
+        )));
+    }
+    if removed.is_empty() && recovery.done.is_empty() && orphans.is_empty() {
         outln!("nothing to remove");
     }
     Ok(())

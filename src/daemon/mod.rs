@@ -408,6 +408,13 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
     let c = ctx.clone();
     let (gone, known) = blocking(move || {
         c.with_engine(|e| {
+            let recovery = e.recover()?;
+            for line in recovery.done {
+                tracing::info!("{line}");
+            }
+            for line in recovery.errors {
+                tracing::warn!("recovery: {line}");
+            }
             let known: std::collections::HashSet<String> = e
                 .attachments()?
                 .into_iter()

@@ -108,6 +108,49 @@ pub fn create(
     Ok(state)
 }
 
+/// What `create` will find and do on the host, read before it does it: it
+/// is recorded with the network's intent, so that a process killed half
+/// way through leaves enough for the next one to give everything back
+/// (never deleting a bridge the user brought, returning the uplink's
+/// addresses and routes).
+pub fn plan(nl: &mut Netlink, b: &BridgeOptions) -> Result<HostState> {
+    let bridge = nl
+        .link_by_name(&b.bridge)
+        .map_err(kernel(format!("look up bridge {}", b.bridge)))?;
+    let mut state = HostState {
+        existing_bridge: bridge.as_ref().is_some_and(Netlink::is_bridge),
+        ..HostState::default()
+    };
+    if let Some(up) = &b.uplink
+        && let Some(link) = nl
+            .link_by_name(&up.name)
+            .map_err(kernel(format!("look up uplink {}", up.name)))?
+        && (bridge.is_none() || link.controller != bridge.as_ref().map(|b| b.index))
+    {
+        (state.uplink_addresses, state.uplink_routes) = uplink_addressing(nl, &link)?;
+    }
+    Ok(state)
+}
+
+/// The host's addresses on the uplink and its routes through it: what
+/// moves to the bridge when the uplink becomes a port.
+fn uplink_addressing(nl: &mut Netlink, uplink: &LinkInfo) -> Result<(Vec<IpNet>, Vec<RouteSpec>)> {
+    let addrs = nl
+        .addresses(uplink.index)
+        .map_err(kernel(format!("list addresses of {}", uplink.name)))?;
+    let mut routes = Vec::new();
+    for v6 in [false, true] {
+        for r in nl.routes(v6).map_err(kernel("list routes".into()))? {
+            if r.oif == Some(uplink.index)
+                && let Some(via) = r.via
+            {
+                routes.push(RouteSpec { dest: r.dest, via });
+            }
+        }
+    }
+    Ok((addrs, routes))
+}
+
 /// The uplink must exist, not be a bridge, and not belong to another bridge.
 fn check_uplink(nl: &mut Netlink, b: &BridgeOptions, name: &str) -> Result<LinkInfo> {
     let link = nl
@@ -147,19 +190,7 @@ fn enslave_uplink(
     }
     // The host's addresses and routes on the uplink move to the bridge, or
     // the host would lose the LAN the moment the uplink becomes a port.
-    let addrs = nl
-        .addresses(uplink.index)
-        .map_err(kernel(format!("list addresses of {}", uplink.name)))?;
-    let mut routes = Vec::new();
-    for v6 in [false, true] {
-        for r in nl.routes(v6).map_err(kernel("list routes".into()))? {
-            if r.oif == Some(uplink.index)
-                && let Some(via) = r.via
-            {
-                routes.push(RouteSpec { dest: r.dest, via });
-            }
-        }
-    }
+    let (addrs, routes) = uplink_addressing(nl, uplink)?;
     nl.set_controller(uplink.index, Some(bridge.index))
         .map_err(kernel(format!(
             "enslave uplink {} to {}",
@@ -239,7 +270,9 @@ pub fn remove(nl: &mut Netlink, net: &Network, b: &BridgeOptions, state: &HostSt
             }
         }
         for r in &state.uplink_routes {
-            if let Err(e) = nl.add_route(r.dest, Some(r.via), Some(up.index), true) {
+            if let Err(e) = nl.add_route(r.dest, Some(r.via), Some(up.index), true)
+                && !e.is(libc::EEXIST)
+            {
                 errors.push(Error::kernel(format!("give route {r} back to {name}"), e));
             }
         }
@@ -322,6 +355,7 @@ pub fn attach(
     host.set_up_by_name(&a.host_ifname)
         .map_err(kernel(format!("set {} up", a.host_ifname)))?;
     tracing::debug!(host_ifname = %a.host_ifname, "veth created");
+    crate::failpoint::hit("bridge port up");
     if net.isolate_containers {
         let port = host
             .link_by_name(&a.host_ifname)

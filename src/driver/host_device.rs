@@ -46,27 +46,34 @@ pub fn create(nl: &mut Netlink, d: &HostDeviceOptions) -> Result<()> {
     check_device(nl, d).map(drop)
 }
 
-/// Move the device into the target under the attachment's name. Its host
-/// addresses are recorded; without addresses of its own (no subnet) the
-/// attachment keeps them.
+/// What the attachment learns from the device before it moves (recorded
+/// with the attach's intent, so that a recovery can give it all back): its
+/// MAC, MTU and host addresses; without addresses of its own (no subnet)
+/// the attachment keeps the host's.
+pub fn inspect(nl: &mut Netlink, d: &HostDeviceOptions, a: &mut Attachment) -> Result<()> {
+    let link = check_device(nl, d)?;
+    a.mac = Mac(link.mac.unwrap_or(a.mac.0));
+    a.mtu = link.mtu;
+    a.host_addresses = nl
+        .addresses(link.index)
+        .map_err(kernel(format!("list addresses of {}", d.device)))?;
+    if a.addresses.is_empty() {
+        a.addresses = a.host_addresses.clone();
+    }
+    Ok(())
+}
+
+/// Move the device into the target under the attachment's name.
 pub fn attach(
     host: &mut Netlink,
     inner: &mut Netlink,
     ns: &NsHandle,
     host_ns: &NsHandle,
     d: &HostDeviceOptions,
-    a: &mut Attachment,
+    a: &Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
     let link = check_device(host, d)?;
-    a.mac = Mac(link.mac.unwrap_or(a.mac.0));
-    a.mtu = link.mtu;
-    a.host_addresses = host
-        .addresses(link.index)
-        .map_err(kernel(format!("list addresses of {}", d.device)))?;
-    if a.addresses.is_empty() {
-        a.addresses = a.host_addresses.clone();
-    }
     move_into_target(host, link.index, &d.device, ns, a)?;
     let (target, home) = (
         ns.try_clone()

@@ -79,6 +79,7 @@ pub(crate) fn configure_inside(
     for addr in &a.addresses {
         nl.add_address(link.index, *addr)
             .map_err(kernel(what(&format!("add {addr} to {}", a.ifname))))?;
+        crate::failpoint::hit("address added inside");
     }
     if shielded && ipv4_only {
         nl.set_up_without_ipv6_address(link.index)
@@ -86,7 +87,10 @@ pub(crate) fn configure_inside(
         nl.set_up(link.index)
     }
     .map_err(kernel(what(&format!("set {} up", a.ifname))))?;
-    install_routes(nl, link.index, a, &[])
+    crate::failpoint::hit("interface up inside");
+    install_routes(nl, link.index, a, &[])?;
+    crate::failpoint::hit("routes added inside");
+    Ok(())
 }
 
 /// What IPv6 an attachment's interface does, set before it comes up:

@@ -13,6 +13,7 @@ use rusqlite::{Connection, Transaction};
 use crate::driver::bridge::{self, HostState};
 use crate::driver::{self, host_device, ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::ipam::dhcp::Lease;
 use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
@@ -29,12 +30,16 @@ use crate::policy::elements::{self, Element};
 use crate::policy::legacy;
 use crate::policy::ports::{self, Holds};
 use crate::policy::{firewall, routing};
+use crate::store::intent::{self, Action, Subject};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::Target;
 use crate::undo::UndoLog;
 
 mod policy;
+mod recover;
 mod restore;
+pub use recover::Recovery;
+use recover::settled;
 pub use restore::RestoreReport;
 
 pub struct NetworkDetails {
@@ -113,12 +118,17 @@ impl Engine {
 
     pub fn network_create(&mut self, spec: &NetworkSpec, owner: Option<&str>) -> Result<Network> {
         let net = spec.validate()?;
-        self.change(|tx, host, undo| {
+        self.recover_quietly();
+        let holder = self.store.holder()?;
+        let host = &mut self.host;
+        // The intent: the network's record, its reserved addresses, its
+        // routing table and what its driver will find and change on the
+        // host, committed before the host is touched.
+        let egress = self.store.write(|tx| {
             if store::get_network(tx, &net.name)?.is_some() {
                 return Err(Error::NetworkExists(net.name.clone()));
             }
-            let others = store::networks(tx)?;
-            for other in &others {
+            for other in &store::networks(tx)? {
                 check_conflicts(&net, &other.network)?;
             }
             store::insert_network(tx, &net, owner)?;
@@ -135,43 +145,86 @@ impl Engine {
                 )?;
             }
             if let Some(p) = net.kind.parent()
-                && parent::ensure(host, p, undo)?
+                && p.vlan.is_some()
+                && host
+                    .link_by_name(&p.name)
+                    .map_err(|e| Error::kernel(format!("look up parent {}", p.name), e))?
+                    .is_none()
             {
                 store::insert_vlan_link(tx, &p.name)?;
             }
-            let state = match &net.kind {
-                NetworkKind::Bridge(b) => bridge::create(host, &net, b, undo)?,
-                NetworkKind::Macvlan(m) => {
-                    macvlan::create(host, &net, m, undo)?;
-                    HostState::default()
-                }
-                NetworkKind::Ipvlan(i) => {
-                    ipvlan::create(host, &net, i, undo)?;
-                    HostState::default()
-                }
-                NetworkKind::HostDevice(d) => {
-                    host_device::create(host, d)?;
-                    HostState::default()
-                }
-            };
-            store::set_host_state(tx, &net.name, &state)?;
-            if let Some(e) = &net.egress {
-                let a = routing::allocate(tx, host, routing::Owner::Network(&net.name))?;
-                routing::install(host, &routing::network_sources(&net), e, a, undo)?;
+            if let NetworkKind::Bridge(b) = &net.kind {
+                store::set_host_state(tx, &net.name, &bridge::plan(host, b)?)?;
             }
-            let next = firewall::Ruleset::load(tx)?;
-            let mut previous = next.clone();
-            previous.networks.retain(|n| n.name != net.name);
-            firewall::sync(&next)?;
-            undo.push("restore the previous nftables ruleset", move |_| {
-                firewall::sync(&previous)
+            let egress = match &net.egress {
+                Some(_) => Some(routing::allocate(
+                    tx,
+                    host,
+                    routing::Owner::Network(&net.name),
+                )?),
+                None => None,
+            };
+            intent::insert(tx, Subject::Network, &net.name, Action::Create, &holder)?;
+            Ok(egress)
+        })?;
+        let mut undo = UndoLog::default();
+        if let Err(e) = self.build_network(&net, egress, &mut undo) {
+            let e = undo.rollback(&mut self.host, e);
+            return Err(match self.finish_network_removal(&net.name) {
+                Ok(_) => e,
+                Err(f) => Error::Conflict(format!(
+                    "{e}\n  and what is left of it stays until the next plumb command removes it: {f}"
+                )),
             });
-            Ok(net.clone())
+        }
+        Ok(net)
+    }
+
+    /// The kernel's part of a network create, after its intent: parent,
+    /// driver, egress routing; then plumb's firewall, written whole under
+    /// the store's write lock (a rewrite then holds every attachment
+    /// committed before it, and an attach adds its elements after its own
+    /// commit).
+    fn build_network(
+        &mut self,
+        net: &Network,
+        egress: Option<routing::Allocation>,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        let host = &mut self.host;
+        if let Some(p) = net.kind.parent() {
+            parent::ensure(host, p, undo)?;
+        }
+        let state = match &net.kind {
+            NetworkKind::Bridge(b) => Some(bridge::create(host, net, b, undo)?),
+            NetworkKind::Macvlan(m) => {
+                macvlan::create(host, net, m, undo)?;
+                None
+            }
+            NetworkKind::Ipvlan(i) => {
+                ipvlan::create(host, net, i, undo)?;
+                None
+            }
+            NetworkKind::HostDevice(d) => {
+                host_device::create(host, d)?;
+                None
+            }
+        };
+        if let (Some(e), Some(a)) = (&net.egress, egress) {
+            routing::install(host, &routing::network_sources(net), e, a, undo)?;
+        }
+        self.store.write(|tx| {
+            if let Some(state) = &state {
+                store::set_host_state(tx, &net.name, state)?;
+            }
+            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            intent::delete(tx, Subject::Network, &net.name)
         })
     }
 
     pub fn network_rm(&mut self, name: &str, force: bool) -> Result<Vec<Attachment>> {
-        let stored = store::require_network(self.store.read(), name)?;
+        self.recover_quietly();
+        store::require_network(self.store.read(), name)?;
         let attached = store::attachments_of_network(self.store.read(), name)?;
         if !attached.is_empty() && !force {
             let list: Vec<String> = attached
@@ -184,51 +237,60 @@ impl Engine {
                 list.join(", ")
             )));
         }
-        let naming: Vec<i64> = store::policies(self.store.read())?
+        let naming: Vec<String> = store::policies(self.store.read())?
             .into_iter()
             .filter(|p| p.policy.names_network(name))
-            .map(|p| p.id)
+            .map(|p| p.id.to_string())
             .collect();
         if !naming.is_empty() && !force {
-            let ids: Vec<String> = naming.iter().map(i64::to_string).collect();
             return Err(Error::Conflict(format!(
                 "network `{name}` is named by policy rule(s) {}; remove them (plumb policy rm {}) or use --force",
-                ids.join(", "),
-                ids.join(" ")
+                naming.join(", "),
+                naming.join(" ")
             )));
         }
+        self.claim(Subject::Network, name, Action::Remove)?;
+        let done = self.finish_network_removal(name);
+        if let Err(e) = &done
+            && store::get_network(self.store.read(), name)?.is_some()
+        {
+            tracing::debug!("network removal stopped: {e}");
+            let _ = self
+                .store
+                .write(|tx| intent::delete(tx, Subject::Network, name));
+        }
+        done
+    }
+
+    /// Take a network away with everything on it, whatever of it is there
+    /// (`network rm --force`, a failed create, and recovery of a create or
+    /// a removal that stopped half way): its attachments, its host side
+    /// as recorded (a bridge the user brought stays), its VLAN parent if
+    /// plumb made it and no other network uses it, the policy rules naming
+    /// it; its records and intent go in the last commit.
+    fn finish_network_removal(&mut self, name: &str) -> Result<Vec<Attachment>> {
+        let Some(stored) = store::get_network(self.store.read(), name)? else {
+            self.store
+                .write(|tx| intent::delete(tx, Subject::Network, name))?;
+            return Ok(Vec::new());
+        };
+        let attached = store::attachments_of_network(self.store.read(), name)?;
         let mut errors = Vec::new();
         for a in &attached {
             if let Err(e) = self.detach_one(a) {
                 errors.push(e.to_string());
             }
         }
+        if !errors.is_empty() {
+            return Err(Error::Conflict(format!(
+                "network `{name}` stays: its attachments could not all be detached: {}",
+                errors.join("; ")
+            )));
+        }
+        failpoint::hit("network removal: attachments detached");
         let state = store::host_state(self.store.read(), name)?;
         let table = store::route_table(self.store.read(), name)?;
         let net = &stored.network;
-        let vlan = net.kind.parent().map(|p| p.name.clone());
-        let release_vlan = self.store.write(|tx| {
-            for id in &naming {
-                store::delete_policy(tx, *id)?;
-            }
-            store::delete_network(tx, name)?;
-            let rest = store::networks(tx)?;
-            // A VLAN plumb made goes with the last network on it.
-            let release = match &vlan {
-                Some(v) => {
-                    store::is_vlan_link(tx, v)?
-                        && !rest
-                            .iter()
-                            .any(|n| n.network.kind.parent().is_some_and(|p| &p.name == v))
-                }
-                None => false,
-            };
-            if release {
-                store::delete_vlan_link(tx, vlan.as_deref().unwrap_or_default())?;
-            }
-            firewall::sync(&firewall::Ruleset::load(tx)?)?;
-            Ok(release)
-        })?;
         if let (Some(e), Some((table, priority))) = (&net.egress, table) {
             let a = routing::Allocation { table, priority };
             errors.extend(
@@ -243,12 +305,38 @@ impl Engine {
             NetworkKind::Ipvlan(i) => ipvlan::remove(&mut self.host, net, i),
             NetworkKind::HostDevice(_) => Vec::new(),
         };
+        // A VLAN plumb made goes with the last network on it.
+        let vlan = net.kind.parent().map(|p| p.name.clone());
+        let release_vlan = match &vlan {
+            Some(v) => {
+                store::is_vlan_link(self.store.read(), v)?
+                    && !store::networks(self.store.read())?.iter().any(|n| {
+                        n.network.name != name
+                            && n.network.kind.parent().is_some_and(|p| &p.name == v)
+                    })
+            }
+            None => false,
+        };
         if let (true, Some(v)) = (release_vlan, &vlan)
             && let Err(e) = self.host.delete_link_by_name(v)
         {
             removed.push(Error::kernel(format!("delete VLAN {v}"), e));
         }
         errors.extend(removed.into_iter().map(|e| e.to_string()));
+        failpoint::hit("network removal: host side removed");
+        self.store.write(|tx| {
+            for p in store::policies(tx)? {
+                if p.policy.names_network(name) {
+                    store::delete_policy(tx, p.id)?;
+                }
+            }
+            store::delete_network(tx, name)?;
+            if let (true, Some(v)) = (release_vlan, &vlan) {
+                store::delete_vlan_link(tx, v)?;
+            }
+            firewall::sync(&firewall::Ruleset::load(tx)?)?;
+            intent::delete(tx, Subject::Network, name)
+        })?;
         if !errors.is_empty() {
             return Err(Error::Conflict(format!(
                 "network `{name}` removed from the store, but: {}",
@@ -392,9 +480,17 @@ impl Engine {
         // One socket inside the target serves the whole attach.
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
-        let holds = self.holds.clone();
-        self.change(|tx, host, undo| {
+        self.recover_quietly();
+        let holder = self.store.holder()?;
+        let dir = self.store.dir.clone();
+        let published_by_daemon = self.holds.is_some();
+        let host = &mut self.host;
+        // The intent: the whole attachment (names, MAC, addresses, host
+        // ports, routing table) is decided and committed before the kernel
+        // is touched.
+        let (net, mut attachment) = self.store.write(|tx| {
             let net = store::require_network(tx, &req.network)?.network;
+            settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
             let existing = store::attachments_of_target(tx, Some(&netns_id), &target_name)?;
             if let Some(a) = existing.iter().find(|a| a.attachment.network == net.name) {
@@ -455,46 +551,122 @@ impl Engine {
                 allow_spoofing: req.allow_spoofing,
                 egress: None,
             };
-            let holder = store::attachment_owner(&attachment.host_ifname);
+            let holder_key = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
-                attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder)?;
+                attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder_key)?;
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
             }
-            // A host device that keeps its own addresses learns them only as
-            // it moves; then the kernel judges the routes (and a refusal is
-            // rolled back like any failure).
+            if let NetworkKind::HostDevice(d) = &net.kind {
+                if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
+                    return Err(Error::Conflict(format!(
+                        "device {} is already attached to target `{}`",
+                        d.device, holder.attachment.target
+                    )));
+                }
+                // A device that keeps its own addresses is known by them.
+                host_device::inspect(host, d, &mut attachment)?;
+            }
             if !attachment.addresses.is_empty() {
                 check_routes(&attachment)?;
             }
-            tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
-            // A DHCP interface comes up bare: its routes need the lease's
-            // address, and go on with it.
-            let routes_later = match ipam {
-                Ipam::Dhcp => std::mem::take(&mut attachment.routes),
-                Ipam::HostLocal => Vec::new(),
-            };
-            if let NetworkKind::HostDevice(d) = &net.kind
-                && let Some(holder) = store::attachments_of_network(tx, &net.name)?.first()
-            {
-                return Err(Error::Conflict(format!(
-                    "device {} is already attached to target `{}`",
-                    d.device, holder.attachment.target
-                )));
-            }
-            plug(host, &mut inner, &ns, &host_ns, &net, &mut attachment, undo)?;
-            attachment.routes.extend(routes_later);
             store::insert_attachment(tx, &attachment, owner)?;
             if !attachment.publish.is_empty() {
-                publish(tx, &net, &attachment, holds.as_ref(), undo)?;
+                reserve_ports(tx, &net, &attachment, published_by_daemon)?;
             }
-            add_filters(tx, &net, &ns, &attachment, undo)?;
             if let Some(e) = &req.egress {
-                attachment.egress = Some(own_egress(tx, host, &net, &attachment, e, undo)?);
+                attachment.egress = Some(allocate_egress(tx, host, &net, &attachment, e)?);
                 store::update_attachment(tx, &attachment)?;
             }
-            tracing::debug!("kernel configured");
-            Ok(attachment)
-        })
+            intent::insert(
+                tx,
+                Subject::Attachment,
+                &attachment.host_ifname,
+                Action::Create,
+                &holder,
+            )?;
+            tracing::debug!(ifname = %attachment.ifname, "addresses reserved");
+            Ok((net, attachment))
+        })?;
+        let mut undo = UndoLog::default();
+        let planned = attachment.clone();
+        let done = self
+            .plug_attachment(&net, &ns, &host_ns, &mut inner, &mut attachment, &mut undo)
+            .and_then(|()| {
+                self.store.write(|tx| {
+                    // What the driver learned from the kernel (a parent's MAC).
+                    if attachment != planned {
+                        store::update_attachment(tx, &attachment)?;
+                    }
+                    intent::delete(tx, Subject::Attachment, &attachment.host_ifname)
+                })
+            });
+        if let Err(e) = done {
+            let e = undo.rollback(&mut self.host, e);
+            let forgotten = self.store.write(|tx| {
+                store::delete_attachment(tx, &attachment)?;
+                intent::delete(tx, Subject::Attachment, &attachment.host_ifname)
+            });
+            return Err(match forgotten {
+                Ok(()) => e,
+                Err(f) => Error::Conflict(format!(
+                    "{e}\n  and its record stays until the next plumb command removes it: {f}"
+                )),
+            });
+        }
+        tracing::debug!("kernel configured");
+        Ok(attachment)
+    }
+
+    /// The kernel's part of an attach, after its intent is committed: set
+    /// elements, interface, published ports, container guard, own uplink.
+    fn plug_attachment(
+        &mut self,
+        net: &Network,
+        ns: &NsHandle,
+        host_ns: &NsHandle,
+        inner: &mut Netlink,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        // The port's guard is there before the port: a bridge lets the
+        // frames of a port that is in none of its sets pass unchecked.
+        let added = filter_elements(self.store.read(), net, a)?;
+        if !added.is_empty() {
+            elements::apply(&[], &added)?;
+            undo.push(
+                format!("take {} out of nftables sets", a.target),
+                move |_| elements::withdraw(&added),
+            );
+        }
+        // A DHCP interface comes up bare: its routes need the lease's
+        // address, and go on with it.
+        let later = match &a.dhcp {
+            Some(_) => std::mem::take(&mut a.routes),
+            None => Vec::new(),
+        };
+        let plugged = plug(&mut self.host, inner, ns, host_ns, net, a, undo);
+        a.routes.extend(later);
+        plugged?;
+        if !a.publish.is_empty() {
+            open_ports(a, self.holds.as_ref(), undo)?;
+        }
+        if antispoof::guards_container(net, a) {
+            guard_container(ns, a)?;
+            let (ns, done) = (
+                ns.try_clone()
+                    .map_err(|e| Error::io("keep the namespace open", e))?,
+                a.clone(),
+            );
+            undo.push(
+                format!("remove the guard table of {}", a.target),
+                move |_| unguard_container(&ns, &done),
+            );
+        }
+        if let Some(own) = &a.egress {
+            let sources = routing::attachment_sources(a);
+            routing::install(&mut self.host, &sources, &own.egress, own.into(), undo)?;
+        }
+        Ok(())
     }
 
     /// Put a DHCP lease on its attachment's interface (address, default
@@ -642,11 +814,13 @@ impl Engine {
     /// Attachments whose namespace is gone (the container died, its netns
     /// file was removed): what `gc` removes.
     pub fn gone_attachments(&self) -> Result<Vec<Attachment>> {
+        // One that a change is under way on is that change's.
+        let busy = self.busy(Subject::Attachment)?;
         Ok(self
             .attachments()?
             .into_iter()
             .map(|s| s.attachment)
-            .filter(|a| attached_ns(a).is_none())
+            .filter(|a| !busy.contains(&a.host_ifname) && attached_ns(a).is_none())
             .collect())
     }
 
@@ -675,57 +849,74 @@ impl Engine {
     }
 
     fn detach_one(&mut self, a: &StoredAttachment) -> Result<()> {
-        let a_net = store::require_network(self.store.read(), &a.attachment.network)?.network;
-        if !a.attachment.publish.is_empty() {
-            if let Err(e) = firewall::unpublish(&a.attachment) {
-                tracing::warn!(target = %a.attachment.target, "unpublish: {e}");
+        let key = &a.attachment.host_ifname;
+        self.claim(Subject::Attachment, key, Action::Remove)?;
+        let done = self.finish_detach(&a.attachment);
+        if done.is_err() {
+            // The record stays as it is, attached; `restore` puts back
+            // whatever of it is gone.
+            let _ = self
+                .store
+                .write(|tx| intent::delete(tx, Subject::Attachment, key));
+        }
+        done
+    }
+
+    /// Take an attachment away, whatever of it is there: the second half
+    /// of a detach, and what recovery does to an attach or a detach that
+    /// stopped half way. Its record and intent go in the last commit.
+    fn finish_detach(&mut self, a: &Attachment) -> Result<()> {
+        let a_net = store::require_network(self.store.read(), &a.network)?.network;
+        let ns = attached_ns(a);
+        // The interface goes first: until it does, its guard stays.
+        match &a_net.kind {
+            NetworkKind::Bridge(_) => bridge::detach(&mut self.host, a)?,
+            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
+                parent::detach_child(ns.as_ref(), a)?
             }
-            for p in &a.attachment.publish {
+            NetworkKind::HostDevice(_) => {
+                host_device::give_back(&mut self.host, ns.as_ref(), &self.host_ns, a)?
+            }
+        }
+        failpoint::hit("detach: interface removed");
+        // An ifb shaping what a non-veth interface received stays in the
+        // container unless taken away.
+        if a.rate.is_some_and(|r| r.ingress.is_some())
+            && !matches!(a_net.kind, NetworkKind::Bridge(_))
+            && let Some(ns) = &ns
+            && let Ok(mut nl) = Netlink::open_in(ns)
+        {
+            let _ = nl.delete_link_by_name(&names::ifb_name(&a.ifname));
+        }
+        if !a.publish.is_empty() {
+            if let Err(e) = firewall::unpublish(a) {
+                tracing::warn!(target = %a.target, "unpublish: {e}");
+            }
+            for p in &a.publish {
                 if let Some(holds) = &self.holds {
                     ports::lock(holds).release(p);
                 }
                 ports::forget_flows(p);
             }
         }
-        if let Some(own) = &a.attachment.egress {
-            let sources = routing::attachment_sources(&a.attachment);
+        if let Some(own) = &a.egress {
+            let sources = routing::attachment_sources(a);
             for e in routing::remove(&mut self.host, &sources, &own.egress, own.into()) {
-                tracing::warn!(target = %a.attachment.target, "egress routing: {e}");
+                tracing::warn!(target = %a.target, "egress routing: {e}");
             }
         }
-        let elements = filter_elements(self.store.read(), &a_net, &a.attachment)?;
-        if let Err(e) = elements::apply(&elements, &[]) {
-            tracing::warn!(target = %a.attachment.target, "nftables sets: {e}");
-        }
-        if antispoof::guards_container(&a_net, &a.attachment)
-            && let Some(ns) = attached_ns(&a.attachment)
-            && let Err(e) = unguard_container(&ns, &a.attachment)
+        if antispoof::guards_container(&a_net, a)
+            && let Some(ns) = &ns
+            && let Err(e) = unguard_container(ns, a)
         {
-            tracing::warn!(target = %a.attachment.target, "guard table: {e}");
+            tracing::warn!(target = %a.target, "guard table: {e}");
         }
-        match &a_net.kind {
-            NetworkKind::Bridge(_) => bridge::detach(&mut self.host, &a.attachment)?,
-            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
-                parent::detach_child(attached_ns(&a.attachment).as_ref(), &a.attachment)?
-            }
-            NetworkKind::HostDevice(_) => host_device::give_back(
-                &mut self.host,
-                attached_ns(&a.attachment).as_ref(),
-                &self.host_ns,
-                &a.attachment,
-            )?,
-        }
-        // An ifb shaping what a non-veth interface received stays in the
-        // container unless taken away.
-        if a.attachment.rate.is_some_and(|r| r.ingress.is_some())
-            && !matches!(a_net.kind, NetworkKind::Bridge(_))
-            && let Some(ns) = attached_ns(&a.attachment)
-            && let Ok(mut nl) = Netlink::open_in(&ns)
-        {
-            let _ = nl.delete_link_by_name(&names::ifb_name(&a.attachment.ifname));
-        }
-        self.store
-            .write(|tx| store::delete_attachment(tx, &a.attachment))
+        failpoint::hit("detach: host side removed");
+        self.store.write(|tx| {
+            elements::withdraw(&filter_elements(tx, &a_net, a)?)?;
+            store::delete_attachment(tx, a)?;
+            intent::delete(tx, Subject::Attachment, &a.host_ifname)
+        })
     }
 
     pub fn attachments(&self) -> Result<Vec<StoredAttachment>> {
@@ -757,11 +948,11 @@ impl Engine {
 
     /// Add a route on the host to a subnet behind a router (a container).
     pub fn host_route_add(&mut self, route: &RouteSpec, owner: Option<&str>) -> Result<()> {
-        self.change(|tx, host, undo| {
-            if store::host_routes(tx)?
-                .iter()
-                .any(|r| r.dest == route.dest.to_string())
-            {
+        self.recover_quietly();
+        let holder = self.store.holder()?;
+        let dest = route.dest.to_string();
+        self.store.write(|tx| {
+            if store::host_routes(tx)?.iter().any(|r| r.dest == dest) {
                 return Err(Error::invalid(
                     "host route",
                     route,
@@ -771,41 +962,63 @@ impl Engine {
             store::insert_host_route(
                 tx,
                 &HostRoute {
-                    dest: route.dest.to_string(),
+                    dest: dest.clone(),
                     via: route.via.to_string(),
                     owner: owner.map(String::from),
                 },
             )?;
-            host.add_route(route.dest, Some(route.via), None, false)
-                .map_err(|e| Error::kernel(format!("add host route {route}"), e))?;
-            let r = route.clone();
-            undo.push(format!("remove host route {r}"), move |nl| {
-                nl.del_route(r.dest, Some(r.via), None)
-                    .map_err(|e| Error::kernel("remove host route", e))
-            });
-            Ok(())
-        })
+            intent::insert(tx, Subject::HostRoute, &dest, Action::Create, &holder)
+        })?;
+        let added = self
+            .host
+            .add_route(route.dest, Some(route.via), None, false)
+            .map_err(|e| Error::kernel(format!("add host route {route}"), e));
+        failpoint::hit("host route added");
+        let done = added.and_then(|()| {
+            self.store
+                .write(|tx| intent::delete(tx, Subject::HostRoute, &dest))
+        });
+        if let Err(e) = done {
+            let _ = self.host.del_route(route.dest, Some(route.via), None);
+            self.store.write(|tx| {
+                store::delete_host_route(tx, &dest)?;
+                intent::delete(tx, Subject::HostRoute, &dest)
+            })?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn host_route_rm(&mut self, dest: &IpNet) -> Result<bool> {
+        self.recover_quietly();
         let known = store::host_routes(self.store.read())?
             .into_iter()
             .find(|r| r.dest == dest.to_string());
         let Some(known) = known else { return Ok(false) };
-        let via: IpAddr = known.via.parse().map_err(|_| {
-            Error::Conflict(format!(
-                "stored host route {} has a bad gateway",
-                known.dest
-            ))
-        })?;
-        match self.host.del_route(*dest, Some(via), None) {
-            Ok(()) => {}
-            Err(e) if e.is(libc::ESRCH) => {}
-            Err(e) => return Err(Error::kernel(format!("remove host route {dest}"), e)),
-        }
-        self.store
-            .write(|tx| store::delete_host_route(tx, &known.dest))?;
+        self.claim(Subject::HostRoute, &known.dest, Action::Remove)?;
+        self.finish_host_route_removal(&known)?;
         Ok(true)
+    }
+
+    /// Delete a host route plumb added, if the kernel has it, and its record.
+    fn finish_host_route_removal(&mut self, known: &HostRoute) -> Result<()> {
+        let route = known
+            .dest
+            .parse::<IpNet>()
+            .ok()
+            .zip(known.via.parse::<IpAddr>().ok());
+        if let Some((dest, via)) = route {
+            match self.host.del_route(dest, Some(via), None) {
+                Ok(()) => {}
+                Err(e) if e.is(libc::ESRCH) => {}
+                Err(e) => return Err(Error::kernel(format!("remove host route {dest}"), e)),
+            }
+        }
+        failpoint::hit("host route removed");
+        self.store.write(|tx| {
+            store::delete_host_route(tx, &known.dest)?;
+            intent::delete(tx, Subject::HostRoute, &known.dest)
+        })
     }
 
     pub fn host_routes(&self) -> Result<Vec<HostRoute>> {
@@ -922,15 +1135,15 @@ fn add_autoconf_ipv6(ns: &NsHandle, a: &mut Attachment) {
     }
 }
 
-/// An attachment's own uplink: a table and rules selecting its addresses
-/// (nat and routed bridges, where the host routes its traffic).
-fn own_egress(
+/// An attachment's own uplink: a table and rule priorities for the rules
+/// selecting its addresses (nat and routed bridges, where the host routes
+/// its traffic), recorded with the attachment.
+fn allocate_egress(
     tx: &Transaction,
     host: &mut Netlink,
     net: &Network,
     a: &Attachment,
     e: &Egress,
-    undo: &mut UndoLog,
 ) -> Result<AttachmentEgress> {
     if !matches!(&net.kind, NetworkKind::Bridge(b) if b.mode != BridgeMode::Bridged) {
         return Err(Error::invalid(
@@ -940,7 +1153,6 @@ fn own_egress(
         ));
     }
     let alloc = routing::allocate(tx, host, routing::Owner::Attachment(&a.host_ifname))?;
-    routing::install(host, &routing::attachment_sources(a), e, alloc, undo)?;
     Ok(AttachmentEgress {
         egress: e.clone(),
         table: alloc.table,
@@ -982,38 +1194,6 @@ fn nf_in(ns: &NsHandle, a: &Attachment) -> Result<NfNetlink> {
         .map_err(|e| Error::kernel(format!("open nfnetlink in target {}", a.target), e))
 }
 
-/// Filters for a new attachment: elements only, and for a macvlan its own
-/// guard table.
-fn add_filters(
-    tx: &Transaction,
-    net: &Network,
-    ns: &NsHandle,
-    a: &Attachment,
-    undo: &mut UndoLog,
-) -> Result<()> {
-    let added = filter_elements(tx, net, a)?;
-    if !added.is_empty() {
-        elements::apply(&[], &added)?;
-        undo.push(
-            format!("take {} out of nftables sets", a.target),
-            move |_| elements::apply(&added, &[]),
-        );
-    }
-    if antispoof::guards_container(net, a) {
-        guard_container(ns, a)?;
-        let (ns, done) = (
-            ns.try_clone()
-                .map_err(|e| Error::io("keep the namespace open", e))?,
-            a.clone(),
-        );
-        undo.push(
-            format!("remove the guard table of {}", a.target),
-            move |_| unguard_container(&ns, &done),
-        );
-    }
-    Ok(())
-}
-
 /// The attachment's addresses changed (a DHCP lease came, went or moved):
 /// its set elements and its container guard follow, in one batch each.
 fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<()> {
@@ -1033,18 +1213,14 @@ fn move_filters(tx: &Transaction, old: &Attachment, new: &Attachment) -> Result<
     Ok(())
 }
 
-/// Reserve an attachment's host ports in the store and add them to the
-/// nftables maps (elements only, no rule changes), refusing a port another
-/// plumb attachment, another tool's DNAT rule or a socket has. The daemon
-/// then keeps the ports bound (`holds`); a plumb on its own says they are
-/// not. UDP flows still going to whoever had the port before are
-/// forgotten.
-fn publish(
+/// Reserve an attachment's host ports in the store, refusing a port
+/// another plumb attachment, another tool's DNAT rule or (without a daemon
+/// to hold it) a socket has.
+fn reserve_ports(
     tx: &Transaction,
     net: &Network,
     a: &Attachment,
-    holds: Option<&Arc<Mutex<Holds>>>,
-    undo: &mut UndoLog,
+    held_by_daemon: bool,
 ) -> Result<()> {
     let first = a.publish[0];
     if !net.bridge().is_some_and(|b| b.mode == BridgeMode::Nat) {
@@ -1077,27 +1253,33 @@ fn publish(
             ));
         }
         ports::check_dnat(p, &foreign)?;
-        match holds {
-            Some(holds) => {
-                ports::lock(holds).hold(p)?;
-                let (holds, p) = (holds.clone(), *p);
-                undo.push(format!("let host port {} go", p.host_port), move |_| {
-                    ports::lock(&holds).release(&p);
-                    Ok(())
-                });
-            }
-            None => {
-                ports::check_sockets(p)?;
-                tracing::warn!(
-                    "--publish {p}: no plumb daemon runs to keep host port {}/{} bound, so \
-                     another program may still bind it",
-                    p.host_port,
-                    p.proto
-                );
-            }
+        if !held_by_daemon {
+            ports::check_sockets(p)?;
+            tracing::warn!(
+                "--publish {p}: no plumb daemon runs to keep host port {}/{} bound, so \
+                 another program may still bind it",
+                p.host_port,
+                p.proto
+            );
         }
     }
-    store::insert_publications(tx, a)?;
+    store::insert_publications(tx, a)
+}
+
+/// Forward an attachment's reserved host ports: the daemon binds them
+/// (`holds`), the nftables maps get their elements (no rule changes), and
+/// UDP flows still going to whoever had a port before are forgotten.
+fn open_ports(a: &Attachment, holds: Option<&Arc<Mutex<Holds>>>, undo: &mut UndoLog) -> Result<()> {
+    if let Some(holds) = holds {
+        for p in &a.publish {
+            ports::lock(holds).hold(p)?;
+            let (holds, p) = (holds.clone(), *p);
+            undo.push(format!("let host port {} go", p.host_port), move |_| {
+                ports::lock(&holds).release(&p);
+                Ok(())
+            });
+        }
+    }
     firewall::publish(a)?;
     let done = a.clone();
     undo.push(format!("unpublish the ports of {}", a.target), move |_| {

@@ -13,6 +13,7 @@ use crate::model::{Attachment, LeaseState, Network, NetworkKind};
 use crate::names;
 use crate::netlink::Netlink;
 use crate::policy::{antispoof, firewall, legacy};
+use crate::store::intent::Subject;
 use crate::store::{self, StoredAttachment};
 use crate::undo::UndoLog;
 
@@ -30,9 +31,23 @@ pub struct RestoreReport {
 impl Engine {
     pub fn restore(&mut self) -> Result<RestoreReport> {
         let mut report = RestoreReport::default();
+        // Changes a dead process left half done go first; those a live one
+        // is making are its own, and not restored under its feet.
+        let recovery = self.recover()?;
+        report.repaired.extend(recovery.done);
+        report.errors.extend(recovery.errors);
+        match self.sweep_orphans() {
+            Ok(removed) => report
+                .repaired
+                .extend(removed.into_iter().map(|o| format!("removed {o}"))),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        let busy_networks = self.busy(Subject::Network)?;
+        let busy_attachments = self.busy(Subject::Attachment)?;
         let networks: Vec<Network> = store::networks(self.store.read())?
             .into_iter()
             .map(|n| n.network)
+            .filter(|n| !busy_networks.contains(&n.name))
             .collect();
         for net in &networks {
             if let Err(e) = self.restore_network(net, &mut report) {
@@ -86,6 +101,9 @@ impl Engine {
         }
         for s in store::attachments(self.store.read())? {
             let a = &s.attachment;
+            if busy_attachments.contains(&a.host_ifname) {
+                continue;
+            }
             let label = format!("{} on {} ({})", a.target, a.network, a.ifname);
             if attached_ns(a).is_none() {
                 match self.detach_one(&s) {

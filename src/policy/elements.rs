@@ -130,3 +130,24 @@ pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
         .and_then(|mut nl| nl.apply(&changes))
         .map_err(|e| Error::kernel("update plumb's nftables sets", e))
 }
+
+/// Take `remove` out of their sets, those that are there: what finishing
+/// or undoing a change that stopped half way needs. Before Linux 6.3 a
+/// batch fails whole on one absent element (ENOENT), or on a set or table
+/// that is gone; then each goes alone.
+pub fn withdraw(remove: &[Element]) -> Result<()> {
+    let gone = |e: &crate::netlink::NetlinkError| e.is(libc::ENOENT);
+    let mut nl = NfNetlink::open().map_err(|e| Error::kernel("open nfnetlink", e))?;
+    let all: Vec<Change> = remove.iter().map(|e| change(false, e)).collect();
+    match nl.apply(&all) {
+        Err(e) if gone(&e) => {}
+        other => return other.map_err(|e| Error::kernel("update plumb's nftables sets", e)),
+    }
+    for c in all {
+        match nl.apply(std::slice::from_ref(&c)) {
+            Err(e) if !gone(&e) => return Err(Error::kernel("update plumb's nftables sets", e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -657,9 +657,9 @@ pub fn publish(a: &Attachment) -> Result<()> {
     elements::apply(&[], &publish_elements(a))
 }
 
-/// Stop forwarding `a`'s published ports.
+/// Stop forwarding `a`'s published ports (those that are forwarded).
 pub fn unpublish(a: &Attachment) -> Result<()> {
-    elements::apply(&publish_elements(a), &[])
+    elements::withdraw(&publish_elements(a))
 }
 
 /// The elements putting `a`'s addresses into the sets of the attachment

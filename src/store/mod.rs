@@ -15,6 +15,7 @@
 //! request they would otherwise delay. Power loss may lose the last
 //! commits, never the database (synchronous=NORMAL).
 
+pub mod intent;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub struct Store {
     pub dir: PathBuf,
     /// Whether each commit bounds the WAL itself (see the module comment).
     checkpoint_on_commit: bool,
+    /// This store's holder of intents, taken at the first one.
+    holder: Option<intent::Holder>,
 }
 
 /// Network as stored, with what plumb did to the host for it.
@@ -103,6 +106,7 @@ impl Store {
             conn,
             dir: dir.to_path_buf(),
             checkpoint_on_commit: true,
+            holder: None,
         };
         // Checked first without the write lock, which every process would
         // otherwise take once at start; `migrate` checks again under it.
@@ -119,6 +123,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        crate::failpoint::hit("store commit");
         if self.checkpoint_on_commit {
             self.checkpoint(WAL_CHECKPOINT_BYTES)?;
         }
@@ -145,6 +150,24 @@ impl Store {
 
     pub fn read(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The name intents of this store's changes are recorded under (see
+    /// [`intent`]); the holder lock is taken at the first call.
+    pub fn holder(&mut self) -> Result<String> {
+        if self.holder.is_none() {
+            self.holder = Some(intent::Holder::take(&self.dir)?);
+        }
+        Ok(self
+            .holder
+            .as_ref()
+            .map(|h| h.name().to_string())
+            .unwrap_or_default())
+    }
+
+    /// Whether the process holding intent `i` still lives.
+    pub fn holder_alive(&self, i: &intent::Intent) -> bool {
+        intent::holder_alive(&self.dir, &i.holder)
     }
 }
 

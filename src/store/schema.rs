@@ -103,6 +103,20 @@ const MIGRATIONS: &[&str] = &[
         priority    INTEGER NOT NULL UNIQUE
     );
     ",
+    // 7: changes under way (intent before action). A row is committed
+    // before the kernel is touched and deleted with the change's last
+    // commit; one whose holder died is undone by the next plumb process.
+    // `subject` is 'network', 'attachment' or 'host route'; `key` its name,
+    // host interface name or destination.
+    "
+    CREATE TABLE intents (
+        subject TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        holder  TEXT NOT NULL,
+        PRIMARY KEY (subject, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

@@ -1,0 +1,218 @@
+//! Recovery: what a plumb process killed half way through a change left
+//! (an intent whose holder died) is taken away, and interfaces plumb can
+//! tell by their names that no record justifies are deleted.
+//!
+//! Every process that changes anything first recovers what dead ones left
+//! (one indexed read when there is nothing), so a leftover never meets the
+//! next change as a conflict, an address handed out twice or an interface
+//! name taken; `gc`, `restore` and the daemon (at start and in its
+//! reconcile loop) do it too, and sweep orphans.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::Transaction;
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::store;
+use crate::store::intent::{self, Action, Intent, Subject};
+
+/// What a recovery did.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Recovery {
+    /// Changes finished or undone, and orphans removed, one line each.
+    pub done: Vec<String>,
+    /// What could not be recovered, and why (tried again next time).
+    pub errors: Vec<String>,
+}
+
+impl Engine {
+    /// Finish or undo every change whose process died: an attach or a
+    /// create is undone, a detach or a removal finished.
+    pub fn recover(&mut self) -> Result<Recovery> {
+        let mut report = Recovery::default();
+        let stale: Vec<Intent> = intent::intents(self.store.read())?
+            .into_iter()
+            .filter(|i| !self.store.holder_alive(i))
+            .collect();
+        for i in stale {
+            let verb = match i.action {
+                Action::Create => "undid",
+                Action::Remove => "finished",
+            };
+            match self.recover_one(&i) {
+                Ok(true) => report
+                    .done
+                    .push(format!("{verb} the {i}, left by a plumb process that died")),
+                Ok(false) => {}
+                Err(e) => report.errors.push(format!("the {i}: {e}")),
+            }
+        }
+        intent::forget_dead_holders(self.store.read(), &self.store.dir)?;
+        Ok(report)
+    }
+
+    /// [`Engine::recover`] before a change: what cannot be recovered now
+    /// is said and left for later, and the change goes on.
+    pub(super) fn recover_quietly(&mut self) {
+        match self.recover() {
+            Ok(r) => {
+                for line in r.done {
+                    tracing::info!("{line}");
+                }
+                for line in r.errors {
+                    tracing::warn!("recovery: {line}");
+                }
+            }
+            Err(e) => tracing::warn!("recovery: {e}"),
+        }
+    }
+
+    /// Take over one dead holder's intent and carry it out; false when
+    /// another process took it first.
+    fn recover_one(&mut self, i: &Intent) -> Result<bool> {
+        let holder = self.store.holder()?;
+        let claimed = self.store.write(|tx| {
+            Ok(match intent::get(tx, i.subject, &i.key)? {
+                Some(cur) if cur.holder == i.holder => {
+                    intent::reassign(tx, &cur, &holder)?;
+                    true
+                }
+                _ => false,
+            })
+        })?;
+        if !claimed {
+            return Ok(false);
+        }
+        crate::failpoint::hit("recovery: intent taken over");
+        let done = match i.subject {
+            Subject::Attachment => match store::attachment(self.store.read(), &i.key)? {
+                Some(a) => self.finish_detach(&a),
+                None => self
+                    .store
+                    .write(|tx| intent::delete(tx, Subject::Attachment, &i.key)),
+            },
+            Subject::Network => self.finish_network_removal(&i.key).map(drop),
+            Subject::HostRoute => {
+                let known = store::host_routes(self.store.read())?
+                    .into_iter()
+                    .find(|r| r.dest == i.key);
+                match known {
+                    Some(r) => self.finish_host_route_removal(&r),
+                    None => self
+                        .store
+                        .write(|tx| intent::delete(tx, Subject::HostRoute, &i.key)),
+                }
+            }
+        };
+        if done.is_err() {
+            // Handed back to the dead holder: the next recovery, in this
+            // process or another, tries again.
+            let dead = i.holder.clone();
+            let _ = self
+                .store
+                .write(|tx| match intent::get(tx, i.subject, &i.key)? {
+                    Some(cur) => intent::reassign(tx, &cur, &dead),
+                    None => Ok(()),
+                });
+        }
+        done.map(|()| true)
+    }
+
+    /// Record the intent to take `key` away, or take over one a dead
+    /// process left on it (whose work this change then finishes); one a
+    /// live process holds is refused.
+    pub(super) fn claim(&mut self, subject: Subject, key: &str, action: Action) -> Result<()> {
+        let holder = self.store.holder()?;
+        let dir = self.store.dir.clone();
+        self.store.write(|tx| match intent::get(tx, subject, key)? {
+            Some(i) if i.holder != holder && intent::holder_alive(&dir, &i.holder) => {
+                Err(under_way(&i))
+            }
+            Some(i) => intent::reassign(tx, &i, &holder),
+            None => intent::insert(tx, subject, key, action, &holder),
+        })
+    }
+
+    /// Keys of `subject` a change is under way on (recovery has run, so
+    /// their holders live).
+    pub(super) fn busy(&self, subject: Subject) -> Result<HashSet<String>> {
+        Ok(intent::intents(self.store.read())?
+            .into_iter()
+            .filter(|i| i.subject == subject)
+            .map(|i| i.key)
+            .collect())
+    }
+
+    /// Delete the host veth ends plumb names (`pv` and 12 hex digits) that
+    /// no attachment record has: left by a plumb older than intents, or by
+    /// a store that was lost. Links are listed before records are read, so
+    /// an attach in progress (whose record is committed before its link is
+    /// made) is never taken for an orphan.
+    pub fn sweep_orphans(&mut self) -> Result<Vec<String>> {
+        let links = self
+            .host
+            .links()
+            .map_err(|e| Error::kernel("list host links", e))?;
+        let mut removed = Vec::new();
+        for link in links {
+            if !is_plumb_veth_name(&link.name) || link.kind.as_deref() != Some("veth") {
+                continue;
+            }
+            if store::attachment(self.store.read(), &link.name)?.is_some() {
+                continue;
+            }
+            match self.host.delete_link_by_name(&link.name) {
+                Ok(_) => removed.push(format!("interface {}, which no attachment has", link.name)),
+                Err(e) => {
+                    return Err(Error::kernel(format!("delete orphan {}", link.name), e));
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A change on `key` must wait for one a live process is making on it.
+pub(super) fn settled(tx: &Transaction, dir: &Path, subject: Subject, key: &str) -> Result<()> {
+    match intent::get(tx, subject, key)? {
+        Some(i) if intent::holder_alive(dir, &i.holder) => Err(under_way(&i)),
+        _ => Ok(()),
+    }
+}
+
+fn under_way(i: &Intent) -> Error {
+    Error::Conflict(format!(
+        "the {i} is under way in another plumb process; try again when it ends"
+    ))
+}
+
+/// `pv` + 12 lowercase hex digits: [`crate::names::host_veth_name`].
+fn is_plumb_veth_name(name: &str) -> bool {
+    name.len() == 14
+        && name.starts_with("pv")
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plumbs_veth_names_are_taken_for_its_own() {
+        let mine = crate::names::host_veth_name("lan", "ns:4:1", "eth0");
+        assert!(is_plumb_veth_name(&mine));
+        for other in [
+            "pv",
+            "pvABCDEF012345",
+            "pv0123456789abc",
+            "veth0",
+            "pv0123456789ag",
+        ] {
+            assert!(!is_plumb_veth_name(other), "{other}");
+        }
+    }
+}
