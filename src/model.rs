@@ -1653,6 +1653,10 @@ pub struct Attachment {
     /// The default route is the interface itself, no gateway (ipvlan l3).
     #[serde(default)]
     pub device_default_route: bool,
+    /// The target's default routes that `--default-route replace` took
+    /// the place of, put back on detach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_defaults: Vec<ReplacedRoute>,
     /// A host device's own addresses, given back with it on detach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_addresses: Vec<IpNet>,
@@ -1672,6 +1676,14 @@ pub struct Attachment {
     /// An uplink of its own, with the routing table plumb gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<AttachmentEgress>,
+}
+
+/// A default route as it was before an attachment replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedRoute {
+    pub v6: bool,
+    pub via: Option<IpAddr>,
+    pub dev: String,
 }
 
 /// An attachment's own uplink and the table and rule priorities it owns.

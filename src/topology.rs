@@ -269,8 +269,11 @@ impl Topology {
         Ok(summary)
     }
 
-    /// Remove everything tagged with `owner`, in reverse order of creation.
+    /// Remove everything tagged with `owner`, in reverse order of creation,
+    /// or nothing: what would stop it half way (another's attachment or
+    /// rule on one of its networks) is found first.
     pub fn down(engine: &mut Engine, owner: &str) -> Result<Summary> {
+        Self::check_down(engine, owner)?;
         let mut summary = Summary::default();
         let mut errors = Vec::new();
         let rules: Vec<i64> = engine
@@ -341,6 +344,55 @@ impl Topology {
             Ok(summary)
         } else {
             Err(Error::Conflict(errors.join("\n")))
+        }
+    }
+}
+
+impl Topology {
+    /// What keeps `owner`'s networks from going: attachments and rules
+    /// that are not the file's (those of the namespaces it made go with
+    /// them).
+    fn check_down(engine: &mut Engine, owner: &str) -> Result<()> {
+        let mine = |o: &Option<String>| o.as_deref() == Some(owner);
+        let networks: Vec<String> = engine
+            .networks()?
+            .into_iter()
+            .filter(|n| mine(&n.owner))
+            .map(|n| n.network.name)
+            .collect();
+        let namespaces: Vec<String> = engine
+            .namespaces()?
+            .into_iter()
+            .filter(|(_, o)| mine(o))
+            .map(|(n, _)| n)
+            .collect();
+        let mut blockers = Vec::new();
+        for a in engine.attachments()? {
+            let a_owned = mine(&a.owner) || namespaces.contains(&a.attachment.target);
+            if networks.contains(&a.attachment.network) && !a_owned {
+                blockers.push(format!(
+                    "{} is attached to network `{}` and is not this file's; detach it first",
+                    a.attachment.target, a.attachment.network
+                ));
+            }
+        }
+        for p in engine.policies()? {
+            if !mine(&p.owner)
+                && let Some(n) = networks.iter().find(|n| p.policy.names_network(n))
+            {
+                blockers.push(format!(
+                    "rule {} ({}) names network `{n}` and is not this file's; remove it first",
+                    p.id, p.policy
+                ));
+            }
+        }
+        if blockers.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "nothing was removed:\n  {}",
+                blockers.join("\n  ")
+            )))
         }
     }
 }

@@ -268,6 +268,14 @@ fn several_attachments_per_target_dual_stack_and_options() {
     lab.ok(&["detach", &c, "one"]);
     lab.ok(&["attach", &c, "one", "--ip", "10.41.0.2"]);
     assert_eq!(lab.ip_of(&c, "one"), "10.41.0.2");
+
+    // `two` replaced one's default route: its detach puts it back.
+    lab.ok(&["detach", &c, "two"]);
+    let routes = must(&format!("ip -n {c} -4 route show default"));
+    assert!(
+        routes.contains("default via 10.41.0.1 dev eth0"),
+        "the replaced default route is back: {routes}"
+    );
 }
 
 #[test]

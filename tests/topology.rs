@@ -148,3 +148,46 @@ fn failed_up_takes_back_what_it_made() {
     assert_eq!(links(&lab.host), vec!["lo".to_string()]);
     assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);
 }
+
+#[test]
+fn down_removes_nothing_when_another_attachment_or_rule_would_stop_it() {
+    let lab = Lab::new("downall");
+    let ns = lab.name("t1");
+    let foreign = lab.netns("foreign");
+    let file = lab.state.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[network]]\nname = \"a\"\nsubnet = [\"10.65.0.0/24\"]\n\n[[network]]\nname = \"b\"\nsubnet = [\"10.66.0.0/24\"]\n\n[[namespace]]\nname = \"{ns}\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"a\"\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    lab.ok(&["up", f]);
+    // Not the file's: an attachment by hand on `b`, the network `down`
+    // removes last.
+    lab.ok(&["attach", &foreign, "b"]);
+    let before = (lab.ok(&["ls"]), lab.ok(&["network", "ls"]), links(&lab.host));
+    let err = lab.fails(&["down", f]);
+    assert!(
+        err.contains("nothing was removed") && err.contains(&foreign) && err.contains("`b`"),
+        "{err}"
+    );
+    let after = (lab.ok(&["ls"]), lab.ok(&["network", "ls"]), links(&lab.host));
+    assert_eq!(before, after, "down changed something before failing");
+    assert!(netns_exists(&ns), "the file's namespace went");
+
+    // A rule by hand naming the file's network stops it the same way.
+    lab.ok(&["detach", &foreign]);
+    lab.ok(&["policy", "add", "b", "deny", "from", "a"]);
+    let err = lab.fails(&["down", f]);
+    assert!(err.contains("nothing was removed") && err.contains("rule"), "{err}");
+    assert!(netns_exists(&ns));
+    assert_eq!(lab.ok(&["network", "ls"]), before.1);
+
+    lab.ok(&["policy", "rm", "1"]);
+    lab.ok(&["down", f]);
+    assert!(!netns_exists(&ns));
+    let nets = lab.ok(&["network", "ls"]);
+    assert!(!nets.contains("10.65.") && !nets.contains("10.66."), "{nets}");
+}

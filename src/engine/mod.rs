@@ -18,8 +18,9 @@ use crate::ipam::dhcp::Lease;
 use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
-    AttachRequest, Attachment, AttachmentEgress, BridgeMode, DhcpBinding, Egress, Ipam, LeaseState,
-    Network, NetworkKind, NetworkSpec, Publish, RateLimit, RouteSpec, overlaps, validate_ifname,
+    AttachRequest, Attachment, AttachmentEgress, BridgeMode, DefaultRoute, DhcpBinding, Egress,
+    Ipam, LeaseState, Network, NetworkKind, NetworkSpec, Publish, RateLimit, ReplacedRoute,
+    RouteSpec, overlaps, validate_ifname,
 };
 use crate::names;
 use crate::netlink::nftable::Edit;
@@ -543,6 +544,10 @@ impl Engine {
                     .collect(),
                 default_route: req.default_route,
                 device_default_route: false,
+                replaced_defaults: match req.default_route {
+                    DefaultRoute::Replace => default_routes(&mut inner)?,
+                    _ => Vec::new(),
+                },
                 host_addresses: Vec::new(),
                 dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
                 publish: req.publish.clone(),
@@ -879,6 +884,11 @@ impl Engine {
             }
         }
         failpoint::hit("detach: interface removed");
+        if !a.replaced_defaults.is_empty()
+            && let Some(ns) = &ns
+        {
+            put_back_defaults(ns, a);
+        }
         // An ifb shaping what a non-veth interface received stays in the
         // container unless taken away.
         if a.rate.is_some_and(|r| r.ingress.is_some())
@@ -1491,6 +1501,54 @@ fn enable_forwarding_in(name: &str) -> Result<()> {
     })
     .and_then(|r| r)
     .map_err(|e| Error::io(format!("enable forwarding in namespace {name}"), e))
+}
+
+/// The target's default routes now (what `--default-route replace` is
+/// about to take the place of).
+fn default_routes(inner: &mut Netlink) -> Result<Vec<ReplacedRoute>> {
+    let kernel = |e| Error::kernel("list routes in the target", e);
+    let links = inner.links().map_err(kernel)?;
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for r in inner.routes(v6).map_err(kernel)? {
+            let dev = links.iter().find(|l| Some(l.index) == r.oif);
+            if r.dest.prefix_len() == 0
+                && let Some(dev) = dev
+            {
+                out.push(ReplacedRoute {
+                    v6,
+                    via: r.via,
+                    dev: dev.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Give the target back the default routes an attachment replaced, where
+/// their interfaces are still there and nothing took their place since.
+fn put_back_defaults(ns: &NsHandle, a: &Attachment) {
+    let Ok(mut nl) = Netlink::open_in(ns) else { return };
+    for r in &a.replaced_defaults {
+        let has_default = nl
+            .routes(r.v6)
+            .unwrap_or_default()
+            .iter()
+            .any(|x| x.dest.prefix_len() == 0);
+        let Ok(Some(dev)) = nl.link_by_name(&r.dev) else {
+            continue;
+        };
+        if has_default {
+            continue;
+        }
+        let any: IpNet = if r.v6 { "::/0" } else { "0.0.0.0/0" }
+            .parse()
+            .expect("literal");
+        if let Err(e) = nl.add_route(any, r.via, Some(dev.index), false) {
+            tracing::warn!(target = %a.target, "put back the default route via {}: {e}", r.dev);
+        }
+    }
 }
 
 /// The first `ethN` that is neither in the namespace nor recorded for it.
