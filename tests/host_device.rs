@@ -129,7 +129,7 @@ fn a_failed_hand_over_gives_the_device_back() {
         lab.host_links().contains(&"nic1".to_string()),
         "still on the host"
     );
-    // A route whose gateway the kernel cannot reach: refused after the move.
+    // A gateway off the device's subnet is refused before anything moves.
     let err = lab.fails(&[
         "attach",
         &c,
@@ -140,7 +140,26 @@ fn a_failed_hand_over_gives_the_device_back() {
         "10.71.0.1",
     ]);
     assert!(
-        err.contains("route 10.99.0.0/16 via 10.71.0.1")
+        err.contains("--route") && err.contains("not on any subnet"),
+        "{err}"
+    );
+    assert!(lab.host_links().contains(&"nic1".to_string()));
+    // A route the target already has another way: the kernel refuses it
+    // after the move.
+    must(&format!(
+        "ip -n {c} link set eth9 up && ip -n {c} route add 10.99.0.0/16 dev eth9"
+    ));
+    let err = lab.fails(&[
+        "attach",
+        &c,
+        "nic",
+        "--route",
+        "10.99.0.0/16",
+        "via",
+        "10.70.0.1",
+    ]);
+    assert!(
+        err.contains("route 10.99.0.0/16 via 10.70.0.1")
             && err.contains("give nic1 back to the host"),
         "{err}"
     );

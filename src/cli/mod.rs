@@ -29,12 +29,22 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::store::DEFAULT_STATE_DIR;
 
+/// What `plumb --help` and the README say about exit statuses.
+const EXIT_CODES: &str = "Exit status:
+  0  done
+  1  refused or failed: a value plumb does not accept (the message names the field and
+     value), a conflict with what exists, a kernel, store or daemon error; nothing is left
+     half done
+  2  the command line does not parse (unknown command or option, missing or mistyped
+     argument), or --host-netns cannot be entered";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "plumb",
     version,
     about = "Attach network namespaces and containers to real networks",
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// Where plumb keeps its state (SQLite database).
