@@ -533,5 +533,8 @@ fn exit_statuses_are_the_documented_ones() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    assert!(!lab.ok(&["network", "ls"]).contains("10.0.0.0"), "nothing made");
+    assert!(
+        !lab.ok(&["network", "ls"]).contains("10.0.0.0"),
+        "nothing made"
+    );
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Lab, must, peer_echo_server, tcp_say};
+use common::{Lab, must, peer_echo_server, sh, tcp_say, wait_until};
 
 /// What a reboot takes from the fake host: plumb's links (the veths take
 /// the containers' ends with them), host routes, every nftables table.
@@ -170,4 +170,109 @@ fn restore_puts_surviving_ports_back_on_their_bridge_and_up() {
         "isolated containers stay apart"
     );
     assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+}
+
+/// `restore` compares what exists with the record, not only whether it
+/// exists: an MTU changed, a route deleted, a rate limit's qdisc removed
+/// (on the container's interface and on the host end) are each put back,
+/// and a second restore finds nothing.
+#[test]
+fn restore_repairs_mtu_routes_and_rate_limits_of_an_interface_that_is_there() {
+    let lab = Lab::new("rcmp");
+    lab.ok(&[
+        "network",
+        "create",
+        "cnet",
+        "--subnet",
+        "10.24.0.0/24",
+        "--route",
+        "10.124.0.0/16",
+        "via",
+        "10.24.0.1",
+    ]);
+    let c = lab.netns("c");
+    lab.ok(&[
+        "attach",
+        &c,
+        "cnet",
+        "--mtu",
+        "1400",
+        "--egress-rate",
+        "20mbit",
+        "--ingress-rate",
+        "10mbit",
+    ]);
+    let port = lab.inspect(&c)["NetworkSettings"]["Networks"]["cnet"]["HostIfName"]
+        .as_str()
+        .expect("HostIfName")
+        .to_string();
+    must(&format!("ip -n {c} link set eth0 mtu 1300"));
+    must(&format!("ip -n {c} route del 10.124.0.0/16"));
+    must(&format!("ip -n {c} route del default"));
+    must(&format!("tc -n {c} qdisc del dev eth0 root"));
+    must(&format!("tc -n {} qdisc del dev {port} root", lab.host));
+
+    let out = lab.ok(&["restore"]);
+    assert!(out.contains("cnet (eth0)"), "{out}");
+    assert!(must(&format!("ip -n {c} link show eth0")).contains("mtu 1400"));
+    let routes = must(&format!("ip -n {c} route"));
+    assert!(
+        routes.contains("10.124.0.0/16 via 10.24.0.1") && routes.contains("default via 10.24.0.1"),
+        "{routes}"
+    );
+    assert!(must(&format!("tc -n {c} qdisc show dev eth0")).contains("tbf"));
+    assert!(must(&format!("tc -n {} qdisc show dev {port}", lab.host)).contains("tbf"));
+    assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+}
+
+/// The daemon hears the kernel: a bridge deleted, a port taken off its
+/// bridge or set down, the gateway address removed, a container's
+/// interface deleted (its host end goes with it) are each repaired by the
+/// running daemon without any command.
+#[test]
+fn the_daemon_repairs_what_someone_took_away_without_being_asked() {
+    let lab = Lab::new("rlive");
+    lab.ok(&["network", "create", "lnet", "--subnet", "10.25.0.0/24"]);
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "lnet"]);
+    lab.ok(&["attach", &b, "lnet", "--ip", "10.25.0.50"]);
+    let port = |ns: &str| {
+        lab.inspect(ns)["NetworkSettings"]["Networks"]["lnet"]["HostIfName"]
+            .as_str()
+            .expect("HostIfName")
+            .to_string()
+    };
+    let pa = port(&a);
+    let _daemon = lab.daemon(&[]);
+    let host = lab.host.clone();
+    let on_bridge = |p: &str| {
+        let link = sh(&format!("ip -n {host} link show {p}"));
+        let text = String::from_utf8_lossy(&link.stdout).into_owned();
+        text.contains("master pl-lnet") && text.contains("state UP")
+    };
+    let reachable = |from: &str| lab.ping(from, "10.25.0.1") && lab.ping(from, "10.25.0.50");
+
+    must(&format!("ip -n {host} link del pl-lnet"));
+    wait_until("the bridge and its ports to come back", 10, || {
+        on_bridge(&pa) && on_bridge(&port(&b))
+    });
+    wait_until("a to reach the gateway and b again", 10, || reachable(&a));
+
+    must(&format!("ip -n {host} link set {pa} nomaster"));
+    wait_until("a's port back on its bridge", 10, || on_bridge(&pa));
+
+    must(&format!("ip -n {host} link set {pa} down"));
+    wait_until("a's port up again", 10, || on_bridge(&pa));
+
+    must(&format!("ip -n {host} addr del 10.25.0.1/24 dev pl-lnet"));
+    wait_until("the gateway address back", 10, || {
+        must(&format!("ip -n {host} -4 addr show dev pl-lnet")).contains("10.25.0.1/24")
+    });
+
+    must(&format!("ip -n {b} link del eth0"));
+    wait_until("b's interface made again with its address", 10, || {
+        String::from_utf8_lossy(&sh(&format!("ip -n {b} -4 addr show dev eth0")).stdout)
+            .contains("10.25.0.50/24")
+    });
+    wait_until("a to reach b again", 10, || reachable(&a));
 }

@@ -120,6 +120,19 @@ fn a_macvlan_container_is_shaped_both_ways_through_an_ifb() {
     ]);
     let a = lab.netns("a");
     attach_shaped_and_measure(&lab, &a, "lan", &peer, "192.168.62.20", 5311);
+    // Restore finds the shaping in place; with the ifb deleted, it makes
+    // the ifb and the redirect to it again.
+    assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
+    let ifb = common::links(&a)
+        .into_iter()
+        .find(|l| l.starts_with("ib"))
+        .expect("an ifb in the container");
+    must(&format!("ip -n {a} link del {ifb}"));
+    let out = lab.ok(&["restore"]);
+    assert!(out.contains("lan (eth0)"), "{out}");
+    assert!(must(&format!("tc -n {a} qdisc show dev {ifb}")).contains("tbf"));
+    assert!(must(&format!("tc -n {a} filter show dev eth0 ingress")).contains(&ifb));
+    assert_eq!(lab.ok(&["restore"]).trim(), "nothing to restore");
     lab.ok(&["detach", &a]);
     assert_eq!(common::links(&a), vec!["lo"], "no ifb left behind");
 }

@@ -167,13 +167,21 @@ fn down_removes_nothing_when_another_attachment_or_rule_would_stop_it() {
     // Not the file's: an attachment by hand on `b`, the network `down`
     // removes last.
     lab.ok(&["attach", &foreign, "b"]);
-    let before = (lab.ok(&["ls"]), lab.ok(&["network", "ls"]), links(&lab.host));
+    let before = (
+        lab.ok(&["ls"]),
+        lab.ok(&["network", "ls"]),
+        links(&lab.host),
+    );
     let err = lab.fails(&["down", f]);
     assert!(
         err.contains("nothing was removed") && err.contains(&foreign) && err.contains("`b`"),
         "{err}"
     );
-    let after = (lab.ok(&["ls"]), lab.ok(&["network", "ls"]), links(&lab.host));
+    let after = (
+        lab.ok(&["ls"]),
+        lab.ok(&["network", "ls"]),
+        links(&lab.host),
+    );
     assert_eq!(before, after, "down changed something before failing");
     assert!(netns_exists(&ns), "the file's namespace went");
 
@@ -181,7 +189,10 @@ fn down_removes_nothing_when_another_attachment_or_rule_would_stop_it() {
     lab.ok(&["detach", &foreign]);
     lab.ok(&["policy", "add", "b", "deny", "from", "a"]);
     let err = lab.fails(&["down", f]);
-    assert!(err.contains("nothing was removed") && err.contains("rule"), "{err}");
+    assert!(
+        err.contains("nothing was removed") && err.contains("rule"),
+        "{err}"
+    );
     assert!(netns_exists(&ns));
     assert_eq!(lab.ok(&["network", "ls"]), before.1);
 
@@ -189,5 +200,8 @@ fn down_removes_nothing_when_another_attachment_or_rule_would_stop_it() {
     lab.ok(&["down", f]);
     assert!(!netns_exists(&ns));
     let nets = lab.ok(&["network", "ls"]);
-    assert!(!nets.contains("10.65.") && !nets.contains("10.66."), "{nets}");
+    assert!(
+        !nets.contains("10.65.") && !nets.contains("10.66."),
+        "{nets}"
+    );
 }

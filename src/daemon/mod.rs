@@ -13,6 +13,7 @@
 //! delay an attach in a burst.
 
 mod lease;
+mod links;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -182,6 +183,7 @@ async fn serve(opts: Options) -> Result<()> {
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
     let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
     watch_policy(&opts.state_dir, activity, &holds)?;
+    links::watch(&opts.state_dir, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("watch SIGTERM", e))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

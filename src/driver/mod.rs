@@ -224,6 +224,50 @@ fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSp
     Ok(())
 }
 
+/// Whether the routes [`install_addressing`] puts on are there: the
+/// attachment's and `extra` routes, and its default routes as its policy
+/// wants them (any default route, for one that keeps what it found).
+pub(crate) fn routes_in_place(
+    nl: &mut Netlink,
+    index: u32,
+    a: &Attachment,
+    extra: &[RouteSpec],
+) -> bool {
+    if !a
+        .routes
+        .iter()
+        .chain(extra)
+        .all(|r| has_route(nl, r, index))
+    {
+        return false;
+    }
+    let mut families: Vec<(bool, Option<IpAddr>)> = a
+        .gateways
+        .iter()
+        .map(|gw| (gw.is_ipv6(), Some(*gw)))
+        .collect();
+    if a.device_default_route {
+        for v6 in [false, true] {
+            if a.addresses.iter().any(|x| x.addr().is_ipv6() == v6) {
+                families.push((v6, None));
+            }
+        }
+    }
+    families.into_iter().all(|(v6, gw)| {
+        let defaults: Vec<_> = nl
+            .routes(v6)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.dest.prefix_len() == 0)
+            .collect();
+        match a.default_route {
+            DefaultRoute::None => true,
+            DefaultRoute::Keep => !defaults.is_empty(),
+            DefaultRoute::Replace => defaults.iter().any(|r| r.via == gw && r.oif == Some(index)),
+        }
+    })
+}
+
 fn has_route(nl: &mut Netlink, r: &RouteSpec, oif: u32) -> bool {
     nl.routes(r.dest.addr().is_ipv6())
         .unwrap_or_default()

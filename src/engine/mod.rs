@@ -1189,6 +1189,13 @@ fn guard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
         .map_err(|e| Error::kernel(format!("write the guard table of {}", a.target), e))
 }
 
+/// Whether the guard table is in the container's namespace.
+fn guard_in_place(ns: &NsHandle, a: &Attachment) -> Result<bool> {
+    nf_in(ns, a)?
+        .table_exists(NfFamily::Netdev, antispoof::TABLE)
+        .map_err(|e| Error::kernel(format!("look for the guard table of {}", a.target), e))
+}
+
 fn unguard_container(ns: &NsHandle, a: &Attachment) -> Result<()> {
     nf_in(ns, a)?
         .edit(&[Edit::Delete {
@@ -1529,7 +1536,9 @@ fn default_routes(inner: &mut Netlink) -> Result<Vec<ReplacedRoute>> {
 /// Give the target back the default routes an attachment replaced, where
 /// their interfaces are still there and nothing took their place since.
 fn put_back_defaults(ns: &NsHandle, a: &Attachment) {
-    let Ok(mut nl) = Netlink::open_in(ns) else { return };
+    let Ok(mut nl) = Netlink::open_in(ns) else {
+        return;
+    };
     for r in &a.replaced_defaults {
         let has_default = nl
             .routes(r.v6)

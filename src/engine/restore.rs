@@ -124,6 +124,78 @@ impl Engine {
         Ok(report)
     }
 
+    /// Repair what a change to these host links may have broken (the
+    /// daemon's answer to the kernel's notifications): the networks whose
+    /// bridge, uplink or host shim they are, with those networks' ports,
+    /// and the attachments whose host end they are. A change under way is
+    /// its maker's; a name plumb does not know is someone else's.
+    pub fn repair_links(&mut self, names: &[String]) -> Result<RestoreReport> {
+        let mut report = RestoreReport::default();
+        let busy_networks = self.busy(Subject::Network)?;
+        let busy_attachments = self.busy(Subject::Attachment)?;
+        let networks: Vec<Network> = store::networks(self.store.read())?
+            .into_iter()
+            .map(|n| n.network)
+            .filter(|n| !busy_networks.contains(&n.name))
+            .collect();
+        let mut attachments: Vec<StoredAttachment> = Vec::new();
+        for net in &networks {
+            let concerned = match &net.kind {
+                NetworkKind::Bridge(b) => {
+                    names.contains(&b.bridge)
+                        || b.uplink.as_ref().is_some_and(|u| names.contains(&u.name))
+                }
+                NetworkKind::Macvlan(m) => {
+                    m.host_shim && names.contains(&names::shim_name(&net.name))
+                }
+                _ => false,
+            };
+            if !concerned {
+                continue;
+            }
+            if let Err(e) = self.restore_network(net, &mut report) {
+                report.errors.push(format!("network `{}`: {e}", net.name));
+            }
+            attachments.extend(store::attachments_of_network(self.store.read(), &net.name)?);
+        }
+        for name in names {
+            if let Some(a) = store::attachment(self.store.read(), name)?
+                && !attachments
+                    .iter()
+                    .any(|s| s.attachment.host_ifname == *name)
+            {
+                attachments.push(StoredAttachment {
+                    attachment: a,
+                    owner: None,
+                });
+            }
+        }
+        for s in attachments {
+            let a = &s.attachment;
+            // A namespace that is gone is the reconcile loop's to clean up.
+            if busy_attachments.contains(&a.host_ifname) || attached_ns(a).is_none() {
+                continue;
+            }
+            let Some(net) = networks.iter().find(|n| n.name == a.network) else {
+                continue;
+            };
+            let label = format!("{} on {} ({})", a.target, a.network, a.ifname);
+            // A DHCP interface made again is for `restore`, which stops and
+            // resumes its lease task around it; here only its port is.
+            let repaired = match (&a.dhcp, &net.kind) {
+                (Some(_), NetworkKind::Bridge(b)) => bridge::repair_port(&mut self.host, net, b, a),
+                (Some(_), _) => Ok(false),
+                (None, _) => self.restore_attachment(net, &s),
+            };
+            match repaired {
+                Ok(true) => report.repaired.push(label),
+                Ok(false) => {}
+                Err(e) => report.errors.push(format!("{label}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
     fn restore_network(&mut self, net: &Network, report: &mut RestoreReport) -> Result<()> {
         let mut undo = UndoLog::default();
         let result = self.repair_network(net, report, &mut undo);
@@ -222,17 +294,39 @@ impl Engine {
             .link_by_name(&a.ifname)
             .map_err(|e| Error::kernel(format!("look up {} in {}", a.ifname, a.target), e))?;
         if let Some(link) = link {
-            let have = inner.addresses(link.index).unwrap_or_default();
-            if link.up && want.addresses.iter().all(|x| have.contains(x)) {
-                return Ok(port_repaired);
-            }
+            // What is there is compared with the record, piece by piece.
+            let mut changed = port_repaired;
             if !link.up {
                 inner
                     .set_up(link.index)
                     .map_err(|e| Error::kernel(format!("set {} up", a.ifname), e))?;
+                changed = true;
             }
-            driver::install_addressing(&mut inner, &want, &extra)?;
-            return Ok(true);
+            let have = inner.addresses(link.index).unwrap_or_default();
+            let addressed = want.addresses.iter().all(|x| have.contains(x))
+                && link.mtu == want.mtu
+                && driver::routes_in_place(&mut inner, link.index, &want, &extra);
+            // Taking the interface down flushes its routes: a link that was
+            // down is addressed again whatever it still has.
+            if !addressed || !link.up {
+                driver::install_addressing(&mut inner, &want, &extra)?;
+                changed = true;
+            }
+            if let Some(r) = a.rate
+                && !self.shaping_in_place(&mut inner, net, a, r)?
+            {
+                let mut undo = UndoLog::default();
+                if let Err(e) = super::shape(&mut self.host, &mut inner, &ns, net, a, r, &mut undo)
+                {
+                    return Err(undo.rollback(&mut self.host, e));
+                }
+                changed = true;
+            }
+            if antispoof::guards_container(net, a) && !super::guard_in_place(&ns, a)? {
+                super::guard_container(&ns, &want)?;
+                changed = true;
+            }
+            return Ok(changed);
         }
         let host_ns = self
             .host_ns
@@ -271,6 +365,57 @@ impl Engine {
             self.drop_lease(a, LeaseState::Expired)?;
         }
         Ok(true)
+    }
+}
+
+impl Engine {
+    /// Whether an attachment's rate limits are on its devices: a token
+    /// bucket as the root qdisc of its interface (what it sends) and of its
+    /// host end or its ifb (what it receives), the ifb fed by a redirect.
+    fn shaping_in_place(
+        &mut self,
+        inner: &mut Netlink,
+        net: &Network,
+        a: &Attachment,
+        r: crate::model::RateLimit,
+    ) -> Result<bool> {
+        let tbf_on = |nl: &mut Netlink, name: &str| -> Result<bool> {
+            let Some(link) = nl
+                .link_by_name(name)
+                .map_err(|e| Error::kernel(format!("look up {name}"), e))?
+            else {
+                return Ok(false);
+            };
+            Ok(nl
+                .root_qdisc(link.index)
+                .map_err(|e| Error::kernel(format!("ask for the qdisc of {name}"), e))?
+                .as_deref()
+                == Some("tbf"))
+        };
+        if r.egress.is_some() && !tbf_on(inner, &a.ifname)? {
+            return Ok(false);
+        }
+        if r.ingress.is_none() {
+            return Ok(true);
+        }
+        if matches!(net.kind, NetworkKind::Bridge(_)) {
+            return tbf_on(&mut self.host, &a.host_ifname);
+        }
+        let ifb = names::ifb_name(&a.ifname);
+        if tbf_on(inner, &ifb)? {
+            return Ok(true);
+        }
+        // The redirect to an ifb that is gone goes too, and is made again
+        // with the ifb.
+        if let Some(link) = inner
+            .link_by_name(&a.ifname)
+            .map_err(|e| Error::kernel(format!("look up {}", a.ifname), e))?
+        {
+            inner.delete_ingress(link.index).map_err(|e| {
+                Error::kernel(format!("remove the ingress qdisc of {}", a.ifname), e)
+            })?;
+        }
+        Ok(false)
     }
 }
 

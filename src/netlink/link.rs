@@ -30,7 +30,7 @@ pub struct LinkInfo {
 }
 
 impl LinkInfo {
-    fn from_message(msg: LinkMessage) -> Self {
+    pub(super) fn from_message(msg: LinkMessage) -> Self {
         let mut info = LinkInfo {
             index: msg.header.index,
             name: String::new(),

@@ -5,6 +5,7 @@
 mod addr;
 mod conntrack;
 mod link;
+pub mod monitor;
 mod nfquery;
 mod nfset;
 pub mod nftable;

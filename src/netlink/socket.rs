@@ -8,7 +8,7 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_ECHO, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -102,6 +102,12 @@ impl Netlink {
     /// Send a request that answers with messages (a GET for one object).
     pub fn get(&mut self, msg: RouteNetlinkMessage) -> NlResult<Vec<RouteNetlinkMessage>> {
         self.request(msg, NLM_F_REQUEST | NLM_F_ACK)
+    }
+
+    /// Send a GET that the kernel answers as a notification (qdiscs):
+    /// NLM_F_ECHO has the answer sent to the asker too.
+    pub fn get_echoed(&mut self, msg: RouteNetlinkMessage) -> NlResult<Vec<RouteNetlinkMessage>> {
+        self.request(msg, NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO)
     }
 
     fn request(

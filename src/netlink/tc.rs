@@ -67,6 +67,41 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// The kind of device `index`'s root qdisc (`tbf`, `noqueue`, ...).
+    pub fn root_qdisc(&mut self, index: u32) -> NlResult<Option<String>> {
+        // A GET naming the root as parent answers with the root qdisc
+        // alone, however many devices the namespace has; the answer is a
+        // notification, which only NLM_F_ECHO sends to the asker.
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::ROOT;
+        let answers = self.get_echoed(RouteNetlinkMessage::GetQueueDiscipline(msg))?;
+        Ok(answers.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) => {
+                q.attributes.into_iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    /// Remove device `index`'s ingress qdisc and its filters, if it has one.
+    pub fn delete_ingress(&mut self, index: u32) -> NlResult<()> {
+        let mut qdisc = TcMessage::with_index(index as i32);
+        qdisc.header.parent = TcHandle::INGRESS;
+        qdisc.header.handle = TcHandle {
+            major: 0xffff,
+            minor: 0,
+        };
+        match self.execute(RouteNetlinkMessage::DelQueueDiscipline(qdisc), 0) {
+            Err(e) if e.is(libc::EINVAL) || e.is(libc::ENOENT) => Ok(()),
+            r => r,
+        }
+    }
+}
+
 /// ETH_P_ALL in network byte order, as tc filters carry it.
 const ALL_PROTOCOLS: u32 = (libc::ETH_P_ALL as u16).to_be() as u32;
 

@@ -1,0 +1,91 @@
+//! The daemon's ear on the host's links: the kernel's notifications say
+//! when a bridge, a port, an uplink or an address plumb made went away or
+//! went down, and what plumb made is repaired within a second (a 100 ms
+//! quiet period gathers a burst: a bridge deleted takes its ports off with
+//! it). Notifications lost to an overflowing queue make a whole restore.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Repeated, open_engine};
+use crate::engine::RestoreReport;
+use crate::error::{Error, Result};
+use crate::netlink::monitor::{Change, Monitor};
+use crate::policy::ports::Holds;
+
+/// How long the kernel must be quiet before a burst of changes is acted on.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Start the watcher thread, with an engine of its own.
+pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<()> {
+    let mut monitor =
+        Monitor::open().map_err(|e| Error::kernel("listen to the host's link changes", e))?;
+    let mut engine = open_engine(state_dir, holds)?;
+    std::thread::Builder::new()
+        .name("links".into())
+        .spawn(move || {
+            let mut errors = Repeated::default();
+            loop {
+                let mut changes = match gather(&mut monitor) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        std::thread::sleep(errors.failed("link notifications", &e.to_string()));
+                        continue;
+                    }
+                };
+                changes.sort_unstable();
+                changes.dedup();
+                let report = if changes.contains(&Change::Unknown) {
+                    engine.restore()
+                } else {
+                    let names: Vec<String> = changes
+                        .into_iter()
+                        .filter_map(|c| match c {
+                            Change::Link(n) => Some(n),
+                            Change::Unknown => None,
+                        })
+                        .collect();
+                    engine.repair_links(&names)
+                };
+                match report {
+                    Ok(r) => {
+                        errors.ended("repair");
+                        log(&r);
+                    }
+                    Err(e) => {
+                        let _ = errors.failed("repair", &e.to_string());
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::io("start the link watcher", e))?;
+    Ok(())
+}
+
+/// Wait for a change, then for the kernel to be quiet for [`SETTLE`].
+fn gather(monitor: &mut Monitor) -> crate::netlink::NlResult<Vec<Change>> {
+    let mut changes = Vec::new();
+    while changes.is_empty() {
+        changes = monitor.wait(Duration::from_secs(60))?;
+    }
+    loop {
+        let more = monitor.wait(SETTLE)?;
+        if more.is_empty() {
+            return Ok(changes);
+        }
+        changes.extend(more);
+    }
+}
+
+fn log(r: &RestoreReport) {
+    for line in &r.repaired {
+        tracing::info!("repaired {line}");
+    }
+    for line in &r.removed {
+        tracing::info!("removed {line}: its namespace is gone");
+    }
+    for line in &r.errors {
+        tracing::warn!("repair: {line}");
+    }
+}
