@@ -1339,3 +1339,215 @@ fn a_running_daemon_undoes_a_killed_attach_in_its_reconcile_loop() {
         lab.ok(&["detach", &c]);
     }
 }
+
+/// The fake host's routes to `dest` (`ip route show exact`).
+fn host_routes_to(lab: &Lab, dest: &str) -> String {
+    must(&format!("ip -n {} route show exact {dest}", lab.host))
+        .trim()
+        .to_string()
+}
+
+fn stored_host_routes(lab: &Lab) -> Vec<Value> {
+    serde_json::from_str::<Value>(&lab.ok(&["host", "route", "ls"]))
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_else(|| {
+            // A table: one line per route after the header.
+            lab.ok(&["host", "route", "ls"])
+                .lines()
+                .skip(1)
+                .map(|l| Value::String(l.to_string()))
+                .collect()
+        })
+}
+
+/// A router namespace behind the fake host's `r0` (10.72.0.2/24), at
+/// 10.72.0.1.
+fn router(lab: &Lab) -> String {
+    let r = lab.netns("router");
+    lab.wire(
+        &lab.host,
+        "r0",
+        Some("10.72.0.2/24"),
+        &r,
+        "eth0",
+        Some("10.72.0.1/24"),
+    );
+    r
+}
+
+#[test]
+fn every_kill_during_a_host_route_add_and_rm_is_recovered() {
+    let lab = Lab::new("ct");
+    router(&lab);
+    let dest = "10.91.0.0/24";
+    let add = ["host", "route", "add", dest, "via", "10.72.0.1"];
+    let rm = ["host", "route", "rm", dest];
+    // The first command makes the store: trace what finds it there.
+    lab.ok(&add);
+    lab.ok(&rm);
+    let points = trace(&lab, &add);
+    let n = points.len();
+    assert!(n >= 3, "a host route add passes failpoints: {points:?}");
+    lab.ok(&rm);
+    for k in 1..=n {
+        let what = format!("host route add killed at {k} ({})", points[k - 1]);
+        killed_at(&lab, &add, k, &points[k - 1]);
+        if k < n {
+            assert_left_an_intent(&lab, &what);
+        }
+        gc(&lab, &what);
+        assert_consistent(&lab, &[]);
+        if k < n {
+            assert_eq!(stored_host_routes(&lab), Vec::<Value>::new(), "{what}");
+            assert_eq!(
+                host_routes_to(&lab, dest),
+                "",
+                "{what}: route left in the kernel"
+            );
+        } else {
+            assert_eq!(stored_host_routes(&lab).len(), 1, "{what}");
+            assert!(
+                host_routes_to(&lab, dest).contains("via 10.72.0.1"),
+                "{what}"
+            );
+            lab.ok(&rm);
+        }
+        // Nothing stands in the way of adding it again.
+        lab.ok(&add);
+        assert!(
+            host_routes_to(&lab, dest).contains("via 10.72.0.1"),
+            "{what}"
+        );
+        lab.ok(&rm);
+        assert_eq!(
+            host_routes_to(&lab, dest),
+            "",
+            "{what}: rm leaves the route"
+        );
+    }
+
+    lab.ok(&add);
+    let points = trace(&lab, &rm);
+    let n = points.len();
+    for k in 1..=n {
+        let what = format!("host route rm killed at {k} ({})", points[k - 1]);
+        lab.ok(&add);
+        killed_at(&lab, &rm, k, &points[k - 1]);
+        if k < n {
+            assert_left_an_intent(&lab, &what);
+        }
+        gc(&lab, &what);
+        assert_consistent(&lab, &[]);
+        assert_eq!(stored_host_routes(&lab), Vec::<Value>::new(), "{what}");
+        assert_eq!(
+            host_routes_to(&lab, dest),
+            "",
+            "{what}: route left in the kernel"
+        );
+    }
+}
+
+/// A route the user made, to the destination a `plumb host route add`
+/// then names, is not plumb's: neither the add's failure nor the recovery
+/// of an add killed before it reached the kernel may delete it (as a
+/// killed create leaves a bridge of the user's).
+#[test]
+fn a_route_the_user_had_survives_a_failed_or_killed_host_route_add() {
+    let lab = Lab::new("cu");
+    router(&lab);
+    let dest = "10.92.0.0/24";
+    let add = ["host", "route", "add", dest, "via", "10.72.0.1"];
+    lab.ok(&["host", "route", "ls"]);
+    must(&format!(
+        "ip -n {} route add {dest} via 10.72.0.1",
+        lab.host
+    ));
+
+    // Killed right after its intent's commit, before the kernel.
+    let points = {
+        // (learned on another destination, the same steps)
+        let other = ["host", "route", "add", "10.93.0.0/24", "via", "10.72.0.1"];
+        let p = trace(&lab, &other);
+        lab.ok(&["host", "route", "rm", "10.93.0.0/24"]);
+        p
+    };
+    assert_eq!(points[0], "store commit", "{points:?}");
+    killed_at(&lab, &add, 1, &points[0]);
+    assert_left_an_intent(&lab, "host route add killed at 1");
+    gc(&lab, "host route add killed at 1");
+    assert_consistent(&lab, &[]);
+    assert!(
+        host_routes_to(&lab, dest).contains("via 10.72.0.1"),
+        "the recovery of a host route add killed at 1 (store commit: the intent, before the \
+         kernel was touched) deleted the user's own route to {dest}"
+    );
+
+    // Refused (the kernel has the route): the user's route stays.
+    let err = lab.fails(&add);
+    assert!(
+        err.contains("File exists") || err.contains("exists"),
+        "{err}"
+    );
+    assert!(
+        host_routes_to(&lab, dest).contains("via 10.72.0.1"),
+        "a refused host route add deleted the user's own route to {dest}: {err}"
+    );
+}
+
+#[test]
+fn a_killed_host_device_attach_gives_the_device_back() {
+    let lab = Lab::new("cx");
+    lab.nic_on_lan(); // the host's nic1 at 10.70.0.2/24, the LAN at 10.70.0.1
+    lab.ok(&[
+        "network",
+        "create",
+        "nic",
+        "--driver",
+        "host-device",
+        "--device",
+        "nic1",
+    ]);
+    let c = lab.netns("c");
+    let attach = ["attach", c.as_str(), "nic"];
+    let points = trace(&lab, &attach);
+    let n = points.len();
+    assert!(n >= 4, "a host-device attach passes failpoints: {points:?}");
+    assert_consistent(&lab, &[&c]);
+    lab.ok(&["detach", &c]);
+    let at_home = |what: &str| {
+        let addrs = addresses(&lab.host);
+        assert!(
+            addrs
+                .get("nic1")
+                .is_some_and(|a| a.contains("10.70.0.2/24")),
+            "{what}: nic1 is back on the host with its address: {addrs:?}"
+        );
+        assert!(
+            lab.ping(&lab.host, "10.70.0.1"),
+            "{what}: the host uses nic1 again"
+        );
+    };
+    at_home("detach");
+    for k in 1..=n {
+        let what = format!("host-device attach killed at {k} ({})", points[k - 1]);
+        killed_at(&lab, &attach, k, &points[k - 1]);
+        if k < n {
+            assert_left_an_intent(&lab, &what);
+        }
+        gc(&lab, &what);
+        assert_consistent(&lab, &[&c]);
+        if k < n {
+            assert_not_attached(&lab, &c);
+            at_home(&what);
+        } else {
+            assert_attached_as(&lab, &c, "nic", "eth0", "10.70.0.2");
+            lab.ok(&["detach", &c]);
+            at_home(&what);
+        }
+        lab.ok(&attach);
+        assert_attached_as(&lab, &c, "nic", "eth0", "10.70.0.2");
+        assert!(lab.ping(&c, "10.70.0.1"), "{what}: the container uses nic1");
+        lab.ok(&["detach", &c]);
+    }
+}

@@ -127,12 +127,18 @@ async fn run(
         id: &id,
     };
     let mut failures: u32 = 0;
+    let mut losses = Losses::default();
     // What the attachment held last, asked back first after an expiry.
     let mut previous: Option<Ipv4Addr> = None;
     loop {
         let lease = a.dhcp.as_ref().and_then(|b| b.lease.clone());
         let outcome = match lease {
             None => {
+                if let Some(wait) = losses.wait()
+                    && let Some(how) = pause(wait, &mut stop).await
+                {
+                    return finish(&client, a, how).await;
+                }
                 let r = tokio::select! {
                     how = &mut stop => return finish(&client, a, how.unwrap_or(Stop::Keep)).await,
                     r = client.acquire(previous, ctx.acquire_timeout) => r,
@@ -152,6 +158,13 @@ async fn run(
         };
         match outcome {
             Ok(next) => {
+                let before = a.dhcp.as_ref().and_then(|b| b.lease.as_ref());
+                let after = next.dhcp.as_ref().and_then(|b| b.lease.as_ref());
+                match (before, after) {
+                    (Some(_), None) => losses.lost(),
+                    (Some(b), Some(n)) if n.expires_at() > b.expires_at() => losses.kept(),
+                    _ => {}
+                }
                 a = next;
                 failures = 0;
             }
@@ -164,6 +177,29 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Leases lost in a row (a NAK, an expiry) without one renewed in
+/// between: a server that grants an address and then refuses it, or two
+/// servers disagreeing, would otherwise have the client acquire, lose and
+/// acquire again as fast as they answer. Each loss doubles the wait
+/// before the next DISCOVER, from 1 s up to 64 s; a lease renewed once
+/// ends it.
+#[derive(Debug, Default)]
+struct Losses(u32);
+
+impl Losses {
+    fn lost(&mut self) {
+        self.0 = self.0.saturating_add(1);
+    }
+
+    fn kept(&mut self) {
+        self.0 = 0;
+    }
+
+    fn wait(&self) -> Option<Duration> {
+        (self.0 > 0).then(|| Duration::from_secs(1 << (self.0 - 1).min(6)))
     }
 }
 
@@ -289,6 +325,26 @@ pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(
         id: &id,
     };
     client.release(lease).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_leases_back_off_exponentially_until_one_is_renewed() {
+        let mut l = Losses::default();
+        assert_eq!(l.wait(), None, "the first DISCOVER goes at once");
+        let waits: Vec<u64> = (0..9)
+            .map(|_| {
+                l.lost();
+                l.wait().unwrap().as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        l.kept();
+        assert_eq!(l.wait(), None);
+    }
 }
 
 /// Whether the interface's last router advertisement asked for DHCPv6.

@@ -213,12 +213,17 @@ fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
         Some(DhcpOption::Renewal(t)) | Some(DhcpOption::Rebinding(t)) => Some(*t),
         _ => None,
     };
-    let renew_secs = get_u32(OptionCode::Renewal)
-        .unwrap_or(lease_secs / 2)
-        .max(MIN_RENEW_SECS);
-    let rebind_secs = get_u32(OptionCode::Rebinding)
-        .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32)
-        .max(renew_secs);
+    // T1 < T2 < lease (RFC 2131 §4.4.5): a time out of that order is
+    // replaced by its default.
+    let renew_secs = match get_u32(OptionCode::Renewal) {
+        Some(t) if t < lease_secs => t,
+        _ => lease_secs / 2,
+    }
+    .max(MIN_RENEW_SECS);
+    let rebind_secs = match get_u32(OptionCode::Rebinding) {
+        Some(t) if t < lease_secs && t >= renew_secs => t,
+        _ => ((u64::from(lease_secs) * 7 / 8) as u32).max(renew_secs),
+    };
     let router = match opts.get(OptionCode::Router) {
         Some(DhcpOption::Router(r)) => r.first().copied(),
         _ => None,
@@ -438,5 +443,10 @@ mod tests {
         assert_eq!(l.lease_secs, MIN_LEASE_SECS);
         assert!(l.renew_secs >= MIN_RENEW_SECS);
         assert!(l.renew_secs <= l.rebind_secs && l.rebind_secs <= l.lease_secs);
+        // A T1 past the lease's end is the default T1 instead.
+        let l = ack_with([192, 168, 5, 20], [255, 255, 255, 0], 600, Some(5000)).unwrap();
+        assert_eq!((l.renew_secs, l.rebind_secs), (300, 525));
+        let l = ack_with([192, 168, 5, 20], [255, 255, 255, 0], 600, Some(100)).unwrap();
+        assert_eq!((l.renew_secs, l.rebind_secs), (100, 525));
     }
 }
