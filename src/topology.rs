@@ -100,17 +100,23 @@ impl Topology {
             file: file.clone(),
             reason,
         })?;
-        let topo: Topology = toml::from_str(&text).map_err(|e| Error::Topology {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "topology".into());
+        Self::parse(&text, &file, &stem)
+    }
+
+    /// Parse and check a topology file's text (`file` names it in errors;
+    /// `stem` is its name when the file gives none). Returns the topology
+    /// and the owner tag of what it makes.
+    pub fn parse(text: &str, file: &str, stem: &str) -> Result<(Topology, String)> {
+        let file = file.to_string();
+        let topo: Topology = toml::from_str(text).map_err(|e| Error::Topology {
             file: file.clone(),
             reason: e.to_string().trim_end().to_string(),
         })?;
-        let name = match &topo.name {
-            Some(n) => n.clone(),
-            None => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "topology".into()),
-        };
+        let name = topo.name.clone().unwrap_or_else(|| stem.to_string());
         validate_name("topology name", &name).map_err(|e| Error::Topology {
             file: file.clone(),
             reason: e.to_string(),

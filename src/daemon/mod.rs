@@ -35,7 +35,7 @@ use crate::report;
 use crate::store::WAL_CHECKPOINT_BYTES;
 pub use lease::release_now;
 use lease::{LeaseTask, Stop};
-use protocol::{Envelope, Reply, Request, Scope};
+use protocol::{Reply, Request, Scope};
 
 pub struct Options {
     pub state_dir: PathBuf,
@@ -521,13 +521,13 @@ async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
             "bad request: longer than {} MiB",
             MAX_REQUEST >> 20
         )),
-        Ok(Ok(_)) => match serde_json::from_str::<Envelope>(&line) {
+        Ok(Ok(_)) => match protocol::parse_request(&line) {
             Ok(call) if call.scope != ctx.scope => Reply::OtherScope(ctx.scope.clone()),
             Ok(call) => match dispatch(&ctx, call.request).await {
                 Ok(v) => Reply::Ok(v),
                 Err(e) => Reply::Error(e.to_string()),
             },
-            Err(e) => Reply::Error(format!("bad request: {e}")),
+            Err(e) => Reply::Error(e),
         },
     };
     let mut out = serde_json::to_string(&reply).unwrap_or_default();

@@ -71,6 +71,19 @@ impl std::fmt::Display for Scope {
     }
 }
 
+/// A request line as the daemon reads it, checked as far as it can be
+/// without the daemon's state: JSON of an [`Envelope`], and an attach's
+/// options valid. The error says what is wrong, for the reply.
+pub fn parse_request(line: &str) -> std::result::Result<Envelope, String> {
+    let call: Envelope = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
+    if let Request::Attach { spec } = &call.request {
+        crate::target::Target::parse(&spec.target).map_err(|e| e.to_string())?;
+        crate::model::validate_name("network", &spec.network).map_err(|e| e.to_string())?;
+        spec.validate().map_err(|e| e.to_string())?;
+    }
+    Ok(call)
+}
+
 /// What goes over the socket: a request and who asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {

@@ -151,6 +151,7 @@ impl Reply {
 /// Parse a datagram; None when it is not a reply to `xid` for `mac` (other
 /// clients' traffic, garbage) or lacks what a usable lease needs.
 pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Reply> {
+    let shape = well_formed(data)?;
     let msg = Message::from_bytes(data).ok()?;
     if msg.opcode() != Opcode::BootReply || msg.xid() != xid || msg.chaddr().get(..6)? != mac {
         return None;
@@ -165,7 +166,7 @@ pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Rep
             server: server?,
             offered: msg.yiaddr(),
         }),
-        MessageType::Ack => lease_from_ack(&msg, server?, now).map(Reply::Ack),
+        MessageType::Ack => lease_from_ack(&msg, server?, now, shape.routes_ok).map(Reply::Ack),
         MessageType::Nak => Some(Reply::Nak {
             server,
             message: match opts.get(OptionCode::Message) {
@@ -175,6 +176,120 @@ pub fn parse_reply(data: &[u8], xid: u32, mac: &[u8; 6], now: u64) -> Option<Rep
         }),
         _ => None,
     }
+}
+
+/// Where the options start: after the fixed BOOTP fields (236 bytes) and
+/// the magic cookie.
+const OPTIONS_AT: usize = 240;
+
+/// Whether a datagram's hardware address length fits its field and every
+/// option lies inside it with a length its code allows; a reply that fails
+/// is dropped whole. The decoder trusts these lengths: a `hlen` above 16
+/// makes it slice past its 16-byte `chaddr`, and its debug assertions and
+/// the subtraction it makes from some option lengths panic, which would
+/// abort the daemon on one bad byte from any host of the LAN. plumb reads
+/// the options whose lengths it knows.
+fn well_formed(data: &[u8]) -> Option<Shape> {
+    const HLEN: usize = 2;
+    const SNAME: std::ops::Range<usize> = 44..108;
+    const FILE: std::ops::Range<usize> = 108..236;
+    if *data.get(HLEN)? > 16 {
+        return None;
+    }
+    let mut shape = walk_options(data.get(OPTIONS_AT..)?)?;
+    // Option 52: the `file` (1), `sname` (2) or both (3) fields hold
+    // options too.
+    let also = match shape.overload {
+        None | Some(0) => Vec::new(),
+        Some(1) => vec![FILE],
+        Some(2) => vec![SNAME],
+        Some(3) => vec![FILE, SNAME],
+        Some(_) => return None,
+    };
+    for r in also {
+        let more = walk_options(&data[r])?;
+        if more.overload.is_some() {
+            return None;
+        }
+        shape.routes_ok &= more.routes_ok;
+    }
+    Some(shape)
+}
+
+/// What the walk over a reply's options found.
+struct Shape {
+    /// The overload option's value, if there is one.
+    overload: Option<u8>,
+    /// Option 121, if there, is a list of whole routes with prefixes of at
+    /// most 32 bits (RFC 3442: a client ignores an ill-formed one whole).
+    routes_ok: bool,
+}
+
+/// Whether option 121's value is whole routes: a prefix length, the
+/// prefix's significant bytes, a gateway; and nothing left over.
+fn classless_routes_ok(mut v: &[u8]) -> bool {
+    while let Some((&prefix, rest)) = v.split_first() {
+        let dest = usize::from(prefix).div_ceil(8);
+        if prefix > 32 || rest.len() < dest + 4 {
+            return false;
+        }
+        v = &rest[dest + 4..];
+    }
+    true
+}
+
+/// Walk one options area; None when an option is malformed.
+fn walk_options(area: &[u8]) -> Option<Shape> {
+    let mut shape = Shape {
+        overload: None,
+        routes_ok: true,
+    };
+    let mut i = 0;
+    while i < area.len() {
+        let code = area[i];
+        match code {
+            0 => {
+                i += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let len = usize::from(*area.get(i + 1)?);
+        let value = area.get(i + 2..i + 2 + len)?;
+        let ok = match code {
+            // Router, DNS servers: addresses.
+            3 | 6 => len >= 4 && len % 4 == 0,
+            // Mask, lease time, server identifier, T1, T2, and times
+            // of the bulk leasequery (152 to 155).
+            1 | 51 | 54 | 58 | 59 | 152..=155 => len == 4,
+            // MTU.
+            26 => len == 2,
+            // Message type, overload.
+            52 | 53 => len == 1,
+            // Rapid commit.
+            80 => len == 0,
+            // Client FQDN: flags and two RCODEs before the name.
+            81 => len >= 3,
+            // Client network interface identifier.
+            94 => len == 3,
+            // Classless routes: a prefix length and a gateway at least;
+            // leasequery status: a code.
+            121 => len >= 5,
+            151 => len >= 1,
+            _ => true,
+        };
+        if !ok {
+            return None;
+        }
+        match code {
+            52 => shape.overload = Some(value[0]),
+            121 => shape.routes_ok &= classless_routes_ok(value),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    Some(shape)
 }
 
 /// The shortest lease and renewal time plumb takes: a server saying 0
@@ -191,7 +306,7 @@ fn usable_address(subnet: Ipv4Net) -> bool {
     !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.octets()[0] >= 240 || edge)
 }
 
-fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
+fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64, routes_ok: bool) -> Option<Lease> {
     let opts = msg.opts();
     let address = msg.yiaddr();
     let mask = match opts.get(OptionCode::SubnetMask) {
@@ -199,7 +314,13 @@ fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
         // No mask: the class default is long dead; a host route is safe.
         _ => Ipv4Addr::BROADCAST,
     };
-    let prefix = u32::from(mask).leading_ones() as u8;
+    // A mask with holes (255.0.255.0) is no subnet.
+    let bits = u32::from(mask);
+    if bits.leading_ones() + bits.trailing_zeros() != 32 && bits != 0 {
+        tracing::warn!(%server, %mask, "a DHCP server sent a subnet mask that is not one");
+        return None;
+    }
+    let prefix = bits.leading_ones() as u8;
     let subnet = Ipv4Net::new(address, prefix).ok()?;
     if !usable_address(subnet) {
         tracing::warn!(%server, %subnet, "a DHCP server offered an address no host may have");
@@ -229,8 +350,12 @@ fn lease_from_ack(msg: &Message, server: Ipv4Addr, now: u64) -> Option<Lease> {
         _ => None,
     };
     let routes = match opts.get(OptionCode::ClasslessStaticRoute) {
-        Some(DhcpOption::ClasslessStaticRoute(r)) => r.clone(),
-        _ => Vec::new(),
+        Some(DhcpOption::ClasslessStaticRoute(r)) if routes_ok => r.clone(),
+        Some(_) => {
+            tracing::warn!(%server, "a DHCP server sent ill-formed classless routes (option 121); ignored");
+            Vec::new()
+        }
+        None => Vec::new(),
     };
     Some(Lease {
         address: subnet,

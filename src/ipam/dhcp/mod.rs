@@ -3,7 +3,7 @@
 //! as stored.
 
 pub mod client;
-mod frame;
+pub mod frame;
 pub mod lease;
 pub mod message;
 mod socket;
