@@ -1,6 +1,8 @@
 //! Fault injection for the crash tests. In a debug build (what the tests
 //! run), `PLUMB_FAILPOINT=N` makes the process kill itself with SIGKILL at
-//! the Nth failpoint it reaches, and `PLUMB_FAILPOINT_TRACE=FILE` appends
+//! the Nth failpoint it reaches (`stop:N` stops it with SIGSTOP instead, for
+//! whoever wants many processes caught at once and killed together, as the
+//! crash benchmark does), and `PLUMB_FAILPOINT_TRACE=FILE` appends
 //! the name of every failpoint reached to FILE, so a test learns how many
 //! there are and kills at each in turn. Failpoints follow every kernel step
 //! that has an undo ([`crate::undo::UndoLog::push`]), every store commit,
@@ -15,15 +17,22 @@ pub fn hit(name: &str) {
 
     struct Plan {
         kill_at: Option<usize>,
+        signal: i32,
         trace: Option<std::path::PathBuf>,
     }
     static PLAN: OnceLock<Plan> = OnceLock::new();
     static REACHED: AtomicUsize = AtomicUsize::new(0);
-    let plan = PLAN.get_or_init(|| Plan {
-        kill_at: std::env::var("PLUMB_FAILPOINT")
-            .ok()
-            .and_then(|v| v.parse().ok()),
-        trace: std::env::var_os("PLUMB_FAILPOINT_TRACE").map(Into::into),
+    let plan = PLAN.get_or_init(|| {
+        let spec = std::env::var("PLUMB_FAILPOINT").unwrap_or_default();
+        let (signal, n) = match spec.strip_prefix("stop:") {
+            Some(n) => (libc::SIGSTOP, n),
+            None => (libc::SIGKILL, spec.as_str()),
+        };
+        Plan {
+            kill_at: n.parse().ok(),
+            signal,
+            trace: std::env::var_os("PLUMB_FAILPOINT_TRACE").map(Into::into),
+        }
     });
     if plan.kill_at.is_none() && plan.trace.is_none() {
         return;
@@ -39,7 +48,7 @@ pub fn hit(name: &str) {
     }
     if plan.kill_at == Some(n) {
         // SAFETY: raising a signal has no memory effects.
-        unsafe { libc::raise(libc::SIGKILL) };
+        unsafe { libc::raise(plan.signal) };
     }
 }
 

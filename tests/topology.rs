@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Lab, links, must, peer_echo_server, sh, tcp_say};
+use common::{Lab, links, must, peer_echo_server, tcp_say};
 
 fn example(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -12,21 +12,32 @@ fn netns_exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
 }
 
-/// Removes the fixed-name namespaces of an example even if the test fails.
-struct Cleanup(&'static [&'static str]);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for ns in self.0 {
-            let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
-        }
+/// A shipped example whose namespaces carry the lab's prefix (so that two
+/// runs, and a user's own `lab-router`, never meet; the lab removes them
+/// whatever happens): the file's path, and the new names in order.
+fn example_for(lab: &Lab, name: &str, namespaces: &[&str]) -> (String, Vec<String>) {
+    let mut text = std::fs::read_to_string(example(name)).expect("read example");
+    let mut renamed = Vec::new();
+    for ns in namespaces {
+        let mine = lab.name(ns);
+        assert!(text.contains(&format!("\"{ns}\"")), "{name} names {ns}");
+        text = text.replace(&format!("\"{ns}\""), &format!("\"{mine}\""));
+        renamed.push(mine);
     }
+    let path = lab.state.path().join(name);
+    std::fs::write(&path, text).expect("write example copy");
+    (path.to_str().expect("UTF-8 path").to_string(), renamed)
 }
 
 #[test]
 fn lab_example_host_reaches_web_server_through_router() {
-    let _cleanup = Cleanup(&["lab-router", "lab-web", "lab-mkt", "lab-sales"]);
     let lab = Lab::new("lab");
-    let file = example("lab.toml");
+    let (file, names) = example_for(
+        &lab,
+        "lab.toml",
+        &["lab-router", "lab-web", "lab-mkt", "lab-sales"],
+    );
+    let web = names[1].as_str();
     let first = lab.ok(&["up", &file]);
     assert!(
         first.contains("created network finance")
@@ -39,7 +50,7 @@ fn lab_example_host_reaches_web_server_through_router() {
         lab.ping(&lab.host, "10.2.0.10"),
         "host pings the web server"
     );
-    let (server, port) = peer_echo_server("lab-web", "10.2.0.10:0");
+    let (server, port) = peer_echo_server(web, "10.2.0.10:0");
     let seen =
         tcp_say(&lab.host, &format!("10.2.0.10:{port}")).expect("host connects to the web server");
     assert_eq!(
@@ -48,13 +59,13 @@ fn lab_example_host_reaches_web_server_through_router() {
     );
     server.join().unwrap();
     // Departments reach each other through the router, and every one is reachable.
-    assert!(lab.ping("lab-web", "10.3.0.10"), "finance -> marketing");
+    assert!(lab.ping(web, "10.3.0.10"), "finance -> marketing");
     assert!(lab.ping(&lab.host, "10.4.0.10"), "host -> sales");
     assert!(
         lab.ping(&lab.host, "10.1.0.254"),
         "host -> core gateway on the router"
     );
-    let trace = must("ip netns exec lab-web ip route get 10.0.0.1");
+    let trace = must(&format!("ip netns exec {web} ip route get 10.0.0.1"));
     assert!(
         trace.contains("via 10.2.0.254"),
         "web goes through its gateway: {trace}"
@@ -68,7 +79,7 @@ fn lab_example_host_reaches_web_server_through_router() {
     let host_links_before_down = links(&lab.host);
     assert!(host_links_before_down.iter().any(|l| l == "pl-finance"));
     lab.ok(&["down", &file]);
-    for ns in ["lab-router", "lab-web", "lab-mkt", "lab-sales"] {
+    for ns in &names {
         assert!(!netns_exists(ns), "{ns} removed");
     }
     let left = links(&lab.host);
@@ -90,15 +101,15 @@ fn lab_example_host_reaches_web_server_through_router() {
 
 #[test]
 fn quickstart_example_comes_up_and_goes_down() {
-    let _cleanup = Cleanup(&["qs-a", "qs-b"]);
     let lab = Lab::new("qs");
-    let file = example("quickstart.toml");
+    let (file, names) = example_for(&lab, "quickstart.toml", &["qs-a", "qs-b"]);
+    let (a, b) = (names[0].as_str(), names[1].as_str());
     lab.ok(&["up", &file]);
-    let b = lab.ip_of("qs-b", "quickstart");
-    assert!(lab.ping("qs-a", &b));
-    assert!(lab.ping("qs-a", "fd88::1"));
+    let b_ip = lab.ip_of(b, "quickstart");
+    assert!(lab.ping(a, &b_ip));
+    assert!(lab.ping(a, "fd88::1"));
     lab.ok(&["down", &file]);
-    assert!(!netns_exists("qs-a") && !netns_exists("qs-b"));
+    assert!(!netns_exists(a) && !netns_exists(b));
     assert_eq!(links(&lab.host), vec!["lo".to_string()]);
 }
 

@@ -126,9 +126,39 @@ pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
         .map(|e| change(false, e))
         .chain(add.iter().map(|e| change(true, e)))
         .collect();
-    NfNetlink::open()
-        .and_then(|mut nl| nl.apply(&changes))
+    with_socket(|nl| nl.apply(&changes))
         .map_err(|e| Error::kernel("update plumb's nftables sets", e))
+}
+
+thread_local! {
+    /// One nfnetlink socket per thread for element changes, kept: closing
+    /// one that deleted elements makes the kernel wait for the transaction's
+    /// cleanup (10 to 20 ms here), which a thousand detaches in a row
+    /// would pay a thousand times. A thread stays in the host's namespace
+    /// whenever it changes elements.
+    static SOCKET: std::cell::RefCell<Option<NfNetlink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` on this thread's socket (opened at the first use); a socket that
+/// failed below the kernel's answers is dropped and opened again next time.
+fn with_socket<T>(
+    f: impl FnOnce(&mut NfNetlink) -> crate::netlink::NlResult<T>,
+) -> crate::netlink::NlResult<T> {
+    SOCKET.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let nl = match slot.as_mut() {
+            Some(nl) => nl,
+            None => slot.insert(NfNetlink::open()?),
+        };
+        let out = f(nl);
+        if matches!(
+            out,
+            Err(crate::netlink::NetlinkError::Io(_) | crate::netlink::NetlinkError::Decode(_))
+        ) {
+            *slot = None;
+        }
+        out
+    })
 }
 
 /// Take `remove` out of their sets, those that are there: what finishing
@@ -136,18 +166,23 @@ pub fn apply(remove: &[Element], add: &[Element]) -> Result<()> {
 /// batch fails whole on one absent element (ENOENT), or on a set or table
 /// that is gone; then each goes alone.
 pub fn withdraw(remove: &[Element]) -> Result<()> {
+    if remove.is_empty() {
+        return Ok(());
+    }
     let gone = |e: &crate::netlink::NetlinkError| e.is(libc::ENOENT);
-    let mut nl = NfNetlink::open().map_err(|e| Error::kernel("open nfnetlink", e))?;
     let all: Vec<Change> = remove.iter().map(|e| change(false, e)).collect();
-    match nl.apply(&all) {
-        Err(e) if gone(&e) => {}
-        other => return other.map_err(|e| Error::kernel("update plumb's nftables sets", e)),
-    }
-    for c in all {
-        match nl.apply(std::slice::from_ref(&c)) {
-            Err(e) if !gone(&e) => return Err(Error::kernel("update plumb's nftables sets", e)),
-            _ => {}
+    with_socket(|nl| {
+        match nl.apply(&all) {
+            Err(e) if gone(&e) => {}
+            other => return other,
         }
-    }
-    Ok(())
+        for c in &all {
+            match nl.apply(std::slice::from_ref(c)) {
+                Err(e) if !gone(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::kernel("update plumb's nftables sets", e))
 }
