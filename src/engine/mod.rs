@@ -961,12 +961,27 @@ impl Engine {
         self.recover_quietly();
         let holder = self.store.holder()?;
         let dest = route.dest.to_string();
+        let host = &mut self.host;
         self.store.write(|tx| {
             if store::host_routes(tx)?.iter().any(|r| r.dest == dest) {
                 return Err(Error::invalid(
                     "host route",
                     route,
                     "a host route to this destination is already managed by plumb",
+                ));
+            }
+            // A route that is there already is someone else's: refused now,
+            // it is never plumb's to delete (on a rollback or a recovery).
+            let present = host
+                .routes(route.dest.addr().is_ipv6())
+                .map_err(|e| Error::kernel("list host routes", e))?
+                .iter()
+                .any(|r| r.dest == route.dest);
+            if present {
+                return Err(Error::invalid(
+                    "host route",
+                    route,
+                    "a route to this destination exists on the host already, and is not plumb's",
                 ));
             }
             store::insert_host_route(
@@ -984,12 +999,19 @@ impl Engine {
             .add_route(route.dest, Some(route.via), None, false)
             .map_err(|e| Error::kernel(format!("add host route {route}"), e));
         failpoint::hit("host route added");
-        let done = added.and_then(|()| {
-            self.store
+        let done = match added {
+            Ok(()) => self
+                .store
                 .write(|tx| intent::delete(tx, Subject::HostRoute, &dest))
-        });
-        if let Err(e) = done {
-            let _ = self.host.del_route(route.dest, Some(route.via), None);
+                .map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
+        };
+        if let Err((e, added)) = done {
+            // Only what this add made goes: a refusal (EEXIST: a route
+            // that came meanwhile) leaves the kernel's as it is.
+            if added {
+                let _ = self.host.del_route(route.dest, Some(route.via), None);
+            }
             self.store.write(|tx| {
                 store::delete_host_route(tx, &dest)?;
                 intent::delete(tx, Subject::HostRoute, &dest)
