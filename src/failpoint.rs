@@ -55,3 +55,29 @@ pub fn hit(name: &str) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// In a debug build, panic the first time the daemon worker `name` passes
+/// here when `PLUMB_PANIC_IN` names it (comma-separated): how the tests
+/// see a failed worker reported and started again.
+#[cfg(debug_assertions)]
+pub fn panic_once(name: &str) {
+    use std::sync::Mutex;
+    static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let wanted = std::env::var("PLUMB_PANIC_IN").unwrap_or_default();
+    if !wanted.split(',').any(|w| w == name) {
+        return;
+    }
+    let mut done = DONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if done.iter().any(|d| d == name) {
+        return;
+    }
+    done.push(name.to_string());
+    drop(done);
+    panic!("PLUMB_PANIC_IN={name}");
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn panic_once(_name: &str) {}

@@ -288,3 +288,61 @@ fn the_store_is_readable_by_its_owner_alone() {
     run(&old, "n2", "10.85.0.0/24");
     assert_eq!(mode(&old.join("plumb.db")), 0o600);
 }
+
+/// A worker of the daemon that fails is said and started again: with the
+/// link watcher, the policy watcher and the reconcile loop each made to
+/// panic once (a debug build's `PLUMB_PANIC_IN`), the log names each, and
+/// each does its job afterwards (a deleted bridge is made again, a flushed
+/// table written again, an attachment whose namespace went is removed).
+#[test]
+fn a_failed_worker_is_reported_and_started_again() {
+    let lab = Lab::new("dsup");
+    nat_network(&lab, "sup", "10.27.0.0/24");
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    lab.ok(&["attach", &a, "sup"]);
+    lab.ok(&["attach", &b, "sup"]);
+    let daemon = lab.daemon_with_env(
+        &[],
+        &[(
+            "PLUMB_PANIC_IN",
+            std::ffi::OsStr::new("links,policy,reconcile"),
+        )],
+    );
+    for worker in ["links", "policy", "reconcile"] {
+        common::wait_until(
+            &format!("the {worker} worker to fail and restart"),
+            20,
+            || {
+                daemon.log_text().contains(&format!(
+                    "the {worker} worker failed (PLUMB_PANIC_IN={worker})"
+                ))
+            },
+        );
+    }
+    let host = lab.host.clone();
+    must(&format!("ip -n {host} link del pl-sup"));
+    common::wait_until(
+        "the restarted link watcher to make the bridge again",
+        10,
+        || {
+            common::sh(&format!("ip -n {host} link show pl-sup"))
+                .status
+                .success()
+        },
+    );
+    must(&format!("ip netns exec {host} nft delete table inet plumb"));
+    common::wait_until(
+        "the restarted policy watcher to write the table again",
+        10,
+        || {
+            common::sh(&format!("ip netns exec {host} nft list table inet plumb"))
+                .status
+                .success()
+        },
+    );
+    must(&format!("ip netns del {b}"));
+    common::wait_until("the restarted reconcile loop to remove b", 20, || {
+        !lab.ok(&["ls"]).contains(&b)
+    });
+    assert!(lab.ok(&["ls"]).contains(&a));
+}

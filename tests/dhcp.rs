@@ -635,3 +635,29 @@ fn the_socket_is_root_only_and_gc_without_a_daemon_removes_dead_namespaces() {
     assert!(!ls.contains(&a) && ls.contains(&b), "{ls}");
     assert_eq!(lab.ok(&["gc"]).trim(), "nothing to remove");
 }
+
+/// A lease task that fails (made to panic once, as a debug build's
+/// `PLUMB_PANIC_IN=lease` does) is reported by the reconcile loop and
+/// started again, and the lease goes on being renewed.
+#[test]
+fn a_failed_lease_task_is_reported_and_started_again() {
+    let lab = Lab::new("dtask");
+    let server = lan(&lab);
+    let _kea = kea(&lab, &server, 8);
+    let daemon = lab.daemon_with_env(&[], &[("PLUMB_PANIC_IN", std::ffi::OsStr::new("lease"))]);
+    network(&lab, &[]);
+    let c = lab.netns("c1");
+    lab.ok(&["attach", &c, "lan"]);
+    let ip = lab.ip_of(&c, "lan");
+    wait_until("the failed lease task to be restarted", 15, || {
+        daemon
+            .log_text()
+            .contains("the lease task failed; restarting it")
+    });
+    let acquired = |lab: &Lab| dhcp_of(lab, &c)["AcquiredAt"].as_u64().unwrap();
+    let t0 = acquired(&lab);
+    wait_until("a renewal by the restarted task", 10, || {
+        acquired(&lab) > t0
+    });
+    assert_eq!(lab.ip_of(&c, "lan"), ip, "the renewal keeps the address");
+}

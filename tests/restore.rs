@@ -163,8 +163,14 @@ fn restore_puts_surviving_ports_back_on_their_bridge_and_up() {
         // The port's isolation came back with its membership.
         assert!(link.contains("isolated on"), "{link}");
     }
-    assert!(lab.ping(&a, "10.23.0.1"), "a reaches its gateway again");
-    assert!(lab.ping(&c, "10.22.0.1"), "c's end is up again");
+    // The first packet may meet a neighbour entry that failed while the
+    // port was away: a few tries within a deadline.
+    wait_until("a to reach its gateway again", 10, || {
+        lab.ping(&a, "10.23.0.1")
+    });
+    wait_until("c to reach its gateway again", 10, || {
+        lab.ping(&c, "10.22.0.1")
+    });
     assert!(
         !lab.ping(&a, &lab.ip_of(&b, "pnet")),
         "isolated containers stay apart"

@@ -58,6 +58,12 @@ impl LeaseTask {
         }
     }
 
+    /// Whether the task (or its DHCPv6 side) ended without being told to:
+    /// it failed, and its attachment's lease goes unrenewed.
+    pub fn ended(&self) -> bool {
+        self.handle.is_finished() || self.v6.as_ref().is_some_and(|(_, h)| h.is_finished())
+    }
+
     /// End the task; returns the attachment as the task last recorded it.
     pub async fn stop(self, how: Stop) -> Option<Attachment> {
         if let Some((stop6, handle6)) = self.v6 {
@@ -131,6 +137,7 @@ async fn run(
     // What the attachment held last, asked back first after an expiry.
     let mut previous: Option<Ipv4Addr> = None;
     loop {
+        crate::failpoint::panic_once("lease");
         let lease = a.dhcp.as_ref().and_then(|b| b.lease.clone());
         let outcome = match lease {
             None => {
@@ -327,26 +334,6 @@ pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(
     client.release(lease).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lost_leases_back_off_exponentially_until_one_is_renewed() {
-        let mut l = Losses::default();
-        assert_eq!(l.wait(), None, "the first DISCOVER goes at once");
-        let waits: Vec<u64> = (0..9)
-            .map(|_| {
-                l.lost();
-                l.wait().unwrap().as_secs()
-            })
-            .collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
-        l.kept();
-        assert_eq!(l.wait(), None);
-    }
-}
-
 /// Whether the interface's last router advertisement asked for DHCPv6.
 fn ra_managed(ns: &NsHandle, ifname: &str) -> bool {
     Netlink::open_in(ns)
@@ -463,5 +450,25 @@ async fn run_v6(ctx: Arc<Ctx>, a: Attachment, ns: NsHandle, mut stop: oneshot::R
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_leases_back_off_exponentially_until_one_is_renewed() {
+        let mut l = Losses::default();
+        assert_eq!(l.wait(), None, "the first DISCOVER goes at once");
+        let waits: Vec<u64> = (0..9)
+            .map(|_| {
+                l.lost();
+                l.wait().unwrap().as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        l.kept();
+        assert_eq!(l.wait(), None);
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Repeated, open_engine};
+use super::{Repeated, open_engine, supervise};
 use crate::engine::RestoreReport;
 use crate::error::{Error, Result};
 use crate::netlink::monitor::{Change, Monitor};
@@ -19,48 +19,41 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 /// Start the watcher thread, with an engine of its own.
 pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<()> {
-    let mut monitor =
-        Monitor::open().map_err(|e| Error::kernel("listen to the host's link changes", e))?;
-    let mut engine = open_engine(state_dir, holds)?;
-    std::thread::Builder::new()
-        .name("links".into())
-        .spawn(move || {
-            let mut errors = Repeated::default();
-            loop {
-                let mut changes = match gather(&mut monitor) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        std::thread::sleep(errors.failed("link notifications", &e.to_string()));
-                        continue;
-                    }
-                };
-                changes.sort_unstable();
-                changes.dedup();
-                let report = if changes.contains(&Change::Unknown) {
-                    engine.restore()
-                } else {
-                    let names: Vec<String> = changes
-                        .into_iter()
-                        .filter_map(|c| match c {
-                            Change::Link(n) => Some(n),
-                            Change::Unknown => None,
-                        })
-                        .collect();
-                    engine.repair_links(&names)
-                };
-                match report {
-                    Ok(r) => {
-                        errors.ended("repair");
-                        log(&r);
-                    }
-                    Err(e) => {
-                        let _ = errors.failed("repair", &e.to_string());
-                    }
+    let (state_dir, holds) = (state_dir.to_path_buf(), holds.clone());
+    supervise::thread("links", move || {
+        let mut monitor =
+            Monitor::open().map_err(|e| Error::kernel("listen to the host's link changes", e))?;
+        let mut engine = open_engine(&state_dir, &holds)?;
+        let mut errors = Repeated::default();
+        loop {
+            crate::failpoint::panic_once("links");
+            let mut changes =
+                gather(&mut monitor).map_err(|e| Error::kernel("read link notifications", e))?;
+            changes.sort_unstable();
+            changes.dedup();
+            let report = if changes.contains(&Change::Unknown) {
+                engine.restore()
+            } else {
+                let names: Vec<String> = changes
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Change::Link(n) => Some(n),
+                        Change::Unknown => None,
+                    })
+                    .collect();
+                engine.repair_links(&names)
+            };
+            match report {
+                Ok(r) => {
+                    errors.ended("repair");
+                    log(&r);
+                }
+                Err(e) => {
+                    let _ = errors.failed("repair", &e.to_string());
                 }
             }
-        })
-        .map_err(|e| Error::io("start the link watcher", e))?;
-    Ok(())
+        }
+    })
 }
 
 /// Wait for a change, then for the kernel to be quiet for [`SETTLE`].

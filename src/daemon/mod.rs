@@ -15,6 +15,7 @@
 mod lease;
 mod links;
 pub mod protocol;
+mod supervise;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -181,7 +182,10 @@ async fn serve(opts: Options) -> Result<()> {
     restore(&ctx, true).await?;
     let listener = bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "plumb daemon ready");
-    let reconciler = tokio::spawn(reconcile_loop(ctx.clone(), opts.reconcile_interval));
+    let reconciler = {
+        let (ctx, every) = (ctx.clone(), opts.reconcile_interval);
+        supervise::task("reconcile", move || reconcile_loop(ctx.clone(), every))
+    };
     watch_policy(&opts.state_dir, activity, &holds)?;
     links::watch(&opts.state_dir, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -341,62 +345,61 @@ fn watch_policy(
     activity: Arc<Activity>,
     holds: &Arc<std::sync::Mutex<Holds>>,
 ) -> Result<()> {
-    let mut engine = open_engine(state_dir, holds)?;
-    std::thread::Builder::new()
-        .name("policy".into())
-        .spawn(move || {
-            // A port another program holds is said once, not twice a second.
-            let mut reported = std::collections::HashSet::<String>::new();
-            let mut firewall_errors = Repeated::default();
-            loop {
-                match engine.repair_egress() {
-                    Ok(done) => {
-                        for line in done {
-                            tracing::info!("restored {line}");
-                        }
-                    }
-                    Err(e) => tracing::warn!("egress routing: {e}"),
-                }
-                match engine.repair_firewall() {
-                    Ok(repaired) => {
-                        firewall_errors.ended("firewall");
-                        if repaired {
-                            tracing::info!("restored plumb's nftables tables and iptables accepts");
-                        }
-                    }
-                    // A failure that lasts (the xtables lock kept) is said
-                    // once, and retried at the next tick.
-                    Err(e) => {
-                        let _ = firewall_errors.failed("firewall", &e.to_string());
+    let (state_dir, holds) = (state_dir.to_path_buf(), holds.clone());
+    supervise::thread("policy", move || {
+        let mut engine = open_engine(&state_dir, &holds)?;
+        // A port another program holds is said once, not twice a second.
+        let mut reported = std::collections::HashSet::<String>::new();
+        let mut firewall_errors = Repeated::default();
+        loop {
+            crate::failpoint::panic_once("policy");
+            match engine.repair_egress() {
+                Ok(done) => {
+                    for line in done {
+                        tracing::info!("restored {line}");
                     }
                 }
-                match engine.reconcile_port_holds() {
-                    Ok(problems) => {
-                        for p in problems.iter().filter(|p| !reported.contains(*p)) {
-                            tracing::warn!("published ports: {p}");
-                        }
-                        reported = problems.into_iter().collect();
-                    }
-                    Err(e) => tracing::warn!("published ports: {e}"),
-                }
-                let above = if activity.quiet_for(QUIET) {
-                    WAL_CHECKPOINT_BYTES
-                } else {
-                    WAL_BUSY_CAP
-                };
-                if let Err(e) = engine.checkpoint_store(above) {
-                    tracing::warn!("checkpoint the store: {e}");
-                }
-                std::thread::sleep(Duration::from_millis(500));
+                Err(e) => tracing::warn!("egress routing: {e}"),
             }
-        })
-        .map_err(|e| Error::io("start the policy watcher", e))?;
-    Ok(())
+            match engine.repair_firewall() {
+                Ok(repaired) => {
+                    firewall_errors.ended("firewall");
+                    if repaired {
+                        tracing::info!("restored plumb's nftables tables and iptables accepts");
+                    }
+                }
+                // A failure that lasts (the xtables lock kept) is said
+                // once, and retried at the next tick.
+                Err(e) => {
+                    let _ = firewall_errors.failed("firewall", &e.to_string());
+                }
+            }
+            match engine.reconcile_port_holds() {
+                Ok(problems) => {
+                    for p in problems.iter().filter(|p| !reported.contains(*p)) {
+                        tracing::warn!("published ports: {p}");
+                    }
+                    reported = problems.into_iter().collect();
+                }
+                Err(e) => tracing::warn!("published ports: {e}"),
+            }
+            let above = if activity.quiet_for(QUIET) {
+                WAL_CHECKPOINT_BYTES
+            } else {
+                WAL_BUSY_CAP
+            };
+            if let Err(e) = engine.checkpoint_store(above) {
+                tracing::warn!("checkpoint the store: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
 }
 
 async fn reconcile_loop(ctx: Arc<Ctx>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
+        crate::failpoint::panic_once("reconcile");
         if let Err(e) = gc(&ctx).await {
             tracing::warn!("reconcile: {e}");
         }
@@ -442,6 +445,7 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
     for t in orphans {
         t.stop(Stop::Keep).await;
     }
+    restart_ended_lease_tasks(ctx).await?;
     let mut removed = Vec::new();
     for a in gone {
         let task = ctx.tasks.lock().await.remove(&a.host_ifname);
@@ -456,6 +460,36 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
         removed.push(latest);
     }
     Ok(removed)
+}
+
+/// A lease task that ended without being told to (it failed) is said and
+/// started again from its attachment as the store has it.
+async fn restart_ended_lease_tasks(ctx: &Arc<Ctx>) -> Result<()> {
+    let ended: Vec<String> = {
+        let tasks = ctx.tasks.lock().await;
+        tasks
+            .iter()
+            .filter(|(_, t)| t.ended())
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    for key in ended {
+        let c = ctx.clone();
+        let k = key.clone();
+        let current = blocking(move || c.with_engine(|e| e.attachment(&k))).await?;
+        let mut tasks = ctx.tasks.lock().await;
+        let Some(old) = tasks.remove(&key) else {
+            continue;
+        };
+        let _ = old.stop(Stop::Keep).await;
+        if let Some(a) = current
+            && let Some(ns) = attached_ns(&a)
+        {
+            tracing::error!(target = %a.target, ifname = %a.ifname, "the lease task failed; restarting it");
+            tasks.insert(key, LeaseTask::spawn(ctx.clone(), a, ns));
+        }
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

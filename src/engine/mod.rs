@@ -933,6 +933,11 @@ impl Engine {
         store::attachments(self.store.read())
     }
 
+    /// One attachment by its host interface name.
+    pub fn attachment(&self, host_ifname: &str) -> Result<Option<Attachment>> {
+        store::attachment(self.store.read(), host_ifname)
+    }
+
     /// A target's attachments; those taking IPv6 from router
     /// advertisements show the addresses and router the kernel has now.
     pub fn attachments_of(&self, target: &str) -> Result<Vec<StoredAttachment>> {
