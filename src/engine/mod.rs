@@ -903,9 +903,6 @@ impl Engine {
                 tracing::warn!(target = %a.target, "unpublish: {e}");
             }
             for p in &a.publish {
-                if let Some(holds) = &self.holds {
-                    ports::lock(holds).release(p);
-                }
                 ports::forget_flows(p);
             }
         }
@@ -926,7 +923,16 @@ impl Engine {
             elements::withdraw(&filter_elements(tx, &a_net, a)?)?;
             store::delete_attachment(tx, a)?;
             intent::delete(tx, Subject::Attachment, &a.host_ifname)
-        })
+        })?;
+        // The daemon's held ports go only once the store no longer has
+        // them: its policy thread binds again any port the store says is
+        // published.
+        if let Some(holds) = &self.holds {
+            for p in &a.publish {
+                ports::lock(holds).release(p);
+            }
+        }
+        Ok(())
     }
 
     pub fn attachments(&self) -> Result<Vec<StoredAttachment>> {
