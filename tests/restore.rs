@@ -282,3 +282,66 @@ fn the_daemon_repairs_what_someone_took_away_without_being_asked() {
     });
     wait_until("a to reach b again", 10, || reachable(&a));
 }
+
+/// `gc` deletes what plumb can tell as its own and no record has (an older
+/// plumb killed half way, a lost store): a host veth named as plumb names
+/// them, a rule pair at its priorities and its table's default route; and
+/// leaves alike things that are not its (another name, another priority,
+/// a rule to the main table without plumb's suppression).
+#[test]
+fn gc_deletes_orphans_plumb_names_and_leaves_the_rest() {
+    let lab = Lab::new("orph");
+    let host = lab.host.clone();
+    lab.ok(&["network", "create", "onet", "--subnet", "10.26.0.0/24"]);
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "onet"]);
+    let mine = lab.inspect(&c)["NetworkSettings"]["Networks"]["onet"]["HostIfName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for cmd in [
+        "link add pv0123456789ab type veth peer name pvpeer0",
+        "link add userveth0 type veth peer name userveth1",
+        "link set userveth0 up",
+        "link set userveth1 up",
+        "addr add 10.250.0.1/30 dev userveth0",
+        "rule add from 10.1.0.0/24 priority 10500 lookup main suppress_prefixlength 0",
+        "rule add from 10.1.0.0/24 priority 10501 table 20500",
+        "route add default via 10.250.0.2 table 20500",
+        "rule add from 10.2.0.0/24 priority 9000 table 20600",
+        "route add default via 10.250.0.2 table 20600",
+        "rule add from 10.3.0.0/24 priority 10700 lookup main",
+    ] {
+        must(&format!("ip -n {host} {cmd}"));
+    }
+    let out = lab.ok(&["gc"]);
+    assert!(out.contains("interface pv0123456789ab"), "{out}");
+    assert!(
+        out.contains("routing rule 10500") && out.contains("routing rule 10501"),
+        "{out}"
+    );
+    assert!(out.contains("table 20500"), "{out}");
+    let links = common::links(&host);
+    assert!(!links.contains(&"pv0123456789ab".to_string()), "{links:?}");
+    assert!(
+        links.contains(&"userveth0".to_string()) && links.contains(&mine),
+        "{links:?}"
+    );
+    let rules = must(&format!("ip -n {host} rule"));
+    assert!(
+        !rules.contains("10500:") && !rules.contains("10501:"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("9000:") && rules.contains("10700:"),
+        "{rules}"
+    );
+    assert!(
+        must(&format!("ip -n {host} route show table 20500"))
+            .trim()
+            .is_empty()
+    );
+    assert!(must(&format!("ip -n {host} route show table 20600")).contains("default"));
+    assert!(lab.ping(&c, "10.26.0.1"), "the attachment is untouched");
+    assert_eq!(lab.ok(&["gc"]).trim(), "nothing to remove");
+}

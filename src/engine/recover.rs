@@ -15,6 +15,7 @@ use rusqlite::Transaction;
 
 use super::Engine;
 use crate::error::{Error, Result};
+use crate::policy::routing;
 use crate::store;
 use crate::store::intent::{self, Action, Intent, Subject};
 
@@ -183,11 +184,13 @@ impl Engine {
             .collect())
     }
 
-    /// Delete the host veth ends plumb names (`pv` and 12 hex digits) that
-    /// no attachment record has: left by a plumb older than intents, or by
-    /// a store that was lost. Links are listed before records are read, so
-    /// an attach in progress (whose record is committed before its link is
-    /// made) is never taken for an orphan.
+    /// Delete what plumb can tell by its name or number as its own but no
+    /// record justifies (left by a plumb older than intents, or by a store
+    /// that was lost): host veth ends named `pv` and 12 hex digits, routing
+    /// rules and tables in plumb's ranges ([`routing::orphans`]). The
+    /// kernel is listed before records are read, so a change in progress
+    /// (whose record is committed before its kernel objects are made) is
+    /// never taken for an orphan.
     pub fn sweep_orphans(&mut self) -> Result<Vec<String>> {
         let links = self
             .host
@@ -207,6 +210,31 @@ impl Engine {
                     return Err(Error::kernel(format!("delete orphan {}", link.name), e));
                 }
             }
+        }
+        let kernel = |e| Error::kernel("list routing rules and tables", e);
+        let rules = self.host.rules().map_err(kernel)?;
+        let tables = self.host.tables_in_use().map_err(kernel)?;
+        let allocated = store::route_tables(self.store.read())?;
+        let (stray_rules, stray_tables) = routing::orphans(&rules, &tables, &allocated);
+        for r in stray_rules {
+            match self.host.del_rule(&r) {
+                Err(e) if !e.is(libc::ENOENT) => {
+                    return Err(Error::kernel(
+                        format!("delete orphan rule {}", r.priority),
+                        e,
+                    ));
+                }
+                _ => removed.push(format!(
+                    "routing rule {} (table {}), which no network or attachment has",
+                    r.priority, r.table
+                )),
+            }
+        }
+        for t in stray_tables {
+            routing::flush_table(&mut self.host, t)?;
+            removed.push(format!(
+                "the routes of table {t}, which no network or attachment has"
+            ));
         }
         Ok(removed)
     }

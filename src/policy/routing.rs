@@ -118,6 +118,49 @@ pub fn allocate(tx: &Transaction, nl: &mut Netlink, owner: Owner) -> Result<Allo
     Ok(Allocation { table, priority })
 }
 
+/// What of plumb's policy routing no allocation justifies (an older plumb
+/// killed half way, a lost store): rules at its priorities that select its
+/// tables or the main table without its default (plumb's pair), and its
+/// tables that still hold routes and that no other rule selects. `allocated` must be read after `rules`
+/// and `tables` were listed: an allocation is committed before its rules
+/// are made, so a change under way is never taken for an orphan.
+pub fn orphans(rules: &[Rule], tables: &[u32], allocated: &[(u32, u32)]) -> (Vec<Rule>, Vec<u32>) {
+    let owned_priority = |p: u32| allocated.iter().any(|(_, a)| p == *a || p == a + 1);
+    let (stray_rules, kept): (Vec<Rule>, Vec<Rule>) = rules.iter().cloned().partition(|r| {
+        (PRIORITIES.contains(&r.priority) || r.priority == PRIORITIES.end() + 1)
+            && (TABLES.contains(&r.table) || (r.table == MAIN_TABLE && r.suppress_default))
+            && !owned_priority(r.priority)
+    });
+    // A table a rule that stays selects is that rule's owner's.
+    let mut stray_tables: Vec<u32> = tables
+        .iter()
+        .copied()
+        .filter(|t| {
+            TABLES.contains(t)
+                && !allocated.iter().any(|(a, _)| a == t)
+                && !kept.iter().any(|r| r.table == *t)
+        })
+        .collect();
+    stray_tables.sort_unstable();
+    stray_tables.dedup();
+    (stray_rules, stray_tables)
+}
+
+/// Remove an orphaned table's default routes (the only routes plumb puts
+/// in its tables).
+pub fn flush_table(nl: &mut Netlink, table: u32) -> Result<()> {
+    for any in ["0.0.0.0/0", "::/0"] {
+        let dest: IpNet = any.parse().expect("literal");
+        match nl.del_table_route(table, dest) {
+            Err(e) if !(e.is(libc::ESRCH) || e.is(libc::ENOENT)) => {
+                return Err(Error::kernel(format!("flush table {table}"), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The rules an allocation stands for.
 fn rules(sources: &[IpNet], e: &Egress, a: Allocation) -> Vec<Rule> {
     let v6 = e.gateway.map(|g| g.is_ipv6());
@@ -288,4 +331,40 @@ pub fn repair(
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_are_plumbs_rules_and_tables_that_no_allocation_has() {
+        let rule = |priority, table, suppress_default| Rule {
+            priority,
+            table,
+            source: Some("10.1.0.0/24".parse().unwrap()),
+            suppress_default,
+        };
+        let rules = [
+            rule(10_000, MAIN_TABLE, true),
+            rule(10_001, 20_000, false),
+            rule(10_002, MAIN_TABLE, true),
+            rule(10_003, 20_001, false),
+            // A user's rules: another range, or the main table plainly.
+            rule(9_000, 20_005, false),
+            rule(10_004, MAIN_TABLE, false),
+            rule(10_006, 100, false),
+            rule(9_001, 20_008, false),
+        ];
+        let (stray, tables) = orphans(
+            &rules,
+            &[20_000, 20_001, 20_007, 20_008, 100],
+            &[(20_000, 10_000)],
+        );
+        assert_eq!(
+            stray.iter().map(|r| r.priority).collect::<Vec<_>>(),
+            [10_002, 10_003]
+        );
+        assert_eq!(tables, [20_001, 20_007]);
+    }
 }
