@@ -572,6 +572,11 @@ pub fn validate_name(field: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 64 {
         return Err(Error::invalid(field, name, "must be 1 to 64 characters"));
     }
+    // A name becomes a file name (a namespace under /run/netns) and part
+    // of interface names: `.` and `..` would be other directories.
+    if name == "." || name == ".." {
+        return Err(Error::invalid(field, name, "cannot be `.` or `..`"));
+    }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')

@@ -30,6 +30,14 @@ fn bad_network_input_is_refused_precisely_and_changes_nothing() {
             &["--subnet", "10.0.0.0/33"],
         ),
         (
+            &["network", "create", ".", "--subnet", "10.71.0.0/24"],
+            &["network name", "`.`", "cannot be"],
+        ),
+        (
+            &["network", "create", "..", "--subnet", "10.71.0.0/24"],
+            &["network name", "`..`", "cannot be"],
+        ),
+        (
             &["network", "create", "x", "--subnet", "banana"],
             &["--subnet", "banana"],
         ),
