@@ -232,9 +232,9 @@ fn restore_repairs_mtu_routes_and_rate_limits_of_an_interface_that_is_there() {
 }
 
 /// The daemon hears the kernel: a bridge deleted, a port taken off its
-/// bridge or set down, the gateway address removed, a container's
-/// interface deleted (its host end goes with it) are each repaired by the
-/// running daemon without any command.
+/// bridge or set down, the gateway address removed, a lab's host route
+/// deleted, a container's interface deleted (its host end goes with it)
+/// are each repaired by the running daemon without any command.
 #[test]
 fn the_daemon_repairs_what_someone_took_away_without_being_asked() {
     let lab = Lab::new("rlive");
@@ -249,6 +249,7 @@ fn the_daemon_repairs_what_someone_took_away_without_being_asked() {
             .to_string()
     };
     let pa = port(&a);
+    lab.ok(&["host", "route", "add", "10.125.0.0/16", "via", "10.25.0.50"]);
     let _daemon = lab.daemon(&[]);
     let host = lab.host.clone();
     let on_bridge = |p: &str| {
@@ -273,6 +274,11 @@ fn the_daemon_repairs_what_someone_took_away_without_being_asked() {
     must(&format!("ip -n {host} addr del 10.25.0.1/24 dev pl-lnet"));
     wait_until("the gateway address back", 10, || {
         must(&format!("ip -n {host} -4 addr show dev pl-lnet")).contains("10.25.0.1/24")
+    });
+
+    must(&format!("ip -n {host} route del 10.125.0.0/16"));
+    wait_until("the host route back", 10, || {
+        must(&format!("ip -n {host} route show 10.125.0.0/16")).contains("via 10.25.0.50")
     });
 
     must(&format!("ip -n {b} link del eth0"));

@@ -1,6 +1,6 @@
 //! The daemon's ear on the host's links: the kernel's notifications say
-//! when a bridge, a port, an uplink or an address plumb made went away or
-//! went down, and what plumb made is repaired within a second (a 100 ms
+//! when a bridge, a port, an uplink, an address or a route plumb made went
+//! away or went down, and what plumb made is repaired within a second (a 100 ms
 //! quiet period gathers a burst: a bridge deleted takes its ports off with
 //! it). Notifications lost to an overflowing queue make a whole restore.
 
@@ -16,6 +16,8 @@ use crate::policy::ports::Holds;
 
 /// How long the kernel must be quiet before a burst of changes is acted on.
 const SETTLE: Duration = Duration::from_millis(100);
+/// How long a burst is gathered at most.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(500);
 
 /// Start the watcher thread, with an engine of its own.
 pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<()> {
@@ -38,10 +40,17 @@ pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<(
                     .into_iter()
                     .filter_map(|c| match c {
                         Change::Link(n) => Some(n),
-                        Change::Unknown => None,
+                        _ => None,
                     })
                     .collect();
-                engine.repair_links(&names)
+                engine.repair_links(&names).and_then(|mut r| {
+                    // Lab routes and the default routes of egress tables,
+                    // after any change: the kernel drops an interface's
+                    // IPv4 routes when it goes down without a word.
+                    engine.repair_host_routes(&mut r)?;
+                    r.repaired.extend(engine.repair_egress()?);
+                    Ok(r)
+                })
             };
             match report {
                 Ok(r) => {
@@ -56,14 +65,21 @@ pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<(
     })
 }
 
-/// Wait for a change, then for the kernel to be quiet for [`SETTLE`].
+/// Wait for a change, then for the kernel to be quiet for [`SETTLE`], or
+/// [`SETTLE_AT_MOST`] at most (a router whose routes never stop changing
+/// still gets its repairs).
 fn gather(monitor: &mut Monitor) -> crate::netlink::NlResult<Vec<Change>> {
     let mut changes = Vec::new();
     while changes.is_empty() {
         changes = monitor.wait(Duration::from_secs(60))?;
     }
+    let deadline = std::time::Instant::now() + SETTLE_AT_MOST;
     loop {
-        let more = monitor.wait(SETTLE)?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(changes);
+        }
+        let more = monitor.wait(SETTLE.min(left))?;
         if more.is_empty() {
             return Ok(changes);
         }

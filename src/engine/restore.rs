@@ -87,18 +87,7 @@ impl Engine {
             Ok(done) => report.repaired.extend(done),
             Err(e) => report.errors.push(e.to_string()),
         }
-        for r in store::host_routes(self.store.read())? {
-            let (Ok(dest), Ok(via)) = (r.dest.parse::<IpNet>(), r.via.parse()) else {
-                continue;
-            };
-            match self.host.add_route(dest, Some(via), None, false) {
-                Ok(()) => report.repaired.push(format!("host route {dest} via {via}")),
-                Err(e) if e.is(libc::EEXIST) => {}
-                Err(e) => report
-                    .errors
-                    .push(Error::kernel(format!("host route {dest} via {via}"), e).to_string()),
-            }
-        }
+        self.repair_host_routes(&mut report)?;
         for s in store::attachments(self.store.read())? {
             let a = &s.attachment;
             if busy_attachments.contains(&a.host_ifname) {
@@ -122,6 +111,28 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// Put back the host routes plumb added that the kernel lost (one a
+    /// change is under way on is its maker's).
+    pub fn repair_host_routes(&mut self, report: &mut RestoreReport) -> Result<()> {
+        let busy = self.busy(Subject::HostRoute)?;
+        for r in store::host_routes(self.store.read())? {
+            if busy.contains(&r.dest) {
+                continue;
+            }
+            let (Ok(dest), Ok(via)) = (r.dest.parse::<IpNet>(), r.via.parse()) else {
+                continue;
+            };
+            match self.host.add_route(dest, Some(via), None, false) {
+                Ok(()) => report.repaired.push(format!("host route {dest} via {via}")),
+                Err(e) if e.is(libc::EEXIST) => {}
+                Err(e) => report
+                    .errors
+                    .push(Error::kernel(format!("host route {dest} via {via}"), e).to_string()),
+            }
+        }
+        Ok(())
     }
 
     /// Repair what a change to these host links may have broken (the

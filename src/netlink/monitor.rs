@@ -1,7 +1,7 @@
-//! The kernel's notifications of the links and addresses of one namespace:
-//! what the daemon listens to, to repair within a second what someone took
-//! away (a bridge deleted, a port taken off its bridge or set down, an
-//! address removed), instead of at its next start.
+//! The kernel's notifications of the links, addresses and routes of one
+//! namespace: what the daemon listens to, to repair within a second what
+//! someone took away (a bridge deleted, a port taken off its bridge or set
+//! down, an address or a route removed), instead of at its next start.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -21,6 +21,8 @@ pub enum Change {
     /// The link went, was taken off its bridge, went down or lost an
     /// address.
     Link(String),
+    /// A route was removed.
+    Route,
     /// Notifications were lost (the socket's queue overflowed): anything
     /// may have changed.
     Unknown,
@@ -38,8 +40,11 @@ impl Monitor {
     /// are now.
     pub fn open() -> NlResult<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
-        let groups =
-            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        let groups = (libc::RTMGRP_LINK
+            | libc::RTMGRP_IPV4_IFADDR
+            | libc::RTMGRP_IPV6_IFADDR
+            | libc::RTMGRP_IPV4_ROUTE
+            | libc::RTMGRP_IPV6_ROUTE) as u32;
         socket.bind(&SocketAddr::new(0, groups))?;
         let _ = socket.set_rx_buf_sz(4 << 20);
         // Subscribed before the dump: a change in between is seen twice at
@@ -141,6 +146,7 @@ impl Monitor {
                     changes.push(Change::Link(link.name.clone()));
                 }
             }
+            RouteNetlinkMessage::DelRoute(_) => changes.push(Change::Route),
             _ => {}
         }
     }
