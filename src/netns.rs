@@ -100,6 +100,11 @@ pub fn named_path(name: &str) -> PathBuf {
     Path::new(NETNS_RUN_DIR).join(name)
 }
 
+/// Whether a named namespace (`/run/netns/NAME`) exists.
+pub fn exists_named(name: &str) -> bool {
+    named_path(name).exists()
+}
+
 /// Create a named namespace the way `ip netns add` does: a new namespace
 /// made on a thread of its own and bind-mounted on /run/netns/NAME.
 /// Returns false when the name already exists.

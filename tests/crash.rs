@@ -115,6 +115,7 @@ fn killed_at(lab: &Lab, args: &[&str], k: usize, name: &str) -> Output {
         Some((k, name)),
         "plumb {args:?} killed at {k}: not the point its trace named (passed {points:?})"
     );
+    eprintln!("killed: plumb {} at {k} ({name})", args.join(" "));
     out
 }
 
@@ -2148,5 +2149,47 @@ fn every_kill_during_an_egress_network_create_and_rm_leaves_no_rule_or_table() {
         }
         assert_not_attached(&lab, &c);
         assert_same_host(&lab, &before, &what);
+    }
+}
+
+/// `plumb up` killed at each of its points (networks, a namespace plumb
+/// makes, an attachment): `gc` then `down` leave nothing, a namespace
+/// included (recorded before it is made), and `up` works again.
+#[test]
+fn every_kill_during_plumb_up_is_cleaned_by_gc_and_down() {
+    let lab = Lab::new("cup");
+    let ns = lab.name("lab1");
+    let file = lab.state.path().join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[network]]\nname = \"u1\"\nsubnet = [\"10.88.1.0/24\"]\n\n[[namespace]]\nname = \"{ns}\"\n\n[[attach]]\ntarget = \"{ns}\"\nnetwork = \"u1\"\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    // The first command makes the store: trace what finds it there.
+    lab.ok(&["network", "ls"]);
+    let points = trace(&lab, &["up", f]);
+    let n = points.len();
+    assert!(
+        points.iter().any(|p| p == "namespace recorded"),
+        "{points:?}"
+    );
+    lab.ok(&["down", f]);
+    for k in 1..=n {
+        let what = format!("up killed at {k} ({})", points[k - 1]);
+        killed_at(&lab, &["up", f], k, &points[k - 1]);
+        gc(&lab, &what);
+        assert_consistent(&lab, &[]);
+        lab.ok(&["down", f]);
+        assert!(
+            !std::path::Path::new("/run/netns").join(&ns).exists(),
+            "{what}: the namespace outlived down"
+        );
+        assert!(lab.ok(&["network", "ls"]).lines().count() <= 1, "{what}");
+        lab.ok(&["up", f]);
+        assert_attached_as(&lab, &ns, "u1", "eth0", "10.88.1.2");
+        lab.ok(&["down", f]);
     }
 }

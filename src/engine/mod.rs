@@ -1077,23 +1077,34 @@ impl Engine {
         owner: Option<&str>,
     ) -> Result<bool> {
         crate::model::validate_name("namespace name", name)?;
-        let created = netns::create_named(name)
-            .map_err(|e| Error::io(format!("create namespace {name}"), e))?;
-        if created
-            && let Err(e) = self
-                .store
-                .write(|tx| store::insert_namespace(tx, name, owner))
-        {
-            let _ = netns::delete_named(name);
-            return Err(e);
+        // One that exists is someone else's (or this file's from before):
+        // never recorded as plumb's, never deleted by it.
+        if netns::exists_named(name) {
+            return Ok(false);
+        }
+        // The record comes first: a process killed before the namespace is
+        // made leaves a record that `down` removes, never a namespace no
+        // record knows.
+        self.store
+            .write(|tx| store::insert_namespace(tx, name, owner))?;
+        failpoint::hit("namespace recorded");
+        let created = match netns::create_named(name) {
+            Ok(created) => created,
+            Err(e) => {
+                let _ = self.store.write(|tx| store::delete_namespace(tx, name));
+                return Err(Error::io(format!("create namespace {name}"), e));
+            }
+        };
+        if !created {
+            // Made by someone else in between: theirs.
+            self.store.write(|tx| store::delete_namespace(tx, name))?;
+            return Ok(false);
         }
         if forwarding && let Err(e) = enable_forwarding_in(name) {
-            if created {
-                let _ = self.namespace_delete(name);
-            }
+            let _ = self.namespace_delete(name);
             return Err(e);
         }
-        Ok(created)
+        Ok(true)
     }
 
     /// Delete a namespace plumb created, detaching it first.
