@@ -1,9 +1,10 @@
 //! Recovery: what a plumb process killed half way through a change left
-//! (an intent whose holder died) is taken away, and interfaces plumb can
-//! tell by their names that no record justifies are deleted.
+//! (an intent whose holder died) is taken away, and what plumb can tell by
+//! its name or number as its own (host veths, routing rules and tables)
+//! but no record justifies is deleted.
 //!
 //! Every process that changes anything first recovers what dead ones left
-//! (one indexed read when there is nothing), so a leftover never meets the
+//! (one read of the small `intents` table), so a leftover never meets the
 //! next change as a conflict, an address handed out twice or an interface
 //! name taken; `gc`, `restore` and the daemon (at start and in its
 //! reconcile loop) do it too, and sweep orphans.
@@ -20,7 +21,7 @@ use crate::store;
 use crate::store::intent::{self, Action, Intent, Subject};
 
 /// What a recovery did.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default)]
 pub struct Recovery {
     /// Changes finished or undone, and orphans removed, one line each.
     pub done: Vec<String>,
