@@ -190,11 +190,11 @@ pub(crate) fn remove_addressing(
     Ok(())
 }
 
-/// Default routes through the attachment's gateways (or its device) and
-/// its routes, on an interface that is up and addressed.
-fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSpec]) -> Result<()> {
-    let what = |s: &str| format!("in target {}: {s}", a.target);
-    let mut defaults: Vec<(bool, Option<IpAddr>)> = a
+/// The default routes an attachment has, by family (IPv6 or not): through
+/// each of its gateways, or out of its device (ipvlan l3) for each family
+/// it has addresses in.
+fn default_routes(a: &Attachment) -> Vec<(bool, Option<IpAddr>)> {
+    let mut out: Vec<(bool, Option<IpAddr>)> = a
         .gateways
         .iter()
         .map(|gw| (gw.is_ipv6(), Some(*gw)))
@@ -202,11 +202,18 @@ fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSp
     if a.device_default_route {
         for v6 in [false, true] {
             if a.addresses.iter().any(|x| x.addr().is_ipv6() == v6) {
-                defaults.push((v6, None));
+                out.push((v6, None));
             }
         }
     }
-    for (v6, gw) in defaults {
+    out
+}
+
+/// Default routes through the attachment's gateways (or its device) and
+/// its routes, on an interface that is up and addressed.
+fn install_routes(nl: &mut Netlink, index: u32, a: &Attachment, extra: &[RouteSpec]) -> Result<()> {
+    let what = |s: &str| format!("in target {}: {s}", a.target);
+    for (v6, gw) in default_routes(a) {
         let via = gw
             .map(|g| g.to_string())
             .unwrap_or_else(|| a.ifname.clone());
@@ -241,19 +248,7 @@ pub(crate) fn routes_in_place(
     {
         return false;
     }
-    let mut families: Vec<(bool, Option<IpAddr>)> = a
-        .gateways
-        .iter()
-        .map(|gw| (gw.is_ipv6(), Some(*gw)))
-        .collect();
-    if a.device_default_route {
-        for v6 in [false, true] {
-            if a.addresses.iter().any(|x| x.addr().is_ipv6() == v6) {
-                families.push((v6, None));
-            }
-        }
-    }
-    families.into_iter().all(|(v6, gw)| {
+    default_routes(a).into_iter().all(|(v6, gw)| {
         let defaults: Vec<_> = nl
             .routes(v6)
             .unwrap_or_default()

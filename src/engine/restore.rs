@@ -3,6 +3,8 @@
 //! repaired on its own, with its own undo log: one that cannot be repaired
 //! is reported and the rest go on.
 
+use std::collections::HashSet;
+
 use ipnet::IpNet;
 
 use super::{Engine, attached_ns, lease_routes, plug};
@@ -42,13 +44,7 @@ impl Engine {
                 .extend(removed.into_iter().map(|o| format!("removed {o}"))),
             Err(e) => report.errors.push(e.to_string()),
         }
-        let busy_networks = self.busy(Subject::Network)?;
-        let busy_attachments = self.busy(Subject::Attachment)?;
-        let networks: Vec<Network> = store::networks(self.store.read())?
-            .into_iter()
-            .map(|n| n.network)
-            .filter(|n| !busy_networks.contains(&n.name))
-            .collect();
+        let (networks, busy_attachments) = self.settled_networks()?;
         for net in &networks {
             if let Err(e) = self.restore_network(net, &mut report) {
                 report.errors.push(format!("network `{}`: {e}", net.name));
@@ -113,6 +109,18 @@ impl Engine {
         Ok(report)
     }
 
+    /// The networks no change is under way on, which a repair may touch,
+    /// and the attachments one is under way on, which it may not.
+    fn settled_networks(&self) -> Result<(Vec<Network>, HashSet<String>)> {
+        let busy_networks = self.busy(Subject::Network)?;
+        let networks = store::networks(self.store.read())?
+            .into_iter()
+            .map(|n| n.network)
+            .filter(|n| !busy_networks.contains(&n.name))
+            .collect();
+        Ok((networks, self.busy(Subject::Attachment)?))
+    }
+
     /// Put back the host routes plumb added that the kernel lost (one a
     /// change is under way on is its maker's).
     pub fn repair_host_routes(&mut self, report: &mut RestoreReport) -> Result<()> {
@@ -142,13 +150,7 @@ impl Engine {
     /// its maker's; a name plumb does not know is someone else's.
     pub fn repair_links(&mut self, names: &[String]) -> Result<RestoreReport> {
         let mut report = RestoreReport::default();
-        let busy_networks = self.busy(Subject::Network)?;
-        let busy_attachments = self.busy(Subject::Attachment)?;
-        let networks: Vec<Network> = store::networks(self.store.read())?
-            .into_iter()
-            .map(|n| n.network)
-            .filter(|n| !busy_networks.contains(&n.name))
-            .collect();
+        let (networks, busy_attachments) = self.settled_networks()?;
         let mut attachments: Vec<StoredAttachment> = Vec::new();
         for net in &networks {
             let concerned = match &net.kind {
