@@ -287,7 +287,14 @@ fn pid_and_path_targets_work() {
         .args(["netns", "exec", &ns, "sleep", "30"])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Until `ip netns exec` has entered the namespace and become `sleep`.
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let pid = child.id();
+    common::wait_until("the process to enter its namespace", 5, || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|ns| ns != own)
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+    });
     let target = format!("pid:{}", child.id());
     // `ip netns exec` forks nothing: the pid is sleep's, inside the namespace.
     lab.ok(&["attach", &target, "p"]);
