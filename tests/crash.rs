@@ -129,6 +129,28 @@ fn without_veth_names(name: &str) -> String {
         .join(" ")
 }
 
+/// What every kill-at-each-point loop does first: run `args` killed at
+/// failpoint `k` of `points` (every point but the last must leave an
+/// intent), recover with `gc`, check the invariants for `containers`.
+/// Returns the kill's description, for the caller's own checks.
+fn kill_and_recover(
+    lab: &Lab,
+    label: &str,
+    args: &[&str],
+    points: &[String],
+    k: usize,
+    containers: &[&str],
+) -> String {
+    let what = format!("{label} killed at {k} ({})", points[k - 1]);
+    killed_at(lab, args, k, &points[k - 1]);
+    if k < points.len() {
+        assert_left_an_intent(lab, &what);
+    }
+    gc(lab, &what);
+    assert_consistent(lab, containers);
+    what
+}
+
 /// What the kill left must be something to recover (until the last
 /// commit, which ends every operation).
 fn assert_left_an_intent(lab: &Lab, what: &str) {
@@ -827,13 +849,7 @@ fn every_kill_during_an_attach_is_undone_by_the_next_command() {
     assert_consistent(&lab, &[&c]);
 
     for k in 1..=n {
-        let what = format!("attach killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &attach, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[&c]);
+        let what = kill_and_recover(&lab, "attach", &attach, &points, k, &[&c]);
         if k < n {
             // Undone, its address freed.
             assert_not_attached(&lab, &c);
@@ -893,15 +909,9 @@ fn every_kill_during_a_detach_is_finished_by_gc() {
     assert_consistent(&lab, &both);
 
     for k in 1..=n {
-        let what = format!("detach killed at {k} ({})", points[k - 1]);
         lab.ok(&attach1);
         assert_consistent(&lab, &both);
-        killed_at(&lab, &detach, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &both);
+        let what = kill_and_recover(&lab, "detach", &detach, &points, k, &both);
         assert_not_attached(&lab, &c1);
         assert_attached_as(&lab, &c2, "lan", "eth0", &ip2);
         assert_eq!(plumb_veths(&lab).len(), 1, "{what}: only c2's veth");
@@ -954,13 +964,7 @@ fn every_kill_during_network_create_and_rm_leaves_no_bridge() {
     assert!(!lab.host_links().contains(&br));
 
     for k in 1..=n {
-        let what = format!("network create killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &create, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[]);
+        let what = kill_and_recover(&lab, "network create", &create, &points, k, &[]);
         if k < n {
             assert_eq!(network_names(&lab), Vec::<String>::new(), "{what}");
             assert!(!lab.host_links().contains(&br), "{what}: bridge {br} left");
@@ -1034,16 +1038,10 @@ fn every_kill_during_network_create_and_rm_leaves_no_bridge() {
     let n = points.len();
     assert!(n >= 5, "network rm --force passes failpoints: {points:?}");
     for k in 1..=n {
-        let what = format!("network rm --force killed at {k} ({})", points[k - 1]);
         lab.ok(&create);
         lab.ok(&["attach", &c, "n", "--publish", "8083:80"]);
         assert_consistent(&lab, &[&c]);
-        killed_at(&lab, &rm, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[&c]);
+        let what = kill_and_recover(&lab, "network rm --force", &rm, &points, k, &[&c]);
         assert_eq!(network_names(&lab), Vec::<String>::new(), "{what}");
         assert!(!lab.host_links().contains(&br), "{what}: bridge {br} left");
         assert_not_attached(&lab, &c);
@@ -1094,13 +1092,7 @@ fn a_killed_macvlan_attach_is_undone() {
     lab.ok(&["detach", &c]);
 
     for k in 1..=n {
-        let what = format!("macvlan attach killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &attach, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[&c]);
+        let what = kill_and_recover(&lab, "macvlan attach", &attach, &points, k, &[&c]);
         if k < n {
             assert_not_attached(&lab, &c);
             let left: Vec<String> = links(&c).into_iter().filter(|l| l != "lo").collect();
@@ -1760,13 +1752,7 @@ fn every_kill_during_a_host_route_add_and_rm_is_recovered() {
     assert!(n >= 3, "a host route add passes failpoints: {points:?}");
     lab.ok(&rm);
     for k in 1..=n {
-        let what = format!("host route add killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &add, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[]);
+        let what = kill_and_recover(&lab, "host route add", &add, &points, k, &[]);
         if k < n {
             assert_eq!(stored_host_routes(&lab), Vec::<Value>::new(), "{what}");
             assert_eq!(
@@ -1800,14 +1786,8 @@ fn every_kill_during_a_host_route_add_and_rm_is_recovered() {
     let points = trace(&lab, &rm);
     let n = points.len();
     for k in 1..=n {
-        let what = format!("host route rm killed at {k} ({})", points[k - 1]);
         lab.ok(&add);
-        killed_at(&lab, &rm, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[]);
+        let what = kill_and_recover(&lab, "host route rm", &rm, &points, k, &[]);
         assert_eq!(stored_host_routes(&lab), Vec::<Value>::new(), "{what}");
         assert_eq!(
             host_routes_to(&lab, dest),
@@ -1902,13 +1882,7 @@ fn a_killed_host_device_attach_gives_the_device_back() {
     };
     at_home("detach");
     for k in 1..=n {
-        let what = format!("host-device attach killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &attach, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[&c]);
+        let what = kill_and_recover(&lab, "host-device attach", &attach, &points, k, &[&c]);
         if k < n {
             assert_not_attached(&lab, &c);
             at_home(&what);
@@ -2011,13 +1985,7 @@ fn every_kill_during_a_bridged_network_create_and_rm_gives_the_uplink_back() {
     lab.ok(&rm);
     assert_same_host(&lab, &before, "create then rm");
     for k in 1..=n {
-        let what = format!("bridged network create killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &create, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[]);
+        let what = kill_and_recover(&lab, "bridged network create", &create, &points, k, &[]);
         if k == n {
             lab.ok(&rm);
         }
@@ -2083,13 +2051,7 @@ fn every_kill_during_an_egress_network_create_and_rm_leaves_no_rule_or_table() {
     lab.ok(&rm);
     assert_same_host(&lab, &before, "create then rm");
     for k in 1..=n {
-        let what = format!("egress network create killed at {k} ({})", points[k - 1]);
-        killed_at(&lab, &create, k, &points[k - 1]);
-        if k < n {
-            assert_left_an_intent(&lab, &what);
-        }
-        gc(&lab, &what);
-        assert_consistent(&lab, &[]);
+        let what = kill_and_recover(&lab, "egress network create", &create, &points, k, &[]);
         if k == n {
             lab.ok(&rm);
         }
