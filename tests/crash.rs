@@ -1216,25 +1216,10 @@ fn three_hundred_attaches_killed_at_random_moments_leave_no_leak() {
 /// dnsmasq serving 192.168.70.100-199 on the LAN's server, as in
 /// tests/dhcp.rs.
 fn dnsmasq(lab: &Lab, server: &str) -> common::Bg {
-    let leases = lab.state.path().join("dnsmasq.leases");
-    let bg = lab.spawn_in(
+    lab.dnsmasq(
         server,
-        &format!(
-            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-             --interface=eth0 --bind-interfaces --except-interface=lo \
-             --dhcp-leasefile={} --pid-file= \
-             --dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative --log-dhcp",
-            leases.display()
-        ),
-        "dnsmasq.log",
-    );
-    wait_until("dnsmasq to listen", 10, || {
-        lab.exec(server, "ss -lun")
-            .stdout
-            .windows(3)
-            .any(|w| w == b":67")
-    });
-    bg
+        "--dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative --log-dhcp",
+    )
 }
 
 #[test]

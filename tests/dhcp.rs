@@ -17,35 +17,11 @@ fn lan(lab: &Lab) -> String {
 }
 
 fn dnsmasq(lab: &Lab, server: &str) -> Bg {
-    dnsmasq_with(
-        lab,
+    lab.dnsmasq(
         server,
         "--dhcp-range=192.168.70.100,192.168.70.199,2m --dhcp-authoritative \
          --domain=app.example.com --local=/app.example.com/ --log-dhcp",
     )
-}
-
-/// dnsmasq on the server's `eth0` with `options` (ranges, DNS, router
-/// advertisements), its lease table in the state directory.
-fn dnsmasq_with(lab: &Lab, server: &str, options: &str) -> Bg {
-    let leases = lab.state.path().join("dnsmasq.leases");
-    let bg = lab.spawn_in(
-        server,
-        &format!(
-            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-             --interface=eth0 --bind-interfaces --except-interface=lo \
-             --dhcp-leasefile={} --pid-file= {options}",
-            leases.display()
-        ),
-        "dnsmasq.log",
-    );
-    wait_until("dnsmasq to listen", 10, || {
-        lab.exec(server, "ss -lun")
-            .stdout
-            .windows(3)
-            .any(|w| w == b":67")
-    });
-    bg
 }
 
 /// kea with leases of `valid` seconds (T1 = valid/4, T2 = valid/2).
@@ -403,8 +379,7 @@ fn ipv6_comes_from_the_lans_router_advertisements() {
     must(&format!(
         "ip -n {server} addr add fd00:70::1/64 dev eth0 nodad"
     ));
-    let _dnsmasq = dnsmasq_with(
-        &lab,
+    let _dnsmasq = lab.dnsmasq(
         &server,
         "--port=0 --dhcp-range=192.168.70.100,192.168.70.199,2m \
          --dhcp-range=fd00:70::,ra-only,64 --enable-ra --ra-param=eth0,3",
@@ -551,8 +526,7 @@ fn dhcpv6_leases_an_address_where_the_advertisements_ask_for_it() {
     let leases = lab.state.path().join("dnsmasq.leases");
     // A range for DHCPv6 makes dnsmasq advertise the prefix with the
     // managed flag set.
-    let _dnsmasq = dnsmasq_with(
-        &lab,
+    let _dnsmasq = lab.dnsmasq(
         &server,
         "--port=0 --dhcp-range=192.168.70.100,192.168.70.199,2m \
          --dhcp-range=fd00:70::100,fd00:70::1ff,64,2m --enable-ra --ra-param=eth0,3 --log-dhcp",
@@ -593,8 +567,7 @@ fn a_nak_takes_the_address_off_and_the_client_starts_over() {
     assert!(ip.starts_with("192.168.70.1"));
     // The LAN is renumbered, its new server refuses the old address.
     first.stop();
-    let _second = dnsmasq_with(
-        &lab,
+    let _second = lab.dnsmasq(
         &server,
         "--port=0 --dhcp-range=192.168.70.220,192.168.70.229,2m --dhcp-authoritative",
     );

@@ -194,6 +194,30 @@ impl Lab {
 
     /// Run `cmd` in the background inside `ns`, its output in `log` (under
     /// the state directory); stopped when the handle drops.
+    /// dnsmasq on namespace `server`'s `eth0` with `options` (ranges, DNS,
+    /// router advertisements), its lease table in the state directory;
+    /// returns once it listens on the DHCP port.
+    pub fn dnsmasq(&self, server: &str, options: &str) -> Bg {
+        let leases = self.state.path().join("dnsmasq.leases");
+        let bg = self.spawn_in(
+            server,
+            &format!(
+                "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
+                 --interface=eth0 --bind-interfaces --except-interface=lo \
+                 --dhcp-leasefile={} --pid-file= {options}",
+                leases.display()
+            ),
+            "dnsmasq.log",
+        );
+        wait_until("dnsmasq to listen", 10, || {
+            self.exec(server, "ss -lun")
+                .stdout
+                .windows(3)
+                .any(|w| w == b":67")
+        });
+        bg
+    }
+
     pub fn spawn_in(&self, ns: &str, cmd: &str, log: &str) -> Bg {
         let log = self.state.path().join(log);
         let file = std::fs::File::create(&log).expect("log file");
