@@ -261,3 +261,105 @@ fn one_attachment_leaves_by_its_own_uplink_while_its_neighbours_do_not() {
     let routes = must(&format!("ip -n {} route show table {table}", lab.host));
     assert_eq!(routes.trim(), "", "the table is empty again");
 }
+
+/// The failpoint names `plumb args` passes, from a run with a trace.
+fn failpoints(lab: &Lab, args: &[&str]) -> Vec<String> {
+    let file = lab.state.path().join("egress-trace");
+    let out = lab
+        .command(args)
+        .env("PLUMB_FAILPOINT_TRACE", &file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    text.lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect()
+}
+
+/// A child process that is continued and killed if a test ends early.
+struct Held(std::process::Child);
+
+impl Held {
+    fn resume_and_wait(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the child this test spawned.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: as above; harmless once the child has been waited for.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
+#[test]
+fn a_repair_leaves_the_egress_of_a_network_being_removed_alone() {
+    let lab = Lab::new("egr");
+    two_uplinks(&lab);
+    let create = [
+        "network",
+        "create",
+        "going",
+        "--subnet",
+        "10.36.0.0/24",
+        "--egress-interface",
+        "wan2",
+        "--egress-gateway",
+        "10.202.0.1",
+    ];
+    let rm = ["network", "rm", "going"];
+    lab.ok(&create);
+    let points = failpoints(&lab, &rm);
+    let k = 1 + points
+        .iter()
+        .position(|p| p == "network removal: host side removed")
+        .unwrap_or_else(|| panic!("no such failpoint in {points:?}"));
+    lab.ok(&create);
+    assert!(rules(&lab).contains("from 10.36.0.0/24"), "{}", rules(&lab));
+
+    // `network rm` is held after it took the rules away, before its last
+    // commit: the network is still on record, its removal under way.
+    let removal = Held(
+        lab.command(&rm)
+            .env("PLUMB_FAILPOINT", format!("stop:{k}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("network rm to stop at its failpoint", 10, || {
+        stopped(removal.0.id())
+    });
+    assert!(
+        !rules(&lab).contains("from 10.36.0.0/24"),
+        "{}",
+        rules(&lab)
+    );
+    // A repair now must not put them back for a network that is going.
+    let repaired = lab.ok(&["restore"]);
+    assert!(
+        !rules(&lab).contains("from 10.36.0.0/24"),
+        "restore ({repaired}) put back the rules of a network being removed:\n{}",
+        rules(&lab)
+    );
+    assert!(removal.resume_and_wait().success());
+    assert!(
+        !rules(&lab).contains("from 10.36.0.0/24"),
+        "{}",
+        rules(&lab)
+    );
+    assert!(!lab.ok(&["network", "ls"]).contains("going"));
+}

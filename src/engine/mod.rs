@@ -125,7 +125,7 @@ impl Engine {
         // The intent: the network's record, its reserved addresses, its
         // routing table and what its driver will find and change on the
         // host, committed before the host is touched.
-        let egress = self.store.write(|tx| {
+        let egress = self.store.record(|tx| {
             if store::get_network(tx, &net.name)?.is_some() {
                 return Err(Error::NetworkExists(net.name.clone()));
             }
@@ -374,6 +374,10 @@ impl Engine {
     /// there, which may last, never makes the nftables tables be written
     /// again); true if it did.
     pub fn repair_firewall(&mut self) -> Result<bool> {
+        self.as_repair(Self::repair_firewall_now)
+    }
+
+    fn repair_firewall_now(&mut self) -> Result<bool> {
         let conn = self.store.read();
         // What decides whether a table is wanted; the members of its sets
         // (every attachment) are read only when it must be written.
@@ -401,9 +405,19 @@ impl Engine {
     /// has one (rules deleted, default routes flushed by an interface going
     /// down and up); what it repaired, one line each.
     pub fn repair_egress(&mut self) -> Result<Vec<String>> {
+        self.as_repair(Self::repair_egress_now)
+    }
+
+    fn repair_egress_now(&mut self) -> Result<Vec<String>> {
         let mut done = Vec::new();
+        // Those a change is under way on are its maker's.
+        let busy_networks = self.busy(Subject::Network)?;
+        let busy_attachments = self.busy(Subject::Attachment)?;
         for n in store::networks(self.store.read())? {
             let net = n.network;
+            if busy_networks.contains(&net.name) {
+                continue;
+            }
             if let (Some(e), Some((table, priority))) = (
                 &net.egress,
                 store::route_table(self.store.read(), &net.name)?,
@@ -416,6 +430,9 @@ impl Engine {
         }
         for s in store::attachments_with_egress(self.store.read())? {
             let a = s.attachment;
+            if busy_attachments.contains(&a.host_ifname) {
+                continue;
+            }
             if let Some(own) = &a.egress {
                 let whose = format!("{} on {}", a.target, a.network);
                 let sources = routing::attachment_sources(&a);
@@ -489,7 +506,7 @@ impl Engine {
         // The intent: the whole attachment (names, MAC, addresses, host
         // ports, routing table) is decided and committed before the kernel
         // is touched.
-        let (net, mut attachment) = self.store.write(|tx| {
+        let (net, mut attachment) = self.store.record(|tx| {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
@@ -973,7 +990,7 @@ impl Engine {
         let holder = self.store.holder()?;
         let dest = route.dest.to_string();
         let host = &mut self.host;
-        self.store.write(|tx| {
+        self.store.record(|tx| {
             if store::host_routes(tx)?.iter().any(|r| r.dest == dest) {
                 return Err(Error::invalid(
                     "host route",

@@ -166,13 +166,23 @@ impl Engine {
     pub(super) fn claim(&mut self, subject: Subject, key: &str, action: Action) -> Result<()> {
         let holder = self.store.holder()?;
         let dir = self.store.dir.clone();
-        self.store.write(|tx| match intent::get(tx, subject, key)? {
-            Some(i) if i.holder != holder && intent::holder_alive(&dir, &i.holder) => {
-                Err(under_way(&i))
-            }
-            Some(i) => intent::reassign(tx, &i, &holder),
-            None => intent::insert(tx, subject, key, action, &holder),
-        })
+        self.store
+            .record(|tx| match intent::get(tx, subject, key)? {
+                Some(i) if i.holder != holder && intent::holder_alive(&dir, &i.holder) => {
+                    Err(under_way(&i))
+                }
+                Some(i) => intent::reassign(tx, &i, &holder),
+                None => intent::insert(tx, subject, key, action, &holder),
+            })
+    }
+
+    /// Run repair `f` with no change starting while it looks at the
+    /// records and acts on them (see `store::gate`).
+    pub(super) fn as_repair<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.store.begin_repair()?;
+        let out = f(self);
+        self.store.end_repair();
+        out
     }
 
     /// Keys of `subject` a change is under way on (recovery has run, so

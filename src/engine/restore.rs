@@ -32,6 +32,10 @@ pub struct RestoreReport {
 
 impl Engine {
     pub fn restore(&mut self) -> Result<RestoreReport> {
+        self.as_repair(Self::restore_now)
+    }
+
+    fn restore_now(&mut self) -> Result<RestoreReport> {
         let mut report = RestoreReport::default();
         // Changes a dead process left half done go first; those a live one
         // is making are its own, and not restored under its feet.
@@ -124,6 +128,10 @@ impl Engine {
     /// Put back the host routes plumb added that the kernel lost (one a
     /// change is under way on is its maker's).
     pub fn repair_host_routes(&mut self, report: &mut RestoreReport) -> Result<()> {
+        self.as_repair(|e| e.repair_host_routes_now(report))
+    }
+
+    fn repair_host_routes_now(&mut self, report: &mut RestoreReport) -> Result<()> {
         let busy = self.busy(Subject::HostRoute)?;
         for r in store::host_routes(self.store.read())? {
             if busy.contains(&r.dest) {
@@ -149,6 +157,10 @@ impl Engine {
     /// and the attachments whose host end they are. A change under way is
     /// its maker's; a name plumb does not know is someone else's.
     pub fn repair_links(&mut self, names: &[String]) -> Result<RestoreReport> {
+        self.as_repair(|e| e.repair_links_now(names))
+    }
+
+    fn repair_links_now(&mut self, names: &[String]) -> Result<RestoreReport> {
         let mut report = RestoreReport::default();
         let (networks, busy_attachments) = self.settled_networks()?;
         let mut attachments: Vec<StoredAttachment> = Vec::new();

@@ -15,6 +15,7 @@
 //! request they would otherwise delay. Power loss may lose the last
 //! commits, never the database (synchronous=NORMAL).
 
+mod gate;
 pub mod intent;
 mod schema;
 
@@ -41,6 +42,8 @@ pub struct Store {
     checkpoint_on_commit: bool,
     /// This store's holder of intents, taken at the first one.
     holder: Option<intent::Holder>,
+    /// Between the changes and repairs of every process (see [`gate`]).
+    gate: gate::Gate,
 }
 
 /// Network as stored, with what plumb did to the host for it.
@@ -107,6 +110,7 @@ impl Store {
             dir: dir.to_path_buf(),
             checkpoint_on_commit: true,
             holder: None,
+            gate: gate::Gate::default(),
         };
         // Checked first without the write lock, which every process would
         // otherwise take once at start; `migrate` checks again under it.
@@ -128,6 +132,25 @@ impl Store {
             self.checkpoint(WAL_CHECKPOINT_BYTES)?;
         }
         Ok(out)
+    }
+
+    /// [`Store::write`] for the commit that records a change's intent: it
+    /// waits for a repair that is looking at the records (see [`gate`]).
+    pub fn record<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let taken = self.gate.begin_record(&self.dir)?;
+        let out = self.write(f);
+        self.gate.end_record(taken);
+        out
+    }
+
+    /// Keep changes from starting (their intents from being recorded) until
+    /// [`Store::end_repair`]; repairs of this store's may nest.
+    pub fn begin_repair(&mut self) -> Result<()> {
+        self.gate.hold_for_repair(&self.dir)
+    }
+
+    pub fn end_repair(&mut self) {
+        self.gate.release_repair();
     }
 
     /// Leave the WAL to grow on commit; the caller bounds it with
