@@ -39,6 +39,8 @@ pub enum Error {
     /// The daemon could not be reached, or failed the request.
     #[error("plumb daemon ({socket}): {reason}")]
     Daemon { socket: String, reason: String },
+    #[error("Docker ({socket}): {reason}")]
+    Docker { socket: String, reason: String },
 }
 
 impl Error {

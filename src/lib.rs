@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod docker;
 pub mod driver;
 pub mod engine;
 pub mod error;

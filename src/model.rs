@@ -1681,6 +1681,45 @@ pub struct Attachment {
     /// An uplink of its own, with the routing table plumb gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<AttachmentEgress>,
+    /// The Docker container the target is (`docker:ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+    /// A process that was in the namespace at attach time: the quick way
+    /// back to it when the target's own path does not lead there (a
+    /// container, a path in another mount namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<NsProcess>,
+}
+
+/// A Docker container, by the ID that names it for good and the name it
+/// has now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A process, told apart from a later one with the same pid by the time
+/// it started (clock ticks after boot, `/proc/PID/stat` field 22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NsProcess {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl NsProcess {
+    /// Process `pid` as it is now, if it exists.
+    pub fn of(pid: u32) -> Option<NsProcess> {
+        Some(NsProcess {
+            pid,
+            start: crate::netns::process_start(pid)?,
+        })
+    }
+
+    /// Whether this very process still runs.
+    pub fn alive(&self) -> bool {
+        crate::netns::process_start(self.pid) == Some(self.start)
+    }
 }
 
 /// A default route as it was before an attachment replaced it.
@@ -1701,9 +1740,22 @@ pub struct AttachmentEgress {
 }
 
 impl Attachment {
+    /// The target as people know it: a container by its name.
+    pub fn shown_target(&self) -> String {
+        match &self.container {
+            Some(c) => format!("docker:{}", c.name),
+            None => self.target.clone(),
+        }
+    }
+
     /// The keys of the policy selectors that name this attachment.
     pub fn selector_keys(&self) -> Vec<String> {
         std::iter::once(format!("attachment:{}", self.target))
+            .chain(
+                self.container
+                    .iter()
+                    .map(|c| format!("attachment:docker:{}", c.name)),
+            )
             .chain(self.labels.iter().map(|(k, v)| format!("label:{k}={v}")))
             .collect()
     }

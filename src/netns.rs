@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
+mod find;
+pub use find::find;
+
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// An open network namespace. The (device, inode) pair identifies it for as
@@ -94,6 +97,20 @@ impl AsFd for NsHandle {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The namespace of process `pid`.
+pub fn proc_ns(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/net"))
+}
+
+/// When process `pid` started (clock ticks after boot), if it exists.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: count the fields
+    // after its closing one (the state is field 3, the start time 22).
+    let after = stat.rsplit_once(") ")?.1;
+    after.split(' ').nth(22 - 3)?.parse().ok()
 }
 
 pub fn named_path(name: &str) -> PathBuf {

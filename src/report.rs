@@ -49,7 +49,10 @@ pub fn endpoint(a: &Attachment) -> Value {
 /// An endpoint with its target, for lists across targets.
 pub fn listed(a: &Attachment) -> Value {
     let mut v = endpoint(a);
-    v["Target"] = a.target.clone().into();
+    v["Target"] = a.shown_target().into();
+    if let Some(c) = &a.container {
+        v["Container"] = json!({"ID": c.id, "Name": c.name});
+    }
     v
 }
 
@@ -83,17 +86,29 @@ fn dhcp(b: &DhcpBinding) -> Value {
     })
 }
 
-/// `plumb inspect TARGET`.
-pub fn target(target: &str, attachments: &[StoredAttachment]) -> Value {
+/// `plumb inspect TARGET`; a container's also has its ID, its name and
+/// what is wrong with what it declares.
+pub fn target(target: &str, attachments: &[StoredAttachment], errors: &[String]) -> Value {
     let mut networks = serde_json::Map::new();
     for a in attachments {
         networks.insert(a.attachment.network.clone(), endpoint(&a.attachment));
     }
-    json!({
-        "Target": target,
+    let container = attachments
+        .iter()
+        .find_map(|a| a.attachment.container.as_ref());
+    let mut v = json!({
+        "Target": container.map(|c| format!("docker:{}", c.name)).unwrap_or(target.to_string()),
         "Netns": attachments.first().map(|a| a.attachment.netns.clone()),
         "NetworkSettings": { "Networks": networks },
-    })
+    });
+    if let Some(c) = container {
+        v["Id"] = c.id.clone().into();
+        v["Name"] = c.name.clone().into();
+    }
+    if target.starts_with("docker:") {
+        v["Errors"] = json!(errors);
+    }
+    v
 }
 
 /// `plumb network inspect NAME`.

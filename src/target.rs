@@ -1,12 +1,14 @@
 //! Container references: what a user types to name a network namespace.
 //! Adding a kind (Docker, Podman, ...) means a variant here and its
-//! resolver; the engine only ever sees the resulting namespace handle.
+//! resolver; the engine only ever sees the resulting namespace handle and
+//! what to record of the target ([`Opened`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::netns::{NsHandle, named_path};
+use crate::model::{ContainerRef, NsProcess};
+use crate::netns::{NsHandle, named_path, proc_ns};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -16,6 +18,19 @@ pub enum Target {
     Path(PathBuf),
     /// The namespace of a running process (`pid:N`).
     Pid(u32),
+    /// A Docker container's (`docker:NAME`, `docker:ID`, `docker:IDPREFIX`).
+    Docker(String),
+}
+
+/// A target opened: its namespace and what an attachment records of it.
+#[derive(Debug)]
+pub struct Opened {
+    pub ns: NsHandle,
+    /// The target as recorded: as typed, but a container by its full ID.
+    pub name: String,
+    pub container: Option<ContainerRef>,
+    /// A process in the namespace, to find it again without the target.
+    pub process: Option<NsProcess>,
 }
 
 impl Target {
@@ -33,6 +48,20 @@ impl Target {
             }
             return Ok(Target::Pid(pid));
         }
+        if let Some(reference) = s.strip_prefix("docker:") {
+            // Docker's own rule for names, which IDs also follow.
+            let ok = !reference.is_empty()
+                && reference.len() <= 255
+                && reference
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(bad(
+                    "expected docker:NAME or docker:ID (letters, digits, `_`, `.`, `-`)",
+                ));
+            }
+            return Ok(Target::Docker(reference.to_string()));
+        }
         if s.starts_with('/') {
             return Ok(Target::Path(PathBuf::from(s)));
         }
@@ -45,23 +74,68 @@ impl Target {
         }
         if s.contains(':') && !s.starts_with("netns:") {
             return Err(bad(
-                "unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N)",
+                "unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N, docker:NAME)",
             ));
         }
         Ok(Target::Named(name.to_string()))
     }
 
-    fn path(&self) -> PathBuf {
+    /// Where the namespace is, for all but a container (which Docker says).
+    fn path(&self) -> Option<PathBuf> {
         match self {
-            Target::Named(name) => named_path(name),
-            Target::Path(p) => p.clone(),
-            Target::Pid(pid) => Path::new("/proc").join(pid.to_string()).join("ns/net"),
+            Target::Named(name) => Some(named_path(name)),
+            Target::Path(p) => Some(p.clone()),
+            Target::Pid(pid) => Some(proc_ns(*pid)),
+            Target::Docker(_) => None,
         }
     }
 
     /// Open the namespace, once; everything after works on the handle.
     pub fn resolve(&self) -> Result<NsHandle> {
-        let path = self.path();
+        Ok(self.open()?.ns)
+    }
+
+    /// Open the namespace and say what to record of the target (a
+    /// container is asked of Docker, once).
+    pub fn open(&self) -> Result<Opened> {
+        let path = match (self, self.path()) {
+            (Target::Docker(reference), _) => return self.open_container(reference),
+            (_, Some(path)) => path,
+            (_, None) => return Err(Error::Conflict(format!("target {self} has no path"))),
+        };
+        let ns = self.open_path(&path)?;
+        let process = match self {
+            Target::Pid(pid) => NsProcess::of(*pid),
+            _ => None,
+        };
+        Ok(Opened {
+            ns,
+            name: self.to_string(),
+            container: None,
+            process,
+        })
+    }
+
+    fn open_container(&self, reference: &str) -> Result<Opened> {
+        let c = crate::docker::inspect(reference)?;
+        let Some(pid) = c.pid else {
+            return Err(Error::Target {
+                target: self.to_string(),
+                reason: format!("container {} is not running", c.name),
+            });
+        };
+        Ok(Opened {
+            ns: self.open_path(&proc_ns(pid))?,
+            name: format!("docker:{}", c.id),
+            process: NsProcess::of(pid),
+            container: Some(ContainerRef {
+                id: c.id,
+                name: c.name,
+            }),
+        })
+    }
+
+    fn open_path(&self, path: &Path) -> Result<NsHandle> {
         let handle = NsHandle::open(&path).map_err(|e| Error::Target {
             target: self.to_string(),
             reason: match (self, e.kind()) {
@@ -70,6 +144,9 @@ impl Target {
                     path.display()
                 ),
                 (Target::Pid(_), std::io::ErrorKind::NotFound) => "no such process".to_string(),
+                (Target::Docker(_), std::io::ErrorKind::NotFound) => {
+                    "its process ended as it was looked up".to_string()
+                }
                 (_, std::io::ErrorKind::InvalidInput) => {
                     format!("{} is not a network namespace", path.display())
                 }
@@ -86,6 +163,7 @@ impl fmt::Display for Target {
             Target::Named(n) => f.write_str(n),
             Target::Path(p) => write!(f, "{}", p.display()),
             Target::Pid(pid) => write!(f, "pid:{pid}"),
+            Target::Docker(r) => write!(f, "docker:{r}"),
         }
     }
 }
@@ -106,11 +184,24 @@ mod tests {
             Target::Path("/proc/1/ns/net".into())
         );
         assert_eq!(Target::parse("pid:42").unwrap(), Target::Pid(42));
+        assert_eq!(
+            Target::parse("docker:web_1").unwrap(),
+            Target::Docker("web_1".into())
+        );
     }
 
     #[test]
     fn refuses_nonsense() {
-        for bad in ["", "pid:x", "pid:0", "docker:web", "a/b", "netns:"] {
+        for bad in [
+            "",
+            "pid:x",
+            "pid:0",
+            "docker:",
+            "docker:a/b",
+            "podman:web",
+            "a/b",
+            "netns:",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

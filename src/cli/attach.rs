@@ -212,7 +212,7 @@ pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
             reason: "is not attached to any network".into(),
         });
     }
-    print_json(&report::target(&args.target, &atts));
+    print_json(&report::target(&args.target, &atts, &[]));
     Ok(())
 }
 
@@ -237,7 +237,7 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
         let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
         outln!(
             "{:<24} {:<16} {:<8} {:<15} {:<18} {}",
-            a.target,
+            a.shown_target(),
             a.network,
             a.ifname,
             a.host_ifname,

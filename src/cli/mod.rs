@@ -57,6 +57,10 @@ pub struct Cli {
     /// The daemon's socket.
     #[arg(long, global = true, env = "PLUMB_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Docker's API socket, for `docker:NAME` targets and the daemon's watch of
+    /// containers [default: from DOCKER_HOST if it is unix://, else /var/run/docker.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,7 +70,7 @@ pub enum Command {
     /// Create, list, inspect and remove networks.
     #[command(subcommand)]
     Network(Lazy<network::NetworkCommand>),
-    /// Attach a namespace (NAME, netns:NAME, /path/to/ns, pid:N) to a network.
+    /// Attach a namespace (NAME, netns:NAME, /path/to/ns, pid:N, docker:NAME) to a network.
     Attach(Lazy<Box<attach::AttachArgs>>),
     /// Detach a namespace from one network, or from all; idempotent.
     Detach(Lazy<attach::DetachArgs>),
@@ -98,6 +102,9 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(path) = &cli.docker_socket {
+        crate::docker::set_socket(path.clone());
+    }
     let plumbd = Daemon {
         socket: &cli.socket,
         state_dir: &cli.state_dir,

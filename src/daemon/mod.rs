@@ -634,7 +634,11 @@ async fn attach_dhcp(
 ) -> Result<Value> {
     let c = ctx.clone();
     let target = spec.target.clone();
-    let a = blocking(move || c.with_engine(|e| e.attach_dhcp_link(&target, &req, None))).await?;
+    let a = blocking(move || {
+        let opened = crate::target::Target::parse(&target)?.open()?;
+        c.with_engine(|e| e.attach_dhcp_link(opened, &req, None))
+    })
+    .await?;
     let undo = |ctx: Arc<Ctx>, a: Attachment| async move {
         let done = a.clone();
         if let Err(e) = blocking(move || ctx.with_engine(|e| e.detach_attachment(&done))).await {

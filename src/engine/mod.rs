@@ -33,7 +33,7 @@ use crate::policy::ports::{self, Holds};
 use crate::policy::{firewall, routing};
 use crate::store::intent::{self, Action, Subject};
 use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
-use crate::target::Target;
+use crate::target::{Opened, Target};
 use crate::undo::UndoLog;
 
 mod policy;
@@ -456,7 +456,19 @@ impl Engine {
         req: &AttachRequest,
         owner: Option<&str>,
     ) -> Result<Attachment> {
-        self.attach_link(target, req, owner, Ipam::HostLocal)
+        let opened = Target::parse(target)?.open()?;
+        self.attach_link(opened, req, owner, Ipam::HostLocal)
+    }
+
+    /// [`Engine::attach`] to a target opened already (the daemon's, which
+    /// knows a container's process from Docker's event).
+    pub fn attach_opened(
+        &mut self,
+        opened: Opened,
+        req: &AttachRequest,
+        owner: Option<&str>,
+    ) -> Result<Attachment> {
+        self.attach_link(opened, req, owner, Ipam::HostLocal)
     }
 
     /// First half of a DHCP attach, for the daemon that runs the client
@@ -465,31 +477,40 @@ impl Engine {
     /// successor cleans up). [`Engine::apply_lease`] finishes it.
     pub fn attach_dhcp_link(
         &mut self,
-        target: &str,
+        opened: Opened,
         req: &AttachRequest,
         owner: Option<&str>,
     ) -> Result<Attachment> {
-        self.attach_link(target, req, owner, Ipam::Dhcp)
+        self.attach_link(opened, req, owner, Ipam::Dhcp)
     }
 
     fn attach_link(
         &mut self,
-        target: &str,
+        opened: Opened,
         req: &AttachRequest,
         owner: Option<&str>,
         ipam: Ipam,
     ) -> Result<Attachment> {
-        let parsed = Target::parse(target)?;
-        tracing::debug!(target, network = %req.network, "attach");
-        let ns = parsed.resolve()?;
+        let Opened {
+            ns,
+            name: target_name,
+            container,
+            process,
+        } = opened;
+        tracing::debug!(target = %target_name, network = %req.network, "attach");
         if ns.same_as(&self.host_ns) {
             return Err(Error::Target {
-                target: target.into(),
+                target: target_name,
                 reason: "is the host's own network namespace".into(),
             });
         }
         let netns_id = ns.identity();
-        let target_name = parsed.to_string();
+        // What a container's MAC follows: the container, which keeps it
+        // across restarts (each a new namespace).
+        let mac_key = match &container {
+            Some(c) => format!("docker:{}", c.id),
+            None => netns_id.clone(),
+        };
         // A host device returns to the host: its undo needs the namespace.
         let host_ns = self
             .host_ns
@@ -546,7 +567,7 @@ impl Engine {
                     _ => names::host_veth_name(&net.name, &netns_id, &ifname),
                 },
                 mac: req.mac.unwrap_or(crate::model::Mac(match ipam {
-                    Ipam::HostLocal => names::container_mac(&net.name, &netns_id, &ifname),
+                    Ipam::HostLocal => names::container_mac(&net.name, &mac_key, &ifname),
                     Ipam::Dhcp => names::dhcp_mac(&names::host_identity(), &net.name, &target_name),
                 })),
                 mtu: req.mtu.or(net.mtu).unwrap_or(1500),
@@ -566,12 +587,21 @@ impl Engine {
                     _ => Vec::new(),
                 },
                 host_addresses: Vec::new(),
-                dhcp: (ipam == Ipam::Dhcp).then(|| dhcp_binding(&net, req, &target_name)),
+                dhcp: (ipam == Ipam::Dhcp).then(|| {
+                    // A container is known on the LAN by its name.
+                    let hostname = match &container {
+                        Some(c) => crate::docker::declare::hostname_of(&c.name),
+                        None => names::dhcp_hostname(&target_name),
+                    };
+                    dhcp_binding(&net, req, &target_name, hostname)
+                }),
                 publish: req.publish.clone(),
                 rate: req.rate,
                 labels: req.labels.clone(),
                 allow_spoofing: req.allow_spoofing,
                 egress: None,
+                container: container.clone(),
+                process,
             };
             let holder_key = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -853,12 +883,7 @@ impl Engine {
         if let Some(n) = network {
             store::require_network(self.store.read(), n)?;
         }
-        let netns_id = parsed.resolve().ok().map(|ns| ns.identity());
-        let found = store::attachments_of_target(
-            self.store.read(),
-            netns_id.as_deref(),
-            &parsed.to_string(),
-        )?;
+        let found = self.recorded_of(&parsed)?.1;
         let mut done = Vec::new();
         for a in found
             .into_iter()
@@ -964,14 +989,7 @@ impl Engine {
     /// A target's attachments; those taking IPv6 from router
     /// advertisements show the addresses and router the kernel has now.
     pub fn attachments_of(&self, target: &str) -> Result<Vec<StoredAttachment>> {
-        let parsed = Target::parse(target)?;
-        let ns = parsed.resolve().ok();
-        let netns_id = ns.as_ref().map(|ns| ns.identity());
-        let mut found = store::attachments_of_target(
-            self.store.read(),
-            netns_id.as_deref(),
-            &parsed.to_string(),
-        )?;
+        let (ns, mut found) = self.recorded_of(&Target::parse(target)?)?;
         if let Some(ns) = &ns {
             for s in found.iter_mut() {
                 if s.attachment.dhcp.as_ref().is_some_and(|b| b.slaac) {
@@ -980,6 +998,28 @@ impl Engine {
             }
         }
         Ok(found)
+    }
+
+    /// The records of a target, and its namespace if it can be opened. A
+    /// container is found by its ID, an ID prefix or its name as recorded,
+    /// stopped or gone; Docker is asked only about a name no record has
+    /// (a container renamed while no daemon watched).
+    fn recorded_of(&self, target: &Target) -> Result<(Option<NsHandle>, Vec<StoredAttachment>)> {
+        let conn = self.store.read();
+        if let Target::Docker(reference) = target {
+            let mut found = store::attachments_of_container(conn, reference)?;
+            if found.is_empty()
+                && let Ok(c) = crate::docker::inspect(reference)
+            {
+                found = store::attachments_of_container(conn, &c.id)?;
+            }
+            let ns = found.first().and_then(|s| attached_ns(&s.attachment));
+            return Ok((ns, found));
+        }
+        let ns = target.resolve().ok();
+        let netns_id = ns.as_ref().map(|ns| ns.identity());
+        let found = store::attachments_of_target(conn, netns_id.as_deref(), &target.to_string())?;
+        Ok((ns, found))
     }
 
     // ---- host side of a lab ----
@@ -1499,12 +1539,9 @@ pub fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> 
 }
 
 /// Who a new DHCP attachment is to the LAN's server.
-fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str) -> DhcpBinding {
+fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str, hostname: String) -> DhcpBinding {
     let host = names::host_identity();
-    let hostname = req
-        .hostname
-        .clone()
-        .unwrap_or_else(|| names::dhcp_hostname(target));
+    let hostname = req.hostname.clone().unwrap_or(hostname);
     DhcpBinding {
         fqdn: net.domain.as_ref().map(|d| format!("{hostname}.{d}")),
         hostname,
@@ -1555,9 +1592,25 @@ fn not_dhcp(a: &Attachment) -> Error {
     ))
 }
 
+/// The namespace of an attachment, if it still exists anywhere: by its
+/// target's path, by the process recorded with it, or else by a search of
+/// every process, mount and descriptor ([`netns::find`]). None proves it
+/// gone. Docker is never asked: a container's namespace is its process's.
 pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
-    let ns = Target::parse(&a.target).ok()?.resolve().ok()?;
-    (ns.identity() == a.netns).then_some(ns)
+    let ours = |ns: NsHandle| (ns.identity() == a.netns).then_some(ns);
+    if let Ok(t) = Target::parse(&a.target)
+        && !matches!(t, Target::Docker(_))
+        && let Some(ns) = t.resolve().ok().and_then(ours)
+    {
+        return Some(ns);
+    }
+    if let Some(p) = a.process
+        && p.alive()
+        && let Some(ns) = NsHandle::open(&netns::proc_ns(p.pid)).ok().and_then(ours)
+    {
+        return Some(ns);
+    }
+    netns::find(&a.netns)
 }
 
 /// Make a named namespace a router.

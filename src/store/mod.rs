@@ -359,6 +359,49 @@ pub fn attachments_of_target(
     collect_attachments(stmt.query_map(params![key], attachment_row)?)
 }
 
+/// The attachments of the container `reference` names: its full ID, its
+/// name as recorded, or a prefix of one ID only.
+pub fn attachments_of_container(
+    conn: &Connection,
+    reference: &str,
+) -> Result<Vec<StoredAttachment>> {
+    // `;` follows `:`: the range is every `docker:` target, on the index.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments
+         WHERE target >= 'docker:' AND target < 'docker;' ORDER BY target, ifname"
+    ))?;
+    let all = collect_attachments(stmt.query_map([], attachment_row)?)?;
+    let of = |pick: &dyn Fn(&crate::model::ContainerRef) -> bool| -> Vec<StoredAttachment> {
+        all.iter()
+            .filter(|s| s.attachment.container.as_ref().is_some_and(pick))
+            .cloned()
+            .collect()
+    };
+    let by_id = of(&|c| c.id == reference);
+    if !by_id.is_empty() {
+        return Ok(by_id);
+    }
+    let by_name = of(&|c| c.name == reference);
+    if !by_name.is_empty() {
+        return Ok(by_name);
+    }
+    let by_prefix = of(&|c| c.id.starts_with(reference));
+    let ids: std::collections::HashSet<&str> = by_prefix
+        .iter()
+        .filter_map(|s| s.attachment.container.as_ref().map(|c| c.id.as_str()))
+        .collect();
+    if ids.len() > 1 {
+        return Err(Error::Target {
+            target: format!("docker:{reference}"),
+            reason: format!(
+                "ambiguous: the ID prefix of {} attached containers",
+                ids.len()
+            ),
+        });
+    }
+    Ok(by_prefix)
+}
+
 pub fn insert_attachment(tx: &Transaction, a: &Attachment, owner: Option<&str>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO attachments (network, netns, target, ifname, host_ifname, data, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
