@@ -1305,6 +1305,12 @@ pub struct AttachRequest {
     pub labels: BTreeMap<String, String>,
     pub allow_spoofing: bool,
     pub egress: Option<Egress>,
+    /// For a container: keep this request as the container's declaration
+    /// of the network, made again at each of its starts (`source` is
+    /// `cli` or `labels`).
+    pub declare_as: Option<&'static str>,
+    /// The request as given, for the declaration.
+    pub spec: Box<AttachSpec>,
 }
 
 /// Token-bucket limits of an attachment, in bits per second.
@@ -1635,6 +1641,8 @@ impl AttachSpec {
             mtu: self.mtu,
             default_route,
             routes,
+            declare_as: None,
+            spec: Box::new(self.clone()),
         })
     }
 }

@@ -117,7 +117,13 @@ impl Target {
     }
 
     fn open_container(&self, reference: &str) -> Result<Opened> {
-        let c = crate::docker::inspect(reference)?;
+        let c = crate::docker::inspect(reference).map_err(|e| match e {
+            Error::Docker { .. } => Error::Target {
+                target: self.to_string(),
+                reason: e.to_string(),
+            },
+            e => e,
+        })?;
         let Some(pid) = c.pid else {
             return Err(Error::Target {
                 target: self.to_string(),
@@ -136,7 +142,7 @@ impl Target {
     }
 
     fn open_path(&self, path: &Path) -> Result<NsHandle> {
-        let handle = NsHandle::open(&path).map_err(|e| Error::Target {
+        let handle = NsHandle::open(path).map_err(|e| Error::Target {
             target: self.to_string(),
             reason: match (self, e.kind()) {
                 (Target::Named(_), std::io::ErrorKind::NotFound) => format!(

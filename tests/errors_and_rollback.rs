@@ -239,8 +239,18 @@ fn bad_attach_input_is_refused_precisely_and_changes_nothing() {
             vec!["/etc/hostname", "not a network namespace"],
         ),
         (
-            vec!["attach", "docker:web", "big"],
-            vec!["docker:web", "unknown target kind"],
+            vec!["attach", "podman:web", "big"],
+            vec!["podman:web", "unknown target kind"],
+        ),
+        (
+            vec![
+                "attach",
+                "docker:web",
+                "big",
+                "--docker-socket",
+                "/nonexistent/docker.sock",
+            ],
+            vec!["docker:web", "/nonexistent/docker.sock", "not reachable"],
         ),
         (vec!["detach", &b, "nonet"], vec!["nonet", "does not exist"]),
     ];

@@ -102,8 +102,13 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         egress_gateway: args.egress_gateway,
     };
     // Bad input is refused before anyone is asked.
-    let req = spec.validate()?;
+    let mut req = spec.validate()?;
     let target = spec.target.clone();
+    // A container attached by hand is attached again at each of its
+    // starts (by the daemon), until detached.
+    if target.starts_with("docker:") {
+        req.declare_as = Some("cli");
+    }
     let request = Request::Attach {
         spec: Box::new(spec),
     };
@@ -117,7 +122,8 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
         daemon.call(&request)?
     } else {
-        report::listed(&engine.attach(&target, &req, None)?)
+        let opened = crate::target::Target::parse(&target)?.open()?;
+        report::listed(&engine.attach_opened(opened, &req, None)?)
     };
     outln!("{}", attached_line(&listed));
     Ok(())
@@ -206,13 +212,36 @@ pub(super) fn release_leases(leased: &[Attachment]) {
 
 pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
     let atts = engine.attachments_of(&args.target)?;
+    // A container's declaration mistakes, shown even when they kept it
+    // from every network.
+    let errors: Vec<String> = match args.target.strip_prefix("docker:") {
+        Some(r) => {
+            let ids: Vec<&str> = atts
+                .iter()
+                .filter_map(|s| s.attachment.container.as_ref().map(|c| c.id.as_str()))
+                .collect();
+            engine
+                .container_errors()?
+                .into_iter()
+                .filter(|(id, name, _)| {
+                    ids.contains(&id.as_str()) || name == r || id.starts_with(r)
+                })
+                .flat_map(|(_, _, e)| e)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    if atts.is_empty() && !errors.is_empty() {
+        print_json(&report::target(&args.target, &atts, &errors));
+        return Ok(());
+    }
     if atts.is_empty() {
         return Err(Error::Target {
             target: args.target,
             reason: "is not attached to any network".into(),
         });
     }
-    print_json(&report::target(&args.target, &atts, &[]));
+    print_json(&report::target(&args.target, &atts, &errors));
     Ok(())
 }
 
@@ -244,6 +273,11 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
             a.mac.to_string(),
             addrs.join(",")
         );
+    }
+    for (_, name, errors) in engine.container_errors()? {
+        for e in errors {
+            outln!("docker:{name}: not attached: {e}");
+        }
     }
     Ok(())
 }

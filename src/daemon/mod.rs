@@ -12,6 +12,7 @@
 //! once no request has come for a moment, so a checkpoint's fsyncs never
 //! delay an attach in a burst.
 
+mod docker;
 mod lease;
 mod links;
 pub mod protocol;
@@ -185,6 +186,10 @@ async fn serve(opts: Options) -> Result<()> {
     let reconciler = {
         let (ctx, every) = (ctx.clone(), opts.reconcile_interval);
         supervise::task("reconcile", move || reconcile_loop(ctx.clone(), every))
+    };
+    let _docker = {
+        let ctx = ctx.clone();
+        supervise::task("docker", move || docker::watch(ctx.clone()))
     };
     watch_policy(&opts.state_dir, activity, &holds)?;
     links::watch(&opts.state_dir, &holds)?;
@@ -602,9 +607,28 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
 /// An attach: on a static network all of it in one engine call; on a DHCP
 /// network the lease and its task too.
 async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value> {
-    let req = spec.validate()?;
+    let mut req = spec.validate()?;
+    let target = spec.target.clone();
+    if target.starts_with("docker:") {
+        req.declare_as = Some("cli");
+    }
+    let opener: Opener = Arc::new(move || crate::target::Target::parse(&target)?.open());
+    attach_opened(ctx, req, opener)
+        .await
+        .map(|a| report::listed(&a))
+}
+
+/// Opens an attach's target, on the blocking pool.
+pub(crate) type Opener = Arc<dyn Fn() -> Result<crate::target::Opened> + Send + Sync>;
+
+/// [`attach`] of a request whose target `open` opens.
+pub(crate) async fn attach_opened(
+    ctx: &Arc<Ctx>,
+    req: crate::model::AttachRequest,
+    open: Opener,
+) -> Result<Attachment> {
     let c = ctx.clone();
-    let (target, r) = (spec.target.clone(), req.clone());
+    let (r, o) = (req.clone(), open.clone());
     let done = blocking(move || {
         c.with_engine(|e| {
             let net = e.network(&r.network)?.network;
@@ -612,16 +636,16 @@ async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value>
                 crate::engine::check_ipam(&net, &r, Ipam::Dhcp)?;
                 return Ok(None);
             }
-            e.attach(&target, &r, None).map(Some)
+            e.attach_opened(o()?, &r, None).map(Some)
         })
     })
     .await?;
     match done {
         Some(a) => {
-            tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "attached");
-            Ok(report::listed(&a))
+            tracing::info!(target = %a.shown_target(), network = %a.network, ifname = %a.ifname, "attached");
+            Ok(a)
         }
-        None => attach_dhcp(ctx, spec, req).await,
+        None => attach_dhcp(ctx, req, open).await,
     }
 }
 
@@ -629,13 +653,12 @@ async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value>
 /// failure anywhere takes back all of it.
 async fn attach_dhcp(
     ctx: &Arc<Ctx>,
-    spec: crate::model::AttachSpec,
     req: crate::model::AttachRequest,
-) -> Result<Value> {
+    open: Opener,
+) -> Result<Attachment> {
     let c = ctx.clone();
-    let target = spec.target.clone();
     let a = blocking(move || {
-        let opened = crate::target::Target::parse(&target)?.open()?;
+        let opened = open()?;
         c.with_engine(|e| e.attach_dhcp_link(opened, &req, None))
     })
     .await?;
@@ -682,12 +705,11 @@ async fn attach_dhcp(
     .await;
     match acquired {
         Ok((bound, ns)) => {
-            let view = report::listed(&bound);
             ctx.tasks.lock().await.insert(
                 bound.host_ifname.clone(),
-                LeaseTask::spawn(ctx.clone(), bound, ns),
+                LeaseTask::spawn(ctx.clone(), bound.clone(), ns),
             );
-            Ok(view)
+            Ok(bound)
         }
         Err(e) => {
             undo(ctx.clone(), a.clone()).await;

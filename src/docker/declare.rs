@@ -54,13 +54,8 @@ impl Declaration {
     }
 }
 
-/// Read the declaration of container `id` named `name`.
-pub fn read(
-    id: &str,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-    env: &[String],
-) -> Declaration {
+/// Read the declaration of container `id`.
+pub fn read(id: &str, labels: &BTreeMap<String, String>, env: &[String]) -> Declaration {
     let env: BTreeMap<&str, &str> = env.iter().filter_map(|l| l.split_once('=')).collect();
     let get = |label: &str, var: &str| -> Option<String> {
         labels
@@ -102,7 +97,7 @@ pub fn read(
         }
     }
     for n in names {
-        let spec = network(id, name, n, &get, labels, &env);
+        let spec = network(id, n, &get, labels, &env);
         out.networks.push((n.to_string(), spec));
     }
     out
@@ -110,7 +105,6 @@ pub fn read(
 
 fn network(
     id: &str,
-    name: &str,
     net: &str,
     get: &dyn Fn(&str, &str) -> Option<String>,
     labels: &BTreeMap<String, String>,
@@ -176,7 +170,8 @@ fn network(
         mtu,
         default_route: one("default-route"),
         route: list("route"),
-        hostname: Some(one("hostname").unwrap_or_else(|| hostname_of(name))),
+        // A DHCP network's attach names the client after the container.
+        hostname: one("hostname"),
         publish: list("publish"),
         egress_rate: one("egress-rate"),
         ingress_rate: one("ingress-rate"),
@@ -221,12 +216,7 @@ mod tests {
 
     #[test]
     fn nothing_declared_is_nothing() {
-        let d = read(
-            "abc",
-            "web",
-            &labels(&[("other", "x")]),
-            &env(&["PATH=/bin"]),
-        );
+        let d = read("abc", &labels(&[("other", "x")]), &env(&["PATH=/bin"]));
         assert!(d.is_empty());
     }
 
@@ -234,7 +224,6 @@ mod tests {
     fn labels_declare_networks_with_options() {
         let d = read(
             "abc",
-            "web_1",
             &labels(&[
                 ("plumb.networks", "lan, backend"),
                 ("plumb.lan.ip", "10.1.0.5,fd00::5"),
@@ -251,7 +240,8 @@ mod tests {
         assert_eq!(lan.ip, ["10.1.0.5", "fd00::5"]);
         assert_eq!(lan.default_route.as_deref(), Some("replace"));
         assert_eq!(lan.label, ["role=db"]);
-        assert_eq!(lan.hostname.as_deref(), Some("web-1"));
+        assert_eq!(lan.hostname, None, "the engine's choice: the name");
+        assert_eq!(hostname_of("web_1"), "web-1");
         let backend = d.networks[1].1.as_ref().unwrap();
         assert_eq!(backend.egress_rate.as_deref(), Some("10mbit"));
         assert!(backend.ip.is_empty());
@@ -261,7 +251,6 @@ mod tests {
     fn the_environment_declares_too_and_labels_win() {
         let d = read(
             "abc",
-            "web",
             &labels(&[("plumb.tenant-1.ip", "10.2.0.9")]),
             &env(&[
                 "PLUMB_NETWORKS=tenant-1",
@@ -282,7 +271,6 @@ mod tests {
     fn mistakes_are_named_and_stay_with_their_network() {
         let d = read(
             "abc",
-            "web",
             &labels(&[
                 ("plumb.networks", "lan,bad/name,wan"),
                 ("plumb.lan.ip", "10.1.0.500"),

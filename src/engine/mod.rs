@@ -604,8 +604,32 @@ impl Engine {
                 process,
             };
             let holder_key = store::attachment_owner(&attachment.host_ifname);
+            if let (Some(c), Some(source)) = (&container, req.declare_as) {
+                let mut spec = (*req.spec).clone();
+                spec.target = target_name.clone();
+                store::declare(
+                    tx,
+                    &store::Declared {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        spec,
+                        source: source.to_string(),
+                    },
+                )?;
+            }
             if ipam == Ipam::HostLocal {
-                attachment.addresses = assign_addresses(tx, &net, &req.ips, &holder_key)?;
+                // A container started again gets the addresses it had.
+                let parked = match &container {
+                    Some(c) if req.ips.is_empty() => {
+                        store::adopt_parked(tx, &c.id, &net.name, &holder_key)?
+                    }
+                    Some(c) => {
+                        store::release_parked(tx, &c.id, Some(&net.name))?;
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                attachment.addresses = assign_addresses(tx, &net, &req.ips, &parked, &holder_key)?;
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
             }
             if let NetworkKind::HostDevice(d) = &net.kind {
@@ -884,6 +908,29 @@ impl Engine {
             store::require_network(self.store.read(), n)?;
         }
         let found = self.recorded_of(&parsed)?.1;
+        // Detaching a container also ends its declaration (or the next
+        // start would attach it again) and frees what it had parked.
+        if let Target::Docker(reference) = &parsed {
+            let mut ids: Vec<String> = found
+                .iter()
+                .filter_map(|s| s.attachment.container.as_ref().map(|c| c.id.clone()))
+                .collect();
+            if ids.is_empty() {
+                ids = store::declarations(self.store.read(), None)?
+                    .into_iter()
+                    .filter(|d| d.id == *reference || d.name == *reference)
+                    .map(|d| d.id)
+                    .collect();
+            }
+            ids.dedup();
+            self.store.write(|tx| {
+                for id in &ids {
+                    store::forget_declarations(tx, id, None, network)?;
+                    store::release_parked(tx, id, network)?;
+                }
+                Ok(())
+            })?;
+        }
         let mut done = Vec::new();
         for a in found
             .into_iter()
@@ -998,6 +1045,43 @@ impl Engine {
             }
         }
         Ok(found)
+    }
+
+    // ---- Docker containers ----
+
+    /// What containers declare, one of them or all.
+    pub fn declarations(&self, id: Option<&str>) -> Result<Vec<store::Declared>> {
+        store::declarations(self.store.read(), id)
+    }
+
+    /// A container is gone for good: its declarations, parked addresses
+    /// and errors go too (its attachments must be detached first).
+    pub fn forget_container(&mut self, id: &str) -> Result<()> {
+        self.store.write(|tx| {
+            store::forget_declarations(tx, id, None, None)?;
+            store::release_parked(tx, id, None)?;
+            store::set_container_errors(tx, id, "", &[])
+        })
+    }
+
+    /// Forget what a container's labels declared (read again at its start).
+    pub fn forget_label_declarations(&mut self, id: &str) -> Result<()> {
+        self.store
+            .write(|tx| store::forget_declarations(tx, id, Some("labels"), None))
+    }
+
+    pub fn rename_container(&mut self, id: &str, name: &str) -> Result<()> {
+        self.store.write(|tx| store::rename_container(tx, id, name))
+    }
+
+    pub fn set_container_errors(&mut self, id: &str, name: &str, errors: &[String]) -> Result<()> {
+        self.store
+            .write(|tx| store::set_container_errors(tx, id, name, errors))
+    }
+
+    /// What is wrong with containers' declarations: (id, name, errors).
+    pub fn container_errors(&self) -> Result<Vec<(String, String, Vec<String>)>> {
+        store::container_errors(self.store.read())
     }
 
     /// The records of a target, and its namespace if it can be opened. A
@@ -1694,9 +1778,13 @@ fn assign_addresses(
     tx: &Transaction,
     net: &Network,
     ips: &[IpAddr],
+    owned: &[IpAddr],
     owner: &str,
 ) -> Result<Vec<IpNet>> {
-    let mut out = Vec::new();
+    let mut out: Vec<IpNet> = owned
+        .iter()
+        .filter_map(|ip| IpNet::new(*ip, net.subnet_for(ip)?.subnet.prefix_len()).ok())
+        .collect();
     for ip in ips {
         out.push(host_local::reserve(tx, net, *ip, owner, "--ip")?);
     }

@@ -433,15 +433,187 @@ pub fn update_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
 }
 
 pub fn delete_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
-    tx.execute(
-        "DELETE FROM allocations WHERE owner = ?1",
-        params![attachment_owner(&a.host_ifname)],
-    )?;
+    let owner = attachment_owner(&a.host_ifname);
+    // A container that still declares the network keeps its addresses
+    // for when it starts again.
+    match &a.container {
+        Some(c) if declaration(tx, &c.id, &a.network)?.is_some() => tx.execute(
+            "UPDATE allocations SET owner = ?2 WHERE owner = ?1",
+            params![owner, parked_owner(&c.id)],
+        )?,
+        _ => tx.execute("DELETE FROM allocations WHERE owner = ?1", params![owner])?,
+    };
     tx.execute(
         "DELETE FROM attachments WHERE host_ifname = ?1",
         params![a.host_ifname],
     )?;
     Ok(())
+}
+
+/// Who owns the addresses of a declared container while it is not running.
+pub fn parked_owner(container_id: &str) -> String {
+    format!("container:{container_id}")
+}
+
+/// Give the addresses container `id` left parked on `network` to `owner`
+/// (its new attachment); the addresses.
+pub fn adopt_parked(
+    tx: &Transaction,
+    id: &str,
+    network: &str,
+    owner: &str,
+) -> Result<Vec<std::net::IpAddr>> {
+    let parked = parked_owner(id);
+    let addresses: Vec<String> = tx
+        .prepare_cached("SELECT address FROM allocations WHERE network = ?1 AND owner = ?2")?
+        .query_map(params![network, parked], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.execute(
+        "UPDATE allocations SET owner = ?3 WHERE network = ?1 AND owner = ?2",
+        params![network, parked, owner],
+    )?;
+    Ok(addresses.iter().filter_map(|a| a.parse().ok()).collect())
+}
+
+/// Free what container `id` has parked, on one network or all.
+pub fn release_parked(tx: &Transaction, id: &str, network: Option<&str>) -> Result<()> {
+    tx.execute(
+        "DELETE FROM allocations WHERE owner = ?1 AND (?2 IS NULL OR network = ?2)",
+        params![parked_owner(id), network],
+    )?;
+    Ok(())
+}
+
+/// A container's declaration of a network, as an attach spec and where it
+/// came from (`labels` or `cli`).
+pub struct Declared {
+    pub id: String,
+    pub name: String,
+    pub spec: crate::model::AttachSpec,
+    pub source: String,
+}
+
+fn declared_row(r: &rusqlite::Row) -> rusqlite::Result<(String, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_declared(rows: Vec<(String, String, String, String)>) -> Result<Vec<Declared>> {
+    rows.into_iter()
+        .map(|(id, name, spec, source)| {
+            Ok(Declared {
+                id,
+                name,
+                spec: serde_json::from_str(&spec)
+                    .map_err(|e| Error::Conflict(format!("stored declaration: {e}")))?,
+                source,
+            })
+        })
+        .collect()
+}
+
+pub fn declaration(conn: &Connection, id: &str, network: &str) -> Result<Option<Declared>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, name, spec, source FROM containers WHERE id = ?1 AND network = ?2",
+        )?
+        .query_map(params![id, network], declared_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(to_declared(rows)?.pop())
+}
+
+/// Every declaration of container `id`, or of every container.
+pub fn declarations(conn: &Connection, id: Option<&str>) -> Result<Vec<Declared>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, name, spec, source FROM containers
+             WHERE ?1 IS NULL OR id = ?1 ORDER BY id, network",
+        )?
+        .query_map(params![id], declared_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    to_declared(rows)
+}
+
+pub fn declare(tx: &Transaction, d: &Declared) -> Result<()> {
+    let spec =
+        serde_json::to_string(&d.spec).map_err(|e| Error::Conflict(format!("declaration: {e}")))?;
+    tx.execute(
+        "INSERT OR REPLACE INTO containers (id, network, name, spec, source)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![d.id, d.spec.network, d.name, spec, d.source],
+    )?;
+    Ok(())
+}
+
+/// Forget declarations of container `id`: from one source or all, on one
+/// network or all.
+pub fn forget_declarations(
+    tx: &Transaction,
+    id: &str,
+    source: Option<&str>,
+    network: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM containers WHERE id = ?1 AND (?2 IS NULL OR source = ?2)
+         AND (?3 IS NULL OR network = ?3)",
+        params![id, source, network],
+    )?;
+    Ok(())
+}
+
+/// A container has a new name: in its declarations and attachments.
+pub fn rename_container(tx: &Transaction, id: &str, name: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE containers SET name = ?2 WHERE id = ?1",
+        params![id, name],
+    )?;
+    tx.execute(
+        "UPDATE container_errors SET name = ?2 WHERE id = ?1",
+        params![id, name],
+    )?;
+    for s in attachments_of_container(tx, id)? {
+        let mut a = s.attachment;
+        if let Some(c) = a.container.as_mut() {
+            c.name = name.to_string();
+        }
+        update_attachment(tx, &a)?;
+    }
+    Ok(())
+}
+
+/// Record what is wrong with what container `id` declares (nothing: none).
+pub fn set_container_errors(
+    tx: &Transaction,
+    id: &str,
+    name: &str,
+    errors: &[String],
+) -> Result<()> {
+    if errors.is_empty() {
+        tx.execute("DELETE FROM container_errors WHERE id = ?1", params![id])?;
+    } else {
+        tx.execute(
+            "INSERT OR REPLACE INTO container_errors (id, name, errors) VALUES (?1, ?2, ?3)",
+            params![id, name, serde_json::to_string(errors).unwrap_or_default()],
+        )?;
+    }
+    Ok(())
+}
+
+/// What is wrong with the declarations of containers: (id, name, errors).
+pub fn container_errors(conn: &Connection) -> Result<Vec<(String, String, Vec<String>)>> {
+    let rows = conn
+        .prepare_cached("SELECT id, name, errors FROM container_errors ORDER BY name")?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, e)| (id, name, serde_json::from_str(&e).unwrap_or_default()))
+        .collect())
 }
 
 /// The allocation owner string of an attachment: its host interface name,

@@ -117,6 +117,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (subject, key)
     ) WITHOUT ROWID;
     ",
+    // 8: the plumb networks Docker containers declare (`spec` is the JSON
+    // of model::AttachSpec; `source` 'labels' or 'cli'), kept across the
+    // container's restarts until it is destroyed or detached; what is
+    // wrong with a container's declaration (JSON list of messages). The
+    // addresses of a declared container that is not running stay reserved
+    // as allocations owned by 'container:ID'.
+    "
+    CREATE TABLE containers (
+        id      TEXT NOT NULL,
+        network TEXT NOT NULL,
+        name    TEXT NOT NULL,
+        spec    TEXT NOT NULL,
+        source  TEXT NOT NULL,
+        PRIMARY KEY (id, network)
+    ) WITHOUT ROWID;
+    CREATE TABLE container_errors (
+        id     TEXT PRIMARY KEY,
+        name   TEXT NOT NULL,
+        errors TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

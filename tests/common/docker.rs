@@ -12,14 +12,14 @@
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{Lab, must};
+use super::{Bg, Lab, must, sh};
 
 /// The docker.io 20.10 client, the daemon's own version (`/usr/local/bin/docker`
 /// is a 28.x client that only works by downgrading the API).
@@ -140,6 +140,110 @@ impl<'a> Dockerd<'a> {
     pub fn container_pid(&self, name: &str) -> u32 {
         let pid = self.must(&["inspect", "-f", "{{.State.Pid}}", name]);
         pid.trim().parse().expect("container PID")
+    }
+
+    /// This daemon's API socket, D/docker.sock: what `plumb --docker-socket`
+    /// is given (never the machine's own Docker).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// [`Self::socket`] as a string, for argument lists.
+    pub fn socket_arg(&self) -> String {
+        self.socket().display().to_string()
+    }
+
+    /// `docker run -d --stop-timeout 1 OPTS IMAGE CMD...` (busybox as PID 1
+    /// ignores SIGTERM: a short stop timeout keeps stops quick); returns the
+    /// container's full ID. `opts` carries `--name`, `--net`, labels, ...
+    pub fn run(&self, opts: &[&str], cmd: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--stop-timeout", "1"];
+        args.extend_from_slice(opts);
+        args.push(IMAGE);
+        args.extend_from_slice(cmd);
+        self.must(&args).trim().to_string()
+    }
+
+    /// A container's full ID.
+    pub fn id(&self, name: &str) -> String {
+        self.must(&["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_string()
+    }
+
+    /// Whether a container is running (false for an unknown one).
+    pub fn running(&self, name: &str) -> bool {
+        let out = self.docker(&["inspect", "-f", "{{.State.Running}}", name]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
+    }
+
+    /// The PID of a container's first process if it runs (0 is "not
+    /// running" in `docker inspect`).
+    pub fn pid_if_running(&self, name: &str) -> Option<u32> {
+        let out = self.docker(&["inspect", "-f", "{{.State.Pid}}", name]);
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        (out.status.success() && pid != 0).then_some(pid)
+    }
+
+    /// The PIDs of many containers in one `docker inspect` (running ones;
+    /// stopped ones are left out).
+    pub fn pids(&self, names: &[String]) -> std::collections::HashMap<String, u32> {
+        let mut args = vec!["inspect", "-f", "{{.Name}} {{.State.Pid}}"];
+        args.extend(names.iter().map(String::as_str));
+        let out = self.must(&args);
+        out.lines()
+            .filter_map(|l| {
+                let (name, pid) = l.split_once(' ')?;
+                let pid: u32 = pid.trim().parse().ok()?;
+                (pid != 0).then(|| (name.trim_start_matches('/').to_string(), pid))
+            })
+            .collect()
+    }
+
+    /// plumb for the lab, pointed at this daemon: `--docker-socket D/docker.sock`
+    /// before `args` (a global option).
+    pub fn plumb(&self, args: &[&str]) -> Output {
+        let socket = self.socket_arg();
+        let mut full = vec!["--docker-socket", socket.as_str()];
+        full.extend_from_slice(args);
+        self.lab.plumb(&full)
+    }
+
+    /// [`Lab::ok`] with this daemon's socket.
+    pub fn plumb_ok(&self, args: &[&str]) -> String {
+        let socket = self.socket_arg();
+        let mut full = vec!["--docker-socket", socket.as_str()];
+        full.extend_from_slice(args);
+        self.lab.ok(&full)
+    }
+
+    /// [`Lab::fails`] with this daemon's socket: exit status 1; returns stderr.
+    pub fn plumb_fails(&self, args: &[&str]) -> String {
+        let socket = self.socket_arg();
+        let mut full = vec!["--docker-socket", socket.as_str()];
+        full.extend_from_slice(args);
+        self.lab.fails(&full)
+    }
+
+    /// `plumb inspect TARGET` with this daemon's socket, parsed.
+    pub fn plumb_inspect(&self, target: &str) -> serde_json::Value {
+        serde_json::from_str(&self.plumb_ok(&["inspect", target])).expect("inspect prints JSON")
+    }
+
+    /// `plumb daemon --docker-socket D/docker.sock EXTRA...` for the lab.
+    pub fn plumb_daemon(&self, extra: &[&str]) -> Bg {
+        let socket = self.socket_arg();
+        let mut args = vec!["--docker-socket", socket.as_str()];
+        args.extend_from_slice(extra);
+        self.lab.daemon(&args)
+    }
+
+    /// The targets `plumb ls` shows (with this daemon's socket), in order.
+    pub fn plumb_targets(&self) -> Vec<String> {
+        ls_rows(&self.plumb_ok(&["ls"]))
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect()
     }
 
     /// Stop dockerd (SIGTERM: it stops the containers) and start it again on
@@ -433,4 +537,75 @@ fn proc_table() -> Vec<Proc> {
             })
         })
         .collect()
+}
+
+/// Run `cmd` (a host program) in the network namespace of process `pid`,
+/// a container's: `nsenter -t PID -n`, nothing else shared with it.
+pub fn in_netns_of(pid: u32, cmd: &str) -> Output {
+    sh(&format!("nsenter -t {pid} -n {cmd}"))
+}
+
+/// The interfaces in `pid`'s network namespace other than `lo`, each with
+/// its MAC and IPv4 addresses (CIDRs), from `ip -o link` and `ip -o -4 addr`.
+pub fn interfaces_of(pid: u32) -> Vec<Interface> {
+    let links = String::from_utf8_lossy(&in_netns_of(pid, "ip -o link show").stdout).into_owned();
+    let addrs =
+        String::from_utf8_lossy(&in_netns_of(pid, "ip -o -4 addr show").stdout).into_owned();
+    links
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?;
+            let name = name.split('@').next().unwrap_or(name).to_string();
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let mac = words
+                .iter()
+                .position(|w| w.starts_with("link/"))
+                .and_then(|i| words.get(i + 1))
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            Some((name, mac))
+        })
+        .filter(|(name, _)| name != "lo")
+        .map(|(name, mac)| {
+            let v4 = addrs
+                .lines()
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    (w.get(1) == Some(&name.as_str()) && w.get(2) == Some(&"inet"))
+                        .then(|| w.get(3).map(|a| a.to_string()))
+                        .flatten()
+                })
+                .collect();
+            Interface { name, mac, v4 }
+        })
+        .collect()
+}
+
+/// One interface inside a container, as the kernel there shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    /// Lower-case, colon-separated, as `ip` prints it.
+    pub mac: String,
+    /// IPv4 addresses as CIDRs (`10.1.0.2/24`).
+    pub v4: Vec<String>,
+}
+
+/// The attachment rows of `plumb ls` (the header dropped), split in fields:
+/// TARGET NETWORK IFNAME HOST-IFNAME MAC ADDRESSES.
+pub fn ls_rows(ls: &str) -> Vec<Vec<String>> {
+    ls.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Fetch `url` from inside namespace `ns` with busybox wget; None on
+/// failure. (Busybox 1.35's `wget -T` segfaults, hence `timeout`.)
+pub fn fetch(lab: &Lab, ns: &str, url: &str) -> Option<String> {
+    let out = lab.exec(ns, &format!("timeout 5 busybox wget -q -O - {url}"));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -359,6 +359,22 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Poll `f` every 100 ms until it gives a value; after `secs`, fail the
+/// test with the last reason it gave for not having one.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(why) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}: {why}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn links(ns: &str) -> Vec<String> {
     let out = must(&format!("ip -n {ns} -o link show"));
     out.lines()
