@@ -324,6 +324,13 @@ impl<'a> Dockerd<'a> {
                     .windows(needle.len())
                     .any(|w| w == needle.as_bytes())
             })
+            // Docker's clients name its socket too (`plumb daemon
+            // --docker-socket D/docker.sock`): they are not dockerd's.
+            .filter(|p| {
+                !p.cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == b"--docker-socket")
+            })
             .map(|p| (p.pid, p.start))
             .collect();
         let mut i = 0;
