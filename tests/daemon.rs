@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Lab, must};
+use std::os::unix::fs::MetadataExt;
+
+use common::{Lab, must, wait_until};
 
 fn nat_network(lab: &Lab, name: &str, subnet: &str) {
     lab.ok(&[
@@ -345,4 +347,89 @@ fn a_failed_worker_is_reported_and_started_again() {
         !lab.ok(&["ls"]).contains(&b)
     });
     assert!(lab.ok(&["ls"]).contains(&a));
+}
+
+/// A path target means what it means to the client: here a bind mount of
+/// a namespace that only the client's mount namespace has, while the
+/// daemon runs in one of its own where the same path is a plain file. The
+/// attach goes through the daemon all the same, and the daemon's sweeps
+/// keep the attachment while the bind mount alone holds the namespace
+/// (its name deleted), and remove it once that goes too.
+#[test]
+fn a_path_attach_holds_whatever_mount_namespace_the_daemon_runs_in() {
+    let lab = Lab::new("dmn");
+    nat_network(&lab, "lan", "10.62.0.0/24");
+    let c = lab.netns("c");
+    let path = lab.state.path().join("c-ns");
+    std::fs::File::create(&path).unwrap();
+    let path = path.display().to_string();
+    must(&format!("mount --bind /run/netns/{c} {path}"));
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mut mounted = Some(Unmount(path.clone()));
+
+    let log = lab.state.path().join("daemon.log");
+    let child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("umount {path} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_plumb"))
+        .arg("--state-dir")
+        .arg(lab.state.path())
+        .args(["--host-netns", &lab.host, "--socket"])
+        .arg(lab.socket())
+        .arg("daemon")
+        .env("PLUMB_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = common::Bg { child, log };
+    let socket = lab.socket();
+    wait_until("the daemon to listen", 10, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let pid = daemon.child.id();
+    let ns_inode = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    assert_ne!(
+        ns_inode(&format!("/proc/{pid}/root{path}")),
+        ns_inode(&path),
+        "the daemon's {path} is not the namespace"
+    );
+
+    lab.ok(&["attach", &path, "lan", "--ip", "10.62.0.20"]);
+    assert!(
+        daemon
+            .log_text()
+            .contains(&format!("attached target={path}")),
+        "the daemon made the attachment: {}",
+        daemon.log_text()
+    );
+    assert!(lab.ping(&lab.host, "10.62.0.20"));
+
+    // Only the bind mount holds the namespace now.
+    must(&format!("ip netns del {c}"));
+    for round in 0..2 {
+        let canary = lab.netns(&format!("canary{round}"));
+        lab.ok(&["attach", &canary, "lan"]);
+        must(&format!("ip netns del {canary}"));
+        wait_until("a sweep of the daemon's to remove the canary", 15, || {
+            !lab.ok(&["ls"]).contains(&canary)
+        });
+        assert!(
+            lab.ok(&["ls"]).contains(&path),
+            "round {round}: the attachment by path was swept away: {}",
+            daemon.log_text()
+        );
+    }
+    assert!(lab.ping(&lab.host, "10.62.0.20"));
+
+    // Gone for good: nothing holds it any more.
+    drop(mounted.take());
+    wait_until("the daemon to remove the attachment", 15, || {
+        !lab.ok(&["ls"]).contains(&path)
+    });
 }

@@ -122,7 +122,7 @@ fn check_request(data: &[u8]) {
     let line = String::from_utf8_lossy(data);
     match parse_request(&line) {
         Ok(call) => {
-            if let Request::Attach { spec } = call.request {
+            if let Request::Attach { spec, .. } = call.request {
                 assert!(spec.validate().is_ok(), "accepted means valid");
             }
         }

@@ -109,8 +109,15 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
     if target.starts_with("docker:") {
         req.declare_as = Some("cli");
     }
+    // A name or a path means what it means here: the daemon may run in
+    // another mount namespace, where it leads elsewhere or nowhere.
+    let netns = match crate::target::Target::parse(&target)? {
+        crate::target::Target::Docker(_) => None,
+        t => Some(t.resolve()?.identity()),
+    };
     let request = Request::Attach {
         spec: Box::new(spec),
+        netns,
     };
     if let Some(v) = daemon.try_call(&request)? {
         outln!("{}", attached_line(&v));

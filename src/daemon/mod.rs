@@ -576,7 +576,7 @@ async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
 
 async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
     match req {
-        Request::Attach { spec } => attach(ctx, *spec).await,
+        Request::Attach { spec, netns } => attach(ctx, *spec, netns).await,
         Request::Detach { target, network } => detach(ctx, target, network).await,
         Request::Gc => Ok(json!(
             gc(ctx)
@@ -606,13 +606,33 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
 
 /// An attach: on a static network all of it in one engine call; on a DHCP
 /// network the lease and its task too.
-async fn attach(ctx: &Arc<Ctx>, spec: crate::model::AttachSpec) -> Result<Value> {
+async fn attach(
+    ctx: &Arc<Ctx>,
+    spec: crate::model::AttachSpec,
+    netns: Option<String>,
+) -> Result<Value> {
     let mut req = spec.validate()?;
     let target = spec.target.clone();
     if target.starts_with("docker:") {
         req.declare_as = Some("cli");
     }
-    let opener: Opener = Arc::new(move || crate::target::Target::parse(&target)?.open());
+    let opener: Opener = Arc::new(move || {
+        let opened = crate::target::Target::parse(&target)?.open();
+        match (&netns, opened) {
+            (None, opened) => opened,
+            (Some(id), Ok(o)) if o.ns.identity() == *id => Ok(o),
+            // The client's path leads elsewhere here, or nowhere.
+            (Some(id), opened) => match crate::netns::find(id) {
+                Some(ns) => Ok(crate::target::Opened {
+                    ns,
+                    name: target.clone(),
+                    container: None,
+                    process: None,
+                }),
+                None => opened,
+            },
+        }
+    });
     attach_opened(ctx, req, opener)
         .await
         .map(|a| report::listed(&a))

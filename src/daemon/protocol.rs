@@ -26,7 +26,14 @@ pub const DEFAULT_SOCKET: &str = "/run/plumb/plumbd.sock";
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     /// Attach; on a DHCP network the daemon also runs the client.
-    Attach { spec: Box<AttachSpec> },
+    Attach {
+        spec: Box<AttachSpec>,
+        /// The identity of the namespace a name or path led the client to:
+        /// the daemon finds it by that where the name or path does not
+        /// lead there (it runs in another mount namespace).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<String>,
+    },
     /// Detach (releasing any lease first).
     Detach {
         target: String,
@@ -76,7 +83,7 @@ impl std::fmt::Display for Scope {
 /// options valid. The error says what is wrong, for the reply.
 pub fn parse_request(line: &str) -> std::result::Result<Envelope, String> {
     let call: Envelope = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
-    if let Request::Attach { spec } = &call.request {
+    if let Request::Attach { spec, .. } = &call.request {
         crate::target::Target::parse(&spec.target).map_err(|e| e.to_string())?;
         crate::model::validate_name("network", &spec.network).map_err(|e| e.to_string())?;
         spec.validate().map_err(|e| e.to_string())?;
