@@ -1,0 +1,152 @@
+//! Benchmark (ignored by `cargo test`; see bench/README.md): how long after
+//! `docker start` a container has a usable address on a plumb network it
+//! declares by label (static addresses, and a lease from dnsmasq on a
+//! bridged DHCP LAN), against the same container on Docker's own bridge
+//! network, whose address is there when `docker start` returns. Median of
+//! N starts each, in one run, with the ratios.
+//!
+//! ```text
+//! cargo test --test docker_bench -- --ignored --nocapture
+//! PLUMB_BENCH_N=20 cargo test --test docker_bench -- --ignored --nocapture
+//! ```
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::docker::Dockerd;
+use common::{Lab, wait_until};
+
+const DHCP_SERVER: &str = "192.168.71.1";
+
+/// The pid of the process whose command line is `sleep TAG`, once it runs.
+fn pid_of(tag: &str) -> Option<u32> {
+    let want = format!("sleep\0{tag}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        cmdline.ends_with(want.as_bytes()).then_some(pid)
+    })
+}
+
+/// Whether the namespace of `pid` has a local IPv4 address starting with
+/// `prefix` (read from /proc, no process spawned).
+fn has_address(pid: u32, prefix: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).is_ok_and(|t| {
+        let lines: Vec<&str> = t.lines().collect();
+        lines.windows(2).any(|w| {
+            w[0].trim_start_matches([' ', '|', '-', '+']).starts_with(prefix)
+                && w[1].contains("/32 host LOCAL")
+        })
+    })
+}
+
+/// Start container `name` (made with `sleep TAG`), and return how long
+/// `docker start` took and, if `prefix` is given, how long until the
+/// container had an address starting with it.
+fn start(docker: &Dockerd, name: &str, tag: &str, prefix: Option<&str>) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let watcher = prefix.map(|p| {
+        let (tag, p) = (tag.to_string(), p.to_string());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut pid = None;
+            while Instant::now() < deadline {
+                pid = pid.or_else(|| pid_of(&tag));
+                if pid.is_some_and(|pid| has_address(pid, &p)) {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            None
+        })
+    });
+    docker.must(&["start", name]);
+    let started = t0.elapsed();
+    let usable = match watcher {
+        Some(w) => w.join().unwrap().expect("an address within 60 s") - t0,
+        None => started,
+    };
+    (started, usable)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[test]
+#[ignore = "a benchmark: cargo test --test docker_bench -- --ignored --nocapture"]
+fn address_after_docker_start() {
+    let n: usize = std::env::var("PLUMB_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let lab = Lab::new("dbn");
+    let server = lab.lan("dhcpsrv", &format!("{DHCP_SERVER}/24"));
+    let _dnsmasq = lab.dnsmasq(
+        &server,
+        "--dhcp-range=192.168.71.100,192.168.71.250,2m --dhcp-authoritative --no-ping",
+    );
+    let docker = Dockerd::start(&lab, false);
+    lab.ok(&[
+        "network", "create", "lan", "--driver", "bridge", "--mode", "nat", "--subnet",
+        "10.64.0.0/24",
+    ]);
+    lab.ok(&[
+        "network", "create", "dlan", "--driver", "bridge", "--mode", "bridged", "--uplink",
+        "lan0", "--ipam", "dhcp",
+    ]);
+    let _daemon = docker.plumb_daemon(&[]);
+
+    // (label, docker run options, address prefix to wait for)
+    let kinds: [(&str, Vec<&str>, Option<&str>); 3] = [
+        ("docker bridge", vec!["--net", "bridge"], None),
+        (
+            "plumb static",
+            vec!["--net", "none", "-l", "plumb.networks=lan"],
+            Some("10.64.0."),
+        ),
+        (
+            "plumb DHCP",
+            vec!["--net", "none", "-l", "plumb.networks=dlan"],
+            Some("192.168.71."),
+        ),
+    ];
+    let mut results = Vec::new();
+    for (k, (label, opts, prefix)) in kinds.iter().enumerate() {
+        let (mut starts, mut usable) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let name = format!("b{k}x{i}");
+            let tag = format!("{}{k}{i:04}", 700_000 + std::process::id() % 1000);
+            let mut args = vec!["create", "--name", name.as_str(), "--stop-timeout", "1"];
+            args.extend(opts.iter().copied());
+            args.extend([docker.image(), "sleep", tag.as_str()]);
+            docker.must(&args);
+            let (s, u) = start(&docker, &name, &tag, *prefix);
+            starts.push(s);
+            usable.push(u);
+            docker.must(&["rm", "-f", &name]);
+        }
+        results.push((label, median(starts), median(usable)));
+    }
+    // Every container gone, every plumb attachment with it.
+    wait_until("plumb to have detached every container", 30, || {
+        docker.plumb_targets().is_empty()
+    });
+
+    let base = results[0].2;
+    println!("\nmedian of {n} starts each (ms): docker start returns | usable address");
+    for (label, s, u) in &results {
+        println!(
+            "  {label:<14} {:>8.1} | {:>8.1}   ({:.2}x Docker's bridge)",
+            ms(*s),
+            ms(*u),
+            ms(*u) / ms(base)
+        );
+    }
+}
