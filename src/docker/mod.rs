@@ -65,11 +65,12 @@ pub struct Container {
 /// What the daemon acts on in Docker's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// Started, or connected to or disconnected from a Docker network
+    /// (`docker network disconnect none web`): what it declares is checked
+    /// and carried out.
     Start {
         id: String,
     },
-    /// Died, or its namespace lost every network (`network disconnect`
-    /// of `none` takes it down too).
     Die {
         id: String,
     },
@@ -184,9 +185,14 @@ impl Client {
     /// Docker's container events from now on, those plumb acts on; the
     /// stream ends with an error when dockerd goes away.
     pub fn events(&self) -> impl Stream<Item = Result<Event>> + Send + 'static {
+        // Filters of different keys must all match, values of one key any:
+        // container events by action, and a network's (dis)connects.
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
-            ("type", vec!["container"]),
-            ("event", vec!["start", "die", "destroy", "rename"]),
+            ("type", vec!["container", "network"]),
+            (
+                "event",
+                vec!["start", "die", "destroy", "rename", "connect", "disconnect"],
+            ),
         ]);
         let socket = self.socket.display().to_string();
         self.docker
@@ -214,6 +220,13 @@ impl Client {
 
 fn event(m: bollard::models::EventMessage) -> Option<Event> {
     let actor = m.actor?;
+    // A container connected to or disconnected from a Docker network
+    // (`docker network disconnect none web` included): what plumb gave it
+    // is checked again as at a start.
+    if m.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK) {
+        let id = actor.attributes?.get("container")?.clone();
+        return Some(Event::Start { id });
+    }
     let id = actor.id?;
     match m.action.as_deref()? {
         "start" => Some(Event::Start { id }),
