@@ -53,25 +53,13 @@ pub async fn watch(ctx: Arc<Ctx>) {
         backoff = BACKOFF_FIRST;
         said_away = false;
         tracing::info!("following Docker's containers");
-        // Subscribed before the reconciliation, so that nothing that
-        // happens during it is missed (a start seen twice is harmless).
-        let mut events = Box::pin(client.events());
-        let first = events.next();
-        tokio::pin!(first);
-        let reconciled = reconcile_all(&ctx, &client, &queues);
-        tokio::pin!(reconciled);
-        let mut pending = None;
-        tokio::select! {
-            e = &mut first => pending = Some(e),
-            () = &mut reconciled => {}
-        }
-        if pending.is_some() {
-            reconciled.await;
-        }
-        let mut next = match pending {
-            Some(e) => e,
-            None => first.await,
-        };
+        // Events from a second before the reconciliation on, so that
+        // nothing that happens during it is missed (a start seen twice is
+        // harmless); the stream is read once it is done.
+        let since = crate::ipam::dhcp::now_unix().saturating_sub(1);
+        let mut events = Box::pin(client.events(since));
+        reconcile_all(&ctx, &client, &queues).await;
+        let mut next = events.next().await;
         loop {
             match next {
                 Some(Ok(event)) => queues.push(&ctx, &client, event),
@@ -115,15 +103,17 @@ async fn reconcile_all(ctx: &Arc<Ctx>, client: &Client, queues: &Arc<Queues>) {
     })
     .await
     .unwrap_or_default();
+    // Asked again one by one: a container may have started (Docker
+    // restarting it) since the list was made.
     for id in known.into_iter().filter(|id| !running.contains(id)) {
-        let gone = matches!(
-            client.inspect(&id).await,
-            Err(crate::error::Error::Target { .. })
-        );
-        let event = if gone {
-            Event::Destroy { id }
-        } else {
-            Event::Die { id }
+        let event = match client.inspect(&id).await {
+            Ok(c) if c.pid.is_some() => Event::Start { id },
+            Ok(_) => Event::Die { id },
+            Err(crate::error::Error::Target { .. }) => Event::Destroy { id },
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
         };
         queues.push(ctx, client, event);
     }
@@ -215,16 +205,13 @@ async fn started(ctx: &Arc<Ctx>, client: &Client, id: &str) -> Result<()> {
     let Some(pid) = c.pid else { return Ok(()) };
     let declared = declare::read(&c.id, &c.labels, &c.env);
     let (cid, cx) = (c.id.clone(), ctx.clone());
-    let by_hand = blocking(move || {
-        cx.with_engine(|e| {
-            e.forget_label_declarations(&cid)?;
-            e.declarations(Some(&cid))
-        })
-    })
-    .await?;
-    if declared.is_empty() && by_hand.is_empty() {
-        return Ok(());
-    }
+    // What it declared before stays until it is carried out again: an
+    // attachment left from its last run is detached first, and while a
+    // declaration stands its addresses are kept for the new one.
+    let by_hand = blocking(move || cx.with_engine(|e| e.declarations(Some(&cid))))
+        .await?
+        .into_iter()
+        .filter(|d| d.source == "cli");
     let Ok(ns) = NsHandle::open(&proc_ns(pid)) else {
         return Ok(()); // ended already
     };
@@ -240,6 +227,9 @@ async fn started(ctx: &Arc<Ctx>, client: &Client, id: &str) -> Result<()> {
         if !wanted.iter().any(|(s, _)| s.network == d.spec.network) {
             wanted.push((d.spec, "cli"));
         }
+    }
+    if wanted.is_empty() && errors.is_empty() {
+        return Ok(());
     }
     for (spec, source) in wanted {
         let network = spec.network.clone();

@@ -182,9 +182,10 @@ impl Client {
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
-    /// Docker's container events from now on, those plumb acts on; the
-    /// stream ends with an error when dockerd goes away.
-    pub fn events(&self) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    /// Docker's container events since `since` (Unix seconds; the past
+    /// ones first), those plumb acts on; the stream ends with an error when
+    /// dockerd goes away.
+    pub fn events(&self, since: u64) -> impl Stream<Item = Result<Event>> + Send + 'static {
         // Filters of different keys must all match, values of one key any:
         // container events by action, and a network's (dis)connects.
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
@@ -196,7 +197,12 @@ impl Client {
         ]);
         let socket = self.socket.display().to_string();
         self.docker
-            .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
+            .events(Some(
+                EventsOptionsBuilder::new()
+                    .since(&since.to_string())
+                    .filters(&filters)
+                    .build(),
+            ))
             .filter_map(move |m| {
                 let out = match m {
                     Ok(m) => event(m).map(Ok),

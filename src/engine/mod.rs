@@ -1064,12 +1064,6 @@ impl Engine {
         })
     }
 
-    /// Forget what a container's labels declared (read again at its start).
-    pub fn forget_label_declarations(&mut self, id: &str) -> Result<()> {
-        self.store
-            .write(|tx| store::forget_declarations(tx, id, Some("labels"), None))
-    }
-
     pub fn rename_container(&mut self, id: &str, name: &str) -> Result<()> {
         self.store.write(|tx| store::rename_container(tx, id, name))
     }
