@@ -268,17 +268,13 @@ async fn attach_declared(
 ) -> Result<()> {
     let mut req = spec.validate()?;
     req.declare_as = Some(source);
-    let target = format!("docker:{}", c.id);
-    let (cx, t) = (ctx.clone(), target.clone());
-    let existing = blocking(move || cx.with_engine(|e| e.attachments_of(&t))).await?;
-    for s in existing
-        .into_iter()
-        .filter(|s| s.attachment.network == req.network)
-    {
-        if s.attachment.netns == ns.identity() {
+    let (cx, cid) = (ctx.clone(), c.id.clone());
+    let existing = blocking(move || cx.with_engine(|e| e.container_attachments(&cid))).await?;
+    for a in existing.into_iter().filter(|a| a.network == req.network) {
+        if a.netns == ns.identity() {
             return Ok(());
         }
-        detach_one(ctx, s.attachment).await?;
+        detach_one(ctx, a).await?;
     }
     let (id, name) = (c.id.clone(), c.name.clone());
     let ns = Arc::new(
@@ -304,10 +300,10 @@ async fn attach_declared(
 /// A container died: its attachments go now, leases released (what it
 /// declares stays, with its addresses, for its next start).
 async fn died(ctx: &Arc<Ctx>, id: &str) -> Result<()> {
-    let (cx, t) = (ctx.clone(), format!("docker:{id}"));
-    let found = blocking(move || cx.with_engine(|e| e.attachments_of(&t))).await?;
-    for s in found {
-        detach_one(ctx, s.attachment).await?;
+    let (cx, cid) = (ctx.clone(), id.to_string());
+    let found = blocking(move || cx.with_engine(|e| e.container_attachments(&cid))).await?;
+    for a in found {
+        detach_one(ctx, a).await?;
     }
     Ok(())
 }

@@ -925,7 +925,7 @@ impl Engine {
             ids.dedup();
             self.store.write(|tx| {
                 for id in &ids {
-                    store::forget_declarations(tx, id, None, network)?;
+                    store::forget_declarations(tx, id, network)?;
                     store::release_parked(tx, id, network)?;
                 }
                 Ok(())
@@ -1049,6 +1049,17 @@ impl Engine {
 
     // ---- Docker containers ----
 
+    /// The attachments of container `id` (its full ID), from the records
+    /// alone: the daemon's view as it follows Docker, which it never asks
+    /// back.
+    pub fn container_attachments(&self, id: &str) -> Result<Vec<Attachment>> {
+        Ok(store::attachments_of_container(self.store.read(), id)?
+            .into_iter()
+            .map(|s| s.attachment)
+            .filter(|a| a.container.as_ref().is_some_and(|c| c.id == id))
+            .collect())
+    }
+
     /// What containers declare, one of them or all.
     pub fn declarations(&self, id: Option<&str>) -> Result<Vec<store::Declared>> {
         store::declarations(self.store.read(), id)
@@ -1058,7 +1069,7 @@ impl Engine {
     /// and errors go too (its attachments must be detached first).
     pub fn forget_container(&mut self, id: &str) -> Result<()> {
         self.store.write(|tx| {
-            store::forget_declarations(tx, id, None, None)?;
+            store::forget_declarations(tx, id, None)?;
             store::release_parked(tx, id, None)?;
             store::set_container_errors(tx, id, "", &[])
         })

@@ -544,18 +544,11 @@ pub fn declare(tx: &Transaction, d: &Declared) -> Result<()> {
     Ok(())
 }
 
-/// Forget declarations of container `id`: from one source or all, on one
-/// network or all.
-pub fn forget_declarations(
-    tx: &Transaction,
-    id: &str,
-    source: Option<&str>,
-    network: Option<&str>,
-) -> Result<()> {
+/// Forget declarations of container `id`, on one network or all.
+pub fn forget_declarations(tx: &Transaction, id: &str, network: Option<&str>) -> Result<()> {
     tx.execute(
-        "DELETE FROM containers WHERE id = ?1 AND (?2 IS NULL OR source = ?2)
-         AND (?3 IS NULL OR network = ?3)",
-        params![id, source, network],
+        "DELETE FROM containers WHERE id = ?1 AND (?2 IS NULL OR network = ?2)",
+        params![id, network],
     )?;
     Ok(())
 }
