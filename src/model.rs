@@ -1655,6 +1655,10 @@ pub struct Attachment {
     pub target: String,
     /// The namespace identity (`ns:DEV:INODE`).
     pub netns: String,
+    /// The namespace's cookie, which tells it apart from a later namespace
+    /// that got the same inode number (see [`crate::netns::NsHandle::cookie`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_cookie: Option<u64>,
     pub ifname: String,
     pub host_ifname: String,
     pub mac: Mac,
@@ -1748,6 +1752,16 @@ pub struct AttachmentEgress {
 }
 
 impl Attachment {
+    /// Whether `ns` is this attachment's namespace: the same inode and,
+    /// where both are known, the same cookie.
+    pub fn is_in(&self, ns: &crate::netns::NsHandle) -> bool {
+        ns.identity() == self.netns
+            && match self.netns_cookie {
+                Some(c) => ns.cookie().is_none_or(|n| n == c),
+                None => true,
+            }
+    }
+
     /// The target as people know it: a container by its name.
     pub fn shown_target(&self) -> String {
         match &self.container {

@@ -64,6 +64,37 @@ impl NsHandle {
         format!("ns:{}:{}", self.dev, self.inode)
     }
 
+    /// The namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): unlike its
+    /// inode number, which the kernel hands to a new namespace once this
+    /// one is freed, never reused while the machine runs. None on older
+    /// kernels.
+    pub fn cookie(&self) -> Option<u64> {
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        self.run(|| {
+            // SAFETY: a socket this closure owns, closed before it returns;
+            // getsockopt writes at most `len` bytes into `cookie`.
+            unsafe {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return None;
+                }
+                let mut cookie: u64 = 0;
+                let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+                let r = libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut cookie as *mut u64).cast(),
+                    &mut len,
+                );
+                libc::close(fd);
+                (r == 0).then_some(cookie)
+            }
+        })
+        .ok()
+        .flatten()
+    }
+
     pub fn same_as(&self, other: &NsHandle) -> bool {
         self.inode == other.inode && self.dev == other.dev
     }
@@ -206,4 +237,47 @@ pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
         return Ok(());
     }
     std::fs::write(&path, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A namespace made on a thread of its own, kept open.
+    fn new_namespace() -> NsHandle {
+        std::thread::spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET).unwrap();
+            NsHandle::current().unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn cookies_tell_namespaces_apart_for_good() {
+        let here = NsHandle::current().unwrap();
+        let cookie = here.cookie().expect("a kernel with SO_NETNS_COOKIE");
+        assert_eq!(here.cookie(), Some(cookie), "stable");
+        let other = new_namespace();
+        assert_ne!(other.cookie(), Some(cookie));
+    }
+
+    #[test]
+    fn an_attachment_is_not_in_a_namespace_that_only_has_its_inode() {
+        let ns = new_namespace();
+        let mut a: crate::model::Attachment = serde_json::from_value(serde_json::json!({
+            "network": "lan", "target": "x", "netns": ns.identity(), "ifname": "eth0",
+            "host_ifname": "pv0", "mac": [2, 0, 0, 0, 0, 1], "addresses": [], "gateways": [],
+            "routes": [], "mtu": 1500, "default_route": "keep",
+        }))
+        .unwrap();
+        assert!(a.is_in(&ns), "no cookie recorded: the inode decides");
+        a.netns_cookie = ns.cookie();
+        assert!(a.is_in(&ns));
+        a.netns_cookie = ns.cookie().map(|c| c + 1);
+        assert!(
+            !a.is_in(&ns),
+            "a namespace that got the inode of a freed one"
+        );
+    }
 }

@@ -35,7 +35,8 @@ fn has_address(pid: u32, prefix: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).is_ok_and(|t| {
         let lines: Vec<&str> = t.lines().collect();
         lines.windows(2).any(|w| {
-            w[0].trim_start_matches([' ', '|', '-', '+']).starts_with(prefix)
+            w[0].trim_start_matches([' ', '|', '-', '+'])
+                .starts_with(prefix)
                 && w[1].contains("/32 host LOCAL")
         })
     })
@@ -94,12 +95,19 @@ fn address_after_docker_start() {
     );
     let docker = Dockerd::start(&lab, false);
     lab.ok(&[
-        "network", "create", "lan", "--driver", "bridge", "--mode", "nat", "--subnet",
+        "network",
+        "create",
+        "lan",
+        "--driver",
+        "bridge",
+        "--mode",
+        "nat",
+        "--subnet",
         "10.64.0.0/24",
     ]);
     lab.ok(&[
-        "network", "create", "dlan", "--driver", "bridge", "--mode", "bridged", "--uplink",
-        "lan0", "--ipam", "dhcp",
+        "network", "create", "dlan", "--driver", "bridge", "--mode", "bridged", "--uplink", "lan0",
+        "--ipam", "dhcp",
     ]);
     let _daemon = docker.plumb_daemon(&[]);
 

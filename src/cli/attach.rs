@@ -130,7 +130,9 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         daemon.call(&request)?
     } else {
         let opened = crate::target::Target::parse(&target)?.open()?;
-        report::listed(&engine.attach_opened(opened, &req, None)?)
+        let a = engine.attach_opened(opened, &req, None)?;
+        engine.declare(&a, &req)?;
+        report::listed(&a)
     };
     outln!("{}", attached_line(&listed));
     Ok(())

@@ -12,15 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::lease::{Stop, release_now};
-use super::{Ctx, Opener, attach_opened, blocking};
+use super::{Ctx, Opener, attach_opened, blocking, namespace_of};
 use crate::docker::{Client, Container, Event, declare};
-use crate::engine::attached_ns;
 use crate::error::Result;
 use crate::model::{ContainerRef, NsProcess};
 use crate::netns::{NsHandle, proc_ns};
@@ -50,27 +49,41 @@ pub async fn watch(ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        backoff = BACKOFF_FIRST;
         said_away = false;
         tracing::info!("following Docker's containers");
-        // Events from a second before the reconciliation on, so that
-        // nothing that happens during it is missed (a start seen twice is
-        // harmless); the stream is read once it is done.
+        let followed = Instant::now();
+        // The stream is read from now on by a task of its own, so that
+        // nothing that happens during the reconciliation is missed (nor
+        // left to dockerd's short replay buffer); events from a second
+        // before are replayed too. A start seen twice is harmless.
         let since = crate::ipam::dhcp::now_unix().saturating_sub(1);
-        let mut events = Box::pin(client.events(since));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut stream = Box::pin(client.events(since));
+        let reader = tokio::spawn(async move {
+            while let Some(e) = stream.next().await {
+                if tx.send(e).is_err() {
+                    break;
+                }
+            }
+        });
         reconcile_all(&ctx, &client, &queues).await;
-        let mut next = events.next().await;
-        loop {
+        while let Some(next) = rx.recv().await {
             match next {
-                Some(Ok(event)) => queues.push(&ctx, &client, event),
-                Some(Err(e)) => {
+                Ok(event) => queues.push(&ctx, &client, event),
+                Err(e) => {
                     tracing::warn!("{e}; following Docker again when it is back");
                     break;
                 }
-                None => break,
             }
-            next = events.next().await;
         }
+        reader.abort();
+        // A stream that fails at once (a proxy refusing /events) is not
+        // retried in a tight loop.
+        if followed.elapsed() > BACKOFF_MOST {
+            backoff = BACKOFF_FIRST;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MOST);
     }
 }
 
@@ -271,7 +284,7 @@ async fn attach_declared(
     let (cx, cid) = (ctx.clone(), c.id.clone());
     let existing = blocking(move || cx.with_engine(|e| e.container_attachments(&cid))).await?;
     for a in existing.into_iter().filter(|a| a.network == req.network) {
-        if a.netns == ns.identity() {
+        if a.is_in(ns) {
             return Ok(());
         }
         detach_one(ctx, a).await?;
@@ -321,7 +334,7 @@ async fn detach_one(ctx: &Arc<Ctx>, a: crate::model::Attachment) -> Result<()> {
     if let Some(t) = task {
         t.stop(Stop::Release).await;
     } else if a.dhcp.is_some()
-        && let Some(ns) = attached_ns(&a)
+        && let Some(ns) = namespace_of(&a).await
     {
         let _ = release_now(&ns, &a).await;
     }

@@ -660,13 +660,16 @@ pub(crate) async fn attach_opened(
         })
     })
     .await?;
-    match done {
+    let a = match done {
         Some(a) => {
             tracing::info!(target = %a.shown_target(), network = %a.network, ifname = %a.ifname, "attached");
-            Ok(a)
+            a
         }
-        None => attach_dhcp(ctx, req, open).await,
-    }
+        None => attach_dhcp(ctx, req.clone(), open).await?,
+    };
+    let (c, done) = (ctx.clone(), a.clone());
+    blocking(move || c.with_engine(|e| e.declare(&done, &req))).await?;
+    Ok(a)
 }
 
 /// A DHCP attach: the interface first, then the lease, then its task; a
@@ -741,6 +744,13 @@ async fn attach_dhcp(
     }
 }
 
+/// [`attached_ns`] off the runtime's threads: proving a namespace gone
+/// walks /proc.
+pub(crate) async fn namespace_of(a: &Attachment) -> Option<crate::netns::NsHandle> {
+    let a = a.clone();
+    blocking(move || Ok(attached_ns(&a))).await.ok().flatten()
+}
+
 /// Detach: every lease of the target's matching attachments is released
 /// before the engine removes them.
 async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Result<Value> {
@@ -756,7 +766,7 @@ async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Resu
         if let Some(t) = task {
             t.stop(Stop::Release).await;
         } else if a.dhcp.is_some()
-            && let Some(ns) = attached_ns(a)
+            && let Some(ns) = namespace_of(a).await
         {
             let _ = release_now(&ns, a).await;
         }

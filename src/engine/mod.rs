@@ -505,6 +505,7 @@ impl Engine {
             });
         }
         let netns_id = ns.identity();
+        let netns_cookie = ns.cookie();
         // What a container's MAC follows: the container, which keeps it
         // across restarts (each a new namespace).
         let mac_key = match &container {
@@ -561,6 +562,7 @@ impl Engine {
                 network: net.name.clone(),
                 target: target_name.clone(),
                 netns: netns_id.clone(),
+                netns_cookie,
                 host_ifname: match &net.kind {
                     // A host device is known on the host by its own name.
                     NetworkKind::HostDevice(d) => d.device.clone(),
@@ -604,19 +606,6 @@ impl Engine {
                 process,
             };
             let holder_key = store::attachment_owner(&attachment.host_ifname);
-            if let (Some(c), Some(source)) = (&container, req.declare_as) {
-                let mut spec = (*req.spec).clone();
-                spec.target = target_name.clone();
-                store::declare(
-                    tx,
-                    &store::Declared {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        spec,
-                        source: source.to_string(),
-                    },
-                )?;
-            }
             if ipam == Ipam::HostLocal {
                 // A container started again gets the addresses it had.
                 let parked = match &container {
@@ -1058,6 +1047,24 @@ impl Engine {
             .map(|s| s.attachment)
             .filter(|a| a.container.as_ref().is_some_and(|c| c.id == id))
             .collect())
+    }
+
+    /// Keep `req` as the declaration of `a`'s container (when `a` is a
+    /// container's and `req` says so), once the attach went through: one
+    /// that failed leaves nothing to carry out at the next start.
+    pub fn declare(&mut self, a: &Attachment, req: &AttachRequest) -> Result<()> {
+        let (Some(c), Some(source)) = (&a.container, req.declare_as) else {
+            return Ok(());
+        };
+        let mut spec = (*req.spec).clone();
+        spec.target = a.target.clone();
+        let d = store::Declared {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            spec,
+            source: source.to_string(),
+        };
+        self.store.write(|tx| store::declare(tx, &d))
     }
 
     /// What containers declare, one of them or all.
@@ -1686,7 +1693,7 @@ fn not_dhcp(a: &Attachment) -> Error {
 /// every process, mount and descriptor ([`netns::find`]). None proves it
 /// gone. Docker is never asked: a container's namespace is its process's.
 pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
-    let ours = |ns: NsHandle| (ns.identity() == a.netns).then_some(ns);
+    let ours = |ns: NsHandle| a.is_in(&ns).then_some(ns);
     if let Ok(t) = Target::parse(&a.target)
         && !matches!(t, Target::Docker(_))
         && let Some(ns) = t.resolve().ok().and_then(ours)
@@ -1699,7 +1706,7 @@ pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
     {
         return Some(ns);
     }
-    netns::find(&a.netns)
+    netns::find(&a.netns).and_then(ours)
 }
 
 /// Make a named namespace a router.

@@ -385,6 +385,10 @@ pub fn attachments_of_container(
     if !by_name.is_empty() {
         return Ok(by_name);
     }
+    // A prefix of an ID is hex; a name that is not is never taken for one.
+    if !reference.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
     let by_prefix = of(&|c| c.id.starts_with(reference));
     let ids: std::collections::HashSet<&str> = by_prefix
         .iter()
