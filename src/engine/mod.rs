@@ -374,21 +374,33 @@ impl Engine {
     /// there, which may last, never makes the nftables tables be written
     /// again); true if it did.
     pub fn repair_firewall(&mut self) -> Result<bool> {
+        // Looked at without the gate (twice a second, in the daemon): only
+        // a repair takes it, and looks again under it.
+        let wanted = self.wanted_firewall()?;
+        if firewall::in_place(&wanted)? && legacy::accepts_in_place(&wanted.networks)? {
+            return Ok(false);
+        }
         self.as_repair(Self::repair_firewall_now)
     }
 
-    fn repair_firewall_now(&mut self) -> Result<bool> {
+    /// What decides whether plumb's tables are wanted; the members of
+    /// their sets (every attachment) are read only when one must be
+    /// written.
+    fn wanted_firewall(&self) -> Result<firewall::Ruleset> {
         let conn = self.store.read();
-        // What decides whether a table is wanted; the members of its sets
-        // (every attachment) are read only when it must be written.
-        let wanted = firewall::Ruleset {
+        Ok(firewall::Ruleset {
             networks: store::networks(conn)?
                 .into_iter()
                 .map(|n| n.network)
                 .collect(),
             policies: store::policies(conn)?,
             ..Default::default()
-        };
+        })
+    }
+
+    fn repair_firewall_now(&mut self) -> Result<bool> {
+        let wanted = self.wanted_firewall()?;
+        let conn = self.store.read();
         let mut repaired = false;
         if !firewall::in_place(&wanted)? {
             firewall::sync_tables(&firewall::Ruleset::load(conn)?)?;
