@@ -73,23 +73,9 @@ fn kea_pool(lab: &Lab, server: &str, valid: u32, pool: &str) -> Bg {
 }
 
 fn network(lab: &Lab, extra: &[&str]) {
-    let mut args = vec![
-        "network",
-        "create",
-        "lan",
-        "--driver",
-        "bridge",
-        "--mode",
-        "bridged",
-        "--uplink",
-        "lan0",
-        "--ipam",
-        "dhcp",
-        "--domain",
-        "app.example.com",
-    ];
+    let mut args = vec!["--domain", "app.example.com"];
     args.extend_from_slice(extra);
-    lab.ok(&args);
+    lab.dhcp_network("lan", &args);
 }
 
 fn dhcp_of(lab: &Lab, target: &str) -> Value {

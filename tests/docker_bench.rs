@@ -105,10 +105,7 @@ fn address_after_docker_start() {
         "--subnet",
         "10.64.0.0/24",
     ]);
-    lab.ok(&[
-        "network", "create", "dlan", "--driver", "bridge", "--mode", "bridged", "--uplink", "lan0",
-        "--ipam", "dhcp",
-    ]);
+    lab.dhcp_network("dlan", &[]);
     let _daemon = docker.plumb_daemon(&[]);
 
     // (label, docker run options, address prefix to wait for)

@@ -341,21 +341,7 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
     );
     let docker = Dockerd::start(&lab, false);
     let mut daemon = docker.plumb_daemon(&[]);
-    lab.ok(&[
-        "network",
-        "create",
-        "lan",
-        "--driver",
-        "bridge",
-        "--mode",
-        "bridged",
-        "--uplink",
-        "lan0",
-        "--ipam",
-        "dhcp",
-        "--domain",
-        "app.example.com",
-    ]);
+    lab.dhcp_network("lan", &["--domain", "app.example.com"]);
     let declared = |name: &str, cmd: &[&str]| {
         docker.run(
             &["--name", name, "--net", "none", "-l", "plumb.networks=lan"],

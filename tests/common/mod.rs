@@ -197,6 +197,18 @@ impl Lab {
     /// dnsmasq on namespace `server`'s `eth0` with `options` (ranges, DNS,
     /// router advertisements), its lease table in the state directory;
     /// returns once it listens on the DHCP port.
+    /// A bridged network `name` on the LAN of [`Lab::lan`] (uplink `lan0`)
+    /// whose containers take their addresses from the LAN's DHCP server;
+    /// `extra` options added.
+    pub fn dhcp_network(&self, name: &str, extra: &[&str]) {
+        let mut args = vec![
+            "network", "create", name, "--driver", "bridge", "--mode", "bridged", "--uplink",
+            "lan0", "--ipam", "dhcp",
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
     pub fn dnsmasq(&self, server: &str, options: &str) -> Bg {
         let leases = self.state.path().join("dnsmasq.leases");
         let bg = self.spawn_in(
