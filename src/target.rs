@@ -80,16 +80,6 @@ impl Target {
         Ok(Target::Named(name.to_string()))
     }
 
-    /// Where the namespace is, for all but a container (which Docker says).
-    fn path(&self) -> Option<PathBuf> {
-        match self {
-            Target::Named(name) => Some(named_path(name)),
-            Target::Path(p) => Some(p.clone()),
-            Target::Pid(pid) => Some(proc_ns(*pid)),
-            Target::Docker(_) => None,
-        }
-    }
-
     /// Open the namespace, once; everything after works on the handle.
     pub fn resolve(&self) -> Result<NsHandle> {
         Ok(self.open()?.ns)
@@ -98,10 +88,11 @@ impl Target {
     /// Open the namespace and say what to record of the target (a
     /// container is asked of Docker, once).
     pub fn open(&self) -> Result<Opened> {
-        let path = match (self, self.path()) {
-            (Target::Docker(reference), _) => return self.open_container(reference),
-            (_, Some(path)) => path,
-            (_, None) => return Err(Error::Conflict(format!("target {self} has no path"))),
+        let path = match self {
+            Target::Docker(reference) => return self.open_container(reference),
+            Target::Named(name) => named_path(name),
+            Target::Path(p) => p.clone(),
+            Target::Pid(pid) => proc_ns(*pid),
         };
         let ns = self.open_path(&path)?;
         let process = match self {
