@@ -372,8 +372,8 @@ fn a_path_attach_holds_whatever_mount_namespace_the_daemon_runs_in() {
     }
     let mut mounted = Some(Unmount(path.clone()));
 
-    let log = lab.state.path().join("daemon.log");
-    let child = std::process::Command::new("unshare")
+    let mut unshared = std::process::Command::new("unshare");
+    unshared
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(format!("umount {path} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_plumb"))
@@ -381,17 +381,8 @@ fn a_path_attach_holds_whatever_mount_namespace_the_daemon_runs_in() {
         .arg(lab.state.path())
         .args(["--host-netns", &lab.host, "--socket"])
         .arg(lab.socket())
-        .arg("daemon")
-        .env("PLUMB_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = common::Bg { child, log };
-    let socket = lab.socket();
-    wait_until("the daemon to listen", 10, || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+        .arg("daemon");
+    let daemon = lab.start_daemon(unshared);
     let pid = daemon.child.id();
     let ns_inode = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
     assert_ne!(

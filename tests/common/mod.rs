@@ -102,13 +102,20 @@ impl Lab {
     /// The same with extra environment (the legacy iptables tools read
     /// `XTABLES_LOCKFILE` and are found on `PATH`).
     pub fn daemon_with_env(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Bg {
-        let log = self.state.path().join("daemon.log");
         let mut cmd = self.command(&["daemon"]);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.args(args);
+        self.start_daemon(cmd)
+    }
+
+    /// Start `cmd`, a `plumb daemon` for this lab however it is wrapped
+    /// (`unshare`, ...), logging to the lab's daemon.log, and wait until it
+    /// answers.
+    pub fn start_daemon(&self, mut cmd: Command) -> Bg {
+        let log = self.state.path().join("daemon.log");
         let child = cmd
-            .args(args)
             .env("PLUMB_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("daemon log"))
