@@ -1754,6 +1754,12 @@ pub struct AttachmentEgress {
 impl Attachment {
     /// Whether `ns` is this attachment's namespace: the same inode and,
     /// where both are known, the same cookie.
+    /// Whether its interface waits on the host for someone else (Docker)
+    /// to move it into a namespace: no namespace is recorded yet.
+    pub fn is_staged(&self) -> bool {
+        self.netns.is_empty()
+    }
+
     pub fn is_in(&self, ns: &crate::netns::NsHandle) -> bool {
         ns.identity() == self.netns
             && match self.netns_cookie {

@@ -26,6 +26,13 @@ pub fn host_veth_name(network: &str, netns: &str, ifname: &str) -> String {
     format!("pv{}", &short_hash(&[network, netns, ifname])[..12])
 }
 
+/// The name on the host of the container end of an attachment that
+/// Docker moves into its container (`pc` + 12 hex = 14 bytes); Docker
+/// renames it there, and gives it this name back when it returns it.
+pub fn staged_name(endpoint: &str) -> String {
+    format!("pc{}", &short_hash(&["staged", endpoint])[..12])
+}
+
 /// The host shim of a macvlan network: `ps-NAME` when it fits, else a hash.
 pub fn shim_name(network: &str) -> String {
     let candidate = format!("ps-{network}");

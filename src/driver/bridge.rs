@@ -304,6 +304,33 @@ pub fn attach(
     a: &Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
+    add_port(host, ns, net, b, a, undo)?;
+    super::configure_inside(inner, ns, a, antispoof::shielded(a))
+}
+
+/// [`attach`]'s veth pair with its peer on the host (`host_ns`) under its
+/// staged name, down, for Docker to move into the container.
+pub fn stage(
+    host: &mut Netlink,
+    host_ns: &NsHandle,
+    net: &Network,
+    b: &BridgeOptions,
+    a: &Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    add_port(host, host_ns, net, b, a, undo)
+}
+
+/// A veth pair: its host end up on the bridge, its peer (`a.ifname`) in
+/// `peer_ns`.
+fn add_port(
+    host: &mut Netlink,
+    peer_ns: &NsHandle,
+    net: &Network,
+    b: &BridgeOptions,
+    a: &Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
     let bridge = host
         .link_by_name(&b.bridge)
         .map_err(kernel(format!("look up bridge {}", b.bridge)))?
@@ -325,7 +352,7 @@ pub fn attach(
         port_mac,
         bridge.index,
         &a.ifname,
-        ns,
+        peer_ns,
         a.mac.0,
         a.mtu,
     )
@@ -364,7 +391,7 @@ pub fn attach(
         host.set_port_isolated(port.index)
             .map_err(kernel(format!("isolate bridge port {}", a.host_ifname)))?;
     }
-    super::configure_inside(inner, ns, a, antispoof::shielded(a))
+    Ok(())
 }
 
 /// Put an attachment's host end back as `attach` left it, when it is

@@ -10,7 +10,7 @@ use super::{kernel, parent};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, IpvlanFlag, IpvlanMode, IpvlanOptions, Mac, Network};
 use crate::names;
-use crate::netlink::{Netlink, NetlinkError};
+use crate::netlink::{LinkInfo, Netlink, NetlinkError};
 use crate::netns::NsHandle;
 use crate::undo::UndoLog;
 
@@ -123,6 +123,31 @@ pub fn attach(
     a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
+    let (link, create) = child(host, i, a, format!("in target {}", a.target))?;
+    parent::attach_child(host, inner, ns, &link, a, undo, create)
+}
+
+/// [`attach`]'s interface, made on the host for Docker to move.
+pub fn stage(
+    host: &mut Netlink,
+    i: &IpvlanOptions,
+    a: &mut Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    let (link, create) = child(host, i, a, "on the host".into())?;
+    parent::stage_child(host, &link, a, undo, create)
+}
+
+/// The parent, and how to make an ipvlan on it (where: `place`, for errors).
+fn child<'i>(
+    host: &mut Netlink,
+    i: &'i IpvlanOptions,
+    a: &mut Attachment,
+    place: String,
+) -> Result<(
+    LinkInfo,
+    impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()> + 'i,
+)> {
     let link = parent::check(host, &i.parent)?;
     a.mac = Mac(link.mac.unwrap_or(a.mac.0));
     if i.mode != IpvlanMode::L2 {
@@ -131,14 +156,14 @@ pub fn attach(
         a.gateways.clear();
     }
     let (mode, flags, mtu) = (kernel_mode(i.mode), kernel_flags(i.flag), a.mtu);
-    let place = format!("in target {}", a.target);
-    parent::attach_child(host, inner, ns, &link, a, undo, |nl, name, index, ns| {
-        nl.create_ipvlan(name, index, mode, flags, Some(mtu), Some(ns))
+    let create = move |nl: &mut Netlink, name: &str, index: u32, ns: Option<&NsHandle>| {
+        nl.create_ipvlan(name, index, mode, flags, Some(mtu), ns)
             .map_err(create_error(
                 format!("create ipvlan on {}", i.parent.name),
                 &i.parent.name,
                 name,
                 place,
             ))
-    })
+    };
+    Ok((link, create))
 }

@@ -11,7 +11,7 @@ use super::{kernel, parent};
 use crate::error::{Error, Result};
 use crate::model::{Attachment, Mac, MacvlanMode, MacvlanOptions, Network};
 use crate::names;
-use crate::netlink::Netlink;
+use crate::netlink::{LinkInfo, Netlink};
 use crate::netns::NsHandle;
 use crate::undo::UndoLog;
 
@@ -89,6 +89,31 @@ pub fn attach(
     a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
+    let (link, create) = child(host, m, a, format!("in target {}", a.target))?;
+    parent::attach_child(host, inner, ns, &link, a, undo, create)
+}
+
+/// [`attach`]'s interface, made on the host for Docker to move.
+pub fn stage(
+    host: &mut Netlink,
+    m: &MacvlanOptions,
+    a: &mut Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    let (link, create) = child(host, m, a, "on the host".into())?;
+    parent::stage_child(host, &link, a, undo, create)
+}
+
+/// The parent, and how to make a macvlan on it (where: `place`, for errors).
+fn child<'m>(
+    host: &mut Netlink,
+    m: &'m MacvlanOptions,
+    a: &mut Attachment,
+    place: String,
+) -> Result<(
+    LinkInfo,
+    impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()> + 'm,
+)> {
     let link = parent::check(host, &m.parent)?;
     let mac = if m.mode == MacvlanMode::Passthru {
         // The kernel refuses a MAC of our own here (EINVAL).
@@ -98,9 +123,8 @@ pub fn attach(
         Some(a.mac.0)
     };
     let (mode, mtu) = (kernel_mode(m.mode), a.mtu);
-    let place = format!("in target {}", a.target);
-    parent::attach_child(host, inner, ns, &link, a, undo, |nl, name, index, ns| {
-        nl.create_macvlan(name, index, mode, mac, Some(mtu), Some(ns)).map_err(|e| match e.errno() {
+    let create = move |nl: &mut Netlink, name: &str, index: u32, ns: Option<&NsHandle>| {
+        nl.create_macvlan(name, index, mode, mac, Some(mtu), ns).map_err(|e| match e.errno() {
             // The kernel's word for "this parent already has a macvlan".
             Some(libc::EINVAL | libc::EBUSY) if m.mode == MacvlanMode::Passthru => Error::invalid(
                 "--parent",
@@ -114,5 +138,6 @@ pub fn attach(
                 place,
             )(e),
         })
-    })
+    };
+    Ok((link, create))
 }

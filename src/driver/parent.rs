@@ -99,9 +99,9 @@ pub fn attach_child(
     parent: &LinkInfo,
     a: &Attachment,
     undo: &mut UndoLog,
-    create: impl FnOnce(&mut Netlink, &str, u32, &NsHandle) -> Result<()>,
+    create: impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()>,
 ) -> Result<()> {
-    create(host, &a.ifname, parent.index, ns)?;
+    create(host, &a.ifname, parent.index, Some(ns))?;
     // The interface lives in the target: undo deletes it there.
     let target = ns
         .try_clone()
@@ -115,6 +115,25 @@ pub fn attach_child(
             .map_err(kernel(format!("delete {ifname}")))
     });
     configure_inside(inner, ns, a, false)
+}
+
+/// Make the child on the host under its staged name (`a.ifname`), down,
+/// for Docker to move into the container.
+pub fn stage_child(
+    host: &mut Netlink,
+    parent: &LinkInfo,
+    a: &Attachment,
+    undo: &mut UndoLog,
+    create: impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()>,
+) -> Result<()> {
+    create(host, &a.ifname, parent.index, None)?;
+    let ifname = a.ifname.clone();
+    undo.push(format!("delete {ifname}"), move |nl| {
+        nl.delete_link_by_name(&ifname)
+            .map(drop)
+            .map_err(kernel(format!("delete {ifname}")))
+    });
+    Ok(())
 }
 
 /// Delete a child inside its namespace; when the namespace is gone, so is

@@ -39,8 +39,10 @@ use crate::undo::UndoLog;
 mod policy;
 mod recover;
 mod restore;
+mod staged;
 pub use recover::Recovery;
 use recover::settled;
+use staged::Placement;
 pub use restore::RestoreReport;
 
 pub struct NetworkDetails {
@@ -469,7 +471,7 @@ impl Engine {
         owner: Option<&str>,
     ) -> Result<Attachment> {
         let opened = Target::parse(target)?.open()?;
-        self.attach_link(opened, req, owner, Ipam::HostLocal)
+        self.attach_link(Placement::Inside(opened), req, owner, Ipam::HostLocal)
     }
 
     /// [`Engine::attach`] to a target opened already (the daemon's, which
@@ -480,7 +482,7 @@ impl Engine {
         req: &AttachRequest,
         owner: Option<&str>,
     ) -> Result<Attachment> {
-        self.attach_link(opened, req, owner, Ipam::HostLocal)
+        self.attach_link(Placement::Inside(opened), req, owner, Ipam::HostLocal)
     }
 
     /// First half of a DHCP attach, for the daemon that runs the client
@@ -493,42 +495,55 @@ impl Engine {
         req: &AttachRequest,
         owner: Option<&str>,
     ) -> Result<Attachment> {
-        self.attach_link(opened, req, owner, Ipam::Dhcp)
+        self.attach_link(Placement::Inside(opened), req, owner, Ipam::Dhcp)
     }
 
     fn attach_link(
         &mut self,
-        opened: Opened,
+        placement: Placement,
         req: &AttachRequest,
         owner: Option<&str>,
         ipam: Ipam,
     ) -> Result<Attachment> {
-        let Opened {
-            ns,
-            name: target_name,
-            container,
-            process,
-        } = opened;
-        tracing::debug!(target = %target_name, network = %req.network, "attach");
-        if ns.same_as(&self.host_ns) {
-            return Err(Error::Target {
-                target: target_name,
-                reason: "is the host's own network namespace".into(),
-            });
-        }
-        let netns_id = ns.identity();
-        let netns_cookie = ns.cookie();
-        // What a container's MAC follows: the container, which keeps it
-        // across restarts (each a new namespace).
-        let mac_key = match &container {
-            Some(c) => format!("docker:{}", c.id),
-            None => netns_id.clone(),
-        };
         // A host device returns to the host: its undo needs the namespace.
         let host_ns = self
             .host_ns
             .try_clone()
             .map_err(|e| Error::io("keep the host namespace open", e))?;
+        let (ns, target_name, container, process, staged) = match placement {
+            Placement::Inside(Opened {
+                ns,
+                name,
+                container,
+                process,
+            }) => (ns, name, container, process, None),
+            Placement::Staged { endpoint } => {
+                let ns = host_ns
+                    .try_clone()
+                    .map_err(|e| Error::io("keep the host namespace open", e))?;
+                (ns, format!("docker-endpoint:{endpoint}"), None, None, Some(endpoint))
+            }
+        };
+        tracing::debug!(target = %target_name, network = %req.network, "attach");
+        if staged.is_none() && ns.same_as(&self.host_ns) {
+            return Err(Error::Target {
+                target: target_name,
+                reason: "is the host's own network namespace".into(),
+            });
+        }
+        // A staged interface has no namespace until it is moved.
+        let (netns_id, netns_cookie) = match staged {
+            Some(_) => (String::new(), None),
+            None => (ns.identity(), ns.cookie()),
+        };
+        // What a container's MAC follows: the container, which keeps it
+        // across restarts (each a new namespace); an endpoint's, the
+        // endpoint.
+        let mac_key = match (&container, &staged) {
+            (Some(c), _) => format!("docker:{}", c.id),
+            (None, Some(e)) => format!("docker-endpoint:{e}"),
+            (None, None) => netns_id.clone(),
+        };
         // One socket inside the target serves the whole attach.
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {target_name}"), e))?;
@@ -544,15 +559,36 @@ impl Engine {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
-            let existing = store::attachments_of_target(tx, Some(&netns_id), &target_name)?;
+            if staged.is_some() && ipam == Ipam::Dhcp {
+                return Err(Error::Conflict(format!(
+                    "network `{}` gets its addresses by DHCP, which Docker's endpoints do not have yet",
+                    net.name
+                )));
+            }
+            let existing = match staged {
+                Some(_) => Vec::new(),
+                None => store::attachments_of_target(tx, Some(&netns_id), &target_name)?,
+            };
             if let Some(a) = existing.iter().find(|a| a.attachment.network == net.name) {
                 return Err(Error::Conflict(format!(
                     "target `{target_name}` is already attached to network `{}` as {}",
                     net.name, a.attachment.ifname
                 )));
             }
-            let ifname = match &req.ifname {
-                Some(n) => {
+            let ifname = match (&staged, &req.ifname) {
+                (Some(endpoint), _) => {
+                    let n = names::staged_name(endpoint);
+                    let taken = inner
+                        .link_by_name(&n)
+                        .map_err(|e| Error::kernel("look up links on the host", e))?;
+                    if taken.is_some() {
+                        return Err(Error::Conflict(format!(
+                            "interface {n} of endpoint {endpoint} is already on the host"
+                        )));
+                    }
+                    n
+                }
+                (None, Some(n)) => {
                     // Checked here for every driver: moving an interface in
                     // under a taken name moves it and then fails the rename.
                     let in_kernel = inner
@@ -567,7 +603,7 @@ impl Engine {
                     }
                     n.clone()
                 }
-                None => free_ifname(&mut inner, &existing)?,
+                (None, None) => free_ifname(&mut inner, &existing)?,
             };
             validate_ifname("--ifname", &ifname)?;
             let mut attachment = Attachment {
@@ -597,7 +633,7 @@ impl Engine {
                 default_route: req.default_route,
                 device_default_route: false,
                 replaced_defaults: match req.default_route {
-                    DefaultRoute::Replace => default_routes(&mut inner)?,
+                    DefaultRoute::Replace if staged.is_none() => default_routes(&mut inner)?,
                     _ => Vec::new(),
                 },
                 host_addresses: Vec::new(),
@@ -634,6 +670,12 @@ impl Engine {
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
             }
             if let NetworkKind::HostDevice(d) = &net.kind {
+                if staged.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "network `{}`: a host device is not attached through Docker yet",
+                        net.name
+                    )));
+                }
                 if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
                     return Err(Error::Conflict(format!(
                         "device {} is already attached to target `{}`",
@@ -667,7 +709,15 @@ impl Engine {
         let mut undo = UndoLog::default();
         let planned = attachment.clone();
         let done = self
-            .plug_attachment(&net, &ns, &host_ns, &mut inner, &mut attachment, &mut undo)
+            .plug_attachment(
+                &net,
+                &ns,
+                &host_ns,
+                &mut inner,
+                &mut attachment,
+                staged.is_some(),
+                &mut undo,
+            )
             .and_then(|()| {
                 self.store.write(|tx| {
                     // What the driver learned from the kernel (a parent's MAC).
@@ -703,6 +753,7 @@ impl Engine {
         host_ns: &NsHandle,
         inner: &mut Netlink,
         a: &mut Attachment,
+        staged: bool,
         undo: &mut UndoLog,
     ) -> Result<()> {
         // The port's guard is there before the port: a bridge lets the
@@ -721,13 +772,17 @@ impl Engine {
             Some(_) => std::mem::take(&mut a.routes),
             None => Vec::new(),
         };
-        let plugged = plug(&mut self.host, inner, ns, host_ns, net, a, undo);
+        let plugged = match staged {
+            true => stage(&mut self.host, host_ns, net, a, undo),
+            false => plug(&mut self.host, inner, ns, host_ns, net, a, undo),
+        };
         a.routes.extend(later);
         plugged?;
         if !a.publish.is_empty() {
             open_ports(a, self.holds.as_ref(), undo)?;
         }
-        if antispoof::guards_container(net, a) {
+        // A staged interface is guarded once it is in its namespace.
+        if !staged && antispoof::guards_container(net, a) {
             guard_container(ns, a)?;
             let (ns, done) = (
                 ns.try_clone()
@@ -897,7 +952,9 @@ impl Engine {
             .attachments()?
             .into_iter()
             .map(|s| s.attachment)
-            .filter(|a| !busy.contains(&a.host_ifname) && attached_ns(a).is_none())
+            .filter(|a| {
+                !busy.contains(&a.host_ifname) && !a.is_staged() && attached_ns(a).is_none()
+            })
             .collect())
     }
 
@@ -966,6 +1023,12 @@ impl Engine {
         // The interface goes first: until it does, its guard stays.
         match &a_net.kind {
             NetworkKind::Bridge(_) => bridge::detach(&mut self.host, a)?,
+            // Docker's, waiting on the host (or given back to it).
+            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) if a.is_staged() => {
+                self.host
+                    .delete_link_by_name(&a.ifname)
+                    .map_err(|e| Error::kernel(format!("delete {}", a.ifname), e))?;
+            }
             NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
                 parent::detach_child(ns.as_ref(), a)?
             }
@@ -1535,19 +1598,62 @@ fn plug(
         NetworkKind::HostDevice(d) => host_device::attach(host, inner, ns, host_ns, d, a, undo),
     }?;
     if let Some(r) = a.rate {
-        shape(host, inner, ns, net, a, r, undo)?;
+        shape_host(host, net, a, r)?;
+        shape_inside(inner, ns, net, a, r, undo)?;
+    }
+    Ok(())
+}
+
+/// Create an attachment's interface on the host under its staged name, for
+/// Docker to move into the container: what [`plug`] does but configuring it
+/// inside, which Docker does with the addresses and routes it was given.
+fn stage(
+    host: &mut Netlink,
+    host_ns: &NsHandle,
+    net: &Network,
+    a: &mut Attachment,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    match &net.kind {
+        NetworkKind::Bridge(b) => bridge::stage(host, host_ns, net, b, a, undo),
+        NetworkKind::Macvlan(m) => macvlan::stage(host, m, a, undo),
+        NetworkKind::Ipvlan(i) => ipvlan::stage(host, i, a, undo),
+        NetworkKind::HostDevice(_) => Err(Error::Conflict(format!(
+            "network `{}`: a host device is not attached through Docker yet",
+            net.name
+        ))),
+    }?;
+    if let Some(r) = a.rate {
+        shape_host(host, net, a, r)?;
     }
     Ok(())
 }
 
 /// Rate limits as token buckets. What the container sends is shaped on its
 /// own interface, whatever the driver. What it receives is shaped on the
-/// host end of its veth, or, where there is none (macvlan, ipvlan, host
-/// device), on an ifb inside the container that its interface's incoming
-/// traffic is redirected to. Qdiscs go with their interfaces; the ifb has
-/// an undo of its own.
-fn shape(
-    host: &mut Netlink,
+/// host end of its veth ([`shape_host`]), or, where there is none
+/// (macvlan, ipvlan, host device), on an ifb inside the container that its
+/// interface's incoming traffic is redirected to ([`shape_inside`]).
+/// Qdiscs go with their interfaces (and are lost when one changes
+/// namespace); the ifb has an undo of its own.
+fn shape_host(host: &mut Netlink, net: &Network, a: &Attachment, r: RateLimit) -> Result<()> {
+    let (Some(bps), NetworkKind::Bridge(_)) = (r.ingress, &net.kind) else {
+        return Ok(());
+    };
+    let i = link_index(host, &a.host_ifname)?;
+    host.set_rate(i, bps, r.burst)
+        .map_err(|e| Error::kernel(format!("limit {} to {bps} bit/s", a.host_ifname), e))
+}
+
+fn link_index(nl: &mut Netlink, name: &str) -> Result<u32> {
+    nl.link_by_name(name)
+        .map_err(|e| Error::kernel(format!("look up {name}"), e))?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::Conflict(format!("{name} vanished")))
+}
+
+/// The container's side of [`shape_host`].
+fn shape_inside(
     inner: &mut Netlink,
     ns: &NsHandle,
     net: &Network,
@@ -1555,26 +1661,17 @@ fn shape(
     r: RateLimit,
     undo: &mut UndoLog,
 ) -> Result<()> {
-    let index = |nl: &mut Netlink, name: &str| -> Result<u32> {
-        nl.link_by_name(name)
-            .map_err(|e| Error::kernel(format!("look up {name}"), e))?
-            .map(|l| l.index)
-            .ok_or_else(|| Error::Conflict(format!("{name} vanished")))
-    };
     let inside =
         |what: String| move |e| Error::kernel(format!("in target {}: {what}", a.target), e);
     if let Some(bps) = r.egress {
-        let i = index(inner, &a.ifname)?;
+        let i = link_index(inner, &a.ifname)?;
         inner
             .set_rate(i, bps, r.burst)
             .map_err(inside(format!("limit {} to {bps} bit/s", a.ifname)))?;
     }
     let Some(bps) = r.ingress else { return Ok(()) };
     if matches!(net.kind, NetworkKind::Bridge(_)) {
-        let i = index(host, &a.host_ifname)?;
-        return host
-            .set_rate(i, bps, r.burst)
-            .map_err(|e| Error::kernel(format!("limit {} to {bps} bit/s", a.host_ifname), e));
+        return Ok(());
     }
     let ifb = names::ifb_name(&a.ifname);
     match inner.create_ifb(&ifb) {
@@ -1595,14 +1692,14 @@ fn shape(
             });
         }
     }
-    let ifb_index = index(inner, &ifb)?;
+    let ifb_index = link_index(inner, &ifb)?;
     inner
         .set_up(ifb_index)
         .map_err(inside(format!("set {ifb} up")))?;
     inner
         .set_rate(ifb_index, bps, r.burst)
         .map_err(inside(format!("limit {ifb} to {bps} bit/s")))?;
-    let i = index(inner, &a.ifname)?;
+    let i = link_index(inner, &a.ifname)?;
     inner.redirect_ingress(i, ifb_index).map_err(inside(format!(
         "redirect what {} receives to {ifb}",
         a.ifname
@@ -1705,6 +1802,9 @@ fn not_dhcp(a: &Attachment) -> Error {
 /// every process, mount and descriptor ([`netns::find`]). None proves it
 /// gone. Docker is never asked: a container's namespace is its process's.
 pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
+    if a.is_staged() {
+        return None;
+    }
     let ours = |ns: NsHandle| a.is_in(&ns).then_some(ns);
     if let Ok(t) = Target::parse(&a.target)
         && !matches!(t, Target::Docker(_))

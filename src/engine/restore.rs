@@ -94,6 +94,10 @@ impl Engine {
                 continue;
             }
             let label = format!("{} on {} ({})", a.target, a.network, a.ifname);
+            // A staged interface waits for Docker, which removes it.
+            if a.is_staged() {
+                continue;
+            }
             if attached_ns(a).is_none() {
                 match self.detach_one(&s) {
                     Ok(()) => report.removed.push(label),
@@ -341,8 +345,9 @@ impl Engine {
                 && !self.shaping_in_place(&mut inner, net, a, r)?
             {
                 let mut undo = UndoLog::default();
-                if let Err(e) = super::shape(&mut self.host, &mut inner, &ns, net, a, r, &mut undo)
-                {
+                let shaped = super::shape_host(&mut self.host, net, a, r)
+                    .and_then(|()| super::shape_inside(&mut inner, &ns, net, a, r, &mut undo));
+                if let Err(e) = shaped {
                     return Err(undo.rollback(&mut self.host, e));
                 }
                 changed = true;

@@ -138,6 +138,31 @@ const MIGRATIONS: &[&str] = &[
         errors TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 9: Docker's networks and endpoints on plumb's remote driver. A
+    // network is recorded at Docker's CreateNetwork with its options made
+    // into a plumb network spec (JSON of model::NetworkSpec); `name` is the
+    // plumb network, set once Docker's name for it is known. An endpoint
+    // records its attach (JSON of model::AttachSpec) and, once made, the
+    // attachment (`host_ifname`). Pools are plumb IPAM's, by Docker's ID.
+    "
+    CREATE TABLE docker_networks (
+        id   TEXT PRIMARY KEY,
+        name TEXT UNIQUE,
+        spec TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE docker_endpoints (
+        id          TEXT PRIMARY KEY,
+        network_id  TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        host_ifname TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE docker_pools (
+        id       TEXT PRIMARY KEY,
+        pool     TEXT NOT NULL,
+        sub_pool TEXT,
+        refs     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

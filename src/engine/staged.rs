@@ -1,0 +1,123 @@
+//! Attachments whose interface someone else moves into the target:
+//! Docker's remote driver protocol has plumb make the interface on the
+//! host (CreateEndpoint), and libnetwork moves and renames it into the
+//! container, giving it the addresses and routes plumb chose. The
+//! attachment is made in two halves:
+//! - [`Engine::stage`]: everything on the host (addresses reserved, the
+//!   interface under its staged name, set elements, published ports,
+//!   egress routing, shaping of the host end), recorded with no namespace;
+//! - [`Engine::finish_staged`], once the interface is inside: the
+//!   namespace is recorded, and what lives in the container (shaping of
+//!   what it sends, an ifb, its guard table) is added.
+//!
+//! [`Engine::unstage`] is the way back when Docker returns the interface
+//! to the host (Leave) before removing the endpoint.
+
+use super::*;
+
+/// Where an attach puts its interface.
+pub(crate) enum Placement {
+    /// Inside the target, made there by plumb.
+    Inside(Opened),
+    /// On the host, for Docker to move: the endpoint's ID names it.
+    Staged { endpoint: String },
+}
+
+impl Engine {
+    /// The first half of an attach for Docker's endpoint `endpoint`.
+    pub fn stage(
+        &mut self,
+        endpoint: &str,
+        req: &AttachRequest,
+        owner: Option<&str>,
+    ) -> Result<Attachment> {
+        let placement = Placement::Staged {
+            endpoint: endpoint.to_string(),
+        };
+        self.attach_link(placement, req, owner, Ipam::HostLocal)
+    }
+
+    /// The second half, once the staged interface `host_ifname` is in
+    /// namespace `ns` (found there by its MAC): recorded with `target`, and
+    /// what belongs inside added. Finishing one finished in that namespace
+    /// already changes nothing.
+    pub fn finish_staged(
+        &mut self,
+        host_ifname: &str,
+        ns: &NsHandle,
+        target: &str,
+    ) -> Result<Attachment> {
+        let a = store::attachment(self.store.read(), host_ifname)?
+            .ok_or_else(|| Error::Conflict(format!("no attachment {host_ifname}")))?;
+        if !a.is_staged() && a.is_in(ns) {
+            return Ok(a);
+        }
+        let net = store::require_network(self.store.read(), &a.network)?.network;
+        let mut inner = Netlink::open_in(ns)
+            .map_err(|e| Error::kernel(format!("open netlink in {target}"), e))?;
+        let link = inner
+            .links()
+            .map_err(|e| Error::kernel(format!("list links in {target}"), e))?
+            .into_iter()
+            .find(|l| l.mac == Some(a.mac.0))
+            .ok_or_else(|| {
+                Error::Conflict(format!("{target}: no interface with MAC {}", a.mac))
+            })?;
+        let mut done = a.clone();
+        done.netns = ns.identity();
+        done.netns_cookie = ns.cookie();
+        done.ifname = link.name;
+        done.target = target.to_string();
+        let mut undo = UndoLog::default();
+        let inside = (|| {
+            if let Some(r) = done.rate {
+                shape_inside(&mut inner, ns, &net, &done, r, &mut undo)?;
+            }
+            if antispoof::guards_container(&net, &done) {
+                guard_container(ns, &done)?;
+            }
+            self.store.write(|tx| store::update_attachment(tx, &done))
+        })();
+        match inside {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                if antispoof::guards_container(&net, &done) {
+                    let _ = unguard_container(ns, &done);
+                }
+                Err(undo.rollback(&mut self.host, e))
+            }
+        }
+    }
+
+    /// Docker took the interface of `host_ifname` out of its container and
+    /// gave it its staged name back: what was added inside goes, and the
+    /// attachment waits on the host again.
+    pub fn unstage(&mut self, host_ifname: &str, endpoint: &str) -> Result<()> {
+        let Some(a) = store::attachment(self.store.read(), host_ifname)? else {
+            return Ok(());
+        };
+        if a.is_staged() {
+            return Ok(());
+        }
+        let net = store::require_network(self.store.read(), &a.network)?.network;
+        if let Some(ns) = attached_ns(&a) {
+            if a.rate.is_some_and(|r| r.ingress.is_some())
+                && !matches!(net.kind, NetworkKind::Bridge(_))
+                && let Ok(mut nl) = Netlink::open_in(&ns)
+            {
+                let _ = nl.delete_link_by_name(&names::ifb_name(&a.ifname));
+            }
+            if antispoof::guards_container(&net, &a)
+                && let Err(e) = unguard_container(&ns, &a)
+            {
+                tracing::warn!(target = %a.target, "guard table: {e}");
+            }
+        }
+        let mut back = a;
+        back.netns = String::new();
+        back.netns_cookie = None;
+        back.ifname = names::staged_name(endpoint);
+        back.target = format!("docker-endpoint:{endpoint}");
+        self.store.write(|tx| store::update_attachment(tx, &back))
+    }
+}
