@@ -1289,6 +1289,14 @@ pub struct AttachSpec {
     pub egress_gateway: Option<String>,
 }
 
+const STAGED: &str = "staged:";
+
+/// What a staged attachment records for its namespace: its endpoint, so
+/// that two of one network differ as two namespaces would.
+pub fn staged_netns(endpoint: &str) -> String {
+    format!("{STAGED}{endpoint}")
+}
+
 /// A validated attach request (the network is checked by the engine).
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
@@ -1755,9 +1763,10 @@ impl Attachment {
     /// Whether `ns` is this attachment's namespace: the same inode and,
     /// where both are known, the same cookie.
     /// Whether its interface waits on the host for someone else (Docker)
-    /// to move it into a namespace: no namespace is recorded yet.
+    /// to move it into a namespace: no namespace is recorded yet, its
+    /// place held by [`staged_netns`].
     pub fn is_staged(&self) -> bool {
-        self.netns.is_empty()
+        self.netns.starts_with(STAGED)
     }
 
     pub fn is_in(&self, ns: &crate::netns::NsHandle) -> bool {

@@ -381,7 +381,7 @@ fn a_path_attach_holds_whatever_mount_namespace_the_daemon_runs_in() {
         .arg(lab.state.path())
         .args(["--host-netns", &lab.host, "--socket"])
         .arg(lab.socket())
-        .arg("daemon");
+        .args(["daemon", "--docker-plugin", "none"]);
     let daemon = lab.start_daemon(unshared);
     let pid = daemon.child.id();
     let ns_inode = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();

@@ -16,6 +16,10 @@ pub struct DaemonArgs {
     /// Seconds between checks for namespaces that went away.
     #[arg(long, default_value_t = 2)]
     pub reconcile_interval: u64,
+    /// Serve Docker as the network driver of this name (`docker network
+    /// create -d NAME`), on /run/docker/plugins/NAME.sock; `none`: not.
+    #[arg(long, default_value = "plumb", value_name = "NAME|none")]
+    pub docker_plugin: String,
 }
 
 pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
@@ -27,7 +31,15 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
             return Err(Error::invalid(field, v, "must be 1 to 3600 seconds"));
         }
     }
+    let docker_plugin = match args.docker_plugin.as_str() {
+        "none" => None,
+        name => {
+            crate::model::validate_name("--docker-plugin", name)?;
+            Some(name.to_string())
+        }
+    };
     daemon::run(Options {
+        docker_plugin,
         state_dir: state_dir.to_path_buf(),
         socket: socket.to_path_buf(),
         acquire_timeout: Duration::from_secs(args.dhcp_timeout),

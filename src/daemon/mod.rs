@@ -15,6 +15,7 @@
 mod docker;
 mod lease;
 mod links;
+mod plugin;
 pub mod protocol;
 mod supervise;
 
@@ -46,6 +47,8 @@ pub struct Options {
     pub acquire_timeout: Duration,
     /// How often namespaces are checked for life.
     pub reconcile_interval: Duration,
+    /// Serve Docker as the network driver of this name.
+    pub docker_plugin: Option<String>,
 }
 
 /// Idle engines kept open; more run at once when requests come together.
@@ -191,6 +194,20 @@ async fn serve(opts: Options) -> Result<()> {
         let ctx = ctx.clone();
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
+    let docker_plugin = match &opts.docker_plugin {
+        Some(name) => {
+            let (ctx, name) = (ctx.clone(), name.clone());
+            Some(supervise::task("docker plugin", move || {
+                let (ctx, name) = (ctx.clone(), name.clone());
+                async move {
+                    if let Err(e) = plugin::serve(ctx, name).await {
+                        tracing::error!("Docker network driver: {e}");
+                    }
+                }
+            }))
+        }
+        None => None,
+    };
     watch_policy(&opts.state_dir, activity, &holds)?;
     links::watch(&opts.state_dir, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -229,6 +246,12 @@ async fn serve(opts: Options) -> Result<()> {
     // Leases stay in the store and on the interfaces: a restarted daemon
     // resumes renewing them.
     reconciler.abort();
+    if let Some(p) = docker_plugin {
+        p.abort();
+    }
+    if let Some(name) = &opts.docker_plugin {
+        let _ = std::fs::remove_file(crate::docker::plugin::socket_path(name));
+    }
     let tasks: Vec<LeaseTask> = ctx.tasks.lock().await.drain().map(|(_, t)| t).collect();
     for t in tasks {
         t.stop(Stop::Keep).await;

@@ -9,6 +9,7 @@
 //! helpers, which call the API back from inside a plugin request).
 
 pub mod declare;
+pub mod plugin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -213,6 +214,22 @@ impl Client {
                 };
                 std::future::ready(out)
             })
+    }
+
+    /// The name of Docker network `id`; None while Docker does not know it
+    /// (its create is still under way).
+    pub async fn network_name(&self, id: &str) -> Result<Option<String>> {
+        match self
+            .docker
+            .inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+        {
+            Ok(n) => Ok(n.name),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.error(format!("inspect network {id}: {e}"))),
+        }
     }
 
     /// Ask Docker to stop a container (a declaration's `on-error=stop`).

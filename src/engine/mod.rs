@@ -36,14 +36,15 @@ use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::{Opened, Target};
 use crate::undo::UndoLog;
 
+mod docker_networks;
 mod policy;
 mod recover;
 mod restore;
 mod staged;
 pub use recover::Recovery;
 use recover::settled;
-use staged::Placement;
 pub use restore::RestoreReport;
+use staged::Placement;
 
 pub struct NetworkDetails {
     pub stored: StoredNetwork,
@@ -521,7 +522,13 @@ impl Engine {
                 let ns = host_ns
                     .try_clone()
                     .map_err(|e| Error::io("keep the host namespace open", e))?;
-                (ns, format!("docker-endpoint:{endpoint}"), None, None, Some(endpoint))
+                (
+                    ns,
+                    format!("docker-endpoint:{endpoint}"),
+                    None,
+                    None,
+                    Some(endpoint),
+                )
             }
         };
         tracing::debug!(target = %target_name, network = %req.network, "attach");
@@ -532,8 +539,8 @@ impl Engine {
             });
         }
         // A staged interface has no namespace until it is moved.
-        let (netns_id, netns_cookie) = match staged {
-            Some(_) => (String::new(), None),
+        let (netns_id, netns_cookie) = match &staged {
+            Some(e) => (crate::model::staged_netns(e), None),
             None => (ns.identity(), ns.cookie()),
         };
         // What a container's MAC follows: the container, which keeps it

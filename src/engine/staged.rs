@@ -60,9 +60,7 @@ impl Engine {
             .map_err(|e| Error::kernel(format!("list links in {target}"), e))?
             .into_iter()
             .find(|l| l.mac == Some(a.mac.0))
-            .ok_or_else(|| {
-                Error::Conflict(format!("{target}: no interface with MAC {}", a.mac))
-            })?;
+            .ok_or_else(|| Error::Conflict(format!("{target}: no interface with MAC {}", a.mac)))?;
         let mut done = a.clone();
         done.netns = ns.identity();
         done.netns_cookie = ns.cookie();
@@ -114,7 +112,7 @@ impl Engine {
             }
         }
         let mut back = a;
-        back.netns = String::new();
+        back.netns = crate::model::staged_netns(endpoint);
         back.netns_cookie = None;
         back.ifname = names::staged_name(endpoint);
         back.target = format!("docker-endpoint:{endpoint}");

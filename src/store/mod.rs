@@ -15,6 +15,7 @@
 //! request they would otherwise delay. Power loss may lose the last
 //! commits, never the database (synchronous=NORMAL).
 
+pub mod docker;
 mod gate;
 pub mod intent;
 mod schema;

@@ -143,7 +143,7 @@ const MIGRATIONS: &[&str] = &[
     // into a plumb network spec (JSON of model::NetworkSpec); `name` is the
     // plumb network, set once Docker's name for it is known. An endpoint
     // records its attach (JSON of model::AttachSpec) and, once made, the
-    // attachment (`host_ifname`). Pools are plumb IPAM's, by Docker's ID.
+    // attachment (`host_ifname`).
     "
     CREATE TABLE docker_networks (
         id   TEXT PRIMARY KEY,
@@ -155,12 +155,6 @@ const MIGRATIONS: &[&str] = &[
         network_id  TEXT NOT NULL,
         spec        TEXT NOT NULL,
         host_ifname TEXT
-    ) WITHOUT ROWID;
-    CREATE TABLE docker_pools (
-        id       TEXT PRIMARY KEY,
-        pool     TEXT NOT NULL,
-        sub_pool TEXT,
-        refs     INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
 ];

@@ -1,0 +1,409 @@
+//! The daemon as Docker's network driver (`docker network create -d
+//! plumb`): each Docker network is a plumb network, each endpoint a staged
+//! attachment that Docker moves into its container.
+//!
+//! The order Docker calls in, and what plumb does at each step:
+//! - CreateNetwork: the options are checked and recorded; Docker does not
+//!   say the network's name, so a task asks Docker for it once the create
+//!   is through and makes the plumb network under that name (an endpoint's
+//!   create does it then if the task has not yet).
+//! - CreateEndpoint: the attach is staged on the host (addresses, the
+//!   interface, set elements, published ports), and the addresses and MAC
+//!   Docker did not choose are returned to it.
+//! - Join: the staged interface is handed to Docker with the gateway and
+//!   routes. The container's namespace may not exist yet (a `docker run`'s
+//!   is made later): a task waits for the interface to arrive in the
+//!   sandbox, then finishes the attachment there.
+//! - Leave, DeleteEndpoint, DeleteNetwork: the way back.
+//!
+//! No handler calls Docker while Docker waits on it, except to learn a
+//! network's name during an endpoint's create, when Docker's API is
+//! serving (the network was created through it).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Ctx, blocking};
+use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
+use crate::docker::plugin::{self, Driver};
+use crate::error::Result;
+use crate::model::Attachment;
+use crate::netlink::Netlink;
+use crate::netns::NsHandle;
+
+/// How long an endpoint's interface may take to arrive in its container
+/// after Join (a `docker run` creates the container in between).
+const ARRIVAL: Duration = Duration::from_secs(120);
+/// How often the sandbox is looked at meanwhile.
+const ARRIVAL_POLL: Duration = Duration::from_millis(10);
+/// How long a new network's name may take to show in Docker's API.
+const NAMING: Duration = Duration::from_secs(30);
+
+pub struct DockerDriver {
+    ctx: Arc<Ctx>,
+    /// One network is named at a time: the naming task and an endpoint's
+    /// create may both try.
+    naming: tokio::sync::Mutex<()>,
+}
+
+/// Serve Docker as driver `name` until the task is dropped.
+pub async fn serve(ctx: Arc<Ctx>, name: String) -> Result<()> {
+    let listener = plugin::bind(&name)?;
+    tracing::info!(socket = %plugin::socket_path(&name).display(), "Docker network driver ready");
+    let driver = Arc::new(DockerDriver {
+        ctx,
+        naming: tokio::sync::Mutex::new(()),
+    });
+    // Networks created while no daemon ran to learn their names.
+    let c = driver.ctx.clone();
+    let unnamed = blocking(move || c.with_engine(|e| e.unnamed_docker_networks())).await?;
+    for id in unnamed {
+        tokio::spawn(driver.clone().name_when_known(id));
+    }
+    plugin::serve(listener, driver).await;
+    Ok(())
+}
+
+impl Driver for DockerDriver {
+    fn call(
+        self: Arc<Self>,
+        method: String,
+        body: Value,
+    ) -> Pin<Box<dyn Future<Output = Option<std::result::Result<Value, String>>> + Send>> {
+        Box::pin(async move { self.dispatch(&method, body).await })
+    }
+}
+
+#[derive(Deserialize)]
+struct NetworkCall {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, Value>>,
+    #[serde(rename = "IPv4Data", default)]
+    ipv4_data: Option<Vec<IpamData>>,
+    #[serde(rename = "IPv6Data", default)]
+    ipv6_data: Option<Vec<IpamData>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct Interface {
+    #[serde(default)]
+    address: String,
+    #[serde(rename = "AddressIPv6", default)]
+    address_ipv6: String,
+    #[serde(default)]
+    mac_address: String,
+}
+
+#[derive(Deserialize)]
+struct EndpointCall {
+    #[serde(rename = "NetworkID")]
+    network_id: String,
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(rename = "Interface", default)]
+    interface: Option<Interface>,
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, Value>>,
+    #[serde(rename = "SandboxKey", default)]
+    sandbox_key: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(method: &str, body: Value) -> Result<T, String> {
+    serde_json::from_value(body).map_err(|e| format!("{method}: bad request: {e}"))
+}
+
+impl DockerDriver {
+    async fn dispatch(self: Arc<Self>, method: &str, body: Value) -> Option<Result<Value, String>> {
+        let out = match method {
+            "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver"]})),
+            "NetworkDriver.GetCapabilities" => {
+                Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
+            }
+            "NetworkDriver.CreateNetwork" => match parse(method, body) {
+                Ok(c) => self.create_network(c).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.DeleteNetwork" => match parse::<NetworkCall>(method, body) {
+                Ok(c) => self
+                    .engine(false, move |e| e.docker_network_delete(&c.network_id))
+                    .await
+                    .map(|()| json!({})),
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.CreateEndpoint" => match parse(method, body) {
+                Ok(c) => self.create_endpoint(c).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.DeleteEndpoint" => match parse::<EndpointCall>(method, body) {
+                Ok(c) => self
+                    .engine(true, move |e| e.docker_endpoint_delete(&c.endpoint_id))
+                    .await
+                    .map(|()| json!({})),
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.Join" => match parse(method, body) {
+                Ok(c) => self.join(c).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.Leave" => match parse::<EndpointCall>(method, body) {
+                Ok(c) => self.leave(c).await,
+                Err(e) => Err(e),
+            },
+            "NetworkDriver.EndpointOperInfo" => match parse::<EndpointCall>(method, body) {
+                Ok(c) => self.oper_info(c).await,
+                Err(e) => Err(e),
+            },
+            // Ports are published with the endpoint, for its whole life.
+            "NetworkDriver.ProgramExternalConnectivity"
+            | "NetworkDriver.RevokeExternalConnectivity"
+            | "NetworkDriver.DiscoverNew"
+            | "NetworkDriver.DiscoverDelete" => Ok(json!({})),
+            _ => return None,
+        };
+        Some(out)
+    }
+
+    /// Run `f` on an engine, its error said with Docker's flags (an
+    /// endpoint's or a network's).
+    async fn engine<T: Send + 'static>(
+        &self,
+        endpoint: bool,
+        f: impl FnOnce(&mut crate::engine::Engine) -> Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let c = self.ctx.clone();
+        blocking(move || c.with_engine(f))
+            .await
+            .map_err(|e| options::in_docker_terms(&e.to_string(), endpoint))
+    }
+
+    async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {
+        let id = c.network_id.clone();
+        let placeholder = format!("docker-{}", &id[..id.len().min(12)]);
+        let spec = options::network_spec(
+            &placeholder,
+            &c.options.unwrap_or_default(),
+            &c.ipv4_data.unwrap_or_default(),
+            &c.ipv6_data.unwrap_or_default(),
+        )?;
+        let i = id.clone();
+        self.engine(false, move |e| e.docker_network_create(&i, &spec))
+            .await?;
+        tokio::spawn(self.clone().name_when_known(id));
+        Ok(json!({}))
+    }
+
+    /// Make Docker network `id` a plumb network once Docker says its name
+    /// (right after its create returns).
+    async fn name_when_known(self: Arc<Self>, id: String) {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.name_network(&id).await {
+                Ok(Some(name)) => {
+                    tracing::info!(network = %name, docker_id = %id, "Docker network made");
+                    return;
+                }
+                Ok(None) if start.elapsed() < NAMING => {}
+                Ok(None) => {
+                    tracing::warn!(docker_id = %id, "Docker does not know network {id}: not made");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(docker_id = %id, "Docker network {id}: {e}");
+                    return;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The plumb network Docker network `id` is, made now if it was not:
+    /// None while Docker does not say its name.
+    async fn name_network(&self, id: &str) -> Result<Option<String>> {
+        let _one = self.naming.lock().await;
+        let c = self.ctx.clone();
+        let i = id.to_string();
+        let known = blocking(move || c.with_engine(|e| e.docker_network(&i))).await?;
+        let Some(dn) = known else {
+            // Deleted meanwhile.
+            return Ok(None);
+        };
+        if let Some(n) = dn.name {
+            return Ok(Some(n));
+        }
+        let client = crate::docker::Client::connect().await?;
+        let Some(name) = client.network_name(id).await? else {
+            return Ok(None);
+        };
+        let (c, i) = (self.ctx.clone(), id.to_string());
+        blocking(move || c.with_engine(|e| e.name_docker_network(&i, &name)))
+            .await
+            .map(Some)
+    }
+
+    async fn create_endpoint(&self, c: EndpointCall) -> Result<Value, String> {
+        let network = match self.name_network(&c.network_id).await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                return Err(format!(
+                    "network {} is not known to plumb or Docker",
+                    c.network_id
+                ));
+            }
+            Err(e) => return Err(options::in_docker_terms(&e.to_string(), false)),
+        };
+        let given = c.interface.unwrap_or_default();
+        let req = EndpointRequest {
+            addresses: vec![given.address.clone(), given.address_ipv6.clone()],
+            mac: Some(given.mac_address.clone()),
+            options: c.options.unwrap_or_default(),
+        };
+        let spec = options::attach_spec(&network, &req)?;
+        let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
+        let a = self
+            .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))
+            .await?;
+        tracing::info!(network = %a.network, endpoint = %c.endpoint_id, host_ifname = %a.host_ifname, "Docker endpoint staged");
+        // Only what Docker did not choose goes back (it refuses a change).
+        let mut iface = serde_json::Map::new();
+        let first = |v6: bool| a.addresses.iter().find(|x| x.addr().is_ipv6() == v6);
+        if given.address.is_empty()
+            && let Some(x) = first(false)
+        {
+            iface.insert("Address".into(), json!(x.to_string()));
+        }
+        if given.address_ipv6.is_empty()
+            && let Some(x) = first(true)
+        {
+            iface.insert("AddressIPv6".into(), json!(x.to_string()));
+        }
+        if given.mac_address.is_empty() {
+            iface.insert("MacAddress".into(), json!(a.mac.to_string()));
+        }
+        Ok(match iface.is_empty() {
+            true => json!({}),
+            false => json!({ "Interface": iface }),
+        })
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Attachment, String> {
+        let i = id.to_string();
+        match self.engine(true, move |e| e.docker_endpoint(&i)).await? {
+            Some((_, Some(a))) => Ok(a),
+            _ => Err(format!("endpoint {id} is not plumb's")),
+        }
+    }
+
+    async fn join(&self, c: EndpointCall) -> Result<Value, String> {
+        let a = self.endpoint(&c.endpoint_id).await?;
+        let gateway = |v6: bool| a.gateways.iter().find(|g| g.is_ipv6() == v6);
+        let mut routes: Vec<Value> = a
+            .routes
+            .iter()
+            .map(|r| json!({"Destination": r.dest.to_string(), "RouteType": 0, "NextHop": r.via.to_string()}))
+            .collect();
+        // ipvlan l3: the way out is the device itself.
+        if a.device_default_route {
+            for (v6, any) in [(false, "0.0.0.0/0"), (true, "::/0")] {
+                if a.addresses.iter().any(|x| x.addr().is_ipv6() == v6) {
+                    routes.push(json!({"Destination": any, "RouteType": 1}));
+                }
+            }
+        }
+        let mut out = json!({
+            "InterfaceName": {"SrcName": crate::names::staged_name(&c.endpoint_id), "DstPrefix": "eth"},
+            "StaticRoutes": routes,
+            // Without a gateway libnetwork would add docker_gwbridge.
+            "DisableGatewayService": true,
+        });
+        if let Some(g) = gateway(false) {
+            out["Gateway"] = json!(g.to_string());
+        }
+        if let Some(g) = gateway(true) {
+            out["GatewayIPv6"] = json!(g.to_string());
+        }
+        let (ctx, sandbox) = (self.ctx.clone(), PathBuf::from(&c.sandbox_key));
+        tokio::spawn(finish_on_arrival(ctx, sandbox, a, c.endpoint_id));
+        Ok(out)
+    }
+
+    async fn leave(&self, c: EndpointCall) -> Result<Value, String> {
+        let a = self.endpoint(&c.endpoint_id).await?;
+        let eid = c.endpoint_id.clone();
+        self.engine(true, move |e| e.unstage(&a.host_ifname, &eid))
+            .await?;
+        Ok(json!({}))
+    }
+
+    async fn oper_info(&self, c: EndpointCall) -> Result<Value, String> {
+        let a = self.endpoint(&c.endpoint_id).await?;
+        Ok(json!({"Value": {
+            "plumb.network": a.network,
+            "plumb.host-interface": a.host_ifname,
+            "plumb.addresses": a.addresses.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            "plumb.mac": a.mac.to_string(),
+        }}))
+    }
+}
+
+/// Wait for the staged interface of `a` to arrive in the sandbox Docker
+/// named at Join, then finish the attachment there. Gives up when the
+/// endpoint is left or removed, or after [`ARRIVAL`].
+async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpoint: String) {
+    let start = Instant::now();
+    let target = sandbox.display().to_string();
+    loop {
+        let (s, mac) = (sandbox.clone(), a.mac.0);
+        let arrived = blocking(move || Ok(arrived_in(&s, mac)))
+            .await
+            .ok()
+            .flatten();
+        if let Some(ns) = arrived {
+            let (c, h, t) = (ctx.clone(), a.host_ifname.clone(), target.clone());
+            match blocking(move || c.with_engine(|e| e.finish_staged(&h, &ns, &t))).await {
+                Ok(done) => {
+                    tracing::info!(network = %done.network, ifname = %done.ifname, sandbox = %target, "Docker endpoint in its container")
+                }
+                Err(e) => tracing::warn!(endpoint = %endpoint, "finish in {target}: {e}"),
+            }
+            return;
+        }
+        let (c, eid) = (ctx.clone(), endpoint.clone());
+        let still = blocking(move || c.with_engine(|e| e.docker_endpoint(&eid)))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(_, a)| a)
+            .is_some_and(|a| a.is_staged());
+        if !still {
+            return;
+        }
+        if start.elapsed() > ARRIVAL {
+            tracing::warn!(endpoint = %endpoint, "the interface did not arrive in {target}");
+            return;
+        }
+        tokio::time::sleep(ARRIVAL_POLL).await;
+    }
+}
+
+/// The namespace at `sandbox` if it is one and holds an interface with
+/// `mac`.
+fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6]) -> Option<NsHandle> {
+    let ns = NsHandle::open(sandbox).ok()?;
+    let mut nl = Netlink::open_in(&ns).ok()?;
+    nl.links()
+        .ok()?
+        .iter()
+        .any(|l| l.mac == Some(mac))
+        .then_some(ns)
+}

@@ -1,0 +1,175 @@
+//! Docker's networks and endpoints on plumb's remote driver, as plumb
+//! networks and staged attachments. Docker's CreateNetwork does not say the
+//! network's name: the network is recorded then (its options checked
+//! against every plumb network), and made once the daemon has asked Docker
+//! its name ([`Engine::name_docker_network`]).
+
+use super::*;
+use crate::model::{AttachSpec, NetworkSpec};
+use crate::store::docker::{self as records, DockerNetwork, Endpoint};
+
+/// The owner tag of a plumb network made for Docker network `id`.
+fn owner_of(id: &str) -> String {
+    format!("docker-network:{id}")
+}
+
+impl Engine {
+    /// Record Docker network `id` as `spec` asks, refusing what `plumb
+    /// network create` would refuse now (a bad option, a subnet that
+    /// overlaps another network's, a parent that is taken).
+    pub fn docker_network_create(&mut self, id: &str, spec: &NetworkSpec) -> Result<()> {
+        let net = spec.validate()?;
+        self.store.record(|tx| {
+            for other in &store::networks(tx)? {
+                check_conflicts(&net, &other.network)?;
+            }
+            records::insert_network(
+                tx,
+                &DockerNetwork {
+                    id: id.to_string(),
+                    name: None,
+                    spec: spec.clone(),
+                },
+            )
+        })
+    }
+
+    pub fn docker_network(&self, id: &str) -> Result<Option<DockerNetwork>> {
+        records::network(self.store.read(), id)
+    }
+
+    /// Docker's networks that are not plumb networks yet.
+    pub fn unnamed_docker_networks(&self) -> Result<Vec<String>> {
+        Ok(records::networks(self.store.read())?
+            .into_iter()
+            .filter(|n| n.name.is_none())
+            .map(|n| n.id)
+            .collect())
+    }
+
+    /// Make Docker network `id` the plumb network `name` (Docker's name for
+    /// it; with its ID's first digits when a plumb network has that name
+    /// already). The plumb network's name is returned.
+    pub fn name_docker_network(&mut self, id: &str, name: &str) -> Result<String> {
+        let Some(mut dn) = records::network(self.store.read(), id)? else {
+            return Err(Error::Conflict(format!(
+                "Docker network {id} is not plumb's"
+            )));
+        };
+        if let Some(n) = dn.name {
+            return Ok(n);
+        }
+        let owner = owner_of(id);
+        let ours = |e: &Engine, n: &str| -> Result<Option<bool>> {
+            Ok(store::get_network(e.store.read(), n)?
+                .map(|s| s.owner.as_deref() == Some(owner.as_str())))
+        };
+        let mut chosen = name.to_string();
+        if crate::model::validate_name("network", &chosen).is_err()
+            || ours(self, &chosen)? == Some(false)
+        {
+            chosen = format!("docker-{}", &id[..id.len().min(12)]);
+        }
+        // A daemon killed after the create and before the record keeps a
+        // network that is this one's.
+        if ours(self, &chosen)? != Some(true) {
+            dn.spec.name = chosen.clone();
+            self.network_create(&dn.spec, Some(&owner))?;
+        }
+        dn.name = Some(chosen.clone());
+        self.store.write(|tx| records::insert_network(tx, &dn))?;
+        Ok(chosen)
+    }
+
+    /// Docker removes network `id`: the plumb network goes, unless plumb
+    /// has attachments of its own on it, which is said.
+    pub fn docker_network_delete(&mut self, id: &str) -> Result<()> {
+        let Some(dn) = records::network(self.store.read(), id)? else {
+            return Ok(());
+        };
+        if let Some(name) = &dn.name
+            && store::get_network(self.store.read(), name)?.is_some()
+        {
+            self.network_rm(name, false)?;
+        }
+        self.store.write(|tx| {
+            for e in records::endpoints_of(tx, id)? {
+                records::delete_endpoint(tx, &e.id)?;
+            }
+            records::delete_network(tx, id)
+        })
+    }
+
+    /// Docker's endpoint `endpoint` on plumb network `network` (Docker's
+    /// `network_id`): its attachment staged on the host.
+    pub fn docker_endpoint_create(
+        &mut self,
+        endpoint: &str,
+        network_id: &str,
+        spec: &AttachSpec,
+    ) -> Result<Attachment> {
+        if let Some(e) = records::endpoint(self.store.read(), endpoint)?
+            && let Some(host_ifname) = &e.host_ifname
+            && let Some(a) = store::attachment(self.store.read(), host_ifname)?
+        {
+            return Ok(a);
+        }
+        let req = spec.validate()?;
+        let record = |e: &mut Engine, host_ifname: Option<String>| {
+            e.store.write(|tx| {
+                records::insert_endpoint(
+                    tx,
+                    &Endpoint {
+                        id: endpoint.to_string(),
+                        network_id: network_id.to_string(),
+                        spec: spec.clone(),
+                        host_ifname,
+                    },
+                )
+            })
+        };
+        // Recorded first: a daemon killed in the stage leaves an endpoint
+        // that Docker's DeleteEndpoint finds.
+        record(self, Some(names_of_staged(&req.network, endpoint)))?;
+        match self.stage(endpoint, &req, None) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                let _ = self
+                    .store
+                    .write(|tx| records::delete_endpoint(tx, endpoint));
+                Err(e)
+            }
+        }
+    }
+
+    pub fn docker_endpoint(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<(Endpoint, Option<Attachment>)>> {
+        let Some(e) = records::endpoint(self.store.read(), endpoint)? else {
+            return Ok(None);
+        };
+        let a = match &e.host_ifname {
+            Some(h) => store::attachment(self.store.read(), h)?,
+            None => None,
+        };
+        Ok(Some((e, a)))
+    }
+
+    /// Docker removes endpoint `endpoint`: its attachment goes, whatever of
+    /// it is left. Removing one that is gone succeeds.
+    pub fn docker_endpoint_delete(&mut self, endpoint: &str) -> Result<()> {
+        if let Some((_, Some(a))) = self.docker_endpoint(endpoint)? {
+            self.detach_attachment(&a)?;
+        }
+        self.store
+            .write(|tx| records::delete_endpoint(tx, endpoint))
+    }
+}
+
+/// The host name of the attachment [`Engine::stage`] makes for `endpoint`
+/// on `network`.
+fn names_of_staged(network: &str, endpoint: &str) -> String {
+    let netns = crate::model::staged_netns(endpoint);
+    names::host_veth_name(network, &netns, &names::staged_name(endpoint))
+}
