@@ -1,9 +1,12 @@
 //! Benchmark (ignored by `cargo test`; see bench/README.md): how long after
-//! `docker start` a container has a usable address on a plumb network it
-//! declares by label (static addresses, and a lease from dnsmasq on a
-//! bridged DHCP LAN), against the same container on Docker's own bridge
-//! network, whose address is there when `docker start` returns. Median of
-//! N starts each, in one run, with the ratios.
+//! `docker start` a container has a usable address on a plumb network: one
+//! it declares by label (static addresses, and a lease from dnsmasq on a
+//! bridged DHCP LAN), and a NAT network made by `docker network create -d
+//! plumb` (plumb as Docker's driver), against the same container on
+//! Docker's own bridge network, whose address is there when `docker start`
+//! returns. Median of N starts each, the kinds taking turns, in one run,
+//! with the ratios; then `docker network create` with plumb's driver and
+//! Docker's bridge driver.
 //!
 //! ```text
 //! cargo test --test docker_bench -- --ignored --nocapture
@@ -106,10 +109,26 @@ fn address_after_docker_start() {
         "10.64.0.0/24",
     ]);
     lab.dhcp_network("dlan", &[]);
-    let _daemon = docker.plumb_daemon(&[]);
+    let driver = lab.name("bdrv");
+    let _daemon = docker.plumb_daemon(&["--docker-plugin", &driver]);
+    let socket = format!("/run/docker/plugins/{driver}.sock");
+    wait_until("the driver's socket", 10, || {
+        std::path::Path::new(&socket).exists()
+    });
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.65.0.0/24",
+        "-o",
+        "mode=nat",
+        "pnat",
+    ]);
 
     // (label, docker run options, address prefix to wait for)
-    let kinds: [(&str, Vec<&str>, Option<&str>); 3] = [
+    let kinds: [(&str, Vec<&str>, Option<&str>); 4] = [
         ("docker bridge", vec!["--net", "bridge"], None),
         (
             "plumb static",
@@ -121,11 +140,11 @@ fn address_after_docker_start() {
             vec!["--net", "none", "-l", "plumb.networks=dlan"],
             Some("192.168.71."),
         ),
+        ("plumb driver", vec!["--net", "pnat"], Some("10.65.0.")),
     ];
-    let mut results = Vec::new();
-    for (k, (label, opts, prefix)) in kinds.iter().enumerate() {
-        let (mut starts, mut usable) = (Vec::new(), Vec::new());
-        for i in 0..n {
+    let mut times: Vec<(Vec<Duration>, Vec<Duration>)> = vec![Default::default(); kinds.len()];
+    for i in 0..n {
+        for (k, (_, opts, prefix)) in kinds.iter().enumerate() {
             let name = format!("b{k}x{i}");
             let tag = format!("{}{k}{i:04}", 700_000 + std::process::id() % 1000);
             let mut args = vec!["create", "--name", name.as_str(), "--stop-timeout", "1"];
@@ -133,11 +152,29 @@ fn address_after_docker_start() {
             args.extend([docker.image(), "sleep", tag.as_str()]);
             docker.must(&args);
             let (s, u) = start(&docker, &name, &tag, *prefix);
-            starts.push(s);
-            usable.push(u);
+            times[k].0.push(s);
+            times[k].1.push(u);
             docker.must(&["rm", "-f", &name]);
         }
-        results.push((label, median(starts), median(usable)));
+    }
+    let results: Vec<_> = kinds
+        .iter()
+        .zip(times)
+        .map(|((label, _, _), (s, u))| (label, median(s), median(u)))
+        .collect();
+    // `docker network create`, the two drivers taking turns.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..n.min(20) {
+        for (driver, out) in [(driver.as_str(), &mut ours), ("bridge", &mut theirs)] {
+            let name = format!("c{i}{driver}");
+            let subnet = format!("10.{}.{}.0/24", 100 + usize::from(driver == "bridge"), i);
+            let t0 = Instant::now();
+            docker.must(&[
+                "network", "create", "-d", driver, "--subnet", &subnet, &name,
+            ]);
+            out.push(t0.elapsed());
+            docker.must(&["network", "rm", &name]);
+        }
     }
     // Every container gone, every plumb attachment with it.
     wait_until("plumb to have detached every container", 30, || {
@@ -154,4 +191,11 @@ fn address_after_docker_start() {
             ms(*u) / ms(base)
         );
     }
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!(
+        "docker network create: plumb {:.1} ms, Docker's bridge {:.1} ms ({:.2}x)",
+        ms(ours),
+        ms(theirs),
+        ms(ours) / ms(theirs)
+    );
 }

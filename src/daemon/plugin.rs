@@ -337,8 +337,13 @@ impl DockerDriver {
         Ok(out)
     }
 
+    /// Docker gives the interface back to the host. One whose attachment
+    /// is gone already (its container died and plumb removed it) has
+    /// nothing left to give back.
     async fn leave(&self, c: EndpointCall) -> Result<Value, String> {
-        let a = self.endpoint(&c.endpoint_id).await?;
+        let Ok(a) = self.endpoint(&c.endpoint_id).await else {
+            return Ok(json!({}));
+        };
         let eid = c.endpoint_id.clone();
         self.engine(true, move |e| e.unstage(&a.host_ifname, &eid))
             .await?;
