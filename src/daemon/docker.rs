@@ -216,6 +216,14 @@ async fn started(ctx: &Arc<Ctx>, client: &Client, id: &str) -> Result<()> {
         Err(e) => return Err(e),
     };
     let Some(pid) = c.pid else { return Ok(()) };
+    // Its endpoints on plumb's Docker networks are known by its name.
+    if !c.endpoints.is_empty() {
+        let (cx, cc) = (ctx.clone(), c.clone());
+        blocking(move || {
+            cx.with_engine(|e| e.adopt_endpoints(&cc.id, &cc.name, pid, &cc.endpoints))
+        })
+        .await?;
+    }
     let declared = declare::read(&c.id, &c.labels, &c.env);
     let (cid, cx) = (c.id.clone(), ctx.clone());
     // What it declared before stays until it is carried out again: an

@@ -42,6 +42,8 @@ use crate::netns::NsHandle;
 const ARRIVAL: Duration = Duration::from_secs(120);
 /// How often the sandbox is looked at meanwhile.
 const ARRIVAL_POLL: Duration = Duration::from_millis(10);
+/// Polls between two looks at whether the endpoint still waits.
+const STILL_WAITING_EVERY: u64 = 50;
 /// How long a new network's name may take to show in Docker's API.
 const NAMING: Duration = Duration::from_secs(30);
 
@@ -367,9 +369,9 @@ impl DockerDriver {
 async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpoint: String) {
     let start = Instant::now();
     let target = sandbox.display().to_string();
-    loop {
-        let (s, mac) = (sandbox.clone(), a.mac.0);
-        let arrived = blocking(move || Ok(arrived_in(&s, mac)))
+    for poll in 0u64.. {
+        let (s, mac, staged) = (sandbox.clone(), a.mac.0, a.ifname.clone());
+        let arrived = blocking(move || Ok(arrived_in(&s, mac, &staged)))
             .await
             .ok()
             .flatten();
@@ -383,15 +385,18 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
             }
             return;
         }
-        let (c, eid) = (ctx.clone(), endpoint.clone());
-        let still = blocking(move || c.with_engine(|e| e.docker_endpoint(&eid)))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|(_, a)| a)
-            .is_some_and(|a| a.is_staged());
-        if !still {
-            return;
+        // Whether it is still waiting, now and then (Leave unstages it).
+        if poll % STILL_WAITING_EVERY == STILL_WAITING_EVERY - 1 {
+            let (c, eid) = (ctx.clone(), endpoint.clone());
+            let still = blocking(move || c.with_engine(|e| e.docker_endpoint(&eid)))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|(_, a)| a)
+                .is_some_and(|a| a.is_staged());
+            if !still {
+                return;
+            }
         }
         if start.elapsed() > ARRIVAL {
             tracing::warn!(endpoint = %endpoint, "the interface did not arrive in {target}");
@@ -401,14 +406,15 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
     }
 }
 
-/// The namespace at `sandbox` if it is one and holds an interface with
-/// `mac`.
-fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6]) -> Option<NsHandle> {
+/// The namespace at `sandbox` if it is one and holds the interface with
+/// `mac` as Docker leaves it: renamed from `staged` and up (libnetwork
+/// moves it in, then renames, addresses and sets it up).
+fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6], staged: &str) -> Option<NsHandle> {
     let ns = NsHandle::open(sandbox).ok()?;
     let mut nl = Netlink::open_in(&ns).ok()?;
     nl.links()
         .ok()?
         .iter()
-        .any(|l| l.mac == Some(mac))
+        .any(|l| l.mac == Some(mac) && l.up && l.name != staged)
         .then_some(ns)
 }

@@ -61,6 +61,8 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     /// `KEY=VALUE` lines.
     pub env: Vec<String>,
+    /// The IDs of its endpoints on Docker networks.
+    pub endpoints: Vec<String>,
 }
 
 /// What the daemon acts on in Docker's event stream.
@@ -159,6 +161,13 @@ impl Client {
             .and_then(|s| s.pid)
             .filter(|&p| running && p > 0)
             .and_then(|p| u32::try_from(p).ok());
+        let endpoints = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|n| n.endpoint_id.filter(|e| !e.is_empty()))
+            .collect();
         let config = c.config.unwrap_or_default();
         Ok(Container {
             id,
@@ -170,6 +179,7 @@ impl Client {
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
             env: config.env.unwrap_or_default(),
+            endpoints,
         })
     }
 

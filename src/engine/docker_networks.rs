@@ -167,6 +167,44 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Docker's container `id` (`name`, first process `pid`) has these
+    /// endpoints: those on plumb networks are shown as its own, and found
+    /// through its process. Docker still owns them: they go with Docker's
+    /// Leave and DeleteEndpoint, not with the container's death.
+    pub fn adopt_endpoints(
+        &mut self,
+        id: &str,
+        name: &str,
+        pid: u32,
+        endpoints: &[String],
+    ) -> Result<()> {
+        let container = crate::model::ContainerRef {
+            id: id.to_string(),
+            name: name.to_string(),
+        };
+        let process = crate::model::NsProcess::of(pid);
+        for endpoint in endpoints {
+            let Some((_, Some(a))) = self.docker_endpoint(endpoint)? else {
+                continue;
+            };
+            if a.container.as_ref() == Some(&container) {
+                continue;
+            }
+            self.store.write(|tx| {
+                // As it is now: its finish may have been recorded meanwhile.
+                let Some(mut now) = store::attachment(tx, &a.host_ifname)? else {
+                    return Ok(());
+                };
+                now.container = Some(container.clone());
+                now.process = process;
+                store::update_attachment(tx, &now)
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// The host name of the attachment [`Engine::stage`] makes for `endpoint`
 /// on `network`.
 fn names_of_staged(network: &str, endpoint: &str) -> String {

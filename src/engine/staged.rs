@@ -74,7 +74,14 @@ impl Engine {
             if antispoof::guards_container(&net, &done) {
                 guard_container(ns, &done)?;
             }
-            self.store.write(|tx| store::update_attachment(tx, &done))
+            self.store.write(|tx| {
+                // Its container may have been learnt meanwhile.
+                if let Some(now) = store::attachment(tx, &done.host_ifname)? {
+                    done.container = now.container;
+                    done.process = now.process;
+                }
+                store::update_attachment(tx, &done)
+            })
         })();
         match inside {
             Ok(()) => Ok(done),

@@ -258,6 +258,39 @@ impl<'a> Dockerd<'a> {
         self.wait_ready();
     }
 
+    /// Turn on live restore (containers outlive dockerd) in this dockerd's
+    /// configuration, reloaded with SIGHUP, and wait until it says so.
+    pub fn enable_live_restore(&self) {
+        let d = self.dir.path();
+        fs::write(
+            d.join("daemon.json"),
+            format!(
+                r#"{{"deprecated-key-path": "{}/key.json", "live-restore": true}}"#,
+                d.display()
+            ),
+        )
+        .expect("daemon.json");
+        let _ = kill(Pid::from_raw(self.daemon.id() as i32), Signal::SIGHUP);
+        super::wait_until("dockerd to reload with live restore", 10, || {
+            self.must(&["info", "--format", "{{.LiveRestoreEnabled}}"])
+                .trim()
+                == "true"
+        });
+    }
+
+    /// Stop dockerd alone (live restore keeps its containers and their
+    /// shims running) and start it again on the same directories.
+    pub fn restart_live(&mut self) {
+        let _ = kill(Pid::from_raw(self.daemon.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(TERM_SECS);
+        while self.daemon.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "dockerd did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.daemon = launch(self.lab, self.dir.path(), self.legacy);
+        self.wait_ready();
+    }
+
     /// The end of dockerd's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();

@@ -1,0 +1,147 @@
+//! plumb's Docker driver when dockerd restarts: with live restore the
+//! containers keep running and keep what plumb gave them, and Docker still
+//! removes their endpoints through plumb afterwards; without it, dockerd
+//! stops them and starts the `--restart always` ones again on new
+//! endpoints, with nothing of the old ones left behind.
+
+mod common;
+
+use common::docker::{Dockerd, in_netns_of, interfaces_of};
+use common::{Bg, Lab, wait_for, wait_until};
+
+const SLEEP: &[&str] = &["sleep", "100000"];
+
+/// A dockerd, and plumb's daemon serving it as driver `name`.
+fn start(lab: &Lab) -> (Dockerd<'_>, String, Bg) {
+    let docker = Dockerd::start(lab, false);
+    let name = lab.name("drv");
+    let daemon = docker.plumb_daemon(&["--docker-plugin", &name]);
+    let socket = format!("/run/docker/plugins/{name}.sock");
+    wait_until("the driver's socket", 10, || {
+        std::path::Path::new(&socket).exists()
+    });
+    (docker, name, daemon)
+}
+
+/// The IPv4 addresses (no prefix) of the container `name` in `prefix`.
+fn addresses(docker: &Dockerd, name: &str, prefix: &str) -> Vec<String> {
+    interfaces_of(docker.container_pid(name))
+        .into_iter()
+        .flat_map(|i| i.v4)
+        .map(|a| a.split('/').next().unwrap_or_default().to_string())
+        .filter(|a| a.starts_with(prefix))
+        .collect()
+}
+
+/// plumb's attachment rows (`plumb ls`, header left out).
+fn attachments(lab: &Lab) -> Vec<String> {
+    lab.ok(&["ls"])
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host ends of plumb's veths in the fake host.
+fn host_ports(lab: &Lab) -> Vec<String> {
+    common::links(&lab.host)
+        .into_iter()
+        .filter(|l| l.starts_with("pv") || l.starts_with("pc"))
+        .collect()
+}
+
+#[test]
+fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restart() {
+    let lab = Lab::new("dlr");
+    lab.upstream("10.66.9");
+    let (mut docker, driver, _daemon) = start(&lab);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.66.0.0/24",
+        "-o",
+        "mode=nat",
+        "lr",
+    ]);
+    docker.run(&["--name", "c1", "--network", "lr"], SLEEP);
+    let before = addresses(&docker, "c1", "10.66.0.");
+    assert_eq!(before.len(), 1, "{before:?}");
+    wait_until("c1's attachment finished", 10, || {
+        attachments(&lab).iter().any(|l| l.starts_with("docker:c1"))
+    });
+    docker.enable_live_restore();
+    let pid = docker.container_pid("c1");
+    docker.restart_live();
+    assert_eq!(
+        docker.container_pid("c1"),
+        pid,
+        "c1 ran on through the restart"
+    );
+    assert_eq!(addresses(&docker, "c1", "10.66.0."), before);
+    assert!(
+        in_netns_of(pid, "ping -c1 -W2 10.66.9.1").status.success(),
+        "c1 still reaches upstream through plumb's NAT"
+    );
+    // Docker still removes its endpoint through plumb, and makes new ones.
+    docker.must(&["rm", "-f", "c1"]);
+    wait_until("c1's attachment gone", 10, || attachments(&lab).is_empty());
+    assert_eq!(host_ports(&lab), Vec::<String>::new());
+    docker.run(&["--name", "c2", "--network", "lr"], SLEEP);
+    assert_eq!(addresses(&docker, "c2", "10.66.0.").len(), 1);
+}
+
+#[test]
+fn without_live_restore_restarted_containers_get_new_endpoints_and_the_old_ones_go() {
+    let lab = Lab::new("drs");
+    lab.upstream("10.67.9");
+    let (mut docker, driver, _daemon) = start(&lab);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.67.0.0/24",
+        "-o",
+        "mode=nat",
+        "rs",
+    ]);
+    docker.run(
+        &["--name", "keep", "--restart", "always", "--network", "rs"],
+        SLEEP,
+    );
+    docker.run(&["--name", "once", "--network", "rs"], SLEEP);
+    wait_until("both attachments finished", 10, || {
+        let rows = attachments(&lab);
+        rows.iter().any(|l| l.starts_with("docker:keep"))
+            && rows.iter().any(|l| l.starts_with("docker:once"))
+    });
+    docker.restart();
+    // `keep` runs again, on a new endpoint that works; `once` stays down.
+    let pid = wait_for("keep to run again", 30, || {
+        docker
+            .pid_if_running("keep")
+            .ok_or_else(|| "not running".to_string())
+    });
+    assert!(!docker.running("once"));
+    let now = wait_for("keep's address", 10, || {
+        let a = addresses(&docker, "keep", "10.67.0.");
+        (a.len() == 1)
+            .then_some(a)
+            .ok_or_else(|| "no address yet".to_string())
+    });
+    assert!(!now.is_empty());
+    assert!(
+        in_netns_of(pid, "ping -c1 -W2 10.67.9.1").status.success(),
+        "keep reaches upstream again"
+    );
+    // One attachment, one host port: nothing of the old endpoints is left.
+    wait_until("only keep's new attachment", 10, || {
+        let rows = attachments(&lab);
+        rows.len() == 1 && rows[0].starts_with("docker:keep")
+    });
+    assert_eq!(host_ports(&lab).len(), 1, "{:?}", host_ports(&lab));
+}
