@@ -1,0 +1,194 @@
+//! plumb's Docker driver with each kind of plumb network: macvlan on the
+//! LAN with the host's shim, a bridge bridged to the LAN, a routed bridge
+//! reached from upstream without NAT, and Docker's embedded DNS (names and
+//! `--network-alias`) on a plumb network.
+
+mod common;
+
+use common::docker::{Dockerd, in_netns_of, interfaces_of};
+use common::{Bg, Lab, wait_until};
+
+const SLEEP: &[&str] = &["sleep", "100000"];
+
+/// A dockerd, and plumb's daemon serving it as driver `name`.
+fn start(lab: &Lab) -> (Dockerd<'_>, String, Bg) {
+    let docker = Dockerd::start(lab, false);
+    let name = lab.name("drv");
+    let daemon = docker.plumb_daemon(&["--docker-plugin", &name]);
+    let socket = format!("/run/docker/plugins/{name}.sock");
+    wait_until("the driver's socket", 10, || {
+        std::path::Path::new(&socket).exists()
+    });
+    (docker, name, daemon)
+}
+
+fn ping_from_pid(pid: u32, ip: &str) -> bool {
+    in_netns_of(pid, &format!("ping -c1 -W2 {ip}"))
+        .status
+        .success()
+}
+
+#[test]
+fn a_macvlan_network_puts_containers_on_the_lan_and_the_shim_lets_the_host_reach_them() {
+    let lab = Lab::new("dpv");
+    let peer = lab.lan("peer", "192.168.74.10/24");
+    let (docker, driver, _daemon) = start(&lab);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "192.168.74.0/24",
+        "--gateway",
+        "192.168.74.1",
+        "-o",
+        "parent=lan0",
+        "-o",
+        "host-shim=192.168.74.250",
+        "mv",
+    ]);
+    let net = lab.ok(&["network", "inspect", "mv"]);
+    assert!(net.contains("macvlan"), "{net}");
+    docker.run(
+        &["--name", "onmv", "--network", "mv", "--ip", "192.168.74.20"],
+        SLEEP,
+    );
+    let pid = docker.container_pid("onmv");
+    let ifs = interfaces_of(pid);
+    let eth0 = ifs.iter().find(|i| i.name == "eth0").expect("eth0");
+    assert!(
+        eth0.v4.iter().any(|a| a.starts_with("192.168.74.20/")),
+        "{ifs:?}"
+    );
+    assert!(
+        lab.ping(&peer, "192.168.74.20"),
+        "the LAN reaches the container"
+    );
+    assert!(
+        ping_from_pid(pid, "192.168.74.10"),
+        "the container reaches the LAN"
+    );
+    assert!(
+        lab.ping(&lab.host, "192.168.74.20"),
+        "the host reaches its macvlan container through the shim"
+    );
+    docker.must(&["rm", "-f", "onmv"]);
+    docker.must(&["network", "rm", "mv"]);
+    assert!(
+        !common::links(&lab.host)
+            .iter()
+            .any(|l| l.starts_with("ps-")),
+        "the shim goes with the network: {:?}",
+        common::links(&lab.host)
+    );
+}
+
+#[test]
+fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_without_nat() {
+    let lab = Lab::new("dpb");
+    let peer = lab.lan("peer", "192.168.75.10/24");
+    let up = lab.upstream("10.69.9");
+    common::must(&format!("ip -n {up} route add 10.69.0.0/24 via 10.69.9.2"));
+    let (docker, driver, _daemon) = start(&lab);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "192.168.75.0/24",
+        "--gateway",
+        "192.168.75.1",
+        "-o",
+        "mode=bridged",
+        "-o",
+        "uplink=lan0",
+        "onlan",
+    ]);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.69.0.0/24",
+        "-o",
+        "mode=routed",
+        "routed",
+    ]);
+    docker.run(
+        &["--name", "bridged1", "--network", "onlan", "--ip", "192.168.75.21"],
+        SLEEP,
+    );
+    docker.run(
+        &["--name", "routed1", "--network", "routed", "--ip", "10.69.0.21"],
+        SLEEP,
+    );
+    assert!(
+        lab.ping(&peer, "192.168.75.21"),
+        "the LAN reaches the bridged container"
+    );
+    assert!(
+        lab.ping(&up, "10.69.0.21"),
+        "upstream reaches the routed container"
+    );
+    // No NAT: upstream sees the container's own address.
+    let (server, port) = common::peer_echo_server(&up, "10.69.9.1:0");
+    let said = in_netns_of(
+        docker.container_pid("routed1"),
+        &format!("timeout 5 busybox nc 10.69.9.1 {port} </dev/null"),
+    );
+    let seen = server
+        .join()
+        .expect("echo server")
+        .map(|a| a.ip().to_string());
+    assert_eq!(seen.as_deref(), Some("10.69.0.21"), "{said:?}");
+}
+
+#[test]
+fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
+    let lab = Lab::new("dpd");
+    let (docker, driver, _daemon) = start(&lab);
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.71.0.0/24",
+        "-o",
+        "mode=nat",
+        "app",
+    ]);
+    docker.run(
+        &[
+            "--name",
+            "db",
+            "--network",
+            "app",
+            "--network-alias",
+            "database",
+            "--ip",
+            "10.71.0.50",
+        ],
+        SLEEP,
+    );
+    docker.run(&["--name", "web", "--network", "app"], SLEEP);
+    for name in ["db", "database"] {
+        let looked = docker.docker(&["exec", "web", "busybox", "nslookup", name]);
+        let text = String::from_utf8_lossy(&looked.stdout);
+        assert!(
+            text.contains("10.71.0.50"),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&looked.stderr)
+        );
+    }
+    assert!(
+        docker
+            .docker(&["exec", "web", "ping", "-c1", "-W2", "database"])
+            .status
+            .success(),
+        "web reaches db by its alias"
+    );
+}
