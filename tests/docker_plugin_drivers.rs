@@ -118,11 +118,25 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
         "routed",
     ]);
     docker.run(
-        &["--name", "bridged1", "--network", "onlan", "--ip", "192.168.75.21"],
+        &[
+            "--name",
+            "bridged1",
+            "--network",
+            "onlan",
+            "--ip",
+            "192.168.75.21",
+        ],
         SLEEP,
     );
     docker.run(
-        &["--name", "routed1", "--network", "routed", "--ip", "10.69.0.21"],
+        &[
+            "--name",
+            "routed1",
+            "--network",
+            "routed",
+            "--ip",
+            "10.69.0.21",
+        ],
         SLEEP,
     );
     assert!(
@@ -191,4 +205,100 @@ fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
             .success(),
         "web reaches db by its alias"
     );
+}
+
+/// `HOSTNAME -> IP` of the leases in the lab's dnsmasq lease file.
+fn leases(lab: &Lab) -> Vec<(String, String)> {
+    std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Some((w.get(3)?.to_string(), w.get(2)?.to_string()))
+        })
+        .collect()
+}
+
+/// The address container `name` leased, once it holds it: the server has
+/// a lease under its name and the container has that address.
+fn leased(lab: &Lab, docker: &Dockerd, name: &str) -> String {
+    common::wait_for(&format!("{name}'s lease"), 30, || {
+        let table = leases(lab);
+        let ip = table
+            .iter()
+            .find(|(h, _)| h == name)
+            .map(|(_, ip)| ip.clone())
+            .ok_or_else(|| format!("no lease for {name}: {table:?}"))?;
+        let pid = docker.pid_if_running(name).ok_or("not running")?;
+        let has = interfaces_of(pid)
+            .iter()
+            .any(|i| i.v4.contains(&format!("{ip}/24")));
+        has.then_some(ip.clone())
+            .ok_or_else(|| format!("{name} has not put {ip} on"))
+    })
+}
+
+#[test]
+fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_after_a_restart() {
+    let lab = Lab::new("dph");
+    let server = lab.lan("dhcpsrv", "192.168.76.1/24");
+    let _dnsmasq = lab.dnsmasq(
+        &server,
+        "--dhcp-range=192.168.76.100,192.168.76.199,2m --dhcp-authoritative",
+    );
+    let (docker, driver, _daemon) = start(&lab);
+    // Docker's default IPAM would choose addresses: refused, by name.
+    let out = docker.docker(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "-o",
+        "ipam=dhcp",
+        "-o",
+        "mode=bridged",
+        "-o",
+        "uplink=lan0",
+        "wrong",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ipam-driver null"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--ipam-driver",
+        "null",
+        "-o",
+        "ipam=dhcp",
+        "-o",
+        "mode=bridged",
+        "-o",
+        "uplink=lan0",
+        "dh",
+    ]);
+    docker.run(&["--name", "leaser", "--network", "dh"], SLEEP);
+    let first = leased(&lab, &docker, "leaser");
+    let pid = docker.container_pid("leaser");
+    assert!(
+        ping_from_pid(pid, "192.168.76.1"),
+        "the container reaches the LAN"
+    );
+    assert!(lab.ping(&server, &first), "the LAN reaches the container");
+    // The container's identity, not the endpoint's: the same lease.
+    docker.must(&["restart", "-t", "1", "leaser"]);
+    wait_until("leaser to run again", 20, || {
+        docker.pid_if_running("leaser").is_some_and(|p| p != pid)
+    });
+    assert_eq!(leased(&lab, &docker, "leaser"), first);
+    docker.must(&["rm", "-f", "leaser"]);
+    wait_until("its attachment gone", 10, || {
+        lab.ok(&["ls"]).lines().count() == 1
+    });
+    docker.must(&["network", "rm", "dh"]);
 }

@@ -352,6 +352,13 @@ fn resume_split(e: &mut Engine, startup: bool) -> Result<(Vec<Attachment>, Vec<A
         if !startup && b.state == LeaseState::Acquiring {
             continue;
         }
+        // Docker's endpoints are Docker's to remove; one waiting for its
+        // lease gets it from the driver (plugin::serve).
+        if a.is_staged()
+            || (b.state == LeaseState::Acquiring && e.is_docker_endpoint(&a.host_ifname)?)
+        {
+            continue;
+        }
         if b.state == LeaseState::Acquiring || attached_ns(&a).is_none() {
             e.detach_attachment(&a)?;
             stale.push(a);
@@ -714,43 +721,44 @@ async fn attach_dhcp(
             tracing::warn!(target = %a.target, "rolling back a failed DHCP attach: {e}");
         }
     };
-    let acquired = async {
-        let ns = attached_ns(&a).ok_or_else(|| Error::Target {
-            target: a.target.clone(),
-            reason: "its namespace went away during the attach".into(),
-        })?;
-        let (ifindex, id) = lease::client_identity(&ns, &a)?;
-        let client = crate::ipam::dhcp::Client {
-            ns: &ns,
-            ifindex,
-            ifname: &a.ifname,
-            id: &id,
-        };
-        let lease = client
-            .acquire(None, ctx.acquire_timeout)
-            .await
-            .map_err(|e| Error::Ipam {
-                network: a.network.clone(),
-                reason: e.to_string(),
-            })?;
-        let (c, pending) = (ctx.clone(), a.clone());
-        let l = lease.clone();
-        match blocking(move || c.with_engine(|e| e.apply_lease(&pending, &l))).await {
-            Ok(bound) => Ok((bound, ns)),
-            Err(e) => {
-                // The server gave an address nobody will use: hand it back.
-                let mut with = a.clone();
-                if let Some(b) = with.dhcp.as_mut() {
-                    b.lease = Some(lease);
-                }
-                let _ = release_now(&ns, &with).await;
-                Err(e)
-            }
+    match acquire(ctx, &a).await {
+        Ok(bound) => Ok(bound),
+        Err(e) => {
+            undo(ctx.clone(), a.clone()).await;
+            Err(Error::RolledBack {
+                cause: Box::new(e),
+                undone: format!("removed {} from target {}", a.ifname, a.target),
+            })
         }
     }
-    .await;
-    match acquired {
-        Ok((bound, ns)) => {
+}
+
+/// Get a lease for DHCP attachment `a`, whose interface is up in its
+/// namespace, put it on, and keep renewing it (a lease task). On failure
+/// nothing is left of the lease; the interface is the caller's.
+pub(crate) async fn acquire(ctx: &Arc<Ctx>, a: &Attachment) -> Result<Attachment> {
+    let ns = namespace_of(a).await.ok_or_else(|| Error::Target {
+        target: a.target.clone(),
+        reason: "its namespace went away during the attach".into(),
+    })?;
+    let (ifindex, id) = lease::client_identity(&ns, a)?;
+    let client = crate::ipam::dhcp::Client {
+        ns: &ns,
+        ifindex,
+        ifname: &a.ifname,
+        id: &id,
+    };
+    let lease = client
+        .acquire(None, ctx.acquire_timeout)
+        .await
+        .map_err(|e| Error::Ipam {
+            network: a.network.clone(),
+            reason: e.to_string(),
+        })?;
+    let (c, pending) = (ctx.clone(), a.clone());
+    let l = lease.clone();
+    match blocking(move || c.with_engine(|e| e.apply_lease(&pending, &l))).await {
+        Ok(bound) => {
             ctx.tasks.lock().await.insert(
                 bound.host_ifname.clone(),
                 LeaseTask::spawn(ctx.clone(), bound.clone(), ns),
@@ -758,11 +766,13 @@ async fn attach_dhcp(
             Ok(bound)
         }
         Err(e) => {
-            undo(ctx.clone(), a.clone()).await;
-            Err(Error::RolledBack {
-                cause: Box::new(e),
-                undone: format!("removed {} from target {}", a.ifname, a.target),
-            })
+            // The server gave an address nobody will use: hand it back.
+            let mut with = a.clone();
+            if let Some(b) = with.dhcp.as_mut() {
+                b.lease = Some(lease);
+            }
+            let _ = release_now(&ns, &with).await;
+            Err(e)
         }
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Ctx, blocking};
+use super::{Ctx, Stop, blocking};
 use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
 use crate::docker::plugin::{self, Driver};
 use crate::error::Result;
@@ -42,6 +42,8 @@ use crate::netns::NsHandle;
 const ARRIVAL: Duration = Duration::from_secs(120);
 /// How often the sandbox is looked at meanwhile.
 const ARRIVAL_POLL: Duration = Duration::from_millis(10);
+/// How long a DHCP endpoint waits for its container to be known.
+const CONTAINER_KNOWN: Duration = Duration::from_secs(10);
 /// Polls between two looks at whether the endpoint still waits.
 const STILL_WAITING_EVERY: u64 = 50;
 /// How long a new network's name may take to show in Docker's API.
@@ -67,6 +69,20 @@ pub async fn serve(ctx: Arc<Ctx>, name: String) -> Result<()> {
     let unnamed = blocking(move || c.with_engine(|e| e.unnamed_docker_networks())).await?;
     for id in unnamed {
         tokio::spawn(driver.clone().name_when_known(id));
+    }
+    // Endpoints a stopped daemon left waiting: for their interface to
+    // arrive, or for their lease.
+    let c = driver.ctx.clone();
+    for (e, a) in blocking(move || c.with_engine(|e| e.docker_endpoints())).await? {
+        let Some(a) = a else { continue };
+        let ctx = driver.ctx.clone();
+        if a.is_staged() {
+            if let Some(sandbox) = e.sandbox {
+                tokio::spawn(finish_on_arrival(ctx, sandbox.into(), a, e.id));
+            }
+        } else if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
+            tokio::spawn(lease_when_known(ctx, a, e.id));
+        }
     }
     plugin::serve(listener, driver).await;
     Ok(())
@@ -146,10 +162,14 @@ impl DockerDriver {
                 Err(e) => Err(e),
             },
             "NetworkDriver.DeleteEndpoint" => match parse::<EndpointCall>(method, body) {
-                Ok(c) => self
-                    .engine(true, move |e| e.docker_endpoint_delete(&c.endpoint_id))
-                    .await
-                    .map(|()| json!({})),
+                Ok(c) => {
+                    if let Ok(a) = self.endpoint(&c.endpoint_id).await {
+                        self.stop_lease(&a).await;
+                    }
+                    self.engine(true, move |e| e.docker_endpoint_delete(&c.endpoint_id))
+                        .await
+                        .map(|()| json!({}))
+                }
                 Err(e) => Err(e),
             },
             "NetworkDriver.Join" => match parse(method, body) {
@@ -309,8 +329,12 @@ impl DockerDriver {
     async fn join(&self, c: EndpointCall) -> Result<Value, String> {
         let a = self.endpoint(&c.endpoint_id).await?;
         let gateway = |v6: bool| a.gateways.iter().find(|g| g.is_ipv6() == v6);
-        let mut routes: Vec<Value> = a
-            .routes
+        // A DHCP endpoint's routes go on with its lease, later.
+        let routes = match a.dhcp {
+            Some(_) => &[][..],
+            None => &a.routes[..],
+        };
+        let mut routes: Vec<Value> = routes
             .iter()
             .map(|r| json!({"Destination": r.dest.to_string(), "RouteType": 0, "NextHop": r.via.to_string()}))
             .collect();
@@ -334,6 +358,9 @@ impl DockerDriver {
         if let Some(g) = gateway(true) {
             out["GatewayIPv6"] = json!(g.to_string());
         }
+        let (eid, sandbox) = (c.endpoint_id.clone(), c.sandbox_key.clone());
+        self.engine(true, move |e| e.set_endpoint_sandbox(&eid, Some(&sandbox)))
+            .await?;
         let (ctx, sandbox) = (self.ctx.clone(), PathBuf::from(&c.sandbox_key));
         tokio::spawn(finish_on_arrival(ctx, sandbox, a, c.endpoint_id));
         Ok(out)
@@ -346,10 +373,26 @@ impl DockerDriver {
         let Ok(a) = self.endpoint(&c.endpoint_id).await else {
             return Ok(json!({}));
         };
+        self.stop_lease(&a).await;
         let eid = c.endpoint_id.clone();
-        self.engine(true, move |e| e.unstage(&a.host_ifname, &eid))
-            .await?;
+        self.engine(true, move |e| {
+            e.unstage(&a.host_ifname, &eid)?;
+            e.set_endpoint_sandbox(&eid, None)
+        })
+        .await?;
         Ok(json!({}))
+    }
+
+    /// Stop the lease task of `a`, if any: its interface leaves the
+    /// container. The lease is not released: the server keeps it for the
+    /// container's identity until it expires, and gives it back at the
+    /// container's next start (Docker says nothing of whether there will
+    /// be one, and a new endpoint has a new MAC).
+    async fn stop_lease(&self, a: &Attachment) {
+        let task = self.ctx.tasks.lock().await.remove(&a.host_ifname);
+        if let Some(t) = task {
+            t.stop(Stop::Keep).await;
+        }
     }
 
     async fn oper_info(&self, c: EndpointCall) -> Result<Value, String> {
@@ -379,7 +422,10 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
             let (c, h, t) = (ctx.clone(), a.host_ifname.clone(), target.clone());
             match blocking(move || c.with_engine(|e| e.finish_staged(&h, &ns, &t))).await {
                 Ok(done) => {
-                    tracing::info!(network = %done.network, ifname = %done.ifname, sandbox = %target, "Docker endpoint in its container")
+                    tracing::info!(network = %done.network, ifname = %done.ifname, sandbox = %target, "Docker endpoint in its container");
+                    if done.dhcp.is_some() {
+                        lease_when_known(ctx, done, endpoint).await;
+                    }
                 }
                 Err(e) => tracing::warn!(endpoint = %endpoint, "finish in {target}: {e}"),
             }
@@ -403,6 +449,52 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
             return;
         }
         tokio::time::sleep(ARRIVAL_POLL).await;
+    }
+}
+
+/// Get the lease of DHCP endpoint `endpoint` (attachment `a`, in its
+/// container) and keep it. Its container is waited for first (the
+/// daemon's Docker watch learns it at the start), so that the LAN's server
+/// sees the container's identity; then the lease is asked for until it is
+/// had or the endpoint leaves its container.
+async fn lease_when_known(ctx: Arc<Ctx>, a: Attachment, endpoint: String) {
+    let current = |ctx: Arc<Ctx>, eid: String| async move {
+        blocking(move || ctx.with_engine(|e| e.docker_endpoint(&eid)))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(_, a)| a)
+            .filter(|a| !a.is_staged())
+    };
+    let start = Instant::now();
+    let mut a = a;
+    while a.container.is_none() && start.elapsed() < CONTAINER_KNOWN {
+        tokio::time::sleep(ARRIVAL_POLL).await;
+        match current(ctx.clone(), endpoint.clone()).await {
+            Some(now) => a = now,
+            None => return,
+        }
+    }
+    if a.container.is_none() {
+        tracing::warn!(endpoint = %endpoint, "its container is not known (is Docker's socket given?): asking the LAN with the endpoint's identity");
+    }
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match super::acquire(&ctx, &a).await {
+            Ok(bound) => {
+                tracing::info!(target = %bound.shown_target(), network = %bound.network, "leased");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(target = %a.shown_target(), network = %a.network, "no lease yet: {e}")
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+        match current(ctx.clone(), endpoint.clone()).await {
+            Some(now) if now.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) => a = now,
+            _ => return,
+        }
     }
 }
 

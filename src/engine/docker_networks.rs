@@ -124,6 +124,7 @@ impl Engine {
                         network_id: network_id.to_string(),
                         spec: spec.clone(),
                         host_ifname,
+                        sandbox: None,
                     },
                 )
             })
@@ -156,6 +157,33 @@ impl Engine {
         Ok(Some((e, a)))
     }
 
+    /// Docker joined endpoint `endpoint` to the sandbox at `sandbox` (its
+    /// interface goes there), or left it (None).
+    pub fn set_endpoint_sandbox(&mut self, endpoint: &str, sandbox: Option<&str>) -> Result<()> {
+        self.store
+            .write(|tx| records::set_sandbox(tx, endpoint, sandbox))
+    }
+
+    /// Every Docker endpoint with its attachment, if made.
+    pub fn docker_endpoints(&self) -> Result<Vec<(Endpoint, Option<Attachment>)>> {
+        records::endpoints(self.store.read())?
+            .into_iter()
+            .map(|e| {
+                let a = match &e.host_ifname {
+                    Some(h) => store::attachment(self.store.read(), h)?,
+                    None => None,
+                };
+                Ok((e, a))
+            })
+            .collect()
+    }
+
+    /// Whether attachment `host_ifname` is a Docker endpoint's (Docker
+    /// removes it, not plumb's recovery).
+    pub fn is_docker_endpoint(&self, host_ifname: &str) -> Result<bool> {
+        records::is_endpoint(self.store.read(), host_ifname)
+    }
+
     /// Docker removes endpoint `endpoint`: its attachment goes, whatever of
     /// it is left. Removing one that is gone succeeds.
     pub fn docker_endpoint_delete(&mut self, endpoint: &str) -> Result<()> {
@@ -169,8 +197,9 @@ impl Engine {
 
 impl Engine {
     /// Docker's container `id` (`name`, first process `pid`) has these
-    /// endpoints: those on plumb networks are shown as its own, and found
-    /// through its process. Docker still owns them: they go with Docker's
+    /// endpoints: those on plumb networks are shown as its own, found
+    /// through its process, and a DHCP one not yet leased asks as the
+    /// container. Docker still owns them: they go with Docker's
     /// Leave and DeleteEndpoint, not with the container's death.
     pub fn adopt_endpoints(
         &mut self,
@@ -198,6 +227,16 @@ impl Engine {
                 };
                 now.container = Some(container.clone());
                 now.process = process;
+                // A DHCP client that has no lease yet is the container's:
+                // the LAN's server gives it the same lease at each start.
+                if let Some(b) = now.dhcp.as_mut()
+                    && b.lease.is_none()
+                {
+                    let net = store::require_network(tx, &now.network)?.network;
+                    let target = format!("docker:{id}");
+                    let hostname = crate::docker::declare::hostname_of(name);
+                    super::set_dhcp_identity(b, &net, &target, hostname);
+                }
                 store::update_attachment(tx, &now)
             })?;
         }

@@ -566,12 +566,6 @@ impl Engine {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
-            if staged.is_some() && ipam == Ipam::Dhcp {
-                return Err(Error::Conflict(format!(
-                    "network `{}` gets its addresses by DHCP, which Docker's endpoints do not have yet",
-                    net.name
-                )));
-            }
             let existing = match staged {
                 Some(_) => Vec::new(),
                 None => store::attachments_of_target(tx, Some(&netns_id), &target_name)?,
@@ -645,7 +639,8 @@ impl Engine {
                 },
                 host_addresses: Vec::new(),
                 dhcp: (ipam == Ipam::Dhcp).then(|| {
-                    // A container is known on the LAN by its name.
+                    // A container is known on the LAN by its name (a
+                    // staged one's, once known: see set_dhcp_identity).
                     let hostname = match &container {
                         Some(c) => crate::docker::declare::hostname_of(&c.name),
                         None => names::dhcp_hostname(&target_name),
@@ -1752,18 +1747,38 @@ pub fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> 
 
 /// Who a new DHCP attachment is to the LAN's server.
 fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str, hostname: String) -> DhcpBinding {
-    let host = names::host_identity();
-    let hostname = req.hostname.clone().unwrap_or(hostname);
-    DhcpBinding {
-        fqdn: net.domain.as_ref().map(|d| format!("{hostname}.{d}")),
-        hostname,
-        client_id: crate::ipam::dhcp::hex(&names::dhcp_client_id(&host, &net.name, target)),
+    let mut b = DhcpBinding {
+        hostname: String::new(),
+        fqdn: None,
+        client_id: String::new(),
         state: LeaseState::Acquiring,
         lease: None,
         mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),
         slaac: net.slaac,
         lease6: None,
-    }
+    };
+    set_dhcp_identity(
+        &mut b,
+        net,
+        target,
+        req.hostname.clone().unwrap_or(hostname),
+    );
+    b
+}
+
+/// Who a DHCP client is on the LAN: its host name (with the network's
+/// domain) and its client identifier, from this host, the network and the
+/// target.
+pub(crate) fn set_dhcp_identity(
+    b: &mut DhcpBinding,
+    net: &Network,
+    target: &str,
+    hostname: String,
+) {
+    let host = names::host_identity();
+    b.fqdn = net.domain.as_ref().map(|d| format!("{hostname}.{d}"));
+    b.hostname = hostname;
+    b.client_id = crate::ipam::dhcp::hex(&names::dhcp_client_id(&host, &net.name, target));
 }
 
 /// The IPv4 side of a DHCP attachment: what a DHCPv4 lease put on it.

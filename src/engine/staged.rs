@@ -24,7 +24,9 @@ pub(crate) enum Placement {
 }
 
 impl Engine {
-    /// The first half of an attach for Docker's endpoint `endpoint`.
+    /// The first half of an attach for Docker's endpoint `endpoint`. On a
+    /// DHCP network the interface is staged bare, as a DHCP attach's: its
+    /// lease is the daemon's to get once the interface is in its container.
     pub fn stage(
         &mut self,
         endpoint: &str,
@@ -34,7 +36,10 @@ impl Engine {
         let placement = Placement::Staged {
             endpoint: endpoint.to_string(),
         };
-        self.attach_link(placement, req, owner, Ipam::HostLocal)
+        let ipam = store::require_network(self.store.read(), &req.network)?
+            .network
+            .ipam;
+        self.attach_link(placement, req, owner, ipam)
     }
 
     /// The second half, once the staged interface `host_ifname` is in
@@ -118,11 +123,23 @@ impl Engine {
                 tracing::warn!(target = %a.target, "guard table: {e}");
             }
         }
-        let mut back = a;
+        let mut back = a.clone();
         back.netns = crate::model::staged_netns(endpoint);
         back.netns_cookie = None;
         back.ifname = names::staged_name(endpoint);
         back.target = format!("docker-endpoint:{endpoint}");
-        self.store.write(|tx| store::update_attachment(tx, &back))
+        // Moving it flushed its addresses: a lease's are gone with them
+        // (the daemon released it first).
+        if let Some(b) = back.dhcp.as_mut() {
+            b.lease = None;
+            b.lease6 = None;
+            b.state = LeaseState::Acquiring;
+            back.addresses.clear();
+            back.gateways.clear();
+        }
+        self.store.write(|tx| {
+            move_filters(tx, &a, &back)?;
+            store::update_attachment(tx, &back)
+        })
     }
 }

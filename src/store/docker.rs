@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub spec: AttachSpec,
     /// The attachment, once made.
     pub host_ifname: Option<String>,
+    /// Where Docker moves its interface (Join's sandbox key), once joined.
+    pub sandbox: Option<String>,
 }
 
 fn json<T: serde::Serialize>(what: &str, v: &T) -> Result<String> {
@@ -102,36 +104,38 @@ pub fn delete_network(tx: &Transaction, id: &str) -> Result<()> {
 
 pub fn insert_endpoint(tx: &Transaction, e: &Endpoint) -> Result<()> {
     tx.execute(
-        "INSERT OR REPLACE INTO docker_endpoints (id, network_id, spec, host_ifname)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO docker_endpoints (id, network_id, spec, host_ifname, sandbox)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             e.id,
             e.network_id,
             json("endpoint spec", &e.spec)?,
-            e.host_ifname
+            e.host_ifname,
+            e.sandbox
         ],
     )?;
     Ok(())
 }
 
-type EndpointRow = (String, String, String, Option<String>);
+type EndpointRow = (String, String, String, Option<String>, Option<String>);
 
 fn endpoint_row(r: &rusqlite::Row) -> rusqlite::Result<EndpointRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn to_endpoint((id, network_id, spec, host_ifname): EndpointRow) -> Result<Endpoint> {
+fn to_endpoint((id, network_id, spec, host_ifname, sandbox): EndpointRow) -> Result<Endpoint> {
     Ok(Endpoint {
         id,
         network_id,
         spec: parse("endpoint spec", &spec)?,
         host_ifname,
+        sandbox,
     })
 }
 
 pub fn endpoint(conn: &Connection, id: &str) -> Result<Option<Endpoint>> {
     conn.query_row(
-        "SELECT id, network_id, spec, host_ifname FROM docker_endpoints WHERE id = ?1",
+        "SELECT id, network_id, spec, host_ifname, sandbox FROM docker_endpoints WHERE id = ?1",
         params![id],
         endpoint_row,
     )
@@ -142,7 +146,7 @@ pub fn endpoint(conn: &Connection, id: &str) -> Result<Option<Endpoint>> {
 
 pub fn endpoints_of(conn: &Connection, network_id: &str) -> Result<Vec<Endpoint>> {
     conn.prepare_cached(
-        "SELECT id, network_id, spec, host_ifname FROM docker_endpoints
+        "SELECT id, network_id, spec, host_ifname, sandbox FROM docker_endpoints
          WHERE network_id = ?1 ORDER BY id",
     )?
     .query_map(params![network_id], endpoint_row)?
@@ -150,6 +154,38 @@ pub fn endpoints_of(conn: &Connection, network_id: &str) -> Result<Vec<Endpoint>
     .into_iter()
     .map(to_endpoint)
     .collect()
+}
+
+pub fn endpoints(conn: &Connection) -> Result<Vec<Endpoint>> {
+    conn.prepare_cached(
+        "SELECT id, network_id, spec, host_ifname, sandbox FROM docker_endpoints ORDER BY id",
+    )?
+    .query_map([], endpoint_row)?
+    .collect::<rusqlite::Result<Vec<_>>>()?
+    .into_iter()
+    .map(to_endpoint)
+    .collect()
+}
+
+/// Record where Docker moves endpoint `id`'s interface (None: nowhere).
+pub fn set_sandbox(tx: &Transaction, id: &str, sandbox: Option<&str>) -> Result<()> {
+    tx.execute(
+        "UPDATE docker_endpoints SET sandbox = ?2 WHERE id = ?1",
+        params![id, sandbox],
+    )?;
+    Ok(())
+}
+
+/// Whether attachment `host_ifname` is a Docker endpoint's.
+pub fn is_endpoint(conn: &Connection, host_ifname: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM docker_endpoints WHERE host_ifname = ?1",
+            params![host_ifname],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 pub fn delete_endpoint(tx: &Transaction, id: &str) -> Result<()> {

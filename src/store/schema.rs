@@ -142,8 +142,9 @@ const MIGRATIONS: &[&str] = &[
     // network is recorded at Docker's CreateNetwork with its options made
     // into a plumb network spec (JSON of model::NetworkSpec); `name` is the
     // plumb network, set once Docker's name for it is known. An endpoint
-    // records its attach (JSON of model::AttachSpec) and, once made, the
-    // attachment (`host_ifname`).
+    // records its attach (JSON of model::AttachSpec), once made the
+    // attachment (`host_ifname`), and once joined the path of its
+    // container's namespace (`sandbox`).
     "
     CREATE TABLE docker_networks (
         id   TEXT PRIMARY KEY,
@@ -154,7 +155,8 @@ const MIGRATIONS: &[&str] = &[
         id          TEXT PRIMARY KEY,
         network_id  TEXT NOT NULL,
         spec        TEXT NOT NULL,
-        host_ifname TEXT
+        host_ifname TEXT,
+        sandbox     TEXT
     ) WITHOUT ROWID;
     ",
 ];
