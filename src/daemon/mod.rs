@@ -789,7 +789,19 @@ pub(crate) async fn namespace_of(a: &Attachment) -> Option<crate::netns::NsHandl
 async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Result<Value> {
     let c = ctx.clone();
     let t = target.clone();
-    let found = blocking(move || c.with_engine(|e| e.attachments_of(&t))).await?;
+    // Docker's endpoints stay (the engine refuses them or leaves them).
+    let found = blocking(move || {
+        c.with_engine(|e| {
+            let mut ours = Vec::new();
+            for s in e.attachments_of(&t)? {
+                if !e.is_docker_endpoint(&s.attachment.host_ifname)? {
+                    ours.push(s);
+                }
+            }
+            Ok(ours)
+        })
+    })
+    .await?;
     for s in found
         .iter()
         .filter(|s| network.as_ref().is_none_or(|n| &s.attachment.network == n))

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Stop, blocking};
 use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
-use crate::docker::plugin::{self, Driver};
+use crate::docker::plugin::{self, Answer, Driver};
 use crate::error::Result;
 use crate::model::Attachment;
 use crate::netlink::Netlink;
@@ -93,7 +93,7 @@ impl Driver for DockerDriver {
         self: Arc<Self>,
         method: String,
         body: Value,
-    ) -> Pin<Box<dyn Future<Output = Option<std::result::Result<Value, String>>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
         Box::pin(async move { self.dispatch(&method, body).await })
     }
 }
@@ -140,7 +140,7 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, body: Value) -> Result<T,
 }
 
 impl DockerDriver {
-    async fn dispatch(self: Arc<Self>, method: &str, body: Value) -> Option<Result<Value, String>> {
+    async fn dispatch(self: Arc<Self>, method: &str, body: Value) -> Answer {
         let out = match method {
             "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver"]})),
             "NetworkDriver.GetCapabilities" => {

@@ -144,10 +144,7 @@ fn child<'i>(
     i: &'i IpvlanOptions,
     a: &mut Attachment,
     place: String,
-) -> Result<(
-    LinkInfo,
-    impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()> + 'i,
-)> {
+) -> Result<(LinkInfo, parent::MakeChild<'i>)> {
     let link = parent::check(host, &i.parent)?;
     a.mac = Mac(link.mac.unwrap_or(a.mac.0));
     if i.mode != IpvlanMode::L2 {
@@ -165,5 +162,5 @@ fn child<'i>(
                 place,
             ))
     };
-    Ok((link, create))
+    Ok((link, Box::new(create)))
 }

@@ -110,10 +110,7 @@ fn child<'m>(
     m: &'m MacvlanOptions,
     a: &mut Attachment,
     place: String,
-) -> Result<(
-    LinkInfo,
-    impl FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()> + 'm,
-)> {
+) -> Result<(LinkInfo, parent::MakeChild<'m>)> {
     let link = parent::check(host, &m.parent)?;
     let mac = if m.mode == MacvlanMode::Passthru {
         // The kernel refuses a MAC of our own here (EINVAL).
@@ -139,5 +136,5 @@ fn child<'m>(
             )(e),
         })
     };
-    Ok((link, create))
+    Ok((link, Box::new(create)))
 }

@@ -90,6 +90,11 @@ pub fn check(nl: &mut Netlink, parent: &Parent) -> Result<LinkInfo> {
     Ok(link)
 }
 
+/// How to make a child of a parent: `(host, name, parent index, where)`,
+/// where None is the host.
+pub type MakeChild<'a> =
+    Box<dyn FnOnce(&mut Netlink, &str, u32, Option<&NsHandle>) -> Result<()> + 'a>;
+
 /// Make the child with `create(host, temp_name, parent_index)`, move it into
 /// the target under its real name, configure it there.
 pub fn attach_child(

@@ -197,10 +197,11 @@ impl Engine {
 
 impl Engine {
     /// Docker's container `id` (`name`, first process `pid`) has these
-    /// endpoints: those on plumb networks are shown as its own, found
-    /// through its process, and a DHCP one not yet leased asks as the
-    /// container. Docker still owns them: they go with Docker's
-    /// Leave and DeleteEndpoint, not with the container's death.
+    /// endpoints: those on plumb networks become its attachments (target
+    /// `docker:ID`), found through its process, and a DHCP one not yet
+    /// leased asks as the container. Docker still owns them: they go with
+    /// Docker's Leave and DeleteEndpoint, not with the container's death or
+    /// `plumb detach`.
     pub fn adopt_endpoints(
         &mut self,
         id: &str,
@@ -225,6 +226,9 @@ impl Engine {
                 let Some(mut now) = store::attachment(tx, &a.host_ifname)? else {
                     return Ok(());
                 };
+                // Known by the container from now on (`plumb inspect
+                // docker:NAME`), found through its process.
+                now.target = format!("docker:{id}");
                 now.container = Some(container.clone());
                 now.process = process;
                 // A DHCP client that has no lease yet is the container's:

@@ -713,11 +713,9 @@ impl Engine {
         let done = self
             .plug_attachment(
                 &net,
-                &ns,
+                staged.is_none().then_some((&ns, &mut inner)),
                 &host_ns,
-                &mut inner,
                 &mut attachment,
-                staged.is_some(),
                 &mut undo,
             )
             .and_then(|()| {
@@ -748,14 +746,14 @@ impl Engine {
 
     /// The kernel's part of an attach, after its intent is committed: set
     /// elements, interface, published ports, container guard, own uplink.
+    /// `inside`: the target's namespace and a socket in it; None for a
+    /// staged interface, made on the host.
     fn plug_attachment(
         &mut self,
         net: &Network,
-        ns: &NsHandle,
+        mut inside: Option<(&NsHandle, &mut Netlink)>,
         host_ns: &NsHandle,
-        inner: &mut Netlink,
         a: &mut Attachment,
-        staged: bool,
         undo: &mut UndoLog,
     ) -> Result<()> {
         // The port's guard is there before the port: a bridge lets the
@@ -774,9 +772,9 @@ impl Engine {
             Some(_) => std::mem::take(&mut a.routes),
             None => Vec::new(),
         };
-        let plugged = match staged {
-            true => stage(&mut self.host, host_ns, net, a, undo),
-            false => plug(&mut self.host, inner, ns, host_ns, net, a, undo),
+        let plugged = match &mut inside {
+            None => stage(&mut self.host, host_ns, net, a, undo),
+            Some((ns, inner)) => plug(&mut self.host, inner, ns, host_ns, net, a, undo),
         };
         a.routes.extend(later);
         plugged?;
@@ -784,7 +782,9 @@ impl Engine {
             open_ports(a, self.holds.as_ref(), undo)?;
         }
         // A staged interface is guarded once it is in its namespace.
-        if !staged && antispoof::guards_container(net, a) {
+        if let Some((ns, _)) = inside
+            && antispoof::guards_container(net, a)
+        {
             guard_container(ns, a)?;
             let (ns, done) = (
                 ns.try_clone()
@@ -968,6 +968,30 @@ impl Engine {
             store::require_network(self.store.read(), n)?;
         }
         let found = self.recorded_of(&parsed)?.1;
+        // Docker's endpoints on plumb networks are Docker's to remove.
+        let mut ours = Vec::new();
+        let mut dockers = Vec::new();
+        for a in found
+            .iter()
+            .filter(|a| network.is_none_or(|n| a.attachment.network == n))
+        {
+            match store::docker::is_endpoint(self.store.read(), &a.attachment.host_ifname)? {
+                true => dockers.push(&a.attachment),
+                false => ours.push(a.clone()),
+            }
+        }
+        if let (true, Some(a)) = (ours.is_empty(), dockers.first()) {
+            let container = a
+                .container
+                .as_ref()
+                .map_or(a.target.as_str(), |c| c.name.as_str());
+            return Err(Error::Conflict(format!(
+                "{} on network `{}` is Docker's endpoint: `docker network disconnect {} {container}`",
+                a.shown_target(),
+                a.network,
+                a.network,
+            )));
+        }
         // Detaching a container also ends its declaration (or the next
         // start would attach it again) and frees what it had parked.
         if let Target::Docker(reference) = &parsed {
@@ -992,10 +1016,7 @@ impl Engine {
             })?;
         }
         let mut done = Vec::new();
-        for a in found
-            .into_iter()
-            .filter(|a| network.is_none_or(|n| a.attachment.network == n))
-        {
+        for a in ours {
             self.detach_one(&a)?;
             done.push(a.attachment);
         }
@@ -1119,11 +1140,18 @@ impl Engine {
     /// alone: the daemon's view as it follows Docker, which it never asks
     /// back.
     pub fn container_attachments(&self, id: &str) -> Result<Vec<Attachment>> {
-        Ok(store::attachments_of_container(self.store.read(), id)?
-            .into_iter()
-            .map(|s| s.attachment)
-            .filter(|a| a.container.as_ref().is_some_and(|c| c.id == id))
-            .collect())
+        let conn = self.store.read();
+        let mut out = Vec::new();
+        for s in store::attachments_of_container(conn, id)? {
+            let a = s.attachment;
+            // Docker's own endpoints come and go with Docker's calls.
+            if a.container.as_ref().is_some_and(|c| c.id == id)
+                && !store::docker::is_endpoint(conn, &a.host_ifname)?
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     /// Keep `req` as the declaration of `a`'s container (when `a` is a

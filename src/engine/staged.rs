@@ -80,10 +80,14 @@ impl Engine {
                 guard_container(ns, &done)?;
             }
             self.store.write(|tx| {
-                // Its container may have been learnt meanwhile.
-                if let Some(now) = store::attachment(tx, &done.host_ifname)? {
+                // Its container may have been learnt meanwhile: it is
+                // known by it then.
+                if let Some(now) = store::attachment(tx, &done.host_ifname)?
+                    && now.container.is_some()
+                {
                     done.container = now.container;
                     done.process = now.process;
+                    done.target = now.target;
                 }
                 store::update_attachment(tx, &done)
             })

@@ -429,10 +429,13 @@ pub fn attachment(conn: &Connection, host_ifname: &str) -> Result<Option<Attachm
 }
 
 /// Record what changed in an attachment (its lease, addresses).
+/// Record what changed of an attachment, its keys too (a staged one gets
+/// its namespace, name and target once Docker has moved it).
 pub fn update_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
     tx.execute(
-        "UPDATE attachments SET data = ?1 WHERE host_ifname = ?2",
-        params![encode(a), a.host_ifname],
+        "UPDATE attachments SET data = ?1, netns = ?3, target = ?4, ifname = ?5
+         WHERE host_ifname = ?2",
+        params![encode(a), a.host_ifname, a.netns, a.target, a.ifname],
     )?;
     Ok(())
 }

@@ -29,15 +29,17 @@ use crate::error::{Error, Result};
 /// Where dockerd looks for legacy plugins' sockets.
 pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 
-/// What Docker asks of a network driver, by method name (`CreateNetwork`):
-/// the reply, the failure Docker shows its user, or None for a method not
-/// implemented.
+/// A driver's answer to one call: the reply, the failure Docker shows its
+/// user, or None for a method not implemented.
+pub type Answer = Option<std::result::Result<Value, String>>;
+
+/// What Docker asks of a network driver, by method name (`CreateNetwork`).
 pub trait Driver: Send + Sync + 'static {
     fn call(
         self: Arc<Self>,
         method: String,
         body: Value,
-    ) -> Pin<Box<dyn Future<Output = Option<std::result::Result<Value, String>>> + Send>>;
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send>>;
 }
 
 /// The socket of driver `name`.
@@ -124,7 +126,9 @@ async fn answer(
         }
     };
     tracing::debug!(%path, %body, "docker plugin call");
+    let start = std::time::Instant::now();
     let out = driver.call(path.clone(), body).await;
+    tracing::debug!(%path, took_us = start.elapsed().as_micros() as u64, "docker plugin answer");
     Ok(match out {
         None => reply(
             StatusCode::NOT_FOUND,
