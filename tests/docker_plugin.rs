@@ -5,90 +5,13 @@
 
 mod common;
 
-use common::docker::{Dockerd, INDEX_HTML, fetch, in_netns_of, interfaces_of};
-use common::{Bg, Lab, wait_for};
+use common::docker::{Dockerd, INDEX_HTML, Plugin, fetch, in_netns_of, interfaces_of};
+use common::{Lab, wait_for};
 
 /// A long-running command for containers that only need to exist.
 const SLEEP: &[&str] = &["sleep", "100000"];
 /// A web server serving [`INDEX_HTML`] on port 80.
 const HTTPD: &[&str] = &["httpd", "-f", "-p", "80", "-h", "/www"];
-
-/// A dockerd, and plumb's daemon serving it as driver [`Plugin::name`].
-struct Plugin<'a> {
-    /// Dropped first: removing the containers calls the driver.
-    docker: Dockerd<'a>,
-    name: String,
-    /// None only while [`Plugin::restart_daemon`] swaps it.
-    daemon: Option<Bg>,
-    lab: &'a Lab,
-}
-
-impl Drop for Plugin<'_> {
-    /// A failing test shows plumb's daemon log (the lab's state directory
-    /// goes with the test).
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for log in ["daemon.log.1", "daemon.log"] {
-                let path = self.lab.state.path().join(log);
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    eprintln!("----- {log} -----\n{text}");
-                }
-            }
-        }
-    }
-}
-
-impl<'a> Plugin<'a> {
-    fn start(lab: &'a Lab) -> Plugin<'a> {
-        let docker = Dockerd::start(lab, false);
-        let name = lab.name("drv");
-        let mut p = Plugin {
-            docker,
-            name,
-            daemon: None,
-            lab,
-        };
-        p.start_daemon();
-        p
-    }
-
-    /// Start plumb's daemon as driver [`Plugin::name`] and wait until the
-    /// driver's socket answers (a stopped daemon leaves a stale one).
-    fn start_daemon(&mut self) {
-        self.daemon = Some(self.docker.plumb_daemon(&["--docker-plugin", &self.name]));
-        let socket = format!("/run/docker/plugins/{}.sock", self.name);
-        common::wait_until("the driver's socket", 10, || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
-    }
-
-    /// Stop plumb's daemon (SIGTERM) and start it again with the same
-    /// arguments, dockerd running all along. The first daemon's log is
-    /// kept as daemon.log.1 (the new one starts daemon.log afresh).
-    fn restart_daemon(&mut self) {
-        drop(self.daemon.take());
-        let state = self.lab.state.path();
-        let _ = std::fs::copy(state.join("daemon.log"), state.join("daemon.log.1"));
-        self.start_daemon();
-    }
-
-    /// `docker network create -d NAME ARGS... NETWORK`: its output.
-    fn create(&self, network: &str, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["network", "create", "-d", &self.name];
-        all.extend_from_slice(args);
-        all.push(network);
-        self.docker.docker(&all)
-    }
-
-    fn create_ok(&self, network: &str, args: &[&str]) {
-        let out = self.create(network, args);
-        assert!(
-            out.status.success(),
-            "docker network create {network}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 /// The IPv4 address (without prefix) of the container's interface with
 /// an address in `prefix` (`10.61.0.`).
@@ -669,5 +592,105 @@ fn docker_run_with_an_ip_a_plumb_attachment_holds_fails_naming_it_and_leaves_not
     assert_eq!(
         address_in(&p.docker, "late", "10.67.0.").as_deref(),
         Some("10.67.0.50")
+    );
+}
+
+#[test]
+fn as_dockers_ipam_driver_plumb_hands_out_addresses_its_own_attachments_do_not_hold() {
+    let lab = Lab::new("dpp");
+    let p = Plugin::start(&lab);
+    // A pool is the subnet given: none is refused, by Docker's flag.
+    let out = p.create("nosub", &["--ipam-driver", &p.name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--subnet"), "{err}");
+    p.create_ok(
+        "pool",
+        &[
+            "--ipam-driver",
+            &p.name,
+            "--subnet",
+            "10.72.0.0/24",
+            "--gateway",
+            "10.72.0.1",
+            "--ip-range",
+            "10.72.0.128/25",
+            "-o",
+            "mode=nat",
+        ],
+    );
+    wait_network(&lab, "pool");
+    // plumb's own attach keeps to Docker's --ip-range, and takes its first
+    // address, which Docker's own IPAM would hand out again.
+    let ns = lab.netns("cli");
+    lab.ok(&["attach", &ns, "pool"]);
+    let cli = lab.ip_of(&ns, "pool");
+    assert_eq!(cli, "10.72.0.128");
+    p.docker
+        .run(&["--name", "first", "--network", "pool"], SLEEP);
+    let first = address_in(&p.docker, "first", "10.72.0.").expect("first's address");
+    assert_ne!(first, cli, "plumb's IPAM skips what plumb holds");
+    assert!(first.rsplit('.').next().unwrap().parse::<u8>().unwrap() >= 128);
+    p.docker.run(
+        &[
+            "--name",
+            "pinned",
+            "--network",
+            "pool",
+            "--ip",
+            "10.72.0.200",
+        ],
+        SLEEP,
+    );
+    assert_eq!(
+        address_in(&p.docker, "pinned", "10.72.0.").as_deref(),
+        Some("10.72.0.200")
+    );
+    let out = p.docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "clash",
+        "--network",
+        "pool",
+        "--ip",
+        &cli,
+        p.docker.image(),
+        "sleep",
+        "100",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&cli) && err.contains("in use"), "{err}");
+    assert!(
+        pings(p.docker.container_pid("first"), &cli),
+        "first reaches plumb's attachment"
+    );
+    // Addresses and the pool go back with the containers and the network.
+    p.docker.must(&["rm", "-f", "first", "pinned", "clash"]);
+    p.docker.run(
+        &[
+            "--name",
+            "again",
+            "--network",
+            "pool",
+            "--ip",
+            "10.72.0.200",
+        ],
+        SLEEP,
+    );
+    p.docker.must(&["rm", "-f", "again"]);
+    lab.ok(&["detach", &ns]);
+    p.docker.must(&["network", "rm", "pool"]);
+    p.create_ok(
+        "pool2",
+        &[
+            "--ipam-driver",
+            &p.name,
+            "--subnet",
+            "10.72.0.0/24",
+            "-o",
+            "mode=nat",
+        ],
     );
 }

@@ -5,22 +5,10 @@
 
 mod common;
 
-use common::docker::{Dockerd, in_netns_of, interfaces_of};
-use common::{Bg, Lab, wait_until};
+use common::docker::{Dockerd, Plugin, in_netns_of, interfaces_of};
+use common::{Lab, wait_until};
 
 const SLEEP: &[&str] = &["sleep", "100000"];
-
-/// A dockerd, and plumb's daemon serving it as driver `name`.
-fn start(lab: &Lab) -> (Dockerd<'_>, String, Bg) {
-    let docker = Dockerd::start(lab, false);
-    let name = lab.name("drv");
-    let daemon = docker.plumb_daemon(&["--docker-plugin", &name]);
-    let socket = format!("/run/docker/plugins/{name}.sock");
-    wait_until("the driver's socket", 10, || {
-        std::path::Path::new(&socket).exists()
-    });
-    (docker, name, daemon)
-}
 
 fn ping_from_pid(pid: u32, ip: &str) -> bool {
     in_netns_of(pid, &format!("ping -c1 -W2 {ip}"))
@@ -32,7 +20,8 @@ fn ping_from_pid(pid: u32, ip: &str) -> bool {
 fn a_macvlan_network_puts_containers_on_the_lan_and_the_shim_lets_the_host_reach_them() {
     let lab = Lab::new("dpv");
     let peer = lab.lan("peer", "192.168.74.10/24");
-    let (docker, driver, _daemon) = start(&lab);
+    let p = Plugin::start(&lab);
+    let (docker, driver) = (&p.docker, &p.name);
     docker.must(&[
         "network",
         "create",
@@ -90,7 +79,8 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
     let peer = lab.lan("peer", "192.168.75.10/24");
     let up = lab.upstream("10.69.9");
     common::must(&format!("ip -n {up} route add 10.69.0.0/24 via 10.69.9.2"));
-    let (docker, driver, _daemon) = start(&lab);
+    let p = Plugin::start(&lab);
+    let (docker, driver) = (&p.docker, &p.name);
     docker.must(&[
         "network",
         "create",
@@ -163,7 +153,8 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
 #[test]
 fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
     let lab = Lab::new("dpd");
-    let (docker, driver, _daemon) = start(&lab);
+    let p = Plugin::start(&lab);
+    let (docker, driver) = (&p.docker, &p.name);
     docker.must(&[
         "network",
         "create",
@@ -246,7 +237,8 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
         &server,
         "--dhcp-range=192.168.76.100,192.168.76.199,2m --dhcp-authoritative",
     );
-    let (docker, driver, _daemon) = start(&lab);
+    let p = Plugin::start(&lab);
+    let (docker, driver) = (&p.docker, &p.name);
     // Docker's default IPAM would choose addresses: refused, by name.
     let out = docker.docker(&[
         "network",

@@ -6,22 +6,10 @@
 
 mod common;
 
-use common::docker::{Dockerd, in_netns_of, interfaces_of};
-use common::{Bg, Lab, wait_for, wait_until};
+use common::docker::{Dockerd, Plugin, in_netns_of, interfaces_of};
+use common::{Lab, wait_for, wait_until};
 
 const SLEEP: &[&str] = &["sleep", "100000"];
-
-/// A dockerd, and plumb's daemon serving it as driver `name`.
-fn start(lab: &Lab) -> (Dockerd<'_>, String, Bg) {
-    let docker = Dockerd::start(lab, false);
-    let name = lab.name("drv");
-    let daemon = docker.plumb_daemon(&["--docker-plugin", &name]);
-    let socket = format!("/run/docker/plugins/{name}.sock");
-    wait_until("the driver's socket", 10, || {
-        std::path::Path::new(&socket).exists()
-    });
-    (docker, name, daemon)
-}
 
 /// The IPv4 addresses (no prefix) of the container `name` in `prefix`.
 fn addresses(docker: &Dockerd, name: &str, prefix: &str) -> Vec<String> {
@@ -54,7 +42,9 @@ fn host_ports(lab: &Lab) -> Vec<String> {
 fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restart() {
     let lab = Lab::new("dlr");
     lab.upstream("10.66.9");
-    let (mut docker, driver, _daemon) = start(&lab);
+    let mut p = Plugin::start(&lab);
+    let driver = p.name.clone();
+    let docker = &mut p.docker;
     docker.must(&[
         "network",
         "create",
@@ -97,7 +87,9 @@ fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restar
 fn without_live_restore_restarted_containers_get_new_endpoints_and_the_old_ones_go() {
     let lab = Lab::new("drs");
     lab.upstream("10.67.9");
-    let (mut docker, driver, _daemon) = start(&lab);
+    let mut p = Plugin::start(&lab);
+    let driver = p.name.clone();
+    let docker = &mut p.docker;
     docker.must(&[
         "network",
         "create",

@@ -98,6 +98,31 @@ impl Driver for DockerDriver {
     }
 }
 
+/// The address space of plumb's IPAM driver's pools.
+const ADDRESS_SPACE: &str = "plumb";
+
+#[derive(Deserialize)]
+struct PoolCall {
+    #[serde(rename = "Pool", default)]
+    pool: String,
+    #[serde(rename = "SubPool", default)]
+    sub_pool: String,
+    #[serde(rename = "V6", default)]
+    v6: bool,
+    #[serde(rename = "PoolID", default)]
+    pool_id: String,
+}
+
+#[derive(Deserialize)]
+struct AddressCall {
+    #[serde(rename = "PoolID")]
+    pool_id: String,
+    #[serde(rename = "Address", default)]
+    address: String,
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, String>>,
+}
+
 #[derive(Deserialize)]
 struct NetworkCall {
     #[serde(rename = "NetworkID")]
@@ -142,7 +167,45 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, body: Value) -> Result<T,
 impl DockerDriver {
     async fn dispatch(self: Arc<Self>, method: &str, body: Value) -> Answer {
         let out = match method {
-            "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver"]})),
+            "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+            // Docker keeps no replay of requests: plumb's store has them.
+            "IpamDriver.GetCapabilities" => {
+                Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
+            }
+            "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
+                "LocalDefaultAddressSpace": ADDRESS_SPACE,
+                "GlobalDefaultAddressSpace": ADDRESS_SPACE,
+            })),
+            "IpamDriver.RequestPool" => match parse::<PoolCall>(method, body) {
+                Ok(c) => self
+                    .engine(false, move |e| {
+                        e.ipam_request_pool(&c.pool, &c.sub_pool, c.v6)
+                    })
+                    .await
+                    .map(|(id, pool)| json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}})),
+                Err(e) => Err(e),
+            },
+            "IpamDriver.ReleasePool" => match parse::<PoolCall>(method, body) {
+                Ok(c) => self
+                    .engine(false, move |e| e.ipam_release_pool(&c.pool_id))
+                    .await
+                    .map(|()| json!({})),
+                Err(e) => Err(e),
+            },
+            "IpamDriver.RequestAddress" => match parse::<AddressCall>(method, body) {
+                Ok(c) => self.request_address(c).await,
+                Err(e) => Err(e),
+            },
+            "IpamDriver.ReleaseAddress" => match parse::<AddressCall>(method, body) {
+                Ok(c) => match c.address.parse() {
+                    Ok(a) => self
+                        .engine(false, move |e| e.ipam_release_address(&c.pool_id, a))
+                        .await
+                        .map(|()| json!({})),
+                    Err(_) => Err(format!("ReleaseAddress: `{}` is not an address", c.address)),
+                },
+                Err(e) => Err(e),
+            },
             "NetworkDriver.GetCapabilities" => {
                 Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
             }
@@ -210,6 +273,12 @@ impl DockerDriver {
     async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {
         let id = c.network_id.clone();
         let placeholder = format!("docker-{}", &id[..id.len().min(12)]);
+        let plumb_ipam = c
+            .ipv4_data
+            .iter()
+            .chain(c.ipv6_data.iter())
+            .flatten()
+            .any(|d| d.address_space == ADDRESS_SPACE);
         let spec = options::network_spec(
             &placeholder,
             &c.options.unwrap_or_default(),
@@ -217,8 +286,20 @@ impl DockerDriver {
             &c.ipv6_data.unwrap_or_default(),
         )?;
         let i = id.clone();
-        self.engine(false, move |e| e.docker_network_create(&i, &spec))
-            .await?;
+        self.engine(false, move |e| {
+            // plumb's IPAM knows the pool's `--ip-range`, which Docker keeps
+            // to itself: plumb's own attaches stay inside it too.
+            let mut spec = spec;
+            if plumb_ipam {
+                for s in spec.subnet.clone() {
+                    if let Some(r) = e.ipam_range_of(&s)? {
+                        spec.ip_range.push(r.to_string());
+                    }
+                }
+            }
+            e.docker_network_create(&i, &spec)
+        })
+        .await?;
         tokio::spawn(self.clone().name_when_known(id));
         Ok(json!({}))
     }
@@ -271,6 +352,27 @@ impl DockerDriver {
         blocking(move || c.with_engine(|e| e.name_docker_network(&i, &name)))
             .await
             .map(Some)
+    }
+
+    async fn request_address(&self, c: AddressCall) -> Result<Value, String> {
+        let gateway = c
+            .options
+            .as_ref()
+            .and_then(|o| o.get("RequestAddressType"))
+            .is_some_and(|t| t == "com.docker.network.gateway");
+        let wanted = match c.address.as_str() {
+            "" => None,
+            a => Some(
+                a.parse()
+                    .map_err(|_| format!("--ip `{a}`: not an IP address"))?,
+            ),
+        };
+        let address = self
+            .engine(false, move |e| {
+                e.ipam_request_address(&c.pool_id, wanted, gateway)
+            })
+            .await?;
+        Ok(json!({"Address": address.to_string(), "Data": {}}))
     }
 
     async fn create_endpoint(&self, c: EndpointCall) -> Result<Value, String> {

@@ -36,6 +36,7 @@ use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::{Opened, Target};
 use crate::undo::UndoLog;
 
+mod docker_ipam;
 mod docker_networks;
 mod policy;
 mod recover;

@@ -1,7 +1,11 @@
 //! What plumb's Docker network driver keeps: Docker's networks (the plumb
 //! network each one is, once Docker's name for it is known) and endpoints
-//! (the attach each one asked for, and its attachment once made).
+//! (the attach each one asked for, and its attachment once made); and what
+//! its IPAM driver keeps: pools and the addresses handed out of them.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::error::{Error, Result};
@@ -191,4 +195,110 @@ pub fn is_endpoint(conn: &Connection, host_ifname: &str) -> Result<bool> {
 pub fn delete_endpoint(tx: &Transaction, id: &str) -> Result<()> {
     tx.execute("DELETE FROM docker_endpoints WHERE id = ?1", params![id])?;
     Ok(())
+}
+
+/// A pool of plumb's IPAM driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub id: String,
+    pub pool: IpNet,
+    /// `--ip-range`: where endpoints' addresses come from.
+    pub sub_pool: Option<IpNet>,
+}
+
+fn cidr(what: &str, s: &str) -> Result<IpNet> {
+    s.parse()
+        .map_err(|_| Error::Conflict(format!("stored {what} `{s}` is not a CIDR")))
+}
+
+pub fn pool(conn: &Connection, id: &str) -> Result<Option<Pool>> {
+    let row: Option<(String, String, Option<String>)> = conn
+        .query_row(
+            "SELECT id, pool, sub_pool FROM docker_pools WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    row.map(|(id, pool, sub)| {
+        Ok(Pool {
+            id,
+            pool: cidr("pool", &pool)?,
+            sub_pool: sub.map(|s| cidr("sub-pool", &s)).transpose()?,
+        })
+    })
+    .transpose()
+}
+
+pub fn pools(conn: &Connection) -> Result<Vec<Pool>> {
+    let rows = conn
+        .prepare_cached("SELECT id FROM docker_pools ORDER BY id")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.iter()
+        .filter_map(|id| pool(conn, id).transpose())
+        .collect()
+}
+
+/// One more network uses pool `p` (recorded if new).
+pub fn hold_pool(tx: &Transaction, p: &Pool) -> Result<()> {
+    tx.execute(
+        "INSERT INTO docker_pools (id, pool, sub_pool, refs) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (id) DO UPDATE SET refs = refs + 1",
+        params![p.id, p.pool.to_string(), p.sub_pool.map(|s| s.to_string())],
+    )?;
+    Ok(())
+}
+
+/// One network less uses pool `id`; the last one takes it and its
+/// addresses away.
+pub fn release_pool(tx: &Transaction, id: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE docker_pools SET refs = refs - 1 WHERE id = ?1",
+        params![id],
+    )?;
+    tx.execute(
+        "DELETE FROM docker_pool_addresses WHERE pool_id = ?1
+         AND (SELECT refs FROM docker_pools WHERE id = ?1) <= 0",
+        params![id],
+    )?;
+    tx.execute(
+        "DELETE FROM docker_pools WHERE id = ?1 AND refs <= 0",
+        params![id],
+    )?;
+    Ok(())
+}
+
+pub fn pool_addresses(conn: &Connection, id: &str) -> Result<Vec<IpAddr>> {
+    conn.prepare_cached("SELECT address FROM docker_pool_addresses WHERE pool_id = ?1")?
+        .query_map(params![id], |r| r.get::<_, String>(0))?
+        .filter_map(|a| a.map(|a| a.parse().ok()).transpose())
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(Into::into)
+}
+
+/// Hand out `address` of pool `id`; false if it is out already.
+pub fn take_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<bool> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO docker_pool_addresses (pool_id, address) VALUES (?1, ?2)",
+        params![id, address.to_string()],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn give_back_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<()> {
+    tx.execute(
+        "DELETE FROM docker_pool_addresses WHERE pool_id = ?1 AND address = ?2",
+        params![id, address.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The addresses plumb has allocated on network `network` (its host's,
+/// reserved ones, attachments').
+pub fn allocated(conn: &Connection, network: &str) -> Result<Vec<IpAddr>> {
+    conn.prepare_cached("SELECT address FROM allocations WHERE network = ?1")?
+        .query_map(params![network], |r| r.get::<_, String>(0))?
+        .filter_map(|a| a.map(|a| a.parse().ok()).transpose())
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(Into::into)
 }

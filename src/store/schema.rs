@@ -144,7 +144,9 @@ const MIGRATIONS: &[&str] = &[
     // plumb network, set once Docker's name for it is known. An endpoint
     // records its attach (JSON of model::AttachSpec), once made the
     // attachment (`host_ifname`), and once joined the path of its
-    // container's namespace (`sandbox`).
+    // container's namespace (`sandbox`). Pools are plumb's IPAM driver's
+    // (`--ipam-driver plumb`), by Docker's pool ID, with a count of the
+    // networks using each and the addresses handed out of each.
     "
     CREATE TABLE docker_networks (
         id   TEXT PRIMARY KEY,
@@ -157,6 +159,17 @@ const MIGRATIONS: &[&str] = &[
         spec        TEXT NOT NULL,
         host_ifname TEXT,
         sandbox     TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE docker_pools (
+        id       TEXT PRIMARY KEY,
+        pool     TEXT NOT NULL,
+        sub_pool TEXT,
+        refs     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE docker_pool_addresses (
+        pool_id TEXT NOT NULL REFERENCES docker_pools(id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        PRIMARY KEY (pool_id, address)
     ) WITHOUT ROWID;
     ",
 ];

@@ -494,6 +494,83 @@ impl Drop for Dockerd<'_> {
     }
 }
 
+/// A dockerd, and plumb's daemon serving it as driver [`Plugin::name`].
+pub struct Plugin<'a> {
+    /// Dropped first: removing the containers calls the driver.
+    pub docker: Dockerd<'a>,
+    pub name: String,
+    /// None only while [`Plugin::restart_daemon`] swaps it.
+    daemon: Option<Bg>,
+    lab: &'a Lab,
+}
+
+impl Drop for Plugin<'_> {
+    /// A failing test shows plumb's daemon log (the lab's state directory
+    /// goes with the test).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in ["daemon.log.1", "daemon.log"] {
+                let path = self.lab.state.path().join(log);
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    eprintln!("----- {log} -----\n{text}");
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Plugin<'a> {
+    pub fn start(lab: &'a Lab) -> Plugin<'a> {
+        let docker = Dockerd::start(lab, false);
+        let name = lab.name("drv");
+        let mut p = Plugin {
+            docker,
+            name,
+            daemon: None,
+            lab,
+        };
+        p.start_daemon();
+        p
+    }
+
+    /// Start plumb's daemon as driver [`Plugin::name`] and wait until the
+    /// driver's socket answers (a stopped daemon leaves a stale one).
+    pub fn start_daemon(&mut self) {
+        self.daemon = Some(self.docker.plumb_daemon(&["--docker-plugin", &self.name]));
+        let socket = format!("/run/docker/plugins/{}.sock", self.name);
+        super::wait_until("the driver's socket", 10, || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+
+    /// Stop plumb's daemon (SIGTERM) and start it again with the same
+    /// arguments, dockerd running all along. The first daemon's log is
+    /// kept as daemon.log.1 (the new one starts daemon.log afresh).
+    pub fn restart_daemon(&mut self) {
+        drop(self.daemon.take());
+        let state = self.lab.state.path();
+        let _ = std::fs::copy(state.join("daemon.log"), state.join("daemon.log.1"));
+        self.start_daemon();
+    }
+
+    /// `docker network create -d NAME ARGS... NETWORK`: its output.
+    pub fn create(&self, network: &str, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["network", "create", "-d", &self.name];
+        all.extend_from_slice(args);
+        all.push(network);
+        self.docker.docker(&all)
+    }
+
+    pub fn create_ok(&self, network: &str, args: &[&str]) {
+        let out = self.create(network, args);
+        assert!(
+            out.status.success(),
+            "docker network create {network}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Start dockerd in the lab's fake host with D's private paths, logging to
 /// D/dockerd.log (appended across restarts).
 fn launch(lab: &Lab, d: &Path, legacy: bool) -> Child {

@@ -3,7 +3,8 @@
 //! /Subsystem.Method` per call. This module is the wire: it routes each call
 //! to a [`Driver`], answers what the driver does not implement with 404 (so
 //! that libnetwork takes it as optional), and puts a failure in the field
-//! Docker reads, `Err`. The daemon is the driver ([`crate::daemon`]).
+//! Docker reads: `Err` for the network driver, `Error` for the IPAM
+//! driver. The daemon is the driver ([`crate::daemon`]).
 //!
 //! dockerd looks for plugins only under `/run/docker/plugins/` (or spec
 //! files under `/etc/docker/plugins/`): the socket's name is the driver's
@@ -137,7 +138,13 @@ async fn answer(
         Some(Ok(v)) => reply(StatusCode::OK, &v),
         Some(Err(e)) => {
             tracing::info!(%path, "docker plugin: {e}");
-            reply(StatusCode::OK, &json!({ "Err": e }))
+            // IPAM's answers name the field `Error`, the network driver's
+            // `Err` (libnetwork's ipams/remote/api and drivers/remote/api).
+            let field = match path.starts_with("IpamDriver.") {
+                true => "Error",
+                false => "Err",
+            };
+            reply(StatusCode::OK, &json!({ field: e }))
         }
     })
 }
