@@ -12,7 +12,9 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::docker::{Dockerd, INDEX_HTML, Interface, fetch, in_netns_of, interfaces_of, ls_rows};
+use common::docker::{
+    Dockerd, INDEX_HTML, Interface, fetch, in_netns_of, interfaces_of, iperf_from, ls_rows,
+};
 use common::{Bg, Lab, must, wait_for, wait_until};
 
 /// `why`, with the end of the daemon's log: for failure messages.
@@ -425,30 +427,6 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
         "an untouched container kept its lease"
     );
     assert_eq!(after["web"], before["web"]);
-}
-
-/// iperf3 from container `pid` to a server on the fake host at `addr`
-/// (port `port`): bits per second the server received.
-fn iperf_from(lab: &Lab, pid: u32, addr: &str, port: u16) -> f64 {
-    let _server = lab.spawn_in(
-        &lab.host,
-        &format!("iperf3 -s -1 -B {addr} -p {port}"),
-        &format!("iperf-{port}.log"),
-    );
-    wait_until("iperf3 to listen", 5, || {
-        String::from_utf8_lossy(&lab.exec(&lab.host, "ss -ltn").stdout)
-            .contains(&format!(":{port}"))
-    });
-    let out = in_netns_of(pid, &format!("iperf3 -c {addr} -p {port} -t 3 -O 1 -J"));
-    assert!(
-        out.status.success(),
-        "iperf3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .expect("bits_per_second")
 }
 
 /// (c) Tenant networks joined by environment alone (`-e

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::docker::{Dockerd, INDEX_HTML, Plugin, fetch, in_netns_of, interfaces_of};
+use common::docker::{Dockerd, INDEX_HTML, Plugin, fetch, in_netns_of, interfaces_of, iperf_from};
 use common::{Lab, wait_for};
 
 /// A long-running command for containers that only need to exist.
@@ -692,5 +692,89 @@ fn as_dockers_ipam_driver_plumb_hands_out_addresses_its_own_attachments_do_not_h
             "-o",
             "mode=nat",
         ],
+    );
+}
+
+#[test]
+fn a_compose_style_app_web_published_app_on_both_networks_db_out_of_webs_reach() {
+    let lab = Lab::new("dpc");
+    let up = lab.upstream("10.73.9");
+    let p = Plugin::start(&lab);
+    p.create_ok("front", &["--subnet", "10.73.1.0/24", "-o", "mode=nat"]);
+    p.create_ok("back", &["--subnet", "10.73.2.0/24", "-o", "mode=nat"]);
+    p.docker.run(
+        &[
+            "--name",
+            "db",
+            "--network",
+            "back",
+            "--network-alias",
+            "database",
+        ],
+        SLEEP,
+    );
+    p.docker.run(&["--name", "app", "--network", "back"], SLEEP);
+    p.docker.must(&["network", "connect", "front", "app"]);
+    p.docker.run(
+        &["--name", "web", "--network", "front", "-p", "8081:80"],
+        HTTPD,
+    );
+    let exec_ping = |from: &str, to: &str| {
+        p.docker
+            .docker(&["exec", from, "ping", "-c1", "-W2", to])
+            .status
+            .success()
+    };
+    // By name and alias, through Docker's DNS, on each network.
+    assert!(exec_ping("app", "database"), "app reaches db on back");
+    assert!(exec_ping("app", "web"), "app reaches web on front");
+    assert!(exec_ping("web", "app"), "web reaches app on front");
+    // db is on back only: web has no way to it.
+    let db = address_in(&p.docker, "db", "10.73.2.").expect("db's address");
+    assert!(
+        !pings(p.docker.container_pid("web"), &db),
+        "web must not reach db"
+    );
+    // The world reaches web through its published port.
+    assert_eq!(
+        fetch(&lab, &up, "http://10.73.9.2:8081/").as_deref(),
+        Some(INDEX_HTML)
+    );
+    let rows = ls_json(&lab);
+    assert_eq!(rows.len(), 4, "db, app twice, web: {rows:?}");
+}
+
+#[test]
+fn an_egress_rate_given_with_driver_opt_holds_measured_with_iperf3() {
+    let lab = Lab::new("dpe");
+    let p = Plugin::start(&lab);
+    p.create_ok("plain", &["--subnet", "10.74.1.0/24", "-o", "mode=nat"]);
+    p.create_ok("slow", &["--subnet", "10.74.2.0/24", "-o", "mode=nat"]);
+    p.docker
+        .run(&["--name", "sender", "--network", "plain"], SLEEP);
+    p.docker.must(&[
+        "network",
+        "connect",
+        "--driver-opt",
+        "egress-rate=10mbit",
+        "slow",
+        "sender",
+    ]);
+    let pid = p.docker.container_pid("sender");
+    wait_for("the rate limit on sender's slow interface", 10, || {
+        let out = in_netns_of(pid, "tc qdisc show");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("tbf").then_some(()).ok_or(text)
+    });
+    // To the gateway of each network, on the fake host.
+    let shaped = iperf_from(&lab, pid, "10.74.2.1", 5411);
+    let free = iperf_from(&lab, pid, "10.74.1.1", 5412);
+    assert!(
+        (9.0e6..=11.0e6).contains(&shaped),
+        "10 mbit/s within 10%: {shaped}"
+    );
+    assert!(
+        free > 3.0 * shaped,
+        "the other interface is not limited: {free}"
     );
 }

@@ -710,6 +710,30 @@ pub struct Interface {
 
 /// The attachment rows of `plumb ls` (the header dropped), split in fields:
 /// TARGET NETWORK IFNAME HOST-IFNAME MAC ADDRESSES.
+/// iperf3 from container `pid` to a server on the fake host at `addr`
+/// (port `port`): bits per second the server received.
+pub fn iperf_from(lab: &Lab, pid: u32, addr: &str, port: u16) -> f64 {
+    let _server = lab.spawn_in(
+        &lab.host,
+        &format!("iperf3 -s -1 -B {addr} -p {port}"),
+        &format!("iperf-{port}.log"),
+    );
+    super::wait_until("iperf3 to listen", 5, || {
+        String::from_utf8_lossy(&lab.exec(&lab.host, "ss -ltn").stdout)
+            .contains(&format!(":{port}"))
+    });
+    let out = in_netns_of(pid, &format!("iperf3 -c {addr} -p {port} -t 3 -O 1 -J"));
+    assert!(
+        out.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+}
+
 pub fn ls_rows(ls: &str) -> Vec<Vec<String>> {
     ls.lines()
         .skip(1)
