@@ -294,3 +294,46 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
     });
     docker.must(&["network", "rm", "dh"]);
 }
+
+#[test]
+fn a_dhcp_network_without_a_server_fails_docker_run_and_leaves_nothing() {
+    let lab = Lab::new("dpx");
+    lab.lan("quiet", "192.168.77.10/24");
+    let p = Plugin::start_with(&lab, &["--dhcp-timeout", "2"]);
+    p.create_ok(
+        "nodhcp",
+        &[
+            "--ipam-driver",
+            "null",
+            "-o",
+            "ipam=dhcp",
+            "-o",
+            "mode=bridged",
+            "-o",
+            "uplink=lan0",
+        ],
+    );
+    let links_before = lab.host_links();
+    let out = p.docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "orphan",
+        "--network",
+        "nodhcp",
+        p.docker.image(),
+        "sleep",
+        "100",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "docker run must fail");
+    assert!(err.contains("no DHCP server answered"), "{err}");
+    assert!(err.contains("nodhcp"), "the network is named: {err}");
+    assert!(!p.docker.running("orphan"));
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no attachment left");
+    assert_eq!(
+        lab.host_links(),
+        links_before,
+        "no interface left on the host"
+    );
+}

@@ -398,6 +398,21 @@ impl DockerDriver {
             .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))
             .await?;
         tracing::info!(network = %a.network, endpoint = %c.endpoint_id, host_ifname = %a.host_ifname, "Docker endpoint staged");
+        // A DHCP network's lease comes once the container runs; whether the
+        // LAN has a server is asked now, so that `docker run` fails
+        // (leaving nothing) rather than start a container with no address.
+        if a.dhcp.is_some()
+            && let Err(e) = self.probe_dhcp(&a).await
+        {
+            let eid = c.endpoint_id.clone();
+            if let Err(undo) = self
+                .engine(true, move |e| e.docker_endpoint_delete(&eid))
+                .await
+            {
+                tracing::warn!(endpoint = %c.endpoint_id, "removing it again: {undo}");
+            }
+            return Err(e);
+        }
         // Only what Docker did not choose goes back (it refuses a change).
         let mut iface = serde_json::Map::new();
         let first = |v6: bool| a.addresses.iter().find(|x| x.addr().is_ipv6() == v6);
@@ -418,6 +433,27 @@ impl DockerDriver {
             true => json!({}),
             false => json!({ "Interface": iface }),
         })
+    }
+
+    /// Ask the LAN of DHCP attachment `a` for an offer, from its staged
+    /// interface on the host.
+    async fn probe_dhcp(&self, a: &Attachment) -> Result<(), String> {
+        let done = a.clone();
+        let (ns, _) = self.engine(true, move |e| e.staged_up(&done)).await?;
+        let (ifindex, id) = super::lease::client_identity(&ns, a).map_err(|e| e.to_string())?;
+        let client = crate::ipam::dhcp::Client {
+            ns: &ns,
+            ifindex,
+            ifname: &a.ifname,
+            id: &id,
+        };
+        match client.probe(self.ctx.acquire_timeout).await {
+            Ok(server) => {
+                tracing::debug!(network = %a.network, %server, "a DHCP server offers");
+                Ok(())
+            }
+            Err(e) => Err(format!("network `{}`: {e}", a.network)),
+        }
     }
 
     async fn endpoint(&self, id: &str) -> Result<Attachment, String> {

@@ -442,8 +442,9 @@ pub fn repair_port(
 /// instead of 3.8. No link-local address also means no duplicate address
 /// detection or MLD reports flooded to every port. Only sysctl turns IPv6
 /// off on one device (netlink takes the address generation mode only); it
-/// is written while the port is down, before IPv6 would start.
-fn disable_ipv6_on_port(name: &str) -> Result<()> {
+/// is written while the port is down, before IPv6 would start. (A staged
+/// container end, on the host until Docker moves it, gets the same.)
+pub(crate) fn disable_ipv6_on_port(name: &str) -> Result<()> {
     match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
         // A kernel without IPv6 has none to turn off.
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -42,6 +42,23 @@ impl Engine {
         self.attach_link(placement, req, owner, ipam)
     }
 
+    /// Set the staged interface of `a` up on the host, IPv6 off (it is
+    /// the container's, not the host's), so that it can ask whether the
+    /// LAN has a DHCP server before Docker moves it. The host's namespace
+    /// and the interface's index.
+    pub fn staged_up(&mut self, a: &Attachment) -> Result<(NsHandle, u32)> {
+        bridge::disable_ipv6_on_port(&a.ifname)?;
+        let index = link_index(&mut self.host, &a.ifname)?;
+        self.host
+            .set_up(index)
+            .map_err(|e| Error::kernel(format!("set {} up", a.ifname), e))?;
+        let ns = self
+            .host_ns
+            .try_clone()
+            .map_err(|e| Error::io("keep the host namespace open", e))?;
+        Ok((ns, index))
+    }
+
     /// The second half, once the staged interface `host_ifname` is in
     /// namespace `ns` (found there by its MAC): recorded with `target`, and
     /// what belongs inside added. Finishing one finished in that namespace

@@ -501,6 +501,8 @@ pub struct Plugin<'a> {
     pub name: String,
     /// None only while [`Plugin::restart_daemon`] swaps it.
     daemon: Option<Bg>,
+    /// The daemon's arguments beyond the driver's name.
+    extra: Vec<String>,
     lab: &'a Lab,
 }
 
@@ -521,12 +523,18 @@ impl Drop for Plugin<'_> {
 
 impl<'a> Plugin<'a> {
     pub fn start(lab: &'a Lab) -> Plugin<'a> {
+        Self::start_with(lab, &[])
+    }
+
+    /// The same, the daemon given `extra` arguments (`--dhcp-timeout 2`).
+    pub fn start_with(lab: &'a Lab, extra: &[&str]) -> Plugin<'a> {
         let docker = Dockerd::start(lab, false);
         let name = lab.name("drv");
         let mut p = Plugin {
             docker,
             name,
             daemon: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             lab,
         };
         p.start_daemon();
@@ -536,7 +544,9 @@ impl<'a> Plugin<'a> {
     /// Start plumb's daemon as driver [`Plugin::name`] and wait until the
     /// driver's socket answers (a stopped daemon leaves a stale one).
     pub fn start_daemon(&mut self) {
-        self.daemon = Some(self.docker.plumb_daemon(&["--docker-plugin", &self.name]));
+        let mut args = vec!["--docker-plugin", self.name.as_str()];
+        args.extend(self.extra.iter().map(String::as_str));
+        self.daemon = Some(self.docker.plumb_daemon(&args));
         let socket = format!("/run/docker/plugins/{}.sock", self.name);
         super::wait_until("the driver's socket", 10, || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()

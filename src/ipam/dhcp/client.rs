@@ -133,6 +133,31 @@ impl Client<'_> {
         }))
     }
 
+    /// Whether a server answers on this interface: DISCOVERs until one
+    /// OFFERs (no REQUEST follows: nothing is leased) or `within` passes.
+    /// The server that offered.
+    pub async fn probe(&self, within: Duration) -> Result<Ipv4Addr, DhcpError> {
+        let deadline = Instant::now() + within;
+        let sock = PacketSocket::open(self.ns, self.ifindex).map_err(self.io())?;
+        let mut buf = vec![0u8; 1600];
+        let mut attempt = 0;
+        while Instant::now() < deadline {
+            let xid = new_xid();
+            self.send(&sock, &message::discover(self.id, xid)).await?;
+            let until = deadline.min(Instant::now() + backoff(attempt));
+            attempt += 1;
+            if let Some(Reply::Offer { server, .. }) =
+                self.wait_for_offer(&sock, &mut buf, xid, until).await?
+            {
+                return Ok(server);
+            }
+        }
+        Err(DhcpError::NoAnswer {
+            ifname: self.ifname.to_string(),
+            waited: within,
+        })
+    }
+
     /// Broadcast one message. A full transmit queue (ENOBUFS: a macvlan
     /// parent copying broadcasts to many children, say) loses the packet
     /// like any network would; the retransmission timer covers it.
