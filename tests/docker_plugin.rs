@@ -86,7 +86,16 @@ fn a_nat_network_made_by_docker_is_a_plumb_network_its_containers_reach_the_worl
         HTTPD,
     );
     p.docker.run(
-        &["--name", "pinned", "--network", "web", "--ip", "10.61.0.77"],
+        &[
+            "--name",
+            "pinned",
+            "--network",
+            "web",
+            "--ip",
+            "10.61.0.77",
+            "--mac-address",
+            "02:61:00:00:00:77",
+        ],
         SLEEP,
     );
     let srv = address_in(&p.docker, "srv", "10.61.0.").expect("srv has an address on web");
@@ -106,9 +115,17 @@ fn a_nat_network_made_by_docker_is_a_plumb_network_its_containers_reach_the_worl
             .then_some(ls.clone())
             .ok_or(ls)
     });
-    eprintln!("{ls}");
-    // Out through NAT to the upstream router, and container to container.
+    assert!(ls.contains("docker:srv"), "{ls}");
+    // `--mac-address` is the interface's MAC, as plumb recorded it.
     let pid = p.docker.container_pid("pinned");
+    let eth0 = interfaces_of(pid).into_iter().find(|i| i.name == "eth0");
+    assert_eq!(eth0.map(|i| i.mac).as_deref(), Some("02:61:00:00:00:77"));
+    let rows = ls_json(&lab);
+    assert!(
+        rows.iter().any(|r| r["MacAddress"] == "02:61:00:00:00:77"),
+        "{rows:?}"
+    );
+    // Out through NAT to the upstream router, and container to container.
     let ping = |ip: &str| {
         common::docker::in_netns_of(pid, &format!("ping -c1 -W2 {ip}"))
             .status
@@ -680,8 +697,13 @@ fn as_dockers_ipam_driver_plumb_hands_out_addresses_its_own_attachments_do_not_h
         SLEEP,
     );
     p.docker.must(&["rm", "-f", "again"]);
-    lab.ok(&["detach", &ns]);
+    // Docker removes a network whatever its driver says: plumb's own
+    // attachment keeps it as a plumb network, which plumb removes later.
     p.docker.must(&["network", "rm", "pool"]);
+    assert!(lab.ok(&["network", "ls"]).contains("pool"));
+    assert_eq!(lab.ip_of(&ns, "pool"), cli);
+    lab.ok(&["detach", &ns]);
+    lab.ok(&["network", "rm", "pool"]);
     p.create_ok(
         "pool2",
         &[

@@ -81,13 +81,23 @@ impl Engine {
         Ok(chosen)
     }
 
-    /// Docker removes network `id`: the plumb network goes, unless plumb
-    /// has attachments of its own on it, which is said.
+    /// Docker removes network `id`: the plumb network goes, unless plumb's
+    /// own attachments or rules are on it. Docker does not take no for an
+    /// answer (dockerd 20.10 forgets the network whatever its driver says):
+    /// the plumb network then stays as plumb's alone, and the error says
+    /// why, for Docker's log and plumb's.
     pub fn docker_network_delete(&mut self, id: &str) -> Result<()> {
         let Some(dn) = records::network(self.store.read(), id)? else {
             return Ok(());
         };
-        if let Some(name) = &dn.name
+        let kept = match &dn.name {
+            Some(name) if store::get_network(self.store.read(), name)?.is_some() => {
+                self.still_used(name)?
+            }
+            _ => None,
+        };
+        if kept.is_none()
+            && let Some(name) = &dn.name
             && store::get_network(self.store.read(), name)?.is_some()
         {
             self.network_rm(name, false)?;
@@ -97,7 +107,41 @@ impl Engine {
                 records::delete_endpoint(tx, &e.id)?;
             }
             records::delete_network(tx, id)
-        })
+        })?;
+        match kept {
+            Some(why) => Err(Error::Conflict(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why plumb network `name` stays when Docker removes it, if it does:
+    /// what `plumb network rm` would refuse, said for Docker's user.
+    fn still_used(&self, name: &str) -> Result<Option<String>> {
+        let attached: Vec<String> = store::attachments_of_network(self.store.read(), name)?
+            .iter()
+            .map(|a| a.attachment.shown_target())
+            .collect();
+        if !attached.is_empty() {
+            return Ok(Some(format!(
+                "network `{name}` stays a plumb network: plumb attachments are on it ({}); \
+                 `plumb detach` them, then `plumb network rm {name}`",
+                attached.join(", ")
+            )));
+        }
+        let naming: Vec<String> = store::policies(self.store.read())?
+            .into_iter()
+            .filter(|p| p.policy.names_network(name))
+            .map(|p| p.id.to_string())
+            .collect();
+        if !naming.is_empty() {
+            return Ok(Some(format!(
+                "network `{name}` stays a plumb network: plumb policy rules {} name it; \
+                 `plumb policy rm {}`, then `plumb network rm {name}`",
+                naming.join(", "),
+                naming.join(" ")
+            )));
+        }
+        Ok(None)
     }
 
     /// Docker's endpoint `endpoint` on plumb network `network` (Docker's

@@ -366,6 +366,10 @@ const DOCKER_FLAGS: &[(&str, &str)] = &[
     ("--ip", "--ip"),
     ("--mac", "--mac-address"),
     ("--publish", "-p"),
+    // Docker's own, named in plumb's messages for Docker's user.
+    ("--ipam-driver", "--ipam-driver"),
+    ("--internal", "--internal"),
+    ("--driver-opt", "--driver-opt"),
 ];
 
 /// A plumb error said with Docker's flags: `--parent` becomes `-o parent`
