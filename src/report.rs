@@ -138,6 +138,14 @@ pub fn network(d: &NetworkDetails) -> Value {
         "HostAddresses": net.host_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "Routes": net.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "Owner": n.owner,
+        "Docker": d.docker.as_ref().map(|(id, endpoints)| json!({
+            "ID": id,
+            "Endpoints": endpoints.iter().map(|e| json!({
+                "ID": e.id,
+                "HostIfName": e.host_ifname,
+                "SandboxKey": e.sandbox,
+            })).collect::<Vec<_>>(),
+        })),
         "HostState": state,
         "Attachments": attachments.iter().map(|a| json!({
             "Target": a.attachment.target,

@@ -137,3 +137,86 @@ fn without_live_restore_restarted_containers_get_new_endpoints_and_the_old_ones_
     });
     assert_eq!(host_ports(&lab).len(), 1, "{:?}", host_ports(&lab));
 }
+
+#[test]
+fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_again() {
+    let lab = Lab::new("dpb");
+    lab.upstream("10.68.9");
+    let mut p = Plugin::start(&lab);
+    let driver = p.name.clone();
+    p.docker.must(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "10.68.0.0/24",
+        "-o",
+        "mode=nat",
+        "rb",
+    ]);
+    p.docker.run(
+        &[
+            "--name",
+            "pinned",
+            "--restart",
+            "always",
+            "--network",
+            "rb",
+            "--ip",
+            "10.68.0.40",
+        ],
+        SLEEP,
+    );
+    p.docker.run(
+        &["--name", "free", "--restart", "always", "--network", "rb"],
+        SLEEP,
+    );
+    wait_until("both attachments finished", 10, || {
+        attachments(&lab)
+            .iter()
+            .filter(|l| l.starts_with("docker:"))
+            .count()
+            == 2
+    });
+    // The power goes: dockerd and its containers die with no word to
+    // plumb, and the kernel forgets what plumb made. plumb starts first
+    // (its unit is ordered before docker.service), then dockerd.
+    p.stop_daemon();
+    p.docker.crash();
+    lab.reboot();
+    p.start_daemon();
+    p.docker.start_again();
+    for name in ["pinned", "free"] {
+        wait_for(&format!("{name} to run again"), 30, || {
+            p.docker
+                .pid_if_running(name)
+                .ok_or_else(|| "not running".to_string())
+        });
+    }
+    let pinned = wait_for("pinned's address", 10, || {
+        let a = addresses(&p.docker, "pinned", "10.68.0.");
+        (a.len() == 1)
+            .then_some(a)
+            .ok_or_else(|| "none yet".to_string())
+    });
+    assert_eq!(pinned, ["10.68.0.40"]);
+    for name in ["pinned", "free"] {
+        let pid = p.docker.container_pid(name);
+        wait_until(&format!("{name} reaches upstream"), 10, || {
+            in_netns_of(pid, "ping -c1 -W1 10.68.9.1").status.success()
+        });
+    }
+    // Exactly the two new endpoints: nothing of the dead ones is left.
+    wait_until("two attachments, two host ports", 10, || {
+        attachments(&lab).len() == 2 && host_ports(&lab).len() == 2
+    });
+    // And no record of the dead ones: the daemon's startup removed their
+    // attachments, their endpoints with them.
+    let net: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["network", "inspect", "rb"])).expect("inspect JSON");
+    let endpoints = net["Docker"]["Endpoints"]
+        .as_array()
+        .expect("Docker endpoints");
+    assert_eq!(endpoints.len(), 2, "{net}");
+}

@@ -7,16 +7,9 @@ mod common;
 
 use common::{Lab, must, peer_echo_server, sh, tcp_say, wait_until};
 
-/// What a reboot takes from the fake host: plumb's links (the veths take
-/// the containers' ends with them), host routes, every nftables table.
 fn reboot(lab: &Lab) {
-    for link in lab.host_links() {
-        if link.starts_with("pl-") || link.starts_with("pv") {
-            must(&format!("ip -n {} link del {link}", lab.host));
-        }
-    }
-    must(&format!("ip -n {} route flush proto static", lab.host));
-    reboot_firewall_only(lab);
+    lab.reboot();
+    lab.docker_forward_drop();
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub struct NetworkDetails {
     pub host_state: HostState,
     pub routing: Option<routing::Allocation>,
     pub attachments: Vec<StoredAttachment>,
+    /// The Docker network it is (plumb's Docker driver), and its endpoints.
+    pub docker: Option<(String, Vec<store::docker::Endpoint>)>,
 }
 
 pub struct Engine {
@@ -369,6 +371,13 @@ impl Engine {
             routing: store::route_table(conn, name)?
                 .map(|(table, priority)| routing::Allocation { table, priority }),
             attachments: store::attachments_of_network(conn, name)?,
+            docker: match store::docker::network_named(conn, name)? {
+                Some(id) => {
+                    let endpoints = store::docker::endpoints_of(conn, &id)?;
+                    Some((id, endpoints))
+                }
+                None => None,
+            },
         })
     }
 

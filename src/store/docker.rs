@@ -192,6 +192,15 @@ pub fn is_endpoint(conn: &Connection, host_ifname: &str) -> Result<bool> {
         .is_some())
 }
 
+/// Forget the endpoint whose attachment is `host_ifname`, if any.
+pub fn forget_endpoint_of(tx: &Transaction, host_ifname: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM docker_endpoints WHERE host_ifname = ?1",
+        params![host_ifname],
+    )?;
+    Ok(())
+}
+
 pub fn delete_endpoint(tx: &Transaction, id: &str) -> Result<()> {
     tx.execute("DELETE FROM docker_endpoints WHERE id = ?1", params![id])?;
     Ok(())

@@ -455,6 +455,9 @@ pub fn delete_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {
         "DELETE FROM attachments WHERE host_ifname = ?1",
         params![a.host_ifname],
     )?;
+    // A Docker endpoint whose attachment is gone (its container died with
+    // no word from Docker, a reboot) is over: Docker makes a new one.
+    docker::forget_endpoint_of(tx, &a.host_ifname)?;
     Ok(())
 }
 

@@ -258,6 +258,28 @@ impl<'a> Dockerd<'a> {
         self.wait_ready();
     }
 
+    /// Kill dockerd and everything it started (containers too) at once, as
+    /// a power cut would, and take what a reboot takes: its mounts, its
+    /// exec root (a tmpfs on real hosts), the dead containers' cgroups;
+    /// [`Dockerd::start_again`] starts it anew.
+    pub fn crash(&mut self) {
+        let mut known = HashSet::new();
+        for pid in self.processes(&mut known) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert!(self.stop(), "dockerd's processes survived SIGKILL");
+        self.remove_shim_sockets();
+        self.unmount();
+        let _ = fs::remove_dir_all(self.dir.path().join("exec"));
+        self.remove_cgroups();
+    }
+
+    /// Start dockerd again on the same directories (after [`Dockerd::crash`]).
+    pub fn start_again(&mut self) {
+        self.daemon = launch(self.lab, self.dir.path(), self.legacy);
+        self.wait_ready();
+    }
+
     /// Turn on live restore (containers outlive dockerd) in this dockerd's
     /// configuration, reloaded with SIGHUP, and wait until it says so.
     pub fn enable_live_restore(&self) {
@@ -553,13 +575,18 @@ impl<'a> Plugin<'a> {
         });
     }
 
+    /// Stop plumb's daemon (SIGTERM), keeping its log as daemon.log.1.
+    pub fn stop_daemon(&mut self) {
+        drop(self.daemon.take());
+        let state = self.lab.state.path();
+        let _ = std::fs::copy(state.join("daemon.log"), state.join("daemon.log.1"));
+    }
+
     /// Stop plumb's daemon (SIGTERM) and start it again with the same
     /// arguments, dockerd running all along. The first daemon's log is
     /// kept as daemon.log.1 (the new one starts daemon.log afresh).
     pub fn restart_daemon(&mut self) {
-        drop(self.daemon.take());
-        let state = self.lab.state.path();
-        let _ = std::fs::copy(state.join("daemon.log"), state.join("daemon.log.1"));
+        self.stop_daemon();
         self.start_daemon();
     }
 

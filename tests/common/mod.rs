@@ -195,6 +195,19 @@ impl Lab {
         peer
     }
 
+    /// What a reboot takes from the fake host: plumb's links (the veths
+    /// take the containers' ends with them), host routes, every nftables
+    /// table.
+    pub fn reboot(&self) {
+        for link in self.host_links() {
+            if link.starts_with("pl-") || link.starts_with("pv") || link.starts_with("pc") {
+                must(&format!("ip -n {} link del {link}", self.host));
+            }
+        }
+        must(&format!("ip -n {} route flush proto static", self.host));
+        must(&format!("ip netns exec {} nft flush ruleset", self.host));
+    }
+
     /// What Docker leaves on a host: FORWARD policy DROP in iptables-nft's
     /// table.
     pub fn docker_forward_drop(&self) {
