@@ -337,3 +337,64 @@ fn a_dhcp_network_without_a_server_fails_docker_run_and_leaves_nothing() {
         "no interface left on the host"
     );
 }
+
+#[test]
+fn a_host_device_network_hands_the_nic_to_the_container_and_docker_gives_it_back() {
+    let lab = Lab::new("dpd");
+    let lan = lab.nic_on_lan();
+    let p = Plugin::start(&lab);
+    p.create_ok(
+        "nic",
+        &[
+            "--subnet",
+            "10.70.0.0/24",
+            "--gateway",
+            "10.70.0.1",
+            "-o",
+            "driver=host-device",
+            "-o",
+            "device=nic1",
+        ],
+    );
+    p.docker.run(
+        &["--name", "owner", "--network", "nic", "--ip", "10.70.0.50"],
+        SLEEP,
+    );
+    assert!(
+        !common::links(&lab.host).iter().any(|l| l == "nic1"),
+        "nic1 left the host"
+    );
+    let pid = p.docker.container_pid("owner");
+    let ifs = interfaces_of(pid);
+    assert!(
+        ifs.iter()
+            .any(|i| i.v4.contains(&"10.70.0.50/24".to_string())),
+        "{ifs:?}"
+    );
+    assert!(
+        lab.ping(&lan, "10.70.0.50"),
+        "the LAN reaches the container on the NIC"
+    );
+    // A second container cannot have it too.
+    let out = p.docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "--network",
+        "nic",
+        p.docker.image(),
+        "sleep",
+        "100",
+    ]);
+    assert!(!out.status.success(), "one device, one container");
+    // Back on the host, under its name, with its own address.
+    p.docker.must(&["rm", "-f", "owner", "second"]);
+    wait_until("nic1 back on the host", 10, || {
+        common::links(&lab.host).iter().any(|l| l == "nic1")
+    });
+    wait_until("nic1's own address back", 10, || {
+        lab.ping(&lan, "10.70.0.2")
+    });
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no attachment left");
+}

@@ -485,7 +485,7 @@ impl DockerDriver {
             }
         }
         let mut out = json!({
-            "InterfaceName": {"SrcName": crate::names::staged_name(&c.endpoint_id), "DstPrefix": "eth"},
+            "InterfaceName": {"SrcName": a.ifname, "DstPrefix": "eth"},
             "StaticRoutes": routes,
             // Without a gateway libnetwork would add docker_gwbridge.
             "DisableGatewayService": true,

@@ -89,6 +89,30 @@ pub fn attach(
     configure_inside(inner, ns, a, false)
 }
 
+/// Put the device's own addresses back on it, on the host, and set it up:
+/// Docker moved it home bare. What it still has stays.
+pub fn readdress(host: &mut Netlink, a: &Attachment) -> Result<()> {
+    let Some(link) = host
+        .link_by_name(&a.host_ifname)
+        .map_err(kernel(format!("look up {}", a.host_ifname)))?
+    else {
+        return Ok(());
+    };
+    for addr in &a.host_addresses {
+        match host.add_address(link.index, *addr) {
+            Err(e) if !e.is(libc::EEXIST) => {
+                return Err(Error::kernel(
+                    format!("give {addr} back to {}", a.host_ifname),
+                    e,
+                ));
+            }
+            _ => {}
+        }
+    }
+    host.set_up(link.index)
+        .map_err(kernel(format!("set {} up", a.host_ifname)))
+}
+
 /// Bring the device home under its own name with its own addresses. When
 /// the target is gone, the kernel has already moved a physical device back
 /// to the initial namespace (and destroyed a virtual one): nothing to do.

@@ -175,9 +175,14 @@ impl Engine {
         };
         // Recorded first: a daemon killed in the stage leaves an endpoint
         // that Docker's DeleteEndpoint finds.
-        record(self, Some(names_of_staged(&req.network, endpoint)))?;
+        let planned = names_of_staged(self, &req.network, endpoint)?;
+        record(self, planned.clone())?;
         match self.stage(endpoint, &req, None) {
-            Ok(a) => Ok(a),
+            Ok(a) if planned.as_ref() == Some(&a.host_ifname) => Ok(a),
+            Ok(a) => {
+                record(self, Some(a.host_ifname.clone()))?;
+                Ok(a)
+            }
             Err(e) => {
                 let _ = self
                     .store
@@ -293,8 +298,17 @@ impl Engine {
 }
 
 /// The host name of the attachment [`Engine::stage`] makes for `endpoint`
-/// on `network`.
-fn names_of_staged(network: &str, endpoint: &str) -> String {
+/// on `network`. A host device's is the device's, which another endpoint
+/// may be trying to take: it is recorded once this one has it (None).
+fn names_of_staged(e: &Engine, network: &str, endpoint: &str) -> Result<Option<String>> {
+    let net = store::require_network(e.store.read(), network)?.network;
+    if let NetworkKind::HostDevice(_) = &net.kind {
+        return Ok(None);
+    }
     let netns = crate::model::staged_netns(endpoint);
-    names::host_veth_name(network, &netns, &names::staged_name(endpoint))
+    Ok(Some(names::host_veth_name(
+        network,
+        &netns,
+        &names::staged_name(endpoint),
+    )))
 }

@@ -587,6 +587,8 @@ impl Engine {
                 )));
             }
             let ifname = match (&staged, &req.ifname) {
+                // A host device is its own staged interface.
+                (Some(_), _) if let NetworkKind::HostDevice(d) = &net.kind => d.device.clone(),
                 (Some(endpoint), _) => {
                     let n = names::staged_name(endpoint);
                     let taken = inner
@@ -682,12 +684,6 @@ impl Engine {
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
             }
             if let NetworkKind::HostDevice(d) = &net.kind {
-                if staged.is_some() {
-                    return Err(Error::Conflict(format!(
-                        "network `{}`: a host device is not attached through Docker yet",
-                        net.name
-                    )));
-                }
                 if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
                     return Err(Error::Conflict(format!(
                         "device {} is already attached to target `{}`",
@@ -1064,6 +1060,10 @@ impl Engine {
             }
             NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
                 parent::detach_child(ns.as_ref(), a)?
+            }
+            // Docker gave it back (Leave) under its own name, bare.
+            NetworkKind::HostDevice(_) if a.is_staged() => {
+                host_device::readdress(&mut self.host, a)?
             }
             NetworkKind::HostDevice(_) => {
                 host_device::give_back(&mut self.host, ns.as_ref(), &self.host_ns, a)?
@@ -1658,10 +1658,8 @@ fn stage(
         NetworkKind::Bridge(b) => bridge::stage(host, host_ns, net, b, a, undo),
         NetworkKind::Macvlan(m) => macvlan::stage(host, m, a, undo),
         NetworkKind::Ipvlan(i) => ipvlan::stage(host, i, a, undo),
-        NetworkKind::HostDevice(_) => Err(Error::Conflict(format!(
-            "network `{}`: a host device is not attached through Docker yet",
-            net.name
-        ))),
+        // Docker moves the device itself.
+        NetworkKind::HostDevice(d) => host_device::create(host, d),
     }?;
     if let Some(r) = a.rate {
         shape_host(host, net, a, r)?;

@@ -147,7 +147,10 @@ impl Engine {
         let mut back = a.clone();
         back.netns = crate::model::staged_netns(endpoint);
         back.netns_cookie = None;
-        back.ifname = names::staged_name(endpoint);
+        back.ifname = match &net.kind {
+            NetworkKind::HostDevice(d) => d.device.clone(),
+            _ => names::staged_name(endpoint),
+        };
         back.target = format!("docker-endpoint:{endpoint}");
         // Moving it flushed its addresses: a lease's are gone with them
         // (the daemon released it first).
