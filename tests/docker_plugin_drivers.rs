@@ -26,7 +26,7 @@ fn a_macvlan_network_puts_containers_on_the_lan_and_the_shim_lets_the_host_reach
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "--subnet",
         "192.168.74.0/24",
         "--gateway",
@@ -85,7 +85,7 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "--subnet",
         "192.168.75.0/24",
         "--gateway",
@@ -100,7 +100,7 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "--subnet",
         "10.69.0.0/24",
         "-o",
@@ -159,7 +159,7 @@ fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "--subnet",
         "10.71.0.0/24",
         "-o",
@@ -244,7 +244,7 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "-o",
         "ipam=dhcp",
         "-o",
@@ -263,7 +263,7 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
         "network",
         "create",
         "-d",
-        &driver,
+        driver,
         "--ipam-driver",
         "null",
         "-o",
@@ -275,7 +275,7 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
         "dh",
     ]);
     docker.run(&["--name", "leaser", "--network", "dh"], SLEEP);
-    let first = leased(&lab, &docker, "leaser");
+    let first = leased(&lab, docker, "leaser");
     let pid = docker.container_pid("leaser");
     assert!(
         ping_from_pid(pid, "192.168.76.1"),
@@ -287,7 +287,7 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
     wait_until("leaser to run again", 20, || {
         docker.pid_if_running("leaser").is_some_and(|p| p != pid)
     });
-    assert_eq!(leased(&lab, &docker, "leaser"), first);
+    assert_eq!(leased(&lab, docker, "leaser"), first);
     docker.must(&["rm", "-f", "leaser"]);
     wait_until("its attachment gone", 10, || {
         lab.ok(&["ls"]).lines().count() == 1

@@ -57,7 +57,7 @@ fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restar
         "lr",
     ]);
     docker.run(&["--name", "c1", "--network", "lr"], SLEEP);
-    let before = addresses(&docker, "c1", "10.66.0.");
+    let before = addresses(docker, "c1", "10.66.0.");
     assert_eq!(before.len(), 1, "{before:?}");
     wait_until("c1's attachment finished", 10, || {
         attachments(&lab).iter().any(|l| l.starts_with("docker:c1"))
@@ -70,7 +70,7 @@ fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restar
         pid,
         "c1 ran on through the restart"
     );
-    assert_eq!(addresses(&docker, "c1", "10.66.0."), before);
+    assert_eq!(addresses(docker, "c1", "10.66.0."), before);
     assert!(
         in_netns_of(pid, "ping -c1 -W2 10.66.9.1").status.success(),
         "c1 still reaches upstream through plumb's NAT"
@@ -80,7 +80,7 @@ fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restar
     wait_until("c1's attachment gone", 10, || attachments(&lab).is_empty());
     assert_eq!(host_ports(&lab), Vec::<String>::new());
     docker.run(&["--name", "c2", "--network", "lr"], SLEEP);
-    assert_eq!(addresses(&docker, "c2", "10.66.0.").len(), 1);
+    assert_eq!(addresses(docker, "c2", "10.66.0.").len(), 1);
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn without_live_restore_restarted_containers_get_new_endpoints_and_the_old_ones_
     });
     assert!(!docker.running("once"));
     let now = wait_for("keep's address", 10, || {
-        let a = addresses(&docker, "keep", "10.67.0.");
+        let a = addresses(docker, "keep", "10.67.0.");
         (a.len() == 1)
             .then_some(a)
             .ok_or_else(|| "no address yet".to_string())

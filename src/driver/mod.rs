@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod host_device;
 pub mod ipvlan;
+pub mod kinds;
 pub mod macvlan;
 pub mod parent;
 

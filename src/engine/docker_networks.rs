@@ -302,7 +302,7 @@ impl Engine {
 /// may be trying to take: it is recorded once this one has it (None).
 fn names_of_staged(e: &Engine, network: &str, endpoint: &str) -> Result<Option<String>> {
     let net = store::require_network(e.store.read(), network)?.network;
-    if let NetworkKind::HostDevice(_) = &net.kind {
+    if kinds::of(&net.kind).device().is_some() {
         return Ok(None);
     }
     let netns = crate::model::staged_netns(endpoint);

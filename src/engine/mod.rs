@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use rusqlite::{Connection, Transaction};
 
 use crate::driver::bridge::{self, HostState};
-use crate::driver::{self, host_device, ipvlan, macvlan, parent};
+use crate::driver::{self, host_device, kinds, parent};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ipam::dhcp::Lease;
@@ -202,21 +202,7 @@ impl Engine {
         if let Some(p) = net.kind.parent() {
             parent::ensure(host, p, undo)?;
         }
-        let state = match &net.kind {
-            NetworkKind::Bridge(b) => Some(bridge::create(host, net, b, undo)?),
-            NetworkKind::Macvlan(m) => {
-                macvlan::create(host, net, m, undo)?;
-                None
-            }
-            NetworkKind::Ipvlan(i) => {
-                ipvlan::create(host, net, i, undo)?;
-                None
-            }
-            NetworkKind::HostDevice(d) => {
-                host_device::create(host, d)?;
-                None
-            }
-        };
+        let state = kinds::of(&net.kind).create(host, net, undo)?;
         if let (Some(e), Some(a)) = (&net.egress, egress) {
             routing::install(host, &routing::network_sources(net), e, a, undo)?;
         }
@@ -306,12 +292,7 @@ impl Engine {
                     .map(|e| e.to_string()),
             );
         }
-        let mut removed = match &net.kind {
-            NetworkKind::Bridge(b) => bridge::remove(&mut self.host, net, b, &state),
-            NetworkKind::Macvlan(m) => macvlan::remove(&mut self.host, net, m),
-            NetworkKind::Ipvlan(i) => ipvlan::remove(&mut self.host, net, i),
-            NetworkKind::HostDevice(_) => Vec::new(),
-        };
+        let mut removed = kinds::of(&net.kind).remove(&mut self.host, net, &state);
         // A VLAN plumb made goes with the last network on it.
         let vlan = net.kind.parent().map(|p| p.name.clone());
         let release_vlan = match &vlan {
@@ -588,7 +569,7 @@ impl Engine {
             }
             let ifname = match (&staged, &req.ifname) {
                 // A host device is its own staged interface.
-                (Some(_), _) if let NetworkKind::HostDevice(d) = &net.kind => d.device.clone(),
+                (Some(_), _) if let Some(d) = kinds::of(&net.kind).device() => d.to_string(),
                 (Some(endpoint), _) => {
                     let n = names::staged_name(endpoint);
                     let taken = inner
@@ -624,10 +605,10 @@ impl Engine {
                 target: target_name.clone(),
                 netns: netns_id.clone(),
                 netns_cookie,
-                host_ifname: match &net.kind {
-                    // A host device is known on the host by its own name.
-                    NetworkKind::HostDevice(d) => d.device.clone(),
-                    _ => names::host_veth_name(&net.name, &netns_id, &ifname),
+                // A host device is known on the host by its own name.
+                host_ifname: match kinds::of(&net.kind).device() {
+                    Some(d) => d.to_string(),
+                    None => names::host_veth_name(&net.name, &netns_id, &ifname),
                 },
                 mac: req.mac.unwrap_or(crate::model::Mac(match ipam {
                     Ipam::HostLocal => names::container_mac(&net.name, &mac_key, &ifname),
@@ -1050,25 +1031,7 @@ impl Engine {
         let a_net = store::require_network(self.store.read(), &a.network)?.network;
         let ns = attached_ns(a);
         // The interface goes first: until it does, its guard stays.
-        match &a_net.kind {
-            NetworkKind::Bridge(_) => bridge::detach(&mut self.host, a)?,
-            // Docker's, waiting on the host (or given back to it).
-            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) if a.is_staged() => {
-                self.host
-                    .delete_link_by_name(&a.ifname)
-                    .map_err(|e| Error::kernel(format!("delete {}", a.ifname), e))?;
-            }
-            NetworkKind::Macvlan(_) | NetworkKind::Ipvlan(_) => {
-                parent::detach_child(ns.as_ref(), a)?
-            }
-            // Docker gave it back (Leave) under its own name, bare.
-            NetworkKind::HostDevice(_) if a.is_staged() => {
-                host_device::readdress(&mut self.host, a)?
-            }
-            NetworkKind::HostDevice(_) => {
-                host_device::give_back(&mut self.host, ns.as_ref(), &self.host_ns, a)?
-            }
-        }
+        kinds::of(&a_net.kind).detach(&mut self.host, ns.as_ref(), &self.host_ns, a)?;
         failpoint::hit("detach: interface removed");
         if !a.replaced_defaults.is_empty()
             && let Some(ns) = &ns
@@ -1078,7 +1041,7 @@ impl Engine {
         // An ifb shaping what a non-veth interface received stays in the
         // container unless taken away.
         if a.rate.is_some_and(|r| r.ingress.is_some())
-            && !matches!(a_net.kind, NetworkKind::Bridge(_))
+            && !kinds::of(&a_net.kind).has_host_port()
             && let Some(ns) = &ns
             && let Ok(mut nl) = Netlink::open_in(ns)
         {
@@ -1631,12 +1594,13 @@ fn plug(
     a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
-    match &net.kind {
-        NetworkKind::Bridge(b) => bridge::attach(host, inner, ns, net, b, a, undo),
-        NetworkKind::Macvlan(m) => macvlan::attach(host, inner, ns, m, a, undo),
-        NetworkKind::Ipvlan(i) => ipvlan::attach(host, inner, ns, i, a, undo),
-        NetworkKind::HostDevice(d) => host_device::attach(host, inner, ns, host_ns, d, a, undo),
-    }?;
+    let at = kinds::Plug {
+        host,
+        inner,
+        ns,
+        host_ns,
+    };
+    kinds::of(&net.kind).attach(at, net, a, undo)?;
     if let Some(r) = a.rate {
         shape_host(host, net, a, r)?;
         shape_inside(inner, ns, net, a, r, undo)?;
@@ -1654,13 +1618,7 @@ fn stage(
     a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
-    match &net.kind {
-        NetworkKind::Bridge(b) => bridge::stage(host, host_ns, net, b, a, undo),
-        NetworkKind::Macvlan(m) => macvlan::stage(host, m, a, undo),
-        NetworkKind::Ipvlan(i) => ipvlan::stage(host, i, a, undo),
-        // Docker moves the device itself.
-        NetworkKind::HostDevice(d) => host_device::create(host, d),
-    }?;
+    kinds::of(&net.kind).stage(host, host_ns, net, a, undo)?;
     if let Some(r) = a.rate {
         shape_host(host, net, a, r)?;
     }
@@ -1675,7 +1633,7 @@ fn stage(
 /// Qdiscs go with their interfaces (and are lost when one changes
 /// namespace); the ifb has an undo of its own.
 fn shape_host(host: &mut Netlink, net: &Network, a: &Attachment, r: RateLimit) -> Result<()> {
-    let (Some(bps), NetworkKind::Bridge(_)) = (r.ingress, &net.kind) else {
+    let (Some(bps), true) = (r.ingress, kinds::of(&net.kind).has_host_port()) else {
         return Ok(());
     };
     let i = link_index(host, &a.host_ifname)?;
@@ -1708,7 +1666,7 @@ fn shape_inside(
             .map_err(inside(format!("limit {} to {bps} bit/s", a.ifname)))?;
     }
     let Some(bps) = r.ingress else { return Ok(()) };
-    if matches!(net.kind, NetworkKind::Bridge(_)) {
+    if kinds::of(&net.kind).has_host_port() {
         return Ok(());
     }
     let ifb = names::ifb_name(&a.ifname);

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use ipnet::IpNet;
 
 use super::{Engine, attached_ns, lease_routes, plug};
-use crate::driver::{self, bridge, macvlan, parent};
+use crate::driver::{self, bridge, kinds, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::ipam::dhcp::now_unix;
 use crate::model::{Attachment, LeaseState, Network, NetworkKind};
@@ -428,7 +428,7 @@ impl Engine {
         if r.ingress.is_none() {
             return Ok(true);
         }
-        if matches!(net.kind, NetworkKind::Bridge(_)) {
+        if kinds::of(&net.kind).has_host_port() {
             return tbf_on(&mut self.host, &a.host_ifname);
         }
         let ifb = names::ifb_name(&a.ifname);

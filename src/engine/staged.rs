@@ -133,7 +133,7 @@ impl Engine {
         let net = store::require_network(self.store.read(), &a.network)?.network;
         if let Some(ns) = attached_ns(&a) {
             if a.rate.is_some_and(|r| r.ingress.is_some())
-                && !matches!(net.kind, NetworkKind::Bridge(_))
+                && !kinds::of(&net.kind).has_host_port()
                 && let Ok(mut nl) = Netlink::open_in(&ns)
             {
                 let _ = nl.delete_link_by_name(&names::ifb_name(&a.ifname));
@@ -147,10 +147,7 @@ impl Engine {
         let mut back = a.clone();
         back.netns = crate::model::staged_netns(endpoint);
         back.netns_cookie = None;
-        back.ifname = match &net.kind {
-            NetworkKind::HostDevice(d) => d.device.clone(),
-            _ => names::staged_name(endpoint),
-        };
+        back.ifname = kinds::staged_ifname(&net.kind, endpoint);
         back.target = format!("docker-endpoint:{endpoint}");
         // Moving it flushed its addresses: a lease's are gone with them
         // (the daemon released it first).

@@ -1,0 +1,309 @@
+//! One trait for every kind of network (as netavark's `NetworkDriver`):
+//! the engine calls a network's driver and never asks which kind it is.
+//! Each kind's work stays in its module; this is the seam.
+
+use super::bridge::{self, HostState};
+use super::{host_device, ipvlan, macvlan, parent};
+use crate::error::{Error, Result};
+use crate::model::{
+    Attachment, BridgeOptions, HostDeviceOptions, IpvlanOptions, MacvlanOptions, Network,
+    NetworkKind,
+};
+use crate::names;
+use crate::netlink::Netlink;
+use crate::netns::NsHandle;
+use crate::undo::UndoLog;
+
+/// Where an attach makes its interface: the host's socket and namespace,
+/// and the target's.
+pub struct Plug<'a> {
+    pub host: &'a mut Netlink,
+    pub inner: &'a mut Netlink,
+    pub ns: &'a NsHandle,
+    pub host_ns: &'a NsHandle,
+}
+
+pub trait NetworkDriver {
+    /// Make the network's part of the host (a bridge, a shim, a parent's
+    /// settings); what it found there, to give back at removal.
+    fn create(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        undo: &mut UndoLog,
+    ) -> Result<Option<HostState>>;
+
+    /// Take it away again: every error, not the first.
+    fn remove(&self, host: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error>;
+
+    /// Make `a`'s interface in its target and configure it there.
+    fn attach(
+        &self,
+        at: Plug<'_>,
+        net: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()>;
+
+    /// Make `a`'s interface on the host under its staged name, for Docker
+    /// to move into the container and configure.
+    fn stage(
+        &self,
+        host: &mut Netlink,
+        host_ns: &NsHandle,
+        net: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()>;
+
+    /// Take `a`'s interface away wherever it is: in its target (`ns`, if
+    /// that still exists) or, staged, on the host.
+    fn detach(
+        &self,
+        host: &mut Netlink,
+        ns: Option<&NsHandle>,
+        host_ns: &NsHandle,
+        a: &Attachment,
+    ) -> Result<()>;
+
+    /// The host interface an attachment takes whole (a host device), which
+    /// is its host name and its staged interface.
+    fn device(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether an attachment has a port on the host (a veth's end), where
+    /// what it receives is shaped; without one an ifb in the target does.
+    fn has_host_port(&self) -> bool {
+        false
+    }
+}
+
+/// The driver of a kind of network.
+pub fn of(kind: &NetworkKind) -> &dyn NetworkDriver {
+    match kind {
+        NetworkKind::Bridge(b) => b,
+        NetworkKind::Macvlan(m) => m,
+        NetworkKind::Ipvlan(i) => i,
+        NetworkKind::HostDevice(d) => d,
+    }
+}
+
+/// The name a staged interface of `endpoint` has on the host.
+pub fn staged_ifname(kind: &NetworkKind, endpoint: &str) -> String {
+    match of(kind).device() {
+        Some(d) => d.to_string(),
+        None => names::staged_name(endpoint),
+    }
+}
+
+impl NetworkDriver for BridgeOptions {
+    fn create(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        undo: &mut UndoLog,
+    ) -> Result<Option<HostState>> {
+        bridge::create(host, net, self, undo).map(Some)
+    }
+
+    fn remove(&self, host: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error> {
+        bridge::remove(host, net, self, state)
+    }
+
+    fn attach(
+        &self,
+        at: Plug<'_>,
+        net: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        bridge::attach(at.host, at.inner, at.ns, net, self, a, undo)
+    }
+
+    fn stage(
+        &self,
+        host: &mut Netlink,
+        host_ns: &NsHandle,
+        net: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        bridge::stage(host, host_ns, net, self, a, undo)
+    }
+
+    /// The veth's host end takes its peer with it, wherever that is.
+    fn detach(
+        &self,
+        host: &mut Netlink,
+        _: Option<&NsHandle>,
+        _: &NsHandle,
+        a: &Attachment,
+    ) -> Result<()> {
+        bridge::detach(host, a)
+    }
+
+    fn has_host_port(&self) -> bool {
+        true
+    }
+}
+
+/// A macvlan's or ipvlan's child lives in its target, or staged on the host.
+fn detach_child(host: &mut Netlink, ns: Option<&NsHandle>, a: &Attachment) -> Result<()> {
+    if a.is_staged() {
+        return host
+            .delete_link_by_name(&a.ifname)
+            .map(drop)
+            .map_err(|e| Error::kernel(format!("delete {}", a.ifname), e));
+    }
+    parent::detach_child(ns, a)
+}
+
+impl NetworkDriver for MacvlanOptions {
+    fn create(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        undo: &mut UndoLog,
+    ) -> Result<Option<HostState>> {
+        macvlan::create(host, net, self, undo).map(|()| None)
+    }
+
+    fn remove(&self, host: &mut Netlink, net: &Network, _: &HostState) -> Vec<Error> {
+        macvlan::remove(host, net, self)
+    }
+
+    fn attach(
+        &self,
+        at: Plug<'_>,
+        _: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        macvlan::attach(at.host, at.inner, at.ns, self, a, undo)
+    }
+
+    fn stage(
+        &self,
+        host: &mut Netlink,
+        _: &NsHandle,
+        _: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        macvlan::stage(host, self, a, undo)
+    }
+
+    fn detach(
+        &self,
+        host: &mut Netlink,
+        ns: Option<&NsHandle>,
+        _: &NsHandle,
+        a: &Attachment,
+    ) -> Result<()> {
+        detach_child(host, ns, a)
+    }
+}
+
+impl NetworkDriver for IpvlanOptions {
+    fn create(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        undo: &mut UndoLog,
+    ) -> Result<Option<HostState>> {
+        ipvlan::create(host, net, self, undo).map(|()| None)
+    }
+
+    fn remove(&self, host: &mut Netlink, net: &Network, _: &HostState) -> Vec<Error> {
+        ipvlan::remove(host, net, self)
+    }
+
+    fn attach(
+        &self,
+        at: Plug<'_>,
+        _: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        ipvlan::attach(at.host, at.inner, at.ns, self, a, undo)
+    }
+
+    fn stage(
+        &self,
+        host: &mut Netlink,
+        _: &NsHandle,
+        _: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        ipvlan::stage(host, self, a, undo)
+    }
+
+    fn detach(
+        &self,
+        host: &mut Netlink,
+        ns: Option<&NsHandle>,
+        _: &NsHandle,
+        a: &Attachment,
+    ) -> Result<()> {
+        detach_child(host, ns, a)
+    }
+}
+
+impl NetworkDriver for HostDeviceOptions {
+    fn create(
+        &self,
+        host: &mut Netlink,
+        _: &Network,
+        _: &mut UndoLog,
+    ) -> Result<Option<HostState>> {
+        host_device::create(host, self).map(|()| None)
+    }
+
+    /// The device is the host's: nothing was made.
+    fn remove(&self, _: &mut Netlink, _: &Network, _: &HostState) -> Vec<Error> {
+        Vec::new()
+    }
+
+    fn attach(
+        &self,
+        at: Plug<'_>,
+        _: &Network,
+        a: &mut Attachment,
+        undo: &mut UndoLog,
+    ) -> Result<()> {
+        host_device::attach(at.host, at.inner, at.ns, at.host_ns, self, a, undo)
+    }
+
+    /// Docker moves the device itself: it need only be there.
+    fn stage(
+        &self,
+        host: &mut Netlink,
+        _: &NsHandle,
+        _: &Network,
+        _: &mut Attachment,
+        _: &mut UndoLog,
+    ) -> Result<()> {
+        host_device::create(host, self)
+    }
+
+    /// Home under its own name with its own addresses; one Docker gave
+    /// back (staged) has only its addresses to get back.
+    fn detach(
+        &self,
+        host: &mut Netlink,
+        ns: Option<&NsHandle>,
+        host_ns: &NsHandle,
+        a: &Attachment,
+    ) -> Result<()> {
+        if a.is_staged() {
+            return host_device::readdress(host, a);
+        }
+        host_device::give_back(host, ns, host_ns, a)
+    }
+
+    fn device(&self) -> Option<&str> {
+        Some(&self.device)
+    }
+}
