@@ -1297,6 +1297,17 @@ pub fn staged_netns(endpoint: &str) -> String {
     format!("{STAGED}{endpoint}")
 }
 
+/// What a staged attachment records for its target.
+pub fn staged_target(endpoint: &str) -> String {
+    format!("docker-endpoint:{endpoint}")
+}
+
+/// How Docker's long IDs are shortened in plumb's names (`docker-ID12`),
+/// whatever a request gave.
+pub fn short_docker_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// A validated attach request (the network is checked by the engine).
 #[derive(Debug, Clone)]
 pub struct AttachRequest {
@@ -1760,8 +1771,6 @@ pub struct AttachmentEgress {
 }
 
 impl Attachment {
-    /// Whether `ns` is this attachment's namespace: the same inode and,
-    /// where both are known, the same cookie.
     /// Whether its interface waits on the host for someone else (Docker)
     /// to move it into a namespace: no namespace is recorded yet, its
     /// place held by [`staged_netns`].
@@ -1769,6 +1778,13 @@ impl Attachment {
         self.netns.starts_with(STAGED)
     }
 
+    /// The Docker endpoint a staged attachment waits for.
+    pub fn staged_endpoint(&self) -> Option<&str> {
+        self.netns.strip_prefix(STAGED)
+    }
+
+    /// Whether `ns` is this attachment's namespace: the same inode and,
+    /// where both are known, the same cookie.
     pub fn is_in(&self, ns: &crate::netns::NsHandle) -> bool {
         ns.identity() == self.netns
             && match self.netns_cookie {

@@ -167,7 +167,7 @@ pub fn detach(daemon: &Daemon, args: DetachArgs) -> Result<()> {
             let mut engine = Engine::open(daemon.state_dir)?;
             // No daemon renews these leases now; hand them back ourselves.
             let leased = engine
-                .attachments_of(&args.target)?
+                .detachable_of(&args.target)?
                 .into_iter()
                 .map(|s| s.attachment)
                 .filter(|a| {

@@ -194,16 +194,13 @@ async fn serve(opts: Options) -> Result<()> {
         let ctx = ctx.clone();
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
+    let plugin_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let docker_plugin = match &opts.docker_plugin {
         Some(name) => {
-            let (ctx, name) = (ctx.clone(), name.clone());
+            let (ctx, name, bound) = (ctx.clone(), name.clone(), plugin_bound.clone());
             Some(supervise::task("docker plugin", move || {
-                let (ctx, name) = (ctx.clone(), name.clone());
-                async move {
-                    if let Err(e) = plugin::serve(ctx, name).await {
-                        tracing::error!("Docker network driver: {e}");
-                    }
-                }
+                let (ctx, name, bound) = (ctx.clone(), name.clone(), bound.clone());
+                plugin::serve(ctx, name, bound)
             }))
         }
         None => None,
@@ -249,7 +246,9 @@ async fn serve(opts: Options) -> Result<()> {
     if let Some(p) = docker_plugin {
         p.abort();
     }
-    if let Some(name) = &opts.docker_plugin {
+    if let Some(name) = &opts.docker_plugin
+        && plugin_bound.load(Ordering::SeqCst)
+    {
         let _ = std::fs::remove_file(crate::docker::plugin::socket_path(name));
     }
     let tasks: Vec<LeaseTask> = ctx.tasks.lock().await.drain().map(|(_, t)| t).collect();
@@ -789,19 +788,7 @@ pub(crate) async fn namespace_of(a: &Attachment) -> Option<crate::netns::NsHandl
 async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Result<Value> {
     let c = ctx.clone();
     let t = target.clone();
-    // Docker's endpoints stay (the engine refuses them or leaves them).
-    let found = blocking(move || {
-        c.with_engine(|e| {
-            let mut ours = Vec::new();
-            for s in e.attachments_of(&t)? {
-                if !e.is_docker_endpoint(&s.attachment.host_ifname)? {
-                    ours.push(s);
-                }
-            }
-            Ok(ours)
-        })
-    })
-    .await?;
+    let found = blocking(move || c.with_engine(|e| e.detachable_of(&t))).await?;
     for s in found
         .iter()
         .filter(|s| network.as_ref().is_none_or(|n| &s.attachment.network == n))

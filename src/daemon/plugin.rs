@@ -16,14 +16,15 @@
 //!   sandbox, then finishes the attachment there.
 //! - Leave, DeleteEndpoint, DeleteNetwork: the way back.
 //!
-//! No handler calls Docker while Docker waits on it, except to learn a
-//! network's name during an endpoint's create, when Docker's API is
-//! serving (the network was created through it).
+//! No handler calls Docker while Docker waits on it, except an endpoint's
+//! create on a network whose name plumb has not learnt yet (right after
+//! its create, through Docker's API, which therefore serves).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -34,16 +35,16 @@ use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
 use crate::docker::plugin::{self, Answer, Driver};
 use crate::error::Result;
 use crate::model::Attachment;
-use crate::netlink::Netlink;
-use crate::netns::NsHandle;
 
 /// How long an endpoint's interface may take to arrive in its container
 /// after Join (a `docker run` creates the container in between).
 const ARRIVAL: Duration = Duration::from_secs(120);
 /// How often the sandbox is looked at meanwhile.
 const ARRIVAL_POLL: Duration = Duration::from_millis(10);
-/// How long a DHCP endpoint waits for its container to be known.
+/// How long a DHCP endpoint waits for its container to be known, and how
+/// often it looks.
 const CONTAINER_KNOWN: Duration = Duration::from_secs(10);
+const CONTAINER_POLL: Duration = Duration::from_millis(50);
 /// Polls between two looks at whether the endpoint still waits.
 const STILL_WAITING_EVERY: u64 = 50;
 /// How long a new network's name may take to show in Docker's API.
@@ -56,9 +57,20 @@ pub struct DockerDriver {
     naming: tokio::sync::Mutex<()>,
 }
 
-/// Serve Docker as driver `name` until the task is dropped.
-pub async fn serve(ctx: Arc<Ctx>, name: String) -> Result<()> {
-    let listener = plugin::bind(&name)?;
+/// Serve Docker as driver `name` until the task is dropped; `bound` says
+/// once the socket is this daemon's (its to remove at the end). A socket
+/// another process serves is tried again now and then.
+pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
+    let listener = loop {
+        match plugin::bind(&name) {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::error!("Docker network driver `{name}`: {e}; trying again in 10 s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    };
+    bound.store(true, Ordering::SeqCst);
     tracing::info!(socket = %plugin::socket_path(&name).display(), "Docker network driver ready");
     let driver = Arc::new(DockerDriver {
         ctx,
@@ -66,14 +78,25 @@ pub async fn serve(ctx: Arc<Ctx>, name: String) -> Result<()> {
     });
     // Networks created while no daemon ran to learn their names.
     let c = driver.ctx.clone();
-    let unnamed = blocking(move || c.with_engine(|e| e.unnamed_docker_networks())).await?;
+    let unnamed = blocking(move || c.with_engine(|e| e.unnamed_docker_networks()))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("Docker networks left unnamed: {e}");
+            Vec::new()
+        });
     for id in unnamed {
         tokio::spawn(driver.clone().name_when_known(id));
     }
     // Endpoints a stopped daemon left waiting: for their interface to
     // arrive, or for their lease.
     let c = driver.ctx.clone();
-    for (e, a) in blocking(move || c.with_engine(|e| e.docker_endpoints())).await? {
+    let waiting = blocking(move || c.with_engine(|e| e.docker_endpoints()))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("Docker endpoints left waiting: {e}");
+            Vec::new()
+        });
+    for (e, a) in waiting {
         let Some(a) = a else { continue };
         let ctx = driver.ctx.clone();
         if a.is_staged() {
@@ -85,7 +108,6 @@ pub async fn serve(ctx: Arc<Ctx>, name: String) -> Result<()> {
         }
     }
     plugin::serve(listener, driver).await;
-    Ok(())
 }
 
 impl Driver for DockerDriver {
@@ -272,7 +294,7 @@ impl DockerDriver {
 
     async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {
         let id = c.network_id.clone();
-        let placeholder = format!("docker-{}", &id[..id.len().min(12)]);
+        let placeholder = format!("docker-{}", crate::model::short_docker_id(&id));
         let plumb_ipam = c
             .ipv4_data
             .iter()
@@ -333,11 +355,18 @@ impl DockerDriver {
     /// The plumb network Docker network `id` is, made now if it was not:
     /// None while Docker does not say its name.
     async fn name_network(&self, id: &str) -> Result<Option<String>> {
+        let known = |ctx: Arc<Ctx>, id: String| async move {
+            blocking(move || ctx.with_engine(|e| e.docker_network(&id))).await
+        };
+        // Named already, as nearly always: no lock, no call to Docker.
+        if let Some(n) = known(self.ctx.clone(), id.to_string())
+            .await?
+            .and_then(|dn| dn.name)
+        {
+            return Ok(Some(n));
+        }
         let _one = self.naming.lock().await;
-        let c = self.ctx.clone();
-        let i = id.to_string();
-        let known = blocking(move || c.with_engine(|e| e.docker_network(&i))).await?;
-        let Some(dn) = known else {
+        let Some(dn) = known(self.ctx.clone(), id.to_string()).await? else {
             // Deleted meanwhile.
             return Ok(None);
         };
@@ -426,7 +455,11 @@ impl DockerDriver {
         {
             iface.insert("AddressIPv6".into(), json!(x.to_string()));
         }
-        if given.mac_address.is_empty() {
+        let network = a.network.clone();
+        let own_mac = self
+            .engine(true, move |e| e.network_has_own_macs(&network))
+            .await?;
+        if given.mac_address.is_empty() && own_mac {
             iface.insert("MacAddress".into(), json!(a.mac.to_string()));
         }
         Ok(match iface.is_empty() {
@@ -439,7 +472,7 @@ impl DockerDriver {
     /// interface on the host.
     async fn probe_dhcp(&self, a: &Attachment) -> Result<(), String> {
         let done = a.clone();
-        let (ns, _) = self.engine(true, move |e| e.staged_up(&done)).await?;
+        let ns = self.engine(true, move |e| e.staged_up(&done)).await?;
         let (ifindex, id) = super::lease::client_identity(&ns, a).map_err(|e| e.to_string())?;
         let client = crate::ipam::dhcp::Client {
             ns: &ns,
@@ -513,11 +546,8 @@ impl DockerDriver {
         };
         self.stop_lease(&a).await;
         let eid = c.endpoint_id.clone();
-        self.engine(true, move |e| {
-            e.unstage(&a.host_ifname, &eid)?;
-            e.set_endpoint_sandbox(&eid, None)
-        })
-        .await?;
+        self.engine(true, move |e| e.unstage(&a.host_ifname, &eid))
+            .await?;
         Ok(json!({}))
     }
 
@@ -545,14 +575,16 @@ impl DockerDriver {
 }
 
 /// Wait for the staged interface of `a` to arrive in the sandbox Docker
-/// named at Join, then finish the attachment there. Gives up when the
-/// endpoint is left or removed, or after [`ARRIVAL`].
+/// named at Join, then finish the attachment there (again after a failure).
+/// Gives up when the endpoint leaves that sandbox or is removed, or after
+/// [`ARRIVAL`].
 async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpoint: String) {
     let start = Instant::now();
     let target = sandbox.display().to_string();
+    let mut failed = false;
     for poll in 0u64.. {
         let (s, mac, staged) = (sandbox.clone(), a.mac.0, a.ifname.clone());
-        let arrived = blocking(move || Ok(arrived_in(&s, mac, &staged)))
+        let arrived = blocking(move || Ok(crate::engine::arrived_in(&s, mac, &staged)))
             .await
             .ok()
             .flatten();
@@ -564,29 +596,40 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
                     if done.dhcp.is_some() {
                         lease_when_known(ctx, done, endpoint).await;
                     }
+                    return;
                 }
-                Err(e) => tracing::warn!(endpoint = %endpoint, "finish in {target}: {e}"),
+                Err(e) => {
+                    tracing::warn!(endpoint = %endpoint, "finish in {target}: {e}");
+                    failed = true;
+                }
             }
-            return;
         }
-        // Whether it is still waiting, now and then (Leave unstages it).
-        if poll % STILL_WAITING_EVERY == STILL_WAITING_EVERY - 1 {
+        // Whether it still waits to be finished there, now and then and
+        // after a failure (Leave unstages it and clears its sandbox).
+        if failed || poll % STILL_WAITING_EVERY == STILL_WAITING_EVERY - 1 {
             let (c, eid) = (ctx.clone(), endpoint.clone());
             let still = blocking(move || c.with_engine(|e| e.docker_endpoint(&eid)))
                 .await
                 .ok()
                 .flatten()
-                .and_then(|(_, a)| a)
-                .is_some_and(|a| a.is_staged());
+                .is_some_and(|(e, a)| {
+                    e.sandbox.as_deref() == Some(target.as_str())
+                        && a.is_some_and(|a| a.is_staged())
+                });
             if !still {
                 return;
             }
         }
         if start.elapsed() > ARRIVAL {
-            tracing::warn!(endpoint = %endpoint, "the interface did not arrive in {target}");
+            tracing::warn!(endpoint = %endpoint, "the interface was not finished in {target}");
             return;
         }
-        tokio::time::sleep(ARRIVAL_POLL).await;
+        let pause = match failed {
+            true => Duration::from_millis(500),
+            false => ARRIVAL_POLL,
+        };
+        failed = false;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -607,7 +650,7 @@ async fn lease_when_known(ctx: Arc<Ctx>, a: Attachment, endpoint: String) {
     let start = Instant::now();
     let mut a = a;
     while a.container.is_none() && start.elapsed() < CONTAINER_KNOWN {
-        tokio::time::sleep(ARRIVAL_POLL).await;
+        tokio::time::sleep(CONTAINER_POLL).await;
         match current(ctx.clone(), endpoint.clone()).await {
             Some(now) => a = now,
             None => return,
@@ -634,17 +677,4 @@ async fn lease_when_known(ctx: Arc<Ctx>, a: Attachment, endpoint: String) {
             _ => return,
         }
     }
-}
-
-/// The namespace at `sandbox` if it is one and holds the interface with
-/// `mac` as Docker leaves it: renamed from `staged` and up (libnetwork
-/// moves it in, then renames, addresses and sets it up).
-fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6], staged: &str) -> Option<NsHandle> {
-    let ns = NsHandle::open(sandbox).ok()?;
-    let mut nl = Netlink::open_in(&ns).ok()?;
-    nl.links()
-        .ok()?
-        .iter()
-        .any(|l| l.mac == Some(mac) && l.up && l.name != staged)
-        .then_some(ns)
 }

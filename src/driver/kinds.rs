@@ -77,6 +77,12 @@ pub trait NetworkDriver {
     fn has_host_port(&self) -> bool {
         false
     }
+
+    /// Whether an attachment's interface has a MAC of its own (an ipvlan
+    /// has its parent's, which the kernel will not change).
+    fn own_mac(&self) -> bool {
+        true
+    }
 }
 
 /// The driver of a kind of network.
@@ -248,6 +254,10 @@ impl NetworkDriver for IpvlanOptions {
         a: &Attachment,
     ) -> Result<()> {
         detach_child(host, ns, a)
+    }
+
+    fn own_mac(&self) -> bool {
+        false
     }
 }
 

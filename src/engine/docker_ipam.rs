@@ -94,18 +94,15 @@ impl Engine {
                     taken.extend(records::allocated(tx, &n.network.name)?);
                 }
             }
+            let field = if gateway { "--gateway" } else { "--ip" };
             let address = match wanted {
                 Some(a) => {
                     if !pool.pool.contains(&a) {
-                        return Err(Error::invalid(
-                            "--ip",
-                            a,
-                            format!("is not in {}", pool.pool),
-                        ));
+                        return Err(Error::invalid(field, a, format!("is not in {}", pool.pool)));
                     }
                     if taken.contains(&a) && !gateway {
                         return Err(Error::invalid(
-                            "--ip",
+                            field,
                             a,
                             format!("is already in use on {}", pool.pool),
                         ));

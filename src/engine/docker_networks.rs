@@ -23,6 +23,15 @@ impl Engine {
             for other in &store::networks(tx)? {
                 check_conflicts(&net, &other.network)?;
             }
+            // Docker's networks not made yet (their names not known) too.
+            for other in records::networks(tx)? {
+                if other.name.is_none()
+                    && other.id != id
+                    && let Ok(n) = other.spec.validate()
+                {
+                    check_conflicts(&net, &n)?;
+                }
+            }
             records::insert_network(
                 tx,
                 &DockerNetwork {
@@ -68,7 +77,7 @@ impl Engine {
         if crate::model::validate_name("network", &chosen).is_err()
             || ours(self, &chosen)? == Some(false)
         {
-            chosen = format!("docker-{}", &id[..id.len().min(12)]);
+            chosen = format!("docker-{}", crate::model::short_docker_id(id));
         }
         // A daemon killed after the create and before the record keeps a
         // network that is this one's.
@@ -90,24 +99,24 @@ impl Engine {
         let Some(dn) = records::network(self.store.read(), id)? else {
             return Ok(());
         };
+        // Endpoints Docker left (their containers died with it) go first.
+        for e in records::endpoints_of(self.store.read(), id)? {
+            self.docker_endpoint_delete(&e.id)?;
+        }
         let kept = match &dn.name {
             Some(name) if store::get_network(self.store.read(), name)?.is_some() => {
                 self.still_used(name)?
             }
             _ => None,
         };
+        // Docker's no more: what is left of it is plumb's alone.
+        self.store.write(|tx| records::delete_network(tx, id))?;
         if kept.is_none()
             && let Some(name) = &dn.name
             && store::get_network(self.store.read(), name)?.is_some()
         {
             self.network_rm(name, false)?;
         }
-        self.store.write(|tx| {
-            for e in records::endpoints_of(tx, id)? {
-                records::delete_endpoint(tx, &e.id)?;
-            }
-            records::delete_network(tx, id)
-        })?;
         match kept {
             Some(why) => Err(Error::Conflict(why)),
             None => Ok(()),
@@ -159,6 +168,19 @@ impl Engine {
             return Ok(a);
         }
         let req = spec.validate()?;
+        let net = store::require_network(self.store.read(), &req.network)?.network;
+        if let Some(mac) = req.mac
+            && !kinds::of(&net.kind).own_mac()
+        {
+            return Err(Error::invalid(
+                "--mac",
+                mac,
+                format!(
+                    "network `{}` is ipvlan: its containers have their parent's MAC",
+                    net.name
+                ),
+            ));
+        }
         let record = |e: &mut Engine, host_ifname: Option<String>| {
             e.store.write(|tx| {
                 records::insert_endpoint(
@@ -177,7 +199,7 @@ impl Engine {
         // that Docker's DeleteEndpoint finds.
         let planned = names_of_staged(self, &req.network, endpoint)?;
         record(self, planned.clone())?;
-        match self.stage(endpoint, &req, None) {
+        match self.stage(endpoint, &req) {
             Ok(a) if planned.as_ref() == Some(&a.host_ifname) => Ok(a),
             Ok(a) => {
                 record(self, Some(a.host_ifname.clone()))?;
@@ -227,6 +249,25 @@ impl Engine {
             .collect()
     }
 
+    /// The attachments of `target` that `plumb detach` takes: not Docker's
+    /// endpoints, which Docker removes.
+    pub fn detachable_of(&self, target: &str) -> Result<Vec<StoredAttachment>> {
+        let mut ours = Vec::new();
+        for s in self.attachments_of(target)? {
+            if !self.is_docker_endpoint(&s.attachment.host_ifname)? {
+                ours.push(s);
+            }
+        }
+        Ok(ours)
+    }
+
+    /// Whether the interfaces of network `name` have MACs of their own
+    /// (Docker sets the one it is told on the interface).
+    pub fn network_has_own_macs(&self, name: &str) -> Result<bool> {
+        let net = store::require_network(self.store.read(), name)?.network;
+        Ok(kinds::of(&net.kind).own_mac())
+    }
+
     /// Whether attachment `host_ifname` is a Docker endpoint's (Docker
     /// removes it, not plumb's recovery).
     pub fn is_docker_endpoint(&self, host_ifname: &str) -> Result<bool> {
@@ -237,7 +278,18 @@ impl Engine {
     /// it is left. Removing one that is gone succeeds.
     pub fn docker_endpoint_delete(&mut self, endpoint: &str) -> Result<()> {
         if let Some((_, Some(a))) = self.docker_endpoint(endpoint)? {
+            let net = store::require_network(self.store.read(), &a.network)?.network;
             self.detach_attachment(&a)?;
+            // A macvlan or ipvlan recorded in its container that Docker
+            // moved back to the host anyway (a Leave that failed or came
+            // while it was being finished) is there under its staged name.
+            let driver = kinds::of(&net.kind);
+            if !driver.has_host_port() && driver.device().is_none() {
+                let staged = names::staged_name(endpoint);
+                self.host
+                    .delete_link_by_name(&staged)
+                    .map_err(|e| Error::kernel(format!("delete {staged}"), e))?;
+            }
         }
         self.store
             .write(|tx| records::delete_endpoint(tx, endpoint))

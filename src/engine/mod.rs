@@ -46,6 +46,7 @@ pub use recover::Recovery;
 use recover::settled;
 pub use restore::RestoreReport;
 use staged::Placement;
+pub use staged::arrived_in;
 
 pub struct NetworkDetails {
     pub stored: StoredNetwork,
@@ -218,6 +219,11 @@ impl Engine {
     pub fn network_rm(&mut self, name: &str, force: bool) -> Result<Vec<Attachment>> {
         self.recover_quietly();
         store::require_network(self.store.read(), name)?;
+        if store::docker::network_named(self.store.read(), name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "network `{name}` is Docker's (made by plumb's Docker driver): `docker network rm {name}`"
+            )));
+        }
         let attached = store::attachments_of_network(self.store.read(), name)?;
         if !attached.is_empty() && !force {
             let list: Vec<String> = attached
@@ -513,13 +519,8 @@ impl Engine {
                 let ns = host_ns
                     .try_clone()
                     .map_err(|e| Error::io("keep the host namespace open", e))?;
-                (
-                    ns,
-                    format!("docker-endpoint:{endpoint}"),
-                    None,
-                    None,
-                    Some(endpoint),
-                )
+                let target = crate::model::staged_target(&endpoint);
+                (ns, target, None, None, Some(endpoint))
             }
         };
         tracing::debug!(target = %target_name, network = %req.network, "attach");
@@ -539,7 +540,7 @@ impl Engine {
         // endpoint.
         let mac_key = match (&container, &staged) {
             (Some(c), _) => format!("docker:{}", c.id),
-            (None, Some(e)) => format!("docker-endpoint:{e}"),
+            (None, Some(_)) => target_name.clone(),
             (None, None) => netns_id.clone(),
         };
         // One socket inside the target serves the whole attach.

@@ -23,46 +23,53 @@ pub(crate) enum Placement {
     Staged { endpoint: String },
 }
 
+/// The namespace at `sandbox` if it is one and holds the interface with
+/// `mac` as Docker leaves it: renamed from `staged` and up (libnetwork
+/// moves it in, then renames, addresses and sets it up).
+pub fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6], staged: &str) -> Option<NsHandle> {
+    let ns = NsHandle::open(sandbox).ok()?;
+    let mut nl = Netlink::open_in(&ns).ok()?;
+    nl.links()
+        .ok()?
+        .iter()
+        .any(|l| l.mac == Some(mac) && l.up && l.name != staged)
+        .then_some(ns)
+}
+
 impl Engine {
     /// The first half of an attach for Docker's endpoint `endpoint`. On a
     /// DHCP network the interface is staged bare, as a DHCP attach's: its
     /// lease is the daemon's to get once the interface is in its container.
-    pub fn stage(
-        &mut self,
-        endpoint: &str,
-        req: &AttachRequest,
-        owner: Option<&str>,
-    ) -> Result<Attachment> {
+    pub fn stage(&mut self, endpoint: &str, req: &AttachRequest) -> Result<Attachment> {
         let placement = Placement::Staged {
             endpoint: endpoint.to_string(),
         };
         let ipam = store::require_network(self.store.read(), &req.network)?
             .network
             .ipam;
-        self.attach_link(placement, req, owner, ipam)
+        self.attach_link(placement, req, None, ipam)
     }
 
     /// Set the staged interface of `a` up on the host, IPv6 off (it is
     /// the container's, not the host's), so that it can ask whether the
-    /// LAN has a DHCP server before Docker moves it. The host's namespace
-    /// and the interface's index.
-    pub fn staged_up(&mut self, a: &Attachment) -> Result<(NsHandle, u32)> {
+    /// LAN has a DHCP server before Docker moves it. The host's namespace.
+    pub fn staged_up(&mut self, a: &Attachment) -> Result<NsHandle> {
         bridge::disable_ipv6_on_port(&a.ifname)?;
         let index = link_index(&mut self.host, &a.ifname)?;
         self.host
             .set_up(index)
             .map_err(|e| Error::kernel(format!("set {} up", a.ifname), e))?;
-        let ns = self
-            .host_ns
+        self.host_ns
             .try_clone()
-            .map_err(|e| Error::io("keep the host namespace open", e))?;
-        Ok((ns, index))
+            .map_err(|e| Error::io("keep the host namespace open", e))
     }
 
     /// The second half, once the staged interface `host_ifname` is in
-    /// namespace `ns` (found there by its MAC): recorded with `target`, and
-    /// what belongs inside added. Finishing one finished in that namespace
-    /// already changes nothing.
+    /// namespace `ns` (found there by its MAC): recorded with `target` (the
+    /// sandbox Docker joined its endpoint to), and what belongs inside
+    /// added. Finishing one finished in that namespace already changes
+    /// nothing; one whose endpoint left that sandbox meanwhile (Docker's
+    /// Leave comes before it takes the interface out) is not finished.
     pub fn finish_staged(
         &mut self,
         host_ifname: &str,
@@ -97,11 +104,23 @@ impl Engine {
                 guard_container(ns, &done)?;
             }
             self.store.write(|tx| {
+                let now = store::attachment(tx, &done.host_ifname)?
+                    .filter(|now| now.is_staged())
+                    .ok_or_else(|| Error::Conflict(format!("{host_ifname} changed meanwhile")))?;
+                let joined = a
+                    .staged_endpoint()
+                    .map(|e| store::docker::endpoint(tx, e))
+                    .transpose()?
+                    .flatten()
+                    .and_then(|e| e.sandbox);
+                if joined.as_deref() != Some(target) {
+                    return Err(Error::Conflict(format!(
+                        "{host_ifname}: its endpoint left {target} meanwhile"
+                    )));
+                }
                 // Its container may have been learnt meanwhile: it is
                 // known by it then.
-                if let Some(now) = store::attachment(tx, &done.host_ifname)?
-                    && now.container.is_some()
-                {
+                if now.container.is_some() {
                     done.container = now.container;
                     done.process = now.process;
                     done.target = now.target;
@@ -120,15 +139,18 @@ impl Engine {
         }
     }
 
-    /// Docker took the interface of `host_ifname` out of its container and
-    /// gave it its staged name back: what was added inside goes, and the
-    /// attachment waits on the host again.
+    /// Docker's Leave: the interface of `host_ifname` is about to leave its
+    /// container (Docker gives it its staged name back on the host). What
+    /// was added inside goes, and the attachment waits on the host again,
+    /// its endpoint joined to no sandbox, in one commit.
     pub fn unstage(&mut self, host_ifname: &str, endpoint: &str) -> Result<()> {
         let Some(a) = store::attachment(self.store.read(), host_ifname)? else {
             return Ok(());
         };
         if a.is_staged() {
-            return Ok(());
+            return self
+                .store
+                .write(|tx| store::docker::set_sandbox(tx, endpoint, None));
         }
         let net = store::require_network(self.store.read(), &a.network)?.network;
         if let Some(ns) = attached_ns(&a) {
@@ -144,23 +166,31 @@ impl Engine {
                 tracing::warn!(target = %a.target, "guard table: {e}");
             }
         }
-        let mut back = a.clone();
-        back.netns = crate::model::staged_netns(endpoint);
-        back.netns_cookie = None;
-        back.ifname = kinds::staged_ifname(&net.kind, endpoint);
-        back.target = format!("docker-endpoint:{endpoint}");
-        // Moving it flushed its addresses: a lease's are gone with them
-        // (the daemon released it first).
-        if let Some(b) = back.dhcp.as_mut() {
-            b.lease = None;
-            b.lease6 = None;
-            b.state = LeaseState::Acquiring;
-            back.addresses.clear();
-            back.gateways.clear();
-        }
+        let unstaged = |a: &Attachment| {
+            let mut back = a.clone();
+            back.netns = crate::model::staged_netns(endpoint);
+            back.netns_cookie = None;
+            back.ifname = kinds::staged_ifname(&net.kind, endpoint);
+            back.target = crate::model::staged_target(endpoint);
+            // Moving it flushes its addresses: a lease's go with them (the
+            // server keeps the lease for the container's next start).
+            if let Some(b) = back.dhcp.as_mut() {
+                b.lease = None;
+                b.lease6 = None;
+                b.state = LeaseState::Acquiring;
+                back.addresses.clear();
+                back.gateways.clear();
+            }
+            back
+        };
         self.store.write(|tx| {
-            move_filters(tx, &a, &back)?;
-            store::update_attachment(tx, &back)
+            // As it is now (its container may have been learnt meanwhile).
+            if let Some(now) = store::attachment(tx, host_ifname)? {
+                let back = unstaged(&now);
+                move_filters(tx, &now, &back)?;
+                store::update_attachment(tx, &back)?;
+            }
+            store::docker::set_sandbox(tx, endpoint, None)
         })
     }
 }

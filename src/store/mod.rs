@@ -428,7 +428,6 @@ pub fn attachment(conn: &Connection, host_ifname: &str) -> Result<Option<Attachm
     )
 }
 
-/// Record what changed in an attachment (its lease, addresses).
 /// Record what changed of an attachment, its keys too (a staged one gets
 /// its namespace, name and target once Docker has moved it).
 pub fn update_attachment(tx: &Transaction, a: &Attachment) -> Result<()> {

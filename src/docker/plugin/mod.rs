@@ -66,7 +66,11 @@ pub fn bind(name: &str) -> Result<UnixListener> {
         }
         _ => {}
     }
-    UnixListener::bind(&path).map_err(|e| Error::io(format!("listen on {}", path.display()), e))
+    // Only root (dockerd) connects: no window with a looser mode.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(&path);
+    nix::sys::stat::umask(old);
+    listener.map_err(|e| Error::io(format!("listen on {}", path.display()), e))
 }
 
 /// Serve Docker on `listener` until the task is dropped.

@@ -238,8 +238,6 @@ const ENDPOINT_KEYS: &[&str] = &[
 #[serde(rename_all = "PascalCase")]
 pub struct PortBinding {
     pub proto: u8,
-    #[serde(rename = "IP", default)]
-    pub ip: String,
     pub port: u16,
     #[serde(rename = "HostIP", default)]
     pub host_ip: String,
@@ -260,24 +258,19 @@ impl PortBinding {
                 ));
             }
         };
-        if self.host_port == 0 {
+        // Docker gives one binding per port; a host range with it means
+        // "any free port of the range", and 0 "any free port" (`-P`).
+        if self.host_port == 0 || self.host_port_end > self.host_port {
             return Err(format!(
-                "-p {}/{proto}: plumb publishes a port on the host port you choose (`-p HOSTPORT:{}`)",
+                "-p {}/{proto}: plumb publishes on the one host port you choose (`-p HOSTPORT:{}`), not on any free one",
                 self.port, self.port
             ));
         }
-        let end = self.host_port_end.max(self.host_port);
-        let host = match (self.host_port, end) {
-            (a, b) if a == b => a.to_string(),
-            (a, b) => format!("{a}-{b}"),
-        };
-        let container = match end - self.host_port {
-            0 => self.port.to_string(),
-            n => format!("{}-{}", self.port, self.port + n),
-        };
+        let host = self.host_port;
+        let port = self.port;
         Ok(match self.host_ip.as_str() {
-            "" | "0.0.0.0" => format!("{host}:{container}/{proto}"),
-            ip => format!("{ip}:{host}:{container}/{proto}"),
+            "" | "0.0.0.0" => format!("{host}:{port}/{proto}"),
+            ip => format!("{ip}:{host}:{port}/{proto}"),
         })
     }
 }
@@ -520,6 +513,23 @@ mod tests {
                 .unwrap_err()
                 .starts_with("--driver-opt egress_rate")
         );
+    }
+
+    #[test]
+    fn a_port_docker_would_choose_is_refused() {
+        for (host, end) in [(0, 0), (8000, 8010)] {
+            let e = EndpointRequest {
+                options: opts(json!({"com.docker.network.portmap": [
+                    {"Proto": 6, "Port": 80, "HostIP": "", "HostPort": host, "HostPortEnd": end}
+                ]})),
+                ..Default::default()
+            };
+            let err = attach_spec("web", &e).unwrap_err();
+            assert!(
+                err.starts_with("-p 80/tcp: plumb publishes on the one host port"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
