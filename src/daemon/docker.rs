@@ -219,10 +219,14 @@ async fn started(ctx: &Arc<Ctx>, client: &Client, id: &str) -> Result<()> {
     // Its endpoints on plumb's Docker networks are known by its name.
     if !c.endpoints.is_empty() {
         let (cx, cc) = (ctx.clone(), c.clone());
-        blocking(move || {
+        // What it declares is carried out even if this fails.
+        if let Err(e) = blocking(move || {
             cx.with_engine(|e| e.adopt_endpoints(&cc.id, &cc.name, pid, &cc.endpoints))
         })
-        .await?;
+        .await
+        {
+            tracing::warn!(container = %c.name, "its plumb endpoints: {e}");
+        }
     }
     let declared = declare::read(&c.id, &c.labels, &c.env);
     let (cid, cx) = (c.id.clone(), ctx.clone());

@@ -100,7 +100,31 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
         let Some(a) = a else { continue };
         let ctx = driver.ctx.clone();
         if a.is_staged() {
-            if let Some(sandbox) = e.sandbox {
+            // Gone from the host and not in its sandbox (a reboot took it):
+            // over, whatever Docker says later.
+            let (c, done) = (driver.ctx.clone(), a.clone());
+            let sandbox = e.sandbox.clone();
+            let gone = blocking(move || {
+                c.with_engine(|en| {
+                    let arrived = sandbox.as_deref().and_then(|s| {
+                        crate::engine::arrived_in(std::path::Path::new(s), done.mac.0, &done.ifname)
+                    });
+                    Ok(arrived.is_none() && !en.staged_on_host(&done)?)
+                })
+            })
+            .await
+            .unwrap_or(false);
+            if gone {
+                let (c, eid) = (driver.ctx.clone(), e.id.clone());
+                match blocking(move || c.with_engine(|en| en.docker_endpoint_delete(&eid))).await {
+                    Ok(()) => {
+                        tracing::info!(endpoint = %e.id, "removed an endpoint whose interface is gone")
+                    }
+                    Err(err) => {
+                        tracing::warn!(endpoint = %e.id, "remove an endpoint whose interface is gone: {err}")
+                    }
+                }
+            } else if let Some(sandbox) = e.sandbox {
                 tokio::spawn(finish_on_arrival(ctx, sandbox.into(), a, e.id));
             }
         } else if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
@@ -116,7 +140,11 @@ impl Driver for DockerDriver {
         method: String,
         body: Value,
     ) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
-        Box::pin(async move { self.dispatch(&method, body).await })
+        Box::pin(async move {
+            // A request in flight: the WAL's checkpoint waits.
+            let _busy = self.ctx.activity.begin();
+            self.dispatch(&method, body).await
+        })
     }
 }
 

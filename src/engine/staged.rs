@@ -64,6 +64,15 @@ impl Engine {
             .map_err(|e| Error::io("keep the host namespace open", e))
     }
 
+    /// Whether the staged interface of `a` is on the host.
+    pub fn staged_on_host(&mut self, a: &Attachment) -> Result<bool> {
+        Ok(self
+            .host
+            .link_by_name(&a.ifname)
+            .map_err(|e| Error::kernel(format!("look up {}", a.ifname), e))?
+            .is_some())
+    }
+
     /// The second half, once the staged interface `host_ifname` is in
     /// namespace `ns` (found there by its MAC): recorded with `target` (the
     /// sandbox Docker joined its endpoint to), and what belongs inside

@@ -199,11 +199,14 @@ impl Lab {
     /// take the containers' ends with them), host routes, every nftables
     /// table.
     pub fn reboot(&self) {
-        for link in self.host_links() {
-            if link.starts_with("pl-") || link.starts_with("pv") || link.starts_with("pc") {
-                must(&format!("ip -n {} link del {link}", self.host));
-            }
+        let plumbs = |l: &String| l.starts_with("pl-") || l.starts_with("pv") || l.starts_with("pc");
+        // A veth can go on its own meanwhile (its peer's namespace died).
+        for link in self.host_links().iter().filter(|l| plumbs(l)) {
+            let _ = sh(&format!("ip -n {} link del {link}", self.host));
         }
+        wait_until("plumb's links gone from the host", 10, || {
+            !self.host_links().iter().any(plumbs)
+        });
         must(&format!("ip -n {} route flush proto static", self.host));
         must(&format!("ip netns exec {} nft flush ruleset", self.host));
     }
