@@ -87,9 +87,16 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
     for id in unnamed {
         tokio::spawn(driver.clone().name_when_known(id));
     }
-    // Endpoints a stopped daemon left waiting: for their interface to
-    // arrive, or for their lease.
-    let c = driver.ctx.clone();
+    take_up_endpoints(&driver.ctx).await;
+    plugin::serve(listener, driver).await;
+}
+
+/// Take up the endpoints a stopped daemon left waiting: for their interface
+/// to arrive, or for their lease. A staged one whose interface is neither
+/// on the host nor in its sandbox (a reboot took it) is over, whatever
+/// Docker says later.
+async fn take_up_endpoints(ctx: &Arc<Ctx>) {
+    let c = ctx.clone();
     let waiting = blocking(move || c.with_engine(|e| e.docker_endpoints()))
         .await
         .unwrap_or_else(|e| {
@@ -98,40 +105,37 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
         });
     for (e, a) in waiting {
         let Some(a) = a else { continue };
-        let ctx = driver.ctx.clone();
-        if a.is_staged() {
-            // Gone from the host and not in its sandbox (a reboot took it):
-            // over, whatever Docker says later.
-            let (c, done) = (driver.ctx.clone(), a.clone());
-            let sandbox = e.sandbox.clone();
-            let gone = blocking(move || {
-                c.with_engine(|en| {
-                    let arrived = sandbox.as_deref().and_then(|s| {
-                        crate::engine::arrived_in(std::path::Path::new(s), done.mac.0, &done.ifname)
-                    });
-                    Ok(arrived.is_none() && !en.staged_on_host(&done)?)
-                })
-            })
-            .await
-            .unwrap_or(false);
-            if gone {
-                let (c, eid) = (driver.ctx.clone(), e.id.clone());
-                match blocking(move || c.with_engine(|en| en.docker_endpoint_delete(&eid))).await {
-                    Ok(()) => {
-                        tracing::info!(endpoint = %e.id, "removed an endpoint whose interface is gone")
-                    }
-                    Err(err) => {
-                        tracing::warn!(endpoint = %e.id, "remove an endpoint whose interface is gone: {err}")
-                    }
-                }
-            } else if let Some(sandbox) = e.sandbox {
-                tokio::spawn(finish_on_arrival(ctx, sandbox.into(), a, e.id));
+        if !a.is_staged() {
+            if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
+                tokio::spawn(lease_when_known(ctx.clone(), a, e.id));
             }
-        } else if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
-            tokio::spawn(lease_when_known(ctx, a, e.id));
+            continue;
+        }
+        let (c, done, sandbox) = (ctx.clone(), a.clone(), e.sandbox.clone());
+        let gone = blocking(move || {
+            c.with_engine(|en| {
+                let arrived = sandbox.as_deref().and_then(|s| {
+                    crate::engine::arrived_in(std::path::Path::new(s), done.mac.0, &done.ifname)
+                });
+                Ok(arrived.is_none() && !en.staged_on_host(&done)?)
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if gone {
+            let (c, eid) = (ctx.clone(), e.id.clone());
+            match blocking(move || c.with_engine(|en| en.docker_endpoint_delete(&eid))).await {
+                Ok(()) => {
+                    tracing::info!(endpoint = %e.id, "removed an endpoint whose interface is gone")
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = %e.id, "remove an endpoint whose interface is gone: {err}")
+                }
+            }
+        } else if let Some(sandbox) = e.sandbox {
+            tokio::spawn(finish_on_arrival(ctx.clone(), sandbox.into(), a, e.id));
         }
     }
-    plugin::serve(listener, driver).await;
 }
 
 impl Driver for DockerDriver {

@@ -214,18 +214,22 @@ impl Engine {
         }
     }
 
+    /// Docker's endpoint `endpoint`, with its attachment if made.
     pub fn docker_endpoint(
         &self,
         endpoint: &str,
     ) -> Result<Option<(Endpoint, Option<Attachment>)>> {
-        let Some(e) = records::endpoint(self.store.read(), endpoint)? else {
-            return Ok(None);
-        };
+        records::endpoint(self.store.read(), endpoint)?
+            .map(|e| self.with_attachment(e))
+            .transpose()
+    }
+
+    fn with_attachment(&self, e: Endpoint) -> Result<(Endpoint, Option<Attachment>)> {
         let a = match &e.host_ifname {
             Some(h) => store::attachment(self.store.read(), h)?,
             None => None,
         };
-        Ok(Some((e, a)))
+        Ok((e, a))
     }
 
     /// Docker joined endpoint `endpoint` to the sandbox at `sandbox` (its
@@ -239,13 +243,7 @@ impl Engine {
     pub fn docker_endpoints(&self) -> Result<Vec<(Endpoint, Option<Attachment>)>> {
         records::endpoints(self.store.read())?
             .into_iter()
-            .map(|e| {
-                let a = match &e.host_ifname {
-                    Some(h) => store::attachment(self.store.read(), h)?,
-                    None => None,
-                };
-                Ok((e, a))
-            })
+            .map(|e| self.with_attachment(e))
             .collect()
     }
 

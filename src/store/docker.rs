@@ -50,43 +50,37 @@ pub fn insert_network(tx: &Transaction, n: &DockerNetwork) -> Result<()> {
     Ok(())
 }
 
-pub fn network(conn: &Connection, id: &str) -> Result<Option<DockerNetwork>> {
-    let row: Option<(String, Option<String>, String)> = conn
-        .query_row(
-            "SELECT id, name, spec FROM docker_networks WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    row.map(|(id, name, spec)| {
-        Ok(DockerNetwork {
-            id,
-            name,
-            spec: parse("network spec", &spec)?,
-        })
+type NetworkRow = (String, Option<String>, String);
+
+fn network_row(r: &rusqlite::Row) -> rusqlite::Result<NetworkRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn to_network((id, name, spec): NetworkRow) -> Result<DockerNetwork> {
+    Ok(DockerNetwork {
+        id,
+        name,
+        spec: parse("network spec", &spec)?,
     })
+}
+
+pub fn network(conn: &Connection, id: &str) -> Result<Option<DockerNetwork>> {
+    conn.query_row(
+        "SELECT id, name, spec FROM docker_networks WHERE id = ?1",
+        params![id],
+        network_row,
+    )
+    .optional()?
+    .map(to_network)
     .transpose()
 }
 
 pub fn networks(conn: &Connection) -> Result<Vec<DockerNetwork>> {
-    let rows = conn
-        .prepare_cached("SELECT id, name, spec FROM docker_networks ORDER BY id")?
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter()
-        .map(|(id, name, spec)| {
-            Ok(DockerNetwork {
-                id,
-                name,
-                spec: parse("network spec", &spec)?,
-            })
-        })
+    conn.prepare_cached("SELECT id, name, spec FROM docker_networks ORDER BY id")?
+        .query_map([], network_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(to_network)
         .collect()
 }
 
@@ -220,31 +214,37 @@ fn cidr(what: &str, s: &str) -> Result<IpNet> {
         .map_err(|_| Error::Conflict(format!("stored {what} `{s}` is not a CIDR")))
 }
 
-pub fn pool(conn: &Connection, id: &str) -> Result<Option<Pool>> {
-    let row: Option<(String, String, Option<String>)> = conn
-        .query_row(
-            "SELECT id, pool, sub_pool FROM docker_pools WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    row.map(|(id, pool, sub)| {
-        Ok(Pool {
-            id,
-            pool: cidr("pool", &pool)?,
-            sub_pool: sub.map(|s| cidr("sub-pool", &s)).transpose()?,
-        })
+type PoolRow = (String, String, Option<String>);
+
+fn pool_row(r: &rusqlite::Row) -> rusqlite::Result<PoolRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn to_pool((id, pool, sub): PoolRow) -> Result<Pool> {
+    Ok(Pool {
+        id,
+        pool: cidr("pool", &pool)?,
+        sub_pool: sub.map(|s| cidr("sub-pool", &s)).transpose()?,
     })
+}
+
+pub fn pool(conn: &Connection, id: &str) -> Result<Option<Pool>> {
+    conn.query_row(
+        "SELECT id, pool, sub_pool FROM docker_pools WHERE id = ?1",
+        params![id],
+        pool_row,
+    )
+    .optional()?
+    .map(to_pool)
     .transpose()
 }
 
 pub fn pools(conn: &Connection) -> Result<Vec<Pool>> {
-    let rows = conn
-        .prepare_cached("SELECT id FROM docker_pools ORDER BY id")?
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.iter()
-        .filter_map(|id| pool(conn, id).transpose())
+    conn.prepare_cached("SELECT id, pool, sub_pool FROM docker_pools ORDER BY id")?
+        .query_map([], pool_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(to_pool)
         .collect()
 }
 
@@ -277,21 +277,32 @@ pub fn release_pool(tx: &Transaction, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn pool_addresses(conn: &Connection, id: &str) -> Result<Vec<IpAddr>> {
-    conn.prepare_cached("SELECT address FROM docker_pool_addresses WHERE pool_id = ?1")?
-        .query_map(params![id], |r| r.get::<_, String>(0))?
-        .filter_map(|a| a.map(|a| a.parse().ok()).transpose())
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(Into::into)
+/// The addresses `sql` lists for `key` (unparsable ones left out).
+fn addresses(conn: &Connection, sql: &str, key: &str) -> Result<Vec<IpAddr>> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_map(params![key], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect())
 }
 
-/// Hand out `address` of pool `id`; false if it is out already.
-pub fn take_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<bool> {
-    let n = tx.execute(
+pub fn pool_addresses(conn: &Connection, id: &str) -> Result<Vec<IpAddr>> {
+    addresses(
+        conn,
+        "SELECT address FROM docker_pool_addresses WHERE pool_id = ?1",
+        id,
+    )
+}
+
+/// Hand out `address` of pool `id` (again: Docker's gateway request).
+pub fn take_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<()> {
+    tx.execute(
         "INSERT OR IGNORE INTO docker_pool_addresses (pool_id, address) VALUES (?1, ?2)",
         params![id, address.to_string()],
     )?;
-    Ok(n == 1)
+    Ok(())
 }
 
 pub fn give_back_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<()> {
@@ -305,9 +316,9 @@ pub fn give_back_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<
 /// The addresses plumb has allocated on network `network` (its host's,
 /// reserved ones, attachments').
 pub fn allocated(conn: &Connection, network: &str) -> Result<Vec<IpAddr>> {
-    conn.prepare_cached("SELECT address FROM allocations WHERE network = ?1")?
-        .query_map(params![network], |r| r.get::<_, String>(0))?
-        .filter_map(|a| a.map(|a| a.parse().ok()).transpose())
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(Into::into)
+    addresses(
+        conn,
+        "SELECT address FROM allocations WHERE network = ?1",
+        network,
+    )
 }

@@ -199,7 +199,8 @@ impl Lab {
     /// take the containers' ends with them), host routes, every nftables
     /// table.
     pub fn reboot(&self) {
-        let plumbs = |l: &String| l.starts_with("pl-") || l.starts_with("pv") || l.starts_with("pc");
+        let plumbs =
+            |l: &String| l.starts_with("pl-") || l.starts_with("pv") || l.starts_with("pc");
         // A veth can go on its own meanwhile (its peer's namespace died).
         for link in self.host_links().iter().filter(|l| plumbs(l)) {
             let _ = sh(&format!("ip -n {} link del {link}", self.host));
