@@ -20,7 +20,7 @@
 //! create on a network whose name plumb has not learnt yet (right after
 //! its create, through Docker's API, which therefore serves).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,6 +55,9 @@ pub struct DockerDriver {
     /// One network is named at a time: the naming task and an endpoint's
     /// create may both try.
     naming: tokio::sync::Mutex<()>,
+    /// The endpoints a task finishes or leases (one task each: Docker may
+    /// join again, and a daemon's start takes up what waits).
+    watched: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Serve Docker as driver `name` until the task is dropped; `bound` says
@@ -75,6 +78,7 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
     let driver = Arc::new(DockerDriver {
         ctx,
         naming: tokio::sync::Mutex::new(()),
+        watched: std::sync::Mutex::new(HashSet::new()),
     });
     // Networks created while no daemon ran to learn their names.
     let c = driver.ctx.clone();
@@ -87,7 +91,7 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
     for id in unnamed {
         tokio::spawn(driver.clone().name_when_known(id));
     }
-    take_up_endpoints(&driver.ctx).await;
+    take_up_endpoints(&driver).await;
     plugin::serve(listener, driver).await;
 }
 
@@ -95,7 +99,8 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
 /// to arrive, or for their lease. A staged one whose interface is neither
 /// on the host nor in its sandbox (a reboot took it) is over, whatever
 /// Docker says later.
-async fn take_up_endpoints(ctx: &Arc<Ctx>) {
+async fn take_up_endpoints(driver: &Arc<DockerDriver>) {
+    let ctx = &driver.ctx;
     let c = ctx.clone();
     let waiting = blocking(move || c.with_engine(|e| e.docker_endpoints()))
         .await
@@ -107,7 +112,8 @@ async fn take_up_endpoints(ctx: &Arc<Ctx>) {
         let Some(a) = a else { continue };
         if !a.is_staged() {
             if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
-                tokio::spawn(lease_when_known(ctx.clone(), a, e.id));
+                let work = lease_when_known(ctx.clone(), a, e.id.clone());
+                driver.watch(format!("{} lease", e.id), work);
             }
             continue;
         }
@@ -133,7 +139,9 @@ async fn take_up_endpoints(ctx: &Arc<Ctx>) {
                 }
             }
         } else if let Some(sandbox) = e.sandbox {
-            tokio::spawn(finish_on_arrival(ctx.clone(), sandbox.into(), a, e.id));
+            let key = format!("{} in {sandbox}", e.id);
+            let work = finish_on_arrival(ctx.clone(), sandbox.into(), a, e.id.clone());
+            driver.watch(key, work);
         }
     }
 }
@@ -219,6 +227,25 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, body: Value) -> Result<T,
 }
 
 impl DockerDriver {
+    /// Run `work` (`key`: an endpoint and what for), unless a task does
+    /// that already.
+    fn watch(self: &Arc<Self>, key: String, work: impl Future<Output = ()> + Send + 'static) {
+        if !self.watched().insert(key.clone()) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            work.await;
+            me.watched().remove(&key);
+        });
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn dispatch(self: Arc<Self>, method: &str, body: Value) -> Answer {
         let out = match method {
             "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
@@ -529,7 +556,7 @@ impl DockerDriver {
         }
     }
 
-    async fn join(&self, c: EndpointCall) -> Result<Value, String> {
+    async fn join(self: &Arc<Self>, c: EndpointCall) -> Result<Value, String> {
         let a = self.endpoint(&c.endpoint_id).await?;
         let gateway = |v6: bool| a.gateways.iter().find(|g| g.is_ipv6() == v6);
         // A DHCP endpoint's routes go on with its lease, later.
@@ -565,7 +592,9 @@ impl DockerDriver {
         self.engine(true, move |e| e.set_endpoint_sandbox(&eid, Some(&sandbox)))
             .await?;
         let (ctx, sandbox) = (self.ctx.clone(), PathBuf::from(&c.sandbox_key));
-        tokio::spawn(finish_on_arrival(ctx, sandbox, a, c.endpoint_id));
+        let key = format!("{} in {}", c.endpoint_id, c.sandbox_key);
+        let work = finish_on_arrival(ctx, sandbox, a, c.endpoint_id.clone());
+        self.watch(key, work);
         Ok(out)
     }
 
