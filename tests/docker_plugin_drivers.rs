@@ -21,22 +21,20 @@ fn a_macvlan_network_puts_containers_on_the_lan_and_the_shim_lets_the_host_reach
     let lab = Lab::new("dpv");
     let peer = lab.lan("peer", "192.168.74.10/24");
     let p = Plugin::start(&lab);
-    let (docker, driver) = (&p.docker, &p.name);
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "--subnet",
-        "192.168.74.0/24",
-        "--gateway",
-        "192.168.74.1",
-        "-o",
-        "parent=lan0",
-        "-o",
-        "host-shim=192.168.74.250",
+    let docker = &p.docker;
+    p.create_ok(
         "mv",
-    ]);
+        &[
+            "--subnet",
+            "192.168.74.0/24",
+            "--gateway",
+            "192.168.74.1",
+            "-o",
+            "parent=lan0",
+            "-o",
+            "host-shim=192.168.74.250",
+        ],
+    );
     let net = lab.ok(&["network", "inspect", "mv"]);
     assert!(net.contains("macvlan"), "{net}");
     docker.run(
@@ -80,33 +78,21 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
     let up = lab.upstream("10.69.9");
     common::must(&format!("ip -n {up} route add 10.69.0.0/24 via 10.69.9.2"));
     let p = Plugin::start(&lab);
-    let (docker, driver) = (&p.docker, &p.name);
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "--subnet",
-        "192.168.75.0/24",
-        "--gateway",
-        "192.168.75.1",
-        "-o",
-        "mode=bridged",
-        "-o",
-        "uplink=lan0",
+    let docker = &p.docker;
+    p.create_ok(
         "onlan",
-    ]);
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "--subnet",
-        "10.69.0.0/24",
-        "-o",
-        "mode=routed",
-        "routed",
-    ]);
+        &[
+            "--subnet",
+            "192.168.75.0/24",
+            "--gateway",
+            "192.168.75.1",
+            "-o",
+            "mode=bridged",
+            "-o",
+            "uplink=lan0",
+        ],
+    );
+    p.create_ok("routed", &["--subnet", "10.69.0.0/24", "-o", "mode=routed"]);
     docker.run(
         &[
             "--name",
@@ -154,18 +140,8 @@ fn a_bridged_network_puts_containers_on_the_lan_and_a_routed_one_is_reached_with
 fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
     let lab = Lab::new("dpd");
     let p = Plugin::start(&lab);
-    let (docker, driver) = (&p.docker, &p.name);
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "--subnet",
-        "10.71.0.0/24",
-        "-o",
-        "mode=nat",
-        "app",
-    ]);
+    let docker = &p.docker;
+    p.create_ok("app", &["--subnet", "10.71.0.0/24", "-o", "mode=nat"]);
     docker.run(
         &[
             "--name",
@@ -238,42 +214,31 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
         "--dhcp-range=192.168.76.100,192.168.76.199,2m --dhcp-authoritative",
     );
     let p = Plugin::start(&lab);
-    let (docker, driver) = (&p.docker, &p.name);
+    let docker = &p.docker;
     // Docker's default IPAM would choose addresses: refused, by name.
-    let out = docker.docker(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "-o",
-        "ipam=dhcp",
-        "-o",
-        "mode=bridged",
-        "-o",
-        "uplink=lan0",
+    let out = p.create(
         "wrong",
-    ]);
+        &["-o", "ipam=dhcp", "-o", "mode=bridged", "-o", "uplink=lan0"],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--ipam-driver null"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        driver,
-        "--ipam-driver",
-        "null",
-        "-o",
-        "ipam=dhcp",
-        "-o",
-        "mode=bridged",
-        "-o",
-        "uplink=lan0",
+    p.create_ok(
         "dh",
-    ]);
+        &[
+            "--ipam-driver",
+            "null",
+            "-o",
+            "ipam=dhcp",
+            "-o",
+            "mode=bridged",
+            "-o",
+            "uplink=lan0",
+        ],
+    );
     docker.run(&["--name", "leaser", "--network", "dh"], SLEEP);
     let first = leased(&lab, docker, "leaser");
     let pid = docker.container_pid("leaser");

@@ -43,19 +43,8 @@ fn with_live_restore_containers_keep_their_plumb_network_across_a_dockerd_restar
     let lab = Lab::new("dlr");
     lab.upstream("10.66.9");
     let mut p = Plugin::start(&lab);
-    let driver = p.name.clone();
+    p.create_ok("lr", &["--subnet", "10.66.0.0/24", "-o", "mode=nat"]);
     let docker = &mut p.docker;
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        &driver,
-        "--subnet",
-        "10.66.0.0/24",
-        "-o",
-        "mode=nat",
-        "lr",
-    ]);
     docker.run(&["--name", "c1", "--network", "lr"], SLEEP);
     let before = addresses(docker, "c1", "10.66.0.");
     assert_eq!(before.len(), 1, "{before:?}");
@@ -88,19 +77,8 @@ fn without_live_restore_restarted_containers_get_new_endpoints_and_the_old_ones_
     let lab = Lab::new("drs");
     lab.upstream("10.67.9");
     let mut p = Plugin::start(&lab);
-    let driver = p.name.clone();
+    p.create_ok("rs", &["--subnet", "10.67.0.0/24", "-o", "mode=nat"]);
     let docker = &mut p.docker;
-    docker.must(&[
-        "network",
-        "create",
-        "-d",
-        &driver,
-        "--subnet",
-        "10.67.0.0/24",
-        "-o",
-        "mode=nat",
-        "rs",
-    ]);
     docker.run(
         &["--name", "keep", "--restart", "always", "--network", "rs"],
         SLEEP,
@@ -143,18 +121,7 @@ fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_ag
     let lab = Lab::new("dpb");
     lab.upstream("10.68.9");
     let mut p = Plugin::start(&lab);
-    let driver = p.name.clone();
-    p.docker.must(&[
-        "network",
-        "create",
-        "-d",
-        &driver,
-        "--subnet",
-        "10.68.0.0/24",
-        "-o",
-        "mode=nat",
-        "rb",
-    ]);
+    p.create_ok("rb", &["--subnet", "10.68.0.0/24", "-o", "mode=nat"]);
     p.docker.run(
         &[
             "--name",
