@@ -6,8 +6,10 @@
 //! tests and a real Docker on the machine share nothing with it. It starts
 //! its own containerd (under D/exec/containerd). Only two directories outside
 //! D are shared, their places fixed in dockerd and containerd:
-//! `/run/docker/plugins` (left empty) and `/run/containerd/s` (the shims'
-//! sockets, removed on drop even when a shim had to be killed).
+//! `/run/docker/plugins` (where a test's plumb daemon serves Docker's
+//! driver under a name of its own, [`Plugin`], and removes its socket when
+//! it stops) and `/run/containerd/s` (the shims' sockets, removed on drop
+//! even when a shim had to be killed).
 
 use std::collections::HashSet;
 use std::fs;
