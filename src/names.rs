@@ -98,6 +98,17 @@ pub fn dhcp_client_id(host: &str, network: &str, target: &str) -> Vec<u8> {
     id
 }
 
+/// A container name as a DHCP host name: letters, digits and `-` (Docker
+/// names may also hold `_` and `.`).
+pub fn container_hostname(name: &str) -> String {
+    let h: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    h.trim_matches('-').to_string()
+}
+
 /// A DHCP host name from a target reference: the namespace's or file's
 /// name, `pid-N` for a process, cut to a DNS label.
 pub fn dhcp_hostname(target: &str) -> String {

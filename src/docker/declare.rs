@@ -188,17 +188,6 @@ fn network(
     Ok(spec)
 }
 
-/// A container name as a DHCP host name: letters, digits and `-` (Docker
-/// names may also hold `_` and `.`).
-pub fn hostname_of(name: &str) -> String {
-    let h: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    h.trim_matches('-').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +230,7 @@ mod tests {
         assert_eq!(lan.default_route.as_deref(), Some("replace"));
         assert_eq!(lan.label, ["role=db"]);
         assert_eq!(lan.hostname, None, "the engine's choice: the name");
-        assert_eq!(hostname_of("web_1"), "web-1");
+        assert_eq!(crate::names::container_hostname("web_1"), "web-1");
         let backend = d.networks[1].1.as_ref().unwrap();
         assert_eq!(backend.egress_rate.as_deref(), Some("10mbit"));
         assert!(backend.ip.is_empty());

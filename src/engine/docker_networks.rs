@@ -337,7 +337,7 @@ impl Engine {
                 {
                     let net = store::require_network(tx, &now.network)?.network;
                     let target = format!("docker:{id}");
-                    let hostname = crate::docker::declare::hostname_of(name);
+                    let hostname = names::container_hostname(name);
                     super::set_dhcp_identity(b, &net, &target, hostname);
                 }
                 store::update_attachment(tx, &now)

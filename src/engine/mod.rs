@@ -636,7 +636,7 @@ impl Engine {
                     // A container is known on the LAN by its name (a
                     // staged one's, once known: see set_dhcp_identity).
                     let hostname = match &container {
-                        Some(c) => crate::docker::declare::hostname_of(&c.name),
+                        Some(c) => names::container_hostname(&c.name),
                         None => names::dhcp_hostname(&target_name),
                     };
                     dhcp_binding(&net, req, &target_name, hostname)
