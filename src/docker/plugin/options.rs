@@ -190,9 +190,11 @@ pub fn network_spec(
     let dhcp = spec.ipam.as_deref() == Some("dhcp");
     let pools: Vec<&IpamData> = v4.iter().chain(v6).filter(|d| !d.is_null()).collect();
     if dhcp {
-        if !pools.is_empty() && v4.iter().any(|d| !d.is_null()) {
+        // IPv6 too comes from the LAN (its router advertisements, `-o
+        // slaac`), not from a pool of Docker's.
+        if !pools.is_empty() {
             return Err(
-                "-o ipam=dhcp: the LAN's DHCP server gives the addresses; create the network with `--ipam-driver null`"
+                "-o ipam=dhcp: the LAN's DHCP server gives the addresses; create the network with `--ipam-driver null` and no --subnet"
                     .into(),
             );
         }
@@ -477,6 +479,14 @@ mod tests {
         assert!(s.subnet.is_empty());
         let e = network_spec("n", &o, &[pool("10.0.0.0/24", "")], &[]).unwrap_err();
         assert!(e.contains("--ipam-driver null"), "{e}");
+        let e = network_spec(
+            "n",
+            &o,
+            std::slice::from_ref(&null),
+            &[pool("fd00::/64", "")],
+        )
+        .unwrap_err();
+        assert!(e.contains("--ipam-driver null"), "an IPv6 pool too: {e}");
         let o = opts(json!({"com.docker.network.generic": {"subnet": "10.7.0.0/24"}}));
         let s = network_spec("n", &o, &[null], &[]).unwrap();
         assert_eq!(s.subnet, vec!["10.7.0.0/24"]);
