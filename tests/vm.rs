@@ -5,6 +5,10 @@
 use std::process::Command;
 
 fn in_vm(script: &str) {
+    let name = std::path::Path::new(script)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(script);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{root}/scripts/vm/run"))
         .arg(format!("{root}/{script}"))
@@ -20,7 +24,7 @@ fn in_vm(script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("lan_drivers: ok"),
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{name}: ok")),
         "the script did not reach its end"
     );
 }
@@ -28,4 +32,9 @@ fn in_vm(script: &str) {
 #[test]
 fn ipvlan_and_vlan_parents_with_real_traffic_on_debians_kernel() {
     in_vm("tests/vm/lan_drivers.sh");
+}
+
+#[test]
+fn ipvlan_and_vlan_parents_through_dockers_driver_protocol() {
+    in_vm("tests/vm/docker_plugin.sh");
 }

@@ -432,9 +432,18 @@ impl DockerDriver {
         if let Some(n) = dn.name {
             return Ok(Some(n));
         }
-        let client = crate::docker::Client::connect().await?;
-        let Some(name) = client.network_name(id).await? else {
-            return Ok(None);
+        // Without Docker's API (`--docker-socket` elsewhere) the name cannot
+        // be learnt: the network is named after its ID, and works.
+        let name = match crate::docker::Client::connect().await {
+            Ok(client) => match client.network_name(id).await? {
+                Some(name) => name,
+                None => return Ok(None),
+            },
+            Err(e) => {
+                let name = format!("docker-{}", crate::model::short_docker_id(id));
+                tracing::warn!(docker_id = %id, "{e}: the network is named {name}");
+                name
+            }
         };
         let (c, i) = (self.ctx.clone(), id.to_string());
         blocking(move || c.with_engine(|e| e.name_docker_network(&i, &name)))
