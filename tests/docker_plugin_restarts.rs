@@ -187,3 +187,55 @@ fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_ag
         .expect("Docker endpoints");
     assert_eq!(endpoints.len(), 2, "{net}");
 }
+
+/// dockerd waits 30 s for a legacy plugin's socket to appear: a plumb that
+/// starts while dockerd does (systemd starts plumbd first) is in time, and
+/// takes the endpoint Docker stopped while it was down (without a word:
+/// Docker does not repeat the Leave it could not make) for gone, so that
+/// the container's new endpoint may have the same address.
+#[test]
+fn a_dockerd_that_starts_while_plumb_does_gets_its_containers_up_on_plumbs_networks() {
+    let lab = Lab::new("dpl");
+    let mut p = Plugin::start(&lab);
+    p.create_ok("late", &["--subnet", "10.69.0.0/24", "-o", "mode=nat"]);
+    p.docker.run(
+        &[
+            "--name",
+            "early",
+            "--restart",
+            "always",
+            "--network",
+            "late",
+        ],
+        SLEEP,
+    );
+    wait_until("early's attachment finished", 10, || {
+        attachments(&lab)
+            .iter()
+            .any(|l| l.starts_with("docker:early"))
+    });
+    // plumb is down while dockerd stops, and starts as dockerd does.
+    p.stop_daemon();
+    p.docker.stop_only();
+    p.docker.launch_again();
+    p.start_daemon();
+    p.docker.wait_ready();
+    let pid = wait_for("early to run again", 60, || {
+        p.docker
+            .pid_if_running("early")
+            .ok_or_else(|| "not running".to_string())
+    });
+    wait_for("early's address", 10, || {
+        let a = addresses(&p.docker, "early", "10.69.0.");
+        (a.len() == 1)
+            .then_some(a)
+            .ok_or_else(|| "none yet".to_string())
+    });
+    assert!(
+        in_netns_of(pid, "ping -c1 -W2 10.69.0.1").status.success(),
+        "early reaches its gateway"
+    );
+    wait_until("one attachment, one host port", 10, || {
+        attachments(&lab).len() == 1 && host_ports(&lab).len() == 1
+    });
+}

@@ -96,9 +96,12 @@ pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
 }
 
 /// Take up the endpoints a stopped daemon left waiting: for their interface
-/// to arrive, or for their lease. A staged one whose interface is neither
-/// on the host nor in its sandbox (a reboot took it) is over, whatever
-/// Docker says later.
+/// to arrive, or for their lease. Some are over, whatever Docker says
+/// later (it does not repeat a Leave or DeleteEndpoint it could not make
+/// while plumb was down): a staged one whose interface is neither on the
+/// host nor in its sandbox (a reboot took it), and one whose container's
+/// process is gone (stopped meanwhile; its next start makes a new one,
+/// which may need its address). This runs before the driver answers Docker.
 async fn take_up_endpoints(driver: &Arc<DockerDriver>) {
     let ctx = &driver.ctx;
     let c = ctx.clone();
@@ -108,9 +111,23 @@ async fn take_up_endpoints(driver: &Arc<DockerDriver>) {
             tracing::warn!("Docker endpoints left waiting: {e}");
             Vec::new()
         });
+    let over = |id: String, why: &'static str| {
+        let c = ctx.clone();
+        async move {
+            let eid = id.clone();
+            match blocking(move || c.with_engine(|en| en.docker_endpoint_delete(&eid))).await {
+                Ok(()) => tracing::info!(endpoint = %id, "removed an endpoint {why}"),
+                Err(err) => tracing::warn!(endpoint = %id, "remove an endpoint {why}: {err}"),
+            }
+        }
+    };
     for (e, a) in waiting {
         let Some(a) = a else { continue };
         if !a.is_staged() {
+            if a.process.is_some_and(|p| !p.alive()) {
+                over(e.id, "whose container stopped").await;
+                continue;
+            }
             if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none()) {
                 let work = lease_when_known(ctx.clone(), a, e.id.clone());
                 driver.watch(format!("{} lease", e.id), work);
@@ -129,15 +146,7 @@ async fn take_up_endpoints(driver: &Arc<DockerDriver>) {
         .await
         .unwrap_or(false);
         if gone {
-            let (c, eid) = (ctx.clone(), e.id.clone());
-            match blocking(move || c.with_engine(|en| en.docker_endpoint_delete(&eid))).await {
-                Ok(()) => {
-                    tracing::info!(endpoint = %e.id, "removed an endpoint whose interface is gone")
-                }
-                Err(err) => {
-                    tracing::warn!(endpoint = %e.id, "remove an endpoint whose interface is gone: {err}")
-                }
-            }
+            over(e.id, "whose interface is gone").await;
         } else if let Some(sandbox) = e.sandbox {
             let key = format!("{} in {sandbox}", e.id);
             let work = finish_on_arrival(ctx.clone(), sandbox.into(), a, e.id.clone());

@@ -278,8 +278,18 @@ impl<'a> Dockerd<'a> {
 
     /// Start dockerd again on the same directories (after [`Dockerd::crash`]).
     pub fn start_again(&mut self) {
-        self.daemon = launch(self.lab, self.dir.path(), self.legacy);
+        self.launch_again();
         self.wait_ready();
+    }
+
+    /// Stop dockerd (SIGTERM: it stops the containers), and no more.
+    pub fn stop_only(&mut self) {
+        assert!(self.stop(), "dockerd's processes survived SIGKILL");
+    }
+
+    /// Start dockerd again without waiting for it ([`Dockerd::wait_ready`]).
+    pub fn launch_again(&mut self) {
+        self.daemon = launch(self.lab, self.dir.path(), self.legacy);
     }
 
     /// Turn on live restore (containers outlive dockerd) in this dockerd's
@@ -324,7 +334,7 @@ impl<'a> Dockerd<'a> {
 
     /// Wait until the daemon answers; fail with its log if it exits or
     /// does not answer in time.
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(START_SECS);
         while !self.docker(&["version"]).status.success() {
             let exited = self.daemon.try_wait().ok().flatten();
