@@ -607,7 +607,7 @@ impl DockerDriver {
             out["GatewayIPv6"] = json!(g.to_string());
         }
         let (eid, sandbox) = (c.endpoint_id.clone(), c.sandbox_key.clone());
-        self.engine(true, move |e| e.set_endpoint_sandbox(&eid, Some(&sandbox)))
+        self.engine(true, move |e| e.join_endpoint(&eid, &sandbox))
             .await?;
         let (ctx, sandbox) = (self.ctx.clone(), PathBuf::from(&c.sandbox_key));
         let key = format!("{} in {}", c.endpoint_id, c.sandbox_key);

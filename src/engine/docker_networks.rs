@@ -233,10 +233,10 @@ impl Engine {
     }
 
     /// Docker joined endpoint `endpoint` to the sandbox at `sandbox` (its
-    /// interface goes there), or left it (None).
-    pub fn set_endpoint_sandbox(&mut self, endpoint: &str, sandbox: Option<&str>) -> Result<()> {
+    /// interface goes there); Leave clears it ([`Engine::unstage`]).
+    pub fn join_endpoint(&mut self, endpoint: &str, sandbox: &str) -> Result<()> {
         self.store
-            .write(|tx| records::set_sandbox(tx, endpoint, sandbox))
+            .write(|tx| records::set_sandbox(tx, endpoint, Some(sandbox)))
     }
 
     /// Every Docker endpoint with its attachment, if made.
