@@ -1835,6 +1835,10 @@ pub struct DhcpBinding {
     /// A DHCPv6 lease, where the LAN's advertisements ask for DHCPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease6: Option<crate::ipam::dhcp::v6::Lease6>,
+    /// The lease was taken by plumb's IPAM driver for Docker, which puts
+    /// its address on the interface and keeps it while the endpoint lives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub for_docker: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

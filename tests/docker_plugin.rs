@@ -800,3 +800,25 @@ fn an_egress_rate_given_with_driver_opt_holds_measured_with_iperf3() {
         "the other interface is not limited: {free}"
     );
 }
+
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_once_dockers_driver_has_its_socket() {
+    let lab = Lab::new("dpn");
+    let notify = lab.state.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&notify).expect("notify socket");
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let name = lab.name("ntf");
+    let _daemon = lab.daemon_with_env(
+        &["--docker-plugin", &name],
+        &[("NOTIFY_SOCKET", notify.as_os_str())],
+    );
+    let mut said = [0u8; 64];
+    let n = manager.recv(&mut said).expect("READY=1 within 20 s");
+    assert_eq!(&said[..n], b"READY=1");
+    assert!(
+        std::os::unix::net::UnixStream::connect(format!("/run/docker/plugins/{name}.sock")).is_ok(),
+        "the driver's socket answers once the daemon is ready"
+    );
+}

@@ -260,6 +260,157 @@ fn a_dhcp_network_leases_from_the_lan_as_the_container_and_gets_the_same_lease_a
     docker.must(&["network", "rm", "dh"]);
 }
 
+/// The address Docker gave container `name` on network `network`.
+fn docker_address(docker: &Dockerd, name: &str, network: &str) -> String {
+    let format = format!("{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}");
+    docker
+        .must(&["inspect", "-f", &format, name])
+        .trim()
+        .to_string()
+}
+
+/// `MAC -> IP` of the leases in the lab's dnsmasq lease file.
+fn leases_by_mac(lab: &Lab) -> Vec<(String, String)> {
+    std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Some((w.get(1)?.to_string(), w.get(2)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn plumbs_ipam_in_dhcp_mode_tells_docker_the_lan_lease_and_releases_it() {
+    let lab = Lab::new("dpi");
+    let server = lab.lan("dhcpsrv", "192.168.78.1/24");
+    let _dnsmasq = lab.dnsmasq(
+        &server,
+        "--dhcp-range=192.168.78.100,192.168.78.199,2m --dhcp-authoritative",
+    );
+    let p = Plugin::start(&lab);
+    let docker = &p.docker;
+    let lan = [
+        "--ipam-driver",
+        &p.name,
+        "--ipam-opt",
+        "mode=dhcp",
+        "--subnet",
+        "192.168.78.0/24",
+        "-o",
+        "mode=bridged",
+        "-o",
+        "uplink=lan0",
+    ];
+    // The LAN's router is Docker's to know too: refused without it.
+    let out = p.create("norouter", &lan);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--gateway") && err.contains("--ipam-opt mode=dhcp"),
+        "{err}"
+    );
+    p.create_ok("lan", &[&lan[..], &["--gateway", "192.168.78.1"]].concat());
+    docker.run(&["--name", "web", "--network", "lan"], SLEEP);
+    let pinned = "02:42:c0:a8:4e:07";
+    docker.run(
+        &[
+            "--name",
+            "client",
+            "--network",
+            "lan",
+            "--mac-address",
+            pinned,
+        ],
+        SLEEP,
+    );
+    // Docker knows the address the LAN's server leased, for Docker's MAC.
+    let web = docker_address(docker, "web", "lan");
+    let mac = docker
+        .must(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.lan.MacAddress}}",
+            "web",
+        ])
+        .trim()
+        .to_string();
+    assert!(
+        leases_by_mac(&lab).contains(&(mac.clone(), web.clone())),
+        "{mac} {web}: {:?}",
+        leases_by_mac(&lab)
+    );
+    let pid = docker.container_pid("web");
+    assert!(
+        interfaces_of(pid)
+            .iter()
+            .any(|i| i.v4.contains(&format!("{web}/24")) && i.mac == mac),
+        "web holds {web} with {mac}: {:?}",
+        interfaces_of(pid)
+    );
+    assert!(lab.ping(&server, &web), "the LAN reaches web");
+    assert!(ping_from_pid(pid, "192.168.78.1"), "web reaches the LAN");
+    // So Docker's embedded DNS knows it.
+    let looked = docker.docker(&["exec", "client", "busybox", "nslookup", "web"]);
+    assert!(
+        String::from_utf8_lossy(&looked.stdout).contains(&web),
+        "{}",
+        String::from_utf8_lossy(&looked.stdout)
+    );
+    assert!(
+        docker
+            .docker(&["exec", "client", "ping", "-c1", "-W2", "web"])
+            .status
+            .success(),
+        "client reaches web by name"
+    );
+    // The daemon renews it from inside the container, as Docker's MAC.
+    let leased = docker.plumb_inspect("docker:web");
+    assert_eq!(
+        leased["NetworkSettings"]["Networks"]["lan"]["IPAddress"], web,
+        "{leased}"
+    );
+    // An address of one's choosing is the server's to reserve.
+    let out = docker.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "chooser",
+        "--network",
+        "lan",
+        "--ip",
+        "192.168.78.150",
+        docker.image(),
+        "sleep",
+        "100",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--mac-address"),
+        "{err}"
+    );
+    // A pinned MAC is the same client after a restart: the same address.
+    let before = docker_address(docker, "client", "lan");
+    let client_pid = docker.container_pid("client");
+    docker.must(&["restart", "-t", "1", "client"]);
+    wait_until("client to run again", 20, || {
+        docker
+            .pid_if_running("client")
+            .is_some_and(|p| p != client_pid)
+    });
+    assert_eq!(docker_address(docker, "client", "lan"), before);
+    // Docker gives the address back: the LAN's server hears it.
+    docker.must(&["rm", "-f", "web"]);
+    wait_until("web's lease released", 10, || {
+        !leases_by_mac(&lab).iter().any(|(_, ip)| *ip == web)
+    });
+    docker.must(&["rm", "-f", "client"]);
+    wait_until("the attachments gone", 10, || {
+        lab.ok(&["ls"]).lines().count() == 1
+    });
+    docker.must(&["network", "rm", "lan"]);
+}
+
 #[test]
 fn a_dhcp_network_without_a_server_fails_docker_run_and_leaves_nothing() {
     let lab = Lab::new("dpx");

@@ -15,6 +15,7 @@
 mod docker;
 mod lease;
 mod links;
+mod notify;
 mod plugin;
 pub mod protocol;
 mod supervise;
@@ -195,16 +196,23 @@ async fn serve(opts: Options) -> Result<()> {
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
     let plugin_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let plugin_tried = Arc::new(tokio::sync::Notify::new());
     let docker_plugin = match &opts.docker_plugin {
         Some(name) => {
-            let (ctx, name, bound) = (ctx.clone(), name.clone(), plugin_bound.clone());
+            let (ctx, name) = (ctx.clone(), name.clone());
+            let (bound, tried) = (plugin_bound.clone(), plugin_tried.clone());
             Some(supervise::task("docker plugin", move || {
-                let (ctx, name, bound) = (ctx.clone(), name.clone(), bound.clone());
-                plugin::serve(ctx, name, bound)
+                let (ctx, name) = (ctx.clone(), name.clone());
+                plugin::serve(ctx, name, bound.clone(), tried.clone())
             }))
         }
         None => None,
     };
+    // Ready once Docker's driver has its socket, or could not have it yet.
+    if docker_plugin.is_some() {
+        plugin_tried.notified().await;
+    }
+    notify::ready();
     watch_policy(&opts.state_dir, activity, &holds)?;
     links::watch(&opts.state_dir, &holds)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -30,11 +30,17 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use ipnet::IpNet;
+
+use super::lease::LeaseTask;
 use super::{Ctx, Stop, blocking};
 use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
 use crate::docker::plugin::{self, Answer, Driver};
+use crate::engine::docker_ipam::{self, DhcpLan};
 use crate::error::Result;
-use crate::model::Attachment;
+use crate::ipam::dhcp::{self, Identity};
+use crate::model::{Attachment, Mac};
+use crate::store::docker::PoolLease;
 
 /// How long an endpoint's interface may take to arrive in its container
 /// after Join (a `docker run` creates the container in between).
@@ -61,11 +67,19 @@ pub struct DockerDriver {
 }
 
 /// Serve Docker as driver `name` until the task is dropped; `bound` says
-/// once the socket is this daemon's (its to remove at the end). A socket
-/// another process serves is tried again now and then.
-pub async fn serve(ctx: Arc<Ctx>, name: String, bound: Arc<AtomicBool>) {
+/// once the socket is this daemon's (its to remove at the end), `tried`
+/// is told after the first try at it. A socket another process serves is
+/// tried again now and then.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    name: String,
+    bound: Arc<AtomicBool>,
+    tried: Arc<tokio::sync::Notify>,
+) {
     let listener = loop {
-        match plugin::bind(&name) {
+        let attempt = plugin::bind(&name);
+        tried.notify_one();
+        match attempt {
             Ok(l) => break l,
             Err(e) => {
                 tracing::error!("Docker network driver `{name}`: {e}; trying again in 10 s");
@@ -171,6 +185,8 @@ impl Driver for DockerDriver {
 
 /// The address space of plumb's IPAM driver's pools.
 const ADDRESS_SPACE: &str = "plumb";
+/// Where Docker puts an endpoint's MAC in an IPAM request.
+const MAC_OPTION: &str = "com.docker.network.endpoint.macaddress";
 
 #[derive(Deserialize)]
 struct PoolCall {
@@ -182,6 +198,9 @@ struct PoolCall {
     v6: bool,
     #[serde(rename = "PoolID", default)]
     pool_id: String,
+    /// `--ipam-opt`.
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -259,8 +278,10 @@ impl DockerDriver {
         let out = match method {
             "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
             // Docker keeps no replay of requests: plumb's store has them.
+            // The MAC is an endpoint's identity to a DHCP pool's LAN (Docker
+            // chooses one for every endpoint then).
             "IpamDriver.GetCapabilities" => {
-                Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
+                Ok(json!({"RequiresMACAddress": true, "RequiresRequestReplay": false}))
             }
             "IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
                 "LocalDefaultAddressSpace": ADDRESS_SPACE,
@@ -269,7 +290,12 @@ impl DockerDriver {
             "IpamDriver.RequestPool" => match parse::<PoolCall>(method, body) {
                 Ok(c) => self
                     .engine(false, move |e| {
-                        e.ipam_request_pool(&c.pool, &c.sub_pool, c.v6)
+                        e.ipam_request_pool(
+                            &c.pool,
+                            &c.sub_pool,
+                            c.v6,
+                            &c.options.unwrap_or_default(),
+                        )
                     })
                     .await
                     .map(|(id, pool)| json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}})),
@@ -287,13 +313,7 @@ impl DockerDriver {
                 Err(e) => Err(e),
             },
             "IpamDriver.ReleaseAddress" => match parse::<AddressCall>(method, body) {
-                Ok(c) => match c.address.parse() {
-                    Ok(a) => self
-                        .engine(false, move |e| e.ipam_release_address(&c.pool_id, a))
-                        .await
-                        .map(|()| json!({})),
-                    Err(_) => Err(format!("ReleaseAddress: `{}` is not an address", c.address)),
-                },
+                Ok(c) => self.release_address(c).await,
                 Err(e) => Err(e),
             },
             "NetworkDriver.GetCapabilities" => {
@@ -363,17 +383,29 @@ impl DockerDriver {
     async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {
         let id = c.network_id.clone();
         let placeholder = format!("docker-{}", crate::model::short_docker_id(&id));
-        let plumb_ipam = c
+        let plumb_pools: Vec<String> = c
             .ipv4_data
             .iter()
             .chain(c.ipv6_data.iter())
             .flatten()
-            .any(|d| d.address_space == ADDRESS_SPACE);
+            .filter(|d| d.address_space == ADDRESS_SPACE)
+            .map(|d| d.pool.clone())
+            .collect();
+        let plumb_ipam = !plumb_pools.is_empty();
+        let i = id.clone();
+        let dhcp_pool = match plumb_ipam {
+            true => {
+                self.engine(false, move |e| e.ipam_bind_pools(&i, &plumb_pools))
+                    .await?
+            }
+            false => false,
+        };
         let spec = options::network_spec(
             &placeholder,
             &c.options.unwrap_or_default(),
             &c.ipv4_data.unwrap_or_default(),
             &c.ipv6_data.unwrap_or_default(),
+            dhcp_pool,
         )?;
         let i = id.clone();
         self.engine(false, move |e| {
@@ -461,11 +493,11 @@ impl DockerDriver {
     }
 
     async fn request_address(&self, c: AddressCall) -> Result<Value, String> {
-        let gateway = c
-            .options
-            .as_ref()
-            .and_then(|o| o.get("RequestAddressType"))
-            .is_some_and(|t| t == "com.docker.network.gateway");
+        let option = |k: &str| c.options.as_ref().and_then(|o| o.get(k)).cloned();
+        let gateway =
+            option("RequestAddressType").is_some_and(|t| t == "com.docker.network.gateway");
+        // An endpoint's request carries its MAC; a reserved address's not.
+        let endpoint_mac = option(MAC_OPTION);
         let wanted = match c.address.as_str() {
             "" => None,
             a => Some(
@@ -473,6 +505,16 @@ impl DockerDriver {
                     .map_err(|_| format!("--ip `{a}`: not an IP address"))?,
             ),
         };
+        if docker_ipam::is_dhcp_pool(&c.pool_id)
+            && let Some(mac) = endpoint_mac
+        {
+            if let Some(a) = wanted {
+                return Err(format!(
+                    "--ip {a}: the network's addresses come from the LAN's DHCP server; give the container a --mac-address and reserve {a} for it on the server"
+                ));
+            }
+            return self.lease_address(c.pool_id, &mac).await;
+        }
         let address = self
             .engine(false, move |e| {
                 e.ipam_request_address(&c.pool_id, wanted, gateway)
@@ -481,42 +523,176 @@ impl DockerDriver {
         Ok(json!({"Address": address.to_string(), "Data": {}}))
     }
 
-    async fn create_endpoint(&self, c: EndpointCall) -> Result<Value, String> {
-        let network = match self.name_network(&c.network_id).await {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                return Err(format!(
-                    "network {} is not known to plumb or Docker",
-                    c.network_id
-                ));
-            }
-            Err(e) => return Err(options::in_docker_terms(&e.to_string(), false)),
+    /// An endpoint's address on a DHCP pool: the lease the LAN's server
+    /// gives the MAC Docker chose (its client ID made of it, so that a
+    /// container started again with that `--mac-address` is the same
+    /// client), asked for from the host's interface on the LAN.
+    async fn lease_address(&self, pool_id: String, mac: &str) -> Result<Value, String> {
+        let mac: Mac = mac
+            .parse()
+            .map_err(|_| format!("--mac-address `{mac}`: not a MAC address"))?;
+        let (lan, network) = self.dhcp_lan(&pool_id).await?;
+        let client_id: Vec<u8> = std::iter::once(1).chain(mac.0).collect();
+        let id = Identity {
+            // An ipvlan's frames carry the LAN interface's MAC.
+            mac: if lan.own_mac { mac.0 } else { lan.mac },
+            client_id: client_id.clone(),
+            hostname: String::new(),
+            fqdn: None,
+            // The interface asking is not the one the lease is for.
+            shared_mac: true,
         };
+        let client = dhcp::Client {
+            ns: &lan.ns,
+            ifindex: lan.ifindex,
+            ifname: &lan.ifname,
+            id: &id,
+        };
+        let lease = client
+            .acquire(None, self.ctx.acquire_timeout)
+            .await
+            .map_err(|e| format!("network `{network}`: {e}"))?;
+        let taken = PoolLease {
+            mac,
+            client_id: dhcp::hex(&client_id),
+            lease,
+        };
+        let t = taken.clone();
+        match self
+            .engine(true, move |e| e.ipam_hold_lease(&pool_id, &t))
+            .await
+        {
+            Ok(address) => {
+                tracing::info!(%network, %address, %mac, "leased for a Docker endpoint");
+                Ok(json!({"Address": address.to_string(), "Data": {}}))
+            }
+            Err(e) => {
+                let _ = client.release_from_lan(&taken.lease).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The host's interface on the LAN of DHCP pool `pool_id`'s network,
+    /// and the network.
+    async fn dhcp_lan(&self, pool_id: &str) -> Result<(DhcpLan, String), String> {
+        let p = pool_id.to_string();
+        let network_id = self.engine(true, move |e| e.ipam_pool_network(&p)).await?;
+        let network = self.plumb_network(&network_id).await?;
+        let n = network.clone();
+        let lan = self.engine(true, move |e| e.ipam_dhcp_lan(&n)).await?;
+        Ok((lan, network))
+    }
+
+    /// Docker gives an address back; a leased one is released on the LAN.
+    async fn release_address(&self, c: AddressCall) -> Result<Value, String> {
+        let address = c
+            .address
+            .parse()
+            .map_err(|_| format!("ReleaseAddress: `{}` is not an address", c.address))?;
+        let pool_id = c.pool_id.clone();
+        let lease = self
+            .engine(false, move |e| e.ipam_release_address(&pool_id, address))
+            .await?;
+        let Some(taken) = lease else {
+            return Ok(json!({}));
+        };
+        // The address is Docker's no more whatever the LAN hears.
+        match self.dhcp_lan(&c.pool_id).await {
+            Ok((lan, network)) => {
+                let id = Identity {
+                    mac: if lan.own_mac { taken.mac.0 } else { lan.mac },
+                    client_id: dhcp::unhex(&taken.client_id),
+                    hostname: String::new(),
+                    fqdn: None,
+                    shared_mac: true,
+                };
+                let client = dhcp::Client {
+                    ns: &lan.ns,
+                    ifindex: lan.ifindex,
+                    ifname: &lan.ifname,
+                    id: &id,
+                };
+                match client.release_from_lan(&taken.lease).await {
+                    Ok(()) => tracing::info!(%network, %address, "released"),
+                    Err(e) => tracing::warn!(%network, %address, "release: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!(%address, "not released on the LAN: {e}"),
+        }
+        Ok(json!({}))
+    }
+
+    /// The plumb network Docker network `id` is (made now if need be).
+    async fn plumb_network(&self, id: &str) -> Result<String, String> {
+        match self.name_network(id).await {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(format!("network {id} is not known to plumb or Docker")),
+            Err(e) => Err(options::in_docker_terms(&e.to_string(), false)),
+        }
+    }
+
+    async fn create_endpoint(&self, c: EndpointCall) -> Result<Value, String> {
+        let network = self.plumb_network(&c.network_id).await?;
         let given = c.interface.unwrap_or_default();
-        let req = EndpointRequest {
+        let (n, nid) = (network.clone(), c.network_id.clone());
+        let (own_mac, pools) = self
+            .engine(true, move |e| {
+                Ok((e.network_has_own_macs(&n)?, e.ipam_pools_of(&nid)?))
+            })
+            .await?;
+        // On a DHCP pool Docker's address is a lease plumb took.
+        let taken = match pools.iter().find(|p| docker_ipam::is_dhcp_pool(&p.id)) {
+            Some(p) => {
+                let (pool, address) = (p.id.clone(), given.address.clone());
+                Some(
+                    self.engine(true, move |e| {
+                        let a: IpNet = crate::model::parse_cidr("--ip", &address)?;
+                        e.ipam_lease_of(&pool, a.addr())
+                    })
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let mut req = EndpointRequest {
             addresses: vec![given.address.clone(), given.address_ipv6.clone()],
             mac: Some(given.mac_address.clone()),
             options: c.options.unwrap_or_default(),
         };
+        if taken.is_some() {
+            req.addresses.clear();
+        }
+        // Docker makes a MAC up for plumb's IPAM; an ipvlan cannot take it.
+        if !own_mac && !pools.is_empty() {
+            req.mac = None;
+        }
         let spec = options::attach_spec(&network, &req)?;
         let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
-        let a = self
-            .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))
-            .await?;
+        let staged = self
+            .engine(true, move |e| {
+                let a = e.docker_endpoint_create(&eid, &nid, &spec)?;
+                match &taken {
+                    Some(t) => e.bind_staged_lease(&a.host_ifname, t),
+                    None => Ok(a),
+                }
+            })
+            .await;
+        let a = match staged {
+            Ok(a) => a,
+            Err(e) => {
+                self.forget_endpoint(&c.endpoint_id).await;
+                return Err(e);
+            }
+        };
         tracing::info!(network = %a.network, endpoint = %c.endpoint_id, host_ifname = %a.host_ifname, "Docker endpoint staged");
         // A DHCP network's lease comes once the container runs; whether the
         // LAN has a server is asked now, so that `docker run` fails
         // (leaving nothing) rather than start a container with no address.
-        if a.dhcp.is_some()
+        if a.dhcp.as_ref().is_some_and(|b| b.lease.is_none())
             && let Err(e) = self.probe_dhcp(&a).await
         {
-            let eid = c.endpoint_id.clone();
-            if let Err(undo) = self
-                .engine(true, move |e| e.docker_endpoint_delete(&eid))
-                .await
-            {
-                tracing::warn!(endpoint = %c.endpoint_id, "removing it again: {undo}");
-            }
+            self.forget_endpoint(&c.endpoint_id).await;
             return Err(e);
         }
         // Only what Docker did not choose goes back (it refuses a change).
@@ -532,10 +708,6 @@ impl DockerDriver {
         {
             iface.insert("AddressIPv6".into(), json!(x.to_string()));
         }
-        let network = a.network.clone();
-        let own_mac = self
-            .engine(true, move |e| e.network_has_own_macs(&network))
-            .await?;
         if given.mac_address.is_empty() && own_mac {
             iface.insert("MacAddress".into(), json!(a.mac.to_string()));
         }
@@ -543,6 +715,17 @@ impl DockerDriver {
             true => json!({}),
             false => json!({ "Interface": iface }),
         })
+    }
+
+    /// Remove endpoint `id` again after its create failed.
+    async fn forget_endpoint(&self, id: &str) {
+        let eid = id.to_string();
+        if let Err(undo) = self
+            .engine(true, move |e| e.docker_endpoint_delete(&eid))
+            .await
+        {
+            tracing::warn!(endpoint = %id, "removing it again: {undo}");
+        }
     }
 
     /// Ask the LAN of DHCP attachment `a` for an offer, from its staged
@@ -577,10 +760,12 @@ impl DockerDriver {
     async fn join(self: &Arc<Self>, c: EndpointCall) -> Result<Value, String> {
         let a = self.endpoint(&c.endpoint_id).await?;
         let gateway = |v6: bool| a.gateways.iter().find(|g| g.is_ipv6() == v6);
-        // A DHCP endpoint's routes go on with its lease, later.
-        let routes = match a.dhcp {
-            Some(_) => &[][..],
-            None => &a.routes[..],
+        // A DHCP endpoint's routes go on with its lease: now if it has it,
+        // later if not.
+        let routes = match a.dhcp.as_ref().map(|b| b.lease.as_ref()) {
+            None => a.routes.clone(),
+            Some(None) => Vec::new(),
+            Some(Some(lease)) => [a.routes.clone(), crate::engine::lease_routes(lease)].concat(),
         };
         let mut routes: Vec<Value> = routes
             .iter()
@@ -672,8 +857,10 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
             match blocking(move || c.with_engine(|e| e.finish_staged(&h, &ns, &t))).await {
                 Ok(done) => {
                     tracing::info!(network = %done.network, ifname = %done.ifname, sandbox = %target, "Docker endpoint in its container");
-                    if done.dhcp.is_some() {
-                        lease_when_known(ctx, done, endpoint).await;
+                    match done.dhcp.as_ref().map(|b| b.lease.is_some()) {
+                        Some(true) => keep_lease(&ctx, done).await,
+                        Some(false) => lease_when_known(ctx, done, endpoint).await,
+                        None => {}
                     }
                     return;
                 }
@@ -709,6 +896,18 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
         };
         failed = false;
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// Renew the lease DHCP attachment `a` came with into its container.
+async fn keep_lease(ctx: &Arc<Ctx>, a: Attachment) {
+    let Some(ns) = super::namespace_of(&a).await else {
+        return;
+    };
+    let task = LeaseTask::spawn(ctx.clone(), a.clone(), ns);
+    let before = ctx.tasks.lock().await.insert(a.host_ifname.clone(), task);
+    if let Some(t) = before {
+        t.stop(Stop::Keep).await;
     }
 }
 

@@ -6,8 +6,8 @@ use super::bridge::{self, HostState};
 use super::{host_device, ipvlan, macvlan, parent};
 use crate::error::{Error, Result};
 use crate::model::{
-    Attachment, BridgeOptions, HostDeviceOptions, IpvlanOptions, MacvlanOptions, Network,
-    NetworkKind,
+    Attachment, BridgeMode, BridgeOptions, HostDeviceOptions, IpvlanOptions, MacvlanOptions,
+    Network, NetworkKind,
 };
 use crate::names;
 use crate::netlink::Netlink;
@@ -83,6 +83,10 @@ pub trait NetworkDriver {
     fn own_mac(&self) -> bool {
         true
     }
+
+    /// The host interface on the network's LAN, where the host hears its
+    /// DHCP server: none for a segment of the host's own.
+    fn lan(&self) -> Option<&str>;
 }
 
 /// The driver of a kind of network.
@@ -152,6 +156,10 @@ impl NetworkDriver for BridgeOptions {
     fn has_host_port(&self) -> bool {
         true
     }
+
+    fn lan(&self) -> Option<&str> {
+        (self.mode == BridgeMode::Bridged).then_some(self.bridge.as_str())
+    }
 }
 
 /// A macvlan's or ipvlan's child lives in its target, or staged on the host.
@@ -209,6 +217,10 @@ impl NetworkDriver for MacvlanOptions {
     ) -> Result<()> {
         detach_child(host, ns, a)
     }
+
+    fn lan(&self) -> Option<&str> {
+        Some(&self.parent.name)
+    }
 }
 
 impl NetworkDriver for IpvlanOptions {
@@ -258,6 +270,10 @@ impl NetworkDriver for IpvlanOptions {
 
     fn own_mac(&self) -> bool {
         false
+    }
+
+    fn lan(&self) -> Option<&str> {
+        Some(&self.parent.name)
     }
 }
 
@@ -314,6 +330,10 @@ impl NetworkDriver for HostDeviceOptions {
     }
 
     fn device(&self) -> Option<&str> {
+        Some(&self.device)
+    }
+
+    fn lan(&self) -> Option<&str> {
         Some(&self.device)
     }
 }

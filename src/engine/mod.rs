@@ -36,7 +36,7 @@ use crate::store::{self, HostRoute, Store, StoredAttachment, StoredNetwork};
 use crate::target::{Opened, Target};
 use crate::undo::UndoLog;
 
-mod docker_ipam;
+pub mod docker_ipam;
 mod docker_networks;
 mod policy;
 mod recover;
@@ -802,19 +802,7 @@ impl Engine {
             .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
         self.change(|tx, _host, undo| {
             let cur = store::attachment(tx, &a.host_ifname)?.ok_or_else(|| gone(a))?;
-            let mut next = cur.clone();
-            let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(a))?;
-            let old = binding.lease.replace(lease.clone());
-            binding.state = LeaseState::Bound;
-            if binding.mtu_from_lease
-                && let Some(mtu) = lease.mtu
-            {
-                next.mtu = u32::from(mtu);
-            }
-            next.addresses.retain(|x| x.addr().is_ipv6());
-            next.addresses.insert(0, IpNet::V4(lease.address));
-            next.gateways.retain(|g| g.is_ipv6());
-            next.gateways.extend(lease.gateway().map(IpAddr::V4));
+            let (next, old) = leased(&cur, lease)?;
             let unchanged = old.as_ref().is_some_and(|o| same_addressing(o, lease))
                 && next.mtu == cur.mtu
                 && cur.addresses == next.addresses;
@@ -1751,6 +1739,7 @@ fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str, hostname: Stri
         mtu_from_lease: req.mtu.is_none() && net.mtu.is_none(),
         slaac: net.slaac,
         lease6: None,
+        for_docker: false,
     };
     set_dhcp_identity(
         &mut b,
@@ -1784,8 +1773,27 @@ fn v4_part(a: &Attachment) -> Attachment {
     v4
 }
 
+/// DHCP attachment `cur` as lease `lease` makes it (its addresses,
+/// gateway, MTU), with the lease it held before.
+fn leased(cur: &Attachment, lease: &Lease) -> Result<(Attachment, Option<Lease>)> {
+    let mut next = cur.clone();
+    let binding = next.dhcp.as_mut().ok_or_else(|| not_dhcp(cur))?;
+    let old = binding.lease.replace(lease.clone());
+    binding.state = LeaseState::Bound;
+    if binding.mtu_from_lease
+        && let Some(mtu) = lease.mtu
+    {
+        next.mtu = u32::from(mtu);
+    }
+    next.addresses.retain(|x| x.addr().is_ipv6());
+    next.addresses.insert(0, IpNet::V4(lease.address));
+    next.gateways.retain(|g| g.is_ipv6());
+    next.gateways.extend(lease.gateway().map(IpAddr::V4));
+    Ok((next, old))
+}
+
 /// Option 121 routes, as the attachment's route type.
-fn lease_routes(lease: &Lease) -> Vec<RouteSpec> {
+pub(crate) fn lease_routes(lease: &Lease) -> Vec<RouteSpec> {
     lease
         .static_routes()
         .map(|(dest, via)| RouteSpec {

@@ -148,6 +148,39 @@ impl Engine {
         }
     }
 
+    /// Give staged DHCP attachment `host_ifname` the lease plumb's IPAM
+    /// driver took for its endpoint, as the client that took it. Docker
+    /// puts the address on in the container; the daemon renews it there.
+    pub fn bind_staged_lease(
+        &mut self,
+        host_ifname: &str,
+        taken: &crate::store::docker::PoolLease,
+    ) -> Result<Attachment> {
+        let next = self.store.write(|tx| {
+            let cur = store::attachment(tx, host_ifname)?
+                .filter(|a| a.is_staged())
+                .ok_or_else(|| Error::Conflict(format!("no staged attachment {host_ifname}")))?;
+            let mut with = cur.clone();
+            let b = with.dhcp.as_mut().ok_or_else(|| not_dhcp(&cur))?;
+            b.client_id = taken.client_id.clone();
+            b.hostname = String::new();
+            b.fqdn = None;
+            b.for_docker = true;
+            let (next, _) = leased(&with, &taken.lease)?;
+            move_filters(tx, &cur, &next)?;
+            store::update_attachment(tx, &next)?;
+            Ok((next, cur.mtu))
+        });
+        let (next, mtu) = next?;
+        if next.mtu != mtu {
+            let index = link_index(&mut self.host, &next.ifname)?;
+            self.host.set_mtu(index, next.mtu).map_err(|e| {
+                Error::kernel(format!("set MTU {} on {}", next.mtu, next.ifname), e)
+            })?;
+        }
+        Ok(next)
+    }
+
     /// Docker's Leave: the interface of `host_ifname` is about to leave its
     /// container (Docker gives it its staged name back on the host). What
     /// was added inside goes, and the attachment waits on the host again,
@@ -182,8 +215,11 @@ impl Engine {
             back.ifname = kinds::staged_ifname(&net.kind, endpoint);
             back.target = crate::model::staged_target(endpoint);
             // Moving it flushes its addresses: a lease's go with them (the
-            // server keeps the lease for the container's next start).
-            if let Some(b) = back.dhcp.as_mut() {
+            // server keeps the lease for the container's next start). One
+            // Docker knows stays the endpoint's: Docker puts it on again.
+            if let Some(b) = back.dhcp.as_mut()
+                && !b.for_docker
+            {
                 b.lease = None;
                 b.lease6 = None;
                 b.state = LeaseState::Acquiring;

@@ -207,6 +207,19 @@ pub struct Pool {
     pub pool: IpNet,
     /// `--ip-range`: where endpoints' addresses come from.
     pub sub_pool: Option<IpNet>,
+    /// The Docker network whose subnet it is, once created.
+    pub network_id: Option<String>,
+}
+
+/// The lease the LAN's DHCP server gave for an address of a DHCP pool, and
+/// who asked for it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoolLease {
+    /// The MAC Docker chose for the endpoint.
+    pub mac: crate::model::Mac,
+    /// Option 61, hex.
+    pub client_id: String,
+    pub lease: crate::ipam::dhcp::Lease,
 }
 
 fn cidr(what: &str, s: &str) -> Result<IpNet> {
@@ -214,23 +227,26 @@ fn cidr(what: &str, s: &str) -> Result<IpNet> {
         .map_err(|_| Error::Conflict(format!("stored {what} `{s}` is not a CIDR")))
 }
 
-type PoolRow = (String, String, Option<String>);
+type PoolRow = (String, String, Option<String>, Option<String>);
+
+const POOL_COLUMNS: &str = "SELECT id, pool, sub_pool, network_id FROM docker_pools";
 
 fn pool_row(r: &rusqlite::Row) -> rusqlite::Result<PoolRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn to_pool((id, pool, sub): PoolRow) -> Result<Pool> {
+fn to_pool((id, pool, sub, network_id): PoolRow) -> Result<Pool> {
     Ok(Pool {
         id,
         pool: cidr("pool", &pool)?,
         sub_pool: sub.map(|s| cidr("sub-pool", &s)).transpose()?,
+        network_id,
     })
 }
 
 pub fn pool(conn: &Connection, id: &str) -> Result<Option<Pool>> {
     conn.query_row(
-        "SELECT id, pool, sub_pool FROM docker_pools WHERE id = ?1",
+        &format!("{POOL_COLUMNS} WHERE id = ?1"),
         params![id],
         pool_row,
     )
@@ -240,12 +256,21 @@ pub fn pool(conn: &Connection, id: &str) -> Result<Option<Pool>> {
 }
 
 pub fn pools(conn: &Connection) -> Result<Vec<Pool>> {
-    conn.prepare_cached("SELECT id, pool, sub_pool FROM docker_pools ORDER BY id")?
+    conn.prepare_cached(&format!("{POOL_COLUMNS} ORDER BY id"))?
         .query_map([], pool_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .map(to_pool)
         .collect()
+}
+
+/// Pool `id` is the subnet of Docker network `network_id`.
+pub fn set_pool_network(tx: &Transaction, id: &str, network_id: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE docker_pools SET network_id = ?2 WHERE id = ?1",
+        params![id, network_id],
+    )?;
+    Ok(())
 }
 
 /// One more network uses pool `p` (recorded if new).
@@ -303,6 +328,33 @@ pub fn take_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<()> {
         params![id, address.to_string()],
     )?;
     Ok(())
+}
+
+/// Hand out `address` of DHCP pool `id`, leased as `lease` says.
+pub fn take_leased_address(
+    tx: &Transaction,
+    id: &str,
+    address: IpAddr,
+    lease: &PoolLease,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO docker_pool_addresses (pool_id, address, lease) VALUES (?1, ?2, ?3)",
+        params![id, address.to_string(), json("pool lease", lease)?],
+    )?;
+    Ok(())
+}
+
+/// The lease of `address` of DHCP pool `id`, if it has one.
+pub fn pool_lease(conn: &Connection, id: &str, address: IpAddr) -> Result<Option<PoolLease>> {
+    conn.query_row(
+        "SELECT lease FROM docker_pool_addresses WHERE pool_id = ?1 AND address = ?2",
+        params![id, address.to_string()],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()?
+    .flatten()
+    .map(|l| parse("pool lease", &l))
+    .transpose()
 }
 
 pub fn give_back_address(tx: &Transaction, id: &str, address: IpAddr) -> Result<()> {

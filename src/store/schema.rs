@@ -172,6 +172,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pool_id, address)
     ) WITHOUT ROWID;
     ",
+    // 10: plumb's IPAM driver in DHCP mode. A pool knows the Docker network
+    // it is the subnet of (set at CreateNetwork), and an address handed
+    // out of a DHCP pool keeps the lease the LAN's server gave for it (JSON
+    // of store::docker::PoolLease), released when Docker gives it back.
+    "
+    ALTER TABLE docker_pools ADD COLUMN network_id TEXT;
+    ALTER TABLE docker_pool_addresses ADD COLUMN lease TEXT;
+    ",
 ];
 
 /// The schema version of the database file.

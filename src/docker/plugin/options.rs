@@ -103,6 +103,7 @@ pub fn network_spec(
     options: &BTreeMap<String, Value>,
     v4: &[IpamData],
     v6: &[IpamData],
+    dhcp_pool: bool,
 ) -> Result<NetworkSpec, String> {
     let generic: BTreeMap<String, String> = match options.get(GENERIC) {
         Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
@@ -187,6 +188,19 @@ pub fn network_spec(
                 .map_err(|_| format!("-o vlan `{v}`: expected a VLAN ID (1-4094)"))?,
         );
     }
+    // plumb's IPAM in DHCP mode: the pool is the LAN's subnet, which the
+    // LAN's server hands addresses out of; the plumb network has none.
+    if dhcp_pool {
+        match spec.ipam.as_deref() {
+            None | Some("dhcp") => spec.ipam = Some("dhcp".into()),
+            Some(other) => {
+                return Err(format!(
+                    "-o ipam `{other}`: the network's addresses are the LAN's DHCP server's (--ipam-opt mode=dhcp)"
+                ));
+            }
+        }
+        return Ok(spec);
+    }
     let dhcp = spec.ipam.as_deref() == Some("dhcp");
     let pools: Vec<&IpamData> = v4.iter().chain(v6).filter(|d| !d.is_null()).collect();
     if dhcp {
@@ -194,7 +208,7 @@ pub fn network_spec(
         // slaac`), not from a pool of Docker's.
         if !pools.is_empty() {
             return Err(
-                "-o ipam=dhcp: the LAN's DHCP server gives the addresses; create the network with `--ipam-driver null` and no --subnet"
+                "-o ipam=dhcp: the LAN's DHCP server gives the addresses; create the network with `--ipam-driver null` and no --subnet, or with `--ipam-driver plumb --ipam-opt mode=dhcp` and the LAN's --subnet and --gateway (then Docker knows the addresses)"
                     .into(),
             );
         }
@@ -364,6 +378,9 @@ const DOCKER_FLAGS: &[(&str, &str)] = &[
     ("--publish", "-p"),
     // Docker's own, named in plumb's messages for Docker's user.
     ("--ipam-driver", "--ipam-driver"),
+    ("--ipam-opt", "--ipam-opt"),
+    ("--mac-address", "--mac-address"),
+    ("--ipv6", "--ipv6"),
     ("--internal", "--internal"),
     ("--driver-opt", "--driver-opt"),
 ];
@@ -425,7 +442,7 @@ mod tests {
             "com.docker.network.generic": {"mode": "nat", "tenant": "red", "isolate-containers": "true",
                 "com.docker.network.driver.mtu": "1400", "egress-interface": "up0"}
         }));
-        let s = network_spec("docker-x", &o, &[v4], &[]).unwrap();
+        let s = network_spec("docker-x", &o, &[v4], &[], false).unwrap();
         assert_eq!(s.driver, "bridge");
         assert_eq!(s.mode.as_deref(), Some("nat"));
         assert_eq!(s.tenant.as_deref(), Some("red"));
@@ -443,7 +460,7 @@ mod tests {
         let o = opts(
             json!({"com.docker.network.generic": {"parent": "eth1", "macvlan_mode": "private", "vlan": "10"}}),
         );
-        let s = network_spec("n", &o, &[pool("192.168.5.0/24", "")], &[]).unwrap();
+        let s = network_spec("n", &o, &[pool("192.168.5.0/24", "")], &[], false).unwrap();
         assert_eq!(s.driver, "macvlan");
         assert_eq!(s.macvlan_mode.as_deref(), Some("private"));
         assert_eq!(s.vlan, Some(10));
@@ -452,14 +469,14 @@ mod tests {
     #[test]
     fn unknown_and_bad_options_are_refused_by_name() {
         let o = opts(json!({"com.docker.network.generic": {"mdoe": "nat"}}));
-        let e = network_spec("n", &o, &[pool("10.0.0.0/24", "")], &[]).unwrap_err();
+        let e = network_spec("n", &o, &[pool("10.0.0.0/24", "")], &[], false).unwrap_err();
         assert!(e.starts_with("-o mdoe: not an option"), "{e}");
         let o = opts(json!({"com.docker.network.generic": {"vlan": "ten"}}));
-        let e = network_spec("n", &o, &[], &[]).unwrap_err();
+        let e = network_spec("n", &o, &[], &[], false).unwrap_err();
         assert!(e.starts_with("-o vlan `ten`"), "{e}");
         let o = opts(json!({"com.docker.network.internal": true}));
         assert!(
-            network_spec("n", &o, &[], &[])
+            network_spec("n", &o, &[], &[], false)
                 .unwrap_err()
                 .starts_with("--internal")
         );
@@ -475,21 +492,35 @@ mod tests {
         let o = opts(
             json!({"com.docker.network.generic": {"ipam": "dhcp", "uplink": "eth1", "mode": "bridged"}}),
         );
-        let s = network_spec("n", &o, std::slice::from_ref(&null), &[]).unwrap();
+        let s = network_spec("n", &o, std::slice::from_ref(&null), &[], false).unwrap();
         assert!(s.subnet.is_empty());
-        let e = network_spec("n", &o, &[pool("10.0.0.0/24", "")], &[]).unwrap_err();
+        let e = network_spec("n", &o, &[pool("10.0.0.0/24", "")], &[], false).unwrap_err();
         assert!(e.contains("--ipam-driver null"), "{e}");
         let e = network_spec(
             "n",
             &o,
             std::slice::from_ref(&null),
             &[pool("fd00::/64", "")],
+            false,
         )
         .unwrap_err();
         assert!(e.contains("--ipam-driver null"), "an IPv6 pool too: {e}");
         let o = opts(json!({"com.docker.network.generic": {"subnet": "10.7.0.0/24"}}));
-        let s = network_spec("n", &o, &[null], &[]).unwrap();
+        let s = network_spec("n", &o, &[null], &[], false).unwrap();
         assert_eq!(s.subnet, vec!["10.7.0.0/24"]);
+    }
+
+    #[test]
+    fn a_dhcp_pool_makes_a_dhcp_network_without_subnets() {
+        let lan = pool("192.168.7.0/24", "");
+        let o =
+            opts(json!({"com.docker.network.generic": {"driver": "macvlan", "parent": "eth1"}}));
+        let s = network_spec("n", &o, std::slice::from_ref(&lan), &[], true).unwrap();
+        assert_eq!(s.ipam.as_deref(), Some("dhcp"));
+        assert!(s.subnet.is_empty() && s.gateway.is_empty(), "{s:?}");
+        let o = opts(json!({"com.docker.network.generic": {"ipam": "host-local"}}));
+        let e = network_spec("n", &o, &[lan], &[], true).unwrap_err();
+        assert!(e.contains("-o ipam `host-local`"), "{e}");
     }
 
     #[test]
@@ -555,6 +586,10 @@ mod tests {
         assert_eq!(
             in_docker_terms("a--b and --mac `x`", true),
             "a--b and --mac-address `x`"
+        );
+        assert_eq!(
+            in_docker_terms("--gateway: --ipam-opt mode=dhcp takes the router", false),
+            "--gateway: --ipam-opt mode=dhcp takes the router"
         );
     }
 }

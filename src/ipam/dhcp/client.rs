@@ -243,6 +243,18 @@ impl Client<'_> {
         }
     }
 
+    /// Tell the server the address is free again from an interface that
+    /// does not hold it (the host's on the LAN, after the container's
+    /// interface is gone): the packet is framed whole, from the leased
+    /// address to the server, in a link broadcast.
+    pub async fn release_from_lan(&self, lease: &Lease) -> Result<(), DhcpError> {
+        let sock = PacketSocket::open(self.ns, self.ifindex).map_err(self.io())?;
+        let msg = message::release(self.id, new_xid(), lease);
+        sock.send(lease.address.addr(), lease.server, &msg)
+            .await
+            .map_err(self.io())
+    }
+
     /// Tell the server the address is free again (no answer is expected).
     pub async fn release(&self, lease: &Lease) -> Result<(), DhcpError> {
         let sock = socket::udp(self.ns, self.ifname).map_err(self.io())?;

@@ -61,7 +61,10 @@ fn base(id: &Identity, xid: u32, kind: MessageType) -> Message {
     opts.insert(DhcpOption::ClientIdentifier(id.client_id.clone()));
     opts.insert(DhcpOption::MaxMessageSize(1500));
     if kind != MessageType::Release {
-        opts.insert(DhcpOption::Hostname(id.hostname.clone()));
+        // Option 12 has at least one byte (RFC 2132 §3.14): no name, no option.
+        if !id.hostname.is_empty() {
+            opts.insert(DhcpOption::Hostname(id.hostname.clone()));
+        }
         if let Some(name) = id.fqdn.as_deref().and_then(|f| Name::from_ascii(f).ok()) {
             // S: the server does the DNS updates; E: canonical wire format.
             let flags = FqdnFlags::default().set_s(true).set_e(true);
@@ -435,6 +438,17 @@ mod tests {
         );
         assert!(
             matches!(o.get(OptionCode::ParameterRequestList), Some(DhcpOption::ParameterRequestList(l)) if l.contains(&OptionCode::ClasslessStaticRoute))
+        );
+        let nameless = Identity {
+            hostname: String::new(),
+            fqdn: None,
+            ..id()
+        };
+        let msg = Message::from_bytes(&discover(&nameless, 7)).unwrap();
+        assert_eq!(
+            msg.opts().get(OptionCode::Hostname),
+            None,
+            "an empty option 12 is malformed"
         );
     }
 

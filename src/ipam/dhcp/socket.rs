@@ -72,7 +72,13 @@ impl PacketSocket {
 
     /// Send a DHCP payload from 0.0.0.0 to the link's broadcast address.
     pub async fn broadcast(&self, payload: &[u8]) -> io::Result<()> {
-        let packet = frame::frame(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload);
+        self.send(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, payload)
+            .await
+    }
+
+    /// Send a DHCP payload from `src` to `dst` in a link broadcast.
+    pub async fn send(&self, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
+        let packet = frame::frame(src, dst, payload);
         let to = link_addr((libc::ETH_P_IP as u16).to_be(), self.ifindex, [0xff; 6]);
         self.fd
             .async_io(Interest::WRITABLE, |fd| {
