@@ -26,50 +26,7 @@ fn dnsmasq(lab: &Lab, server: &str) -> Bg {
 
 /// kea with leases of `valid` seconds (T1 = valid/4, T2 = valid/2).
 fn kea(lab: &Lab, server: &str, valid: u32) -> Bg {
-    kea_pool(lab, server, valid, "192.168.70.100 - 192.168.70.199")
-}
-
-fn kea_pool(lab: &Lab, server: &str, valid: u32, pool: &str) -> Bg {
-    let dir = lab.state.path();
-    let conf = dir.join("kea.json");
-    let config = serde_json::json!({"Dhcp4": {
-        "interfaces-config": {"interfaces": ["eth0"], "dhcp-socket-type": "raw"},
-        "lease-database": {"type": "memfile", "persist": true, "lfc-interval": 0,
-                           "name": dir.join("kea-leases4.csv")},
-        "valid-lifetime": valid, "renew-timer": valid / 4, "rebind-timer": valid / 2,
-        // Authoritative: a request for an address it will not give is
-        // answered with a NAK instead of silence.
-        "authoritative": true,
-        // kea 2.2 has no definition of option 121 yet: RFC 3442 bytes for
-        // 10.99.0.0/16 via 192.168.70.254 and the default via .1.
-        "option-def": [{"name": "classless-routes", "code": 121, "type": "binary", "space": "dhcp4"}],
-        "subnet4": [{"id": 1, "subnet": "192.168.70.0/24",
-            "pools": [{"pool": pool}],
-            "option-data": [
-                {"name": "routers", "data": SERVER},
-                {"name": "domain-name-servers", "data": SERVER},
-                {"name": "interface-mtu", "data": "1400"},
-                {"name": "classless-routes", "code": 121, "csv-format": false,
-                 "data": "100A63C0A846FE00C0A84601"}
-            ]}],
-        "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "INFO"}]
-    }});
-    std::fs::write(&conf, config.to_string()).expect("kea config");
-    let bg = lab.spawn_in(
-        server,
-        &format!(
-            "env KEA_LOCKFILE_DIR={d} KEA_PIDFILE_DIR={d} kea-dhcp4 -c {}",
-            conf.display(),
-            d = dir.display()
-        ),
-        "kea.log",
-    );
-    wait_until("kea to listen", 10, || {
-        std::fs::read_to_string(&bg.log)
-            .unwrap_or_default()
-            .contains("DHCP4_STARTED")
-    });
-    bg
+    lab.kea(server, valid, "192.168.70.100 - 192.168.70.199")
 }
 
 fn network(lab: &Lab, extra: &[&str]) {
@@ -457,7 +414,7 @@ fn a_lease_that_expired_while_the_daemon_was_down_is_acquired_again() {
 fn an_exhausted_pool_fails_the_attach_and_leaves_nothing() {
     let lab = Lab::new("dp");
     let server = lan(&lab);
-    let _kea = kea_pool(&lab, &server, 60, "192.168.70.100 - 192.168.70.100");
+    let _kea = lab.kea(&server, 60, "192.168.70.100 - 192.168.70.100");
     let _daemon = lab.daemon(&["--dhcp-timeout", "2"]);
     network(&lab, &[]);
     let (a, b) = (lab.netns("a"), lab.netns("b"));

@@ -411,6 +411,85 @@ fn plumbs_ipam_in_dhcp_mode_tells_docker_the_lan_lease_and_releases_it() {
     docker.must(&["network", "rm", "lan"]);
 }
 
+/// How many leases (first ones and renewals) kea has granted.
+fn kea_grants(kea: &common::Bg) -> usize {
+    kea.log_text().matches("DHCP4_LEASE_ALLOC").count()
+}
+
+#[test]
+fn dhcp_endpoints_are_renewed_from_their_container_also_after_plumbs_daemon_restarts() {
+    let lab = Lab::new("dpk");
+    let server = lab.lan("dhcpsrv", "192.168.70.1/24");
+    // Leases of 8 s: renewed every 2 s.
+    let kea = lab.kea(&server, 8, "192.168.70.100 - 192.168.70.199");
+    let mut p = Plugin::start(&lab);
+    let bridged = ["-o", "mode=bridged", "-o", "uplink=lan0"];
+    let driver = p.name.clone();
+    let plumbs = [
+        "--ipam-driver",
+        &driver,
+        "--ipam-opt",
+        "mode=dhcp",
+        "--subnet",
+        "192.168.70.0/24",
+        "--gateway",
+        "192.168.70.1",
+    ];
+    let null = ["--ipam-driver", "null", "-o", "ipam=dhcp"];
+    for (ipam, dockers_view) in [(&plumbs[..], true), (&null[..], false)] {
+        p.create_ok("leased", &[ipam, &bridged[..]].concat());
+        p.docker
+            .run(&["--name", "renewed", "--network", "leased"], SLEEP);
+        let pid = p.docker.container_pid("renewed");
+        let ip = common::wait_for("the lease on eth0", 20, || {
+            interfaces_of(pid)
+                .into_iter()
+                .find(|i| i.name == "eth0")
+                .and_then(|i| i.v4.first().cloned())
+                .ok_or_else(|| "no address yet".to_string())
+        });
+        let ip = ip.trim_end_matches("/24").to_string();
+        if dockers_view {
+            assert_eq!(docker_address(&p.docker, "renewed", "leased"), ip);
+        }
+        // What the lease says besides the address: its MTU and routes.
+        let link = in_netns_of(pid, "ip link show eth0");
+        assert!(
+            String::from_utf8_lossy(&link.stdout).contains("mtu 1400"),
+            "{}",
+            String::from_utf8_lossy(&link.stdout)
+        );
+        common::wait_for("the lease's routes", 10, || {
+            let routes = String::from_utf8_lossy(&in_netns_of(pid, "ip route").stdout).to_string();
+            (routes.contains("10.99.0.0/16 via 192.168.70.254")
+                && routes.contains("default via 192.168.70.1"))
+            .then_some(())
+            .ok_or(routes)
+        });
+        let granted = kea_grants(&kea);
+        wait_until("two renewals", 10, || kea_grants(&kea) >= granted + 2);
+        p.restart_daemon();
+        let granted = kea_grants(&kea);
+        wait_until("two renewals by the new daemon", 10, || {
+            kea_grants(&kea) >= granted + 2
+        });
+        assert!(
+            interfaces_of(pid)
+                .iter()
+                .any(|i| i.v4.contains(&format!("{ip}/24"))),
+            "the container keeps {ip}"
+        );
+        p.docker.must(&["rm", "-f", "renewed"]);
+        wait_until("its attachment gone", 10, || {
+            lab.ok(&["ls"]).lines().count() == 1
+        });
+        p.docker.must(&["network", "rm", "leased"]);
+        wait_until("the network gone", 10, || {
+            !lab.ok(&["network", "ls"]).contains("leased")
+        });
+    }
+}
+
 #[test]
 fn a_dhcp_network_without_a_server_fails_docker_run_and_leaves_nothing() {
     let lab = Lab::new("dpx");
