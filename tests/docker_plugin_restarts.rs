@@ -121,7 +121,19 @@ fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_ag
     let lab = Lab::new("dpb");
     lab.upstream("10.68.9");
     let mut p = Plugin::start(&lab);
-    p.create_ok("rb", &["--subnet", "10.68.0.0/24", "-o", "mode=nat"]);
+    // plumb's IPAM: the dead endpoints' addresses must come back to it.
+    let driver = p.name.clone();
+    p.create_ok(
+        "rb",
+        &[
+            "--ipam-driver",
+            &driver,
+            "--subnet",
+            "10.68.0.0/24",
+            "-o",
+            "mode=nat",
+        ],
+    );
     p.docker.run(
         &[
             "--name",
@@ -146,6 +158,7 @@ fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_ag
             .count()
             == 2
     });
+    let free_before = addresses(&p.docker, "free", "10.68.0.");
     // The power goes: dockerd and its containers die with no word to
     // plumb, and the kernel forgets what plumb made. plumb starts first
     // (its unit is ordered before docker.service), then dockerd.
@@ -186,6 +199,10 @@ fn after_a_reboot_plumb_restores_its_networks_and_dockerd_makes_its_endpoints_ag
         .as_array()
         .expect("Docker endpoints");
     assert_eq!(endpoints.len(), 2, "{net}");
+    // The dead endpoints' addresses came back to plumb's IPAM (Docker
+    // gives them back as it cleans up at its start): free, asking for any,
+    // has its old one again.
+    assert_eq!(addresses(&p.docker, "free", "10.68.0."), free_before);
 }
 
 /// dockerd waits 30 s for a legacy plugin's socket to appear: a plumb that
