@@ -669,22 +669,22 @@ impl DockerDriver {
         }
         let spec = options::attach_spec(&network, &req)?;
         let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
-        let staged = self
-            .engine(true, move |e| {
-                let a = e.docker_endpoint_create(&eid, &nid, &spec)?;
-                match &taken {
-                    Some(t) => e.bind_staged_lease(&a.host_ifname, t),
-                    None => Ok(a),
+        let mut a = self
+            .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))
+            .await?;
+        if let Some(t) = taken {
+            let h = a.host_ifname.clone();
+            match self
+                .engine(true, move |e| e.bind_staged_lease(&h, &t))
+                .await
+            {
+                Ok(leased) => a = leased,
+                Err(e) => {
+                    self.forget_endpoint(&c.endpoint_id).await;
+                    return Err(e);
                 }
-            })
-            .await;
-        let a = match staged {
-            Ok(a) => a,
-            Err(e) => {
-                self.forget_endpoint(&c.endpoint_id).await;
-                return Err(e);
             }
-        };
+        }
         tracing::info!(network = %a.network, endpoint = %c.endpoint_id, host_ifname = %a.host_ifname, "Docker endpoint staged");
         // A DHCP network's lease comes once the container runs; whether the
         // LAN has a server is asked now, so that `docker run` fails
