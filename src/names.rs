@@ -33,6 +33,16 @@ pub fn staged_name(endpoint: &str) -> String {
     format!("pc{}", &short_hash(&["staged", endpoint])[..12])
 }
 
+/// The alias (IFLA_IFALIAS) that tells the staged interface of attachment
+/// `host_ifname` apart wherever it goes: Docker moves and renames it, and
+/// an ipvlan's MAC is its parent's, which its siblings share.
+pub fn staged_alias(host_ifname: &str) -> String {
+    format!("{STAGED_ALIAS}{host_ifname}")
+}
+
+/// What begins the alias of every interface plumb staged.
+pub const STAGED_ALIAS: &str = "plumb:";
+
 /// The host shim of a macvlan network: `ps-NAME` when it fits, else a hash.
 pub fn shim_name(network: &str) -> String {
     let candidate = format!("ps-{network}");

@@ -151,9 +151,9 @@ async fn take_up_endpoints(driver: &Arc<DockerDriver>) {
         let (c, done, sandbox) = (ctx.clone(), a.clone(), e.sandbox.clone());
         let gone = blocking(move || {
             c.with_engine(|en| {
-                let arrived = sandbox.as_deref().and_then(|s| {
-                    crate::engine::arrived_in(std::path::Path::new(s), done.mac.0, &done.ifname)
-                });
+                let arrived = sandbox
+                    .as_deref()
+                    .and_then(|s| crate::engine::arrived_in(std::path::Path::new(s), &done));
                 Ok(arrived.is_none() && !en.staged_on_host(&done)?)
             })
         })
@@ -847,8 +847,8 @@ async fn finish_on_arrival(ctx: Arc<Ctx>, sandbox: PathBuf, a: Attachment, endpo
     let target = sandbox.display().to_string();
     let mut failed = false;
     for poll in 0u64.. {
-        let (s, mac, staged) = (sandbox.clone(), a.mac.0, a.ifname.clone());
-        let arrived = blocking(move || Ok(crate::engine::arrived_in(&s, mac, &staged)))
+        let (s, staged) = (sandbox.clone(), a.clone());
+        let arrived = blocking(move || Ok(crate::engine::arrived_in(&s, &staged)))
             .await
             .ok()
             .flatten();

@@ -1607,7 +1607,14 @@ fn stage(
     a: &mut Attachment,
     undo: &mut UndoLog,
 ) -> Result<()> {
-    kinds::of(&net.kind).stage(host, host_ns, net, a, undo)?;
+    let driver = kinds::of(&net.kind);
+    driver.stage(host, host_ns, net, a, undo)?;
+    // A host device keeps the alias its owner gave it; its MAC is its own.
+    if driver.device().is_none() {
+        let index = link_index(host, &a.ifname)?;
+        host.set_alias(index, &names::staged_alias(&a.host_ifname))
+            .map_err(|e| Error::kernel(format!("tag {}", a.ifname), e))?;
+    }
     if let Some(r) = a.rate {
         shape_host(host, net, a, r)?;
     }

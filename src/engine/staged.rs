@@ -23,17 +23,29 @@ pub(crate) enum Placement {
     Staged { endpoint: String },
 }
 
-/// The namespace at `sandbox` if it is one and holds the interface with
-/// `mac` as Docker leaves it: renamed from `staged` and up (libnetwork
-/// moves it in, then renames, addresses and sets it up).
-pub fn arrived_in(sandbox: &std::path::Path, mac: [u8; 6], staged: &str) -> Option<NsHandle> {
+/// The namespace at `sandbox` if it is one and holds the staged interface
+/// of `a` as Docker leaves it: renamed and up (libnetwork moves it in,
+/// then renames, addresses and sets it up).
+pub fn arrived_in(sandbox: &std::path::Path, a: &Attachment) -> Option<NsHandle> {
     let ns = NsHandle::open(sandbox).ok()?;
     let mut nl = Netlink::open_in(&ns).ok()?;
     nl.links()
         .ok()?
         .iter()
-        .any(|l| l.mac == Some(mac) && l.up && l.name != staged)
+        .any(|l| is_staged_link(l, a) && l.up && l.name != a.ifname)
         .then_some(ns)
+}
+
+/// Whether `l` is the staged interface of `a`: by the alias plumb tagged it
+/// with, else (a host device, or one staged before plumb tagged them) by
+/// its MAC.
+fn is_staged_link(l: &crate::netlink::LinkInfo, a: &Attachment) -> bool {
+    match &l.alias {
+        Some(alias) if alias.starts_with(names::STAGED_ALIAS) => {
+            *alias == names::staged_alias(&a.host_ifname)
+        }
+        _ => l.mac == Some(a.mac.0),
+    }
 }
 
 impl Engine {
@@ -97,8 +109,10 @@ impl Engine {
             .links()
             .map_err(|e| Error::kernel(format!("list links in {target}"), e))?
             .into_iter()
-            .find(|l| l.mac == Some(a.mac.0))
-            .ok_or_else(|| Error::Conflict(format!("{target}: no interface with MAC {}", a.mac)))?;
+            .find(|l| is_staged_link(l, &a))
+            .ok_or_else(|| {
+                Error::Conflict(format!("{target}: no interface of {}", a.host_ifname))
+            })?;
         let mut done = a.clone();
         done.netns = ns.identity();
         done.netns_cookie = ns.cookie();

@@ -24,6 +24,9 @@ pub struct LinkInfo {
     pub up: bool,
     pub controller: Option<u32>,
     pub kind: Option<String>,
+    /// IFLA_IFALIAS: a tag that stays with the link through a move to
+    /// another namespace and a rename.
+    pub alias: Option<String>,
     /// The last router advertisement set the managed flag: addresses come
     /// from DHCPv6.
     pub ra_managed: bool,
@@ -39,6 +42,7 @@ impl LinkInfo {
             up: msg.header.flags.contains(LinkFlags::Up),
             controller: None,
             kind: None,
+            alias: None,
             ra_managed: false,
         };
         for attr in msg.attributes {
@@ -48,6 +52,7 @@ impl LinkInfo {
                     info.mac = Some([a[0], a[1], a[2], a[3], a[4], a[5]])
                 }
                 LinkAttribute::Mtu(m) => info.mtu = m,
+                LinkAttribute::IfAlias(a) if !a.is_empty() => info.alias = Some(a),
                 LinkAttribute::Controller(c) => info.controller = Some(c),
                 LinkAttribute::AfSpecUnspec(specs) => {
                     for spec in specs {
@@ -323,6 +328,13 @@ impl Netlink {
 
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> NlResult<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> NlResult<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 

@@ -80,6 +80,56 @@ out=$(call NetworkDriver.DeleteNetwork "{\"NetworkID\":\"$net\"}")
 [ "$out" = "{}" ] || fail "DeleteNetwork: $out"
 plumb network ls | grep -q docker- && fail "the network stayed: $(plumb network ls)"
 
+step "two ipvlan networks of one parent in one container: each finishes on its own interface"
+# Siblings share their parent's MAC: plumb tells them apart by the alias it
+# tags a staged interface with. Both are moved in, and B (made second, so
+# listed after A) comes up first: by MAC alone, B's finish would take A's.
+rep() { printf "$1%.0s" $(seq 64); }
+neta=$(rep a) netb=$(rep b) epa=$(rep c) epb=$(rep d)
+for n in "$neta 192.168.60.0/25 192.168.60.1/25" "$netb 192.168.60.128/25 192.168.60.129/25"; do
+    set -- $n
+    out=$(call NetworkDriver.CreateNetwork "{\"NetworkID\":\"$1\",\"Options\":{\"com.docker.network.generic\":{\"driver\":\"ipvlan\",\"parent\":\"up0\"}},\"IPv4Data\":[{\"AddressSpace\":\"LocalDefault\",\"Pool\":\"$2\",\"Gateway\":\"$3\"}],\"IPv6Data\":[]}")
+    [ "$out" = "{}" ] || fail "CreateNetwork: $out"
+done
+ip netns add c3
+for e in "$neta $epa 192.168.60.20/25" "$netb $epb 192.168.60.150/25"; do
+    set -- $e
+    out=$(call NetworkDriver.CreateEndpoint "{\"NetworkID\":\"$1\",\"EndpointID\":\"$2\",\"Interface\":{\"Address\":\"$3\"},\"Options\":{}}")
+    echo "$out" | grep -q '"Err"' && fail "CreateEndpoint: $out"
+    out=$(call NetworkDriver.Join "{\"NetworkID\":\"$1\",\"EndpointID\":\"$2\",\"SandboxKey\":\"/run/netns/c3\",\"Options\":{}}")
+    echo "$out" | grep -q SrcName || fail "Join: $out"
+    echo "$out" | field SrcName >"/tmp/src-$2"
+done
+srca=$(cat "/tmp/src-$epa") srcb=$(cat "/tmp/src-$epb")
+for m in "$srcb eth0 192.168.60.150/25" "$srca eth1 192.168.60.20/25"; do
+    set -- $m
+    ip link set "$1" netns c3
+    in_ns c3 ip link set "$1" name "$2"
+    in_ns c3 ip addr add "$3" dev "$2"
+done
+finished() { plumb ls | grep "/run/netns/c3" | grep -c " eth[01] " ; }
+in_ns c3 ip link set eth0 up
+for _ in $(seq 100); do [ "$(finished)" = 1 ] && break; sleep 0.1; done
+in_ns c3 ip link set eth1 up
+for _ in $(seq 100); do [ "$(finished)" = 2 ] && break; sleep 0.1; done
+[ "$(finished)" = 2 ] || fail "both not finished: $(plumb ls)"
+plumb ls | grep "$(echo "$neta" | cut -c1-12)" | grep -q " eth1 " || fail "network A's attachment is not eth1: $(plumb ls)"
+plumb ls | grep "$(echo "$netb" | cut -c1-12)" | grep -q " eth0 " || fail "network B's attachment is not eth0: $(plumb ls)"
+for e in "$neta $epa $srca eth1" "$netb $epb $srcb eth0"; do
+    set -- $e
+    out=$(call NetworkDriver.Leave "{\"NetworkID\":\"$1\",\"EndpointID\":\"$2\"}")
+    [ "$out" = "{}" ] || fail "Leave: $out"
+    in_ns c3 ip link set "$4" down
+    in_ns c3 ip link set "$4" name "$3"
+    in_ns c3 ip link set "$3" netns 1
+    out=$(call NetworkDriver.DeleteEndpoint "{\"NetworkID\":\"$1\",\"EndpointID\":\"$2\"}")
+    [ "$out" = "{}" ] || fail "DeleteEndpoint: $out"
+    out=$(call NetworkDriver.DeleteNetwork "{\"NetworkID\":\"$1\"}")
+    [ "$out" = "{}" ] || fail "DeleteNetwork: $out"
+done
+ip netns del c3
+[ "$(plumb ls | wc -l)" = 1 ] || fail "attachments left: $(plumb ls)"
+
 step "macvlan on VLAN 10 of up0 through Docker's protocol"
 net=$(id 2)
 out=$(call NetworkDriver.CreateNetwork "{\"NetworkID\":\"$net\",\"Options\":{\"com.docker.network.generic\":{\"parent\":\"up0\",\"vlan\":\"10\"}},\"IPv4Data\":[{\"AddressSpace\":\"LocalDefault\",\"Pool\":\"192.168.10.0/24\",\"Gateway\":\"192.168.10.1/24\"}],\"IPv6Data\":[]}")
