@@ -254,6 +254,14 @@ fn parse<T: serde::de::DeserializeOwned>(method: &str, body: Value) -> Result<T,
     serde_json::from_value(body).map_err(|e| format!("{method}: bad request: {e}"))
 }
 
+/// Handle a request that parsed (`call`), or answer why it did not.
+async fn with<T, F: Future<Output = Result<Value, String>>>(
+    call: Result<T, String>,
+    handle: impl FnOnce(T) -> F,
+) -> Result<Value, String> {
+    handle(call?).await
+}
+
 impl DockerDriver {
     /// Run `work` (`key`: an endpoint and what for), unless a task does
     /// that already.
@@ -287,76 +295,34 @@ impl DockerDriver {
                 "LocalDefaultAddressSpace": ADDRESS_SPACE,
                 "GlobalDefaultAddressSpace": ADDRESS_SPACE,
             })),
-            "IpamDriver.RequestPool" => match parse::<PoolCall>(method, body) {
-                Ok(c) => self
-                    .engine(false, move |e| {
-                        e.ipam_request_pool(
-                            &c.pool,
-                            &c.sub_pool,
-                            c.v6,
-                            &c.options.unwrap_or_default(),
-                        )
-                    })
-                    .await
-                    .map(|(id, pool)| json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}})),
-                Err(e) => Err(e),
-            },
-            "IpamDriver.ReleasePool" => match parse::<PoolCall>(method, body) {
-                Ok(c) => self
-                    .engine(false, move |e| e.ipam_release_pool(&c.pool_id))
-                    .await
-                    .map(|()| json!({})),
-                Err(e) => Err(e),
-            },
-            "IpamDriver.RequestAddress" => match parse::<AddressCall>(method, body) {
-                Ok(c) => self.request_address(c).await,
-                Err(e) => Err(e),
-            },
-            "IpamDriver.ReleaseAddress" => match parse::<AddressCall>(method, body) {
-                Ok(c) => self.release_address(c).await,
-                Err(e) => Err(e),
-            },
+            "IpamDriver.RequestPool" => with(parse(method, body), |c| self.request_pool(c)).await,
+            "IpamDriver.ReleasePool" => with(parse(method, body), |c| self.release_pool(c)).await,
+            "IpamDriver.RequestAddress" => {
+                with(parse(method, body), |c| self.request_address(c)).await
+            }
+            "IpamDriver.ReleaseAddress" => {
+                with(parse(method, body), |c| self.release_address(c)).await
+            }
             "NetworkDriver.GetCapabilities" => {
                 Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
             }
-            "NetworkDriver.CreateNetwork" => match parse(method, body) {
-                Ok(c) => self.create_network(c).await,
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.DeleteNetwork" => match parse::<NetworkCall>(method, body) {
-                Ok(c) => self
-                    .engine(false, move |e| e.docker_network_delete(&c.network_id))
-                    .await
-                    .map(|()| json!({})),
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.CreateEndpoint" => match parse(method, body) {
-                Ok(c) => self.create_endpoint(c).await,
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.DeleteEndpoint" => match parse::<EndpointCall>(method, body) {
-                Ok(c) => {
-                    if let Ok(a) = self.endpoint(&c.endpoint_id).await {
-                        self.stop_lease(&a).await;
-                    }
-                    self.engine(true, move |e| e.docker_endpoint_delete(&c.endpoint_id))
-                        .await
-                        .map(|()| json!({}))
-                }
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.Join" => match parse(method, body) {
-                Ok(c) => self.join(c).await,
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.Leave" => match parse::<EndpointCall>(method, body) {
-                Ok(c) => self.leave(c).await,
-                Err(e) => Err(e),
-            },
-            "NetworkDriver.EndpointOperInfo" => match parse::<EndpointCall>(method, body) {
-                Ok(c) => self.oper_info(c).await,
-                Err(e) => Err(e),
-            },
+            "NetworkDriver.CreateNetwork" => {
+                with(parse(method, body), |c| self.clone().create_network(c)).await
+            }
+            "NetworkDriver.DeleteNetwork" => {
+                with(parse(method, body), |c| self.delete_network(c)).await
+            }
+            "NetworkDriver.CreateEndpoint" => {
+                with(parse(method, body), |c| self.create_endpoint(c)).await
+            }
+            "NetworkDriver.DeleteEndpoint" => {
+                with(parse(method, body), |c| self.delete_endpoint(c)).await
+            }
+            "NetworkDriver.Join" => with(parse(method, body), |c| self.join(c)).await,
+            "NetworkDriver.Leave" => with(parse(method, body), |c| self.leave(c)).await,
+            "NetworkDriver.EndpointOperInfo" => {
+                with(parse(method, body), |c| self.oper_info(c)).await
+            }
             // Ports are published with the endpoint, for its whole life.
             "NetworkDriver.ProgramExternalConnectivity"
             | "NetworkDriver.RevokeExternalConnectivity"
@@ -378,6 +344,36 @@ impl DockerDriver {
         blocking(move || c.with_engine(f))
             .await
             .map_err(|e| options::in_docker_terms(&e.to_string(), endpoint))
+    }
+
+    async fn request_pool(&self, c: PoolCall) -> Result<Value, String> {
+        let (id, pool) = self
+            .engine(false, move |e| {
+                e.ipam_request_pool(&c.pool, &c.sub_pool, c.v6, &c.options.unwrap_or_default())
+            })
+            .await?;
+        Ok(json!({"PoolID": id, "Pool": pool.to_string(), "Data": {}}))
+    }
+
+    async fn release_pool(&self, c: PoolCall) -> Result<Value, String> {
+        self.engine(false, move |e| e.ipam_release_pool(&c.pool_id))
+            .await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_network(&self, c: NetworkCall) -> Result<Value, String> {
+        self.engine(false, move |e| e.docker_network_delete(&c.network_id))
+            .await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_endpoint(&self, c: EndpointCall) -> Result<Value, String> {
+        if let Ok(a) = self.endpoint(&c.endpoint_id).await {
+            self.stop_lease(&a).await;
+        }
+        self.engine(true, move |e| e.docker_endpoint_delete(&c.endpoint_id))
+            .await?;
+        Ok(json!({}))
     }
 
     async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {

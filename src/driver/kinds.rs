@@ -99,6 +99,16 @@ pub fn of(kind: &NetworkKind) -> &dyn NetworkDriver {
     }
 }
 
+/// The name on the host that an attachment of `net` in namespace `netns`
+/// as `ifname` is known by: a host device's own, else its veth's host end
+/// (the name exists for the other kinds too, as the attachment's key).
+pub fn host_ifname(net: &Network, netns: &str, ifname: &str) -> String {
+    match of(&net.kind).device() {
+        Some(d) => d.to_string(),
+        None => names::host_veth_name(&net.name, netns, ifname),
+    }
+}
+
 /// The name a staged interface of `endpoint` has on the host.
 pub fn staged_ifname(kind: &NetworkKind, endpoint: &str) -> String {
     match of(kind).device() {

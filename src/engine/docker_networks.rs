@@ -356,9 +356,6 @@ fn names_of_staged(e: &Engine, network: &str, endpoint: &str) -> Result<Option<S
         return Ok(None);
     }
     let netns = crate::model::staged_netns(endpoint);
-    Ok(Some(names::host_veth_name(
-        network,
-        &netns,
-        &names::staged_name(endpoint),
-    )))
+    let ifname = kinds::staged_ifname(&net.kind, endpoint);
+    Ok(Some(kinds::host_ifname(&net, &netns, &ifname)))
 }

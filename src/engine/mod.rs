@@ -572,7 +572,7 @@ impl Engine {
                 // A host device is its own staged interface.
                 (Some(_), _) if let Some(d) = kinds::of(&net.kind).device() => d.to_string(),
                 (Some(endpoint), _) => {
-                    let n = names::staged_name(endpoint);
+                    let n = kinds::staged_ifname(&net.kind, endpoint);
                     let taken = inner
                         .link_by_name(&n)
                         .map_err(|e| Error::kernel("look up links on the host", e))?;
@@ -606,11 +606,7 @@ impl Engine {
                 target: target_name.clone(),
                 netns: netns_id.clone(),
                 netns_cookie,
-                // A host device is known on the host by its own name.
-                host_ifname: match kinds::of(&net.kind).device() {
-                    Some(d) => d.to_string(),
-                    None => names::host_veth_name(&net.name, &netns_id, &ifname),
-                },
+                host_ifname: kinds::host_ifname(&net, &netns_id, &ifname),
                 mac: req.mac.unwrap_or(crate::model::Mac(match ipam {
                     Ipam::HostLocal => names::container_mac(&net.name, &mac_key, &ifname),
                     Ipam::Dhcp => names::dhcp_mac(&names::host_identity(), &net.name, &target_name),
