@@ -27,6 +27,47 @@ pub struct HostState {
     pub uplink_routes: Vec<RouteSpec>,
 }
 
+/// Put the bridge back if it, its uplink's place on it or its addresses
+/// are gone: made again, adopting what is left. What moved from the uplink
+/// this time, if anything, is what a later removal gives back.
+pub fn repair(
+    host: &mut Netlink,
+    net: &Network,
+    b: &BridgeOptions,
+    stored: &HostState,
+    undo: &mut UndoLog,
+) -> Result<Option<(String, Option<HostState>)>> {
+    let link = host
+        .link_by_name(&b.bridge)
+        .map_err(kernel(format!("look up {}", b.bridge)))?;
+    let uplink_ok = match (&b.uplink, &link) {
+        (Some(u), Some(br)) => host
+            .link_by_name(&u.name)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.controller == Some(br.index)),
+        (None, _) => true,
+        (_, None) => false,
+    };
+    let addresses_ok = match &link {
+        Some(br) => {
+            let have = host.addresses(br.index).unwrap_or_default();
+            net.host_addresses.iter().all(|a| have.contains(a))
+        }
+        None => false,
+    };
+    if link.as_ref().is_some_and(|l| l.up) && uplink_ok && addresses_ok {
+        return Ok(None);
+    }
+    let found = create(host, net, b, undo)?;
+    let mut state = stored.clone();
+    if !found.uplink_addresses.is_empty() || !found.uplink_routes.is_empty() {
+        state.uplink_addresses = found.uplink_addresses;
+        state.uplink_routes = found.uplink_routes;
+    }
+    Ok(Some((format!("bridge {}", b.bridge), Some(state))))
+}
+
 /// Create the bridge (or adopt an existing one), give the host its
 /// addresses, enslave the uplink and enable forwarding.
 pub fn create(

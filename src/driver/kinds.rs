@@ -24,6 +24,13 @@ pub struct Plug<'a> {
 }
 
 pub trait NetworkDriver {
+    /// What the host has before the network is made that its removal must
+    /// leave (a bridge that exists already): recorded with the intent to
+    /// create it, before the kernel is touched.
+    fn plan(&self, _host: &mut Netlink) -> Result<Option<HostState>> {
+        Ok(None)
+    }
+
     /// Make the network's part of the host (a bridge, a shim, a parent's
     /// settings); what it found there, to give back at removal.
     fn create(
@@ -35,6 +42,31 @@ pub trait NetworkDriver {
 
     /// Take it away again: every error, not the first.
     fn remove(&self, host: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error>;
+
+    /// The host's links that are the network's (its bridge and uplink, its
+    /// shim): a change to one of them calls for [`NetworkDriver::repair`].
+    fn host_links(&self, _net: &Network) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Put the network's part of the host back where the kernel lost it
+    /// (`stored`: the host state recorded at create). What was made again,
+    /// for the report, and the host state to record now if it changed.
+    fn repair(
+        &self,
+        _host: &mut Netlink,
+        _net: &Network,
+        _stored: &HostState,
+        _undo: &mut UndoLog,
+    ) -> Result<Option<(String, Option<HostState>)>> {
+        Ok(None)
+    }
+
+    /// What the kind knows of an attachment before it is recorded (a host
+    /// device brings its own MAC, MTU and addresses).
+    fn inspect(&self, _host: &mut Netlink, _a: &mut Attachment) -> Result<()> {
+        Ok(())
+    }
 
     /// Make `a`'s interface in its target and configure it there.
     fn attach(
@@ -78,6 +110,18 @@ pub trait NetworkDriver {
         false
     }
 
+    /// Put an attachment's host port back as the network wants it (on its
+    /// bridge, its settings); true when anything changed.
+    fn repair_port(&self, _host: &mut Netlink, _net: &Network, _a: &Attachment) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Whether the host routes the network's traffic (a nat or routed
+    /// bridge), so that an attachment may have an uplink of its own.
+    fn routed_by_host(&self) -> bool {
+        false
+    }
+
     /// Whether an attachment's interface has a MAC of its own (an ipvlan
     /// has its parent's, which the kernel will not change).
     fn own_mac(&self) -> bool {
@@ -118,6 +162,10 @@ pub fn staged_ifname(kind: &NetworkKind, endpoint: &str) -> String {
 }
 
 impl NetworkDriver for BridgeOptions {
+    fn plan(&self, host: &mut Netlink) -> Result<Option<HostState>> {
+        bridge::plan(host, self).map(Some)
+    }
+
     fn create(
         &self,
         host: &mut Netlink,
@@ -129,6 +177,22 @@ impl NetworkDriver for BridgeOptions {
 
     fn remove(&self, host: &mut Netlink, net: &Network, state: &HostState) -> Vec<Error> {
         bridge::remove(host, net, self, state)
+    }
+
+    fn host_links(&self, _: &Network) -> Vec<String> {
+        std::iter::once(self.bridge.clone())
+            .chain(self.uplink.iter().map(|u| u.name.clone()))
+            .collect()
+    }
+
+    fn repair(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        stored: &HostState,
+        undo: &mut UndoLog,
+    ) -> Result<Option<(String, Option<HostState>)>> {
+        bridge::repair(host, net, self, stored, undo)
     }
 
     fn attach(
@@ -167,6 +231,14 @@ impl NetworkDriver for BridgeOptions {
         true
     }
 
+    fn repair_port(&self, host: &mut Netlink, net: &Network, a: &Attachment) -> Result<bool> {
+        bridge::repair_port(host, net, self, a)
+    }
+
+    fn routed_by_host(&self) -> bool {
+        self.mode != BridgeMode::Bridged
+    }
+
     fn lan(&self) -> Option<&str> {
         (self.mode == BridgeMode::Bridged).then_some(self.bridge.as_str())
     }
@@ -195,6 +267,29 @@ impl NetworkDriver for MacvlanOptions {
 
     fn remove(&self, host: &mut Netlink, net: &Network, _: &HostState) -> Vec<Error> {
         macvlan::remove(host, net, self)
+    }
+
+    fn host_links(&self, net: &Network) -> Vec<String> {
+        match self.host_shim {
+            true => vec![names::shim_name(&net.name)],
+            false => Vec::new(),
+        }
+    }
+
+    /// The host's shim, if the network has one.
+    fn repair(
+        &self,
+        host: &mut Netlink,
+        net: &Network,
+        _: &HostState,
+        undo: &mut UndoLog,
+    ) -> Result<Option<(String, Option<HostState>)>> {
+        let shim = names::shim_name(&net.name);
+        if !self.host_shim || host.link_by_name(&shim).ok().flatten().is_some() {
+            return Ok(None);
+        }
+        macvlan::create(host, net, self, undo)?;
+        Ok(Some((format!("host shim {shim}"), None)))
     }
 
     fn attach(
@@ -300,6 +395,11 @@ impl NetworkDriver for HostDeviceOptions {
     /// The device is the host's: nothing was made.
     fn remove(&self, _: &mut Netlink, _: &Network, _: &HostState) -> Vec<Error> {
         Vec::new()
+    }
+
+    /// A device that keeps its own addresses is known by them.
+    fn inspect(&self, host: &mut Netlink, a: &mut Attachment) -> Result<()> {
+        host_device::inspect(host, self, a)
     }
 
     fn attach(

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use rusqlite::{Connection, Transaction};
 
 use crate::driver::bridge::{self, HostState};
-use crate::driver::{self, host_device, kinds, parent};
+use crate::driver::{self, kinds, parent};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ipam::dhcp::Lease;
@@ -19,8 +19,8 @@ use crate::ipam::dhcp::v6::Lease6;
 use crate::ipam::host_local;
 use crate::model::{
     AttachRequest, Attachment, AttachmentEgress, BridgeMode, DefaultRoute, DhcpBinding, Egress,
-    Ipam, LeaseState, Network, NetworkKind, NetworkSpec, Publish, RateLimit, ReplacedRoute,
-    RouteSpec, overlaps, validate_ifname,
+    Ipam, LeaseState, Network, NetworkSpec, Publish, RateLimit, ReplacedRoute, RouteSpec, overlaps,
+    validate_ifname,
 };
 use crate::names;
 use crate::netlink::nftable::Edit;
@@ -161,8 +161,8 @@ impl Engine {
             {
                 store::insert_vlan_link(tx, &p.name)?;
             }
-            if let NetworkKind::Bridge(b) = &net.kind {
-                store::set_host_state(tx, &net.name, &bridge::plan(host, b)?)?;
+            if let Some(state) = kinds::of(&net.kind).plan(host)? {
+                store::set_host_state(tx, &net.name, &state)?;
             }
             let egress = match &net.egress {
                 Some(_) => Some(routing::allocate(
@@ -661,16 +661,16 @@ impl Engine {
                 attachment.addresses = assign_addresses(tx, &net, &req.ips, &parked, &holder_key)?;
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
             }
-            if let NetworkKind::HostDevice(d) = &net.kind {
-                if let Some(holder) = store::attachments_of_network(tx, &net.name)?.first() {
-                    return Err(Error::Conflict(format!(
-                        "device {} is already attached to target `{}`",
-                        d.device, holder.attachment.target
-                    )));
-                }
-                // A device that keeps its own addresses is known by them.
-                host_device::inspect(host, d, &mut attachment)?;
+            let driver = kinds::of(&net.kind);
+            if let Some(device) = driver.device()
+                && let Some(holder) = store::attachments_of_network(tx, &net.name)?.first()
+            {
+                return Err(Error::Conflict(format!(
+                    "device {device} is already attached to target `{}`",
+                    holder.attachment.target
+                )));
             }
+            driver.inspect(host, &mut attachment)?;
             if !attachment.addresses.is_empty() {
                 check_routes(&attachment)?;
             }
@@ -1415,7 +1415,7 @@ fn allocate_egress(
     a: &Attachment,
     e: &Egress,
 ) -> Result<AttachmentEgress> {
-    if !matches!(&net.kind, NetworkKind::Bridge(b) if b.mode != BridgeMode::Bridged) {
+    if !kinds::of(&net.kind).routed_by_host() {
         return Err(Error::invalid(
             "--egress-interface",
             &e.interface,

@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use ipnet::IpNet;
 
 use super::{Engine, attached_ns, lease_routes, plug};
-use crate::driver::{self, bridge, kinds, macvlan, parent};
+use crate::driver::{self, kinds, parent};
 use crate::error::{Error, Result};
 use crate::ipam::dhcp::now_unix;
-use crate::model::{Attachment, LeaseState, Network, NetworkKind};
+use crate::model::{Attachment, LeaseState, Network};
 use crate::names;
 use crate::netlink::Netlink;
 use crate::policy::{antispoof, firewall, legacy};
@@ -169,16 +169,10 @@ impl Engine {
         let (networks, busy_attachments) = self.settled_networks()?;
         let mut attachments: Vec<StoredAttachment> = Vec::new();
         for net in &networks {
-            let concerned = match &net.kind {
-                NetworkKind::Bridge(b) => {
-                    names.contains(&b.bridge)
-                        || b.uplink.as_ref().is_some_and(|u| names.contains(&u.name))
-                }
-                NetworkKind::Macvlan(m) => {
-                    m.host_shim && names.contains(&names::shim_name(&net.name))
-                }
-                _ => false,
-            };
+            let concerned = kinds::of(&net.kind)
+                .host_links(net)
+                .iter()
+                .any(|l| names.contains(l));
             if !concerned {
                 continue;
             }
@@ -211,10 +205,9 @@ impl Engine {
             let label = format!("{} on {} ({})", a.target, a.network, a.ifname);
             // A DHCP interface made again is for `restore`, which stops and
             // resumes its lease task around it; here only its port is.
-            let repaired = match (&a.dhcp, &net.kind) {
-                (Some(_), NetworkKind::Bridge(b)) => bridge::repair_port(&mut self.host, net, b, a),
-                (Some(_), _) => Ok(false),
-                (None, _) => self.restore_attachment(net, &s),
+            let repaired = match &a.dhcp {
+                Some(_) => kinds::of(&net.kind).repair_port(&mut self.host, net, a),
+                None => self.restore_attachment(net, &s),
             };
             match repaired {
                 Ok(true) => report.repaired.push(label),
@@ -247,51 +240,13 @@ impl Engine {
         {
             report.repaired.push(format!("VLAN {}", p.name));
         }
-        match &net.kind {
-            NetworkKind::Bridge(b) => {
-                let link = host
-                    .link_by_name(&b.bridge)
-                    .map_err(|e| Error::kernel(format!("look up {}", b.bridge), e))?;
-                let uplink_ok = match (&b.uplink, &link) {
-                    (Some(u), Some(br)) => host
-                        .link_by_name(&u.name)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|l| l.controller == Some(br.index)),
-                    (None, _) => true,
-                    (_, None) => false,
-                };
-                let addresses_ok = match &link {
-                    Some(br) => {
-                        let have = host.addresses(br.index).unwrap_or_default();
-                        net.host_addresses.iter().all(|a| have.contains(a))
-                    }
-                    None => false,
-                };
-                if link.as_ref().is_some_and(|l| l.up) && uplink_ok && addresses_ok {
-                    return Ok(());
-                }
-                let mut stored = store::host_state(self.store.read(), &net.name)?;
-                let found = bridge::create(host, net, b, undo)?;
-                // The bridge is plumb's whether or not it had to be made
-                // again; what moved from the uplink this time is what a
-                // later `network rm` gives back.
-                if !found.uplink_addresses.is_empty() || !found.uplink_routes.is_empty() {
-                    stored.uplink_addresses = found.uplink_addresses;
-                    stored.uplink_routes = found.uplink_routes;
-                }
+        let stored = store::host_state(self.store.read(), &net.name)?;
+        if let Some((what, state)) = kinds::of(&net.kind).repair(host, net, &stored, undo)? {
+            if let Some(state) = state {
                 self.store
-                    .write(|tx| store::set_host_state(tx, &net.name, &stored))?;
-                report.repaired.push(format!("bridge {}", b.bridge));
+                    .write(|tx| store::set_host_state(tx, &net.name, &state))?;
             }
-            NetworkKind::Macvlan(m) if m.host_shim => {
-                let shim = names::shim_name(&net.name);
-                if host.link_by_name(&shim).ok().flatten().is_none() {
-                    macvlan::create(host, net, m, undo)?;
-                    report.repaired.push(format!("host shim {shim}"));
-                }
-            }
-            _ => {}
+            report.repaired.push(what);
         }
         Ok(())
     }
@@ -301,10 +256,7 @@ impl Engine {
     fn restore_attachment(&mut self, net: &Network, s: &StoredAttachment) -> Result<bool> {
         let a = &s.attachment;
         let ns = attached_ns(a).ok_or_else(|| super::gone(a))?;
-        let port_repaired = match &net.kind {
-            NetworkKind::Bridge(b) => bridge::repair_port(&mut self.host, net, b, a)?,
-            _ => false,
-        };
+        let port_repaired = kinds::of(&net.kind).repair_port(&mut self.host, net, a)?;
         let mut inner = Netlink::open_in(&ns)
             .map_err(|e| Error::kernel(format!("open netlink in target {}", a.target), e))?;
         // A DHCP attachment keeps its lease only while it is valid; the
