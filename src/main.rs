@@ -21,6 +21,11 @@ fn init_logging() {
 }
 
 fn main() {
+    // A CNI runtime runs plugins with CNI_COMMAND set and no arguments.
+    if plumb::cni::invoked() {
+        init_logging();
+        std::process::exit(plumb::cni::main());
+    }
     let cli = Cli::parse();
     init_logging();
     // Checked as any target is (`..`, `/` in a name): it is one.

@@ -1287,6 +1287,9 @@ pub struct AttachSpec {
     pub egress_interface: Option<String>,
     #[serde(default)]
     pub egress_gateway: Option<String>,
+    /// The CNI runtime's container this attach is for (CNI_CONTAINERID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_container: Option<String>,
 }
 
 const STAGED: &str = "staged:";
@@ -1720,6 +1723,16 @@ pub struct Attachment {
     /// container, a path in another mount namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<NsProcess>,
+    /// The CNI runtime's container it was added for: with its interface
+    /// name, what the runtime's DEL, CHECK and GC name it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniRef>,
+}
+
+/// A CNI runtime's container (CNI_CONTAINERID).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniRef {
+    pub container_id: String,
 }
 
 /// A Docker container, by the ID that names it for good and the name it
@@ -1795,10 +1808,19 @@ impl Attachment {
 
     /// The target as people know it: a container by its name.
     pub fn shown_target(&self) -> String {
-        match &self.container {
-            Some(c) => format!("docker:{}", c.name),
-            None => self.target.clone(),
+        match (&self.container, &self.cni) {
+            (Some(c), _) => format!("docker:{}", c.name),
+            (None, Some(c)) => format!("cni:{}", short_docker_id(&c.container_id)),
+            (None, None) => self.target.clone(),
         }
+    }
+
+    /// Whether it is CNI attachment (`container_id`, `ifname`).
+    pub fn is_cni(&self, container_id: &str, ifname: &str) -> bool {
+        self.cni
+            .as_ref()
+            .is_some_and(|c| c.container_id == container_id)
+            && self.ifname == ifname
     }
 
     /// The keys of the policy selectors that name this attachment.

@@ -20,6 +20,13 @@ pub enum Target {
     Pid(u32),
     /// A Docker container's (`docker:NAME`, `docker:ID`, `docker:IDPREFIX`).
     Docker(String),
+    /// What a CNI runtime added for its container (`cni:ID`, or one
+    /// interface: `cni:ID/IFNAME`): a name for attachments, not a namespace
+    /// to attach.
+    Cni {
+        container_id: String,
+        ifname: Option<String>,
+    },
 }
 
 /// A target opened: its namespace and what an attachment records of it.
@@ -62,6 +69,19 @@ impl Target {
             }
             return Ok(Target::Docker(reference.to_string()));
         }
+        if let Some(rest) = s.strip_prefix("cni:") {
+            let (id, ifname) = match rest.split_once('/') {
+                Some((id, ifname)) => (id, Some(ifname.to_string())),
+                None => (rest, None),
+            };
+            if id.is_empty() || ifname.as_deref() == Some("") {
+                return Err(bad("expected cni:CONTAINERID or cni:CONTAINERID/IFNAME"));
+            }
+            return Ok(Target::Cni {
+                container_id: id.to_string(),
+                ifname,
+            });
+        }
         if s.starts_with('/') {
             return Ok(Target::Path(PathBuf::from(s)));
         }
@@ -74,7 +94,7 @@ impl Target {
         }
         if s.contains(':') && !s.starts_with("netns:") {
             return Err(bad(
-                "unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N, docker:NAME)",
+                "unknown target kind (known: NAME, netns:NAME, /path/to/ns, pid:N, docker:NAME, cni:ID)",
             ));
         }
         Ok(Target::Named(name.to_string()))
@@ -90,6 +110,12 @@ impl Target {
     pub fn open(&self) -> Result<Opened> {
         let path = match self {
             Target::Docker(reference) => return self.open_container(reference),
+            Target::Cni { .. } => {
+                return Err(Error::Target {
+                    target: self.to_string(),
+                    reason: "a CNI runtime's container is attached by its runtime (ADD)".into(),
+                });
+            }
             Target::Named(name) => named_path(name),
             Target::Path(p) => p.clone(),
             Target::Pid(pid) => proc_ns(*pid),
@@ -161,6 +187,14 @@ impl fmt::Display for Target {
             Target::Path(p) => write!(f, "{}", p.display()),
             Target::Pid(pid) => write!(f, "pid:{pid}"),
             Target::Docker(r) => write!(f, "docker:{r}"),
+            Target::Cni {
+                container_id,
+                ifname: None,
+            } => write!(f, "cni:{container_id}"),
+            Target::Cni {
+                container_id,
+                ifname: Some(i),
+            } => write!(f, "cni:{container_id}/{i}"),
         }
     }
 }

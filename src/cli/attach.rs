@@ -100,7 +100,15 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         allow_spoofing: args.allow_spoofing,
         egress_interface: args.egress_interface,
         egress_gateway: args.egress_gateway,
+        cni_container: None,
     };
+    let listed = attach_as(daemon, spec)?;
+    outln!("{}", attached_line(&listed));
+    Ok(())
+}
+
+/// Attach as `spec` says; the attachment as `plumb ls --json` lists it.
+pub fn attach_as(daemon: &Daemon, spec: AttachSpec) -> Result<serde_json::Value> {
     // Bad input is refused before anyone is asked.
     let mut req = spec.validate()?;
     let target = spec.target.clone();
@@ -112,7 +120,7 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
     // A name or a path means what it means here: the daemon may run in
     // another mount namespace, where it leads elsewhere or nowhere.
     let netns = match crate::target::Target::parse(&target)? {
-        crate::target::Target::Docker(_) => None,
+        crate::target::Target::Docker(_) | crate::target::Target::Cni { .. } => None,
         t => Some(t.resolve()?.identity()),
     };
     let request = Request::Attach {
@@ -120,22 +128,18 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         netns,
     };
     if let Some(v) = daemon.try_call(&request)? {
-        outln!("{}", attached_line(&v));
-        return Ok(());
+        return Ok(v);
     }
     let mut engine = Engine::open(daemon.state_dir)?;
     let net = engine.network(&req.network)?.network;
-    let listed = if net.ipam == Ipam::Dhcp {
+    if net.ipam == Ipam::Dhcp {
         crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;
-        daemon.call(&request)?
-    } else {
-        let opened = crate::target::Target::parse(&target)?.open()?;
-        let a = engine.attach_opened(opened, &req, None)?;
-        engine.declare(&a, &req)?;
-        report::listed(&a)
-    };
-    outln!("{}", attached_line(&listed));
-    Ok(())
+        return daemon.call(&request);
+    }
+    let opened = crate::target::Target::parse(&target)?.open()?;
+    let a = engine.attach_opened(opened, &req, None)?;
+    engine.declare(&a, &req)?;
+    Ok(report::listed(&a))
 }
 
 /// `TARGET IFNAME MAC ADDRESS...`; a DHCP attachment shows its lease.
@@ -157,31 +161,7 @@ fn attached_line(listed: &serde_json::Value) -> String {
 }
 
 pub fn detach(daemon: &Daemon, args: DetachArgs) -> Result<()> {
-    let request = Request::Detach {
-        target: args.target.clone(),
-        network: args.network.clone(),
-    };
-    let done = match daemon.try_call(&request)? {
-        Some(v) => super::listed_keys(&v),
-        None => {
-            let mut engine = Engine::open(daemon.state_dir)?;
-            // No daemon renews these leases now; hand them back ourselves.
-            let leased = engine
-                .detachable_of(&args.target)?
-                .into_iter()
-                .map(|s| s.attachment)
-                .filter(|a| {
-                    a.dhcp.is_some() && args.network.as_ref().is_none_or(|n| &a.network == n)
-                })
-                .collect::<Vec<_>>();
-            release_leases(&leased);
-            engine
-                .detach(&args.target, args.network.as_deref())?
-                .into_iter()
-                .map(|a| (a.target, a.network, a.ifname))
-                .collect()
-        }
-    };
+    let done = detach_from(daemon, &args.target, args.network.as_deref())?;
     if done.is_empty() {
         outln!(
             "{} was not attached{}",
@@ -193,6 +173,36 @@ pub fn detach(daemon: &Daemon, args: DetachArgs) -> Result<()> {
         outln!("detached {target} from {network} ({ifname})");
     }
     Ok(())
+}
+
+/// Detach `target` from `network` (or every network), through the daemon if
+/// one serves, releasing leases: (target, network, interface) of each.
+pub fn detach_from(
+    daemon: &Daemon,
+    target: &str,
+    network: Option<&str>,
+) -> Result<Vec<(String, String, String)>> {
+    let request = Request::Detach {
+        target: target.to_string(),
+        network: network.map(str::to_string),
+    };
+    if let Some(v) = daemon.try_call(&request)? {
+        return Ok(super::listed_keys(&v));
+    }
+    let mut engine = Engine::open(daemon.state_dir)?;
+    // No daemon renews these leases now; hand them back ourselves.
+    let leased = engine
+        .detachable_of(target)?
+        .into_iter()
+        .map(|s| s.attachment)
+        .filter(|a| a.dhcp.is_some() && network.is_none_or(|n| a.network == n))
+        .collect::<Vec<_>>();
+    release_leases(&leased);
+    Ok(engine
+        .detach(target, network)?
+        .into_iter()
+        .map(|a| (a.target, a.network, a.ifname))
+        .collect())
 }
 
 /// Send a DHCPRELEASE for each lease, from inside its namespace.

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use self::attach::{attach_as, detach_from};
 use self::lazy::Lazy;
 use crate::daemon::protocol::{DEFAULT_SOCKET, Daemon};
 use crate::engine::Engine;

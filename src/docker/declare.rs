@@ -183,6 +183,7 @@ fn network(
         allow_spoofing,
         egress_interface: one("egress-interface"),
         egress_gateway: one("egress-gateway"),
+        cni_container: None,
     };
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)

@@ -601,6 +601,12 @@ impl Engine {
                 (None, None) => free_ifname(&mut inner, &existing)?,
             };
             validate_ifname("--ifname", &ifname)?;
+            // Who the LAN's DHCP server sees: a CNI runtime's container is
+            // the same client whatever namespace each of its starts gets.
+            let identity = match &req.spec.cni_container {
+                Some(id) => format!("cni:{id}/{ifname}"),
+                None => target_name.clone(),
+            };
             let mut attachment = Attachment {
                 network: net.name.clone(),
                 target: target_name.clone(),
@@ -609,7 +615,7 @@ impl Engine {
                 host_ifname: kinds::host_ifname(&net, &netns_id, &ifname),
                 mac: req.mac.unwrap_or(crate::model::Mac(match ipam {
                     Ipam::HostLocal => names::container_mac(&net.name, &mac_key, &ifname),
-                    Ipam::Dhcp => names::dhcp_mac(&names::host_identity(), &net.name, &target_name),
+                    Ipam::Dhcp => names::dhcp_mac(&names::host_identity(), &net.name, &identity),
                 })),
                 mtu: req.mtu.or(net.mtu).unwrap_or(1500),
                 ifname,
@@ -635,7 +641,7 @@ impl Engine {
                         Some(c) => names::container_hostname(&c.name),
                         None => names::dhcp_hostname(&target_name),
                     };
-                    dhcp_binding(&net, req, &target_name, hostname)
+                    dhcp_binding(&net, req, &identity, hostname)
                 }),
                 publish: req.publish.clone(),
                 rate: req.rate,
@@ -644,6 +650,11 @@ impl Engine {
                 egress: None,
                 container: container.clone(),
                 process,
+                cni: req
+                    .spec
+                    .cni_container
+                    .clone()
+                    .map(|container_id| crate::model::CniRef { container_id }),
             };
             let holder_key = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -1172,6 +1183,24 @@ impl Engine {
             {
                 found = store::attachments_of_container(conn, &c.id)?;
             }
+            let ns = found.first().and_then(|s| attached_ns(&s.attachment));
+            return Ok((ns, found));
+        }
+        if let Target::Cni {
+            container_id,
+            ifname,
+        } = target
+        {
+            let found: Vec<StoredAttachment> = store::attachments(conn)?
+                .into_iter()
+                .filter(|s| {
+                    let a = &s.attachment;
+                    a.cni
+                        .as_ref()
+                        .is_some_and(|c| c.container_id == *container_id)
+                        && ifname.as_ref().is_none_or(|i| *i == a.ifname)
+                })
+                .collect();
             let ns = found.first().and_then(|s| attached_ns(&s.attachment));
             return Ok((ns, found));
         }
@@ -1835,7 +1864,7 @@ pub fn attached_ns(a: &Attachment) -> Option<NsHandle> {
     }
     let ours = |ns: NsHandle| a.is_in(&ns).then_some(ns);
     if let Ok(t) = Target::parse(&a.target)
-        && !matches!(t, Target::Docker(_))
+        && !matches!(t, Target::Docker(_) | Target::Cni { .. })
         && let Some(ns) = t.resolve().ok().and_then(ours)
     {
         return Some(ns);

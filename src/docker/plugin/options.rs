@@ -320,6 +320,7 @@ pub fn attach_spec(network: &str, e: &EndpointRequest) -> Result<AttachSpec, Str
         allow_spoofing: false,
         egress_interface: None,
         egress_gateway: None,
+        cni_container: None,
     };
     for a in e.addresses.iter().filter(|a| !a.is_empty()) {
         spec.ip.push(address_of("--ip", a)?);

@@ -1,0 +1,448 @@
+//! plumb as a CNI plugin (Podman, containerd, CRI-O, the kubelet): the
+//! binary runs as one when a runtime executes it with `CNI_COMMAND` set
+//! and no arguments. ADD attaches the container's namespace to a plumb
+//! network (made from the configuration on the first ADD if it describes
+//! one), through the daemon when one serves (it then runs the DHCP
+//! clients) or with the engine here; DEL, CHECK and GC find attachments
+//! by the runtime's (container ID, interface name), recorded with them.
+
+pub mod config;
+pub mod spec;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::daemon::protocol::{DEFAULT_SOCKET, Daemon};
+use crate::driver::kinds;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::model::{Attachment, DefaultRoute, Ipam, Network};
+use crate::netlink::Netlink;
+use crate::store::DEFAULT_STATE_DIR;
+use config::NetConf;
+use spec::{CniError, CniResult, Command, Invocation, code};
+
+/// Whether this process was started by a CNI runtime: `CNI_COMMAND` set,
+/// and no arguments (a runtime never gives any).
+pub fn invoked() -> bool {
+    std::env::var_os("CNI_COMMAND").is_some() && std::env::args_os().len() == 1
+}
+
+/// Run as a CNI plugin; the process's exit code. The answer (a result, or
+/// the spec's error) goes to stdout, logs to stderr.
+pub fn main() -> i32 {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        return answer(
+            Err(CniError::new(code::IO, format!("read stdin: {e}"))),
+            "1.1.0",
+        );
+    }
+    let asked = serde_json::from_slice::<Value>(&input)
+        .ok()
+        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| spec::SUPPORTED[spec::SUPPORTED.len() - 1].to_string());
+    let out = Invocation::from_env(|k| std::env::var(k).ok()).and_then(|inv| run(&inv, &input));
+    answer(out, &asked)
+}
+
+fn answer(out: Result<Option<Value>, CniError>, version: &str) -> i32 {
+    match out {
+        Ok(Some(v)) => {
+            println!("{v}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            println!("{}", e.to_json(version));
+            1
+        }
+    }
+}
+
+/// One command, its configuration `input` on stdin.
+pub fn run(inv: &Invocation, input: &[u8]) -> Result<Option<Value>, CniError> {
+    if inv.command == Command::Version {
+        let asked = serde_json::from_slice::<Value>(input)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Ok(Some(spec::version_info(&asked)));
+    }
+    let conf = NetConf::parse(input)?;
+    spec::check_version(&conf.cni_version)?;
+    let state_dir = conf
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("PLUMB_STATE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let socket = conf
+        .socket
+        .clone()
+        .or_else(|| std::env::var_os("PLUMB_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| DEFAULT_SOCKET.into());
+    let daemon = Daemon {
+        socket: &socket,
+        state_dir: &state_dir,
+    };
+    match inv.command {
+        Command::Add => add(inv, &conf, &daemon).map(Some),
+        Command::Del => del(inv, &conf, &daemon).map(|()| None),
+        Command::Check => check(inv, &conf, &daemon).map(|()| None),
+        Command::Status => status(&conf, &daemon).map(|()| None),
+        Command::Gc => gc(&conf, &daemon).map(|()| None),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+/// plumb's error as the spec's: bad input is the configuration's (7),
+/// what the network or the kernel refused plumb's own (100).
+fn failed(e: Error) -> CniError {
+    let code = match &e {
+        Error::Invalid { .. } | Error::UnknownNetwork(_) => code::INVALID_CONFIG,
+        Error::Target { .. } => code::INVALID_ENVIRONMENT,
+        Error::Daemon { .. } => code::TRY_AGAIN_LATER,
+        _ => code::FAILED,
+    };
+    CniError::new(code, e.to_string())
+}
+
+fn open(daemon: &Daemon) -> Result<Engine, CniError> {
+    Engine::open(daemon.state_dir).map_err(failed)
+}
+
+/// The plumb network of `conf`: made if the configuration describes it
+/// and it is not there yet; refused if one of that name differs.
+fn network(conf: &NetConf, daemon: &Daemon) -> Result<Network, CniError> {
+    let mut engine = open(daemon)?;
+    let existing = match engine.network(&conf.network) {
+        Ok(n) => Some(n.network),
+        Err(Error::UnknownNetwork(_)) => None,
+        Err(e) => return Err(failed(e)),
+    };
+    let Some(def) = &conf.definition else {
+        return existing.ok_or_else(|| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "network `{}`: no such plumb network (name one that exists, or describe it in the configuration)",
+                    conf.network
+                ),
+            )
+        });
+    };
+    let wanted = def.validate().map_err(failed)?;
+    let made = match existing {
+        Some(n) => n,
+        // Several runtimes may make it at once: one does.
+        None => match engine.network_create(def, None) {
+            Ok(n) => n,
+            Err(Error::NetworkExists(_)) => engine.network(&conf.network).map_err(failed)?.network,
+            Err(e) => return Err(failed(e)),
+        },
+    };
+    if made != wanted {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "network `{}` exists with another definition (`plumb network inspect {}`); a configuration that names it with no definition uses it as it is",
+                conf.network, conf.network
+            ),
+        ));
+    }
+    Ok(made)
+}
+
+/// The attachment of the runtime's (container, ifname), if any.
+fn find(engine: &Engine, container_id: &str, ifname: &str) -> Result<Option<Attachment>, CniError> {
+    Ok(engine
+        .attachments()
+        .map_err(failed)?
+        .into_iter()
+        .map(|s| s.attachment)
+        .find(|a| a.is_cni(container_id, ifname)))
+}
+
+fn target(container_id: &str, ifname: &str) -> String {
+    format!("cni:{container_id}/{ifname}")
+}
+
+fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniError> {
+    let net = network(conf, daemon)?;
+    let netns = inv.netns.as_deref().unwrap_or_default();
+    if let Some(a) = find(&open(daemon)?, &inv.container_id, &inv.ifname)? {
+        return Err(CniError::new(
+            code::FAILED,
+            format!(
+                "container {} already has {} on network `{}`: DEL it first",
+                inv.container_id, a.ifname, a.network
+            ),
+        ));
+    }
+    let mut spec = conf.attach_spec(&inv.container_id, netns, &inv.ifname);
+    // Kubernetes' and Podman's name for the container, for the LAN's
+    // DHCP server.
+    spec.hostname = inv
+        .args
+        .get("K8S_POD_NAME")
+        .filter(|_| net.ipam == Ipam::Dhcp)
+        .cloned();
+    crate::cli::attach_as(daemon, spec).map_err(failed)?;
+    let engine = open(daemon)?;
+    let a = find(&engine, &inv.container_id, &inv.ifname)?.ok_or_else(|| {
+        CniError::new(
+            code::FAILED,
+            "the attachment is not recorded after the attach",
+        )
+    })?;
+    let ours = result(&net, &a, netns);
+    let out = match &conf.prev_result {
+        Some(prev) => ours.after(CniResult::from_json(prev)?),
+        None => ours,
+    };
+    Ok(out.to_json(&conf.cni_version))
+}
+
+/// ADD's result: the host end of a veth (if the kind has one) and the
+/// container's interface, its addresses, gateways and default routes.
+fn result(net: &Network, a: &Attachment, netns: &str) -> CniResult {
+    let mut r = CniResult::default();
+    if kinds::of(&net.kind).has_host_port() {
+        let mac = Netlink::open()
+            .ok()
+            .and_then(|mut nl| nl.link_by_name(&a.host_ifname).ok().flatten())
+            .and_then(|l| l.mac)
+            .map(|m| crate::model::Mac(m).to_string())
+            .unwrap_or_default();
+        r.interfaces.push(spec::Interface {
+            name: a.host_ifname.clone(),
+            mac,
+            mtu: Some(a.mtu),
+            sandbox: None,
+        });
+    }
+    let index = r.interfaces.len();
+    r.interfaces.push(spec::Interface {
+        name: a.ifname.clone(),
+        mac: a.mac.to_string(),
+        mtu: Some(a.mtu),
+        sandbox: Some(netns.to_string()),
+    });
+    for address in &a.addresses {
+        let v6 = address.addr().is_ipv6();
+        r.ips.push(spec::IpConfig {
+            address: *address,
+            gateway: a.gateways.iter().find(|g| g.is_ipv6() == v6).copied(),
+            interface: Some(index),
+        });
+    }
+    if a.default_route != DefaultRoute::None {
+        for g in &a.gateways {
+            let any = match g.is_ipv6() {
+                true => "::/0",
+                false => "0.0.0.0/0",
+            };
+            r.routes.push(spec::Route {
+                dst: any.parse().expect("a default route"),
+                gw: Some(*g),
+            });
+        }
+    }
+    for route in &a.routes {
+        r.routes.push(spec::Route {
+            dst: route.dest,
+            gw: Some(route.via),
+        });
+    }
+    if let Some(lease) = a.dhcp.as_ref().and_then(|b| b.lease.as_ref()) {
+        r.dns.nameservers = lease.dns.iter().map(|d| (*d).into()).collect();
+        r.dns.domain = lease.domain.clone();
+    }
+    r
+}
+
+/// DEL: whatever of the attachment is left goes (its namespace, its
+/// interface or its record may be gone already; that is success).
+fn del(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<(), CniError> {
+    let t = target(&inv.container_id, &inv.ifname);
+    match crate::cli::detach_from(daemon, &t, None) {
+        Ok(_) => Ok(()),
+        Err(Error::UnknownNetwork(_)) => Ok(()),
+        Err(e) => Err(failed(e)).map_err(|e| {
+            e.with_details(format!(
+                "network `{}`: `plumb detach {t}` removes what is left",
+                conf.network
+            ))
+        }),
+    }
+}
+
+/// CHECK: the kernel against plumb's record; each difference said.
+fn check(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<(), CniError> {
+    let engine = open(daemon)?;
+    let a = find(&engine, &inv.container_id, &inv.ifname)?.ok_or_else(|| {
+        CniError::new(
+            code::FAILED,
+            format!(
+                "container {} has no {} on network `{}`",
+                inv.container_id, inv.ifname, conf.network
+            ),
+        )
+    })?;
+    let net = engine.network(&a.network).map_err(failed)?.network;
+    let mut wrong = Vec::new();
+    let netns = inv.netns.as_deref().unwrap_or_default();
+    match crate::netns::NsHandle::open(std::path::Path::new(netns)) {
+        Err(e) => wrong.push(format!("namespace {netns}: {e}")),
+        Ok(ns) if !a.is_in(&ns) => wrong.push(format!(
+            "{netns} is not the namespace {} was added to",
+            a.ifname
+        )),
+        Ok(ns) => inside(&ns, &a, &mut wrong),
+    }
+    if kinds::of(&net.kind).has_host_port() {
+        let host = Netlink::open()
+            .ok()
+            .and_then(|mut nl| nl.link_by_name(&a.host_ifname).ok().flatten());
+        if host.is_none() {
+            wrong.push(format!("the host end {} is gone", a.host_ifname));
+        }
+    }
+    if let Some(prev) = &conf.prev_result {
+        let prev = CniResult::from_json(prev)?;
+        for ip in prev.ips.iter().filter(|ip| {
+            ip.interface
+                .and_then(|i| prev.interfaces.get(i))
+                .is_some_and(|i| i.name == a.ifname)
+        }) {
+            if !a.addresses.contains(&ip.address) {
+                wrong.push(format!(
+                    "{} was added with {}, which plumb's record does not hold",
+                    a.ifname, ip.address
+                ));
+            }
+        }
+    }
+    match wrong.is_empty() {
+        true => Ok(()),
+        false => Err(CniError::new(
+            code::FAILED,
+            format!(
+                "{} on network `{}`: {}",
+                a.ifname,
+                a.network,
+                wrong.join("; ")
+            ),
+        )),
+    }
+}
+
+/// What CHECK looks at inside the namespace: the interface, up, with its
+/// MAC (an ipvlan's is its parent's), its addresses and default routes.
+fn inside(ns: &crate::netns::NsHandle, a: &Attachment, wrong: &mut Vec<String>) {
+    let mut nl = match Netlink::open_in(ns) {
+        Ok(nl) => nl,
+        Err(e) => return wrong.push(format!("netlink in the namespace: {e}")),
+    };
+    let link = match nl.link_by_name(&a.ifname) {
+        Ok(Some(l)) => l,
+        Ok(None) => return wrong.push(format!("{} is gone", a.ifname)),
+        Err(e) => return wrong.push(format!("look up {}: {e}", a.ifname)),
+    };
+    if !link.up {
+        wrong.push(format!("{} is down", a.ifname));
+    }
+    if link.kind.as_deref() != Some("ipvlan") && link.mac != Some(a.mac.0) {
+        wrong.push(format!(
+            "{} has MAC {}, not {}",
+            a.ifname,
+            link.mac
+                .map(|m| crate::model::Mac(m).to_string())
+                .unwrap_or_default(),
+            a.mac
+        ));
+    }
+    let have = nl.addresses(link.index).unwrap_or_default();
+    for x in a.addresses.iter().filter(|x| !have.contains(x)) {
+        wrong.push(format!("{} lacks {x}", a.ifname));
+    }
+    if a.default_route != DefaultRoute::None {
+        for g in &a.gateways {
+            let routes = nl.routes(g.is_ipv6()).unwrap_or_default();
+            let there = routes
+                .iter()
+                .any(|r| r.dest.prefix_len() == 0 && r.via == Some(*g));
+            if !there {
+                wrong.push(format!("no default route via {g}"));
+            }
+        }
+    }
+}
+
+/// STATUS: whether an ADD could be served now (50 when not).
+fn status(conf: &NetConf, daemon: &Daemon) -> Result<(), CniError> {
+    let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    let engine =
+        Engine::open(daemon.state_dir).map_err(|e| unavailable(format!("plumb's store: {e}")))?;
+    let dhcp = match engine.network(&conf.network) {
+        Ok(n) => n.network.ipam == Ipam::Dhcp,
+        Err(Error::UnknownNetwork(_)) => match &conf.definition {
+            Some(d) => d.ipam.as_deref() == Some("dhcp"),
+            None => {
+                return Err(unavailable(format!(
+                    "network `{}`: no such plumb network",
+                    conf.network
+                )));
+            }
+        },
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
+    if dhcp {
+        daemon
+            .call(&crate::daemon::protocol::Request::Status)
+            .map_err(|e| unavailable(format!("a DHCP network needs plumb's daemon: {e}")))?;
+    }
+    Ok(())
+}
+
+/// GC: every attachment a runtime added on this network that is not in
+/// its list of valid ones goes (errors are said after trying them all).
+fn gc(conf: &NetConf, daemon: &Daemon) -> Result<(), CniError> {
+    let Some(valid) = &conf.valid_attachments else {
+        return Ok(());
+    };
+    let engine = open(daemon)?;
+    let stale: Vec<Attachment> = engine
+        .attachments()
+        .map_err(failed)?
+        .into_iter()
+        .map(|s| s.attachment)
+        .filter(|a| a.network == conf.network)
+        .filter(|a| {
+            a.cni.as_ref().is_some_and(|c| {
+                !valid
+                    .iter()
+                    .any(|(id, ifname)| *id == c.container_id && *ifname == a.ifname)
+            })
+        })
+        .collect();
+    drop(engine);
+    let mut errors = Vec::new();
+    for a in stale {
+        let container = a
+            .cni
+            .as_ref()
+            .map(|c| c.container_id.as_str())
+            .unwrap_or("");
+        let t = target(container, &a.ifname);
+        if let Err(e) = crate::cli::detach_from(daemon, &t, Some(&a.network)) {
+            errors.push(format!("{t}: {e}"));
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(CniError::new(code::FAILED, errors.join("; "))),
+    }
+}

@@ -1,0 +1,409 @@
+//! plumb as a CNI plugin, driven as a runtime drives one: the binary run
+//! in the (fake) host's namespace with `CNI_*` set and the configuration on
+//! stdin, against namespaces the test made, every spec version, and
+//! chained with the reference plugins (`/usr/lib/cni`).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Lab, wait_until};
+use serde_json::{Value, json};
+
+const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Where Debian's containernetworking-plugins are.
+const REFERENCE: &str = "/usr/lib/cni";
+
+/// What a plugin answered: its stdout as JSON (null when empty) and
+/// whether it exited 0.
+struct Answer {
+    json: Value,
+    ok: bool,
+}
+
+/// Run plugin `binary` as a runtime does, in the lab's host namespace:
+/// `command` for container `id` (namespace `netns`, interface `ifname`).
+fn exec_plugin(
+    lab: &Lab,
+    binary: &str,
+    command: &str,
+    id: &str,
+    netns: Option<&str>,
+    ifname: &str,
+    conf: &Value,
+) -> Answer {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.host, binary])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", REFERENCE)
+        .env("CNI_ARGS", "IgnoreUnknown=1")
+        .env("PLUMB_STATE_DIR", lab.state.path())
+        .env("PLUMB_SOCKET", lab.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ns) = netns {
+        cmd.env("CNI_NETNS", ns);
+    }
+    let mut child = cmd.spawn().expect("run the plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    Answer {
+        json: match text.trim() {
+            "" => Value::Null,
+            t => {
+                serde_json::from_str(t).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {t}"))
+            }
+        },
+        ok: out.status.success(),
+    }
+}
+
+fn cni(lab: &Lab, command: &str, id: &str, netns: Option<&str>, conf: &Value) -> Answer {
+    exec_plugin(
+        lab,
+        env!("CARGO_BIN_EXE_plumb"),
+        command,
+        id,
+        netns,
+        "eth0",
+        conf,
+    )
+}
+
+fn conf(version: &str, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": version, "name": "plumbnet", "type": "plumb"});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn path(ns: &str) -> String {
+    format!("/run/netns/{ns}")
+}
+
+#[test]
+fn a_runtime_adds_checks_and_deletes_a_container_on_a_plumb_network() {
+    let lab = Lab::new("cni");
+    let up = lab.upstream("10.90.9");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.90.0.0/24",
+    ]);
+    let c1 = lab.netns("c1");
+    let conf = conf("1.1.0", json!({"network": "web"}));
+    let added = cni(&lab, "ADD", "c0ffee01", Some(&path(&c1)), &conf);
+    assert!(added.ok, "{}", added.json);
+    let r = &added.json;
+    assert_eq!(r["cniVersion"], "1.1.0");
+    // The host end of the veth, then the container's, in its namespace.
+    assert_eq!(r["interfaces"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+    assert_eq!(r["interfaces"][1]["sandbox"], path(&c1));
+    assert_eq!(r["ips"][0]["interface"], 1);
+    assert_eq!(r["ips"][0]["gateway"], "10.90.0.1");
+    let address = r["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(
+        address.starts_with("10.90.0.") && address.ends_with("/24"),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": "10.90.0.1"})
+    );
+    // It is a plumb attachment, shown by the runtime's container ID, and
+    // the container reaches the world through the network's NAT.
+    assert!(
+        lab.ok(&["ls"]).contains("cni:c0ffee01"),
+        "{}",
+        lab.ok(&["ls"])
+    );
+    assert!(lab.ping(&c1, "10.90.9.1"), "the container reaches upstream");
+    let _ = up;
+    // CHECK: all there; then each difference said.
+    assert!(cni(&lab, "CHECK", "c0ffee01", Some(&path(&c1)), &conf).ok);
+    common::must(&format!("ip -n {c1} addr flush dev eth0"));
+    let checked = cni(&lab, "CHECK", "c0ffee01", Some(&path(&c1)), &conf);
+    assert!(!checked.ok);
+    let msg = checked.json["msg"].as_str().unwrap();
+    assert!(msg.contains(&format!("eth0 lacks {address}")), "{msg}");
+    assert!(msg.contains("no default route via 10.90.0.1"), "{msg}");
+    // DEL: all gone; again, and with the namespace gone, still success.
+    let host_links = lab.host_links();
+    assert!(cni(&lab, "DEL", "c0ffee01", Some(&path(&c1)), &conf).ok);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+    assert!(lab.host_links().len() < host_links.len(), "the veth went");
+    assert!(cni(&lab, "DEL", "c0ffee01", Some(&path(&c1)), &conf).ok);
+    common::must(&format!("ip netns del {c1}"));
+    assert!(cni(&lab, "DEL", "c0ffee01", None, &conf).ok);
+}
+
+#[test]
+fn every_spec_version_gets_its_own_shapes_and_errors() {
+    let lab = Lab::new("cnv");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.91.0.0/24",
+    ]);
+    for (i, version) in VERSIONS.iter().enumerate() {
+        let v = cni(&lab, "VERSION", "", None, &json!({"cniVersion": version}));
+        assert!(v.ok);
+        assert_eq!(v.json["cniVersion"], *version);
+        assert_eq!(v.json["supportedVersions"], json!(VERSIONS));
+        let ns = lab.netns(&format!("v{i}"));
+        let id = format!("ver{i}");
+        let c = conf(version, json!({"network": "web"}));
+        let added = cni(&lab, "ADD", &id, Some(&path(&ns)), &c);
+        assert!(added.ok, "{version}: {}", added.json);
+        assert_eq!(added.json["cniVersion"], *version);
+        let ip = &added.json["ips"][0];
+        match version.starts_with("1.") {
+            true => assert!(ip.get("version").is_none(), "{version}: {ip}"),
+            false => assert_eq!(ip["version"], "4", "{version}"),
+        }
+        // CHECK came with 0.4.0; plumb answers it whatever the version.
+        assert!(cni(&lab, "CHECK", &id, Some(&path(&ns)), &c).ok);
+        assert!(cni(&lab, "DEL", &id, Some(&path(&ns)), &c).ok);
+    }
+    // Errors: the spec's JSON on stdout, a non-zero exit, the code.
+    let ns = lab.netns("e");
+    let old = cni(
+        &lab,
+        "ADD",
+        "e1",
+        Some(&path(&ns)),
+        &conf("0.2.0", json!({"network": "web"})),
+    );
+    assert!(!old.ok);
+    assert_eq!(old.json["code"], 1, "{}", old.json);
+    let unknown = cni(
+        &lab,
+        "ADD",
+        "e1",
+        Some(&path(&ns)),
+        &conf("1.0.0", json!({"network": "nope"})),
+    );
+    assert_eq!(unknown.json["code"], 7, "{}", unknown.json);
+    assert!(unknown.json["msg"].as_str().unwrap().contains("`nope`"));
+    let typo = cni(
+        &lab,
+        "ADD",
+        "e1",
+        Some(&path(&ns)),
+        &conf("1.0.0", json!({"netwrok": "web"})),
+    );
+    assert_eq!(typo.json["code"], 2, "{}", typo.json);
+    assert!(typo.json["msg"].as_str().unwrap().starts_with("`netwrok`"));
+    let no_netns = cni(
+        &lab,
+        "ADD",
+        "e1",
+        None,
+        &conf("1.0.0", json!({"network": "web"})),
+    );
+    assert_eq!(no_netns.json["code"], 4, "{}", no_netns.json);
+    assert!(no_netns.json["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no error left anything");
+}
+
+#[test]
+fn a_network_described_in_the_configuration_is_made_once_and_shared() {
+    let lab = Lab::new("cnd");
+    let described = conf(
+        "1.0.0",
+        json!({"network": "shared", "mode": "nat", "subnet": "10.92.0.0/24", "tenant": "acme"}),
+    );
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    assert!(cni(&lab, "ADD", "ctr-a", Some(&path(&a)), &described).ok);
+    // Another runtime's configuration, the same definition: the same network.
+    assert!(cni(&lab, "ADD", "ctr-b", Some(&path(&b)), &described).ok);
+    let nets = lab.ok(&["network", "ls"]);
+    let named = nets.lines().filter(|l| l.starts_with("shared ")).count();
+    assert_eq!(named, 1, "{nets}");
+    let ip_b = lab.ip_of(&path(&b), "shared");
+    assert!(lab.ping(&a, &ip_b), "a and b share the network");
+    // One that describes it otherwise is refused by name, and changes nothing.
+    let other = conf(
+        "1.0.0",
+        json!({"network": "shared", "mode": "nat", "subnet": "10.93.0.0/24"}),
+    );
+    let c = lab.netns("c");
+    let refused = cni(&lab, "ADD", "ctr-c", Some(&path(&c)), &other);
+    assert_eq!(refused.json["code"], 7, "{}", refused.json);
+    assert!(
+        refused.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains("another definition")
+    );
+    // STATUS: ready for this network, not for one that does not exist.
+    assert!(cni(&lab, "STATUS", "", None, &described).ok);
+    let missing = cni(
+        &lab,
+        "STATUS",
+        "",
+        None,
+        &conf("1.1.0", json!({"network": "gone"})),
+    );
+    assert_eq!(missing.json["code"], 50, "{}", missing.json);
+    // GC: what the runtime no longer knows goes, the rest stays.
+    let gc = conf(
+        "1.1.0",
+        json!({"network": "shared", "cni.dev/valid-attachments": [{"containerID": "ctr-a", "ifname": "eth0"}]}),
+    );
+    assert!(cni(&lab, "GC", "", None, &gc).ok);
+    let ls = lab.ok(&["ls"]);
+    assert!(
+        ls.contains("cni:ctr-a") && !ls.contains("cni:ctr-b"),
+        "{ls}"
+    );
+}
+
+#[test]
+fn runtime_config_publishes_pins_and_limits() {
+    let lab = Lab::new("cnr");
+    let up = lab.upstream("10.94.9");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.94.0.0/24",
+    ]);
+    let _daemon = lab.daemon(&[]);
+    let c1 = lab.netns("c1");
+    let c = conf(
+        "1.0.0",
+        json!({"network": "web", "runtimeConfig": {
+            "portMappings": [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}],
+            "ips": ["10.94.0.77/24"],
+            "mac": "02:94:00:00:00:77",
+            "bandwidth": {"ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 4000000, "egressBurst": 400000}
+        }}),
+    );
+    let added = cni(&lab, "ADD", "rc1", Some(&path(&c1)), &c);
+    assert!(added.ok, "{}", added.json);
+    assert_eq!(added.json["ips"][0]["address"], "10.94.0.77/24");
+    assert_eq!(added.json["interfaces"][1]["mac"], "02:94:00:00:00:77");
+    // The published port answers from upstream, through plumb's own DNAT.
+    let _server = lab.spawn_in(&c1, "busybox nc -l -p 80 -e echo published", "nc.log");
+    wait_until("the published port to answer", 10, || {
+        lab.exec(&up, "busybox nc -w 1 10.94.9.2 8081")
+            .stdout
+            .starts_with(b"published")
+    });
+    // Both rates: what the container sends is shaped in it.
+    let tc = String::from_utf8_lossy(&lab.exec(&c1, "tc qdisc show dev eth0").stdout).to_string();
+    assert!(tc.contains("tbf") && tc.contains("4Mbit"), "{tc}");
+    assert!(cni(&lab, "DEL", "rc1", Some(&path(&c1)), &c).ok);
+}
+
+/// The chain a runtime runs for `plugins`: each ADD given the previous
+/// result, DEL in reverse with the final one. The final result.
+fn chain_add(lab: &Lab, list: &[(&str, Value)], id: &str, netns: &str) -> Value {
+    let mut prev: Option<Value> = None;
+    for (binary, conf) in list {
+        let mut c = conf.clone();
+        if let Some(p) = &prev {
+            c["prevResult"] = p.clone();
+        }
+        let a = exec_plugin(lab, binary, "ADD", id, Some(netns), "eth0", &c);
+        assert!(a.ok, "{binary} ADD: {}", a.json);
+        prev = Some(a.json);
+    }
+    prev.unwrap()
+}
+
+#[test]
+fn chained_with_the_reference_portmap_and_bandwidth_plugins() {
+    let lab = Lab::new("cnc");
+    let up = lab.upstream("10.95.9");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.95.0.0/24",
+    ]);
+    let c1 = lab.netns("c1");
+    let plumb = env!("CARGO_BIN_EXE_plumb");
+    let portmap = format!("{REFERENCE}/portmap");
+    let bandwidth = format!("{REFERENCE}/bandwidth");
+    let base = json!({"cniVersion": "1.0.0", "name": "chain"});
+    let with = |extra: Value| {
+        let mut c = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let list = [
+        (plumb, with(json!({"type": "plumb", "network": "web"}))),
+        (
+            portmap.as_str(),
+            with(
+                json!({"type": "portmap", "runtimeConfig": {"portMappings": [
+                {"hostPort": 8082, "containerPort": 80, "protocol": "tcp"}]}}),
+            ),
+        ),
+        (
+            bandwidth.as_str(),
+            with(json!({"type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000})),
+        ),
+    ];
+    let result = chain_add(&lab, &list, "chain1", &path(&c1));
+    // plumb's result went through both: the same interfaces and address.
+    assert_eq!(result["interfaces"][1]["name"], "eth0", "{result}");
+    let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.95.0."), "{result}");
+    // bandwidth found plumb's host end of the veth and shaped it.
+    let host_end = result["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tc = String::from_utf8_lossy(
+        &lab.exec(&lab.host, &format!("tc qdisc show dev {host_end}"))
+            .stdout,
+    )
+    .to_string();
+    assert!(tc.contains("tbf"), "{tc}");
+    // portmap's DNAT reaches the container plumb attached.
+    let _server = lab.spawn_in(&c1, "busybox nc -l -p 80 -e echo chained", "nc.log");
+    wait_until("portmap's port to answer", 10, || {
+        lab.exec(&up, "busybox nc -w 1 10.95.9.2 8082")
+            .stdout
+            .starts_with(b"chained")
+    });
+    // DEL in reverse, each with the final result; plumb leaves nothing.
+    for (binary, conf) in list.iter().rev() {
+        let mut c = conf.clone();
+        c["prevResult"] = result.clone();
+        let d = exec_plugin(&lab, binary, "DEL", "chain1", Some(&path(&c1)), "eth0", &c);
+        assert!(d.ok, "{binary} DEL: {}", d.json);
+    }
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+}
