@@ -172,15 +172,18 @@ fn target(container_id: &str, ifname: &str) -> String {
 fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniError> {
     let net = network(conf, daemon)?;
     let netns = inv.netns.as_deref().unwrap_or_default();
-    if let Some(a) = find(&open(daemon)?, &inv.container_id, &inv.ifname)? {
-        return Err(CniError::new(
-            code::FAILED,
-            format!(
-                "container {} already has {} on network `{}`: DEL it first",
-                inv.container_id, a.ifname, a.network
-            ),
-        ));
+    // What a killed ADD left is undone first. One that finished, its
+    // answer lost, is answered again (a runtime DELs after a failed ADD,
+    // but need not); another of the namespace is the engine's to refuse.
+    let mut engine = open(daemon)?;
+    engine.recover().map_err(failed)?;
+    if let Some(a) = find(&engine, &inv.container_id, &inv.ifname)?
+        && a.network == net.name
+        && crate::netns::NsHandle::open(std::path::Path::new(netns)).is_ok_and(|ns| a.is_in(&ns))
+    {
+        return answer_for(conf, &net, &a, netns);
     }
+    drop(engine);
     let mut spec = conf.attach_spec(&inv.container_id, netns, &inv.ifname);
     // Kubernetes' and Podman's name for the container, for the LAN's
     // DHCP server.
@@ -197,7 +200,18 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
             "the attachment is not recorded after the attach",
         )
     })?;
-    let ours = result(&net, &a, netns);
+    answer_for(conf, &net, &a, netns)
+}
+
+/// ADD's answer for attachment `a`: after the previous plugin's result,
+/// if chained.
+fn answer_for(
+    conf: &NetConf,
+    net: &Network,
+    a: &Attachment,
+    netns: &str,
+) -> Result<Value, CniError> {
+    let ours = result(net, a, netns);
     let out = match &conf.prev_result {
         Some(prev) => ours.after(CniResult::from_json(prev)?),
         None => ours,
