@@ -551,3 +551,42 @@ fn many_containers_added_and_deleted_at_once() {
     });
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
+
+#[test]
+fn a_dhcp_network_leases_through_plumbs_daemon_and_del_releases() {
+    let lab = Lab::new("cnh");
+    let server = lab.lan("dhcpsrv", "192.168.79.1/24");
+    let _dnsmasq = lab.dnsmasq(
+        &server,
+        "--dhcp-range=192.168.79.100,192.168.79.199,2m --dhcp-authoritative",
+    );
+    let c = conf(
+        "1.0.0",
+        json!({"network": "lan", "mode": "bridged", "uplink": "lan0",
+               "ipam": {"type": "plumb", "mode": "dhcp"}}),
+    );
+    let ns = lab.netns("c");
+    // No daemon, no DHCP client: the runtime is told to try again later.
+    let early = cni(&lab, "ADD", "d1", Some(&path(&ns)), &c);
+    assert!(!early.ok);
+    assert_eq!(early.json["code"], 11, "{}", early.json);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+    let _daemon = lab.daemon(&[]);
+    let added = cni(&lab, "ADD", "d1", Some(&path(&ns)), &c);
+    assert!(added.ok, "{}", added.json);
+    let address = added.json["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(address.starts_with("192.168.79.1"), "{}", added.json);
+    assert_eq!(added.json["ips"][0]["gateway"], "192.168.79.1");
+    assert_eq!(added.json["dns"]["nameservers"], json!(["192.168.79.1"]));
+    let ip = address.trim_end_matches("/24").to_string();
+    let leases =
+        || std::fs::read_to_string(lab.state.path().join("dnsmasq.leases")).unwrap_or_default();
+    assert!(leases().contains(&ip), "{}", leases());
+    assert!(lab.ping(&server, &ip), "the LAN reaches the container");
+    // DEL releases the lease at the server.
+    assert!(cni(&lab, "DEL", "d1", Some(&path(&ns)), &c).ok);
+    wait_until("the lease released", 10, || !leases().contains(&ip));
+}
