@@ -590,3 +590,131 @@ fn a_dhcp_network_leases_through_plumbs_daemon_and_del_releases() {
     assert!(cni(&lab, "DEL", "d1", Some(&path(&ns)), &c).ok);
     wait_until("the lease released", 10, || !leases().contains(&ip));
 }
+
+/// tests/cni/libcni_driver.go built against Debian's libcni (GOPATH mode:
+/// nothing is downloaded), into `dir`.
+fn build_libcni_driver(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("libcni_driver");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cni/libcni_driver.go"
+        ))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("run go (golang-go)");
+    assert!(
+        built.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+#[test]
+fn libcni_runs_plumb_and_portmap_in_every_version_it_negotiates() {
+    let lab = Lab::new("cnl");
+    let up = lab.upstream("10.98.9");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.98.0.0/24",
+    ]);
+    let dir = lab.state.path();
+    let driver = build_libcni_driver(dir);
+    // Where libcni finds plugins: plumb under its plugin name, and the
+    // reference ones.
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plumb"), bin.join("plumb")).unwrap();
+    let cni_path = format!("{}:{REFERENCE}", bin.display());
+    // libcni 1.1 speaks up to 1.0.0.
+    for (i, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0"].iter().enumerate() {
+        let ns = lab.netns(&format!("l{i}"));
+        let list = json!({
+            "cniVersion": version,
+            "name": format!("web{i}"),
+            "plugins": [
+                {"type": "plumb", "network": "web", "capabilities": {"portMappings": true}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        let file = dir.join(format!("web{i}.conflist"));
+        std::fs::write(&file, list.to_string()).unwrap();
+        // CHECK of plumb alone (the reference portmap's CHECK looks for
+        // IPv6 chains this fake host has none of), with the result libcni
+        // cached at ADD.
+        let mut alone = list.clone();
+        alone["plugins"].as_array_mut().unwrap().truncate(1);
+        let checked = dir.join(format!("web{i}-check.conflist"));
+        std::fs::write(&checked, alone.to_string()).unwrap();
+        let port = 8090 + i;
+        let caps =
+            json!({"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]});
+        let run = |action: &str| {
+            let conflist = match action {
+                "check" => &checked,
+                _ => &file,
+            };
+            let out = Command::new("ip")
+                .args(["netns", "exec", &lab.host])
+                .arg(&driver)
+                .arg(action)
+                .arg(conflist)
+                .arg(path(&ns))
+                .arg(format!("lib{i}"))
+                .arg(caps.to_string())
+                .env("CNI_PATH", &cni_path)
+                .env("CNI_CACHE_DIR", dir.join("cni-cache"))
+                .env("PLUMB_STATE_DIR", dir)
+                .env("PLUMB_SOCKET", lab.socket())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{version} {action}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let result: Value = serde_json::from_str(&run("add")).expect("a result");
+        assert_eq!(result["cniVersion"], *version, "{result}");
+        assert!(
+            result["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.98.0."),
+            "{result}"
+        );
+        // plumb published the capability's port itself, and portmap too:
+        // the port answers either way.
+        let _server = lab.spawn_in(
+            &ns,
+            "busybox nc -l -p 80 -e echo libcni",
+            &format!("nc{i}.log"),
+        );
+        wait_until("the port to answer", 10, || {
+            lab.exec(&up, &format!("busybox nc -w 1 10.98.9.2 {port}"))
+                .stdout
+                .starts_with(b"libcni")
+        });
+        if *version != "0.3.0" && *version != "0.3.1" {
+            run("check");
+        }
+        run("del");
+        assert_eq!(
+            lab.ok(&["ls"]).lines().count(),
+            1,
+            "{version}: DEL left nothing"
+        );
+    }
+}
