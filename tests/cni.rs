@@ -337,7 +337,7 @@ fn chain_add(lab: &Lab, list: &[(&str, Value)], id: &str, netns: &str) -> Value 
 }
 
 #[test]
-fn chained_with_the_reference_portmap_and_bandwidth_plugins() {
+fn chained_with_the_reference_portmap_bandwidth_firewall_and_tuning_plugins() {
     let lab = Lab::new("cnc");
     let up = lab.upstream("10.95.9");
     lab.ok(&[
@@ -353,6 +353,8 @@ fn chained_with_the_reference_portmap_and_bandwidth_plugins() {
     let plumb = env!("CARGO_BIN_EXE_plumb");
     let portmap = format!("{REFERENCE}/portmap");
     let bandwidth = format!("{REFERENCE}/bandwidth");
+    let firewall = format!("{REFERENCE}/firewall");
+    let tuning = format!("{REFERENCE}/tuning");
     let base = json!({"cniVersion": "1.0.0", "name": "chain"});
     let with = |extra: Value| {
         let mut c = base.clone();
@@ -374,6 +376,14 @@ fn chained_with_the_reference_portmap_and_bandwidth_plugins() {
             bandwidth.as_str(),
             with(json!({"type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000})),
         ),
+        (
+            firewall.as_str(),
+            with(json!({"type": "firewall", "backend": "iptables"})),
+        ),
+        (
+            tuning.as_str(),
+            with(json!({"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}})),
+        ),
     ];
     let result = chain_add(&lab, &list, "chain1", &path(&c1));
     // plumb's result went through both: the same interfaces and address.
@@ -391,6 +401,16 @@ fn chained_with_the_reference_portmap_and_bandwidth_plugins() {
     )
     .to_string();
     assert!(tc.contains("tbf"), "{tc}");
+    // firewall let the container's address through; tuning set its sysctl.
+    let rules =
+        String::from_utf8_lossy(&lab.exec(&lab.host, "iptables -S CNI-FORWARD").stdout).to_string();
+    let bare = ip.split('/').next().unwrap();
+    assert!(
+        rules.contains(&format!("-s {bare}/32 -j ACCEPT")),
+        "{rules}"
+    );
+    let sysctl = lab.exec(&c1, "cat /proc/sys/net/ipv4/conf/eth0/arp_notify");
+    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "1");
     // portmap's DNAT reaches the container plumb attached.
     let _server = lab.spawn_in(&c1, "busybox nc -l -p 80 -e echo chained", "nc.log");
     wait_until("portmap's port to answer", 10, || {
