@@ -349,31 +349,7 @@ impl<'a> Dockerd<'a> {
 
     /// Build the busybox rootfs under D and `docker import` it.
     fn import_image(&self) {
-        let root = self.dir.path().join("rootfs");
-        for sub in ["bin", "www"] {
-            fs::create_dir_all(root.join(sub)).expect("rootfs dir");
-        }
-        // Debian's busybox is dynamic (the VM's build installs it, and it
-        // replaces busybox-static): its libraries and loader come along.
-        fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
-        for lib in must("ldd /usr/bin/busybox || true")
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
-            let to = root.join(lib.trim_start_matches('/'));
-            fs::create_dir_all(to.parent().expect("a library's folder")).expect("rootfs lib dir");
-            fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
-        }
-        for applet in APPLETS {
-            symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
-        }
-        fs::write(root.join("www/index.html"), INDEX_HTML).expect("index.html");
-        let tar = self.dir.path().join("rootfs.tar");
-        must(&format!(
-            "tar -C {} -cf {} .",
-            root.display(),
-            tar.display()
-        ));
+        let tar = busybox_rootfs_tar(self.dir.path());
         self.must(&["import", &tar.to_string_lossy(), IMAGE]);
     }
 
@@ -618,6 +594,37 @@ impl<'a> Plugin<'a> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A busybox root filesystem (its applets, `/www/index.html` with
+/// [`INDEX_HTML`]) built under `dir`, as a tar to import as an image.
+pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www"] {
+        fs::create_dir_all(root.join(sub)).expect("rootfs dir");
+    }
+    // Debian's busybox is dynamic (the VM's build installs it, and it
+    // replaces busybox-static): its libraries and loader come along.
+    fs::copy("/usr/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for lib in must("ldd /usr/bin/busybox || true")
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("a library's folder")).expect("rootfs lib dir");
+        fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet)).expect("applet symlink");
+    }
+    fs::write(root.join("www/index.html"), INDEX_HTML).expect("index.html");
+    let tar = dir.join("rootfs.tar");
+    must(&format!(
+        "tar -C {} -cf {} .",
+        root.display(),
+        tar.display()
+    ));
+    tar
 }
 
 /// Start dockerd in the lab's fake host with D's private paths, logging to

@@ -1,0 +1,68 @@
+//! The container runtimes of this machine run containers on plumb
+//! networks through plumb's CNI plugin, each in a lab's fake host: Podman 4
+//! with its CNI backend.
+
+mod common;
+
+use common::docker::{INDEX_HTML, fetch};
+use common::podman::{IMAGE, Podman, ULIMITS};
+use common::{Lab, wait_for};
+use serde_json::json;
+
+#[test]
+fn podman_runs_a_published_container_on_a_plumb_network_and_rm_frees_it() {
+    let lab = Lab::new("pdm");
+    let up = lab.upstream("10.99.9");
+    let p = Podman::start(&lab);
+    p.network(
+        "plumbnet",
+        json!({"network": "pnet", "mode": "nat", "subnet": "10.99.0.0/24"}),
+    );
+    let links = lab.host_links();
+    let mut run = vec![
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "plumbnet",
+        "-p",
+        "8084:80",
+    ];
+    run.extend_from_slice(ULIMITS);
+    run.extend([IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    p.must(&run);
+    // plumb's attachment, known by Podman's container ID; the address
+    // Podman shows is plumb's.
+    let id = p
+        .must(&["inspect", "-f", "{{.Id}}", "web"])
+        .trim()
+        .to_string();
+    let ls = lab.ok(&["ls"]);
+    assert!(ls.contains(&format!("cni:{}", &id[..12])), "{ls}");
+    let shown = p
+        .must(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.plumbnet.IPAddress}}",
+            "web",
+        ])
+        .trim()
+        .to_string();
+    assert!(shown.starts_with("10.99.0."), "{shown}");
+    assert_eq!(lab.ip_of(&format!("cni:{id}"), "pnet"), shown);
+    // Out through the network's NAT; in through the published port.
+    p.must(&["exec", "web", "ping", "-c1", "-W2", "10.99.9.1"]);
+    let page = wait_for("the published page", 10, || {
+        fetch(&lab, &up, "http://10.99.9.2:8084/").ok_or_else(|| "no answer".to_string())
+    });
+    assert_eq!(page, INDEX_HTML);
+    // podman rm frees everything: the attachment, its veth, its port. The
+    // network its first ADD made stays, for the next container.
+    p.must(&["rm", "-f", "-t", "0", "web"]);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "{}", lab.ok(&["ls"]));
+    let mut expected = links.clone();
+    expected.push("pl-pnet".to_string());
+    assert_eq!(lab.host_links(), expected);
+    assert!(fetch(&lab, &up, "http://10.99.9.2:8084/").is_none());
+}
