@@ -1,9 +1,10 @@
 //! The container runtimes of this machine run containers on plumb
 //! networks through plumb's CNI plugin, each in a lab's fake host: Podman 4
-//! with its CNI backend.
+//! with its CNI backend, and containerd 1.6's `ctr run --cni`.
 
 mod common;
 
+use common::containerd::Containerd;
 use common::docker::{INDEX_HTML, fetch};
 use common::podman::{IMAGE, Podman, ULIMITS};
 use common::{Lab, wait_for};
@@ -65,4 +66,33 @@ fn podman_runs_a_published_container_on_a_plumb_network_and_rm_frees_it() {
     expected.push("pl-pnet".to_string());
     assert_eq!(lab.host_links(), expected);
     assert!(fetch(&lab, &up, "http://10.99.9.2:8084/").is_none());
+}
+
+#[test]
+fn containerd_ctr_run_cni_gets_a_plumb_address_and_its_exit_frees_it() {
+    let lab = Lab::new("ctd");
+    lab.upstream("10.100.9");
+    let podman = Podman::start(&lab);
+    let containerd = Containerd::start(&lab, &podman);
+    containerd.network(
+        "plumbnet",
+        json!({"network": "cnet", "mode": "nat", "subnet": "10.100.0.0/24"}),
+    );
+    let out = containerd.run(
+        "ctr1",
+        "ip -4 addr show eth0 && ping -c1 -W2 10.100.9.1 && echo REACHED",
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ctr run: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("inet 10.100.0."), "{said}");
+    assert!(
+        said.contains("REACHED"),
+        "the container reaches upstream: {said}"
+    );
+    // ctr deleted it on the way out: nothing of it is left.
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "{}", lab.ok(&["ls"]));
 }
