@@ -33,13 +33,36 @@ fn exec_plugin(
     ifname: &str,
     conf: &Value,
 ) -> Answer {
+    exec_plugin_args(
+        lab,
+        binary,
+        command,
+        id,
+        netns,
+        ifname,
+        conf,
+        "IgnoreUnknown=1",
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec_plugin_args(
+    lab: &Lab,
+    binary: &str,
+    command: &str,
+    id: &str,
+    netns: Option<&str>,
+    ifname: &str,
+    conf: &Value,
+    args: &str,
+) -> Answer {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &lab.host, binary])
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", REFERENCE)
-        .env("CNI_ARGS", "IgnoreUnknown=1")
+        .env("CNI_ARGS", args)
         .env("PLUMB_STATE_DIR", lab.state.path())
         .env("PLUMB_SOCKET", lab.socket())
         .stdin(Stdio::piped())
@@ -66,6 +89,17 @@ fn exec_plugin(
         },
         ok: out.status.success(),
     }
+}
+
+/// The conflist README.md gives for a kubelet.
+fn kubelet_conflist() -> Value {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("`/etc/cni/net.d/10-plumb.conflist`:\n```\n")
+        .expect("the kubelet's conflist in README.md");
+    let body = &readme[start..];
+    let body = &body[body.find("```\n").unwrap() + 4..];
+    serde_json::from_str(&body[..body.find("```").unwrap()]).expect("README's conflist is JSON")
 }
 
 fn cni(lab: &Lab, command: &str, id: &str, netns: Option<&str>, conf: &Value) -> Answer {
@@ -737,4 +771,115 @@ fn libcni_runs_plumb_and_portmap_in_every_version_it_negotiates() {
             "{version}: DEL left nothing"
         );
     }
+}
+
+#[test]
+fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
+    let lab = Lab::new("cnk8");
+    let list = kubelet_conflist();
+    let version = list["cniVersion"].clone();
+    let name = list["name"].clone();
+    let pod = lab.netns("pod");
+    let sandbox = "9f1c2e3d4b5a69788796a5b4c3d2e1f0";
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;\
+                K8S_POD_INFRA_CONTAINER_ID=9f1c2e3d4b5a69788796a5b4c3d2e1f0;K8S_POD_UID=1234";
+    let plugin = |i: usize| {
+        let mut c = list["plugins"][i].clone();
+        c["cniVersion"] = version.clone();
+        c["name"] = name.clone();
+        c["stateDir"] = json!(lab.state.path());
+        c["socket"] = json!(lab.socket());
+        let binary = match c["type"].as_str().unwrap() {
+            "plumb" => env!("CARGO_BIN_EXE_plumb").to_string(),
+            other => format!("{REFERENCE}/{other}"),
+        };
+        (binary, c)
+    };
+    let count = list["plugins"].as_array().unwrap().len();
+    // ADD of the sandbox, in the list's order, each given the result before.
+    let mut result: Option<Value> = None;
+    for i in 0..count {
+        let (binary, mut c) = plugin(i);
+        if let Some(r) = &result {
+            c["prevResult"] = r.clone();
+        }
+        let a = exec_plugin_args(
+            &lab,
+            &binary,
+            "ADD",
+            sandbox,
+            Some(&path(&pod)),
+            "eth0",
+            &c,
+            args,
+        );
+        assert!(a.ok, "{binary} ADD: {}", a.json);
+        result = Some(a.json);
+    }
+    let result = result.unwrap();
+    assert!(
+        result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.244.1."),
+        "{result}"
+    );
+    assert!(
+        lab.ok(&["ls"]).contains("cni:9f1c2e3d4b5a"),
+        "{}",
+        lab.ok(&["ls"])
+    );
+    // CHECK with the cached result, then DEL in reverse order.
+    for i in 0..count {
+        let (binary, mut c) = plugin(i);
+        c["prevResult"] = result.clone();
+        let a = exec_plugin_args(
+            &lab,
+            &binary,
+            "CHECK",
+            sandbox,
+            Some(&path(&pod)),
+            "eth0",
+            &c,
+            args,
+        );
+        assert!(a.ok, "{binary} CHECK: {}", a.json);
+    }
+    for i in (0..count).rev() {
+        let (binary, mut c) = plugin(i);
+        c["prevResult"] = result.clone();
+        let a = exec_plugin_args(
+            &lab,
+            &binary,
+            "DEL",
+            sandbox,
+            Some(&path(&pod)),
+            "eth0",
+            &c,
+            args,
+        );
+        assert!(a.ok, "{binary} DEL: {}", a.json);
+    }
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+    // The kubelet's GC after a restart: a sandbox it no longer knows goes.
+    let again = lab.netns("pod2");
+    let (binary, c) = plugin(0);
+    assert!(
+        exec_plugin_args(
+            &lab,
+            &binary,
+            "ADD",
+            "stale1",
+            Some(&path(&again)),
+            "eth0",
+            &c,
+            args
+        )
+        .ok
+    );
+    let mut gc = c.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    assert!(exec_plugin_args(&lab, &binary, "GC", "", None, "", &gc, "").ok);
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
