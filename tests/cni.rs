@@ -883,3 +883,53 @@ fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
     assert!(exec_plugin_args(&lab, &binary, "GC", "", None, "", &gc, "").ok);
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
+
+#[test]
+fn plumb_chained_after_another_plugin_adds_to_its_result() {
+    let lab = Lab::new("cna");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.101.0.0/24",
+    ]);
+    let ns = lab.netns("c");
+    let loopback = format!("{REFERENCE}/loopback");
+    let base = json!({"cniVersion": "1.0.0", "name": "after"});
+    let mut lo = base.clone();
+    lo["type"] = json!("loopback");
+    let mut ours = base.clone();
+    ours["type"] = json!("plumb");
+    ours["network"] = json!("web");
+    let list = [(loopback.as_str(), lo), (env!("CARGO_BIN_EXE_plumb"), ours)];
+    let result = chain_add(&lab, &list, "after1", &path(&ns));
+    // The loopback's interface and address first, then plumb's, whose
+    // address points at its own interface.
+    assert_eq!(result["interfaces"][0]["name"], "lo", "{result}");
+    let names: Vec<&str> = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    let eth0 = names
+        .iter()
+        .position(|n| *n == "eth0")
+        .expect("plumb's eth0");
+    let ours = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ip| ip["address"].as_str().unwrap().starts_with("10.101.0."))
+        .expect("plumb's address");
+    assert_eq!(ours["interface"], eth0, "{result}");
+    for (binary, conf) in list.iter().rev() {
+        let mut c = conf.clone();
+        c["prevResult"] = result.clone();
+        assert!(exec_plugin(&lab, binary, "DEL", "after1", Some(&path(&ns)), "eth0", &c).ok);
+    }
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+}
