@@ -11,6 +11,9 @@ with time.perf_counter() around posix_spawnp() and waitpid() (see `timed`):
             (no daemon: each process opens the store and does all the work)
   plumbd    the same command with `plumb daemon` running in its fake host:
             each process hands the attach to the daemon's warm engines
+  plumbcni  plumb run as a CNI plugin (CNI_COMMAND=ADD, the configuration
+            naming its network on stdin), as a runtime runs it; no daemon
+  plumbcnid the same with `plumb daemon` running in its fake host
   cni       /usr/lib/cni/bridge (CNI_COMMAND=ADD, host-local IPAM, ipMasq)
   netavark  /usr/lib/podman/netavark --config D setup /run/netns/NS
             (static IPs handed out here, as Podman does; DNS off)
@@ -31,6 +34,7 @@ Per tool it prints the median per-attach time, the mean of the first and last
 50 attaches and their ratio (growth with N), then plumb's medians relative to
 the peers, checked against the targets (for plumb and plumbd each):
   plumb <= 0.2 x CNI bridge,  plumb <= 0.1 x netavark,  plumb last50/first50 <= 1.15
+and for plumb as a CNI plugin: <= 0.15 x CNI bridge, last50/first50 <= 1.15
 
 Isolation
 ---------
@@ -80,6 +84,7 @@ NETAVARK = "/usr/lib/podman/netavark"
 WINDOW = 50  # size of the first/last window for the growth ratio
 
 TARGET_VS_CNI = 0.2
+TARGET_CNI_PLUGIN_VS_CNI = 0.15
 TARGET_VS_NETAVARK = 0.1
 TARGET_GROWTH = 1.15
 
@@ -107,12 +112,15 @@ class Tool:
 TOOLS = {
     "plumb": Tool("plumb", "10.77.0.0/16", "pb-plumb-", "", "plumb"),
     "plumbd": Tool("plumbd", "10.75.0.0/16", "pb-pd-", "", "pd"),
+    "plumbcni": Tool("plumbcni", "10.74.0.0/16", "pb-pc-", "", "pc"),
+    "plumbcnid": Tool("plumbcnid", "10.73.0.0/16", "pb-pcd-", "", "pcd"),
     "cni": Tool("cni", "10.78.0.0/16", "pb-cni-", "cni-bench0", "cni"),
     "netavark": Tool("netavark", "10.79.0.0/16", "pb-nv-", "nv-bench0", "nv"),
 }
 UP = Tool("plumb-up", "10.76.0.0/16", "pb-up-", "", "up")
-OUR_NS = re.compile(r"^(plumb-bench-host-(plumb|pd|cni|nv|up)|pb-(plumb|pd|cni|nv|up)-\d+)$")
-OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[5-9]\.0\.0/16")
+OUR_NS = re.compile(
+    r"^(plumb-bench-host-(plumb|pd|pc|pcd|cni|nv|up)|pb-(plumb|pd|pc|pcd|cni|nv|up)-\d+)$")
+OUR_MARKERS = re.compile(r"CNI-|NETAVARK|cni-bench0|nv-bench0|10\.7[3-9]\.0\.0/16")
 
 
 class BenchError(Exception):
@@ -395,11 +403,8 @@ def plumb_prepare(ctx: "Ctx", tool: Tool, daemon: tuple[str, str] | None = None)
     return attach
 
 
-def plumbd_prepare(ctx: "Ctx", tool: Tool):
-    """plumb with `plumb daemon` running in the fake host: each `plumb
-    attach` process hands its attach to the daemon's warm engines."""
-    state = ctx.res.tmpdir("plumbd-state")
-    socket = os.path.join(state, "plumbd.sock")
+def start_daemon(ctx: "Ctx", tool: Tool, state: str, socket: str) -> None:
+    """`plumb daemon` in the tool's fake host, serving `state` on `socket`."""
     log = open(os.path.join(state, "daemon.log"), "w")
     daemon = subprocess.Popen(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket,
                                         "daemon"), stdout=subprocess.DEVNULL, stderr=log,
@@ -411,9 +416,42 @@ def plumbd_prepare(ctx: "Ctx", tool: Tool):
             with open(log.name) as f:
                 raise BenchError(f"plumb daemon did not start: {f.read().strip()}")
         time.sleep(0.05)
+    ctx.daemon_logs[tool.name] = log.name
+
+
+def plumbcni_prepare(ctx: "Ctx", tool: Tool):
+    """plumb run as a CNI plugin, one process per ADD as a runtime runs it;
+    for plumbcnid, with `plumb daemon` serving the same state."""
+    state = ctx.res.tmpdir(f"{tool.name}-state")
+    socket = os.path.join(state, "plumbd.sock" if tool.name == "plumbcnid" else "no-daemon.sock")
+    run(plumb_cmd(ctx.plumb, state, tool.host, "--socket", socket, "network", "create",
+                  "bench", "--driver", "bridge", "--subnet", tool.subnet, "--mode", "nat"))
+    if tool.name == "plumbcnid":
+        start_daemon(ctx, tool, state, socket)
+        wait_quiet()
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "benchplumb", "type": "plumb",
+                       "network": "bench", "stateDir": state, "socket": socket})
+    cmd = in_host(tool.host, [ctx.plumb])
+
+    def attach(i: int, ns: str) -> tuple[float, str | None]:
+        env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
+                   CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=CNI_PATH)
+        ms, p = timed(cmd, input=conf, env=env)
+        if p.returncode != 0:
+            return ms, p.stdout.strip() or p.stderr.strip()
+        ips = json.loads(p.stdout).get("ips") or []
+        return ms, None if ips and ips[0].get("address") else f"no IP in result: {p.stdout[:200]!r}"
+    return attach
+
+
+def plumbd_prepare(ctx: "Ctx", tool: Tool):
+    """plumb with `plumb daemon` running in the fake host: each `plumb
+    attach` process hands its attach to the daemon's warm engines."""
+    state = ctx.res.tmpdir("plumbd-state")
+    socket = os.path.join(state, "plumbd.sock")
+    start_daemon(ctx, tool, state, socket)
     attach = plumb_prepare(ctx, tool, daemon=(state, socket))
     wait_quiet()  # the daemon's start-up (restore, first reconcile) is not an attach's
-    ctx.daemon_logs[tool.name] = log.name
     return attach
 
 
@@ -479,8 +517,8 @@ def netavark_prepare(ctx: "Ctx", tool: Tool):
     return attach
 
 
-PREPARE = {"plumb": plumb_prepare, "plumbd": plumbd_prepare, "cni": cni_prepare,
-           "netavark": netavark_prepare}
+PREPARE = {"plumb": plumb_prepare, "plumbd": plumbd_prepare, "plumbcni": plumbcni_prepare,
+           "plumbcnid": plumbcni_prepare, "cni": cni_prepare, "netavark": netavark_prepare}
 
 
 # ------------------------------------------------------------------ statistics
@@ -682,6 +720,14 @@ def target_rows(results: dict) -> list[tuple[str, float | None, float, str]]:
             (f"{name} / netavark median", p / n if p and n else None, TARGET_VS_NETAVARK),
             (f"{name} last/first", results.get(name, {}).get("growth"), TARGET_GROWTH),
         ]
+    for name in ("plumbcni", "plumbcnid"):
+        p = med(name)
+        if p is None:
+            continue
+        rows += [
+            (f"{name} / cni median", p / c if c else None, TARGET_CNI_PLUGIN_VS_CNI),
+            (f"{name} last/first", results.get(name, {}).get("growth"), TARGET_GROWTH),
+        ]
     return [(label, v, lim, "n/a" if v is None else ("PASS" if v <= lim else "MISS"))
             for label, v, lim in rows]
 
@@ -756,8 +802,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--count", type=int, default=500, help="containers per tool (default 500)")
     ap.add_argument("--rounds", type=int, default=4,
                     help="turns of every tool, pooled (default 4)")
-    ap.add_argument("--tools", default="plumb,plumbd,cni,netavark",
-                    help="comma-separated subset of plumb,plumbd,cni,netavark")
+    ap.add_argument("--tools", default="plumb,plumbd,plumbcni,plumbcnid,cni,netavark",
+                    help="comma-separated subset of plumb,plumbd,plumbcni,plumbcnid,cni,netavark")
     ap.add_argument("--plumb", default=release_binary(), help="plumb binary")
     ap.add_argument("--no-up", action="store_true", help="skip the `plumb up` timing")
     ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
@@ -777,7 +823,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def missing_reason(name: str, plumb: str) -> str | None:
-    binary = {"plumb": plumb, "plumbd": plumb, "cni": f"{CNI_PATH}/bridge",
+    binary = {"plumb": plumb, "plumbd": plumb, "plumbcni": plumb, "plumbcnid": plumb,
+              "cni": f"{CNI_PATH}/bridge",
               "netavark": NETAVARK}[name]
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         return f"{binary} not found or not executable"
