@@ -3,9 +3,10 @@
 
 On a stand-in LAN (a switch namespace, kea in a server namespace, the fake
 host's `lan0` plugged in), N containers are attached to a macvlan network
-on lan0 with DHCP addressing, alternating one plumb attach and one CNI ADD
-(`macvlan` + `dhcp` IPAM, with `dhcp daemon` running) so that both see the
-same machine and the same server. Each sample is the wall time of the one
+on lan0 with DHCP addressing, taking turns: one `plumb attach`, one ADD of
+plumb run as a CNI plugin (its daemon runs the client), and one ADD of the
+reference plugins (`macvlan` + `dhcp` IPAM, with `dhcp daemon` running), so
+that all see the same machine and the same server. Each sample is the wall time of the one
 command, which returns once the container holds its leased address; the
 address is then checked (and the server pinged) for the first, middle and
 last container of each tool.
@@ -201,11 +202,15 @@ def main() -> int:
         cni_conf = json.dumps({"cniVersion": "1.0.0", "name": "dbench", "type": "macvlan",
                                "master": "lan0", "mode": "private",
                                "ipam": {"type": "dhcp", "daemonSocketPath": cni_sock}})
+        plumb_conf = json.dumps({"cniVersion": "1.0.0", "name": "dbench", "type": "plumb",
+                                 "network": "dbench", "stateDir": os.path.join(work, "state"),
+                                 "socket": sock})
         p_names = [f"{PREFIX}p{i}" for i in range(args.count)]
+        q_names = [f"{PREFIX}q{i}" for i in range(args.count)]
         c_names = [f"{PREFIX}c{i}" for i in range(args.count)]
-        for ns in p_names + c_names:
+        for ns in p_names + q_names + c_names:
             add_ns(ns)
-        samples: dict[str, list[float]] = {"plumb": [], "cni": []}
+        samples: dict[str, list[float]] = {"plumb": [], "plumbcni": [], "cni": []}
         cni_hung: list[str] = []
         print(f"== {args.count} containers per tool, alternating, kea on the LAN", flush=True)
         for i in range(args.count):
@@ -213,6 +218,12 @@ def main() -> int:
             if proc.returncode != 0:
                 raise SystemExit(f"plumb attach failed: {proc.stderr.strip()}")
             samples["plumb"].append(ms)
+            env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=q_names[i],
+                       CNI_NETNS=f"/run/netns/{q_names[i]}", CNI_IFNAME="eth0", CNI_PATH=CNI)
+            ms, proc = timed(["ip", "netns", "exec", HOST, plumb], input=plumb_conf, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"plumb's CNI ADD failed: {proc.stdout.strip()}")
+            samples["plumbcni"].append(ms)
             env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=c_names[i],
                        CNI_NETNS=f"/run/netns/{c_names[i]}", CNI_IFNAME="eth0", CNI_PATH=CNI)
             try:
@@ -228,6 +239,7 @@ def main() -> int:
                 raise SystemExit(f"CNI ADD failed: {proc.stdout.strip()} {proc.stderr.strip()}")
             samples["cni"].append(ms)
         verify(p_names, "plumb")
+        verify(q_names, "plumbcni")
         verify([n for n in c_names if n not in cni_hung], "cni")
         rss_n = rss_kib(plumbd.pid)
         res = {k: summary(v) for k, v in samples.items()}
@@ -236,6 +248,8 @@ def main() -> int:
             print(f"{k:<8} {s['count']:>5} {s['median']:>8.1f} {s['p90']:>8.1f} {s['max']:>8.1f}")
         ratio = res["plumb"]["median"] / res["cni"]["median"]
         print(f"plumb / CNI dhcp median: {ratio:.3f}")
+        print(f"plumb as a CNI plugin / CNI dhcp median: "
+              f"{res['plumbcni']['median'] / res['cni']['median']:.3f}")
         if cni_hung:
             print(f"CNI ADDs that hung (killed, not in the samples): {len(cni_hung)}")
         print(f"CNI dhcp daemon RSS with {args.count} leases: {rss_kib(cnid.pid)} KiB")
