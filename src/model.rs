@@ -1815,14 +1815,6 @@ impl Attachment {
         }
     }
 
-    /// Whether it is CNI attachment (`container_id`, `ifname`).
-    pub fn is_cni(&self, container_id: &str, ifname: &str) -> bool {
-        self.cni
-            .as_ref()
-            .is_some_and(|c| c.container_id == container_id)
-            && self.ifname == ifname
-    }
-
     /// The keys of the policy selectors that name this attachment.
     pub fn selector_keys(&self) -> Vec<String> {
         std::iter::once(format!("attachment:{}", self.target))

@@ -157,12 +157,7 @@ fn network(conf: &NetConf, daemon: &Daemon) -> Result<Network, CniError> {
 
 /// The attachment of the runtime's (container, ifname), if any.
 fn find(engine: &Engine, container_id: &str, ifname: &str) -> Result<Option<Attachment>, CniError> {
-    Ok(engine
-        .attachments()
-        .map_err(failed)?
-        .into_iter()
-        .map(|s| s.attachment)
-        .find(|a| a.is_cni(container_id, ifname)))
+    engine.cni_attachment(container_id, ifname).map_err(failed)
 }
 
 fn target(container_id: &str, ifname: &str) -> String {

@@ -1080,6 +1080,14 @@ impl Engine {
         Ok(())
     }
 
+    /// The attachment a CNI runtime added for `container_id` as `ifname`.
+    pub fn cni_attachment(&self, container_id: &str, ifname: &str) -> Result<Option<Attachment>> {
+        Ok(store::attachments_of_cni(self.store.read(), container_id)?
+            .into_iter()
+            .map(|s| s.attachment)
+            .find(|a| a.ifname == ifname))
+    }
+
     pub fn attachments(&self) -> Result<Vec<StoredAttachment>> {
         store::attachments(self.store.read())
     }
@@ -1191,15 +1199,9 @@ impl Engine {
             ifname,
         } = target
         {
-            let found: Vec<StoredAttachment> = store::attachments(conn)?
+            let found: Vec<StoredAttachment> = store::attachments_of_cni(conn, container_id)?
                 .into_iter()
-                .filter(|s| {
-                    let a = &s.attachment;
-                    a.cni
-                        .as_ref()
-                        .is_some_and(|c| c.container_id == *container_id)
-                        && ifname.as_ref().is_none_or(|i| *i == a.ifname)
-                })
+                .filter(|s| ifname.as_ref().is_none_or(|i| *i == s.attachment.ifname))
                 .collect();
             let ns = found.first().and_then(|s| attached_ns(&s.attachment));
             return Ok((ns, found));

@@ -341,6 +341,16 @@ pub fn attachments_with_egress(conn: &Connection) -> Result<Vec<StoredAttachment
     collect_attachments(stmt.query_map([], attachment_row)?)
 }
 
+/// The attachments a CNI runtime added for its container `container_id`.
+pub fn attachments_of_cni(conn: &Connection, container_id: &str) -> Result<Vec<StoredAttachment>> {
+    // The expression of index attachments_cni, word for word.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments
+         WHERE json_extract(data, '$.cni.container_id') = ?1 ORDER BY ifname"
+    ))?;
+    collect_attachments(stmt.query_map(params![container_id], attachment_row)?)
+}
+
 /// Attachments of a namespace (by identity) or, when the namespace is gone,
 /// by the name the user gave it.
 pub fn attachments_of_target(

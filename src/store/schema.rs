@@ -180,6 +180,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE docker_pools ADD COLUMN network_id TEXT;
     ALTER TABLE docker_pool_addresses ADD COLUMN lease TEXT;
     ",
+    // 11: a CNI runtime's DEL, CHECK and ADD find an attachment by the
+    // container ID recorded in it (model::Attachment::cni), not by a scan.
+    "
+    CREATE INDEX attachments_cni ON attachments(json_extract(data, '$.cni.container_id'));
+    ",
 ];
 
 /// The schema version of the database file.
