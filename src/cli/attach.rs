@@ -102,13 +102,18 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         egress_gateway: args.egress_gateway,
         cni_container: None,
     };
-    let listed = attach_as(daemon, spec)?;
+    let listed = attach_as(daemon, spec, None)?;
     outln!("{}", attached_line(&listed));
     Ok(())
 }
 
-/// Attach as `spec` says; the attachment as `plumb ls --json` lists it.
-pub fn attach_as(daemon: &Daemon, spec: AttachSpec) -> Result<serde_json::Value> {
+/// Attach as `spec` says, with `engine` (opened here if None) when no
+/// daemon serves; the attachment as `plumb ls --json` lists it.
+pub fn attach_as(
+    daemon: &Daemon,
+    spec: AttachSpec,
+    engine: Option<&mut Engine>,
+) -> Result<serde_json::Value> {
     // Bad input is refused before anyone is asked.
     let mut req = spec.validate()?;
     let target = spec.target.clone();
@@ -130,7 +135,14 @@ pub fn attach_as(daemon: &Daemon, spec: AttachSpec) -> Result<serde_json::Value>
     if let Some(v) = daemon.try_call(&request)? {
         return Ok(v);
     }
-    let mut engine = Engine::open(daemon.state_dir)?;
+    let mut opened_here;
+    let engine = match engine {
+        Some(e) => e,
+        None => {
+            opened_here = Engine::open(daemon.state_dir)?;
+            &mut opened_here
+        }
+    };
     let net = engine.network(&req.network)?.network;
     if net.ipam == Ipam::Dhcp {
         crate::engine::check_ipam(&net, &req, Ipam::Dhcp)?;

@@ -115,8 +115,7 @@ fn open(daemon: &Daemon) -> Result<Engine, CniError> {
 
 /// The plumb network of `conf`: made if the configuration describes it
 /// and it is not there yet; refused if one of that name differs.
-fn network(conf: &NetConf, daemon: &Daemon) -> Result<Network, CniError> {
-    let mut engine = open(daemon)?;
+fn network(conf: &NetConf, engine: &mut Engine) -> Result<Network, CniError> {
     let existing = match engine.network(&conf.network) {
         Ok(n) => Some(n.network),
         Err(Error::UnknownNetwork(_)) => None,
@@ -165,12 +164,12 @@ fn target(container_id: &str, ifname: &str) -> String {
 }
 
 fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniError> {
-    let net = network(conf, daemon)?;
+    let mut engine = open(daemon)?;
+    let net = network(conf, &mut engine)?;
     let netns = inv.netns.as_deref().unwrap_or_default();
     // What a killed ADD left is undone first. One that finished, its
     // answer lost, is answered again (a runtime DELs after a failed ADD,
     // but need not); another of the namespace is the engine's to refuse.
-    let mut engine = open(daemon)?;
     engine.recover().map_err(failed)?;
     if let Some(a) = find(&engine, &inv.container_id, &inv.ifname)?
         && a.network == net.name
@@ -178,7 +177,6 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
     {
         return answer_for(conf, &net, &a, netns);
     }
-    drop(engine);
     let mut spec = conf.attach_spec(&inv.container_id, netns, &inv.ifname);
     // Kubernetes' and Podman's name for the container, for the LAN's
     // DHCP server.
@@ -187,8 +185,7 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
         .get("K8S_POD_NAME")
         .filter(|_| net.ipam == Ipam::Dhcp)
         .cloned();
-    crate::cli::attach_as(daemon, spec).map_err(failed)?;
-    let engine = open(daemon)?;
+    crate::cli::attach_as(daemon, spec, Some(&mut engine)).map_err(failed)?;
     let a = find(&engine, &inv.container_id, &inv.ifname)?.ok_or_else(|| {
         CniError::new(
             code::FAILED,
