@@ -933,3 +933,51 @@ fn plumb_chained_after_another_plugin_adds_to_its_result() {
     }
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
+
+#[test]
+fn a_gc_run_while_adds_are_in_flight_leaves_nothing_half_done() {
+    // The spec forbids GC beside ADD; a runtime that does it anyway gets
+    // containers removed, never a half-made one or a leak.
+    let lab = Lab::new("cng");
+    lab.ok(&[
+        "network",
+        "create",
+        "web",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.102.0.0/24",
+    ]);
+    let c = conf("1.1.0", json!({"network": "web"}));
+    let gc = conf(
+        "1.1.0",
+        json!({"network": "web", "cni.dev/valid-attachments": []}),
+    );
+    let links = lab.host_links();
+    let namespaces: Vec<String> = (0..8).map(|i| lab.netns(&format!("g{i}"))).collect();
+    std::thread::scope(|s| {
+        for (i, ns) in namespaces.iter().enumerate() {
+            let (lab, c) = (&lab, &c);
+            s.spawn(move || cni(lab, "ADD", &format!("gc{i}"), Some(&path(ns)), c));
+        }
+        let (lab, gc) = (&lab, &gc);
+        s.spawn(move || {
+            for _ in 0..5 {
+                cni(lab, "GC", "", None, gc);
+            }
+        });
+    });
+    // What each container has is whole: an attachment whose interface is
+    // in its namespace with its address, or nothing at all.
+    for (i, ns) in namespaces.iter().enumerate() {
+        let checked = cni(&lab, "CHECK", &format!("gc{i}"), Some(&path(ns)), &c);
+        let has_eth0 = lab.exec(ns, "ip link show eth0").status.success();
+        assert_eq!(checked.ok, has_eth0, "gc{i}: {}", checked.json);
+    }
+    // The runtime's DELs then leave the host as it was.
+    for (i, ns) in namespaces.iter().enumerate() {
+        assert!(cni(&lab, "DEL", &format!("gc{i}"), Some(&path(ns)), &c).ok);
+    }
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
+    assert_eq!(lab.host_links(), links);
+}
