@@ -981,3 +981,28 @@ fn a_gc_run_while_adds_are_in_flight_leaves_nothing_half_done() {
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
     assert_eq!(lab.host_links(), links);
 }
+
+#[test]
+fn runtimes_racing_to_make_a_described_network_all_get_on_it() {
+    let lab = Lab::new("cnrace");
+    let c = conf(
+        "1.0.0",
+        json!({"network": "raced", "mode": "nat", "subnet": "10.104.0.0/24"}),
+    );
+    let namespaces: Vec<String> = (0..8).map(|i| lab.netns(&format!("r{i}"))).collect();
+    let added: Vec<Answer> = std::thread::scope(|s| {
+        let runs: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (lab, c) = (&lab, &c);
+                s.spawn(move || cni(lab, "ADD", &format!("race{i}"), Some(&path(ns)), c))
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for a in &added {
+        assert!(a.ok, "{}", a.json);
+    }
+    assert_eq!(lab.ok(&["ls"]).lines().count(), 9);
+}

@@ -96,3 +96,78 @@ fn containerd_ctr_run_cni_gets_a_plumb_address_and_its_exit_frees_it() {
     // ctr deleted it on the way out: nothing of it is left.
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "{}", lab.ok(&["ls"]));
 }
+
+#[test]
+fn podman_containerd_and_a_bare_runtime_share_one_described_network_at_once() {
+    let lab = Lab::new("cmx");
+    lab.upstream("10.103.9");
+    let podman = Podman::start(&lab);
+    let containerd = Containerd::start(&lab, &podman);
+    // Each runtime's configuration describes the network; none has made
+    // it yet. Their first ADDs race to make it.
+    let described = json!({"network": "shared", "mode": "nat", "subnet": "10.103.0.0/24"});
+    podman.network("shared", described.clone());
+    containerd.network("shared", described.clone());
+    let bare = lab.netns("bare");
+    let mut conf = described.clone();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["name"] = json!("shared");
+    conf["type"] = json!("plumb");
+    conf["stateDir"] = json!(lab.state.path());
+    conf["socket"] = json!(lab.socket());
+    let (ctr_out, bare_ok) = std::thread::scope(|s| {
+        let p = s.spawn(|| {
+            let mut run = vec!["run", "-d", "--name", "pod1", "--network", "shared"];
+            run.extend_from_slice(ULIMITS);
+            run.extend([IMAGE, "sleep", "1000"]);
+            podman.must(&run);
+        });
+        let c = s.spawn(|| {
+            containerd.run(
+                "ctr1",
+                "ip -4 addr show eth0 && ping -c1 -W2 10.103.9.1 && echo REACHED",
+            )
+        });
+        let b = s.spawn(|| {
+            let mut cmd = std::process::Command::new("nsenter");
+            cmd.arg(format!("--net=/run/netns/{}", lab.host))
+                .arg(env!("CARGO_BIN_EXE_plumb"))
+                .env("CNI_COMMAND", "ADD")
+                .env("CNI_CONTAINERID", "bare1")
+                .env("CNI_NETNS", format!("/run/netns/{bare}"))
+                .env("CNI_IFNAME", "eth0")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap().status.success()
+        });
+        p.join().unwrap();
+        (c.join().unwrap(), b.join().unwrap())
+    });
+    let said = String::from_utf8_lossy(&ctr_out.stdout);
+    assert!(
+        ctr_out.status.success() && said.contains("REACHED"),
+        "ctr run: {said}{}",
+        String::from_utf8_lossy(&ctr_out.stderr)
+    );
+    assert!(bare_ok, "the bare runtime's ADD");
+    // One network, made once; Podman's and the bare runtime's containers
+    // on it (ctr's left with its command).
+    let nets = lab.ok(&["network", "ls"]);
+    assert_eq!(
+        nets.lines().filter(|l| l.starts_with("shared ")).count(),
+        1,
+        "{nets}"
+    );
+    let ls = lab.ok(&["ls"]);
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    assert!(ls.contains("cni:bare1"), "{ls}");
+    podman.must(&["exec", "pod1", "ping", "-c1", "-W2", "10.103.9.1"]);
+}

@@ -24,6 +24,9 @@ use crate::store::DEFAULT_STATE_DIR;
 use config::NetConf;
 use spec::{CniError, CniResult, Command, Invocation, code};
 
+/// How long an ADD waits for another process to finish making its network.
+const NETWORK_MADE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Whether this process was started by a CNI runtime: `CNI_COMMAND` set,
 /// and no arguments (a runtime never gives any).
 pub fn invoked() -> bool {
@@ -166,6 +169,23 @@ fn target(container_id: &str, ifname: &str) -> String {
 fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniError> {
     let mut engine = open(daemon)?;
     let net = network(conf, &mut engine)?;
+    // Runtimes that share a described network race to make it: the others
+    // wait until the one making it is done (an attach meanwhile is refused).
+    let deadline = std::time::Instant::now() + NETWORK_MADE_WITHIN;
+    let mut pause = std::time::Duration::from_millis(5);
+    while engine.network_under_way(&net.name).map_err(failed)? {
+        if std::time::Instant::now() > deadline {
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!(
+                    "network `{}` is still being made or removed by another plumb process",
+                    net.name
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
     let netns = inv.netns.as_deref().unwrap_or_default();
     // What a killed ADD left is undone first. One that finished, its
     // answer lost, is answered again (a runtime DELs after a failed ADD,

@@ -187,6 +187,12 @@ impl Engine {
 
     /// Keys of `subject` a change is under way on (recovery has run, so
     /// their holders live).
+    /// Whether a live plumb process is making or removing network `name`
+    /// now (an attach to it would be refused until it ends).
+    pub fn network_under_way(&self, name: &str) -> Result<bool> {
+        Ok(self.busy(Subject::Network)?.contains(name))
+    }
+
     pub(super) fn busy(&self, subject: Subject) -> Result<HashSet<String>> {
         Ok(intent::intents(self.store.read())?
             .into_iter()
