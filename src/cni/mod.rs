@@ -43,12 +43,17 @@ pub fn main() -> i32 {
             "1.1.0",
         );
     }
-    let asked = serde_json::from_slice::<Value>(&input)
-        .ok()
-        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+    let asked = asked_version(&input)
         .unwrap_or_else(|| spec::SUPPORTED[spec::SUPPORTED.len() - 1].to_string());
     let out = Invocation::from_env(|k| std::env::var(k).ok()).and_then(|inv| run(&inv, &input));
     answer(out, &asked)
+}
+
+/// The `cniVersion` of the configuration on stdin, however bad the rest.
+fn asked_version(input: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Value>(input)
+        .ok()
+        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
 }
 
 fn answer(out: Result<Option<Value>, CniError>, version: &str) -> i32 {
@@ -67,11 +72,9 @@ fn answer(out: Result<Option<Value>, CniError>, version: &str) -> i32 {
 
 /// One command, its configuration `input` on stdin.
 pub fn run(inv: &Invocation, input: &[u8]) -> Result<Option<Value>, CniError> {
+    // VERSION's stdin may hold nothing but `cniVersion`.
     if inv.command == Command::Version {
-        let asked = serde_json::from_slice::<Value>(input)
-            .ok()
-            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let asked = asked_version(input).unwrap_or_default();
         return Ok(Some(spec::version_info(&asked)));
     }
     let conf = NetConf::parse(input)?;
@@ -96,7 +99,7 @@ pub fn run(inv: &Invocation, input: &[u8]) -> Result<Option<Value>, CniError> {
         Command::Check => check(inv, &conf, &daemon).map(|()| None),
         Command::Status => status(&conf, &daemon).map(|()| None),
         Command::Gc => gc(&conf, &daemon).map(|()| None),
-        Command::Version => unreachable!("answered above"),
+        Command::Version => Ok(Some(spec::version_info(&conf.cni_version))),
     }
 }
 
@@ -266,12 +269,13 @@ fn result(net: &Network, a: &Attachment, netns: &str) -> CniResult {
     }
     if a.default_route != DefaultRoute::None {
         for g in &a.gateways {
+            // The defaults of the address types are 0.0.0.0/0 and ::/0.
             let any = match g.is_ipv6() {
-                true => "::/0",
-                false => "0.0.0.0/0",
+                true => ipnet::IpNet::V6(Default::default()),
+                false => ipnet::IpNet::V4(Default::default()),
             };
             r.routes.push(spec::Route {
-                dst: any.parse().expect("a default route"),
+                dst: any,
                 gw: Some(*g),
             });
         }
@@ -296,12 +300,10 @@ fn del(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<(), CniError
     match crate::cli::detach_from(daemon, &t, None) {
         Ok(_) => Ok(()),
         Err(Error::UnknownNetwork(_)) => Ok(()),
-        Err(e) => Err(failed(e)).map_err(|e| {
-            e.with_details(format!(
-                "network `{}`: `plumb detach {t}` removes what is left",
-                conf.network
-            ))
-        }),
+        Err(e) => Err(failed(e).with_details(format!(
+            "network `{}`: `plumb detach {t}` removes what is left",
+            conf.network
+        ))),
     }
 }
 
