@@ -432,16 +432,22 @@ def plumbcni_prepare(ctx: "Ctx", tool: Tool):
     conf = json.dumps({"cniVersion": "1.0.0", "name": "benchplumb", "type": "plumb",
                        "network": "bench", "stateDir": state, "socket": socket})
     cmd = in_host(tool.host, [ctx.plumb])
+    return lambda i, ns: cni_add(cmd, conf, ns)
 
-    def attach(i: int, ns: str) -> tuple[float, str | None]:
-        env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
-                   CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=CNI_PATH)
-        ms, p = timed(cmd, input=conf, env=env)
-        if p.returncode != 0:
-            return ms, p.stdout.strip() or p.stderr.strip()
+
+def cni_add(cmd: list[str], conf: str, ns: str) -> tuple[float, str | None]:
+    """One CNI ADD of namespace `ns` by plugin `cmd`, as a runtime runs it:
+    its time, and what is wrong with its answer (None: an address)."""
+    env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
+               CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=CNI_PATH)
+    ms, p = timed(cmd, input=conf, env=env)
+    if p.returncode != 0:
+        return ms, p.stdout.strip() or p.stderr.strip()
+    try:
         ips = json.loads(p.stdout).get("ips") or []
-        return ms, None if ips and ips[0].get("address") else f"no IP in result: {p.stdout[:200]!r}"
-    return attach
+    except json.JSONDecodeError:
+        return ms, f"result is not JSON: {p.stdout[:200]!r}"
+    return ms, None if ips and ips[0].get("address") else f"no IP in result: {p.stdout[:200]!r}"
 
 
 def plumbd_prepare(ctx: "Ctx", tool: Tool):
@@ -472,19 +478,7 @@ def cni_prepare(ctx: "Ctx", tool: Tool):
         "ipam": {"type": "host-local", "subnet": tool.subnet, "dataDir": ipam_dir},
     })
     cmd = in_host(tool.host, [f"{CNI_PATH}/bridge"])
-
-    def attach(i: int, ns: str) -> tuple[float, str | None]:
-        env = dict(os.environ, CNI_COMMAND="ADD", CNI_CONTAINERID=f"bench-{ns}",
-                   CNI_NETNS=f"/run/netns/{ns}", CNI_IFNAME="eth0", CNI_PATH=CNI_PATH)
-        ms, p = timed(cmd, input=conf, env=env)
-        if p.returncode != 0:
-            return ms, p.stdout.strip() or p.stderr.strip()
-        try:
-            ips = json.loads(p.stdout).get("ips") or []
-        except json.JSONDecodeError:
-            return ms, f"result is not JSON: {p.stdout[:200]!r}"
-        return ms, None if ips and ips[0].get("address") else f"no IP in result: {p.stdout[:200]!r}"
-    return attach
+    return lambda i, ns: cni_add(cmd, conf, ns)
 
 
 def netavark_prepare(ctx: "Ctx", tool: Tool):

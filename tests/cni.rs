@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::cni::{Answer, Call, REFERENCE};
 use common::{Lab, wait_until};
 use serde_json::{Value, json};
 
 const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
-/// Where Debian's containernetworking-plugins are.
-const REFERENCE: &str = "/usr/lib/cni";
-
-/// What a plugin answered: its stdout as JSON (null when empty) and
-/// whether it exited 0.
-struct Answer {
-    json: Value,
-    ok: bool,
-}
-
 /// Run plugin `binary` as a runtime does, in the lab's host namespace:
 /// `command` for container `id` (namespace `netns`, interface `ifname`).
 fn exec_plugin(
@@ -33,62 +23,11 @@ fn exec_plugin(
     ifname: &str,
     conf: &Value,
 ) -> Answer {
-    exec_plugin_args(
-        lab,
-        binary,
-        command,
-        id,
-        netns,
+    Call {
         ifname,
-        conf,
-        "IgnoreUnknown=1",
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn exec_plugin_args(
-    lab: &Lab,
-    binary: &str,
-    command: &str,
-    id: &str,
-    netns: Option<&str>,
-    ifname: &str,
-    conf: &Value,
-    args: &str,
-) -> Answer {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.host, binary])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", REFERENCE)
-        .env("CNI_ARGS", args)
-        .env("PLUMB_STATE_DIR", lab.state.path())
-        .env("PLUMB_SOCKET", lab.socket())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        cmd.env("CNI_NETNS", ns);
+        ..Call::new(binary, command, id, netns)
     }
-    let mut child = cmd.spawn().expect("run the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    Answer {
-        json: match text.trim() {
-            "" => Value::Null,
-            t => {
-                serde_json::from_str(t).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {t}"))
-            }
-        },
-        ok: out.status.success(),
-    }
+    .run(lab, conf)
 }
 
 /// The conflist README.md gives for a kubelet.
@@ -103,15 +42,7 @@ fn kubelet_conflist() -> Value {
 }
 
 fn cni(lab: &Lab, command: &str, id: &str, netns: Option<&str>, conf: &Value) -> Answer {
-    exec_plugin(
-        lab,
-        env!("CARGO_BIN_EXE_plumb"),
-        command,
-        id,
-        netns,
-        "eth0",
-        conf,
-    )
+    Call::plumb(command, id, netns).run(lab, conf)
 }
 
 fn conf(version: &str, extra: Value) -> Value {
@@ -489,33 +420,11 @@ fn exec_with(
     conf: &Value,
     env: &[(&str, &str)],
 ) -> Answer {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.host, env!("CARGO_BIN_EXE_plumb")])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_NETNS", netns)
-        .env("PLUMB_STATE_DIR", lab.state.path())
-        .env("PLUMB_SOCKET", lab.socket())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
+    Call {
+        env,
+        ..Call::plumb(command, id, Some(netns))
     }
-    let mut child = cmd.spawn().expect("run the plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Answer {
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        ok: out.status.success(),
-    }
+    .run(lab, conf)
 }
 
 #[test]
@@ -803,16 +712,11 @@ fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
         if let Some(r) = &result {
             c["prevResult"] = r.clone();
         }
-        let a = exec_plugin_args(
-            &lab,
-            &binary,
-            "ADD",
-            sandbox,
-            Some(&path(&pod)),
-            "eth0",
-            &c,
+        let a = Call {
             args,
-        );
+            ..Call::new(&binary, "ADD", sandbox, Some(&path(&pod)))
+        }
+        .run(&lab, &c);
         assert!(a.ok, "{binary} ADD: {}", a.json);
         result = Some(a.json);
     }
@@ -833,31 +737,21 @@ fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
     for i in 0..count {
         let (binary, mut c) = plugin(i);
         c["prevResult"] = result.clone();
-        let a = exec_plugin_args(
-            &lab,
-            &binary,
-            "CHECK",
-            sandbox,
-            Some(&path(&pod)),
-            "eth0",
-            &c,
+        let a = Call {
             args,
-        );
+            ..Call::new(&binary, "CHECK", sandbox, Some(&path(&pod)))
+        }
+        .run(&lab, &c);
         assert!(a.ok, "{binary} CHECK: {}", a.json);
     }
     for i in (0..count).rev() {
         let (binary, mut c) = plugin(i);
         c["prevResult"] = result.clone();
-        let a = exec_plugin_args(
-            &lab,
-            &binary,
-            "DEL",
-            sandbox,
-            Some(&path(&pod)),
-            "eth0",
-            &c,
+        let a = Call {
             args,
-        );
+            ..Call::new(&binary, "DEL", sandbox, Some(&path(&pod)))
+        }
+        .run(&lab, &c);
         assert!(a.ok, "{binary} DEL: {}", a.json);
     }
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
@@ -865,22 +759,24 @@ fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
     let again = lab.netns("pod2");
     let (binary, c) = plugin(0);
     assert!(
-        exec_plugin_args(
-            &lab,
-            &binary,
-            "ADD",
-            "stale1",
-            Some(&path(&again)),
-            "eth0",
-            &c,
-            args
-        )
+        Call {
+            args,
+            ..Call::new(&binary, "ADD", "stale1", Some(&path(&again)))
+        }
+        .run(&lab, &c)
         .ok
     );
     let mut gc = c.clone();
     gc["cniVersion"] = json!("1.1.0");
     gc["cni.dev/valid-attachments"] = json!([]);
-    assert!(exec_plugin_args(&lab, &binary, "GC", "", None, "", &gc, "").ok);
+    assert!(
+        Call {
+            args: "",
+            ..Call::new(&binary, "GC", "", None)
+        }
+        .run(&lab, &gc)
+        .ok
+    );
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1);
 }
 

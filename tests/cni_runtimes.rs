@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::cni::Call;
 use common::containerd::Containerd;
 use common::docker::{INDEX_HTML, fetch};
 use common::podman::{IMAGE, Podman, ULIMITS};
@@ -129,24 +130,10 @@ fn podman_containerd_and_a_bare_runtime_share_one_described_network_at_once() {
             )
         });
         let b = s.spawn(|| {
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.arg(format!("--net=/run/netns/{}", lab.host))
-                .arg(env!("CARGO_BIN_EXE_plumb"))
-                .env("CNI_COMMAND", "ADD")
-                .env("CNI_CONTAINERID", "bare1")
-                .env("CNI_NETNS", format!("/run/netns/{bare}"))
-                .env("CNI_IFNAME", "eth0")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped());
-            let mut child = cmd.spawn().unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(conf.to_string().as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap().status.success()
+            let netns = format!("/run/netns/{bare}");
+            Call::plumb("ADD", "bare1", Some(&netns))
+                .run(&lab, &conf)
+                .ok
         });
         p.join().unwrap();
         (c.join().unwrap(), b.join().unwrap())

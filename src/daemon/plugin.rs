@@ -38,7 +38,7 @@ use crate::docker::plugin::options::{self, EndpointRequest, IpamData};
 use crate::docker::plugin::{self, Answer, Driver};
 use crate::engine::docker_ipam::{self, DhcpLan};
 use crate::error::Result;
-use crate::ipam::dhcp::{self, Identity};
+use crate::ipam::dhcp;
 use crate::model::{Attachment, Mac};
 use crate::store::docker::PoolLease;
 
@@ -528,29 +528,15 @@ impl DockerDriver {
             .parse()
             .map_err(|_| format!("--mac-address `{mac}`: not a MAC address"))?;
         let (lan, network) = self.dhcp_lan(&pool_id).await?;
-        let client_id: Vec<u8> = std::iter::once(1).chain(mac.0).collect();
-        let id = Identity {
-            // An ipvlan's frames carry the LAN interface's MAC.
-            mac: if lan.own_mac { mac.0 } else { lan.mac },
-            client_id: client_id.clone(),
-            hostname: String::new(),
-            fqdn: None,
-            // The interface asking is not the one the lease is for.
-            shared_mac: true,
-        };
-        let client = dhcp::Client {
-            ns: &lan.ns,
-            ifindex: lan.ifindex,
-            ifname: &lan.ifname,
-            id: &id,
-        };
+        let id = lan.identity(mac);
+        let client = lan.client(&id);
         let lease = client
             .acquire(None, self.ctx.acquire_timeout)
             .await
             .map_err(|e| format!("network `{network}`: {e}"))?;
         let taken = PoolLease {
             mac,
-            client_id: dhcp::hex(&client_id),
+            client_id: dhcp::hex(&id.client_id),
             lease,
         };
         let t = taken.clone();
@@ -596,20 +582,8 @@ impl DockerDriver {
         // The address is Docker's no more whatever the LAN hears.
         match self.dhcp_lan(&c.pool_id).await {
             Ok((lan, network)) => {
-                let id = Identity {
-                    mac: if lan.own_mac { taken.mac.0 } else { lan.mac },
-                    client_id: dhcp::unhex(&taken.client_id),
-                    hostname: String::new(),
-                    fqdn: None,
-                    shared_mac: true,
-                };
-                let client = dhcp::Client {
-                    ns: &lan.ns,
-                    ifindex: lan.ifindex,
-                    ifname: &lan.ifname,
-                    id: &id,
-                };
-                match client.release_from_lan(&taken.lease).await {
+                let id = lan.identity(taken.mac);
+                match lan.client(&id).release_from_lan(&taken.lease).await {
                     Ok(()) => tracing::info!(%network, %address, "released"),
                     Err(e) => tracing::warn!(%network, %address, "release: {e}"),
                 }

@@ -37,6 +37,35 @@ pub fn is_dhcp_pool(id: &str) -> bool {
     id.starts_with(DHCP_POOL)
 }
 
+impl DhcpLan {
+    /// Who asks the LAN for the lease of an endpoint with `mac`: the MAC
+    /// its frames will carry (an ipvlan's is the LAN interface's), client
+    /// identifier `01` + `mac`, replies broadcast (the interface asking is
+    /// not the one the lease is for).
+    pub fn identity(&self, mac: crate::model::Mac) -> crate::ipam::dhcp::Identity {
+        crate::ipam::dhcp::Identity {
+            mac: if self.own_mac { mac.0 } else { self.mac },
+            client_id: std::iter::once(1).chain(mac.0).collect(),
+            hostname: String::new(),
+            fqdn: None,
+            shared_mac: true,
+        }
+    }
+
+    /// A DHCP client on the LAN interface as `id`.
+    pub fn client<'a>(
+        &'a self,
+        id: &'a crate::ipam::dhcp::Identity,
+    ) -> crate::ipam::dhcp::Client<'a> {
+        crate::ipam::dhcp::Client {
+            ns: &self.ns,
+            ifindex: self.ifindex,
+            ifname: &self.ifname,
+            id,
+        }
+    }
+}
+
 /// Whether `--ipam-opt` asks for DHCP mode; any other option is refused.
 fn dhcp_mode(options: &BTreeMap<String, String>) -> Result<bool> {
     let mut dhcp = false;

@@ -14,12 +14,21 @@ use serde_json::{Value, json};
 use super::podman::{IMAGE, Podman};
 use super::{Bg, Lab, wait_until};
 
-const NAMESPACE: &str = "plumbtest";
-
 pub struct Containerd<'a> {
     lab: &'a Lab,
     dir: PathBuf,
+    /// containerd's namespace for this lab: runc keeps its containers'
+    /// state under /run/containerd/runc/NAMESPACE whatever containerd's
+    /// own directories, so two labs' containers must not share one.
+    namespace: String,
     _daemon: Bg,
+}
+
+impl Drop for Containerd<'_> {
+    /// The runc root its containers had (empty once they are gone).
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(PathBuf::from("/run/containerd/runc").join(&self.namespace));
+    }
 }
 
 impl<'a> Containerd<'a> {
@@ -53,6 +62,7 @@ impl<'a> Containerd<'a> {
         let c = Containerd {
             lab,
             dir,
+            namespace: lab.name("ctr"),
             _daemon: Bg { child, log },
         };
         wait_until("containerd to answer", 20, || {
@@ -101,7 +111,7 @@ impl<'a> Containerd<'a> {
             .arg("ctr")
             .arg("--address")
             .arg(self.dir.join("containerd.sock"))
-            .args(["--namespace", NAMESPACE])
+            .args(["--namespace", &self.namespace])
             .args(args)
             .output()
             .expect("run ctr")
@@ -117,9 +127,10 @@ impl<'a> Containerd<'a> {
              && ln -s \"$PLUMB\" /opt/cni/bin/plumb \
              && mount --bind \"$NETD\" /etc/cni/net.d";
         let ctr = format!(
-            "exec nsenter --net=/run/netns/{} ctr --address {} --namespace {NAMESPACE} run --rm --cni {IMAGE} {id} sh -c '{script}'",
+            "exec nsenter --net=/run/netns/{} ctr --address {} --namespace {} run --rm --cni {IMAGE} {id} sh -c '{script}'",
             self.lab.host,
             self.dir.join("containerd.sock").display(),
+            self.namespace,
         );
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cni;
 pub mod containerd;
 pub mod docker;
 pub mod podman;
