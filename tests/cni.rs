@@ -150,44 +150,37 @@ fn every_spec_version_gets_its_own_shapes_and_errors() {
         assert!(cni(&lab, "CHECK", &id, Some(&path(&ns)), &c).ok);
         assert!(cni(&lab, "DEL", &id, Some(&path(&ns)), &c).ok);
     }
-    // Errors: the spec's JSON on stdout, a non-zero exit, the code.
-    let ns = lab.netns("e");
-    let old = cni(
-        &lab,
-        "ADD",
-        "e1",
-        Some(&path(&ns)),
-        &conf("0.2.0", json!({"network": "web"})),
-    );
-    assert!(!old.ok);
-    assert_eq!(old.json["code"], 1, "{}", old.json);
-    let unknown = cni(
-        &lab,
-        "ADD",
-        "e1",
-        Some(&path(&ns)),
-        &conf("1.0.0", json!({"network": "nope"})),
-    );
-    assert_eq!(unknown.json["code"], 7, "{}", unknown.json);
-    assert!(unknown.json["msg"].as_str().unwrap().contains("`nope`"));
-    let typo = cni(
-        &lab,
-        "ADD",
-        "e1",
-        Some(&path(&ns)),
-        &conf("1.0.0", json!({"netwrok": "web"})),
-    );
-    assert_eq!(typo.json["code"], 2, "{}", typo.json);
-    assert!(typo.json["msg"].as_str().unwrap().starts_with("`netwrok`"));
-    let no_netns = cni(
-        &lab,
-        "ADD",
-        "e1",
-        None,
-        &conf("1.0.0", json!({"network": "web"})),
-    );
-    assert_eq!(no_netns.json["code"], 4, "{}", no_netns.json);
-    assert!(no_netns.json["msg"].as_str().unwrap().contains("CNI_NETNS"));
+    // Errors: the spec's JSON on stdout, a non-zero exit, the code, and
+    // the message names what was wrong.
+    let ns = path(&lab.netns("e"));
+    let cases = [
+        ("0.2.0", json!({"network": "web"}), Some(&ns), 1, "`0.2.0`"),
+        ("1.0.0", json!({"network": "nope"}), Some(&ns), 7, "`nope`"),
+        (
+            "1.0.0",
+            json!({"netwrok": "web"}),
+            Some(&ns),
+            2,
+            "`netwrok`",
+        ),
+        ("1.0.0", json!({"network": "web"}), None, 4, "CNI_NETNS"),
+    ];
+    for (version, extra, netns, code, named) in cases {
+        let e = cni(
+            &lab,
+            "ADD",
+            "e1",
+            netns.map(String::as_str),
+            &conf(version, extra),
+        );
+        assert!(!e.ok, "{}", e.json);
+        assert_eq!(e.json["code"], code, "{}", e.json);
+        assert!(
+            e.json["msg"].as_str().unwrap().contains(named),
+            "{}",
+            e.json
+        );
+    }
     assert_eq!(lab.ok(&["ls"]).lines().count(), 1, "no error left anything");
 }
 
