@@ -193,7 +193,7 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
     // What a killed ADD left is undone first. One that finished, its
     // answer lost, is answered again (a runtime DELs after a failed ADD,
     // but need not); another of the namespace is the engine's to refuse.
-    engine.recover().map_err(failed)?;
+    engine.recover_quietly();
     if let Some(a) = find(&engine, &inv.container_id, &inv.ifname)?
         && a.network == net.name
         && crate::netns::NsHandle::open(std::path::Path::new(netns)).is_ok_and(|ns| a.is_in(&ns))

@@ -40,7 +40,7 @@ impl Engine {
 
     /// [`Engine::recover`] before a change: what cannot be recovered now
     /// is said and left for later, and the change goes on.
-    pub(super) fn recover_quietly(&mut self) {
+    pub fn recover_quietly(&mut self) {
         match self.recover_stale() {
             Ok(r) => {
                 for line in r.done {

@@ -104,28 +104,41 @@ impl Holder {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        // Unique within the machine's life: a pid and the time it took it.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let name = format!("{}-{}", std::process::id(), now.as_nanos());
-        let path = dir.join(&name);
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("create holder {}", path.display()), e))?;
-        // SAFETY: flock on a file descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            let _ = std::fs::remove_file(&path);
-            return Err(Error::io(format!("lock holder {}", path.display()), e));
+        loop {
+            // Unique within the machine's life: a pid and the time it took it.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let name = format!("{}-{}", std::process::id(), now.as_nanos());
+            let path = dir.join(&name);
+            let file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("create holder {}", path.display()), e))?;
+            // SAFETY: flock on a file descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::io(format!("lock holder {}", path.display()), e));
+            }
+            // Between its creation and the lock the file looked dead to
+            // another process's `forget_dead_holders`, which may have
+            // removed it: a lock on a file that is gone proves nothing, and
+            // this process's changes would be taken for a dead one's.
+            use std::os::unix::fs::MetadataExt;
+            let still_ours = match (file.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if still_ours {
+                return Ok(Holder {
+                    name,
+                    path,
+                    _lock: file,
+                });
+            }
         }
-        Ok(Holder {
-            name,
-            path,
-            _lock: file,
-        })
     }
 
     pub fn name(&self) -> &str {

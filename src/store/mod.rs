@@ -98,7 +98,22 @@ impl Store {
         // database file; `journal_mode = WAL` costs 0.2 ms even when the
         // mode is set already, so only a new database gets them.
         if !in_wal_mode {
-            conn.execute_batch("PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;")?;
+            // Processes that find no database (runtimes starting their
+            // first containers at once) all set the mode; it needs the
+            // database to itself, and SQLite answers BUSY at once instead
+            // of waiting for it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match conn.execute_batch("PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;") {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::DatabaseBusy
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    r => break r?,
+                }
+            }
         }
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL;
