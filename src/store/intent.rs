@@ -94,6 +94,9 @@ pub struct Holder {
     _lock: File,
 }
 
+/// How many holder files [`Holder::take`] makes before it gives up.
+const HOLDER_TRIES: usize = 16;
+
 impl Holder {
     /// Make and lock a new holder file under `state_dir`.
     pub fn take(state_dir: &Path) -> Result<Self> {
@@ -104,7 +107,9 @@ impl Holder {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        loop {
+        // A file removed under it (see below) is taken again; a few times
+        // at most, since each try is a fresh name.
+        for _ in 0..HOLDER_TRIES {
             // Unique within the machine's life: a pid and the time it took it.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -139,6 +144,10 @@ impl Holder {
                 });
             }
         }
+        Err(Error::Conflict(format!(
+            "holder files in {} are removed as soon as made: another plumb process takes them for dead",
+            dir.display()
+        )))
     }
 
     pub fn name(&self) -> &str {
