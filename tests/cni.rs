@@ -45,6 +45,13 @@ fn cni(lab: &Lab, command: &str, id: &str, netns: Option<&str>, conf: &Value) ->
     Call::plumb(command, id, netns).run(lab, conf)
 }
 
+/// The plumb network `web`: NAT on `subnet`.
+fn web(lab: &Lab, subnet: &str) {
+    lab.ok(&[
+        "network", "create", "web", "--mode", "nat", "--subnet", subnet,
+    ]);
+}
+
 fn conf(version: &str, extra: Value) -> Value {
     let mut c = json!({"cniVersion": version, "name": "plumbnet", "type": "plumb"});
     for (k, v) in extra.as_object().unwrap() {
@@ -61,15 +68,7 @@ fn path(ns: &str) -> String {
 fn a_runtime_adds_checks_and_deletes_a_container_on_a_plumb_network() {
     let lab = Lab::new("cni");
     let up = lab.upstream("10.90.9");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.90.0.0/24",
-    ]);
+    web(&lab, "10.90.0.0/24");
     let c1 = lab.netns("c1");
     let conf = conf("1.1.0", json!({"network": "web"}));
     let added = cni(&lab, "ADD", "c0ffee01", Some(&path(&c1)), &conf);
@@ -121,15 +120,7 @@ fn a_runtime_adds_checks_and_deletes_a_container_on_a_plumb_network() {
 #[test]
 fn every_spec_version_gets_its_own_shapes_and_errors() {
     let lab = Lab::new("cnv");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.91.0.0/24",
-    ]);
+    web(&lab, "10.91.0.0/24");
     for (i, version) in VERSIONS.iter().enumerate() {
         let v = cni(&lab, "VERSION", "", None, &json!({"cniVersion": version}));
         assert!(v.ok);
@@ -241,15 +232,7 @@ fn a_network_described_in_the_configuration_is_made_once_and_shared() {
 fn runtime_config_publishes_pins_and_limits() {
     let lab = Lab::new("cnr");
     let up = lab.upstream("10.94.9");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.94.0.0/24",
-    ]);
+    web(&lab, "10.94.0.0/24");
     let _daemon = lab.daemon(&[]);
     let c1 = lab.netns("c1");
     let c = conf(
@@ -298,15 +281,7 @@ fn chain_add(lab: &Lab, list: &[(&str, Value)], id: &str, netns: &str) -> Value 
 fn chained_with_the_reference_portmap_bandwidth_firewall_and_tuning_plugins() {
     let lab = Lab::new("cnc");
     let up = lab.upstream("10.95.9");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.95.0.0/24",
-    ]);
+    web(&lab, "10.95.0.0/24");
     let c1 = lab.netns("c1");
     let plumb = env!("CARGO_BIN_EXE_plumb");
     let portmap = format!("{REFERENCE}/portmap");
@@ -423,15 +398,7 @@ fn exec_with(
 #[test]
 fn an_add_killed_at_any_point_is_undone_by_the_next_add_of_that_namespace() {
     let lab = Lab::new("cnk");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.96.0.0/24",
-    ]);
+    web(&lab, "10.96.0.0/24");
     let c = conf("1.0.0", json!({"network": "web"}));
     let ns = lab.netns("c");
     let links = lab.host_links();
@@ -466,15 +433,7 @@ fn an_add_killed_at_any_point_is_undone_by_the_next_add_of_that_namespace() {
 #[test]
 fn many_containers_added_and_deleted_at_once() {
     let lab = Lab::new("cnp");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.97.0.0/24",
-    ]);
+    web(&lab, "10.97.0.0/24");
     let c = conf("1.0.0", json!({"network": "web"}));
     let namespaces: Vec<String> = (0..16).map(|i| lab.netns(&format!("p{i}"))).collect();
     let added: Vec<Answer> = std::thread::scope(|s| {
@@ -538,13 +497,12 @@ fn a_dhcp_network_leases_through_plumbs_daemon_and_del_releases() {
     assert_eq!(added.json["ips"][0]["gateway"], "192.168.79.1");
     assert_eq!(added.json["dns"]["nameservers"], json!(["192.168.79.1"]));
     let ip = address.trim_end_matches("/24").to_string();
-    let leases =
-        || std::fs::read_to_string(lab.state.path().join("dnsmasq.leases")).unwrap_or_default();
-    assert!(leases().contains(&ip), "{}", leases());
+    let leased = || lab.dnsmasq_leases().iter().any(|l| l.ip == ip);
+    assert!(leased(), "{:?}", lab.dnsmasq_leases());
     assert!(lab.ping(&server, &ip), "the LAN reaches the container");
     // DEL releases the lease at the server.
     assert!(cni(&lab, "DEL", "d1", Some(&path(&ns)), &c).ok);
-    wait_until("the lease released", 10, || !leases().contains(&ip));
+    wait_until("the lease released", 10, || !leased());
 }
 
 /// tests/cni/libcni_driver.go built against Debian's libcni (GOPATH mode:
@@ -576,15 +534,7 @@ fn build_libcni_driver(dir: &std::path::Path) -> std::path::PathBuf {
 fn libcni_runs_plumb_and_portmap_in_every_version_it_negotiates() {
     let lab = Lab::new("cnl");
     let up = lab.upstream("10.98.9");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.98.0.0/24",
-    ]);
+    web(&lab, "10.98.0.0/24");
     let dir = lab.state.path();
     let driver = build_libcni_driver(dir);
     // Where libcni finds plugins: plumb under its plugin name, and the
@@ -776,15 +726,7 @@ fn the_readmes_kubelet_conflist_serves_a_pod_sandbox_as_the_cri_does() {
 #[test]
 fn plumb_chained_after_another_plugin_adds_to_its_result() {
     let lab = Lab::new("cna");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.101.0.0/24",
-    ]);
+    web(&lab, "10.101.0.0/24");
     let ns = lab.netns("c");
     let loopback = format!("{REFERENCE}/loopback");
     let base = json!({"cniVersion": "1.0.0", "name": "after"});
@@ -828,15 +770,7 @@ fn a_gc_run_while_adds_are_in_flight_leaves_nothing_half_done() {
     // The spec forbids GC beside ADD; a runtime that does it anyway gets
     // containers removed, never a half-made one or a leak.
     let lab = Lab::new("cng");
-    lab.ok(&[
-        "network",
-        "create",
-        "web",
-        "--mode",
-        "nat",
-        "--subnet",
-        "10.102.0.0/24",
-    ]);
+    web(&lab, "10.102.0.0/24");
     let c = conf("1.1.0", json!({"network": "web"}));
     let gc = conf(
         "1.1.0",

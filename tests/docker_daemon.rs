@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use common::docker::{
     Dockerd, INDEX_HTML, Interface, fetch, in_netns_of, interfaces_of, iperf_from, ls_rows,
 };
-use common::{Bg, Lab, must, wait_for, wait_until};
+use common::{Bg, Lab, Lease, must, wait_for, wait_until};
 
 /// `why`, with the end of the daemon's log: for failure messages.
 fn with_log(why: String, daemon: &Bg) -> String {
@@ -240,29 +240,6 @@ fn a_lab_container_is_reached_through_its_router_across_restarts() {
 
 const DHCP_SERVER: &str = "192.168.70.1";
 
-/// One line of dnsmasq's lease file: `EXPIRY MAC IP HOSTNAME CLIENTID`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Lease {
-    mac: String,
-    ip: String,
-    host: String,
-}
-
-fn leases(lab: &Lab) -> Vec<Lease> {
-    std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            Some(Lease {
-                mac: w.get(1)?.to_lowercase(),
-                ip: w.get(2)?.to_string(),
-                host: w.get(3)?.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// The lease container `name` holds: exactly one lease in the server's
 /// table under its name, and the container running with exactly one
 /// interface, with that lease's MAC and address and no other; or why not.
@@ -299,7 +276,7 @@ fn running_names(docker: &Dockerd) -> HashSet<String> {
 /// each running container once. Returns the leases by name, or why not.
 fn leases_match_containers(docker: &Dockerd, lab: &Lab) -> Result<HashMap<String, Lease>, String> {
     let running = running_names(docker);
-    let table = leases(lab);
+    let table = lab.dnsmasq_leases();
     let mut held = HashMap::new();
     for name in &running {
         held.insert(name.clone(), holds_lease(docker, &table, name)?);
@@ -353,7 +330,7 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
 
     declared("web", HTTPD);
     let lease = wait_for("web's lease", 30, || {
-        holds_lease(&docker, &leases(&lab), "web")
+        holds_lease(&docker, &lab.dnsmasq_leases(), "web")
     });
     assert!(lease.ip.starts_with("192.168.70.1"), "{lease:?}");
     wait_until("dnsmasq to answer for web.app.example.com", 10, || {
@@ -373,13 +350,13 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
 
     docker.must(&["stop", "web"]);
     wait_until("the server to see web's lease released", 10, || {
-        !leases(&lab)
+        !lab.dnsmasq_leases()
             .iter()
             .any(|l| l.mac == lease.mac || l.host == "web")
     });
     docker.must(&["start", "web"]);
     let back = wait_for("web's lease after docker start", 30, || {
-        holds_lease(&docker, &leases(&lab), "web")
+        holds_lease(&docker, &lab.dnsmasq_leases(), "web")
     });
     assert_eq!(back, lease, "the same address and MAC after a restart");
 

@@ -174,27 +174,15 @@ fn dockers_embedded_dns_finds_containers_and_aliases_on_a_plumb_network() {
     );
 }
 
-/// `HOSTNAME -> IP` of the leases in the lab's dnsmasq lease file.
-fn leases(lab: &Lab) -> Vec<(String, String)> {
-    std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            Some((w.get(3)?.to_string(), w.get(2)?.to_string()))
-        })
-        .collect()
-}
-
 /// The address container `name` leased, once it holds it: the server has
 /// a lease under its name and the container has that address.
 fn leased(lab: &Lab, docker: &Dockerd, name: &str) -> String {
     common::wait_for(&format!("{name}'s lease"), 30, || {
-        let table = leases(lab);
+        let table = lab.dnsmasq_leases();
         let ip = table
             .iter()
-            .find(|(h, _)| h == name)
-            .map(|(_, ip)| ip.clone())
+            .find(|l| l.host == name)
+            .map(|l| l.ip.clone())
             .ok_or_else(|| format!("no lease for {name}: {table:?}"))?;
         let pid = docker.pid_if_running(name).ok_or("not running")?;
         let has = interfaces_of(pid)
@@ -269,18 +257,6 @@ fn docker_address(docker: &Dockerd, name: &str, network: &str) -> String {
         .to_string()
 }
 
-/// `MAC -> IP` of the leases in the lab's dnsmasq lease file.
-fn leases_by_mac(lab: &Lab) -> Vec<(String, String)> {
-    std::fs::read_to_string(lab.state.path().join("dnsmasq.leases"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            Some((w.get(1)?.to_string(), w.get(2)?.to_string()))
-        })
-        .collect()
-}
-
 #[test]
 fn plumbs_ipam_in_dhcp_mode_tells_docker_the_lan_lease_and_releases_it() {
     let lab = Lab::new("dpi");
@@ -336,9 +312,11 @@ fn plumbs_ipam_in_dhcp_mode_tells_docker_the_lan_lease_and_releases_it() {
         .trim()
         .to_string();
     assert!(
-        leases_by_mac(&lab).contains(&(mac.clone(), web.clone())),
+        lab.dnsmasq_leases()
+            .iter()
+            .any(|l| l.mac == mac && l.ip == web),
         "{mac} {web}: {:?}",
-        leases_by_mac(&lab)
+        lab.dnsmasq_leases()
     );
     let pid = docker.container_pid("web");
     assert!(
@@ -402,7 +380,7 @@ fn plumbs_ipam_in_dhcp_mode_tells_docker_the_lan_lease_and_releases_it() {
     // Docker gives the address back: the LAN's server hears it.
     docker.must(&["rm", "-f", "web"]);
     wait_until("web's lease released", 10, || {
-        !leases_by_mac(&lab).iter().any(|(_, ip)| *ip == web)
+        !lab.dnsmasq_leases().iter().any(|l| l.ip == web)
     });
     docker.must(&["rm", "-f", "client"]);
     wait_until("the attachments gone", 10, || {

@@ -32,6 +32,12 @@ fn pool_id(pool: &IpNet, sub: Option<&IpNet>, dhcp: bool) -> String {
     }
 }
 
+/// Address `a` of `pool` with the pool's prefix, as Docker takes it.
+fn with_prefix(pool: &Pool, a: IpAddr) -> Result<IpNet> {
+    let len = pool.pool.prefix_len();
+    IpNet::new(a, len).map_err(|e| Error::Conflict(format!("{a}/{len}: {e}")))
+}
+
 /// Whether pool `id` is a DHCP-mode pool.
 pub fn is_dhcp_pool(id: &str) -> bool {
     id.starts_with(DHCP_POOL)
@@ -224,8 +230,7 @@ impl Engine {
                 return Err(Error::invalid(field, a, format!("is not in {}", pool.pool)));
             }
             self.store.write(|tx| records::take_address(tx, id, a))?;
-            return IpNet::new(a, pool.pool.prefix_len())
-                .map_err(|e| Error::Conflict(format!("{a}/{}: {e}", pool.pool.prefix_len())));
+            return with_prefix(&pool, a);
         }
         self.store.write(|tx| {
             // Plumb's allocations on the network of this subnet, if made.
@@ -265,8 +270,7 @@ impl Engine {
                 }
             };
             records::take_address(tx, id, address)?;
-            IpNet::new(address, pool.pool.prefix_len())
-                .map_err(|e| Error::Conflict(format!("{address}/{}: {e}", pool.pool.prefix_len())))
+            with_prefix(&pool, address)
         })
     }
 

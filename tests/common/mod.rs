@@ -45,6 +45,14 @@ pub fn must(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One line of dnsmasq's lease file: `EXPIRY MAC IP HOSTNAME CLIENTID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: String,
+    pub ip: String,
+    pub host: String,
+}
+
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -286,6 +294,22 @@ impl Lab {
                 .contains("DHCP4_STARTED")
         });
         bg
+    }
+
+    /// The leases in the lease file of the lab's [`Lab::dnsmasq`].
+    pub fn dnsmasq_leases(&self) -> Vec<Lease> {
+        std::fs::read_to_string(self.state.path().join("dnsmasq.leases"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                Some(Lease {
+                    mac: w.get(1)?.to_lowercase(),
+                    ip: w.get(2)?.to_string(),
+                    host: w.get(3)?.to_string(),
+                })
+            })
+            .collect()
     }
 
     pub fn dnsmasq(&self, server: &str, options: &str) -> Bg {
