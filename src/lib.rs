@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cni;
 pub mod daemon;
+pub mod dns;
 pub mod docker;
 pub mod driver;
 pub mod engine;

@@ -365,9 +365,14 @@ pub struct NetworkSpec {
     pub device: Option<String>,
     #[serde(default)]
     pub ipam: Option<String>,
-    /// DNS domain for DHCP clients' FQDN (option 81): `NAME.DOMAIN`.
+    /// DHCP networks: the DNS domain of clients' FQDN (option 81),
+    /// `NAME.DOMAIN`. Networks with `dns`: the zone plumb answers names in.
     #[serde(default)]
     pub domain: Option<String>,
+    /// plumb's daemon answers DNS on the host's addresses on the network:
+    /// the names and aliases of its containers, and forwards the rest.
+    #[serde(default)]
+    pub dns: bool,
     /// DHCP networks: IPv6 from the LAN's router advertisements (default on).
     #[serde(default)]
     pub slaac: Option<bool>,
@@ -412,9 +417,13 @@ pub struct Network {
     pub host_addresses: Vec<IpNet>,
     #[serde(default)]
     pub ipam: Ipam,
-    /// The DNS domain DHCP clients register their names in.
+    /// The DNS domain DHCP clients register their names in, or the zone
+    /// plumb's resolver answers in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// The daemon answers DNS for the network on its host addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns: bool,
     /// DHCP networks: containers take IPv6 addresses from the LAN's router
     /// advertisements (SLAAC).
     #[serde(default)]
@@ -637,11 +646,11 @@ impl NetworkSpec {
             .unwrap_or_default();
         if ipam == Ipam::Dhcp {
             self.check_dhcp_options(driver)?;
-        } else if let Some(d) = &self.domain {
+        } else if let Some(d) = self.domain.as_ref().filter(|_| !self.dns) {
             return Err(Error::invalid(
                 "--domain",
                 d,
-                "names DHCP clients; it needs --ipam dhcp",
+                "names DHCP clients (--ipam dhcp) or the containers plumb's DNS answers for (--dns)",
             ));
         } else if let Some(s) = self.slaac {
             return Err(Error::invalid(
@@ -710,6 +719,16 @@ impl NetworkSpec {
                 "is for bridge networks (a macvlan uses --macvlan-mode private)",
             ));
         }
+        if let Some(d) = &self.domain {
+            validate_domain("--domain", d)?;
+        }
+        if self.dns && host_addresses.is_empty() {
+            return Err(Error::invalid(
+                "--dns",
+                "true",
+                "plumb answers DNS on an address of the host on the network: a nat or routed bridge, --host-address, or a macvlan --host-shim",
+            ));
+        }
         Ok(Network {
             name: self.name.clone(),
             kind,
@@ -720,6 +739,7 @@ impl NetworkSpec {
             host_addresses,
             ipam,
             domain: self.domain.clone(),
+            dns: self.dns,
             slaac: ipam == Ipam::Dhcp && self.slaac != Some(false),
             egress,
             tenant: self.tenant.clone(),
@@ -796,18 +816,12 @@ impl NetworkSpec {
                 "DHCP needs broadcasts, which only ipvlan l2 carries",
             ));
         }
-        if let Some(d) = &self.domain {
-            let ok = d.len() <= 253
-                && d.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if !ok {
-                return Err(Error::invalid("--domain", d, "not a valid DNS domain"));
-            }
+        if self.dns {
+            return Err(Error::invalid(
+                "--dns",
+                "true",
+                "the LAN's DNS server answers for a DHCP network (--domain registers names in it)",
+            ));
         }
         Ok(())
     }
@@ -1287,6 +1301,10 @@ pub struct AttachSpec {
     pub egress_interface: Option<String>,
     #[serde(default)]
     pub egress_gateway: Option<String>,
+    /// More names plumb's DNS answers with the attachment's addresses, on
+    /// a network with `dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alias: Vec<String>,
     /// The CNI runtime's container this attach is for (CNI_CONTAINERID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_container: Option<String>,
@@ -1327,6 +1345,8 @@ pub struct AttachRequest {
     pub labels: BTreeMap<String, String>,
     pub allow_spoofing: bool,
     pub egress: Option<Egress>,
+    /// `alias`, validated, in lower case, each once.
+    pub aliases: Vec<String>,
     /// For a container: keep this request as the container's declaration
     /// of the network, made again at each of its starts (`source` is
     /// `cli` or `labels`).
@@ -1529,6 +1549,46 @@ pub fn validate_hostname(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// A DNS domain: dot-separated host names, 253 bytes at most.
+pub fn validate_domain(field: &str, d: &str) -> Result<()> {
+    let ok = d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, d, "not a valid DNS domain"))
+    }
+}
+
+/// A name plumb's DNS answers for: dot-separated labels of letters,
+/// digits, `-` and `_` (Docker's and Podman's container names have `_`).
+/// Kept in lower case: DNS names are matched without regard to case.
+pub fn dns_name(field: &str, name: &str) -> Result<String> {
+    let ok = name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(Error::invalid(
+            field,
+            name,
+            "a DNS name is labels of letters, digits, `-` and `_`, joined by `.`",
+        ))
+    }
+}
+
 impl AttachSpec {
     pub fn validate(&self) -> Result<AttachRequest> {
         if let Some(ifname) = &self.ifname {
@@ -1649,11 +1709,19 @@ impl AttachSpec {
                 })
             }
         };
+        let mut aliases: Vec<String> = Vec::new();
+        for a in &self.alias {
+            let name = dns_name("--alias", a)?;
+            if !aliases.contains(&name) {
+                aliases.push(name);
+            }
+        }
         Ok(AttachRequest {
             rate,
             publish,
             labels,
             egress,
+            aliases,
             allow_spoofing: self.allow_spoofing,
             hostname: self.hostname.clone(),
             network: self.network.clone(),
@@ -1727,6 +1795,9 @@ pub struct Attachment {
     /// name, what the runtime's DEL, CHECK and GC name it by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniRef>,
+    /// The names its network's DNS answers with its addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// A CNI runtime's container (CNI_CONTAINERID).

@@ -43,6 +43,8 @@ pub fn endpoint(a: &Attachment) -> Value {
             "RulePriorities": [e.priority, e.priority + 1],
         })),
         "AntiSpoofing": !a.allow_spoofing,
+        // As Docker calls the names its DNS answers for an endpoint.
+        "Aliases": a.names,
     })
 }
 
@@ -119,6 +121,10 @@ pub fn network(d: &NetworkDetails) -> Value {
         "Tenant": net.tenant,
         "IsolateContainers": net.isolate_containers,
         "MulticastSnooping": net.bridge().map(|b| b.multicast_snooping()),
+        "DNS": net.dns.then(|| json!({
+            "Domain": net.domain,
+            "Servers": net.host_addresses.iter().map(|a| a.addr().to_string()).collect::<Vec<_>>(),
+        })),
         "Egress": net.egress.as_ref().map(|e| json!({
             "Interface": e.interface,
             "Gateway": e.gateway.map(|g| g.to_string()),
@@ -153,6 +159,7 @@ pub fn network(d: &NetworkDetails) -> Value {
             "HostIfName": a.attachment.host_ifname,
             "MacAddress": a.attachment.mac.to_string(),
             "Addresses": a.attachment.addresses.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+            "Aliases": a.attachment.names,
         })).collect::<Vec<_>>(),
     })
 }

@@ -59,6 +59,10 @@ pub struct AttachArgs {
     /// The next hop on --egress-interface.
     #[arg(long, value_name = "IP")]
     pub egress_gateway: Option<String>,
+    /// Networks with --dns: another name the network's DNS answers with
+    /// the target's addresses; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +104,7 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         allow_spoofing: args.allow_spoofing,
         egress_interface: args.egress_interface,
         egress_gateway: args.egress_gateway,
+        alias: args.alias,
         cni_container: None,
     };
     let listed = attach_as(daemon, spec, None)?;

@@ -20,6 +20,10 @@ pub struct DaemonArgs {
     /// create -d NAME`), on /run/docker/plugins/NAME.sock; `none`: not.
     #[arg(long, default_value = "plumb", value_name = "NAME|none")]
     pub docker_plugin: String,
+    /// Where the resolvers are that plumb's DNS forwards names it does not
+    /// know to (its `nameserver` lines).
+    #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
+    pub resolv_conf: std::path::PathBuf,
 }
 
 pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
@@ -44,6 +48,7 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
         socket: socket.to_path_buf(),
         acquire_timeout: Duration::from_secs(args.dhcp_timeout),
         reconcile_interval: Duration::from_secs(args.reconcile_interval),
+        resolv_conf: args.resolv_conf,
     })
 }
 

@@ -2,7 +2,8 @@
 //! attaches to (an existing one by `network`, or one it describes in
 //! plumb's own words, made on the first ADD and shared by every runtime on
 //! the host), where plumb keeps its state, and the runtime's per-container
-//! settings (`runtimeConfig`: `portMappings`, `ips`, `mac`, `bandwidth`).
+//! settings (`runtimeConfig`: `portMappings`, `ips`, `mac`, `bandwidth`,
+//! `aliases`).
 
 use std::path::PathBuf;
 
@@ -51,6 +52,7 @@ const DEFINITION_KEYS: &[&str] = &[
     "ipvlanFlag",
     "device",
     "domain",
+    "dns",
     "slaac",
     "egressInterface",
     "egressGateway",
@@ -90,6 +92,8 @@ pub struct RuntimeConfig {
     pub egress_rate: Option<u64>,
     /// Bits; plumb's limits have one burst for both ways.
     pub burst: Option<u64>,
+    /// The `aliases` capability's names for this network.
+    pub aliases: Vec<String>,
 }
 
 fn unsupported(key: &str, value: &Value, why: &str) -> CniError {
@@ -146,6 +150,7 @@ impl NetConf {
         }
         let network = text("network").unwrap_or_else(|| name.clone());
         let definition = definition(&map, &network)?;
+        let runtime = runtime_config(map.get("runtimeConfig"), &name)?;
         Ok(NetConf {
             cni_version,
             name,
@@ -153,7 +158,7 @@ impl NetConf {
             definition,
             state_dir: text("stateDir").map(PathBuf::from),
             socket: text("socket").map(PathBuf::from),
-            runtime: runtime_config(map.get("runtimeConfig"))?,
+            runtime,
             prev_result: map.get("prevResult").filter(|p| !p.is_null()).cloned(),
             valid_attachments: valid_attachments(&map)?,
         })
@@ -185,6 +190,7 @@ impl NetConf {
             allow_spoofing: false,
             egress_interface: None,
             egress_gateway: None,
+            alias: r.aliases.clone(),
             cni_container: Some(container_id.to_string()),
         }
     }
@@ -244,7 +250,9 @@ fn definition(map: &Map<String, Value>, network: &str) -> Result<Option<NetworkS
         .map_err(|e| invalid(format!("network `{network}`: {e}")))
 }
 
-fn runtime_config(v: Option<&Value>) -> Result<RuntimeConfig, CniError> {
+/// The runtime's settings for this container; `name` is the runtime's name
+/// for the network, which keys its aliases.
+fn runtime_config(v: Option<&Value>, name: &str) -> Result<RuntimeConfig, CniError> {
     let mut r = RuntimeConfig::default();
     let Some(Value::Object(m)) = v else {
         return Ok(r);
@@ -288,6 +296,22 @@ fn runtime_config(v: Option<&Value>) -> Result<RuntimeConfig, CniError> {
             (Some(i), Some(e)) => Some(i.max(e)),
             (a, b) => a.or(b),
         };
+    }
+    // `{"aliases": {"NETWORK": ["db", "primary"]}}`
+    if let Some(list) = m.get("aliases").and_then(|a| a.get(name)) {
+        let names = list.as_array().ok_or_else(|| {
+            unsupported(
+                "runtimeConfig.aliases",
+                list,
+                "a network's aliases are a list",
+            )
+        })?;
+        for a in names {
+            let s = a
+                .as_str()
+                .ok_or_else(|| unsupported("runtimeConfig.aliases", a, "an alias is a string"))?;
+            r.aliases.push(s.to_string());
+        }
     }
     Ok(r)
 }

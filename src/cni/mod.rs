@@ -201,13 +201,16 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
         return answer_for(conf, &net, &a, netns);
     }
     let mut spec = conf.attach_spec(&inv.container_id, netns, &inv.ifname);
-    // Kubernetes' and Podman's name for the container, for the LAN's
-    // DHCP server.
-    spec.hostname = inv
-        .args
-        .get("K8S_POD_NAME")
+    // Kubernetes' and Podman's name for the container: for the LAN's DHCP
+    // server, and the first name plumb's DNS answers for it.
+    let pod = inv.args.get("K8S_POD_NAME");
+    spec.hostname = pod
         .filter(|_| net.ipam == Ipam::Dhcp)
-        .cloned();
+        .map(|p| crate::names::container_hostname(p))
+        .filter(|h| !h.is_empty());
+    if let Some(p) = pod.and_then(|p| crate::model::dns_name("K8S_POD_NAME", p).ok()) {
+        spec.alias.insert(0, p);
+    }
     crate::cli::attach_as(daemon, spec, Some(&mut engine)).map_err(failed)?;
     let a = find(&engine, &inv.container_id, &inv.ifname)?.ok_or_else(|| {
         CniError::new(
@@ -289,6 +292,12 @@ fn result(net: &Network, a: &Attachment, netns: &str) -> CniResult {
     if let Some(lease) = a.dhcp.as_ref().and_then(|b| b.lease.as_ref()) {
         r.dns.nameservers = lease.dns.iter().map(|d| (*d).into()).collect();
         r.dns.domain = lease.domain.clone();
+    }
+    // plumb's DNS, on the host's addresses the container reaches.
+    if net.dns {
+        r.dns.nameservers = crate::dns::servers(net, a);
+        r.dns.domain = net.domain.clone();
+        r.dns.search = net.domain.iter().cloned().collect();
     }
     r
 }

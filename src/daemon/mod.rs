@@ -1,8 +1,9 @@
 //! `plumb daemon`: the work that outlives one command. It serves the CLI on
 //! a local socket (root only), runs a DHCP client task per DHCP attachment,
 //! keeps every published host port bound (so that other programs cannot
-//! take it), and reconciles: an attachment whose namespace is gone has its
-//! lease released and its interface and store rows removed.
+//! take it), answers DNS on networks with `dns`, and reconciles: an
+//! attachment whose namespace is gone has its lease released and its
+//! interface and store rows removed.
 //!
 //! Engine calls run on tokio's blocking pool, each on an engine (store
 //! connection, netlink socket) of its own, taken from a few kept warm: a
@@ -12,6 +13,7 @@
 //! once no request has come for a moment, so a checkpoint's fsyncs never
 //! delay an attach in a burst.
 
+mod dns;
 mod docker;
 mod lease;
 mod links;
@@ -50,6 +52,8 @@ pub struct Options {
     pub reconcile_interval: Duration,
     /// Serve Docker as the network driver of this name.
     pub docker_plugin: Option<String>,
+    /// The resolvers of the host, for names plumb's DNS does not know.
+    pub resolv_conf: PathBuf,
 }
 
 /// Idle engines kept open; more run at once when requests come together.
@@ -195,6 +199,12 @@ async fn serve(opts: Options) -> Result<()> {
         let ctx = ctx.clone();
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
+    let dns = {
+        let (state_dir, resolv_conf) = (opts.state_dir.clone(), opts.resolv_conf.clone());
+        supervise::task("dns", move || {
+            dns::serve(state_dir.clone(), resolv_conf.clone())
+        })
+    };
     let plugin_bound = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let plugin_tried = Arc::new(tokio::sync::Notify::new());
     let docker_plugin = match &opts.docker_plugin {
@@ -251,6 +261,7 @@ async fn serve(opts: Options) -> Result<()> {
     // Leases stay in the store and on the interfaces: a restarted daemon
     // resumes renewing them.
     reconciler.abort();
+    dns.abort();
     if let Some(p) = docker_plugin {
         p.abort();
     }

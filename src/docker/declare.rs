@@ -33,6 +33,7 @@ const KEYS: &[&str] = &[
     "allow-spoofing",
     "egress-interface",
     "egress-gateway",
+    "alias",
 ];
 
 /// What a container declares.
@@ -183,6 +184,7 @@ fn network(
         allow_spoofing,
         egress_interface: one("egress-interface"),
         egress_gateway: one("egress-gateway"),
+        alias: list("alias"),
         cni_container: None,
     };
     spec.validate().map_err(|e| e.to_string())?;

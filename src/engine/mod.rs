@@ -558,6 +558,21 @@ impl Engine {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
+            // A runtime's aliases are kept whatever the network (Podman
+            // gives every container some); a user's would do nothing.
+            if !net.dns
+                && req.spec.cni_container.is_none()
+                && let Some(a) = req.aliases.first()
+            {
+                return Err(Error::invalid(
+                    "--alias",
+                    a,
+                    format!(
+                        "network `{}` has no DNS of plumb's (create it with --dns)",
+                        net.name
+                    ),
+                ));
+            }
             let existing = match staged {
                 Some(_) => Vec::new(),
                 None => store::attachments_of_target(tx, Some(&netns_id), &target_name)?,
@@ -655,6 +670,7 @@ impl Engine {
                     .cni_container
                     .clone()
                     .map(|container_id| crate::model::CniRef { container_id }),
+                names: dns_names(req, &target_name, container.as_ref()),
             };
             let holder_key = store::attachment_owner(&attachment.host_ifname);
             if ipam == Ipam::HostLocal {
@@ -1763,6 +1779,32 @@ pub fn check_ipam(net: &Network, req: &AttachRequest, ipam: Ipam) -> Result<()> 
 }
 
 /// Who a new DHCP attachment is to the LAN's server.
+/// The names a network's DNS answers with an attachment's addresses: its
+/// host name (`--hostname`, else a container's or a named namespace's
+/// name), then its aliases.
+fn dns_names(
+    req: &AttachRequest,
+    target: &str,
+    container: Option<&crate::model::ContainerRef>,
+) -> Vec<String> {
+    let own: Option<String> = match (&req.hostname, container, Target::parse(target)) {
+        (Some(h), _, _) => Some(h.clone()),
+        (None, Some(c), _) => Some(c.name.clone()),
+        (None, None, Ok(Target::Named(n))) => Some(n),
+        _ => None,
+    };
+    let mut names: Vec<String> = own
+        .and_then(|n| crate::model::dns_name("name", &n).ok())
+        .into_iter()
+        .collect();
+    for a in &req.aliases {
+        if !names.contains(a) {
+            names.push(a.clone());
+        }
+    }
+    names
+}
+
 fn dhcp_binding(net: &Network, req: &AttachRequest, target: &str, hostname: String) -> DhcpBinding {
     let mut b = DhcpBinding {
         hostname: String::new(),

@@ -164,6 +164,8 @@ pub fn network_spec(
         device: get("device"),
         ipam: get("ipam"),
         domain: get("domain"),
+        // Docker's own DNS answers for its containers.
+        dns: false,
         slaac: get("slaac").map(|v| flag("slaac", &v)).transpose()?,
         egress_interface: get("egress-interface"),
         egress_gateway: get("egress-gateway"),
@@ -320,6 +322,7 @@ pub fn attach_spec(network: &str, e: &EndpointRequest) -> Result<AttachSpec, Str
         allow_spoofing: false,
         egress_interface: None,
         egress_gateway: None,
+        alias: Vec::new(),
         cni_container: None,
     };
     for a in e.addresses.iter().filter(|a| !a.is_empty()) {
