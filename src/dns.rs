@@ -1,4 +1,4 @@
-//! What plumb's DNS answers on a network with `dns`: the names of the
+//! What plumb's DNS answers on a network with `serve_dns`: the names of the
 //! network's attachments (a container's name, its aliases) with their
 //! addresses, and the reverse; a single-label name it does not know, or a
 //! name in the network's domain, does not exist; anything else is the
@@ -258,7 +258,7 @@ mod tests {
             name: "app".into(),
             driver: "bridge".into(),
             subnet: vec!["10.70.0.0/24".into(), "fd70::/64".into()],
-            dns: true,
+            serve_dns: true,
             domain: domain.map(str::to_string),
             ..Default::default()
         }

@@ -366,13 +366,13 @@ pub struct NetworkSpec {
     #[serde(default)]
     pub ipam: Option<String>,
     /// DHCP networks: the DNS domain of clients' FQDN (option 81),
-    /// `NAME.DOMAIN`. Networks with `dns`: the zone plumb answers names in.
+    /// `NAME.DOMAIN`. Networks with `serve_dns`: the zone plumb answers names in.
     #[serde(default)]
     pub domain: Option<String>,
     /// plumb's daemon answers DNS on the host's addresses on the network:
     /// the names and aliases of its containers, and forwards the rest.
     #[serde(default)]
-    pub dns: bool,
+    pub serve_dns: bool,
     /// DHCP networks: IPv6 from the LAN's router advertisements (default on).
     #[serde(default)]
     pub slaac: Option<bool>,
@@ -423,7 +423,7 @@ pub struct Network {
     pub domain: Option<String>,
     /// The daemon answers DNS for the network on its host addresses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub dns: bool,
+    pub serve_dns: bool,
     /// DHCP networks: containers take IPv6 addresses from the LAN's router
     /// advertisements (SLAAC).
     #[serde(default)]
@@ -646,11 +646,11 @@ impl NetworkSpec {
             .unwrap_or_default();
         if ipam == Ipam::Dhcp {
             self.check_dhcp_options(driver)?;
-        } else if let Some(d) = self.domain.as_ref().filter(|_| !self.dns) {
+        } else if let Some(d) = self.domain.as_ref().filter(|_| !self.serve_dns) {
             return Err(Error::invalid(
                 "--domain",
                 d,
-                "names DHCP clients (--ipam dhcp) or the containers plumb's DNS answers for (--dns)",
+                "names DHCP clients (--ipam dhcp) or the containers plumb's DNS answers for (--serve-dns)",
             ));
         } else if let Some(s) = self.slaac {
             return Err(Error::invalid(
@@ -722,9 +722,9 @@ impl NetworkSpec {
         if let Some(d) = &self.domain {
             validate_domain("--domain", d)?;
         }
-        if self.dns && host_addresses.is_empty() {
+        if self.serve_dns && host_addresses.is_empty() {
             return Err(Error::invalid(
-                "--dns",
+                "--serve-dns",
                 "true",
                 "plumb answers DNS on an address of the host on the network: a nat or routed bridge, --host-address, or a macvlan --host-shim",
             ));
@@ -739,7 +739,7 @@ impl NetworkSpec {
             host_addresses,
             ipam,
             domain: self.domain.clone(),
-            dns: self.dns,
+            serve_dns: self.serve_dns,
             slaac: ipam == Ipam::Dhcp && self.slaac != Some(false),
             egress,
             tenant: self.tenant.clone(),
@@ -816,9 +816,9 @@ impl NetworkSpec {
                 "DHCP needs broadcasts, which only ipvlan l2 carries",
             ));
         }
-        if self.dns {
+        if self.serve_dns {
             return Err(Error::invalid(
-                "--dns",
+                "--serve-dns",
                 "true",
                 "the LAN's DNS server answers for a DHCP network (--domain registers names in it)",
             ));
@@ -1302,7 +1302,7 @@ pub struct AttachSpec {
     #[serde(default)]
     pub egress_gateway: Option<String>,
     /// More names plumb's DNS answers with the attachment's addresses, on
-    /// a network with `dns`.
+    /// a network with `serve_dns`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alias: Vec<String>,
     /// The CNI runtime's container this attach is for (CNI_CONTAINERID).

@@ -121,7 +121,7 @@ pub fn network(d: &NetworkDetails) -> Value {
         "Tenant": net.tenant,
         "IsolateContainers": net.isolate_containers,
         "MulticastSnooping": net.bridge().map(|b| b.multicast_snooping()),
-        "DNS": net.dns.then(|| json!({
+        "DNS": net.serve_dns.then(|| json!({
             "Domain": net.domain,
             "Servers": net.host_addresses.iter().map(|a| a.addr().to_string()).collect::<Vec<_>>(),
         })),

@@ -829,3 +829,86 @@ fn runtimes_racing_to_make_a_described_network_all_get_on_it() {
     }
     assert_eq!(lab.ok(&["ls"]).lines().count(), 9);
 }
+
+#[test]
+fn pods_find_each_other_by_pod_name_and_alias_through_plumbs_dns() {
+    let lab = Lab::new("cnns");
+    let _daemon = lab.daemon(&[]);
+    let described = |aliases: Value| {
+        conf(
+            "1.1.0",
+            json!({
+                "network": "pods", "mode": "nat", "subnet": "10.94.0.0/24",
+                "serveDns": true, "domain": "pods.test",
+                "capabilities": {"aliases": true},
+                "runtimeConfig": {"aliases": aliases},
+            }),
+        )
+    };
+    let (db, client) = (lab.netns("db"), lab.netns("client"));
+    // The aliases keyed by the runtime's name for the network count; those
+    // of other networks do not.
+    let added = Call {
+        args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=db-0",
+        ..Call::plumb("ADD", "ctr-db", Some(&path(&db)))
+    }
+    .run(
+        &lab,
+        &described(json!({"plumbnet": ["primary", "DB"], "elsewhere": ["stray"]})),
+    );
+    assert!(added.ok, "{}", added.json);
+    assert_eq!(
+        added.json["dns"],
+        json!({"nameservers": ["10.94.0.1"], "domain": "pods.test", "search": ["pods.test"]}),
+        "the runtime is told plumb's DNS"
+    );
+    let db_ip = lab.ip_of(&path(&db), "pods");
+    assert!(
+        cni(
+            &lab,
+            "ADD",
+            "ctr-client",
+            Some(&path(&client)),
+            &described(json!({}))
+        )
+        .ok
+    );
+    let gw = "10.94.0.1";
+    wait_until("plumb's DNS to answer", 10, || {
+        lab.dig(&client, gw, "db-0") == db_ip
+    });
+    assert_eq!(lab.dig(&client, gw, "primary.pods.test"), db_ip);
+    assert_eq!(lab.dig(&client, gw, "db"), db_ip);
+    assert_eq!(lab.dig(&client, gw, "stray"), "NXDOMAIN");
+    // A bad alias from the runtime is refused by name, with nothing done.
+    let other = lab.netns("other");
+    let refused = cni(
+        &lab,
+        "ADD",
+        "ctr-bad",
+        Some(&path(&other)),
+        &described(json!({"plumbnet": ["no spaces allowed"]})),
+    );
+    assert!(!refused.ok);
+    assert!(
+        refused.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no spaces allowed"),
+        "{}",
+        refused.json
+    );
+    assert!(!lab.ok(&["ls"]).contains("cni:ctr-bad"));
+    // DEL: the names go with the container.
+    assert!(
+        cni(
+            &lab,
+            "DEL",
+            "ctr-db",
+            Some(&path(&db)),
+            &described(json!({}))
+        )
+        .ok
+    );
+    assert_eq!(lab.dig(&client, gw, "primary"), "NXDOMAIN");
+}

@@ -70,6 +70,46 @@ fn podman_runs_a_published_container_on_a_plumb_network_and_rm_frees_it() {
 }
 
 #[test]
+fn podman_containers_find_each_other_by_name_through_plumbs_dns() {
+    let lab = Lab::new("pdns");
+    let _daemon = lab.daemon(&[]);
+    let p = Podman::start(&lab);
+    p.network(
+        "plumbnet",
+        json!({"network": "pdns", "mode": "nat", "subnet": "10.99.4.0/24", "serveDns": true}),
+    );
+    let mut run = vec!["run", "-d", "--name", "db", "--network", "plumbnet"];
+    run.extend_from_slice(ULIMITS);
+    run.extend([IMAGE, "sleep", "600"]);
+    p.must(&run);
+    let id = p
+        .must(&["inspect", "-f", "{{.Id}}", "db"])
+        .trim()
+        .to_string();
+    let db_ip = lab.ip_of(&format!("cni:{id}"), "pdns");
+    // Podman writes the nameserver plumb's result gave into the
+    // container's resolv.conf; the container's name and the short ID
+    // Podman gives as an alias both answer.
+    let mut ask = vec!["run", "--rm", "--network", "plumbnet"];
+    ask.extend_from_slice(ULIMITS);
+    ask.extend([IMAGE, "sh", "-c"]);
+    let script = format!(
+        "cat /etc/resolv.conf; busybox nslookup db; busybox nslookup {}",
+        &id[..12]
+    );
+    ask.push(&script);
+    let out = wait_for("db by name from another container", 20, || {
+        let out = p.podman(&ask);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match text.matches(&db_ip).count() {
+            2 => Ok(text),
+            _ => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+        }
+    });
+    assert!(out.contains("nameserver 10.99.4.1"), "{out}");
+}
+
+#[test]
 fn containerd_ctr_run_cni_gets_a_plumb_address_and_its_exit_frees_it() {
     let lab = Lab::new("ctd");
     lab.upstream("10.100.9");

@@ -1,4 +1,4 @@
-//! plumb's DNS on networks with `--dns`: the daemon answers, on the
+//! plumb's DNS on networks with `--serve-dns`: the daemon answers, on the
 //! network's gateway, the names and aliases of the network's attachments
 //! and their addresses back, over UDP and TCP, from the store as it is the
 //! moment the query comes; and forwards other names to the host's
@@ -7,28 +7,6 @@
 mod common;
 
 use common::{Bg, Lab, wait_until};
-
-/// `dig` from namespace `ns` at `server`: the answer's records, or the
-/// status when there are none.
-fn dig(lab: &Lab, ns: &str, server: &str, args: &str) -> String {
-    let out = lab.exec(
-        ns,
-        &format!("dig +time=2 +tries=2 +noall +answer +comments @{server} {args}"),
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let answers: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().last().unwrap_or(""))
-        .collect();
-    if !answers.is_empty() {
-        return answers.join(" ");
-    }
-    match text.split("status: ").nth(1) {
-        Some(rest) => rest.split(',').next().unwrap_or("").to_string(),
-        None => format!("no answer: {text}"),
-    }
-}
 
 /// A resolver for the host: dnsmasq in namespace `up` that knows
 /// `world.test`, and the file the daemon is told to read it from.
@@ -59,7 +37,7 @@ fn containers_are_found_by_name_and_alias_and_the_rest_is_forwarded() {
         "app",
         "--subnet",
         "10.77.0.0/24",
-        "--dns",
+        "--serve-dns",
         "--domain",
         "app.internal",
     ]);
@@ -69,7 +47,7 @@ fn containers_are_found_by_name_and_alias_and_the_rest_is_forwarded() {
         "other",
         "--subnet",
         "10.78.0.0/24",
-        "--dns",
+        "--serve-dns",
     ]);
     let (web, client) = (lab.netns("web"), lab.netns("client"));
     lab.ok(&["attach", &web, "app", "--alias", "WWW", "--alias", "api"]);
@@ -79,54 +57,50 @@ fn containers_are_found_by_name_and_alias_and_the_rest_is_forwarded() {
     let gw = "10.77.0.1";
     // The daemon binds once it has seen the network.
     wait_until("plumb's DNS to answer", 10, || {
-        dig(&lab, &client, gw, &web) == web_ip
+        lab.dig(&client, gw, &web) == web_ip
     });
 
+    assert_eq!(lab.dig(&client, gw, "www"), web_ip, "an alias, in any case");
     assert_eq!(
-        dig(&lab, &client, gw, "www"),
-        web_ip,
-        "an alias, in any case"
-    );
-    assert_eq!(
-        dig(&lab, &client, gw, "api.app.internal"),
+        lab.dig(&client, gw, "api.app.internal"),
         web_ip,
         "in the domain"
     );
     assert_eq!(
-        dig(&lab, &client, gw, &format!("+tcp {web}")),
+        lab.dig(&client, gw, &format!("+tcp {web}")),
         web_ip,
         "over TCP"
     );
     assert_eq!(
-        dig(&lab, &client, gw, &format!("-x {web_ip}")),
+        lab.dig(&client, gw, &format!("-x {web_ip}")),
         format!("{web}.app.internal."),
         "an address answers with its first name"
     );
-    assert_eq!(dig(&lab, &client, gw, "nosuch"), "NXDOMAIN");
-    assert_eq!(dig(&lab, &client, gw, "nosuch.app.internal"), "NXDOMAIN");
+    assert_eq!(lab.dig(&client, gw, "nosuch"), "NXDOMAIN");
+    assert_eq!(lab.dig(&client, gw, "nosuch.app.internal"), "NXDOMAIN");
     assert_eq!(
-        dig(&lab, &client, gw, "world.test"),
+        lab.dig(&client, gw, "world.test"),
         "192.0.2.10",
         "forwarded"
     );
     assert_eq!(
-        dig(&lab, &client, gw, "+tcp world.test"),
+        lab.dig(&client, gw, "+tcp world.test"),
         "192.0.2.10",
         "forwarded by TCP"
     );
     // Names are their network's: web is not on `other`.
     wait_until("the other network's DNS to answer", 10, || {
-        dig(&lab, &client, "10.78.0.1", &client) == lab.ip_of(&client, "other")
+        lab.dig(&client, "10.78.0.1", &client) == lab.ip_of(&client, "other")
     });
-    assert_eq!(dig(&lab, &client, "10.78.0.1", &web), "NXDOMAIN");
+    assert_eq!(lab.dig(&client, "10.78.0.1", &web), "NXDOMAIN");
 
     // The store as it is now: a new attachment answers at once, a gone
     // one no longer.
     let late = lab.netns("late");
     lab.ok(&["attach", &late, "app", "--alias", "db"]);
-    assert_eq!(dig(&lab, &client, gw, "db"), lab.ip_of(&late, "app"));
+    assert_eq!(lab.dig(&client, gw, "db"), lab.ip_of(&late, "app"));
     lab.ok(&["detach", &web]);
-    assert_eq!(dig(&lab, &client, gw, "www"), "NXDOMAIN");
+    assert_eq!(lab.dig(&client, gw, "www"), "NXDOMAIN");
     let inspect = lab.inspect(&late);
     assert_eq!(
         inspect["NetworkSettings"]["Networks"]["app"]["Aliases"],
@@ -148,14 +122,14 @@ fn an_upstream_that_says_nothing_gets_the_client_servfail() {
         "app",
         "--subnet",
         "10.76.0.0/24",
-        "--dns",
+        "--serve-dns",
     ]);
     let c = lab.netns("c");
     lab.ok(&["attach", &c, "app"]);
     wait_until("plumb's DNS to answer", 10, || {
-        dig(&lab, &c, "10.76.0.1", &c) == lab.ip_of(&c, "app")
+        lab.dig(&c, "10.76.0.1", &c) == lab.ip_of(&c, "app")
     });
-    assert_eq!(dig(&lab, &c, "10.76.0.1", "world.test"), "SERVFAIL");
+    assert_eq!(lab.dig(&c, "10.76.0.1", "world.test"), "SERVFAIL");
 }
 
 #[test]
@@ -170,18 +144,26 @@ fn dns_where_plumb_has_no_address_or_the_lan_answers_is_refused() {
         "bridged",
         "--subnet",
         "10.75.0.0/24",
-        "--dns",
+        "--serve-dns",
     ]);
     assert!(
-        err.contains("--dns") && err.contains("--host-address"),
+        err.contains("--serve-dns") && err.contains("--host-address"),
         "{err}"
     );
     let err = lab.fails(&[
-        "network", "create", "d", "--mode", "bridged", "--uplink", "lan0", "--ipam", "dhcp",
-        "--dns",
+        "network",
+        "create",
+        "d",
+        "--mode",
+        "bridged",
+        "--uplink",
+        "lan0",
+        "--ipam",
+        "dhcp",
+        "--serve-dns",
     ]);
     assert!(
-        err.contains("--dns") && err.contains("LAN's DNS server"),
+        err.contains("--serve-dns") && err.contains("LAN's DNS server"),
         "{err}"
     );
     let err = lab.fails(&[
@@ -193,17 +175,23 @@ fn dns_where_plumb_has_no_address_or_the_lan_answers_is_refused() {
         "--domain",
         "x.test",
     ]);
-    assert!(err.contains("--domain") && err.contains("--dns"), "{err}");
+    assert!(
+        err.contains("--domain") && err.contains("--serve-dns"),
+        "{err}"
+    );
     lab.ok(&["network", "create", "plain", "--subnet", "10.73.0.0/24"]);
     let err = lab.fails(&["attach", &c, "plain", "--alias", "web"]);
-    assert!(err.contains("--alias") && err.contains("--dns"), "{err}");
+    assert!(
+        err.contains("--alias") && err.contains("--serve-dns"),
+        "{err}"
+    );
     lab.ok(&[
         "network",
         "create",
         "named",
         "--subnet",
         "10.72.0.0/24",
-        "--dns",
+        "--serve-dns",
     ]);
     let err = lab.fails(&["attach", &c, "named", "--alias", "bad name"]);
     assert!(err.contains("--alias") && err.contains("bad name"), "{err}");

@@ -59,7 +59,7 @@ pub struct AttachArgs {
     /// The next hop on --egress-interface.
     #[arg(long, value_name = "IP")]
     pub egress_gateway: Option<String>,
-    /// Networks with --dns: another name the network's DNS answers with
+    /// Networks with --serve-dns: another name the network's DNS answers with
     /// the target's addresses; repeatable.
     #[arg(long, value_name = "NAME")]
     pub alias: Vec<String>,

@@ -88,13 +88,13 @@ pub struct CreateArgs {
     #[arg(long, value_name = "host-local|dhcp")]
     pub ipam: Option<String>,
     /// dhcp: the DNS domain containers register their names in (option 81);
-    /// with --dns: the zone plumb answers containers' names in.
+    /// with --serve-dns: the zone plumb answers containers' names in.
     #[arg(long)]
     pub domain: Option<String>,
     /// plumb's daemon answers DNS on the network's gateway: containers'
     /// names and aliases, and the rest forwarded to the host's resolvers.
     #[arg(long)]
-    pub dns: bool,
+    pub serve_dns: bool,
     /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
     #[arg(long)]
     pub no_slaac: bool,
@@ -166,7 +166,7 @@ impl CreateArgs {
             device: self.device,
             ipam: self.ipam,
             domain: self.domain,
-            dns: self.dns,
+            serve_dns: self.serve_dns,
             slaac: self.no_slaac.then_some(false),
             egress_interface: self.egress_interface,
             egress_gateway: self.egress_gateway,

@@ -52,7 +52,7 @@ const DEFINITION_KEYS: &[&str] = &[
     "ipvlanFlag",
     "device",
     "domain",
-    "dns",
+    "serveDns",
     "slaac",
     "egressInterface",
     "egressGateway",

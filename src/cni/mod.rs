@@ -294,7 +294,7 @@ fn result(net: &Network, a: &Attachment, netns: &str) -> CniResult {
         r.dns.domain = lease.domain.clone();
     }
     // plumb's DNS, on the host's addresses the container reaches.
-    if net.dns {
+    if net.serve_dns {
         r.dns.nameservers = crate::dns::servers(net, a);
         r.dns.domain = net.domain.clone();
         r.dns.search = net.domain.iter().cloned().collect();

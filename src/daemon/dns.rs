@@ -1,4 +1,4 @@
-//! The daemon's DNS server for networks with `dns`: on each of the host's
+//! The daemon's DNS server for networks with `serve_dns`: on each of the host's
 //! addresses on such a network, UDP and TCP port 53, answered from the
 //! network's names (see [`crate::dns`]) or forwarded to the host's
 //! resolvers.
@@ -54,7 +54,10 @@ impl Names {
         }
         let mut zones = HashMap::new();
         let mut listen = HashMap::new();
-        for n in store::networks(conn)?.into_iter().filter(|n| n.network.dns) {
+        for n in store::networks(conn)?
+            .into_iter()
+            .filter(|n| n.network.serve_dns)
+        {
             let net = n.network;
             let attachments = store::attachments_of_network(conn, &net.name)?;
             let zone = Zone::new(&net, attachments.iter().map(|s| &s.attachment));
@@ -141,7 +144,7 @@ impl Shared {
     }
 }
 
-/// Serve every network with `dns` until the daemon stops.
+/// Serve every network with `serve_dns` until the daemon stops.
 pub async fn serve(state_dir: PathBuf, resolv_conf: PathBuf) {
     let shared = match open(&state_dir, resolv_conf) {
         Ok(s) => s,

@@ -1,7 +1,7 @@
 //! `plumb daemon`: the work that outlives one command. It serves the CLI on
 //! a local socket (root only), runs a DHCP client task per DHCP attachment,
 //! keeps every published host port bound (so that other programs cannot
-//! take it), answers DNS on networks with `dns`, and reconciles: an
+//! take it), answers DNS on networks with `serve_dns`, and reconciles: an
 //! attachment whose namespace is gone has its lease released and its
 //! interface and store rows removed.
 //!

@@ -560,7 +560,7 @@ impl Engine {
             check_ipam(&net, req, ipam)?;
             // A runtime's aliases are kept whatever the network (Podman
             // gives every container some); a user's would do nothing.
-            if !net.dns
+            if !net.serve_dns
                 && req.spec.cni_container.is_none()
                 && let Some(a) = req.aliases.first()
             {
@@ -568,7 +568,7 @@ impl Engine {
                     "--alias",
                     a,
                     format!(
-                        "network `{}` has no DNS of plumb's (create it with --dns)",
+                        "network `{}` has no DNS of plumb's (create it with --serve-dns)",
                         net.name
                     ),
                 ));

@@ -389,6 +389,28 @@ impl Lab {
         sh(&format!("ip netns exec {ns} {cmd}"))
     }
 
+    /// `dig` from namespace `ns` at `server`: the answer's records, or the
+    /// status when there are none.
+    pub fn dig(&self, ns: &str, server: &str, args: &str) -> String {
+        let out = self.exec(
+            ns,
+            &format!("dig +time=2 +tries=2 +noall +answer +comments @{server} {args}"),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let answers: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .map(|l| l.split_whitespace().last().unwrap_or(""))
+            .collect();
+        if !answers.is_empty() {
+            return answers.join(" ");
+        }
+        match text.split("status: ").nth(1) {
+            Some(rest) => rest.split(',').next().unwrap_or("").to_string(),
+            None => format!("no answer: {text}"),
+        }
+    }
+
     pub fn ping(&self, ns: &str, ip: &str) -> bool {
         self.exec(ns, &format!("ping -c1 -W2 {ip}"))
             .status

@@ -66,7 +66,7 @@ impl<'a> Podman<'a> {
             "type": "plumb",
             "stateDir": self.lab.state.path(),
             "socket": self.lab.socket(),
-            "capabilities": {"portMappings": true, "ips": true, "mac": true},
+            "capabilities": {"portMappings": true, "ips": true, "mac": true, "aliases": true},
         });
         for (k, v) in plumb.as_object().expect("plumb's keys") {
             plugin[k] = v.clone();

@@ -165,7 +165,7 @@ pub fn network_spec(
         ipam: get("ipam"),
         domain: get("domain"),
         // Docker's own DNS answers for its containers.
-        dns: false,
+        serve_dns: false,
         slaac: get("slaac").map(|v| flag("slaac", &v)).transpose()?,
         egress_interface: get("egress-interface"),
         egress_gateway: get("egress-gateway"),
