@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::engine::NetworkDetails;
 use crate::model::{Attachment, DhcpBinding};
+use crate::policy::egress::EgressRule;
 use crate::store::StoredAttachment;
 
 /// One entry of `docker inspect`'s NetworkSettings.Networks, plus plumb's extras.
@@ -111,6 +112,19 @@ pub fn target(target: &str, attachments: &[StoredAttachment], errors: &[String])
         v["Errors"] = json!(errors);
     }
     v
+}
+
+/// One egress rule, as `egress ls --json` and a container's inspect show it.
+pub fn egress_rule(r: &EgressRule) -> Value {
+    json!({
+        "ID": r.id,
+        "Source": r.source.to_string(),
+        "Interface": r.egress.interface,
+        "Gateway": r.egress.gateway.map(|g| g.to_string()),
+        "Table": r.table,
+        "RulePriorities": [r.priority, r.priority + 1],
+        "Selects": r.applied.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 /// `plumb network inspect NAME`.

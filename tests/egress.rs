@@ -363,3 +363,156 @@ fn a_repair_leaves_the_egress_of_a_network_being_removed_alone() {
     );
     assert!(!lab.ok(&["network", "ls"]).contains("going"));
 }
+
+#[test]
+fn an_egress_rule_sends_a_cidr_out_of_its_uplink_until_removed() {
+    let lab = Lab::new("egr");
+    let (isp1, isp2) = two_uplinks(&lab);
+    lab.ok(&["network", "create", "lab", "--subnet", "10.37.0.0/24"]);
+    let (a, other) = (lab.netns("a"), lab.netns("other"));
+    lab.ok(&["attach", &a, "lab", "--ip", "10.37.0.10"]);
+    lab.ok(&["network", "create", "rest", "--subnet", "10.38.0.0/24"]);
+    lab.ok(&["attach", &other, "rest"]);
+    assert_eq!(seen_at(&isp1, &a).unwrap(), "10.201.0.2");
+
+    // One address of the network, by CIDR, through the second uplink.
+    let out = lab.ok(&[
+        "egress",
+        "add",
+        "10.37.0.10/32",
+        "--interface",
+        "wan2",
+        "--gateway",
+        "10.202.0.1",
+    ]);
+    assert!(
+        out.starts_with("1  10.37.0.10/32  wan2 via 10.202.0.1"),
+        "{out}"
+    );
+    assert_eq!(
+        seen_at(&isp2, &a).unwrap(),
+        "10.202.0.2",
+        "out of wan2, NATed"
+    );
+    assert_eq!(
+        seen_at(&isp1, &other).unwrap(),
+        "10.201.0.2",
+        "others keep wan1"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["egress", "ls", "--json"])).unwrap();
+    let table = listed[0]["Table"].as_u64().unwrap();
+    let prio = listed[0]["RulePriorities"][1].as_u64().unwrap();
+    assert!(
+        rules(&lab).contains(&format!("{prio}:\tfrom 10.37.0.10 lookup {table}")),
+        "{}",
+        rules(&lab)
+    );
+    // A second rule for the same source, a bad one: refused, nothing made.
+    let before = rules(&lab);
+    let err = lab.fails(&["egress", "add", "10.37.0.10/32", "--interface", "wan1"]);
+    assert!(err.contains("leaves by wan2 already"), "{err}");
+    let err = lab.fails(&["egress", "add", "10.37.0.10/16", "--interface", "wan1"]);
+    assert!(
+        err.contains("10.37.0.0/16") && err.contains("host bits"),
+        "{err}"
+    );
+    let err = lab.fails(&["egress", "add", "10.39.0.0/24", "--interface", "nosuch0"]);
+    assert!(err.contains("--interface `nosuch0`"), "{err}");
+    let err = lab.fails(&[
+        "egress",
+        "add",
+        "10.39.0.0/24",
+        "--interface",
+        "wan1",
+        "--priority",
+        &prio.to_string(),
+    ]);
+    assert!(err.contains("--priority"), "{err}");
+    let err = lab.fails(&[
+        "egress",
+        "add",
+        "fd00::/64",
+        "--interface",
+        "wan1",
+        "--gateway",
+        "10.201.0.1",
+    ]);
+    assert!(err.contains("--gateway"), "{err}");
+    assert_eq!(rules(&lab), before, "nothing left of the refusals");
+
+    // The uplink flaps and a rule is deleted by hand: the daemon puts both
+    // back.
+    let _daemon = lab.daemon(&[]);
+    must(&format!("ip -n {} rule del pref {prio}", lab.host));
+    must(&format!("ip -n {} link set wan2 down", lab.host));
+    must(&format!("ip -n {} link set wan2 up", lab.host));
+    let table_routes = || must(&format!("ip -n {} route show table {table}", lab.host));
+    wait_until("the daemon to restore the egress rule", 5, || {
+        table_routes().contains("default via 10.202.0.1 dev wan2")
+            && rules(&lab).contains(&format!("{prio}:\tfrom 10.37.0.10 lookup {table}"))
+    });
+    assert_eq!(seen_at(&isp2, &a).unwrap(), "10.202.0.2");
+
+    // Removed by source: rules and route gone, the default uplink again.
+    assert!(
+        lab.ok(&["egress", "rm", "10.37.0.10/32"])
+            .contains("removed")
+    );
+    assert!(!rules(&lab).contains("10.37.0.10"), "{}", rules(&lab));
+    assert_eq!(table_routes().trim(), "");
+    assert_eq!(seen_at(&isp1, &a).unwrap(), "10.201.0.2");
+    assert!(lab.ok(&["egress", "rm", "1"]).contains("no egress rule 1"));
+}
+
+#[test]
+fn an_egress_add_killed_at_any_point_is_undone_by_the_next_plumb() {
+    let lab = Lab::new("egk");
+    two_uplinks(&lab);
+    let before = rules(&lab);
+    let add = [
+        "egress",
+        "add",
+        "10.40.0.0/24",
+        "--interface",
+        "wan2",
+        "--gateway",
+        "10.202.0.1",
+    ];
+    // The store made first: its making is not the add's.
+    lab.ok(&["egress", "ls"]);
+    let trace = lab.state.path().join("failpoints");
+    let out = lab
+        .command(&add)
+        .env("PLUMB_FAILPOINT_TRACE", &trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let points = std::fs::read_to_string(&trace).unwrap().lines().count();
+    assert!(points >= 3, "a commit, the kernel, a commit");
+    lab.ok(&["egress", "rm", "10.40.0.0/24"]);
+    for n in 1..=points {
+        let out = lab
+            .command(&add)
+            .env("PLUMB_FAILPOINT", n.to_string())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "killed at failpoint {n}");
+        // Any plumb command recovers what the dead one left: all of the
+        // rule or none of it (killed after its last commit, it was done).
+        lab.ok(&["gc"]);
+        let listed = lab.ok(&["egress", "ls"]).lines().count() - 1;
+        if listed == 0 {
+            assert_eq!(rules(&lab), before, "after a kill at failpoint {n}");
+        } else {
+            assert_eq!(n, points, "only a kill after the last commit leaves it");
+            assert!(
+                rules(&lab).contains("from 10.40.0.0/24 lookup 2"),
+                "{}",
+                rules(&lab)
+            );
+            lab.ok(&["egress", "rm", "10.40.0.0/24"]);
+            assert_eq!(rules(&lab), before);
+        }
+    }
+}

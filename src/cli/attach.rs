@@ -267,18 +267,49 @@ pub fn inspect(engine: &Engine, args: InspectArgs) -> Result<()> {
         }
         None => Vec::new(),
     };
-    if atts.is_empty() && !errors.is_empty() {
-        print_json(&report::target(&args.target, &atts, &errors));
-        return Ok(());
-    }
-    if atts.is_empty() {
+    let uplinks = match args.target.strip_prefix("docker:") {
+        Some(r) => uplinks_of(engine, r)?,
+        None => Vec::new(),
+    };
+    if atts.is_empty() && errors.is_empty() && uplinks.is_empty() {
         return Err(Error::Target {
             target: args.target,
             reason: "is not attached to any network".into(),
         });
     }
-    print_json(&report::target(&args.target, &atts, &errors));
+    let mut shown = report::target(&args.target, &atts, &errors);
+    if args.target.starts_with("docker:") {
+        shown["Egress"] = uplinks.iter().map(report::egress_rule).collect();
+    }
+    print_json(&shown);
     Ok(())
+}
+
+/// The egress rules a Docker container's traffic leaves by: those whose
+/// sources hold one of its addresses (none when Docker does not answer).
+fn uplinks_of(engine: &Engine, container: &str) -> Result<Vec<crate::policy::egress::EgressRule>> {
+    let rules = engine.egress_rules()?;
+    if rules.is_empty() {
+        return Ok(rules);
+    }
+    let source = crate::policy::egress::Source::Container(container.to_string());
+    let addrs = crate::docker::blocking(async move {
+        crate::docker::Client::connect()
+            .await?
+            .egress_sources(&source)
+            .await
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    Ok(rules
+        .into_iter()
+        .filter(|r| {
+            r.applied
+                .iter()
+                .any(|net| addrs.iter().any(|a| net.contains(&a.addr())))
+        })
+        .collect())
 }
 
 pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {

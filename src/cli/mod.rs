@@ -13,6 +13,7 @@ macro_rules! outln {
 mod attach;
 mod daemon;
 mod doctor;
+mod egress;
 mod host;
 mod lazy;
 mod network;
@@ -85,6 +86,9 @@ pub enum Command {
     /// The host side of a lab: routes to subnets behind router namespaces.
     #[command(subcommand)]
     Host(Lazy<host::HostCommand>),
+    /// The uplink a CIDR, a Docker container or a Docker network leaves by.
+    #[command(subcommand)]
+    Egress(Lazy<egress::EgressCommand>),
     /// Bring a topology file up (idempotent).
     Up(Lazy<topology::TopologyArgs>),
     /// Take down what `up` made from a topology file.
@@ -123,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => attach::inspect(&open()?, args.0),
         Command::Ls(args) => attach::ls(&open()?, args.0),
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),
+        Command::Egress(cmd) => egress::run(&mut open()?, &plumbd, cmd.0),
         Command::Policy(cmd) => policy::run(&mut open()?, cmd.0),
         Command::Up(args) => topology::up(&mut open()?, args.0),
         Command::Down(args) => topology::down(&mut open()?, args.0),

@@ -67,8 +67,23 @@ pub async fn watch(ctx: Arc<Ctx>) {
             }
         });
         reconcile_all(&ctx, &client, &queues).await;
+        let egress = Arc::new(tokio::sync::Notify::new());
+        let follower = {
+            let (ctx, client, egress) = (ctx.clone(), client.clone(), egress.clone());
+            tokio::spawn(async move {
+                loop {
+                    egress.notified().await;
+                    follow_egress(&ctx, &client).await;
+                }
+            })
+        };
+        egress.notify_one();
         while let Some(next) = rx.recv().await {
+            // Any change may change what an egress rule's Docker source
+            // stands for; a burst is followed once.
+            egress.notify_one();
             match next {
+                Ok(Event::Network) => {}
                 Ok(event) => queues.push(&ctx, &client, event),
                 Err(e) => {
                     tracing::warn!("{e}; following Docker again when it is back");
@@ -77,6 +92,7 @@ pub async fn watch(ctx: Arc<Ctx>) {
             }
         }
         reader.abort();
+        follower.abort();
         // A stream that fails at once (a proxy refusing /events) is not
         // retried in a tight loop.
         if followed.elapsed() > BACKOFF_MOST {
@@ -149,6 +165,7 @@ impl Queues {
         let id = match &event {
             Event::Start { id } | Event::Die { id } | Event::Destroy { id } => id,
             Event::Rename { id, .. } => id,
+            Event::Network => return,
         }
         .clone();
         let mut senders = self.lock();
@@ -197,6 +214,7 @@ impl Queues {
                     let c = ctx.clone();
                     blocking(move || c.with_engine(|e| e.rename_container(&id, &name))).await
                 }
+                Event::Network => Ok(()),
             };
             if let Err(e) = done {
                 tracing::warn!(container = %id, "{e}");
@@ -338,6 +356,49 @@ async fn destroyed(ctx: &Arc<Ctx>, id: &str) -> Result<()> {
     died(ctx, id).await?;
     let (cx, id) = (ctx.clone(), id.to_string());
     blocking(move || cx.with_engine(|e| e.forget_container(&id))).await
+}
+
+/// The egress rules of Docker sources select what their sources stand for
+/// now: a restarted container's new address, nothing while it is stopped,
+/// a network made again's new subnet.
+async fn follow_egress(ctx: &Arc<Ctx>, client: &Client) {
+    let c = ctx.clone();
+    let rules = match blocking(move || c.with_engine(|e| e.egress_rules())).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("egress rules: {e}");
+            return;
+        }
+    };
+    for rule in rules.into_iter().filter(|r| r.source.is_docker()) {
+        let now = match client.egress_sources(&rule.source).await {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("egress {} ({}): {e}", rule.id, rule.source);
+                continue;
+            }
+        };
+        if now == rule.applied {
+            continue;
+        }
+        let (c, id, selects) = (ctx.clone(), rule.id, now.clone());
+        match blocking(move || c.with_engine(|e| e.egress_follow(id, selects))).await {
+            Ok(true) => tracing::info!(
+                "egress {id} ({}) now selects {}",
+                rule.source,
+                if now.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    now.iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("egress {id} ({}): {e}", rule.source),
+        }
+    }
 }
 
 /// Detach one attachment, its lease released first.

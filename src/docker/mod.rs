@@ -22,7 +22,10 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt};
 
+use ipnet::IpNet;
+
 use crate::error::{Error, Result};
+use crate::policy::egress::Source;
 
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
@@ -84,6 +87,8 @@ pub enum Event {
         id: String,
         name: String,
     },
+    /// A Docker network was created or removed.
+    Network,
 }
 
 /// A connection to one dockerd.
@@ -203,7 +208,15 @@ impl Client {
             ("type", vec!["container", "network"]),
             (
                 "event",
-                vec!["start", "die", "destroy", "rename", "connect", "disconnect"],
+                vec![
+                    "start",
+                    "die",
+                    "destroy",
+                    "rename",
+                    "connect",
+                    "disconnect",
+                    "create",
+                ],
             ),
         ]);
         let socket = self.socket.display().to_string();
@@ -242,6 +255,77 @@ impl Client {
         }
     }
 
+    /// What an egress rule's source stands for now: a container's
+    /// addresses while it runs (none while it does not), a network's
+    /// subnets; None when Docker knows no such container or network.
+    pub async fn egress_sources(&self, source: &Source) -> Result<Option<Vec<IpNet>>> {
+        let not_found = |e: &bollard::errors::Error| {
+            matches!(
+                e,
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                }
+            )
+        };
+        match source {
+            Source::Cidr(net) => Ok(Some(vec![*net])),
+            Source::Container(name) => {
+                let c = match self
+                    .docker
+                    .inspect_container(name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) if not_found(&e) => return Ok(None),
+                    Err(e) => return Err(self.error(format!("inspect {name}: {e}"))),
+                };
+                let running = c.state.as_ref().is_some_and(|s| s.running == Some(true));
+                if !running {
+                    return Ok(Some(Vec::new()));
+                }
+                let mut addrs: Vec<IpNet> = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .unwrap_or_default()
+                    .into_values()
+                    .flat_map(|n| [n.ip_address, n.global_ipv6_address])
+                    .flatten()
+                    .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+                    .map(IpNet::from)
+                    .collect();
+                addrs.sort();
+                addrs.dedup();
+                Ok(Some(addrs))
+            }
+            Source::DockerNetwork(name) => {
+                let n = match self
+                    .docker
+                    .inspect_network(
+                        name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(e) if not_found(&e) => return Ok(None),
+                    Err(e) => return Err(self.error(format!("inspect network {name}: {e}"))),
+                };
+                let mut subnets: Vec<IpNet> = n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.subnet?.parse::<IpNet>().ok())
+                    .map(|s| s.trunc())
+                    .collect();
+                subnets.sort();
+                subnets.dedup();
+                Ok(Some(subnets))
+            }
+        }
+    }
+
     /// Ask Docker to stop a container (a declaration's `on-error=stop`).
     pub async fn stop(&self, id: &str) -> Result<()> {
         self.docker
@@ -257,6 +341,9 @@ fn event(m: bollard::models::EventMessage) -> Option<Event> {
     // (`docker network disconnect none web` included): what plumb gave it
     // is checked again as at a start.
     if m.typ == Some(bollard::models::EventMessageTypeEnum::NETWORK) {
+        if matches!(m.action.as_deref(), Some("create" | "destroy")) {
+            return Some(Event::Network);
+        }
         let id = actor.attributes?.get("container")?.clone();
         return Some(Event::Start { id });
     }

@@ -38,6 +38,7 @@ use crate::undo::UndoLog;
 
 pub mod docker_ipam;
 mod docker_networks;
+mod egress;
 mod policy;
 mod recover;
 mod restore;
@@ -457,6 +458,7 @@ impl Engine {
                 )?);
             }
         }
+        done.extend(self.repair_egress_rules()?);
         Ok(done)
     }
 

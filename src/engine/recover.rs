@@ -136,6 +136,17 @@ impl Engine {
                     .write(|tx| intent::delete(tx, Subject::Attachment, &i.key)),
             },
             Subject::Network => self.finish_network_removal(&i.key).map(drop),
+            Subject::Egress => {
+                let known = store::egress::egress_rules(self.store.read())?
+                    .into_iter()
+                    .find(|r| r.source.to_string() == i.key);
+                match known {
+                    Some(r) => self.finish_egress_removal(&r),
+                    None => self
+                        .store
+                        .write(|tx| intent::delete(tx, Subject::Egress, &i.key)),
+                }
+            }
             Subject::HostRoute => {
                 let known = store::host_routes(self.store.read())?
                     .into_iter()

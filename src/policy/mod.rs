@@ -6,6 +6,7 @@
 //! leaves by (routing).
 
 pub mod antispoof;
+pub mod egress;
 pub mod elements;
 pub mod firewall;
 pub mod iptables;

@@ -91,6 +91,20 @@ fn named_tables() -> HashSet<u32> {
 
 /// Take a free table and priority pair for `owner`, in the store.
 pub fn allocate(tx: &Transaction, nl: &mut Netlink, owner: Owner) -> Result<Allocation> {
+    let a = free(tx, nl, None)?;
+    match owner {
+        Owner::Network(n) => store::insert_route_table(tx, n, a.table, a.priority)?,
+        Owner::Attachment(host_ifname) => {
+            store::insert_attachment_route_table(tx, host_ifname, a.table, a.priority)?
+        }
+    }
+    Ok(a)
+}
+
+/// A table and a pair of rule priorities nobody uses (not the kernel, not
+/// iproute2's configuration, not the store): the pair at `priority` if
+/// asked for (`--priority`), else the first free one of plumb's range.
+pub fn free(tx: &Transaction, nl: &mut Netlink, priority: Option<u32>) -> Result<Allocation> {
     let kernel = |e| Error::kernel("list routing tables and rules", e);
     let taken = store::route_tables(tx)?;
     let mut tables: HashSet<u32> = named_tables();
@@ -104,17 +118,30 @@ pub fn allocate(tx: &Transaction, nl: &mut Netlink, owner: Owner) -> Result<Allo
         .clone()
         .find(|t| !tables.contains(t))
         .ok_or_else(|| Error::Conflict("no free routing table in 20000-29999".into()))?;
-    let priority = PRIORITIES
-        .clone()
-        .step_by(2)
-        .find(|p| !prios.contains(p) && !prios.contains(&(p + 1)))
-        .ok_or_else(|| Error::Conflict("no free rule priorities in 10000-19999".into()))?;
-    match owner {
-        Owner::Network(n) => store::insert_route_table(tx, n, table, priority)?,
-        Owner::Attachment(host_ifname) => {
-            store::insert_attachment_route_table(tx, host_ifname, table, priority)?
+    let pair_free = |p: &u32| !prios.contains(p) && !prios.contains(&(p + 1));
+    let priority = match priority {
+        // Between the local table's rule (0) and the main table's (32766).
+        Some(p) if !(1..=32764).contains(&p) => {
+            return Err(Error::invalid(
+                "--priority",
+                p,
+                "rule priorities go from 1 to 32764 (the rule pair takes it and the next)",
+            ));
         }
-    }
+        Some(p) if !pair_free(&p) => {
+            return Err(Error::invalid(
+                "--priority",
+                p,
+                format!("a rule at {p} or {} exists already", p + 1),
+            ));
+        }
+        Some(p) => p,
+        None => PRIORITIES
+            .clone()
+            .step_by(2)
+            .find(pair_free)
+            .ok_or_else(|| Error::Conflict("no free rule priorities in 10000-19999".into()))?,
+    };
     Ok(Allocation { table, priority })
 }
 

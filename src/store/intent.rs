@@ -25,6 +25,8 @@ pub enum Subject {
     Network,
     Attachment,
     HostRoute,
+    /// A `plumb egress` rule, by its source.
+    Egress,
 }
 
 impl Subject {
@@ -33,13 +35,19 @@ impl Subject {
             Subject::Network => "network",
             Subject::Attachment => "attachment",
             Subject::HostRoute => "host route",
+            Subject::Egress => "egress",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Subject::Network, Subject::Attachment, Subject::HostRoute]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Subject::Network,
+            Subject::Attachment,
+            Subject::HostRoute,
+            Subject::Egress,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -16,6 +16,7 @@
 //! commits, never the database (synchronous=NORMAL).
 
 pub mod docker;
+pub mod egress;
 mod gate;
 pub mod intent;
 mod schema;
@@ -695,10 +696,12 @@ pub fn route_table(conn: &Connection, network: &str) -> Result<Option<(u32, u32)
         .optional()?)
 }
 
-/// Every allocated (table, priority), of networks and of attachments.
+/// Every allocated (table, priority): of networks, attachments and egress
+/// rules.
 pub fn route_tables(conn: &Connection) -> Result<Vec<(u32, u32)>> {
     let mut stmt = conn.prepare(
-        "SELECT table_id, priority FROM route_tables UNION ALL SELECT table_id, priority FROM attachment_route_tables",
+        "SELECT table_id, priority FROM route_tables UNION ALL SELECT table_id, priority FROM attachment_route_tables \
+         UNION ALL SELECT table_id, priority FROM egress_rules",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -895,11 +898,11 @@ pub fn used_selectors(conn: &Connection, keys: &[String]) -> Result<Vec<String>>
     Ok(used)
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plumb's own types always serialize")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(data: &str) -> Result<T> {
     serde_json::from_str(data).map_err(|e| Error::Conflict(format!("state store holds a record this plumb cannot read ({e}); was it written by a newer version?")))
 }
 

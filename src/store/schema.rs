@@ -185,6 +185,20 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX attachments_cni ON attachments(json_extract(data, '$.cni.container_id'));
     ",
+    // 12: `plumb egress`: an uplink for a CIDR, a Docker container or a
+    // Docker network (`source` as the user gave it, normalized), with its
+    // routing table and rule priorities; `data` is the JSON of
+    // policy::egress::EgressRule (the sources its rules select now).
+    "
+    CREATE TABLE egress_rules (
+        id       INTEGER PRIMARY KEY,
+        source   TEXT NOT NULL UNIQUE,
+        data     TEXT NOT NULL,
+        table_id INTEGER NOT NULL UNIQUE,
+        priority INTEGER NOT NULL UNIQUE,
+        owner    TEXT
+    );
+    ",
 ];
 
 /// The schema version of the database file.

@@ -1,0 +1,45 @@
+//! `plumb egress` rules in the store (see [`crate::policy::egress`]).
+
+use rusqlite::{Connection, Transaction, params};
+
+use super::{decode, encode};
+use crate::error::Result;
+use crate::policy::egress::EgressRule;
+
+pub fn egress_rules(conn: &Connection) -> Result<Vec<EgressRule>> {
+    let mut stmt = conn.prepare_cached("SELECT data FROM egress_rules ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|data| decode(&data?)).collect()
+}
+
+/// Record `rule` under a new ID, which is returned (and set in it).
+pub fn insert_egress_rule(
+    tx: &Transaction,
+    rule: &mut EgressRule,
+    owner: Option<&str>,
+) -> Result<u32> {
+    let next: u32 = tx.query_row(
+        "SELECT COALESCE(MAX(id), 0) + 1 FROM egress_rules",
+        [],
+        |r| r.get(0),
+    )?;
+    rule.id = next;
+    tx.execute(
+        "INSERT INTO egress_rules (id, source, data, table_id, priority, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![next, rule.source.to_string(), encode(rule), rule.table, rule.priority, owner],
+    )?;
+    Ok(next)
+}
+
+pub fn update_egress_rule(tx: &Transaction, rule: &EgressRule) -> Result<()> {
+    tx.execute(
+        "UPDATE egress_rules SET data = ?2 WHERE id = ?1",
+        params![rule.id, encode(rule)],
+    )?;
+    Ok(())
+}
+
+pub fn delete_egress_rule(tx: &Transaction, id: u32) -> Result<()> {
+    tx.execute("DELETE FROM egress_rules WHERE id = ?1", params![id])?;
+    Ok(())
+}
