@@ -53,6 +53,15 @@ pub fn shim_name(network: &str) -> String {
     }
 }
 
+/// A `plumb shim`'s interface: `ph-` and 12 hex digits of its parent and
+/// address.
+pub fn host_shim_name(parent: &str, address: &std::net::IpAddr) -> String {
+    format!(
+        "ph-{}",
+        &short_hash(&["host shim", parent, &address.to_string()])[..12]
+    )
+}
+
 /// The ifb inside a container that shapes what its interface `ifname`
 /// receives (`ib` + 12 hex = 14 bytes).
 pub fn ifb_name(ifname: &str) -> String {

@@ -18,6 +18,7 @@ mod host;
 mod lazy;
 mod network;
 mod policy;
+mod shim;
 mod topology;
 
 use std::path::PathBuf;
@@ -89,6 +90,9 @@ pub enum Command {
     /// The uplink a CIDR, a Docker container or a Docker network leaves by.
     #[command(subcommand)]
     Egress(Lazy<egress::EgressCommand>),
+    /// The host's way onto a macvlan LAN (a Docker macvlan network's).
+    #[command(subcommand)]
+    Shim(Lazy<shim::ShimCommand>),
     /// Bring a topology file up (idempotent).
     Up(Lazy<topology::TopologyArgs>),
     /// Take down what `up` made from a topology file.
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(args) => attach::ls(&open()?, args.0),
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),
         Command::Egress(cmd) => egress::run(&mut open()?, &plumbd, cmd.0),
+        Command::Shim(cmd) => shim::run(&mut open()?, cmd.0),
         Command::Policy(cmd) => policy::run(&mut open()?, cmd.0),
         Command::Up(args) => topology::up(&mut open()?, args.0),
         Command::Down(args) => topology::down(&mut open()?, args.0),

@@ -49,6 +49,8 @@ pub fn watch(state_dir: &Path, holds: &Arc<std::sync::Mutex<Holds>>) -> Result<(
                     // IPv4 routes when it goes down without a word.
                     engine.repair_host_routes(&mut r)?;
                     r.repaired.extend(engine.repair_egress()?);
+                    // A parent that came back, without its shims.
+                    r.repaired.extend(engine.repair_shims()?);
                     Ok(r)
                 })
             };

@@ -389,7 +389,8 @@ fn resume_split(e: &mut Engine, startup: bool) -> Result<(Vec<Attachment>, Vec<A
 
 /// Every half second, put back the egress routing the kernel dropped (an
 /// uplink that went down flushes its routes; when it comes back, so does
-/// the network's default route), plumb's nftables state and iptables
+/// the network's default route) and the rules of `plumb egress`, the
+/// shims a parent took with it, plumb's nftables state and iptables
 /// accepts if someone flushed them, and the binding of every published
 /// host port; and bound the store's WAL, in a quiet moment. A thread of
 /// its own with its own engine.
@@ -404,6 +405,7 @@ fn watch_policy(
         // A port another program holds is said once, not twice a second.
         let mut reported = std::collections::HashSet::<String>::new();
         let mut firewall_errors = Repeated::default();
+        let mut shim_errors = Repeated::default();
         loop {
             crate::failpoint::panic_once("policy");
             match engine.repair_egress() {
@@ -413,6 +415,17 @@ fn watch_policy(
                     }
                 }
                 Err(e) => tracing::warn!("egress routing: {e}"),
+            }
+            match engine.repair_shims() {
+                Ok(done) => {
+                    shim_errors.ended("shims");
+                    for line in done {
+                        tracing::info!("restored {line}");
+                    }
+                }
+                Err(e) => {
+                    let _ = shim_errors.failed("shims", &e.to_string());
+                }
             }
             match engine.repair_firewall() {
                 Ok(repaired) => {

@@ -24,6 +24,7 @@ use futures_util::{Stream, StreamExt};
 
 use ipnet::IpNet;
 
+use crate::driver::host_shim::DockerSubnet;
 use crate::error::{Error, Result};
 use crate::policy::egress::Source;
 
@@ -66,6 +67,15 @@ pub struct Container {
     pub env: Vec<String>,
     /// The IDs of its endpoints on Docker networks.
     pub endpoints: Vec<String>,
+}
+
+/// A Docker network a host shim may be made for.
+#[derive(Debug, Clone)]
+pub struct LanNetwork {
+    pub driver: String,
+    /// Its `-o parent=`.
+    pub parent: Option<String>,
+    pub subnets: Vec<DockerSubnet>,
 }
 
 /// What the daemon acts on in Docker's event stream.
@@ -324,6 +334,50 @@ impl Client {
                 Ok(Some(subnets))
             }
         }
+    }
+
+    /// Docker network `name`'s driver, `parent` option and subnets; None
+    /// when there is no such network.
+    pub async fn lan_network(&self, name: &str) -> Result<Option<LanNetwork>> {
+        let n = match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) => n,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(self.error(format!("inspect network {name}: {e}"))),
+        };
+        let parse_ip = |s: Option<String>| s.and_then(|s| s.parse::<std::net::IpAddr>().ok());
+        let subnets = n
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                Some(DockerSubnet {
+                    subnet: c.subnet?.parse::<IpNet>().ok()?.trunc(),
+                    ip_range: c.ip_range.and_then(|r| r.parse::<IpNet>().ok()),
+                    gateway: parse_ip(c.gateway),
+                    aux: c
+                        .auxiliary_addresses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(Some(LanNetwork {
+            driver: n.driver.unwrap_or_default(),
+            parent: n.options.unwrap_or_default().get("parent").cloned(),
+            subnets,
+        }))
     }
 
     /// Ask Docker to stop a container (a declaration's `on-error=stop`).

@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod host_device;
+pub mod host_shim;
 pub mod ipvlan;
 pub mod kinds;
 pub mod macvlan;

@@ -51,7 +51,7 @@ impl Engine {
         let key = source.to_string();
         let host = &mut self.host;
         let rule = self.store.record(|tx| {
-            if let Some(r) = store::egress::egress_rules(tx)?
+            if let Some(r) = store::host_extras::egress_rules(tx)?
                 .into_iter()
                 .find(|r| r.source == source)
             {
@@ -73,7 +73,7 @@ impl Engine {
                 priority: a.priority,
                 applied: applied.clone(),
             };
-            store::egress::insert_egress_rule(tx, &mut rule, owner)?;
+            store::host_extras::insert_egress_rule(tx, &mut rule, owner)?;
             intent::insert(tx, Subject::Egress, &key, Action::Create, &holder)?;
             Ok(rule)
         })?;
@@ -93,7 +93,7 @@ impl Engine {
     /// Remove the rule of ID or source `key`; None when there is none.
     pub fn egress_rm(&mut self, key: &str) -> Result<Option<EgressRule>> {
         self.recover_quietly();
-        let found = store::egress::egress_rules(self.store.read())?
+        let found = store::host_extras::egress_rules(self.store.read())?
             .into_iter()
             .find(|r| r.id.to_string() == key || r.source.to_string() == key);
         let Some(rule) = found else { return Ok(None) };
@@ -110,13 +110,13 @@ impl Engine {
         failpoint::hit("egress removed");
         let key = rule.source.to_string();
         self.store.write(|tx| {
-            store::egress::delete_egress_rule(tx, rule.id)?;
+            store::host_extras::delete_egress_rule(tx, rule.id)?;
             intent::delete(tx, Subject::Egress, &key)
         })
     }
 
     pub fn egress_rules(&self) -> Result<Vec<EgressRule>> {
-        store::egress::egress_rules(self.store.read())
+        store::host_extras::egress_rules(self.store.read())
     }
 
     /// Rule `id` now stands for `applied` (its Docker source changed):
@@ -125,7 +125,7 @@ impl Engine {
     pub fn egress_follow(&mut self, id: u32, applied: Vec<IpNet>) -> Result<bool> {
         let busy = self.busy(Subject::Egress)?;
         let updated = self.store.write(|tx| {
-            let Some(mut rule) = store::egress::egress_rules(tx)?
+            let Some(mut rule) = store::host_extras::egress_rules(tx)?
                 .into_iter()
                 .find(|r| r.id == id)
             else {
@@ -135,7 +135,7 @@ impl Engine {
                 return Ok(None);
             }
             rule.applied = applied;
-            store::egress::update_egress_rule(tx, &rule)?;
+            store::host_extras::update_egress_rule(tx, &rule)?;
             Ok(Some(rule))
         })?;
         let Some(rule) = updated else {
@@ -145,7 +145,7 @@ impl Engine {
         // `egress rm` may have taken it since).
         self.as_repair(|e| {
             let busy = e.busy(Subject::Egress)?;
-            let current = store::egress::egress_rules(e.store.read())?
+            let current = store::host_extras::egress_rules(e.store.read())?
                 .into_iter()
                 .find(|r| r.id == rule.id && !busy.contains(&r.source.to_string()));
             match current {
@@ -160,7 +160,7 @@ impl Engine {
     pub(super) fn repair_egress_rules(&mut self) -> Result<Vec<String>> {
         let busy = self.busy(Subject::Egress)?;
         let mut done = Vec::new();
-        for rule in store::egress::egress_rules(self.store.read())? {
+        for rule in store::host_extras::egress_rules(self.store.read())? {
             if !busy.contains(&rule.source.to_string()) {
                 done.extend(egress::converge(&mut self.host, &rule)?);
             }

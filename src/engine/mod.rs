@@ -39,6 +39,7 @@ use crate::undo::UndoLog;
 pub mod docker_ipam;
 mod docker_networks;
 mod egress;
+mod host_shims;
 mod policy;
 mod recover;
 mod restore;

@@ -136,8 +136,19 @@ impl Engine {
                     .write(|tx| intent::delete(tx, Subject::Attachment, &i.key)),
             },
             Subject::Network => self.finish_network_removal(&i.key).map(drop),
+            Subject::Shim => {
+                let known = store::host_extras::shims(self.store.read())?
+                    .into_iter()
+                    .find(|s| s.name == i.key);
+                match known {
+                    Some(s) => self.finish_shim_removal(&s),
+                    None => self
+                        .store
+                        .write(|tx| intent::delete(tx, Subject::Shim, &i.key)),
+                }
+            }
             Subject::Egress => {
-                let known = store::egress::egress_rules(self.store.read())?
+                let known = store::host_extras::egress_rules(self.store.read())?
                     .into_iter()
                     .find(|r| r.source.to_string() == i.key);
                 match known {

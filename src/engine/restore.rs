@@ -87,6 +87,10 @@ impl Engine {
             Ok(done) => report.repaired.extend(done),
             Err(e) => report.errors.push(e.to_string()),
         }
+        match self.repair_shims() {
+            Ok(done) => report.repaired.extend(done),
+            Err(e) => report.errors.push(e.to_string()),
+        }
         self.repair_host_routes(&mut report)?;
         for s in store::attachments(self.store.read())? {
             let a = &s.attachment;

@@ -27,6 +27,8 @@ pub enum Subject {
     HostRoute,
     /// A `plumb egress` rule, by its source.
     Egress,
+    /// A `plumb shim`, by its interface name.
+    Shim,
 }
 
 impl Subject {
@@ -36,6 +38,7 @@ impl Subject {
             Subject::Attachment => "attachment",
             Subject::HostRoute => "host route",
             Subject::Egress => "egress",
+            Subject::Shim => "shim",
         }
     }
 
@@ -45,6 +48,7 @@ impl Subject {
             Subject::Attachment,
             Subject::HostRoute,
             Subject::Egress,
+            Subject::Shim,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

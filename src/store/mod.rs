@@ -16,8 +16,8 @@
 //! commits, never the database (synchronous=NORMAL).
 
 pub mod docker;
-pub mod egress;
 mod gate;
+pub mod host_extras;
 pub mod intent;
 mod schema;
 

@@ -199,6 +199,16 @@ const MIGRATIONS: &[&str] = &[
         owner    TEXT
     );
     ",
+    // 13: `plumb shim`: macvlans of the host's own on a LAN's parent
+    // (`data` is the JSON of driver::host_shim::Shim), by interface name.
+    "
+    CREATE TABLE shims (
+        id    INTEGER PRIMARY KEY,
+        name  TEXT NOT NULL UNIQUE,
+        data  TEXT NOT NULL,
+        owner TEXT
+    );
+    ",
 ];
 
 /// The schema version of the database file.

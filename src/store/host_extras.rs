@@ -1,8 +1,10 @@
-//! `plumb egress` rules in the store (see [`crate::policy::egress`]).
+//! `plumb egress` rules and `plumb shim`s in the store (see
+//! [`crate::policy::egress`], [`crate::driver::host_shim`]).
 
 use rusqlite::{Connection, Transaction, params};
 
 use super::{decode, encode};
+use crate::driver::host_shim::Shim;
 use crate::error::Result;
 use crate::policy::egress::EgressRule;
 
@@ -41,5 +43,28 @@ pub fn update_egress_rule(tx: &Transaction, rule: &EgressRule) -> Result<()> {
 
 pub fn delete_egress_rule(tx: &Transaction, id: u32) -> Result<()> {
     tx.execute("DELETE FROM egress_rules WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+pub fn shims(conn: &Connection) -> Result<Vec<Shim>> {
+    let mut stmt = conn.prepare_cached("SELECT data FROM shims ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|data| decode(&data?)).collect()
+}
+
+/// Record `shim` under a new ID, set in it.
+pub fn insert_shim(tx: &Transaction, shim: &mut Shim, owner: Option<&str>) -> Result<()> {
+    shim.id = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM shims", [], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO shims (id, name, data, owner) VALUES (?1, ?2, ?3, ?4)",
+        params![shim.id, shim.name, encode(shim), owner],
+    )?;
+    Ok(())
+}
+
+pub fn delete_shim(tx: &Transaction, id: u32) -> Result<()> {
+    tx.execute("DELETE FROM shims WHERE id = ?1", params![id])?;
     Ok(())
 }
