@@ -51,10 +51,10 @@ pub struct DockerSubnet {
 }
 
 /// What a shim for a Docker network with these subnets routes to, for
-/// `address`: the `--ip-range` of the subnet it is in (the address outside
-/// it), or the whole subnet when the address is one of its
-/// `--aux-address`es. An address Docker could hand out is refused, naming
-/// the range.
+/// `address`: the `--ip-range` of the subnet it is in, or the whole subnet
+/// when it has none. An address Docker could hand out (in the range, or
+/// anywhere in a subnet without one, and not an `--aux-address`) is
+/// refused, naming the range.
 pub fn docker_routes(
     network: &str,
     subnets: &[DockerSubnet],
@@ -81,8 +81,11 @@ pub fn docker_routes(
             format!("is the gateway of Docker network {network}"),
         ));
     }
+    // Docker keeps its --aux-addresses out of what it hands out, inside
+    // the range or not (the field's recipe reserves the range's last one).
+    let reserved = sub.aux.values().any(|a| *a == address);
     match sub.ip_range {
-        Some(range) if range.contains(&address) => Err(Error::invalid(
+        Some(range) if range.contains(&address) && !reserved => Err(Error::invalid(
             "--address",
             address,
             format!(
@@ -90,7 +93,7 @@ pub fn docker_routes(
             ),
         )),
         Some(range) => Ok(vec![range]),
-        None if sub.aux.values().any(|a| *a == address) => Ok(vec![sub.subnet]),
+        None if reserved => Ok(vec![sub.subnet]),
         None => Err(Error::invalid(
             "--address",
             address,
@@ -234,9 +237,15 @@ mod tests {
     #[test]
     fn a_shim_routes_to_the_range_docker_hands_out_and_never_takes_from_it() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let range = ["192.168.1.192/27".parse::<IpNet>().unwrap()];
         assert_eq!(
             docker_routes("mynet", &[lan()], ip("192.168.1.250")).unwrap(),
-            ["192.168.1.192/27".parse::<IpNet>().unwrap()]
+            range
+        );
+        // The field's recipe: the range's last address, kept by --aux-address.
+        assert_eq!(
+            docker_routes("mynet", &[lan()], ip("192.168.1.223")).unwrap(),
+            range
         );
         let err = docker_routes("mynet", &[lan()], ip("192.168.1.200"))
             .unwrap_err()
