@@ -124,6 +124,7 @@ pub fn egress_rule(r: &EgressRule) -> Value {
         "Table": r.table,
         "RulePriorities": [r.priority, r.priority + 1],
         "Selects": r.applied.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "Masquerade": r.masquerade,
     })
 }
 

@@ -516,3 +516,56 @@ fn an_egress_add_killed_at_any_point_is_undone_by_the_next_plumb() {
         }
     }
 }
+
+#[test]
+fn an_egress_rule_masquerades_a_routed_source_nobody_else_nats() {
+    let lab = Lab::new("egm");
+    let (_isp1, isp2) = two_uplinks(&lab);
+    lab.ok(&[
+        "network",
+        "create",
+        "r",
+        "--mode",
+        "routed",
+        "--subnet",
+        "10.41.0.0/24",
+    ]);
+    let c = lab.netns("c");
+    lab.ok(&["attach", &c, "r"]);
+    // Routed: nothing NATs it, and the ISP has no way back.
+    lab.ok(&[
+        "egress",
+        "add",
+        "10.41.0.0/24",
+        "--interface",
+        "wan2",
+        "--gateway",
+        "10.202.0.1",
+    ]);
+    assert!(seen_at(&isp2, &c).is_err(), "no answer comes back un-NATed");
+    lab.ok(&["egress", "rm", "10.41.0.0/24"]);
+    let out = lab.ok(&[
+        "egress",
+        "add",
+        "10.41.0.0/24",
+        "--interface",
+        "wan2",
+        "--gateway",
+        "10.202.0.1",
+        "--masquerade",
+    ]);
+    assert!(out.contains("wan2 via 10.202.0.1 masquerade"), "{out}");
+    assert_eq!(
+        seen_at(&isp2, &c).unwrap(),
+        "10.202.0.2",
+        "NATed to wan2's address"
+    );
+    let nft = || must(&format!("ip netns exec {} nft list ruleset", lab.host));
+    assert!(nft().contains("egress"), "{}", nft());
+    // A flushed ruleset is put back by restore, masquerade included.
+    must(&format!("ip netns exec {} nft flush ruleset", lab.host));
+    lab.ok(&["restore"]);
+    assert_eq!(seen_at(&isp2, &c).unwrap(), "10.202.0.2");
+    lab.ok(&["egress", "rm", "10.41.0.0/24"]);
+    assert!(!nft().contains("egress"), "{}", nft());
+}

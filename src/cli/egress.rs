@@ -2,7 +2,7 @@ use clap::Subcommand;
 
 use super::print_json;
 use crate::daemon::protocol::Daemon;
-use crate::engine::Engine;
+use crate::engine::{EgressRequest, Engine};
 use crate::error::{Error, Result};
 use crate::model::{Egress, parse_ip};
 use crate::policy::egress::{EgressRule, Source};
@@ -24,6 +24,10 @@ pub enum EgressCommand {
         /// first free pair from 10000).
         #[arg(long, value_name = "N")]
         priority: Option<u32>,
+        /// NAT what leaves by the uplink to the uplink's address, where
+        /// nothing else does (Docker NATs its own networks).
+        #[arg(long)]
+        masquerade: bool,
     },
     /// List the egress rules and what each selects now.
     Ls {
@@ -41,6 +45,7 @@ pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: EgressCommand) -> Result<(
             interface,
             gateway,
             priority,
+            masquerade,
         } => {
             let source = Source::parse(&source)?;
             let uplink = Egress {
@@ -51,7 +56,16 @@ pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: EgressCommand) -> Result<(
                     .transpose()?,
             };
             let applied = resolve(&source)?;
-            let rule = engine.egress_add(source, uplink, priority, applied, None)?;
+            let rule = engine.egress_add(
+                EgressRequest {
+                    source,
+                    uplink,
+                    priority,
+                    applied,
+                    masquerade,
+                },
+                None,
+            )?;
             outln!("{}", line(&rule));
             if rule.source.is_docker() && !crate::daemon::protocol::is_running(daemon.socket) {
                 eprintln!(
@@ -95,10 +109,13 @@ fn resolve(source: &Source) -> Result<Vec<ipnet::IpNet>> {
 }
 
 fn line(r: &EgressRule) -> String {
-    let via = match r.egress.gateway {
+    let mut via = match r.egress.gateway {
         Some(g) => format!("{} via {g}", r.egress.interface),
         None => r.egress.interface.clone(),
     };
+    if r.masquerade {
+        via.push_str(" masquerade");
+    }
     let selects: Vec<String> = r.applied.iter().map(|n| n.to_string()).collect();
     let selects = if selects.is_empty() {
         "-".to_string()

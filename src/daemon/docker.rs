@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::lease::{Stop, release_now};
+use super::lease::{Stop, release_gone, release_now};
 use super::{Ctx, Opener, attach_opened, blocking, namespace_of};
 use crate::docker::{Client, Container, Event, declare};
 use crate::error::Result;
@@ -406,10 +406,15 @@ async fn detach_one(ctx: &Arc<Ctx>, a: crate::model::Attachment) -> Result<()> {
     let task = ctx.tasks.lock().await.remove(&a.host_ifname);
     if let Some(t) = task {
         t.stop(Stop::Release).await;
-    } else if a.dhcp.is_some()
-        && let Some(ns) = namespace_of(&a).await
-    {
-        let _ = release_now(&ns, &a).await;
+    } else if a.dhcp.is_some() {
+        match namespace_of(&a).await {
+            Some(ns) => {
+                let _ = release_now(&ns, &a).await;
+            }
+            // Its interface went with it (it died while no daemon held its
+            // namespace): the server hears it from the LAN.
+            None => release_gone(ctx, &a).await,
+        }
     }
     let cx = ctx.clone();
     let shown = a.shown_target();

@@ -334,6 +334,52 @@ pub async fn release_now(ns: &NsHandle, a: &Attachment) -> std::result::Result<(
     client.release(lease).await
 }
 
+/// Release the lease of an attachment whose namespace is gone, and its
+/// interface with it (a container that died or was removed while no
+/// daemon held its namespace open: a killed daemon's tasks held it): from
+/// the host's interface on the network's LAN, as the same client (its MAC
+/// and client identifier), the frame made whole as the IPAM driver's
+/// releases are. Without this the server keeps the address until the
+/// lease expires. Leases of plumb's IPAM driver for Docker are the
+/// driver's (Docker's ReleaseAddress); a network with no LAN on the host
+/// (a host device that left with its namespace) has nowhere to send from,
+/// and its lease expires at the server. DHCPv6 leases expire too.
+pub async fn release_gone(ctx: &Arc<Ctx>, a: &Attachment) {
+    let Some(b) = a.dhcp.as_ref().filter(|b| !b.for_docker) else {
+        return;
+    };
+    let Some(lease) = b.lease.clone() else {
+        return;
+    };
+    let (c, network) = (ctx.clone(), a.network.clone());
+    let lan = tokio::task::spawn_blocking(move || c.with_engine(|e| e.ipam_dhcp_lan(&network)))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let lan = match lan {
+        Ok(lan) => lan,
+        Err(e) => {
+            tracing::warn!(target = %a.target, address = %lease.address, "DHCP lease not released, its namespace is gone: {e}");
+            return;
+        }
+    };
+    let id = Identity {
+        mac: a.mac.0,
+        client_id: crate::ipam::dhcp::unhex(&b.client_id),
+        hostname: b.hostname.clone(),
+        fqdn: b.fqdn.clone(),
+        shared_mac: true,
+    };
+    match lan.client(&id).release_from_lan(&lease).await {
+        Ok(()) => {
+            tracing::info!(target = %a.target, address = %lease.address, lan = %lan.ifname, "DHCP lease released from the LAN, its namespace is gone")
+        }
+        Err(e) => {
+            tracing::warn!(target = %a.target, address = %lease.address, "DHCP release from the LAN: {e}")
+        }
+    }
+}
+
 /// Whether the interface's last router advertisement asked for DHCPv6.
 fn ra_managed(ns: &NsHandle, ifname: &str) -> bool {
     Netlink::open_in(ns)

@@ -11,20 +11,31 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::model::Egress;
 use crate::policy::egress::{self, EgressRule, Source};
-use crate::policy::routing;
+use crate::policy::{firewall, routing};
 use crate::store;
 use crate::store::intent::{self, Action, Subject};
 
+/// What `plumb egress add` asks for.
+pub struct EgressRequest {
+    pub source: Source,
+    pub uplink: Egress,
+    /// `--priority`: the rule pair's, instead of plumb's first free one.
+    pub priority: Option<u32>,
+    /// What the source stands for now.
+    pub applied: Vec<IpNet>,
+    pub masquerade: bool,
+}
+
 impl Engine {
-    /// Send `source` (now standing for `applied`) out of `uplink`.
-    pub fn egress_add(
-        &mut self,
-        source: Source,
-        uplink: Egress,
-        priority: Option<u32>,
-        applied: Vec<IpNet>,
-        owner: Option<&str>,
-    ) -> Result<EgressRule> {
+    /// Send `req.source` (now standing for `req.applied`) out of its uplink.
+    pub fn egress_add(&mut self, req: EgressRequest, owner: Option<&str>) -> Result<EgressRule> {
+        let EgressRequest {
+            source,
+            uplink,
+            priority,
+            applied,
+            masquerade,
+        } = req;
         self.recover_quietly();
         crate::model::validate_ifname("--interface", &uplink.interface)?;
         let link = self
@@ -72,6 +83,7 @@ impl Engine {
                 table: a.table,
                 priority: a.priority,
                 applied: applied.clone(),
+                masquerade,
             };
             store::host_extras::insert_egress_rule(tx, &mut rule, owner)?;
             intent::insert(tx, Subject::Egress, &key, Action::Create, &holder)?;
@@ -80,8 +92,12 @@ impl Engine {
         let made = egress::converge(&mut self.host, &rule);
         failpoint::hit("egress converged");
         let done = made.and_then(|_| {
-            self.store
-                .write(|tx| intent::delete(tx, Subject::Egress, &key))
+            self.store.write(|tx| {
+                if rule.masquerade {
+                    firewall::sync_tables(&firewall::Ruleset::load(tx)?)?;
+                }
+                intent::delete(tx, Subject::Egress, &key)
+            })
         });
         if let Err(e) = done {
             let _ = self.finish_egress_removal(&rule);
@@ -111,6 +127,9 @@ impl Engine {
         let key = rule.source.to_string();
         self.store.write(|tx| {
             store::host_extras::delete_egress_rule(tx, rule.id)?;
+            if rule.masquerade {
+                firewall::sync_tables(&firewall::Ruleset::load(tx)?)?;
+            }
             intent::delete(tx, Subject::Egress, &key)
         })
     }
@@ -136,6 +155,9 @@ impl Engine {
             }
             rule.applied = applied;
             store::host_extras::update_egress_rule(tx, &rule)?;
+            if rule.masquerade {
+                firewall::sync_tables(&firewall::Ruleset::load(tx)?)?;
+            }
             Ok(Some(rule))
         })?;
         let Some(rule) = updated else {

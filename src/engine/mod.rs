@@ -39,6 +39,7 @@ use crate::undo::UndoLog;
 pub mod docker_ipam;
 mod docker_networks;
 mod egress;
+pub use egress::EgressRequest;
 mod host_shims;
 mod policy;
 mod recover;
@@ -396,6 +397,7 @@ impl Engine {
                 .map(|n| n.network)
                 .collect(),
             policies: store::policies(conn)?,
+            egress: firewall::masquerading(conn)?,
             ..Default::default()
         })
     }

@@ -99,6 +99,10 @@ pub struct EgressRule {
     pub priority: u32,
     /// The addresses and subnets its kernel rules select now.
     pub applied: Vec<IpNet>,
+    /// plumb NATs what leaves by the uplink to the uplink's address (for
+    /// sources nobody else NATs: Docker's networks have their own).
+    #[serde(default)]
+    pub masquerade: bool,
 }
 
 impl EgressRule {

@@ -21,6 +21,7 @@ use crate::netlink::nftable::{
     self, Base, Chain, CmpOp, CtKey, Edit, Expr, Hook, MetaKey, Rule, Set, Table, Verdict,
 };
 use crate::netlink::{Element as NlElement, Field, NetlinkError, NfFamily, NfNetlink, set_key};
+use crate::policy::egress::EgressRule;
 use crate::policy::elements::{self, Element, Key};
 use crate::policy::rules::{Action, Proto, Selector, StoredPolicy, tenant_networks};
 use crate::policy::{antispoof, iptables, legacy};
@@ -47,6 +48,8 @@ pub struct Ruleset {
     /// Attachments on bridge networks, whose ports the bridge table guards
     /// or shields.
     pub ports: Vec<Attachment>,
+    /// The egress rules plumb masquerades for.
+    pub egress: Vec<EgressRule>,
 }
 
 impl Ruleset {
@@ -76,8 +79,17 @@ impl Ruleset {
             policies: store::policies(conn)?,
             members,
             ports,
+            egress: masquerading(conn)?,
         })
     }
+}
+
+/// The egress rules whose sources plumb NATs.
+pub fn masquerading(conn: &Connection) -> Result<Vec<EgressRule>> {
+    Ok(store::host_extras::egress_rules(conn)?
+        .into_iter()
+        .filter(|r| r.masquerade)
+        .collect())
 }
 
 /// plumb's two tables: `bridge plumb` when there are bridge networks, and
@@ -118,7 +130,7 @@ fn inet_edit(r: &Ruleset) -> Edit {
 fn inet_table(r: &Ruleset) -> Option<Table> {
     let mut sets = address_sets(r);
     let mut chains: Vec<Chain> = forward(r).into_iter().collect();
-    if let Some((maps, nat_chains)) = nat(&r.networks) {
+    if let Some((maps, nat_chains)) = nat(&r.networks, &r.egress) {
         let start = sets.len();
         sets.extend(maps);
         let published: Vec<Element> = r.published.iter().flat_map(publish_elements).collect();
@@ -237,21 +249,40 @@ fn address_field(family: NfFamily, from: bool) -> (u32, u32) {
 }
 
 /// Port publishing and masquerade, when there are NAT bridges: the maps
-/// and the nat chains.
-fn nat(networks: &[Network]) -> Option<(Vec<Set>, Vec<Chain>)> {
+/// and the nat chains; the masquerade of egress rules that ask for it.
+fn nat(networks: &[Network], egress: &[EgressRule]) -> Option<(Vec<Set>, Vec<Chain>)> {
     let nat_bridges: Vec<(&Network, &BridgeOptions)> = bridges(networks)
         .filter(|(_, b)| b.mode == BridgeMode::Nat)
         .collect();
-    if nat_bridges.is_empty() {
-        return None;
-    }
-    let ct_dnat = ct_any(CtKey::Status, IPS_DST_NAT);
     let masquerade = |parts: &[&[Expr]]| {
         let mut exprs = parts.concat();
         exprs.push(Expr::Masquerade);
         Rule::new(exprs)
     };
     let mut post = Vec::new();
+    // SOURCE oifname UPLINK masquerade
+    for rule in egress {
+        for source in super::egress::routable(&rule.egress, &rule.applied) {
+            let family = nfproto(ip_family(&source.addr()));
+            let out = [
+                Expr::Meta(MetaKey::Oifname),
+                Expr::eq(&ifname(&rule.egress.interface)),
+            ];
+            post.push(
+                masquerade(&[&family, &address_in(&source, true), &out])
+                    .commented(format!("egress {}", rule.id)),
+            );
+        }
+    }
+    if nat_bridges.is_empty() {
+        let chain = Chain {
+            name: "postrouting".into(),
+            hook: hook("nat", NF_INET_POST_ROUTING, PRIORITY_SRCNAT),
+            rules: post,
+        };
+        return (!chain.rules.is_empty()).then(|| (Vec::new(), vec![chain]));
+    }
+    let ct_dnat = ct_any(CtKey::Status, IPS_DST_NAT);
     for (net, b) in &nat_bridges {
         for sub in &net.subnets {
             let family = nfproto(ip_family(&sub.subnet.addr()));
@@ -717,14 +748,19 @@ fn writing(e: NetlinkError) -> Error {
 /// second, so the kernel is asked directly: a few small messages, whatever
 /// the sets hold.
 pub fn in_place(r: &Ruleset) -> Result<bool> {
-    // Without a bridge plumb puts nothing into nftables: nothing to check.
-    if bridges(&r.networks).next().is_none() {
+    // Without a bridge or a masquerading egress rule plumb puts nothing
+    // into nftables: nothing to check.
+    let has_bridges = bridges(&r.networks).next().is_some();
+    if !has_bridges && r.egress.is_empty() {
         return Ok(true);
     }
     let mut nf = nf_tables()?;
     let wants_table = inet_table(r).is_some();
     if wants_table && !nf.table_exists(NfFamily::Inet, TABLE).map_err(asking)? {
         return Ok(false);
+    }
+    if !has_bridges {
+        return Ok(true);
     }
     if !nf
         .table_exists(NfFamily::Bridge, antispoof::TABLE)
