@@ -378,6 +378,9 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
         daemon.kill9();
         changes.join().expect("docker commands");
     });
+    // Each start begins the log anew: the killed daemons' logs are kept
+    // here for the failure message.
+    let mut killed_logs = daemon.log_text();
     // While it is down.
     docker.must(&["rm", "-f", "c3"]);
     docker.must(&["start", "c1"]);
@@ -385,11 +388,22 @@ fn dhcp_leases_follow_containers_through_a_killed_daemon() {
     daemon = docker.plumb_daemon(&[]);
     declared("c7", SLEEP);
     daemon.kill9();
+    killed_logs += &daemon.log_text();
     docker.must(&["stop", "c5"]);
     daemon = docker.plumb_daemon(&[]);
 
+    // Containers that stopped or were removed while no daemon ran (c2, c3,
+    // c5) may have taken their interfaces with them (once Docker unmounts
+    // their namespaces): their leases are released from the host's side of
+    // the LAN, not left to expire at the server (2 minutes, longer than
+    // this wait).
     let after = wait_for("leases and containers to match", 90, || {
-        leases_match_containers(&docker, &lab)
+        leases_match_containers(&docker, &lab).map_err(|why| {
+            with_log(
+                format!("{why}\n--- the killed daemons' logs:\n{killed_logs}"),
+                &daemon,
+            )
+        })
     });
     let mut names: Vec<&String> = after.keys().collect();
     names.sort();

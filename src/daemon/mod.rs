@@ -328,8 +328,21 @@ async fn restore(ctx: &Arc<Ctx>, startup: bool) -> Result<RestoreReport> {
     for t in tasks {
         t.stop(Stop::Keep).await;
     }
+    // The leases of attachments whose namespace is gone (their containers
+    // died while no daemon held them open), which restore removes: the
+    // server hears of them from the LAN.
+    let c = ctx.clone();
+    let gone = blocking(move || c.with_engine(leases_gone))
+        .await
+        .unwrap_or_default();
     let c = ctx.clone();
     let report = blocking(move || c.with_engine(|e| e.restore())).await;
+    for a in gone {
+        let (c, key) = (ctx.clone(), a.host_ifname.clone());
+        if let Ok(None) = blocking(move || c.with_engine(|e| e.attachment(&key))).await {
+            lease::release_gone(ctx, &a).await;
+        }
+    }
     resume(ctx, startup).await?;
     let report = report?;
     for line in &report.repaired {
@@ -339,6 +352,23 @@ async fn restore(ctx: &Arc<Ctx>, startup: bool) -> Result<RestoreReport> {
         tracing::warn!("restore: {line}");
     }
     Ok(report)
+}
+
+/// The DHCP attachments holding a lease whose namespace is gone (Docker's
+/// endpoints are Docker's: it releases their addresses, or not).
+fn leases_gone(e: &mut Engine) -> Result<Vec<Attachment>> {
+    let mut out = Vec::new();
+    for s in e.attachments()? {
+        let a = s.attachment;
+        if a.dhcp.as_ref().is_some_and(|b| b.lease.is_some())
+            && !a.is_staged()
+            && !e.is_docker_endpoint(&a.host_ifname)?
+            && attached_ns(&a).is_none()
+        {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// Renew every lease in the store; at startup, first undo the attaches a
@@ -517,7 +547,11 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
         let task = ctx.tasks.lock().await.remove(&a.host_ifname);
         let latest = match task {
             Some(t) => t.stop(Stop::Release).await.unwrap_or(a),
-            None => a,
+            // No task held its namespace: its interface is gone with it.
+            None => {
+                lease::release_gone(ctx, &a).await;
+                a
+            }
         };
         let c = ctx.clone();
         let done = latest.clone();

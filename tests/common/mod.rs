@@ -312,6 +312,9 @@ impl Lab {
             .collect()
     }
 
+    /// dnsmasq with `options` in namespace `server`; what it logs
+    /// (`--log-dhcp` included) goes to dnsmasq.log, not to a syslog the
+    /// machine may not have.
     pub fn dnsmasq(&self, server: &str, options: &str) -> Bg {
         let leases = self.state.path().join("dnsmasq.leases");
         let bg = self.spawn_in(
@@ -319,7 +322,7 @@ impl Lab {
             &format!(
                 "dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
                  --interface=eth0 --bind-interfaces --except-interface=lo \
-                 --dhcp-leasefile={} --pid-file= {options}",
+                 --dhcp-leasefile={} --pid-file= --log-facility=- {options}",
                 leases.display()
             ),
             "dnsmasq.log",
