@@ -5,48 +5,7 @@
 
 mod common;
 
-use common::{Lab, must, peer_echo_server, tcp_say, wait_until};
-
-const FAR: &str = "198.51.100.1";
-
-fn two_uplinks(lab: &Lab) -> (String, String) {
-    let isp1 = lab.netns("isp1");
-    let isp2 = lab.netns("isp2");
-    lab.wire(
-        &lab.host,
-        "wan1",
-        Some("10.201.0.2/24"),
-        &isp1,
-        "eth0",
-        Some("10.201.0.1/24"),
-    );
-    lab.wire(
-        &lab.host,
-        "wan2",
-        Some("10.202.0.2/24"),
-        &isp2,
-        "eth0",
-        Some("10.202.0.1/24"),
-    );
-    for isp in [&isp1, &isp2] {
-        must(&format!("ip -n {isp} addr add {FAR}/32 dev lo"));
-    }
-    must(&format!(
-        "ip -n {} route add default via 10.201.0.1",
-        lab.host
-    ));
-    (isp1, isp2)
-}
-
-/// The source address `isp` saw for a connection from `from` to FAR.
-fn seen_at(isp: &str, from: &str) -> std::io::Result<String> {
-    let (server, port) = peer_echo_server(isp, &format!("{FAR}:0"));
-    let seen = tcp_say(from, &format!("{FAR}:{port}"));
-    if seen.is_ok() {
-        server.join().unwrap();
-    }
-    seen
-}
+use common::{Lab, must, seen_at, wait_until};
 
 fn rules(lab: &Lab) -> String {
     must(&format!("ip -n {} rule show", lab.host))
@@ -55,7 +14,7 @@ fn rules(lab: &Lab) -> String {
 #[test]
 fn each_network_leaves_by_its_own_uplink_and_survives_the_uplink_flapping() {
     let lab = Lab::new("eg");
-    let (isp1, isp2) = two_uplinks(&lab);
+    let (isp1, isp2) = lab.two_uplinks();
     lab.ok(&["network", "create", "plain", "--subnet", "10.31.0.0/24"]);
     lab.ok(&[
         "network",
@@ -135,7 +94,7 @@ fn each_network_leaves_by_its_own_uplink_and_survives_the_uplink_flapping() {
 #[test]
 fn egress_tables_avoid_the_systems_and_bad_egress_input_changes_nothing() {
     let lab = Lab::new("egb");
-    two_uplinks(&lab);
+    lab.two_uplinks();
     // A table the admin uses already, in the kernel.
     must(&format!(
         "ip -n {} route add 192.0.2.0/24 via 10.202.0.1 table 20000",
@@ -199,7 +158,7 @@ fn egress_tables_avoid_the_systems_and_bad_egress_input_changes_nothing() {
 #[test]
 fn one_attachment_leaves_by_its_own_uplink_while_its_neighbours_do_not() {
     let lab = Lab::new("ega");
-    let (isp1, isp2) = two_uplinks(&lab);
+    let (isp1, isp2) = lab.two_uplinks();
     lab.ok(&["network", "create", "shared", "--subnet", "10.37.0.0/24"]);
     let (a, b) = (lab.netns("a"), lab.netns("b"));
     lab.ok(&["attach", &a, "shared"]);
@@ -309,7 +268,7 @@ fn stopped(pid: u32) -> bool {
 #[test]
 fn a_repair_leaves_the_egress_of_a_network_being_removed_alone() {
     let lab = Lab::new("egr");
-    two_uplinks(&lab);
+    lab.two_uplinks();
     let create = [
         "network",
         "create",
@@ -367,7 +326,7 @@ fn a_repair_leaves_the_egress_of_a_network_being_removed_alone() {
 #[test]
 fn an_egress_rule_sends_a_cidr_out_of_its_uplink_until_removed() {
     let lab = Lab::new("egr");
-    let (isp1, isp2) = two_uplinks(&lab);
+    let (isp1, isp2) = lab.two_uplinks();
     lab.ok(&["network", "create", "lab", "--subnet", "10.37.0.0/24"]);
     let (a, other) = (lab.netns("a"), lab.netns("other"));
     lab.ok(&["attach", &a, "lab", "--ip", "10.37.0.10"]);
@@ -468,59 +427,28 @@ fn an_egress_rule_sends_a_cidr_out_of_its_uplink_until_removed() {
 #[test]
 fn an_egress_add_killed_at_any_point_is_undone_by_the_next_plumb() {
     let lab = Lab::new("egk");
-    two_uplinks(&lab);
+    lab.two_uplinks();
     let before = rules(&lab);
-    let add = [
-        "egress",
-        "add",
-        "10.40.0.0/24",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ];
-    // The store made first: its making is not the add's.
-    lab.ok(&["egress", "ls"]);
-    let trace = lab.state.path().join("failpoints");
-    let out = lab
-        .command(&add)
-        .env("PLUMB_FAILPOINT_TRACE", &trace)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let points = std::fs::read_to_string(&trace).unwrap().lines().count();
-    assert!(points >= 3, "a commit, the kernel, a commit");
-    lab.ok(&["egress", "rm", "10.40.0.0/24"]);
-    for n in 1..=points {
-        let out = lab
-            .command(&add)
-            .env("PLUMB_FAILPOINT", n.to_string())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "killed at failpoint {n}");
-        // Any plumb command recovers what the dead one left: all of the
-        // rule or none of it (killed after its last commit, it was done).
-        lab.ok(&["gc"]);
-        let listed = lab.ok(&["egress", "ls"]).lines().count() - 1;
-        if listed == 0 {
-            assert_eq!(rules(&lab), before, "after a kill at failpoint {n}");
-        } else {
-            assert_eq!(n, points, "only a kill after the last commit leaves it");
-            assert!(
-                rules(&lab).contains("from 10.40.0.0/24 lookup 2"),
-                "{}",
-                rules(&lab)
-            );
-            lab.ok(&["egress", "rm", "10.40.0.0/24"]);
-            assert_eq!(rules(&lab), before);
-        }
-    }
+    lab.kill_add_at_every_failpoint(
+        &[
+            "egress",
+            "add",
+            "10.40.0.0/24",
+            "--interface",
+            "wan2",
+            "--gateway",
+            "10.202.0.1",
+        ],
+        &["egress", "rm", "10.40.0.0/24"],
+        || lab.ok(&["egress", "ls"]).lines().count() - 1,
+        |n| assert_eq!(rules(&lab), before, "after a kill at failpoint {n}"),
+    );
 }
 
 #[test]
 fn an_egress_rule_masquerades_a_routed_source_nobody_else_nats() {
     let lab = Lab::new("egm");
-    let (_isp1, isp2) = two_uplinks(&lab);
+    let (_isp1, isp2) = lab.two_uplinks();
     lab.ok(&[
         "network",
         "create",

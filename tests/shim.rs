@@ -31,6 +31,18 @@ fn lan_with_a_container(lab: &Lab) -> String {
     c
 }
 
+/// The shim the tests make: 10.60.0.250 on lan0, to the range.
+const ADD: [&str; 8] = [
+    "shim",
+    "add",
+    "--parent",
+    "lan0",
+    "--address",
+    "10.60.0.250",
+    "--route",
+    "10.60.0.192/27",
+];
+
 fn shims(lab: &Lab) -> Vec<String> {
     lab.host_links()
         .into_iter()
@@ -44,16 +56,7 @@ fn the_host_reaches_macvlan_containers_through_its_shim_after_reboots_and_parent
     let c = lan_with_a_container(&lab);
     assert!(!lab.ping(&lab.host, "10.60.0.200"), "no way there yet");
 
-    let out = lab.ok(&[
-        "shim",
-        "add",
-        "--parent",
-        "lan0",
-        "--address",
-        "10.60.0.250",
-        "--route",
-        "10.60.0.192/27",
-    ]);
+    let out = lab.ok(&ADD);
     assert!(out.contains("lan0  10.60.0.250  10.60.0.192/27"), "{out}");
     assert!(lab.ping(&lab.host, "10.60.0.200"), "through the shim");
     assert!(lab.ping(&c, "10.60.0.250"), "and back");
@@ -143,16 +146,7 @@ fn bad_shims_are_refused_by_name_and_leave_nothing() {
         "ip -n {} route add 10.60.0.192/27 dev dum0",
         lab.host
     ));
-    let err = lab.fails(&[
-        "shim",
-        "add",
-        "--parent",
-        "lan0",
-        "--address",
-        "10.60.0.250",
-        "--route",
-        "10.60.0.192/27",
-    ]);
+    let err = lab.fails(&ADD);
     assert!(
         err.contains("--route `10.60.0.192/27`") && err.contains("elsewhere"),
         "{err}"
@@ -162,16 +156,7 @@ fn bad_shims_are_refused_by_name_and_leave_nothing() {
         "ip -n {} route del 10.60.0.192/27 dev dum0",
         lab.host
     ));
-    lab.ok(&[
-        "shim",
-        "add",
-        "--parent",
-        "lan0",
-        "--address",
-        "10.60.0.250",
-        "--route",
-        "10.60.0.192/27",
-    ]);
+    lab.ok(&ADD);
     let err = lab.fails(&[
         "shim",
         "add",
@@ -191,42 +176,13 @@ fn bad_shims_are_refused_by_name_and_leave_nothing() {
 fn a_shim_add_killed_at_any_point_is_undone_by_the_next_plumb() {
     let lab = Lab::new("shk");
     lan_with_a_container(&lab);
-    let add = [
-        "shim",
-        "add",
-        "--parent",
-        "lan0",
-        "--address",
-        "10.60.0.250",
-        "--route",
-        "10.60.0.192/27",
-    ];
-    let trace = lab.state.path().join("failpoints");
-    let out = lab
-        .command(&add)
-        .env("PLUMB_FAILPOINT_TRACE", &trace)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let points = std::fs::read_to_string(&trace).unwrap().lines().count();
-    assert!(points >= 4, "commits and kernel steps");
-    lab.ok(&["shim", "rm", "10.60.0.250"]);
-    for n in 1..=points {
-        let out = lab
-            .command(&add)
-            .env("PLUMB_FAILPOINT", n.to_string())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "killed at failpoint {n}");
-        lab.ok(&["gc"]);
-        let listed = lab.ok(&["shim", "ls"]).lines().count() - 1;
-        if listed == 0 {
+    lab.kill_add_at_every_failpoint(
+        &ADD,
+        &["shim", "rm", "10.60.0.250"],
+        || lab.ok(&["shim", "ls"]).lines().count() - 1,
+        |n| {
             assert!(shims(&lab).is_empty(), "after a kill at failpoint {n}");
             assert!(!must(&format!("ip -n {} route", lab.host)).contains("10.60.0.192/27"));
-        } else {
-            assert_eq!(n, points, "only a kill after the last commit leaves it");
-            assert!(lab.ping(&lab.host, "10.60.0.200"));
-            lab.ok(&["shim", "rm", "10.60.0.250"]);
-        }
-    }
+        },
+    );
 }

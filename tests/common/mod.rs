@@ -18,6 +18,21 @@ use std::time::Duration;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The far address both ISPs of [`Lab::two_uplinks`] answer for.
+pub const FAR: &str = "198.51.100.1";
+
+/// The source address `isp` saw for a connection from `from` (as
+/// [`in_netns`] takes it) to [`FAR`], or the connection's error (refused:
+/// it went to the other ISP, which has no server on the port).
+pub fn seen_at(isp: &str, from: &str) -> std::io::Result<String> {
+    let (server, port) = peer_echo_server(isp, &format!("{FAR}:0"));
+    let seen = tcp_say(from, &format!("{FAR}:{port}"));
+    if seen.is_ok() {
+        server.join().unwrap();
+    }
+    seen
+}
+
 pub struct Lab {
     /// Prefix of every namespace this lab owns (plumb-made ones included).
     pub prefix: String,
@@ -172,6 +187,39 @@ impl Lab {
             self.host
         ));
         up
+    }
+
+    /// Two uplinks for the fake host, each to its own "ISP" namespace, both
+    /// ISPs holding [`FAR`]: `wan1` (10.201.0.2/24, the default route) to
+    /// isp1 at 10.201.0.1, `wan2` (10.202.0.2/24) to isp2 at 10.202.0.1.
+    /// Which ISP sees a connection to FAR shows the uplink it left by.
+    pub fn two_uplinks(&self) -> (String, String) {
+        let isp1 = self.netns("isp1");
+        let isp2 = self.netns("isp2");
+        self.wire(
+            &self.host,
+            "wan1",
+            Some("10.201.0.2/24"),
+            &isp1,
+            "eth0",
+            Some("10.201.0.1/24"),
+        );
+        self.wire(
+            &self.host,
+            "wan2",
+            Some("10.202.0.2/24"),
+            &isp2,
+            "eth0",
+            Some("10.202.0.1/24"),
+        );
+        for isp in [&isp1, &isp2] {
+            must(&format!("ip -n {isp} addr add {FAR}/32 dev lo"));
+        }
+        must(&format!(
+            "ip -n {} route add default via 10.201.0.1",
+            self.host
+        ));
+        (isp1, isp2)
     }
 
     /// The fake host's `nic1` (10.70.0.2/24), a veth standing in for a NIC,
@@ -362,6 +410,49 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Kill `plumb args` (an add) at each of its failpoints in turn, each
+    /// time recovering with `plumb gc`; `listed` says how many of what it
+    /// adds plumb lists, `none_left` checks the kernel holds nothing of it,
+    /// and `remove` (plumb's arguments) takes a finished one away. A kill
+    /// leaves all of it or none; all only after the last commit, when the
+    /// add was done. The store is made before, its making not the add's.
+    pub fn kill_add_at_every_failpoint(
+        &self,
+        args: &[&str],
+        remove: &[&str],
+        listed: impl Fn() -> usize,
+        none_left: impl Fn(usize),
+    ) {
+        self.ok(&["ls"]);
+        let trace = self.state.path().join("failpoints");
+        let out = self
+            .command(args)
+            .env("PLUMB_FAILPOINT_TRACE", &trace)
+            .output()
+            .expect("run plumb");
+        assert!(out.status.success(), "{args:?}");
+        let points = std::fs::read_to_string(&trace).unwrap().lines().count();
+        assert!(points >= 3, "a commit, the kernel, a commit: {points}");
+        self.ok(remove);
+        for n in 1..=points {
+            let out = self
+                .command(args)
+                .env("PLUMB_FAILPOINT", n.to_string())
+                .output()
+                .expect("run plumb");
+            assert!(!out.status.success(), "killed at failpoint {n}");
+            self.ok(&["gc"]);
+            match listed() {
+                0 => none_left(n),
+                1 => {
+                    assert_eq!(n, points, "only a kill after the last commit leaves it");
+                    self.ok(remove);
+                }
+                more => panic!("{more} listed after a kill at failpoint {n}"),
+            }
+        }
+    }
+
     /// Run plumb, insist that it fails with exit code 1; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.plumb(args);
@@ -534,9 +625,14 @@ impl Drop for Lab {
     }
 }
 
-/// Open a namespace file and run `f` on a thread inside it.
+/// Run `f` on a thread inside namespace `ns`: a name under /run/netns, or
+/// a namespace file's path (`/proc/PID/ns/net` of a container).
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+    let path = match ns.starts_with('/') {
+        true => ns.to_string(),
+        false => format!("/run/netns/{ns}"),
+    };
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -564,7 +660,8 @@ pub fn peer_echo_server(
     (handle, port)
 }
 
-/// Connect from inside `ns` to `addr` and return what the server said.
+/// Connect from inside `ns` (as [`in_netns`] takes it) to `addr` and
+/// return what the server said.
 pub fn tcp_say(ns: &str, addr: &str) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().expect("socket address");
     in_netns(ns, || {
