@@ -314,6 +314,18 @@ fn uplinks_of(engine: &Engine, container: &str) -> Result<Vec<crate::policy::egr
 
 pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
     let atts = engine.attachments()?;
+    // A macvlan or ipvlan container has no interface on the host: its
+    // record's host name (HostIfName in JSON) is only plumb's key for it.
+    let no_host_end: std::collections::HashSet<String> = engine
+        .networks()?
+        .into_iter()
+        .map(|n| n.network)
+        .filter(|n| {
+            let d = crate::driver::kinds::of(&n.kind);
+            !d.has_host_port() && d.device().is_none()
+        })
+        .map(|n| n.name)
+        .collect();
     if args.json {
         let list: Vec<serde_json::Value> =
             atts.iter().map(|a| report::listed(&a.attachment)).collect();
@@ -336,7 +348,10 @@ pub fn ls(engine: &Engine, args: LsArgs) -> Result<()> {
             a.shown_target(),
             a.network,
             a.ifname,
-            a.host_ifname,
+            match no_host_end.contains(&a.network) {
+                true => "-",
+                false => a.host_ifname.as_str(),
+            },
             a.mac.to_string(),
             addrs.join(",")
         );

@@ -44,7 +44,7 @@ const EXIT_CODES: &str = "Exit status:
 #[derive(Parser, Debug)]
 #[command(
     name = "plumb",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PLUMB_COMMIT"), ")"),
     about = "Attach network namespaces and containers to real networks",
     max_term_width = 100,
     after_help = EXIT_CODES

@@ -200,12 +200,11 @@ pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: NetworkCommand) -> Result<
         NetworkCommand::Create(args) => {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
             let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();
-            outln!(
-                "network {} created: {}, {}",
-                net.name,
-                describe(&net.kind),
-                subnets.join(", ")
-            );
+            let mut line = format!("network {} created: {}", net.name, describe(&net.kind));
+            if !subnets.is_empty() {
+                line = format!("{line}, {}", subnets.join(", "));
+            }
+            outln!("{line}");
         }
         NetworkCommand::Ls { json } => {
             let nets = engine.networks()?;
