@@ -26,6 +26,8 @@ fn main() {
         init_logging();
         std::process::exit(plumb::cni::main());
     }
+    // The shell asking what to complete (COMPLETE=bash plumb …).
+    plumb::cli::complete::answer_the_shell();
     let cli = Cli::parse();
     init_logging();
     // Checked as any target is (`..`, `/` in a name): it is one.

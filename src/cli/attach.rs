@@ -1,6 +1,7 @@
 use clap::Args;
+use clap_complete::engine::ArgValueCandidates;
 
-use super::{join_routes, print_json};
+use super::{complete, join_routes, print_json};
 
 use crate::daemon::protocol::{Daemon, Request};
 use crate::daemon::release_now;
@@ -12,7 +13,9 @@ use crate::report;
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
+    #[arg(add = ArgValueCandidates::new(complete::targets))]
     pub target: String,
+    #[arg(add = ArgValueCandidates::new(complete::networks))]
     pub network: String,
     /// Interface name inside the target (default: first free ethN).
     #[arg(long)]
@@ -67,12 +70,15 @@ pub struct AttachArgs {
 
 #[derive(Args, Debug)]
 pub struct DetachArgs {
+    #[arg(add = ArgValueCandidates::new(complete::targets))]
     pub target: String,
+    #[arg(add = ArgValueCandidates::new(complete::networks))]
     pub network: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    #[arg(add = ArgValueCandidates::new(complete::targets))]
     pub target: String,
 }
 

@@ -1,4 +1,5 @@
 use clap::Subcommand;
+use clap_complete::engine::ArgValueCandidates;
 
 use super::print_json;
 use crate::daemon::protocol::Daemon;
@@ -35,7 +36,10 @@ pub enum EgressCommand {
         json: bool,
     },
     /// Remove an egress rule, by ID or source.
-    Rm { rule: String },
+    Rm {
+        #[arg(add = ArgValueCandidates::new(super::complete::egress_rules))]
+        rule: String,
+    },
 }
 
 pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: EgressCommand) -> Result<()> {

@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod attach;
+pub mod complete;
 mod daemon;
 mod doctor;
 mod egress;
@@ -108,6 +109,9 @@ pub enum Command {
     Gc,
     /// How plumb stands beside iptables, Docker and the daemon, as JSON.
     Doctor,
+    /// Write the man pages (plumb(8), plumb-network(8), …) into DIR.
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -128,6 +132,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gc => daemon::gc(&mut open()?, &plumbd),
         Command::Restore => daemon::restore(&mut open()?, &plumbd),
         Command::Doctor => doctor::run(&open()?, &plumbd),
+        Command::ManPages { dir } => {
+            for page in complete::write_man_pages(&dir)? {
+                outln!("{}", page.display());
+            }
+            Ok(())
+        }
         Command::Inspect(args) => attach::inspect(&open()?, args.0),
         Command::Ls(args) => attach::ls(&open()?, args.0),
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 
 use super::{join_routes, print_json};
 use crate::daemon::protocol::{Daemon, Request};
@@ -19,9 +20,13 @@ pub enum NetworkCommand {
         json: bool,
     },
     /// Show a network as JSON.
-    Inspect { name: String },
+    Inspect {
+        #[arg(add = ArgValueCandidates::new(super::complete::networks))]
+        name: String,
+    },
     /// Remove a network (refused while attachments exist, unless --force).
     Rm {
+        #[arg(add = ArgValueCandidates::new(super::complete::networks))]
         name: String,
         #[arg(long)]
         force: bool,

@@ -1,4 +1,5 @@
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use serde_json::json;
 
 use super::print_json;
@@ -24,7 +25,7 @@ pub enum PolicyCommand {
     },
     /// Remove rules by id (all or none).
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(super::complete::policies))]
         ids: Vec<i64>,
     },
 }

@@ -1,4 +1,5 @@
 use clap::Subcommand;
+use clap_complete::engine::ArgValueCandidates;
 
 use super::print_json;
 use crate::driver::host_shim::{self, Shim};
@@ -32,7 +33,10 @@ pub enum ShimCommand {
         json: bool,
     },
     /// Remove a shim, by ID, interface name or address.
-    Rm { shim: String },
+    Rm {
+        #[arg(add = ArgValueCandidates::new(super::complete::shims))]
+        shim: String,
+    },
 }
 
 pub fn run(engine: &mut Engine, cmd: ShimCommand) -> Result<()> {
