@@ -14,9 +14,15 @@ use super::Cli;
 use crate::error::{Error, Result};
 use crate::store::DEFAULT_STATE_DIR;
 
-/// Answer the shell, when it asks (COMPLETE is set), and exit.
+/// Answer the shell, when it asks (COMPLETE is set), and exit. The script
+/// `COMPLETE=bash plumb` prints names this binary to ask; an installer
+/// names the installed one with PLUMB_COMPLETER.
 pub fn answer_the_shell() {
-    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
+    let mut env = clap_complete::CompleteEnv::with_factory(Cli::command);
+    if let Ok(path) = std::env::var("PLUMB_COMPLETER") {
+        env = env.completer(path);
+    }
+    env.complete();
 }
 
 fn state_dir() -> PathBuf {
