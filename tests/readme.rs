@@ -1,0 +1,173 @@
+//! README.md's `console` blocks, run as a user pasting them would: in
+//! order, in one shell, as root. The shell runs in namespaces of its own
+//! (network, and mount with fresh /run/netns, /run/plumb and /tmp), so the
+//! names the README uses are this run's alone and whatever a failure leaves
+//! goes with them. Each command must exit 0, and its output must show the
+//! lines the README shows after it, in order (`…` stands for anything).
+//! Blocks that use plumb without saying where get a scratch host and
+//! state directory, as the tour sets up for itself.
+
+use std::path::Path;
+use std::process::Command;
+
+/// One `# COMMAND` of a console block and the lines shown after it.
+#[derive(Debug)]
+struct Step {
+    command: String,
+    expected: Vec<String>,
+}
+
+/// Every console block's steps, in the README's order; a block starts with
+/// a marker step (None) so that defaults are set again before it.
+fn steps(readme: &str) -> Vec<Option<Step>> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in readme.lines() {
+        if !in_block {
+            in_block = line.trim_end() == "```console";
+            if in_block {
+                out.push(None);
+            }
+            continue;
+        }
+        if line.starts_with("```") {
+            in_block = false;
+        } else if let Some(cmd) = line.strip_prefix("# ") {
+            out.push(Some(Step {
+                command: cmd.to_string(),
+                expected: Vec::new(),
+            }));
+        } else if let Some(Some(step)) = out.last_mut() {
+            step.expected.push(line.trim_end().to_string());
+        }
+    }
+    out
+}
+
+/// Whether `line` has the shape `pattern` shows (`…` matching anything).
+fn shaped(pattern: &str, line: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let mut rest = line;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part) && rest.len() >= part.len();
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+const DEFAULTS: &str = r#": "${PLUMB_HOST_NETNS:=readme-host}" "${PLUMB_STATE_DIR:=/tmp/readme-state}"
+export PLUMB_HOST_NETNS PLUMB_STATE_DIR
+ip netns list | grep -qx readme-host || ip netns add readme-host
+"#;
+
+#[test]
+fn every_console_block_of_the_readme_does_what_it_shows() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let steps = steps(&readme);
+    let commands = steps.iter().flatten().count();
+    assert!(
+        commands >= 40,
+        "the tour and the examples: {commands} commands"
+    );
+
+    // Outside /tmp, which the shell gets a fresh one of.
+    let work =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("bin")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plumb"), work.join("bin/plumb")).unwrap();
+    let mut script = String::from("exec 2>&1\n");
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            None => script.push_str(DEFAULTS),
+            Some(s) => script.push_str(&format!(
+                "printf '\\n@@step {i}\\n'\n{}\nprintf '\\n@@exit {i} %d\\n' $?\n",
+                s.command
+            )),
+        }
+    }
+    std::fs::write(work.join("readme.sh"), &script).unwrap();
+    for dir in ["/run/netns", "/run/plumb"] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "bash", "-c"])
+        .arg(format!(
+            "mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/plumb && \
+             mount -t tmpfs tmpfs /tmp && ip link set lo up && PATH={}:$PATH bash {}",
+            work.join("bin").display(),
+            work.join("readme.sh").display()
+        ))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step else { continue };
+        let start = format!("@@step {i}\n");
+        let from = text
+            .find(&start)
+            .unwrap_or_else(|| panic!("`{}` never ran:\n{text}", step.command))
+            + start.len();
+        let end = text[from..]
+            .find(&format!("@@exit {i} "))
+            .unwrap_or_else(|| panic!("`{}` did not finish:\n{}", step.command, &text[from..]))
+            + from;
+        let output: Vec<&str> = text[from..end].lines().map(str::trim_end).collect();
+        let status = text[end..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .rsplit(' ')
+            .next()
+            .unwrap_or("");
+        assert_eq!(
+            status,
+            "0",
+            "`{}` failed: {}",
+            step.command,
+            output.join("\n")
+        );
+        let mut lines = output.iter();
+        for want in &step.expected {
+            assert!(
+                lines.any(|l| shaped(want, l)),
+                "`{}` should show `{want}` (in order); it showed:\n{}",
+                step.command,
+                output.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn shapes_match_with_the_ellipsis_standing_for_anything() {
+    assert!(shaped(
+        "web eth0 … 10.88.0.2/24",
+        "web eth0 02:58:53:d3:2d:62 10.88.0.2/24"
+    ));
+    assert!(!shaped(
+        "web eth0 … 10.88.0.2/24",
+        "web eth0 02:58 10.88.0.3/24"
+    ));
+    assert!(shaped("…", "anything"));
+    assert!(shaped("no answer", "no answer"));
+    assert!(!shaped("no answer", "no answers"));
+    assert!(shaped(
+        "1 packets transmitted, 1 received, 0% packet loss, time …",
+        "1 packets transmitted, 1 received, 0% packet loss, time 0ms"
+    ));
+}
