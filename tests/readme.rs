@@ -5,7 +5,8 @@
 //! goes with them. Each command must exit 0, and its output must show the
 //! lines the README shows after it, in order (`…` stands for anything).
 //! Blocks that use plumb without saying where get a scratch host and
-//! state directory, as the tour sets up for itself.
+//! state directory, as the tour sets up for itself, with the NICs and
+//! namespaces the LAN drivers' examples name ([`DEFAULTS`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -17,19 +18,22 @@ struct Step {
     expected: Vec<String>,
 }
 
-/// Every console block's steps, in the README's order; a block starts with
-/// a marker step (None) so that defaults are set again before it.
+/// Every console block's steps, in the README's order. The tour makes its
+/// own host and leaves none (`unset PLUMB_HOST_NETNS`); each block after it
+/// starts with a marker step (None) that sets [`DEFAULTS`] up.
 fn steps(readme: &str) -> Vec<Option<Step>> {
     let mut out = Vec::new();
     let mut in_block = false;
+    let mut after_tour = false;
     for line in readme.lines() {
         if !in_block {
             in_block = line.trim_end() == "```console";
-            if in_block {
+            if in_block && after_tour {
                 out.push(None);
             }
             continue;
         }
+        after_tour |= line.contains("unset PLUMB_HOST_NETNS");
         if line.starts_with("```") {
             in_block = false;
         } else if let Some(cmd) = line.strip_prefix("# ") {
@@ -66,9 +70,25 @@ fn shaped(pattern: &str, line: &str) -> bool {
     rest.is_empty()
 }
 
+/// What the blocks after the tour take as given: a scratch host whose
+/// `eth1` and `eth2` (holding 192.168.1.2) are on a LAN with its router at
+/// 192.168.1.1, and the namespaces `web`, `router` and `app`.
 const DEFAULTS: &str = r#": "${PLUMB_HOST_NETNS:=readme-host}" "${PLUMB_STATE_DIR:=/tmp/readme-state}"
 export PLUMB_HOST_NETNS PLUMB_STATE_DIR
-ip netns list | grep -qx readme-host || ip netns add readme-host
+if ! ip netns list | grep -q '^readme-host'; then
+    ip netns add readme-host
+    ip netns add readme-lan
+    ip -n readme-lan link add br0 type bridge
+    ip -n readme-lan link set br0 up
+    ip -n readme-lan addr add 192.168.1.1/24 dev br0
+    for i in 1 2; do
+        ip link add eth$i netns readme-host type veth peer name p$i netns readme-lan
+        ip -n readme-lan link set p$i master br0 up
+        ip -n readme-host link set eth$i up
+    done
+    ip -n readme-host addr add 192.168.1.2/24 dev eth2
+    for n in web router app; do ip netns list | grep -q "^$n" || ip netns add $n; done
+fi
 "#;
 
 #[test]
