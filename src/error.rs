@@ -41,6 +41,8 @@ pub enum Error {
     Daemon { socket: String, reason: String },
     #[error("Docker ({socket}): {reason}")]
     Docker { socket: String, reason: String },
+    #[error("cluster store ({store}): {reason}")]
+    Cluster { store: String, reason: String },
 }
 
 impl Error {

@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md in the shared folder for the layers and data flow.
 
 pub mod cli;
+pub mod cluster;
 pub mod cni;
 pub mod daemon;
 pub mod dns;

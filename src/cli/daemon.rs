@@ -24,6 +24,113 @@ pub struct DaemonArgs {
     /// know to (its `nameserver` lines).
     #[arg(long, default_value = "/etc/resolv.conf", value_name = "FILE")]
     pub resolv_conf: std::path::PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// This host's name in the cluster (default: its host name).
+    #[arg(long, env = "PLUMB_CLUSTER_HOST", value_name = "NAME")]
+    pub cluster_host: Option<String>,
+    /// Where other hosts' tunnels reach this one (default: the address this
+    /// host reaches the cluster store from).
+    #[arg(long, env = "PLUMB_ADVERTISE_ADDRESS", value_name = "IP")]
+    pub advertise_address: Option<String>,
+    /// Seconds a host stays in the cluster after its daemon last spoke.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub cluster_ttl: u64,
+}
+
+/// Which cluster, where (the daemon and `plumb cluster`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Join hosts sharing networks through etcd: etcd://HOST:PORT[,HOST:PORT…].
+    #[arg(long, env = "PLUMB_CLUSTER_STORE", value_name = "URL")]
+    pub cluster_store: Option<String>,
+    /// The cluster's name in the store (several may share one etcd).
+    #[arg(
+        long,
+        env = "PLUMB_CLUSTER_NAME",
+        default_value = "default",
+        value_name = "NAME"
+    )]
+    pub cluster_name: String,
+}
+
+impl ClusterArgs {
+    pub fn store(&self) -> Result<Option<crate::cluster::ClusterStore>> {
+        self.cluster_store
+            .as_deref()
+            .map(|url| crate::cluster::ClusterStore::parse(url, &self.cluster_name))
+            .transpose()
+    }
+}
+
+/// What this daemon joins the cluster as, if it joins one.
+fn cluster_join(args: &DaemonArgs) -> Result<Option<daemon::ClusterJoin>> {
+    let Some(store) = args.cluster.store()? else {
+        for (field, given) in [
+            ("--cluster-host", args.cluster_host.is_some()),
+            ("--advertise-address", args.advertise_address.is_some()),
+        ] {
+            if given {
+                return Err(Error::invalid(field, "", "needs --cluster-store"));
+            }
+        }
+        return Ok(None);
+    };
+    if !(1..=3600).contains(&args.cluster_ttl) {
+        return Err(Error::invalid(
+            "--cluster-ttl",
+            args.cluster_ttl,
+            "must be 1 to 3600 seconds",
+        ));
+    }
+    let host = match &args.cluster_host {
+        Some(h) => h.clone(),
+        None => nix::unistd::gethostname()
+            .map_err(|e| Error::io("read the host name", e.into()))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    crate::model::validate_name("--cluster-host", &host)?;
+    let vtep = match &args.advertise_address {
+        Some(a) => crate::model::parse_ip("--advertise-address", a)?,
+        None => source_toward(&store)?,
+    };
+    Ok(Some(daemon::ClusterJoin {
+        store,
+        me: crate::cluster::Member {
+            host,
+            vtep,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        ttl: Duration::from_secs(args.cluster_ttl),
+    }))
+}
+
+/// The address this host reaches the store's first endpoint from (a
+/// connected UDP socket's: the routing decision, nothing sent).
+fn source_toward(store: &crate::cluster::ClusterStore) -> Result<std::net::IpAddr> {
+    let endpoint = store.endpoints[0].trim_start_matches("http://");
+    let target: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(endpoint)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Error::invalid("--cluster-store", endpoint, "cannot be resolved"))?;
+    let any = if target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = std::net::UdpSocket::bind(any).map_err(|e| Error::io("open a UDP socket", e))?;
+    socket
+        .connect(target)
+        .and_then(|()| socket.local_addr())
+        .map(|a| a.ip())
+        .map_err(|_| {
+            Error::invalid(
+                "--advertise-address",
+                "",
+                format!("no route to the cluster store {endpoint}: give the address to advertise"),
+            )
+        })
 }
 
 pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
@@ -48,6 +155,7 @@ pub fn run(state_dir: &Path, socket: &Path, args: DaemonArgs) -> Result<()> {
         socket: socket.to_path_buf(),
         acquire_timeout: Duration::from_secs(args.dhcp_timeout),
         reconcile_interval: Duration::from_secs(args.reconcile_interval),
+        cluster: cluster_join(&args)?,
         resolv_conf: args.resolv_conf,
     })
 }

@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod attach;
+mod cluster;
 pub mod complete;
 mod daemon;
 mod doctor;
@@ -94,6 +95,9 @@ pub enum Command {
     /// The host's way onto a macvlan LAN (a Docker macvlan network's).
     #[command(subcommand)]
     Shim(Lazy<shim::ShimCommand>),
+    /// Hosts sharing networks through etcd.
+    #[command(subcommand)]
+    Cluster(Lazy<cluster::ClusterCommand>),
     /// Bring a topology file up (idempotent).
     Up(Lazy<topology::TopologyArgs>),
     /// Take down what `up` made from a topology file.
@@ -143,6 +147,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Host(cmd) => host::run(&mut open()?, cmd.0),
         Command::Egress(cmd) => egress::run(&mut open()?, &plumbd, cmd.0),
         Command::Shim(cmd) => shim::run(&mut open()?, cmd.0),
+        Command::Cluster(cmd) => cluster::run(cmd.0),
         Command::Policy(cmd) => policy::run(&mut open()?, cmd.0),
         Command::Up(args) => topology::up(&mut open()?, args.0),
         Command::Down(args) => topology::down(&mut open()?, args.0),

@@ -13,6 +13,7 @@
 //! once no request has come for a moment, so a checkpoint's fsyncs never
 //! delay an attach in a burst.
 
+mod cluster;
 mod dns;
 mod docker;
 mod lease;
@@ -39,6 +40,7 @@ use crate::model::{Attachment, Ipam, LeaseState};
 use crate::policy::ports::Holds;
 use crate::report;
 use crate::store::WAL_CHECKPOINT_BYTES;
+pub use cluster::Join as ClusterJoin;
 pub use lease::release_now;
 use lease::{LeaseTask, Stop};
 use protocol::{Reply, Request, Scope};
@@ -54,6 +56,8 @@ pub struct Options {
     pub docker_plugin: Option<String>,
     /// The resolvers of the host, for names plumb's DNS does not know.
     pub resolv_conf: PathBuf,
+    /// The cluster this host joins, if any.
+    pub cluster: Option<cluster::Join>,
 }
 
 /// Idle engines kept open; more run at once when requests come together.
@@ -199,6 +203,13 @@ async fn serve(opts: Options) -> Result<()> {
         let ctx = ctx.clone();
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
+    let held = Arc::new(cluster::Held::default());
+    let membership = opts.cluster.clone().map(|join| {
+        let held = held.clone();
+        supervise::task("cluster", move || {
+            cluster::stay_joined(join.clone(), held.clone())
+        })
+    });
     let dns = {
         let (state_dir, resolv_conf) = (opts.state_dir.clone(), opts.resolv_conf.clone());
         supervise::task("dns", move || {
@@ -262,6 +273,10 @@ async fn serve(opts: Options) -> Result<()> {
     // resumes renewing them.
     reconciler.abort();
     dns.abort();
+    if let (Some(task), Some(join)) = (membership, &opts.cluster) {
+        task.abort();
+        cluster::leave(&join.store, &held).await;
+    }
     if let Some(p) = docker_plugin {
         p.abort();
     }

@@ -1,0 +1,245 @@
+//! Hosts that share networks, in an etcd cluster (`--cluster-store
+//! etcd://HOST:PORT[,…]`): each host's daemon registers it under
+//! `/plumb/CLUSTER/hosts/NAME`, bound to an etcd lease it keeps alive, with
+//! the address its overlay tunnels end at (its VTEP). A host whose daemon
+//! dies leaves by itself when its lease expires (a few seconds); one that
+//! stops leaves at once (the lease is revoked). Nothing here is plumb's own
+//! consensus: two hosts never take one name because the registration is an
+//! etcd transaction.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How long a host stays registered after its daemon last spoke.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+/// Where the cluster lives and which one it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStore {
+    pub endpoints: Vec<String>,
+    pub name: String,
+}
+
+impl ClusterStore {
+    /// `etcd://HOST:PORT[,HOST:PORT…]`, for cluster `name`.
+    pub fn parse(url: &str, name: &str) -> Result<ClusterStore> {
+        let bad = |why: &str| Error::invalid("--cluster-store", url, why);
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| bad("a cluster store is etcd://HOST:PORT[,HOST:PORT…]"))?;
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .map(|e| e.trim().trim_end_matches('/'))
+            .map(|e| {
+                let (host, port) = e
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("each endpoint is HOST:PORT"))?;
+                if host.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(bad("each endpoint is HOST:PORT"));
+                }
+                Ok(format!("http://{e}"))
+            })
+            .collect::<Result<_>>()?;
+        crate::model::validate_name("--cluster-name", name)?;
+        Ok(ClusterStore {
+            endpoints,
+            name: name.to_string(),
+        })
+    }
+
+    fn prefix(&self) -> String {
+        format!("/plumb/{}/", self.name)
+    }
+
+    fn hosts_prefix(&self) -> String {
+        format!("{}hosts/", self.prefix())
+    }
+
+    fn host_key(&self, host: &str) -> String {
+        format!("{}{host}", self.hosts_prefix())
+    }
+
+    fn error(&self, what: &str, e: etcd_client::Error) -> Error {
+        Error::Cluster {
+            store: self.endpoints.join(","),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    /// A connection; fails fast when no member answers.
+    pub async fn connect(&self) -> Result<Client> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5));
+        Client::connect(&self.endpoints, Some(options))
+            .await
+            .map_err(|e| self.error("connect", e))
+    }
+
+    /// Every registered host.
+    pub async fn members(&self, client: &mut Client) -> Result<Vec<Member>> {
+        let resp = client
+            .get(self.hosts_prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.error("list hosts", e))?;
+        let mut members: Vec<Member> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
+        members.sort_by(|a: &Member, b| a.host.cmp(&b.host));
+        Ok(members)
+    }
+
+    /// Register `me` under a lease of `ttl`. The name may be held by this
+    /// host's previous daemon (same address): it is taken over. Held by
+    /// another address, it is refused.
+    pub async fn join(&self, client: &mut Client, me: &Member, ttl: Duration) -> Result<i64> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = client
+            .lease_grant(seconds, None)
+            .await
+            .map_err(|e| self.error("grant a lease", e))?
+            .id();
+        let key = self.host_key(&me.host);
+        let value = serde_json::to_vec(me).expect("a member serializes");
+        let put = TxnOp::put(
+            key.clone(),
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        let created = client
+            .txn(
+                Txn::new()
+                    .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([put.clone()]),
+            )
+            .await
+            .map_err(|e| self.error("register", e))?;
+        if created.succeeded() {
+            return Ok(lease);
+        }
+        let held = client
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| self.error("read a registration", e))?;
+        let Some(kv) = held.kvs().first() else {
+            // Gone meanwhile: try once more.
+            let _ = client.lease_revoke(lease).await;
+            return Box::pin(self.join(client, me, ttl)).await;
+        };
+        let previous: Option<Member> = serde_json::from_slice(kv.value()).ok();
+        if previous.as_ref().map(|p| p.vtep) != Some(me.vtep) {
+            let _ = client.lease_revoke(lease).await;
+            return Err(Error::Conflict(format!(
+                "host name `{}` is registered in cluster `{}` by another host ({}); give this one another with --cluster-host",
+                me.host,
+                self.name,
+                previous.map_or_else(|| "unreadable".to_string(), |p| p.vtep.to_string())
+            )));
+        }
+        // Our own previous registration: taken over, as it was.
+        let taken = client
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then([put]),
+            )
+            .await
+            .map_err(|e| self.error("register", e))?;
+        if !taken.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            return Err(Error::Conflict(format!(
+                "the registration of `{}` changed while taking it over; try again",
+                me.host
+            )));
+        }
+        Ok(lease)
+    }
+
+    /// Leave at once.
+    pub async fn leave(&self, client: &mut Client, lease: i64) -> Result<()> {
+        client
+            .lease_revoke(lease)
+            .await
+            .map(drop)
+            .map_err(|e| self.error("leave", e))
+    }
+
+    /// Keep `lease` alive until it cannot be (the store is away, or the
+    /// lease expired meanwhile): returns why.
+    pub async fn keep_alive(&self, client: &mut Client, lease: i64, ttl: Duration) -> Error {
+        let (mut keeper, mut stream) = match client.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(e) => return self.error("keep the registration alive", e),
+        };
+        let every = (ttl / 3).max(Duration::from_millis(300));
+        loop {
+            if let Err(e) = keeper.keep_alive().await {
+                return self.error("keep the registration alive", e);
+            }
+            match tokio::time::timeout(ttl, stream.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                Ok(Ok(Some(_))) => {
+                    return Error::Conflict(
+                        "the cluster forgot this host (its lease expired)".into(),
+                    );
+                }
+                Ok(Ok(None)) => {
+                    return Error::Conflict("the cluster closed the keep-alive stream".into());
+                }
+                Ok(Err(e)) => return self.error("keep the registration alive", e),
+                Err(_) => {
+                    return Error::Conflict(
+                        "the cluster did not answer a keep-alive in time".into(),
+                    );
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// A host of the cluster, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub host: String,
+    /// Where overlay tunnels to it end.
+    pub vtep: IpAddr,
+    /// plumb's version on it.
+    pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_etcd_endpoints_and_a_cluster_name() {
+        let s = ClusterStore::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/", "prod").unwrap();
+        assert_eq!(
+            s.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(s.host_key("a"), "/plumb/prod/hosts/a");
+        for bad in [
+            "10.0.0.1:2379",
+            "etcd://10.0.0.1",
+            "etcd://:2379",
+            "consul://x:1",
+        ] {
+            let e = ClusterStore::parse(bad, "prod").unwrap_err().to_string();
+            assert!(e.contains("--cluster-store"), "{bad}: {e}");
+        }
+        assert!(ClusterStore::parse("etcd://h:1", "a/b").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Hosts joining a cluster through a real etcd (3.4, Debian's): two fake
+//! hosts on an underlay switch, each with its own daemon and state, etcd in
+//! a namespace of its own. A host is a member while its daemon runs; one
+//! killed leaves when its lease expires, one stopped leaves at once; a name
+//! another host holds is refused; a store that comes later is joined then.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{Bg, Lab, must, wait_until};
+use serde_json::Value;
+
+const STORE: &str = "etcd://10.250.0.10:2379";
+
+/// The underlay: switch `under` (bridge br0), the lab's host at
+/// 10.250.0.1, a second host at 10.250.0.2, etcd's namespace at .10.
+struct Underlay {
+    host2: String,
+    etcd_ns: String,
+}
+
+fn underlay(lab: &Lab) -> Underlay {
+    let switch = lab.netns("under");
+    must(&format!(
+        "ip -n {switch} link add br0 type bridge && ip -n {switch} link set br0 up"
+    ));
+    let host2 = lab.netns("host2");
+    let etcd_ns = lab.netns("etcd");
+    for (ns, addr, port) in [
+        (lab.host.as_str(), "10.250.0.1/24", "p1"),
+        (host2.as_str(), "10.250.0.2/24", "p2"),
+        (etcd_ns.as_str(), "10.250.0.10/24", "p10"),
+    ] {
+        lab.wire(ns, "under0", Some(addr), &switch, port, None);
+        must(&format!("ip -n {switch} link set {port} master br0"));
+    }
+    Underlay { host2, etcd_ns }
+}
+
+fn etcd(lab: &Lab, ns: &str) -> Bg {
+    let data = lab.state.path().join("etcd-data");
+    let bg = lab.spawn_in(
+        ns,
+        &format!(
+            "etcd --name e1 --data-dir {} --listen-client-urls http://10.250.0.10:2379 \
+             --advertise-client-urls http://10.250.0.10:2379 \
+             --listen-peer-urls http://127.0.0.1:2380 \
+             --initial-advertise-peer-urls http://127.0.0.1:2380 \
+             --initial-cluster e1=http://127.0.0.1:2380",
+            data.display()
+        ),
+        "etcd.log",
+    );
+    wait_until("etcd to listen", 20, || {
+        String::from_utf8_lossy(&lab.exec(ns, "ss -ltn").stdout).contains("10.250.0.10:2379")
+    });
+    bg
+}
+
+/// `plumb cluster members --json`, from the lab's host: (host, vtep).
+fn members(lab: &Lab) -> Vec<(String, String)> {
+    let out = lab.plumb(&["cluster", "members", "--cluster-store", STORE, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["host"].as_str().unwrap_or_default().to_string(),
+                m["vtep"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pair(host: &str, vtep: &str) -> (String, String) {
+    (host.to_string(), vtep.to_string())
+}
+
+/// A daemon killed when dropped (a failing test leaves none running).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A daemon for host `ns` with a state directory of its own, in the cluster
+/// as `name`.
+fn member_daemon(lab: &Lab, ns: &str, name: &str, log: &str) -> Daemon {
+    let state = lab.state.path().join(format!("state-{log}"));
+    let log = std::fs::File::create(lab.state.path().join(format!("{log}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
+        .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
+        .args(["daemon", "--docker-plugin", "none", "--cluster-ttl", "2"])
+        .args(["--cluster-store", STORE, "--cluster-host", name])
+        .env("PLUMB_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Daemon)
+        .expect("start a daemon")
+}
+
+fn log_of(lab: &Lab, log: &str) -> String {
+    std::fs::read_to_string(lab.state.path().join(format!("{log}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn hosts_are_members_while_their_daemons_run() {
+    let lab = Lab::new("cls");
+    let u = underlay(&lab);
+    // The store comes after the first daemon: it joins once it can.
+    let mut d1 = member_daemon(&lab, &lab.host, "h1", "d1");
+    let _etcd = etcd(&lab, &u.etcd_ns);
+    let d2 = member_daemon(&lab, &u.host2, "h2", "d2");
+    // Each advertises the address it reaches the store from.
+    wait_until("both hosts to join", 15, || {
+        members(&lab) == [pair("h1", "10.250.0.1"), pair("h2", "10.250.0.2")]
+    });
+    assert!(
+        log_of(&lab, "d1").contains("joined the cluster"),
+        "{}",
+        log_of(&lab, "d1")
+    );
+
+    // Another host may not take h1's name.
+    let thief = member_daemon(&lab, &u.host2, "h1", "thief");
+    wait_until("the thief to be refused", 15, || {
+        log_of(&lab, "thief").contains("is registered in cluster `default` by another host")
+    });
+    drop(thief);
+    assert_eq!(
+        members(&lab),
+        [pair("h1", "10.250.0.1"), pair("h2", "10.250.0.2")]
+    );
+
+    // Killed: gone when its lease (2 s) expires.
+    drop(d2);
+    wait_until("h2's lease to expire", 10, || {
+        members(&lab) == [pair("h1", "10.250.0.1")]
+    });
+    // Back: a member again.
+    let _d2 = member_daemon(&lab, &u.host2, "h2", "d2b");
+    wait_until("h2 to join again", 15, || members(&lab).len() == 2);
+
+    // Stopped: gone at once (before any lease could expire).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d1.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    d1.0.wait().unwrap();
+    assert_eq!(
+        members(&lab),
+        [pair("h2", "10.250.0.2")],
+        "{}",
+        log_of(&lab, "d1")
+    );
+    assert!(log_of(&lab, "d1").contains("left the cluster"));
+}
+
+#[test]
+fn a_bad_store_is_refused_by_name() {
+    let lab = Lab::new("clb");
+    for (args, field) in [
+        (vec!["--cluster-store", "consul://x:1"], "--cluster-store"),
+        (
+            vec!["--cluster-store", "etcd://10.0.0.1"],
+            "--cluster-store",
+        ),
+        (vec!["--cluster-host", "h1"], "--cluster-host"),
+        (
+            vec!["--cluster-store", STORE, "--cluster-ttl", "0"],
+            "--cluster-ttl",
+        ),
+    ] {
+        let mut all = vec!["daemon", "--docker-plugin", "none"];
+        all.extend(args);
+        let err = lab.fails(&all);
+        assert!(err.contains(field), "{err}");
+    }
+    let err = lab.fails(&["cluster", "members"]);
+    assert!(err.contains("--cluster-store"), "{err}");
+}
