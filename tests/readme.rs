@@ -102,12 +102,10 @@ fn every_console_block_of_the_readme_does_what_it_shows() {
         "the tour and the examples: {commands} commands"
     );
 
-    // Outside /tmp, which the shell gets a fresh one of.
     let work =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("readme-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(work.join("bin")).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_plumb"), work.join("bin/plumb")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
     let mut script = String::from("exec 2>&1\n");
     for (i, step) in steps.iter().enumerate() {
         match step {
@@ -124,16 +122,25 @@ fn every_console_block_of_the_readme_does_what_it_shows() {
     }
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "bash", "-c"])
+        // plumb and the script move into the private /run/plumb before a
+        // fresh /tmp hides where they were (the work directory may be under
+        // /tmp: a clone there).
         .arg(format!(
             "mount -t tmpfs tmpfs /run/netns && mount -t tmpfs tmpfs /run/plumb && \
-             mount -t tmpfs tmpfs /tmp && ip link set lo up && PATH={}:$PATH bash {}",
-            work.join("bin").display(),
-            work.join("readme.sh").display()
+             cp {bin} {script} /run/plumb/ && mount -t tmpfs tmpfs /tmp && \
+             ip link set lo up && PATH=/run/plumb:$PATH bash /run/plumb/readme.sh",
+            bin = env!("CARGO_BIN_EXE_plumb"),
+            script = work.join("readme.sh").display()
         ))
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&work);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("@@step"),
+        "the README's shell did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     for (i, step) in steps.iter().enumerate() {
         let Some(step) = step else { continue };
