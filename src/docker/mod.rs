@@ -249,35 +249,34 @@ impl Client {
             })
     }
 
-    /// The name of Docker network `id`; None while Docker does not know it
-    /// (its create is still under way).
-    pub async fn network_name(&self, id: &str) -> Result<Option<String>> {
+    /// Docker network `id_or_name`, if Docker knows it.
+    async fn network(&self, id_or_name: &str) -> Result<Option<bollard::models::NetworkInspect>> {
         match self
             .docker
-            .inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .inspect_network(
+                id_or_name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
             .await
         {
-            Ok(n) => Ok(n.name),
+            Ok(n) => Ok(Some(n)),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(self.error(format!("inspect network {id}: {e}"))),
+            Err(e) => Err(self.error(format!("inspect network {id_or_name}: {e}"))),
         }
+    }
+
+    /// The name of Docker network `id`; None while Docker does not know it
+    /// (its create is still under way).
+    pub async fn network_name(&self, id: &str) -> Result<Option<String>> {
+        Ok(self.network(id).await?.and_then(|n| n.name))
     }
 
     /// What an egress rule's source stands for now: a container's
     /// addresses while it runs (none while it does not), a network's
     /// subnets; None when Docker knows no such container or network.
     pub async fn egress_sources(&self, source: &Source) -> Result<Option<Vec<IpNet>>> {
-        let not_found = |e: &bollard::errors::Error| {
-            matches!(
-                e,
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404,
-                    ..
-                }
-            )
-        };
         match source {
             Source::Cidr(net) => Ok(Some(vec![*net])),
             Source::Container(name) => {
@@ -287,7 +286,10 @@ impl Client {
                     .await
                 {
                     Ok(c) => c,
-                    Err(e) if not_found(&e) => return Ok(None),
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(None),
                     Err(e) => return Err(self.error(format!("inspect {name}: {e}"))),
                 };
                 let running = c.state.as_ref().is_some_and(|s| s.running == Some(true));
@@ -308,50 +310,20 @@ impl Client {
                 addrs.dedup();
                 Ok(Some(addrs))
             }
-            Source::DockerNetwork(name) => {
-                let n = match self
-                    .docker
-                    .inspect_network(
-                        name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) if not_found(&e) => return Ok(None),
-                    Err(e) => return Err(self.error(format!("inspect network {name}: {e}"))),
-                };
-                let mut subnets: Vec<IpNet> = n
-                    .ipam
-                    .and_then(|i| i.config)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|c| c.subnet?.parse::<IpNet>().ok())
-                    .map(|s| s.trunc())
-                    .collect();
+            Source::DockerNetwork(name) => Ok(self.lan_network(name).await?.map(|n| {
+                let mut subnets: Vec<IpNet> = n.subnets.iter().map(|s| s.subnet).collect();
                 subnets.sort();
                 subnets.dedup();
-                Ok(Some(subnets))
-            }
+                subnets
+            })),
         }
     }
 
     /// Docker network `name`'s driver, `parent` option and subnets; None
     /// when there is no such network.
     pub async fn lan_network(&self, name: &str) -> Result<Option<LanNetwork>> {
-        let n = match self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(n) => n,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(e) => return Err(self.error(format!("inspect network {name}: {e}"))),
+        let Some(n) = self.network(name).await? else {
+            return Ok(None);
         };
         let parse_ip = |s: Option<String>| s.and_then(|s| s.parse::<std::net::IpAddr>().ok());
         let subnets = n
