@@ -14,6 +14,7 @@ use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOpt
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::NetworkSpec;
 
 /// How long a host stays registered after its daemon last spoke.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
@@ -207,6 +208,164 @@ impl ClusterStore {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+impl ClusterStore {
+    fn networks_prefix(&self) -> String {
+        format!("{}networks/", self.prefix())
+    }
+
+    fn endpoints_prefix(&self) -> String {
+        format!("{}endpoints/", self.prefix())
+    }
+
+    /// Define cluster network `spec` (its `vtep` is each host's): once, with
+    /// its VNI taken in the same transaction. The same definition again is
+    /// no change; another under the name or the VNI is refused.
+    pub async fn define(&self, client: &mut Client, spec: &NetworkSpec) -> Result<()> {
+        let vni = spec.vni.unwrap_or_default();
+        let key = format!("{}{}", self.networks_prefix(), spec.name);
+        let vni_key = format!("{}vnis/{vni}", self.prefix());
+        let value = serde_json::to_vec(spec).expect("a spec serializes");
+        let made = client
+            .txn(
+                Txn::new()
+                    .when([
+                        Compare::version(key.clone(), CompareOp::Equal, 0),
+                        Compare::version(vni_key.clone(), CompareOp::Equal, 0),
+                    ])
+                    .and_then([
+                        TxnOp::put(key.clone(), value, None),
+                        TxnOp::put(vni_key.clone(), spec.name.clone(), None),
+                    ]),
+            )
+            .await
+            .map_err(|e| self.error("define the network", e))?;
+        if made.succeeded() {
+            return Ok(());
+        }
+        if let Some(existing) = self.network(client, &spec.name).await? {
+            return match existing == *spec {
+                true => Ok(()),
+                false => Err(Error::invalid(
+                    "NAME",
+                    &spec.name,
+                    format!("cluster `{}` has another network of that name", self.name),
+                )),
+            };
+        }
+        let owner = client
+            .get(vni_key, None)
+            .await
+            .map_err(|e| self.error("read a VNI", e))?;
+        let owner = owner
+            .kvs()
+            .first()
+            .and_then(|kv| kv.value_str().ok().map(str::to_string))
+            .unwrap_or_default();
+        Err(Error::invalid(
+            "--vni",
+            vni,
+            format!("is network `{owner}`'s in cluster `{}`", self.name),
+        ))
+    }
+
+    async fn network(&self, client: &mut Client, name: &str) -> Result<Option<NetworkSpec>> {
+        let resp = client
+            .get(format!("{}{name}", self.networks_prefix()), None)
+            .await
+            .map_err(|e| self.error("read a network", e))?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
+    /// Every cluster network's definition.
+    pub async fn networks(&self, client: &mut Client) -> Result<Vec<NetworkSpec>> {
+        let resp = client
+            .get(
+                self.networks_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.error("list networks", e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    }
+
+    /// Every container of every host on the cluster's networks.
+    pub async fn endpoints(&self, client: &mut Client) -> Result<Vec<Endpoint>> {
+        let resp = client
+            .get(
+                self.endpoints_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.error("list endpoints", e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect())
+    }
+
+    fn endpoint_key(&self, e: &Endpoint) -> String {
+        format!(
+            "{}{}/{}/{}",
+            self.endpoints_prefix(),
+            e.network,
+            e.host,
+            e.mac
+        )
+    }
+
+    /// Record a container of this host, for as long as `lease` lives.
+    pub async fn publish(&self, client: &mut Client, e: &Endpoint, lease: i64) -> Result<()> {
+        let value = serde_json::to_vec(e).expect("an endpoint serializes");
+        client
+            .put(
+                self.endpoint_key(e),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map(drop)
+            .map_err(|err| self.error("publish an endpoint", err))
+    }
+
+    pub async fn withdraw(&self, client: &mut Client, e: &Endpoint) -> Result<()> {
+        client
+            .delete(self.endpoint_key(e), None)
+            .await
+            .map(drop)
+            .map_err(|err| self.error("withdraw an endpoint", err))
+    }
+
+    /// A stream that yields whenever anything of the cluster changes.
+    pub async fn watch(&self, client: &mut Client) -> Result<etcd_client::WatchStream> {
+        let (_watcher, stream) = client
+            .watch(
+                self.prefix(),
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.error("watch the cluster", e))?;
+        Ok(stream)
+    }
+}
+
+/// A container on a cluster network, as its host records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub host: String,
+    pub mac: crate::model::Mac,
+    pub addresses: Vec<IpAddr>,
+    pub vtep: IpAddr,
 }
 
 /// A host of the cluster, as registered.

@@ -21,6 +21,8 @@ pub enum DriverKind {
     Macvlan,
     Ipvlan,
     HostDevice,
+    /// A bridge network of a cluster, across hosts over VXLAN.
+    Vxlan,
 }
 
 impl FromStr for DriverKind {
@@ -31,10 +33,11 @@ impl FromStr for DriverKind {
             "macvlan" => Ok(DriverKind::Macvlan),
             "ipvlan" => Ok(DriverKind::Ipvlan),
             "host-device" => Ok(DriverKind::HostDevice),
+            "vxlan" => Ok(DriverKind::Vxlan),
             _ => Err(Error::invalid(
                 "--driver",
                 s,
-                "unknown driver (known: bridge, macvlan, ipvlan, host-device)",
+                "unknown driver (known: bridge, macvlan, ipvlan, host-device, vxlan)",
             )),
         }
     }
@@ -393,6 +396,14 @@ pub struct NetworkSpec {
     /// nat and routed).
     #[serde(default)]
     pub multicast_snooping: Option<bool>,
+    /// vxlan: the network's VXLAN network identifier, one per network of a
+    /// cluster.
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// vxlan: this host's tunnel end, which its daemon fills in when it
+    /// makes the cluster's network on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
 }
 
 fn default_driver() -> String {
@@ -462,6 +473,7 @@ pub enum NetworkKind {
 impl NetworkKind {
     pub fn driver_name(&self) -> &'static str {
         match self {
+            NetworkKind::Bridge(b) if b.overlay.is_some() => "vxlan",
             NetworkKind::Bridge(_) => "bridge",
             NetworkKind::Macvlan(_) => "macvlan",
             NetworkKind::Ipvlan(_) => "ipvlan",
@@ -490,6 +502,9 @@ pub struct BridgeOptions {
     /// As asked for; `None` is the mode's default (`multicast_snooping()`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast_snooping: Option<bool>,
+    /// A cluster network's overlay to the other hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<crate::driver::overlay::Overlay>,
 }
 
 impl BridgeOptions {
@@ -672,6 +687,7 @@ impl NetworkSpec {
             DriverKind::Macvlan => self.macvlan_kind(&subnets)?,
             DriverKind::Ipvlan => (self.ipvlan_kind()?, Vec::new()),
             DriverKind::HostDevice => (self.host_device_kind()?, Vec::new()),
+            DriverKind::Vxlan => self.vxlan_kind(&mut subnets, ipam)?,
         };
         let mut aux_addresses = BTreeMap::new();
         for (key, value) in &self.aux_address {
@@ -734,7 +750,11 @@ impl NetworkSpec {
             kind,
             subnets,
             aux_addresses,
-            mtu: self.mtu,
+            // A VXLAN frame is 50 bytes longer on the underlay.
+            mtu: self
+                .mtu
+                .or((driver == DriverKind::Vxlan)
+                    .then_some(1500 - crate::driver::overlay::OVERHEAD)),
             routes,
             host_addresses,
             ipam,
@@ -907,9 +927,12 @@ impl NetworkSpec {
     /// Options that belong to another driver, refused by name: one table
     /// says which drivers take each option.
     fn refuse_foreign_options(&self, driver: DriverKind) -> Result<()> {
-        use DriverKind::{Bridge, HostDevice, Ipvlan, Macvlan};
+        use DriverKind::{Bridge, HostDevice, Ipvlan, Macvlan, Vxlan};
         let vlan = self.vlan.map(|v| v.to_string());
-        let options: [(&str, Option<&str>, &[DriverKind]); 11] = [
+        let vni = self.vni.map(|v| v.to_string());
+        let options: [(&str, Option<&str>, &[DriverKind]); 13] = [
+            ("--vni", vni.as_deref(), &[Vxlan]),
+            ("vtep", self.vtep.as_deref(), &[Vxlan]),
             ("--bridge", self.bridge.as_deref(), &[Bridge]),
             ("--mode", self.mode.as_deref(), &[Bridge]),
             ("--uplink", self.uplink.as_deref(), &[Bridge]),
@@ -936,6 +959,53 @@ impl NetworkSpec {
             }
         }
         Ok(())
+    }
+
+    /// A cluster's network on this host: a nat bridge (every host its own
+    /// gateway) with the overlay to the others.
+    fn vxlan_kind(
+        &self,
+        subnets: &mut [SubnetSpec],
+        ipam: Ipam,
+    ) -> Result<(NetworkKind, Vec<IpNet>)> {
+        let vni = self.vni.ok_or_else(|| {
+            Error::invalid(
+                "--vni",
+                "",
+                "a vxlan network needs its VXLAN network identifier",
+            )
+        })?;
+        if !(1..=0xFF_FFFF).contains(&vni) {
+            return Err(Error::invalid("--vni", vni, "VNIs go from 1 to 16777215"));
+        }
+        if ipam == Ipam::Dhcp {
+            return Err(Error::invalid(
+                "--ipam",
+                "dhcp",
+                "a cluster network's addresses are the cluster's",
+            ));
+        }
+        let vtep = match &self.vtep {
+            Some(v) => parse_ip("vtep", v)?,
+            None => {
+                return Err(Error::invalid(
+                    "--driver",
+                    "vxlan",
+                    "a vxlan network is a cluster's: give --cluster-store, and each host's daemon makes it",
+                ));
+            }
+        };
+        let (kind, host_addresses) = self.bridge_kind(subnets)?;
+        let NetworkKind::Bridge(mut b) = kind else {
+            unreachable!("bridge_kind makes bridges")
+        };
+        b.overlay = Some(crate::driver::overlay::Overlay {
+            vni,
+            vtep,
+            port: crate::driver::overlay::VXLAN_PORT,
+            device: crate::names::overlay_device(&self.name),
+        });
+        Ok((NetworkKind::Bridge(b), host_addresses))
     }
 
     fn bridge_kind(&self, subnets: &mut [SubnetSpec]) -> Result<(NetworkKind, Vec<IpNet>)> {
@@ -1007,6 +1077,7 @@ impl NetworkSpec {
             bridge,
             uplink,
             multicast_snooping: self.multicast_snooping,
+            overlay: None,
         };
         Ok((NetworkKind::Bridge(options), host_addresses))
     }

@@ -53,6 +53,16 @@ pub fn shim_name(network: &str) -> String {
     }
 }
 
+/// A cluster network's VXLAN device: `vx-NAME` when it fits, else a hash.
+pub fn overlay_device(network: &str) -> String {
+    let candidate = format!("vx-{network}");
+    if candidate.len() <= 15 {
+        candidate
+    } else {
+        format!("vx-{}", &short_hash(&["overlay", network])[..10])
+    }
+}
+
 /// A `plumb shim`'s interface: `ph-` and 12 hex digits of its parent and
 /// address.
 pub fn host_shim_name(parent: &str, address: &std::net::IpAddr) -> String {

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{Bg, Lab, must, wait_until};
+use common::{Bg, Lab, must, wait_for, wait_until};
 use serde_json::Value;
 
 const STORE: &str = "etcd://10.250.0.10:2379";
@@ -186,4 +186,144 @@ fn a_bad_store_is_refused_by_name() {
     }
     let err = lab.fails(&["cluster", "members"]);
     assert!(err.contains("--cluster-store"), "{err}");
+}
+
+/// plumb as the daemon `log` of host `ns` sees its state.
+fn plumb_at(lab: &Lab, ns: &str, log: &str, args: &[&str]) -> std::process::Output {
+    let state = lab.state.path().join(format!("state-{log}"));
+    Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
+        .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
+    let lab = Lab::new("clo");
+    let u = underlay(&lab);
+    let _etcd = etcd(&lab, &u.etcd_ns);
+    let _d1 = member_daemon(&lab, &lab.host, "h1", "d1");
+    let d2 = member_daemon(&lab, &u.host2, "h2", "d2");
+    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+
+    let out = lab.ok(&[
+        "network",
+        "create",
+        "t1",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "4100",
+        "--subnet",
+        "10.100.0.0/24",
+        "--cluster-store",
+        STORE,
+    ]);
+    assert!(
+        out.contains("defined in cluster default (VNI 4100)"),
+        "{out}"
+    );
+    // The same again is no change; another VNI under the name, refused.
+    lab.ok(&[
+        "network",
+        "create",
+        "t1",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "4100",
+        "--subnet",
+        "10.100.0.0/24",
+        "--cluster-store",
+        STORE,
+    ]);
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "t2",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "4100",
+        "--subnet",
+        "10.101.0.0/24",
+        "--cluster-store",
+        STORE,
+    ]);
+    assert!(
+        err.contains("--vni `4100`") && err.contains("`t1`"),
+        "{err}"
+    );
+    let err = lab.fails(&[
+        "network",
+        "create",
+        "t3",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "7",
+        "--subnet",
+        "10.102.0.0/24",
+    ]);
+    assert!(err.contains("--cluster-store"), "{err}");
+
+    // Each host's daemon makes it there.
+    for (ns, log) in [(lab.host.as_str(), "d1"), (u.host2.as_str(), "d2")] {
+        wait_until("the cluster network on every host", 15, || {
+            text(&plumb_at(&lab, ns, log, &["network", "ls"])).contains("t1 ")
+        });
+    }
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    let refused = plumb_at(&lab, &lab.host, "d1", &["attach", &c1, "t1"]);
+    assert!(text(&refused).contains("--ip"), "{}", text(&refused));
+    let a1 = plumb_at(
+        &lab,
+        &lab.host,
+        "d1",
+        &["attach", &c1, "t1", "--ip", "10.100.0.10"],
+    );
+    assert!(a1.status.success(), "{}", text(&a1));
+    let a2 = plumb_at(
+        &lab,
+        &u.host2,
+        "d2",
+        &["attach", &c2, "t1", "--ip", "10.100.0.20"],
+    );
+    assert!(a2.status.success(), "{}", text(&a2));
+    let c2_mac = text(&a2).split_whitespace().nth(2).unwrap().to_string();
+
+    // Across hosts, over the overlay; the MTU leaves room for VXLAN.
+    wait_until("c1 to reach c2 across hosts", 15, || {
+        lab.ping(&c1, "10.100.0.20")
+    });
+    assert!(lab.ping(&c2, "10.100.0.10"));
+    assert!(must(&format!("ip -n {c1} link show eth0")).contains("mtu 1450"));
+    let fdb = || must(&format!("bridge -n {} fdb show dev vx-t1", lab.host));
+    assert!(
+        fdb().contains(&c2_mac) && fdb().contains("dst 10.250.0.2"),
+        "{}",
+        fdb()
+    );
+    // Each host is its containers' gateway.
+    assert!(lab.ping(&c2, "10.100.0.1"));
+
+    // A host that dies is forgotten by the others when its lease expires.
+    drop(d2);
+    wait_for("host1 to forget h2's container", 15, || {
+        match fdb().contains(&c2_mac) {
+            false => Ok(()),
+            true => Err(format!("{}\n{}", fdb(), log_of(&lab, "d1"))),
+        }
+    });
+    assert!(!lab.ping(&c1, "10.100.0.20"));
 }

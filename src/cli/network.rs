@@ -36,6 +36,9 @@ pub enum NetworkCommand {
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     pub name: String,
+    /// vxlan: the cluster the network is defined in.
+    #[command(flatten)]
+    pub cluster: super::daemon::ClusterArgs,
     #[arg(long, default_value = "bridge")]
     pub driver: String,
     /// CIDR; repeat for dual stack (a host device may do without).
@@ -100,6 +103,10 @@ pub struct CreateArgs {
     /// names and aliases, and the rest forwarded to the host's resolvers.
     #[arg(long)]
     pub serve_dns: bool,
+    /// vxlan: the network's VXLAN network identifier (1-16777215), one per
+    /// network of the cluster.
+    #[arg(long)]
+    pub vni: Option<u32>,
     /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
     #[arg(long)]
     pub no_slaac: bool,
@@ -178,8 +185,41 @@ impl CreateArgs {
             tenant: self.tenant,
             isolate_containers: self.isolate_containers,
             multicast_snooping,
+            vni: self.vni,
+            vtep: None,
         })
     }
+}
+
+/// A vxlan network is the cluster's: defined once in its store, made on
+/// each host by that host's daemon. Checked here as a host would make it.
+fn define_in_cluster(args: CreateArgs) -> Result<()> {
+    let store = args.cluster.store()?.ok_or_else(|| {
+        Error::invalid(
+            "--cluster-store",
+            "",
+            "a vxlan network is a cluster's: name its etcd (or set PLUMB_CLUSTER_STORE)",
+        )
+    })?;
+    let spec = args.into_spec()?;
+    let mut as_a_host_makes_it = spec.clone();
+    as_a_host_makes_it.vtep = Some("192.0.2.1".into());
+    as_a_host_makes_it.validate()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime for the cluster store", e))?
+        .block_on(async {
+            let mut client = store.connect().await?;
+            store.define(&mut client, &spec).await
+        })?;
+    outln!(
+        "network {} defined in cluster {} (VNI {}): each host's daemon makes it",
+        spec.name,
+        store.name,
+        spec.vni.unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// One line about how a network is built.
@@ -202,6 +242,7 @@ fn describe(kind: &NetworkKind) -> String {
 
 pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: NetworkCommand) -> Result<()> {
     match cmd {
+        NetworkCommand::Create(args) if args.driver == "vxlan" => define_in_cluster(*args)?,
         NetworkCommand::Create(args) => {
             let net = engine.network_create(&(*args).into_spec()?, None)?;
             let subnets: Vec<String> = net.subnets.iter().map(|s| s.subnet.to_string()).collect();

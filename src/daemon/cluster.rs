@@ -3,14 +3,26 @@
 //! the store goes away it says so once and joins again when it is back
 //! (the data plane meanwhile is left as it is). At a clean stop it leaves
 //! at once, so peers need not wait for the lease to expire.
+//!
+//! While joined it follows the cluster (a watch on its keys, and a look
+//! every few seconds whatever the watch says): it makes each cluster
+//! network on this host, records this host's containers on them (bound to
+//! its lease, so they go with the host), and programs each overlay with
+//! the other hosts' containers. Every pass reads the whole record, so a
+//! watch that fell behind costs nothing but a pass.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::Repeated;
-use crate::cluster::{ClusterStore, Member};
+use super::{Ctx, Repeated, blocking};
+use crate::cluster::{ClusterStore, Endpoint, Member};
+use crate::driver::overlay::Remote;
+use crate::error::{Error, Result};
+
+/// How often the cluster is read again when nothing is said to change.
+const LOOK_AGAIN: Duration = Duration::from_secs(3);
 
 /// What the daemon joins as.
 #[derive(Debug, Clone)]
@@ -25,7 +37,7 @@ pub struct Join {
 pub struct Held(Mutex<Option<(etcd_client::Client, i64)>>);
 
 /// Join and stay joined until the daemon stops.
-pub async fn stay_joined(join: Join, held: Arc<Held>) {
+pub async fn stay_joined(ctx: Arc<Ctx>, join: Join, held: Arc<Held>) {
     let mut errors = Repeated::default();
     loop {
         let attempt = async {
@@ -39,7 +51,11 @@ pub async fn stay_joined(join: Join, held: Arc<Held>) {
                 "joined the cluster"
             );
             errors.ended("cluster");
-            Err(join.store.keep_alive(&mut client, lease, join.ttl).await)
+            let mut keeper = client.clone();
+            tokio::select! {
+                e = join.store.keep_alive(&mut keeper, lease, join.ttl) => Err(e),
+                e = follow(&ctx, &join, client, lease) => Err(e),
+            }
         };
         let result: crate::error::Result<()> = attempt.await;
         held.0.lock().await.take();
@@ -50,6 +66,103 @@ pub async fn stay_joined(join: Join, held: Arc<Held>) {
             tokio::time::sleep(pause.max(Duration::from_secs(1))).await;
         }
     }
+}
+
+/// Follow the cluster until its store fails: every change, and every few
+/// seconds, one [`pass`].
+async fn follow(ctx: &Arc<Ctx>, join: &Join, mut client: etcd_client::Client, lease: i64) -> Error {
+    let mut changes = match join.store.watch(&mut client).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let mut errors = Repeated::default();
+    loop {
+        match pass(ctx, join, &mut client, lease).await {
+            Ok(()) => errors.ended("cluster pass"),
+            Err(e) => {
+                let _ = errors.failed("cluster pass", &e.to_string());
+            }
+        }
+        tokio::select! {
+            m = changes.message() => match m {
+                Ok(Some(_)) => {}
+                Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
+                Err(e) => return Error::Conflict(format!("the cluster's watch failed: {e}")),
+            },
+            _ = tokio::time::sleep(LOOK_AGAIN) => {}
+        }
+    }
+}
+
+/// Bring this host in line with the cluster's record: its networks made
+/// here, this host's containers on them recorded, every overlay reaching
+/// the other hosts' containers.
+async fn pass(
+    ctx: &Arc<Ctx>,
+    join: &Join,
+    client: &mut etcd_client::Client,
+    lease: i64,
+) -> Result<()> {
+    let specs = join.store.networks(client).await?;
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let c = ctx.clone();
+    let local: Vec<String> = blocking(move || {
+        c.with_engine(|e| Ok(e.networks()?.into_iter().map(|n| n.network.name).collect()))
+    })
+    .await?;
+    for spec in specs.into_iter().filter(|s| !local.contains(&s.name)) {
+        let mut here = spec;
+        here.vtep = Some(join.me.vtep.to_string());
+        let (c, name) = (ctx.clone(), here.name.clone());
+        match blocking(move || c.with_engine(|e| e.network_create(&here, None))).await {
+            Ok(_) => tracing::info!(network = %name, "made the cluster's network on this host"),
+            Err(e) => tracing::warn!(network = %name, "the cluster's network: {e}"),
+        }
+    }
+    let c = ctx.clone();
+    let attachments = blocking(move || c.with_engine(|e| e.attachments())).await?;
+    let mine: Vec<Endpoint> = attachments
+        .into_iter()
+        .map(|s| s.attachment)
+        .filter(|a| names.contains(&a.network))
+        .map(|a| Endpoint {
+            network: a.network.clone(),
+            host: join.me.host.clone(),
+            mac: a.mac,
+            addresses: a.addresses.iter().map(|n| n.addr()).collect(),
+            vtep: join.me.vtep,
+        })
+        .collect();
+    let recorded = join.store.endpoints(client).await?;
+    for e in mine.iter().filter(|e| !recorded.contains(e)) {
+        join.store.publish(client, e, lease).await?;
+    }
+    for e in recorded
+        .iter()
+        .filter(|e| e.host == join.me.host && !mine.contains(e))
+    {
+        join.store.withdraw(client, e).await?;
+    }
+    for network in names
+        .iter()
+        .filter(|n| local.contains(n) || mine.iter().any(|e| &e.network == *n))
+    {
+        let remotes: Vec<Remote> = recorded
+            .iter()
+            .filter(|e| &e.network == network && e.host != join.me.host)
+            .map(|e| Remote {
+                mac: e.mac,
+                addresses: e.addresses.clone(),
+                vtep: e.vtep,
+            })
+            .collect();
+        let (c, n) = (ctx.clone(), network.clone());
+        let done = blocking(move || c.with_engine(|e| e.program_overlay(&n, &remotes))).await?;
+        for line in done {
+            tracing::info!(network = %network, "{line}");
+        }
+    }
+    Ok(())
 }
 
 /// Leave now, if joined (a clean stop).

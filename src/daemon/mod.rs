@@ -205,9 +205,9 @@ async fn serve(opts: Options) -> Result<()> {
     };
     let held = Arc::new(cluster::Held::default());
     let membership = opts.cluster.clone().map(|join| {
-        let held = held.clone();
+        let (ctx, held) = (ctx.clone(), held.clone());
         supervise::task("cluster", move || {
-            cluster::stay_joined(join.clone(), held.clone())
+            cluster::stay_joined(ctx.clone(), join.clone(), held.clone())
         })
     });
     let dns = {

@@ -56,7 +56,12 @@ pub fn repair(
         }
         None => false,
     };
-    if link.as_ref().is_some_and(|l| l.up) && uplink_ok && addresses_ok {
+    let overlay_ok = match (&b.overlay, &link) {
+        (Some(o), Some(br)) => super::overlay::in_place(host, o, br),
+        (None, _) => true,
+        (_, None) => false,
+    };
+    if link.as_ref().is_some_and(|l| l.up) && uplink_ok && addresses_ok && overlay_ok {
         return Ok(None);
     }
     let found = create(host, net, b, undo)?;
@@ -137,6 +142,13 @@ pub fn create(
     }
     nl.set_up(bridge.index)
         .map_err(kernel(format!("set {} up", b.bridge)))?;
+    if let Some(o) = &b.overlay {
+        // One left down or off the bridge is made again whole.
+        if !super::overlay::in_place(nl, o, &bridge) {
+            let _ = nl.delete_link_by_name(&o.device);
+            super::overlay::create(nl, o, net.mtu, &bridge, undo)?;
+        }
+    }
     if b.mode != BridgeMode::Bridged {
         enable_forwarding(net)?;
     }
@@ -317,6 +329,9 @@ pub fn remove(nl: &mut Netlink, net: &Network, b: &BridgeOptions, state: &HostSt
                 errors.push(Error::kernel(format!("give route {r} back to {name}"), e));
             }
         }
+    }
+    if let Some(o) = &b.overlay {
+        errors.extend(super::overlay::remove(nl, o));
     }
     let Some(bridge) = bridge else { return errors };
     if state.existing_bridge {

@@ -181,6 +181,7 @@ impl NetworkDriver for BridgeOptions {
 
     fn host_links(&self, _: &Network) -> Vec<String> {
         std::iter::once(self.bridge.clone())
+            .chain(self.overlay.iter().map(|o| o.device.clone()))
             .chain(self.uplink.iter().map(|u| u.name.clone()))
             .collect()
     }

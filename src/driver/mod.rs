@@ -8,6 +8,7 @@ pub mod host_shim;
 pub mod ipvlan;
 pub mod kinds;
 pub mod macvlan;
+pub mod overlay;
 pub mod parent;
 
 use std::net::IpAddr;

@@ -41,6 +41,7 @@ mod docker_networks;
 mod egress;
 pub use egress::EgressRequest;
 mod host_shims;
+mod overlay;
 mod policy;
 mod recover;
 mod restore;
@@ -563,6 +564,16 @@ impl Engine {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
+            if net.bridge().is_some_and(|b| b.overlay.is_some()) && req.ips.is_empty() {
+                return Err(Error::invalid(
+                    "--ip",
+                    "",
+                    format!(
+                        "network `{}` is a cluster's: its addresses are static for now, one no other host uses",
+                        net.name
+                    ),
+                ));
+            }
             // A runtime's aliases are kept whatever the network (Podman
             // gives every container some); a user's would do nothing.
             if !net.serve_dns

@@ -9,6 +9,7 @@ use netlink_packet_route::link::{
 };
 use rtnetlink::{
     LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
+    LinkVxlan,
 };
 
 use super::{Netlink, NetlinkError, NlResult};
@@ -221,6 +222,36 @@ impl Netlink {
         )
     }
 
+    /// Create VXLAN device `name` for `vni`, its tunnels from `local` on
+    /// UDP `port`, on bridge `controller`, down: no learning (its FDB is
+    /// programmed) and ARP/ND answered from its neighbour table (`proxy`).
+    pub fn create_vxlan(
+        &mut self,
+        name: &str,
+        vni: u32,
+        local: std::net::IpAddr,
+        port: u16,
+        mtu: Option<u32>,
+        controller: u32,
+    ) -> NlResult<()> {
+        let mut b = LinkVxlan::new(name, vni)
+            .port(port)
+            .learning(false)
+            .proxy(true);
+        b = match local {
+            std::net::IpAddr::V4(v4) => b.local(v4),
+            std::net::IpAddr::V6(v6) => b.local6(v6),
+        };
+        let mut b = b.controller(controller);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        self.execute(
+            RouteNetlinkMessage::NewLink(b.build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
     /// Create the 802.1q sub-interface `name` with `id` on `base`, down.
     pub fn create_vlan(&mut self, name: &str, base: u32, id: u16) -> NlResult<()> {
         let msg = LinkVlan::new(name, base, id).build();
@@ -278,11 +309,19 @@ impl Netlink {
     /// Mark a bridge port isolated: it forwards only to non-isolated ports
     /// (the bridge itself, an uplink), never to another isolated one.
     pub fn set_port_isolated(&mut self, index: u32) -> NlResult<()> {
+        self.set_port(index, InfoBridgePort::Isolated(true))
+    }
+
+    /// Have the bridge learn no MAC from what arrives on port `index` (an
+    /// overlay's device, whose remote MACs are programmed).
+    pub fn set_port_not_learning(&mut self, index: u32) -> NlResult<()> {
+        self.set_port(index, InfoBridgePort::Learning(false))
+    }
+
+    fn set_port(&mut self, index: u32, setting: InfoBridgePort) -> NlResult<()> {
         let attr = LinkAttribute::LinkInfo(vec![
             NlLinkInfo::PortKind(InfoPortKind::Bridge),
-            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
-                true,
-            )])),
+            NlLinkInfo::PortData(InfoPortData::BridgePort(vec![setting])),
         ]);
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(attr)

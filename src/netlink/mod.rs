@@ -6,6 +6,7 @@ mod addr;
 mod conntrack;
 mod link;
 pub mod monitor;
+mod neigh;
 mod nfquery;
 mod nfset;
 pub mod nftable;

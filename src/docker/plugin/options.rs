@@ -177,6 +177,8 @@ pub fn network_spec(
         multicast_snooping: get("multicast-snooping")
             .map(|v| flag("multicast-snooping", &v))
             .transpose()?,
+        vni: None,
+        vtep: None,
     };
     if let Some(m) = either("mtu", DOCKER_MTU) {
         spec.mtu = Some(

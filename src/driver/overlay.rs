@@ -1,0 +1,146 @@
+//! The overlay of a cluster network: on each host, the network's bridge
+//! with a VXLAN device on it, one VNI per network. Nothing floods and
+//! nothing is learnt: each remote container's MAC has a static FDB entry
+//! to its host's VTEP, and its address a static neighbour entry the
+//! device answers ARP and ND from (`proxy`), programmed from the cluster's
+//! record ([`program`]). The gateway is every host's own: each bridge holds
+//! it with the same MAC (the network's), so containers leave by their host.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::kernel;
+use crate::error::{Error, Result};
+use crate::model::Mac;
+use crate::netlink::{LinkInfo, Netlink};
+use crate::undo::UndoLog;
+
+/// The standard VXLAN port (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+/// What VXLAN over IPv4 adds to a frame: outer IPv4, UDP, VXLAN, Ethernet.
+pub const OVERHEAD: u32 = 50;
+
+/// A bridge network's overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlay {
+    pub vni: u32,
+    /// This host's end of the tunnels.
+    pub vtep: IpAddr,
+    pub port: u16,
+    /// The VXLAN device on the bridge.
+    pub device: String,
+}
+
+/// A container on another host, as the overlay reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub mac: Mac,
+    pub addresses: Vec<IpAddr>,
+    pub vtep: IpAddr,
+}
+
+/// Make the VXLAN device on `bridge` and set it up.
+pub fn create(
+    nl: &mut Netlink,
+    o: &Overlay,
+    mtu: Option<u32>,
+    bridge: &LinkInfo,
+    undo: &mut UndoLog,
+) -> Result<()> {
+    nl.create_vxlan(&o.device, o.vni, o.vtep, o.port, mtu, bridge.index)
+        .map_err(kernel(format!(
+            "create VXLAN device {} (VNI {})",
+            o.device, o.vni
+        )))?;
+    let name = o.device.clone();
+    undo.push(format!("delete VXLAN device {name}"), move |nl| {
+        nl.delete_link_by_name(&name)
+            .map(drop)
+            .map_err(kernel(format!("delete VXLAN device {name}")))
+    });
+    let link = nl
+        .link_by_name(&o.device)
+        .map_err(kernel(format!("look up {}", o.device)))?
+        .ok_or_else(|| Error::Conflict(format!("VXLAN device {} vanished", o.device)))?;
+    // The bridge would learn remote MACs from what the tunnel brings in,
+    // and keep them after the cluster forgot them.
+    nl.set_port_not_learning(link.index)
+        .map_err(kernel(format!("stop the bridge learning on {}", o.device)))?;
+    nl.set_up(link.index)
+        .map_err(kernel(format!("set {} up", o.device)))
+}
+
+/// Whether the device is there, up, on `bridge`.
+pub fn in_place(nl: &mut Netlink, o: &Overlay, bridge: &LinkInfo) -> bool {
+    nl.link_by_name(&o.device)
+        .ok()
+        .flatten()
+        .is_some_and(|l| l.up && l.controller == Some(bridge.index))
+}
+
+/// Take the device away (its FDB and neighbour entries go with it).
+pub fn remove(nl: &mut Netlink, o: &Overlay) -> Vec<Error> {
+    match nl.delete_link_by_name(&o.device) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![Error::kernel(
+            format!("delete VXLAN device {}", o.device),
+            e,
+        )],
+    }
+}
+
+/// Make the device's FDB and neighbour entries exactly `remotes`' (each
+/// MAC to its VTEP, each address to its MAC); what it changed.
+pub fn program(nl: &mut Netlink, o: &Overlay, remotes: &[Remote]) -> Result<Vec<String>> {
+    let link = nl
+        .link_by_name(&o.device)
+        .map_err(kernel(format!("look up {}", o.device)))?
+        .ok_or_else(|| Error::Conflict(format!("VXLAN device {} is missing", o.device)))?;
+    let mut done = Vec::new();
+    let want_fdb: HashSet<([u8; 6], IpAddr)> = remotes.iter().map(|r| (r.mac.0, r.vtep)).collect();
+    let want_neigh: HashSet<(IpAddr, [u8; 6])> = remotes
+        .iter()
+        .flat_map(|r| r.addresses.iter().map(move |a| (*a, r.mac.0)))
+        .collect();
+    let have_fdb = nl
+        .fdb(link.index)
+        .map_err(kernel(format!("list the FDB of {}", o.device)))?;
+    for (mac, dst) in &have_fdb {
+        if !dst.is_some_and(|d| want_fdb.contains(&(*mac, d))) {
+            nl.fdb_del(link.index, *mac, *dst).map_err(kernel(format!(
+                "remove FDB entry {} from {}",
+                Mac(*mac),
+                o.device
+            )))?;
+            done.push(format!("forgot {} on {}", Mac(*mac), o.device));
+        }
+    }
+    for (mac, vtep) in &want_fdb {
+        if !have_fdb.contains(&(*mac, Some(*vtep))) {
+            nl.fdb_set(link.index, *mac, *vtep).map_err(kernel(format!(
+                "send {} to {vtep} on {}",
+                Mac(*mac),
+                o.device
+            )))?;
+            done.push(format!("{} via {vtep} on {}", Mac(*mac), o.device));
+        }
+    }
+    let have_neigh = nl
+        .neighbours(link.index)
+        .map_err(kernel(format!("list the neighbours of {}", o.device)))?;
+    for (ip, mac) in &have_neigh {
+        if !want_neigh.contains(&(*ip, *mac)) {
+            nl.neighbour_del(link.index, *ip)
+                .map_err(kernel(format!("remove neighbour {ip} from {}", o.device)))?;
+        }
+    }
+    for (ip, mac) in &want_neigh {
+        if !have_neigh.contains(&(*ip, *mac)) {
+            nl.neighbour_set(link.index, *ip, *mac)
+                .map_err(kernel(format!("resolve {ip} on {}", o.device)))?;
+        }
+    }
+    Ok(done)
+}
