@@ -345,6 +345,57 @@ impl ClusterStore {
             .map_err(|err| self.error("withdraw an endpoint", err))
     }
 
+    fn blocks_prefix(&self, network: &str) -> String {
+        format!("{}blocks/{network}/", self.prefix())
+    }
+
+    /// The address blocks of `network` claimed so far: (block, host).
+    pub async fn blocks(
+        &self,
+        client: &mut Client,
+        network: &str,
+    ) -> Result<Vec<(ipnet::IpNet, String)>> {
+        let prefix = self.blocks_prefix(network);
+        let resp = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.error("list address blocks", e))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let block = kv.key_str().ok()?.strip_prefix(&prefix)?.replace('_', "/");
+                Some((block.parse().ok()?, kv.value_str().ok()?.to_string()))
+            })
+            .collect())
+    }
+
+    /// Claim `block` of `network` for `host`: true if it is now the host's,
+    /// false if another host had it first (one transaction: two hosts
+    /// racing for it never both win).
+    pub async fn claim(
+        &self,
+        client: &mut Client,
+        network: &str,
+        block: ipnet::IpNet,
+        host: &str,
+    ) -> Result<bool> {
+        let key = format!(
+            "{}{}",
+            self.blocks_prefix(network),
+            block.to_string().replace('/', "_")
+        );
+        let r = client
+            .txn(
+                Txn::new()
+                    .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, host.to_string(), None)]),
+            )
+            .await
+            .map_err(|e| self.error("claim an address block", e))?;
+        Ok(r.succeeded())
+    }
+
     /// A stream that yields whenever anything of the cluster changes.
     pub async fn watch(&self, client: &mut Client) -> Result<etcd_client::WatchStream> {
         let (_watcher, stream) = client

@@ -400,6 +400,10 @@ pub struct NetworkSpec {
     /// cluster.
     #[serde(default)]
     pub vni: Option<u32>,
+    /// vxlan: the prefix length of the address blocks hosts claim (IPv4,
+    /// default 26: 64 addresses; IPv6 blocks hold as many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u8>,
     /// vxlan: this host's tunnel end, which its daemon fills in when it
     /// makes the cluster's network on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -930,8 +934,10 @@ impl NetworkSpec {
         use DriverKind::{Bridge, HostDevice, Ipvlan, Macvlan, Vxlan};
         let vlan = self.vlan.map(|v| v.to_string());
         let vni = self.vni.map(|v| v.to_string());
-        let options: [(&str, Option<&str>, &[DriverKind]); 13] = [
+        let block = self.block_size.map(|v| v.to_string());
+        let options: [(&str, Option<&str>, &[DriverKind]); 14] = [
             ("--vni", vni.as_deref(), &[Vxlan]),
+            ("--block-size", block.as_deref(), &[Vxlan]),
             ("vtep", self.vtep.as_deref(), &[Vxlan]),
             ("--bridge", self.bridge.as_deref(), &[Bridge]),
             ("--mode", self.mode.as_deref(), &[Bridge]),
@@ -995,6 +1001,14 @@ impl NetworkSpec {
                 ));
             }
         };
+        let block = self.block_size.unwrap_or(26);
+        if !(16..=30).contains(&block) {
+            return Err(Error::invalid(
+                "--block-size",
+                block,
+                "address blocks are /16 to /30 (IPv6 blocks hold as many addresses)",
+            ));
+        }
         let (kind, host_addresses) = self.bridge_kind(subnets)?;
         let NetworkKind::Bridge(mut b) = kind else {
             unreachable!("bridge_kind makes bridges")
@@ -1004,6 +1018,7 @@ impl NetworkSpec {
             vtep,
             port: crate::driver::overlay::VXLAN_PORT,
             device: crate::names::overlay_device(&self.name),
+            block,
         });
         Ok((NetworkKind::Bridge(b), host_addresses))
     }

@@ -284,29 +284,49 @@ fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
         });
     }
     let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
-    let refused = plumb_at(&lab, &lab.host, "d1", &["attach", &c1, "t1"]);
-    assert!(text(&refused).contains("--ip"), "{}", text(&refused));
-    let a1 = plumb_at(
-        &lab,
-        &lab.host,
-        "d1",
-        &["attach", &c1, "t1", "--ip", "10.100.0.10"],
+    // Addresses come from each host's own blocks, claimed in etcd.
+    let attach = |ns: &str, log: &str, target: &str, extra: &[&str]| {
+        let mut args = vec!["attach", target, "t1"];
+        args.extend_from_slice(extra);
+        wait_for("an address from this host's blocks", 15, || {
+            let out = plumb_at(&lab, ns, log, &args);
+            match out.status.success() {
+                true => Ok(text(&out)),
+                false => Err(text(&out)),
+            }
+        })
+    };
+    let a1 = attach(&lab.host, "d1", &c1, &[]);
+    let a2 = attach(&u.host2, "d2", &c2, &[]);
+    let addr = |line: &str| {
+        line.split_whitespace()
+            .nth(3)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (ip1, ip2) = (addr(&a1), addr(&a2));
+    let c2_mac = a2.split_whitespace().nth(2).unwrap().to_string();
+    let block = |ip: &str| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() / 64;
+    assert_ne!(
+        block(&ip1),
+        block(&ip2),
+        "two hosts, two blocks: {ip1} {ip2}"
     );
-    assert!(a1.status.success(), "{}", text(&a1));
-    let a2 = plumb_at(
-        &lab,
-        &u.host2,
-        "d2",
-        &["attach", &c2, "t1", "--ip", "10.100.0.20"],
+    // An address of the other host's block is refused, naming it.
+    let c3 = lab.netns("c3");
+    let refused = plumb_at(&lab, &lab.host, "d1", &["attach", &c3, "t1", "--ip", &ip2]);
+    assert!(
+        text(&refused).contains("of host `h2`"),
+        "{}",
+        text(&refused)
     );
-    assert!(a2.status.success(), "{}", text(&a2));
-    let c2_mac = text(&a2).split_whitespace().nth(2).unwrap().to_string();
 
     // Across hosts, over the overlay; the MTU leaves room for VXLAN.
-    wait_until("c1 to reach c2 across hosts", 15, || {
-        lab.ping(&c1, "10.100.0.20")
-    });
-    assert!(lab.ping(&c2, "10.100.0.10"));
+    wait_until("c1 to reach c2 across hosts", 15, || lab.ping(&c1, &ip2));
+    assert!(lab.ping(&c2, &ip1));
     assert!(must(&format!("ip -n {c1} link show eth0")).contains("mtu 1450"));
     let fdb = || must(&format!("bridge -n {} fdb show dev vx-t1", lab.host));
     assert!(
@@ -325,5 +345,5 @@ fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
             true => Err(format!("{}\n{}", fdb(), log_of(&lab, "d1"))),
         }
     });
-    assert!(!lab.ping(&c1, "10.100.0.20"));
+    assert!(!lab.ping(&c1, &ip2));
 }

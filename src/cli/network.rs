@@ -107,6 +107,10 @@ pub struct CreateArgs {
     /// network of the cluster.
     #[arg(long)]
     pub vni: Option<u32>,
+    /// vxlan: the prefix length of the address blocks each host claims
+    /// (default 26).
+    #[arg(long, value_name = "PREFIXLEN")]
+    pub block_size: Option<u8>,
     /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
     #[arg(long)]
     pub no_slaac: bool,
@@ -186,6 +190,7 @@ impl CreateArgs {
             isolate_containers: self.isolate_containers,
             multicast_snooping,
             vni: self.vni,
+            block_size: self.block_size,
             vtep: None,
         })
     }

@@ -23,6 +23,9 @@ use crate::error::{Error, Result};
 
 /// How often the cluster is read again when nothing is said to change.
 const LOOK_AGAIN: Duration = Duration::from_secs(3);
+/// Fewer free addresses than this in a host's blocks of a network, and it
+/// claims another block.
+const LOW_WATER: u128 = 8;
 
 /// What the daemon joins as.
 #[derive(Debug, Clone)]
@@ -119,6 +122,11 @@ async fn pass(
             Err(e) => tracing::warn!(network = %name, "the cluster's network: {e}"),
         }
     }
+    for network in names.iter() {
+        if let Err(e) = keep_addresses(ctx, join, client, network).await {
+            tracing::warn!(network = %network, "address blocks: {e}");
+        }
+    }
     let c = ctx.clone();
     let attachments = blocking(move || c.with_engine(|e| e.attachments())).await?;
     let mine: Vec<Endpoint> = attachments
@@ -163,6 +171,77 @@ async fn pass(
         }
     }
     Ok(())
+}
+
+/// Keep this host's address blocks of `network` mirrored, and claim one
+/// more when fewer than [`LOW_WATER`] addresses are free in them.
+async fn keep_addresses(
+    ctx: &Arc<Ctx>,
+    join: &Join,
+    client: &mut etcd_client::Client,
+    network: &str,
+) -> Result<()> {
+    let (c, n) = (ctx.clone(), network.to_string());
+    let Some(net) = blocking(move || {
+        c.with_engine(|e| {
+            Ok(e.networks()?
+                .into_iter()
+                .map(|s| s.network)
+                .find(|x| x.name == n))
+        })
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let Some(overlay) = net.bridge().and_then(|b| b.overlay.clone()) else {
+        return Ok(());
+    };
+    let mirror = |claimed: &[(ipnet::IpNet, String)]| -> Vec<crate::store::host_extras::Block> {
+        claimed
+            .iter()
+            .map(|(block, host)| crate::store::host_extras::Block {
+                block: *block,
+                host: host.clone(),
+                mine: *host == join.me.host,
+            })
+            .collect()
+    };
+    let mut claimed = join.store.blocks(client, network).await?;
+    let (c, n, blocks) = (ctx.clone(), network.to_string(), mirror(&claimed));
+    let free = blocking(move || {
+        c.with_engine(|e| {
+            e.set_cluster_blocks(&n, &blocks)?;
+            e.free_in_own_blocks(&n)
+        })
+    })
+    .await?;
+    if free >= LOW_WATER {
+        return Ok(());
+    }
+    // The first block nobody has; one another host takes meanwhile is
+    // passed over.
+    for sub in &net.subnets {
+        for block in overlay.blocks_of(sub.subnet) {
+            if claimed.iter().any(|(b, _)| *b == block) {
+                continue;
+            }
+            if join
+                .store
+                .claim(client, network, block, &join.me.host)
+                .await?
+            {
+                tracing::info!(network = %network, block = %block, "claimed an address block");
+                claimed.push((block, join.me.host.clone()));
+                let (c, n, blocks) = (ctx.clone(), network.to_string(), mirror(&claimed));
+                return blocking(move || c.with_engine(|e| e.set_cluster_blocks(&n, &blocks)))
+                    .await;
+            }
+        }
+    }
+    Err(Error::Conflict(format!(
+        "network `{network}` has no address block left to claim"
+    )))
 }
 
 /// Leave now, if joined (a clean stop).

@@ -31,6 +31,24 @@ pub struct Overlay {
     pub port: u16,
     /// The VXLAN device on the bridge.
     pub device: String,
+    /// The prefix length of the address blocks hosts claim (IPv4; IPv6
+    /// blocks hold as many addresses).
+    pub block: u8,
+}
+
+impl Overlay {
+    /// The blocks of `subnet` hosts claim, in order.
+    pub fn blocks_of(&self, subnet: ipnet::IpNet) -> Vec<ipnet::IpNet> {
+        let prefix = match subnet {
+            ipnet::IpNet::V4(_) => self.block,
+            ipnet::IpNet::V6(_) => 128 - (32 - self.block),
+        }
+        .max(subnet.prefix_len());
+        subnet
+            .subnets(prefix)
+            .map(|s| s.collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A container on another host, as the overlay reaches it.
@@ -143,4 +161,27 @@ pub fn program(nl: &mut Netlink, o: &Overlay, remotes: &[Remote]) -> Result<Vec<
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cut_a_subnet_in_order_and_ipv6_ones_hold_as_many_addresses() {
+        let o = Overlay {
+            vni: 1,
+            vtep: "10.0.0.1".parse().unwrap(),
+            port: VXLAN_PORT,
+            device: "vx-t".into(),
+            block: 26,
+        };
+        let v4 = o.blocks_of("10.100.0.0/24".parse().unwrap());
+        assert_eq!(v4.len(), 4);
+        assert_eq!(v4[1], "10.100.0.64/26".parse::<ipnet::IpNet>().unwrap());
+        // A subnet smaller than a block is one block.
+        assert_eq!(o.blocks_of("10.1.0.0/28".parse().unwrap()).len(), 1);
+        let v6 = o.blocks_of("fd00::/120".parse().unwrap());
+        assert_eq!(v6[0], "fd00::/122".parse::<ipnet::IpNet>().unwrap());
+    }
 }

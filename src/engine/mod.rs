@@ -564,16 +564,6 @@ impl Engine {
             let net = store::require_network(tx, &req.network)?.network;
             settled(tx, &dir, Subject::Network, &net.name)?;
             check_ipam(&net, req, ipam)?;
-            if net.bridge().is_some_and(|b| b.overlay.is_some()) && req.ips.is_empty() {
-                return Err(Error::invalid(
-                    "--ip",
-                    "",
-                    format!(
-                        "network `{}` is a cluster's: its addresses are static for now, one no other host uses",
-                        net.name
-                    ),
-                ));
-            }
             // A runtime's aliases are kept whatever the network (Podman
             // gives every container some); a user's would do nothing.
             if !net.serve_dns
@@ -2026,7 +2016,15 @@ fn assign_addresses(
         .iter()
         .filter_map(|ip| IpNet::new(*ip, net.subnet_for(ip)?.subnet.prefix_len()).ok())
         .collect();
+    // A cluster network's addresses are this host's blocks'.
+    let blocks = match net.bridge().is_some_and(|b| b.overlay.is_some()) {
+        true => Some(store::host_extras::cluster_blocks(tx, &net.name)?),
+        false => None,
+    };
     for ip in ips {
+        if let Some(blocks) = &blocks {
+            check_in_own_block(net, blocks, *ip)?;
+        }
         out.push(host_local::reserve(tx, net, *ip, owner, "--ip")?);
     }
     for sub in &net.subnets {
@@ -2034,9 +2032,77 @@ fn assign_addresses(
         if out.iter().any(|a: &IpNet| a.addr().is_ipv4() == v4) {
             continue;
         }
-        out.push(host_local::allocate(tx, net, sub, owner)?);
+        out.push(match &blocks {
+            Some(blocks) => allocate_in_blocks(tx, net, sub, blocks, owner)?,
+            None => host_local::allocate(tx, net, sub, owner)?,
+        });
     }
     Ok(out)
+}
+
+/// A static address on a cluster network is this host's to give: in one of
+/// its blocks.
+fn check_in_own_block(
+    net: &Network,
+    blocks: &[store::host_extras::Block],
+    ip: IpAddr,
+) -> Result<()> {
+    match blocks.iter().find(|b| b.block.contains(&ip)) {
+        Some(b) if b.mine => Ok(()),
+        Some(b) => Err(Error::invalid(
+            "--ip",
+            ip,
+            format!(
+                "is in block {} of host `{}` of network `{}`",
+                b.block, b.host, net.name
+            ),
+        )),
+        None => Err(Error::invalid(
+            "--ip",
+            ip,
+            format!(
+                "is in no block of this host on network `{}` (its blocks: {})",
+                net.name,
+                blocks
+                    .iter()
+                    .filter(|b| b.mine)
+                    .map(|b| b.block.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// The next free address of `sub` in this host's blocks.
+fn allocate_in_blocks(
+    tx: &Transaction,
+    net: &Network,
+    sub: &crate::model::SubnetSpec,
+    blocks: &[store::host_extras::Block],
+    owner: &str,
+) -> Result<IpNet> {
+    for b in blocks
+        .iter()
+        .filter(|b| b.mine && sub.subnet.contains(&b.block.network()))
+    {
+        let in_block = crate::model::SubnetSpec {
+            ip_range: Some(b.block),
+            ..sub.clone()
+        };
+        match host_local::allocate(tx, net, &in_block, owner) {
+            Ok(a) => return Ok(a),
+            Err(Error::Ipam { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Ipam {
+        network: net.name.clone(),
+        reason: format!(
+            "no free address in this host's blocks of {} (the daemon, joined to the cluster, claims another within seconds)",
+            sub.subnet
+        ),
+    })
 }
 
 /// The gateways of the subnets an attachment has addresses in, except

@@ -68,3 +68,47 @@ pub fn delete_shim(tx: &Transaction, id: u32) -> Result<()> {
     tx.execute("DELETE FROM shims WHERE id = ?1", params![id])?;
     Ok(())
 }
+
+/// A cluster network's address block, as the cluster's store said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub block: ipnet::IpNet,
+    pub host: String,
+    pub mine: bool,
+}
+
+pub fn cluster_blocks(conn: &Connection, network: &str) -> Result<Vec<Block>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT block, host, mine FROM cluster_blocks WHERE network = ?1 ORDER BY block",
+    )?;
+    let rows = stmt.query_map(params![network], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (block, host, mine) = row?;
+        if let Ok(block) = block.parse() {
+            out.push(Block { block, host, mine });
+        }
+    }
+    Ok(out)
+}
+
+/// Mirror the cluster's blocks of `network`.
+pub fn set_cluster_blocks(tx: &Transaction, network: &str, blocks: &[Block]) -> Result<()> {
+    tx.execute(
+        "DELETE FROM cluster_blocks WHERE network = ?1",
+        params![network],
+    )?;
+    for b in blocks {
+        tx.execute(
+            "INSERT INTO cluster_blocks (network, block, host, mine) VALUES (?1, ?2, ?3, ?4)",
+            params![network, b.block.to_string(), b.host, b.mine],
+        )?;
+    }
+    Ok(())
+}

@@ -209,6 +209,18 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT
     );
     ",
+    // 14: the address blocks of cluster networks, as the cluster's store
+    // last said (the daemon mirrors them): which host each belongs to.
+    // This host hands out addresses only from its own.
+    "
+    CREATE TABLE cluster_blocks (
+        network TEXT NOT NULL,
+        block   TEXT NOT NULL,
+        host    TEXT NOT NULL,
+        mine    INTEGER NOT NULL,
+        PRIMARY KEY (network, block)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.

@@ -178,6 +178,7 @@ pub fn network_spec(
             .map(|v| flag("multicast-snooping", &v))
             .transpose()?,
         vni: None,
+        block_size: None,
         vtep: None,
     };
     if let Some(m) = either("mtu", DOCKER_MTU) {
