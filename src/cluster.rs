@@ -270,6 +270,43 @@ impl ClusterStore {
         ))
     }
 
+    /// Remove network `name` from the cluster with its VNI and blocks;
+    /// refused while a host records containers on it.
+    pub async fn undefine(&self, client: &mut Client, name: &str) -> Result<()> {
+        let Some(spec) = self.network(client, name).await? else {
+            return Err(Error::UnknownNetwork(name.to_string()));
+        };
+        let holders: Vec<String> = self
+            .endpoints(client)
+            .await?
+            .into_iter()
+            .filter(|e| e.network == name)
+            .map(|e| e.host)
+            .collect();
+        if !holders.is_empty() {
+            let mut hosts = holders;
+            hosts.sort();
+            hosts.dedup();
+            return Err(Error::Conflict(format!(
+                "network `{name}` has containers on host(s) {}: detach them first",
+                hosts.join(", ")
+            )));
+        }
+        let vni_key = format!("{}vnis/{}", self.prefix(), spec.vni.unwrap_or_default());
+        client
+            .txn(Txn::new().and_then([
+                TxnOp::delete(format!("{}{name}", self.networks_prefix()), None),
+                TxnOp::delete(vni_key, None),
+                TxnOp::delete(
+                    self.blocks_prefix(name),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+            ]))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("remove the network", e))
+    }
+
     async fn network(&self, client: &mut Client, name: &str) -> Result<Option<NetworkSpec>> {
         let resp = client
             .get(format!("{}{name}", self.networks_prefix()), None)

@@ -347,3 +347,95 @@ fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
     });
     assert!(!lab.ping(&c1, &ip2));
 }
+
+fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) {
+    lab.ok(&[
+        "network",
+        "create",
+        name,
+        "--driver",
+        "vxlan",
+        "--vni",
+        vni,
+        "--subnet",
+        subnet,
+        "--cluster-store",
+        STORE,
+    ]);
+}
+
+/// Attach `target` on host `ns` (daemon `log`) once its blocks are there;
+/// its address.
+fn attach_on(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> String {
+    let line = wait_for("an address from this host's blocks", 15, || {
+        let out = plumb_at(lab, ns, log, &["attach", target, network]);
+        match out.status.success() {
+            true => Ok(text(&out)),
+            false => Err(text(&out)),
+        }
+    });
+    line.split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn tenants_stay_apart_the_store_may_restart_and_a_network_goes_once_unused() {
+    let lab = Lab::new("clt");
+    let u = underlay(&lab);
+    let etcd1 = etcd(&lab, &u.etcd_ns);
+    let _d1 = member_daemon(&lab, &lab.host, "h1", "d1");
+    let _d2 = member_daemon(&lab, &u.host2, "h2", "d2");
+    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+    define(&lab, "red", "4100", "10.120.0.0/24");
+    define(&lab, "blue", "4200", "10.121.0.0/24");
+    let (a, b, c) = (lab.netns("a"), lab.netns("b"), lab.netns("c"));
+    let ip_a = attach_on(&lab, &lab.host, "d1", &a, "red");
+    let ip_b = attach_on(&lab, &u.host2, "d2", &b, "blue");
+    let ip_c = attach_on(&lab, &u.host2, "d2", &c, "red");
+    wait_until("a to reach c across hosts", 15, || lab.ping(&a, &ip_c));
+    // Another network, another segment: nothing of red reaches blue.
+    assert!(!lab.ping(&a, &ip_b), "red reached blue");
+    let _ = ip_a;
+
+    // The store restarts: the overlay keeps carrying meanwhile, and the
+    // hosts are members again after.
+    drop(etcd1);
+    assert!(lab.ping(&a, &ip_c), "the data plane needs no store");
+    let _etcd2 = etcd(&lab, &u.etcd_ns);
+    wait_until("both hosts back in the cluster", 20, || {
+        members(&lab).len() == 2
+    });
+    assert!(lab.ping(&a, &ip_c));
+
+    // Removal waits for the last container.
+    let err = lab.fails(&["network", "rm", "red", "--cluster-store", STORE]);
+    assert!(err.contains("h1, h2") && err.contains("detach"), "{err}");
+    assert!(
+        plumb_at(&lab, &lab.host, "d1", &["detach", &a])
+            .status
+            .success()
+    );
+    assert!(
+        plumb_at(&lab, &u.host2, "d2", &["detach", &c])
+            .status
+            .success()
+    );
+    wait_for("red to be removable", 15, || {
+        let out = lab.plumb(&["network", "rm", "red", "--cluster-store", STORE]);
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(text(&out)),
+        }
+    });
+    for (ns, log) in [(lab.host.as_str(), "d1"), (u.host2.as_str(), "d2")] {
+        wait_until("red to go from every host", 15, || {
+            !text(&plumb_at(&lab, ns, log, &["network", "ls"])).contains("red ")
+        });
+    }
+    assert!(text(&plumb_at(&lab, &u.host2, "d2", &["network", "ls"])).contains("blue "));
+}

@@ -30,6 +30,10 @@ pub enum NetworkCommand {
         name: String,
         #[arg(long)]
         force: bool,
+        /// A cluster network: removed from the cluster (each host's daemon
+        /// then takes it away), refused while any host has containers on it.
+        #[command(flatten)]
+        cluster: super::daemon::ClusterArgs,
     },
 }
 
@@ -227,6 +231,25 @@ fn define_in_cluster(args: CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Take a cluster network out of the cluster, unless a host still has
+/// containers on it.
+fn remove_from_cluster(cluster: &super::daemon::ClusterArgs, name: &str) -> Result<()> {
+    let store = cluster.store()?.expect("a cluster store was given");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime for the cluster store", e))?
+        .block_on(async {
+            let mut client = store.connect().await?;
+            store.undefine(&mut client, name).await
+        })?;
+    outln!(
+        "network {name} removed from cluster {}: each host's daemon takes it away",
+        store.name
+    );
+    Ok(())
+}
+
 /// One line about how a network is built.
 fn describe(kind: &NetworkKind) -> String {
     match kind {
@@ -283,7 +306,10 @@ pub fn run(engine: &mut Engine, daemon: &Daemon, cmd: NetworkCommand) -> Result<
         NetworkCommand::Inspect { name } => {
             print_json(&report::network(&engine.network_details(&name)?));
         }
-        NetworkCommand::Rm { name, force } => {
+        NetworkCommand::Rm { name, cluster, .. } if cluster.cluster_store.is_some() => {
+            remove_from_cluster(&cluster, &name)?
+        }
+        NetworkCommand::Rm { name, force, .. } => {
             if force {
                 let leased: Vec<_> = engine
                     .network_details(&name)?

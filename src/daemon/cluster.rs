@@ -113,6 +113,30 @@ async fn pass(
         c.with_engine(|e| Ok(e.networks()?.into_iter().map(|n| n.network.name).collect()))
     })
     .await?;
+    // A cluster network the cluster no longer has goes, once nothing here
+    // is on it.
+    let c = ctx.clone();
+    let gone: Vec<String> = blocking(move || {
+        c.with_engine(|e| {
+            Ok(e.networks()?
+                .into_iter()
+                .map(|s| s.network)
+                .filter(|n| n.bridge().is_some_and(|b| b.overlay.is_some()))
+                .map(|n| n.name)
+                .collect::<Vec<_>>())
+        })
+    })
+    .await?
+    .into_iter()
+    .filter(|n| !names.contains(n))
+    .collect();
+    for name in gone {
+        let (c, n) = (ctx.clone(), name.clone());
+        match blocking(move || c.with_engine(|e| e.network_rm(&n, false))).await {
+            Ok(_) => tracing::info!(network = %name, "took the cluster's former network away"),
+            Err(e) => tracing::warn!(network = %name, "the cluster no longer has it: {e}"),
+        }
+    }
     for spec in specs.into_iter().filter(|s| !local.contains(&s.name)) {
         let mut here = spec;
         here.vtep = Some(join.me.vtep.to_string());
