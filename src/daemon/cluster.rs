@@ -169,10 +169,14 @@ async fn pass(
     for e in mine.iter().filter(|e| !recorded.contains(e)) {
         join.store.publish(client, e, lease).await?;
     }
-    for e in recorded
-        .iter()
-        .filter(|e| e.host == join.me.host && !mine.contains(e))
-    {
+    // Withdrawn: what this host recorded and no longer has (one whose
+    // addresses changed was written over above, under the same key).
+    for e in recorded.iter().filter(|e| {
+        e.host == join.me.host
+            && !mine
+                .iter()
+                .any(|m| m.network == e.network && m.mac == e.mac)
+    }) {
         join.store.withdraw(client, e).await?;
     }
     for network in names
