@@ -87,7 +87,15 @@ if ! ip netns list | grep -q '^readme-host'; then
         ip -n readme-host link set eth$i up
     done
     ip -n readme-host addr add 192.168.1.2/24 dev eth2
+    ip link add eno1 netns readme-host type veth peer name p3 netns readme-lan
+    ip -n readme-lan link set p3 master br0 up
+    ip -n readme-host link set eno1 up
     for n in web router app; do ip netns list | grep -q "^$n" || ip netns add $n; done
+    # The LAN's DHCP server, .2-.99.
+    ip netns exec readme-lan dnsmasq --keep-in-foreground --no-resolv --no-hosts \
+        --conf-file=/dev/null --interface=br0 --bind-interfaces --port=0 --pid-file= \
+        --dhcp-range=192.168.1.3,192.168.1.99,2m --dhcp-leasefile=/tmp/readme-leases &
+    for _ in $(seq 100); do ip netns exec readme-lan ss -lun | grep -q ':67 ' && break; sleep 0.1; done
 fi
 "#;
 
@@ -110,12 +118,23 @@ fn every_console_block_of_the_readme_does_what_it_shows() {
     for (i, step) in steps.iter().enumerate() {
         match step {
             None => script.push_str(DEFAULTS),
-            Some(s) => script.push_str(&format!(
-                "printf '\\n@@step {i}\\n'\n{}\nprintf '\\n@@exit {i} %d\\n' $?\n",
-                s.command
-            )),
+            Some(s) => {
+                script.push_str(&format!(
+                    "printf '\\n@@step {i}\\n'\n{}\nprintf '\\n@@exit {i} %d\\n' $?\n",
+                    s.command
+                ));
+                // A daemon started in the background is waited for, as
+                // a person pasting would not notice doing.
+                if s.command.starts_with("plumb daemon") {
+                    script.push_str(
+                        "for _ in $(seq 100); do plumb doctor 2>/dev/null | grep -q '\"daemon\": true' && break; sleep 0.1; done\n",
+                    );
+                }
+            }
         }
     }
+    // Background jobs (a daemon, dnsmasq) go with the run.
+    script.push_str("kill $(jobs -p) 2>/dev/null; wait\n");
     std::fs::write(work.join("readme.sh"), &script).unwrap();
     for dir in ["/run/netns", "/run/plumb"] {
         std::fs::create_dir_all(dir).unwrap();
