@@ -64,6 +64,21 @@ fn path(ns: &str) -> String {
     format!("/run/netns/{ns}")
 }
 
+/// ADD of every namespace at once, as container `{id}N`, each by a
+/// plugin process of its own.
+fn add_all_at_once(lab: &Lab, c: &Value, namespaces: &[String], id: &str) -> Vec<Answer> {
+    std::thread::scope(|s| {
+        let runs: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                s.spawn(move || cni(lab, "ADD", &format!("{id}{i}"), Some(&path(ns)), c))
+            })
+            .collect();
+        runs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn a_runtime_adds_checks_and_deletes_a_container_on_a_plumb_network() {
     let lab = Lab::new("cni");
@@ -436,17 +451,7 @@ fn many_containers_added_and_deleted_at_once() {
     web(&lab, "10.97.0.0/24");
     let c = conf("1.0.0", json!({"network": "web"}));
     let namespaces: Vec<String> = (0..16).map(|i| lab.netns(&format!("p{i}"))).collect();
-    let added: Vec<Answer> = std::thread::scope(|s| {
-        let runs: Vec<_> = namespaces
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                let (lab, c) = (&lab, &c);
-                s.spawn(move || cni(lab, "ADD", &format!("par{i}"), Some(&path(ns)), c))
-            })
-            .collect();
-        runs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let added = add_all_at_once(&lab, &c, &namespaces, "par");
     let mut addresses: Vec<String> = added
         .iter()
         .map(|a| {
@@ -813,17 +818,7 @@ fn runtimes_racing_to_make_a_described_network_all_get_on_it() {
         json!({"network": "raced", "mode": "nat", "subnet": "10.104.0.0/24"}),
     );
     let namespaces: Vec<String> = (0..8).map(|i| lab.netns(&format!("r{i}"))).collect();
-    let added: Vec<Answer> = std::thread::scope(|s| {
-        let runs: Vec<_> = namespaces
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                let (lab, c) = (&lab, &c);
-                s.spawn(move || cni(lab, "ADD", &format!("race{i}"), Some(&path(ns)), c))
-            })
-            .collect();
-        runs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let added = add_all_at_once(&lab, &c, &namespaces, "race");
     for a in &added {
         assert!(a.ok, "{}", a.json);
     }
