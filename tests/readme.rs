@@ -8,67 +8,12 @@
 //! state directory, as the tour sets up for itself, with the NICs and
 //! namespaces the LAN drivers' examples name ([`DEFAULTS`]).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-/// One `# COMMAND` of a console block and the lines shown after it.
-#[derive(Debug)]
-struct Step {
-    command: String,
-    expected: Vec<String>,
-}
-
-/// Every console block's steps, in the README's order. The tour makes its
-/// own host and leaves none (`unset PLUMB_HOST_NETNS`); each block after it
-/// starts with a marker step (None) that sets [`DEFAULTS`] up.
-fn steps(readme: &str) -> Vec<Option<Step>> {
-    let mut out = Vec::new();
-    let mut in_block = false;
-    let mut after_tour = false;
-    for line in readme.lines() {
-        if !in_block {
-            in_block = line.trim_end() == "```console";
-            if in_block && after_tour {
-                out.push(None);
-            }
-            continue;
-        }
-        after_tour |= line.contains("unset PLUMB_HOST_NETNS");
-        if line.starts_with("```") {
-            in_block = false;
-        } else if let Some(cmd) = line.strip_prefix("# ") {
-            out.push(Some(Step {
-                command: cmd.to_string(),
-                expected: Vec::new(),
-            }));
-        } else if let Some(Some(step)) = out.last_mut() {
-            step.expected.push(line.trim_end().to_string());
-        }
-    }
-    out
-}
-
-/// Whether `line` has the shape `pattern` shows (`…` matching anything).
-fn shaped(pattern: &str, line: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('…').collect();
-    let mut rest = line;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part) && rest.len() >= part.len();
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    rest.is_empty()
-}
+use common::readme::{self, shaped};
 
 /// What the blocks after the tour take as given: a scratch host whose
 /// `eth1` and `eth2` (holding 192.168.1.2) are on a LAN with its router at
@@ -103,7 +48,7 @@ fi
 fn every_console_block_of_the_readme_does_what_it_shows() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
-    let steps = steps(&readme);
+    let steps = readme::steps(&readme, false);
     let commands = steps.iter().flatten().count();
     assert!(
         commands >= 40,
@@ -114,25 +59,7 @@ fn every_console_block_of_the_readme_does_what_it_shows() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("readme-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let mut script = String::from("exec 2>&1\n");
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            None => script.push_str(DEFAULTS),
-            Some(s) => {
-                script.push_str(&format!(
-                    "printf '\\n@@step {i}\\n'\n{}\nprintf '\\n@@exit {i} %d\\n' $?\n",
-                    s.command
-                ));
-                // A daemon started in the background is waited for, as
-                // a person pasting would not notice doing.
-                if s.command.starts_with("plumb daemon") {
-                    script.push_str(
-                        "for _ in $(seq 100); do plumb doctor 2>/dev/null | grep -q '\"daemon\": true' && break; sleep 0.1; done\n",
-                    );
-                }
-            }
-        }
-    }
+    let mut script = readme::script(&steps, DEFAULTS);
     // Background jobs (a daemon, dnsmasq) go with the run.
     script.push_str("kill $(jobs -p) 2>/dev/null; wait\n");
     std::fs::write(work.join("readme.sh"), &script).unwrap();
@@ -160,43 +87,7 @@ fn every_console_block_of_the_readme_does_what_it_shows() {
         "the README's shell did not start: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    for (i, step) in steps.iter().enumerate() {
-        let Some(step) = step else { continue };
-        let start = format!("@@step {i}\n");
-        let from = text
-            .find(&start)
-            .unwrap_or_else(|| panic!("`{}` never ran:\n{text}", step.command))
-            + start.len();
-        let end = text[from..]
-            .find(&format!("@@exit {i} "))
-            .unwrap_or_else(|| panic!("`{}` did not finish:\n{}", step.command, &text[from..]))
-            + from;
-        let output: Vec<&str> = text[from..end].lines().map(str::trim_end).collect();
-        let status = text[end..]
-            .lines()
-            .next()
-            .unwrap_or("")
-            .rsplit(' ')
-            .next()
-            .unwrap_or("");
-        assert_eq!(
-            status,
-            "0",
-            "`{}` failed: {}",
-            step.command,
-            output.join("\n")
-        );
-        let mut lines = output.iter();
-        for want in &step.expected {
-            assert!(
-                lines.any(|l| shaped(want, l)),
-                "`{}` should show `{want}` (in order); it showed:\n{}",
-                step.command,
-                output.join("\n")
-            );
-        }
-    }
+    readme::check(&steps, &text);
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod containerd;
 pub mod docker;
 pub mod podman;
+pub mod readme;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
