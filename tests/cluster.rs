@@ -207,14 +207,21 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// The underlay, etcd, and the daemons of hosts h1 (the lab's) and h2,
+/// both joined.
+fn two_members(lab: &Lab) -> (Underlay, Bg, Daemon, Daemon) {
+    let u = underlay(lab);
+    let store = etcd(lab, &u.etcd_ns);
+    let d1 = member_daemon(lab, &lab.host, "h1", "d1");
+    let d2 = member_daemon(lab, &u.host2, "h2", "d2");
+    wait_until("both hosts to join", 15, || members(lab).len() == 2);
+    (u, store, d1, d2)
+}
+
 #[test]
 fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
     let lab = Lab::new("clo");
-    let u = underlay(&lab);
-    let _etcd = etcd(&lab, &u.etcd_ns);
-    let _d1 = member_daemon(&lab, &lab.host, "h1", "d1");
-    let d2 = member_daemon(&lab, &u.host2, "h2", "d2");
-    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+    let (u, _etcd, _d1, d2) = two_members(&lab);
 
     let out = define(&lab, "t1", "4100", "10.100.0.0/24");
     assert!(
@@ -261,30 +268,8 @@ fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
     }
     let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
     // Addresses come from each host's own blocks, claimed in etcd.
-    let attach = |ns: &str, log: &str, target: &str, extra: &[&str]| {
-        let mut args = vec!["attach", target, "t1"];
-        args.extend_from_slice(extra);
-        wait_for("an address from this host's blocks", 15, || {
-            let out = plumb_at(&lab, ns, log, &args);
-            match out.status.success() {
-                true => Ok(text(&out)),
-                false => Err(text(&out)),
-            }
-        })
-    };
-    let a1 = attach(&lab.host, "d1", &c1, &[]);
-    let a2 = attach(&u.host2, "d2", &c2, &[]);
-    let addr = |line: &str| {
-        line.split_whitespace()
-            .nth(3)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let (ip1, ip2) = (addr(&a1), addr(&a2));
-    let c2_mac = a2.split_whitespace().nth(2).unwrap().to_string();
+    let (ip1, _) = attach_on(&lab, &lab.host, "d1", &c1, "t1");
+    let (ip2, c2_mac) = attach_on(&lab, &u.host2, "d2", &c2, "t1");
     let block = |ip: &str| ip.rsplit('.').next().unwrap().parse::<u32>().unwrap() / 64;
     assert_ne!(
         block(&ip1),
@@ -342,8 +327,8 @@ fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) -> String {
 }
 
 /// Attach `target` on host `ns` (daemon `log`) once its blocks are there;
-/// its address.
-fn attach_on(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> String {
+/// its address and MAC.
+fn attach_on(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> (String, String) {
     let line = wait_for("an address from this host's blocks", 15, || {
         let out = plumb_at(lab, ns, log, &["attach", target, network]);
         match out.status.success() {
@@ -351,29 +336,21 @@ fn attach_on(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> Str
             false => Err(text(&out)),
         }
     });
-    line.split_whitespace()
-        .nth(3)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let address = fields[3].split('/').next().unwrap().to_string();
+    (address, fields[2].to_string())
 }
 
 #[test]
 fn tenants_stay_apart_the_store_may_restart_and_a_network_goes_once_unused() {
     let lab = Lab::new("clt");
-    let u = underlay(&lab);
-    let etcd1 = etcd(&lab, &u.etcd_ns);
-    let _d1 = member_daemon(&lab, &lab.host, "h1", "d1");
-    let _d2 = member_daemon(&lab, &u.host2, "h2", "d2");
-    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+    let (u, etcd1, _d1, _d2) = two_members(&lab);
     define(&lab, "red", "4100", "10.120.0.0/24");
     define(&lab, "blue", "4200", "10.121.0.0/24");
     let (a, b, c) = (lab.netns("a"), lab.netns("b"), lab.netns("c"));
-    let ip_a = attach_on(&lab, &lab.host, "d1", &a, "red");
-    let ip_b = attach_on(&lab, &u.host2, "d2", &b, "blue");
-    let ip_c = attach_on(&lab, &u.host2, "d2", &c, "red");
+    let (ip_a, _) = attach_on(&lab, &lab.host, "d1", &a, "red");
+    let (ip_b, _) = attach_on(&lab, &u.host2, "d2", &b, "blue");
+    let (ip_c, _) = attach_on(&lab, &u.host2, "d2", &c, "red");
     wait_until("a to reach c across hosts", 15, || lab.ping(&a, &ip_c));
     // Another network, another segment: nothing of red reaches blue.
     assert!(!lab.ping(&a, &ip_b), "red reached blue");
