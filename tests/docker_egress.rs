@@ -24,6 +24,19 @@ const WAN2: &str = "10.202.0.2";
 /// A long-running command for containers that only need to exist.
 const SLEEP: &[&str] = &["sleep", "100000"];
 
+/// `plumb egress add SOURCE` out of wan2, via isp2.
+fn via_wan2(source: &str) -> [&str; 7] {
+    [
+        "egress",
+        "add",
+        source,
+        "--interface",
+        "wan2",
+        "--gateway",
+        "10.202.0.1",
+    ]
+}
+
 /// Where a connection from somewhere to FAR is made from.
 enum Origin<'a> {
     /// A namespace under /run/netns (the fake host).
@@ -162,30 +175,14 @@ fn a_container_leaves_by_its_own_uplink_and_the_rule_follows_it() {
 
     // An unknown container is refused, naming it; nothing is made.
     let before = rules(&lab);
-    let err = docker.plumb_fails(&[
-        "egress",
-        "add",
-        "docker:nosuch",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ]);
+    let err = docker.plumb_fails(&via_wan2("docker:nosuch"));
     assert!(err.contains("docker:nosuch"), "{err}");
     assert_eq!(rules(&lab), before, "no rule left of the refusal");
     assert!(listed(&docker).is_empty(), "{:?}", listed(&docker));
 
     // 7. No daemon runs: the rule is made as Docker says now, with a
     // warning that it will not follow.
-    let out = docker.plumb(&[
-        "egress",
-        "add",
-        "docker:other",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ]);
+    let out = docker.plumb(&via_wan2("docker:other"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "egress add without a daemon: {out:?}");
     assert!(
@@ -206,15 +203,7 @@ fn a_container_leaves_by_its_own_uplink_and_the_rule_follows_it() {
     // 1. With the daemon: no warning; mon leaves by wan2, NATed by Docker,
     // its neighbour and the host by wan1.
     let daemon = docker.plumb_daemon(&[]);
-    let out = docker.plumb(&[
-        "egress",
-        "add",
-        "docker:mon",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ]);
+    let out = docker.plumb(&via_wan2("docker:mon"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "egress add: {out:?}");
     assert!(
@@ -354,15 +343,7 @@ fn a_docker_network_leaves_by_its_own_uplink_and_the_rule_follows_it() {
     let docker = Dockerd::start(&lab, false);
     let daemon = docker.plumb_daemon(&[]);
     docker.must(&["network", "create", "--subnet", "10.55.0.0/24", "n1"]);
-    docker.plumb_ok(&[
-        "egress",
-        "add",
-        "docker-network:n1",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ]);
+    docker.plumb_ok(&via_wan2("docker-network:n1"));
     assert_eq!(selects(&docker, "docker-network:n1"), ["10.55.0.0/24"]);
     let rule = rule_of(&docker, "docker-network:n1").expect("listed");
     let (table, prio) = table_and_priority(&rule);
@@ -446,15 +427,7 @@ fn a_docker_network_leaves_by_its_own_uplink_and_the_rule_follows_it() {
         "100000",
     ]);
     let before = rules(&lab);
-    docker.plumb_ok(&[
-        "egress",
-        "add",
-        "docker:late",
-        "--interface",
-        "wan2",
-        "--gateway",
-        "10.202.0.1",
-    ]);
+    docker.plumb_ok(&via_wan2("docker:late"));
     assert!(selects(&docker, "docker:late").is_empty());
     assert_eq!(rules(&lab), before, "no kernel rule for nothing");
     let rule = rule_of(&docker, "docker:late").expect("listed");
