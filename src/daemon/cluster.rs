@@ -20,6 +20,7 @@ use super::{Ctx, Repeated, blocking};
 use crate::cluster::{ClusterStore, Endpoint, Member};
 use crate::driver::overlay::Remote;
 use crate::error::{Error, Result};
+use crate::model::Network;
 
 /// How often the cluster is read again when nothing is said to change.
 const LOOK_AGAIN: Duration = Duration::from_secs(3);
@@ -108,28 +109,13 @@ async fn pass(
 ) -> Result<()> {
     let specs = join.store.networks(client).await?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let c = ctx.clone();
-    let local: Vec<String> = blocking(move || {
-        c.with_engine(|e| Ok(e.networks()?.into_iter().map(|n| n.network.name).collect()))
-    })
-    .await?;
+    let local = local_networks(ctx).await?;
     // A cluster network the cluster no longer has goes, once nothing here
     // is on it.
-    let c = ctx.clone();
-    let gone: Vec<String> = blocking(move || {
-        c.with_engine(|e| {
-            Ok(e.networks()?
-                .into_iter()
-                .map(|s| s.network)
-                .filter(|n| n.bridge().is_some_and(|b| b.overlay.is_some()))
-                .map(|n| n.name)
-                .collect::<Vec<_>>())
-        })
-    })
-    .await?
-    .into_iter()
-    .filter(|n| !names.contains(n))
-    .collect();
+    let gone = local
+        .iter()
+        .filter(|n| n.bridge().is_some_and(|b| b.overlay.is_some()) && !names.contains(&n.name))
+        .map(|n| n.name.clone());
     for name in gone {
         let (c, n) = (ctx.clone(), name.clone());
         match blocking(move || c.with_engine(|e| e.network_rm(&n, false))).await {
@@ -137,7 +123,10 @@ async fn pass(
             Err(e) => tracing::warn!(network = %name, "the cluster no longer has it: {e}"),
         }
     }
-    for spec in specs.into_iter().filter(|s| !local.contains(&s.name)) {
+    for spec in specs
+        .into_iter()
+        .filter(|s| !local.iter().any(|n| n.name == s.name))
+    {
         let mut here = spec;
         here.vtep = Some(join.me.vtep.to_string());
         let (c, name) = (ctx.clone(), here.name.clone());
@@ -146,9 +135,15 @@ async fn pass(
             Err(e) => tracing::warn!(network = %name, "the cluster's network: {e}"),
         }
     }
-    for network in names.iter() {
-        if let Err(e) = keep_addresses(ctx, join, client, network).await {
-            tracing::warn!(network = %network, "address blocks: {e}");
+    // The cluster's networks as this host has them now.
+    let here: Vec<Network> = local_networks(ctx)
+        .await?
+        .into_iter()
+        .filter(|n| names.contains(&n.name))
+        .collect();
+    for net in &here {
+        if let Err(e) = keep_addresses(ctx, join, client, net).await {
+            tracing::warn!(network = %net.name, "address blocks: {e}");
         }
     }
     let c = ctx.clone();
@@ -179,10 +174,7 @@ async fn pass(
     }) {
         join.store.withdraw(client, e).await?;
     }
-    for network in names
-        .iter()
-        .filter(|n| local.contains(n) || mine.iter().any(|e| &e.network == *n))
-    {
+    for network in here.iter().map(|n| &n.name) {
         let remotes: Vec<Remote> = recorded
             .iter()
             .filter(|e| &e.network == network && e.host != join.me.host)
@@ -207,21 +199,9 @@ async fn keep_addresses(
     ctx: &Arc<Ctx>,
     join: &Join,
     client: &mut etcd_client::Client,
-    network: &str,
+    net: &Network,
 ) -> Result<()> {
-    let (c, n) = (ctx.clone(), network.to_string());
-    let Some(net) = blocking(move || {
-        c.with_engine(|e| {
-            Ok(e.networks()?
-                .into_iter()
-                .map(|s| s.network)
-                .find(|x| x.name == n))
-        })
-    })
-    .await?
-    else {
-        return Ok(());
-    };
+    let network = net.name.as_str();
     let Some(overlay) = net.bridge().and_then(|b| b.overlay.clone()) else {
         return Ok(());
     };
@@ -270,6 +250,13 @@ async fn keep_addresses(
     Err(Error::Conflict(format!(
         "network `{network}` has no address block left to claim"
     )))
+}
+
+/// The networks this host has.
+async fn local_networks(ctx: &Arc<Ctx>) -> Result<Vec<Network>> {
+    let c = ctx.clone();
+    blocking(move || c.with_engine(|e| Ok(e.networks()?.into_iter().map(|n| n.network).collect())))
+        .await
 }
 
 /// Leave now, if joined (a clean stop).
