@@ -82,6 +82,18 @@ impl ClusterStore {
             .map_err(|e| self.error("connect", e))
     }
 
+    /// Run `f` with a connection, from synchronous code (the CLI).
+    pub fn call<T>(&self, f: impl AsyncFnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start a runtime for the cluster store", e))?
+            .block_on(async {
+                let mut client = self.connect().await?;
+                f(&mut client).await
+            })
+    }
+
     /// Every registered host.
     pub async fn members(&self, client: &mut Client) -> Result<Vec<Member>> {
         let resp = client

@@ -24,14 +24,7 @@ pub fn run(cmd: ClusterCommand) -> Result<()> {
             "name the cluster's etcd (or set PLUMB_CLUSTER_STORE)",
         )
     })?;
-    let members = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime for the cluster store", e))?
-        .block_on(async {
-            let mut client = store.connect().await?;
-            store.members(&mut client).await
-        })?;
+    let members = store.call(async |client| store.members(client).await)?;
     if json {
         print_json(&serde_json::to_value(&members).expect("members serialize"));
     } else {

@@ -214,14 +214,7 @@ fn define_in_cluster(args: CreateArgs) -> Result<()> {
     let mut as_a_host_makes_it = spec.clone();
     as_a_host_makes_it.vtep = Some("192.0.2.1".into());
     as_a_host_makes_it.validate()?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime for the cluster store", e))?
-        .block_on(async {
-            let mut client = store.connect().await?;
-            store.define(&mut client, &spec).await
-        })?;
+    store.call(async |client| store.define(client, &spec).await)?;
     outln!(
         "network {} defined in cluster {} (VNI {}): each host's daemon makes it",
         spec.name,
@@ -235,14 +228,7 @@ fn define_in_cluster(args: CreateArgs) -> Result<()> {
 /// containers on it.
 fn remove_from_cluster(cluster: &super::daemon::ClusterArgs, name: &str) -> Result<()> {
     let store = cluster.store()?.expect("a cluster store was given");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("start a runtime for the cluster store", e))?
-        .block_on(async {
-            let mut client = store.connect().await?;
-            store.undefine(&mut client, name).await
-        })?;
+    store.call(async |client| store.undefine(client, name).await)?;
     outln!(
         "network {name} removed from cluster {}: each host's daemon takes it away",
         store.name
