@@ -299,15 +299,10 @@ fn uplinks_of(engine: &Engine, container: &str) -> Result<Vec<crate::policy::egr
         return Ok(rules);
     }
     let source = crate::policy::egress::Source::Container(container.to_string());
-    let addrs = crate::docker::blocking(async move {
-        crate::docker::Client::connect()
-            .await?
-            .egress_sources(&source)
-            .await
-    })
-    .ok()
-    .flatten()
-    .unwrap_or_default();
+    let addrs = crate::docker::egress_sources(&source)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     Ok(rules
         .into_iter()
         .filter(|r| {

@@ -102,13 +102,7 @@ fn resolve(source: &Source) -> Result<Vec<ipnet::IpNet>> {
     if let Source::Cidr(n) = source {
         return Ok(vec![*n]);
     }
-    let s = source.clone();
-    let found = crate::docker::blocking(async move {
-        crate::docker::Client::connect()
-            .await?
-            .egress_sources(&s)
-            .await
-    })?;
+    let found = crate::docker::egress_sources(source)?;
     found.ok_or_else(|| Error::invalid("SOURCE", source, "Docker has no such container or network"))
 }
 

@@ -421,6 +421,12 @@ pub fn blocking<T: Send>(call: impl std::future::Future<Output = Result<T>> + Se
     }
 }
 
+/// [`Client::egress_sources`] from synchronous code.
+pub fn egress_sources(source: &Source) -> Result<Option<Vec<IpNet>>> {
+    let source = source.clone();
+    blocking(async move { Client::connect().await?.egress_sources(&source).await })
+}
+
 /// Inspect one container from synchronous code.
 pub fn inspect(reference: &str) -> Result<Container> {
     let reference = reference.to_string();
