@@ -90,7 +90,11 @@ impl Zone {
             // A header at least: say it could not be read.
             Err(_) if query.len() >= 12 && query[2] & 0x80 == 0 => {
                 let id = u16::from_be_bytes([query[0], query[1]]);
-                return encode(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr));
+                return encode(&Message::error_msg(
+                    id,
+                    OpCode::Query,
+                    ResponseCode::FormErr,
+                ));
             }
             Err(_) => return Reply::Ignore,
         };
@@ -107,11 +111,11 @@ impl Zone {
         }
         if msg.metadata.op_code != OpCode::Query {
             out.metadata.response_code = ResponseCode::NotImp;
-            return encode(out);
+            return encode(&out);
         }
         let [q] = msg.queries.as_slice() else {
             out.metadata.response_code = ResponseCode::FormErr;
-            return encode(out);
+            return encode(&out);
         };
         out.add_query(q.clone());
         if q.query_class() != DNSClass::IN {
@@ -195,7 +199,7 @@ impl Zone {
     /// An answer too big for the client's UDP loses its records and says
     /// so (TC): the client asks again over TCP.
     fn fit(&self, out: Message, udp: bool, max_payload: u16) -> Reply {
-        let Reply::Answer(bytes) = encode(out.clone()) else {
+        let Reply::Answer(bytes) = encode(&out) else {
             return Reply::Ignore;
         };
         let limit = match out.edns {
@@ -208,7 +212,7 @@ impl Zone {
         let mut cut = out;
         cut.answers.clear();
         cut.metadata.truncation = true;
-        encode(cut)
+        encode(&cut)
     }
 }
 
@@ -223,7 +227,7 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     out.to_vec().ok()
 }
 
-fn encode(m: Message) -> Reply {
+fn encode(m: &Message) -> Reply {
     match m.to_vec() {
         Ok(b) => Reply::Answer(b),
         Err(_) => Reply::Ignore,
