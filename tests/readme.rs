@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::readme::{self, shaped};
+use common::readme::{self, Runner, shaped};
 
 /// What the blocks after the tour take as given: a scratch host whose
 /// `eth1` and `eth2` (holding 192.168.1.2) are on a LAN with its router at
@@ -48,7 +48,7 @@ fi
 fn every_console_block_of_the_readme_does_what_it_shows() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
-    let steps = readme::steps(&readme, false);
+    let steps = readme::steps(&readme, Runner::Here);
     let commands = steps.iter().flatten().count();
     assert!(
         commands >= 40,

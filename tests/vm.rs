@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::readme;
+use common::readme::{self, Runner};
 
 fn in_vm(script: &str) {
     let name = std::path::Path::new(script)
@@ -72,7 +72,7 @@ fi
 fn the_readmes_ipvlan_and_vlan_examples_do_what_they_show() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let steps = readme::steps(&text, true);
+    let steps = readme::steps(&text, Runner::Vm);
     assert!(
         steps.iter().flatten().count() >= 7,
         "the ipvlan and VLAN blocks"

@@ -112,14 +112,18 @@ impl<'a> Dockerd<'a> {
         IMAGE
     }
 
+    /// The CLI's configuration directory (`DOCKER_CONFIG`), D/cli.
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("cli")
+    }
+
     /// Run the docker CLI against this daemon.
     pub fn docker(&self, args: &[&str]) -> Output {
-        let d = self.dir.path();
         Command::new("timeout")
             .args(["-k", "5", CLI_SECS, CLI])
             .args(args)
-            .env("DOCKER_HOST", format!("unix://{}/docker.sock", d.display()))
-            .env("DOCKER_CONFIG", d.join("cli"))
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.config_dir())
             .stdin(Stdio::null())
             .output()
             .expect("run docker")

@@ -3,8 +3,9 @@
 //! markers around each, and the check of what each printed (exit 0, and
 //! every line shown, in order; `…` stands for anything). Blocks after the
 //! line `<!-- in the VM -->` need a kernel with ipvlan and 802.1q: they
-//! run in scripts/vm (tests/vm.rs), the others on this machine
-//! (tests/readme.rs).
+//! run in scripts/vm (tests/vm.rs); blocks after `<!-- with Docker -->`
+//! need a dockerd (tests/readme_docker.rs); the others run on this
+//! machine alone (tests/readme.rs).
 
 use std::fmt::Write;
 
@@ -15,26 +16,46 @@ pub struct Step {
     pub expected: Vec<String>,
 }
 
-/// The steps of the console blocks that run in the VM (`vm`) or here, in
-/// the README's order. The tour makes its own host and leaves none (`unset
-/// PLUMB_HOST_NETNS`); each block after it, and each of the VM's, starts
-/// with a marker step (None) where the runner sets its defaults up.
-pub fn steps(readme: &str, vm: bool) -> Vec<Option<Step>> {
+/// Where a console block runs: the line before it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    Here,
+    /// `<!-- in the VM -->`
+    Vm,
+    /// `<!-- with Docker -->`
+    Docker,
+}
+
+impl Runner {
+    fn marked_by(line: &str) -> Runner {
+        match line.trim_end() {
+            "<!-- in the VM -->" => Runner::Vm,
+            "<!-- with Docker -->" => Runner::Docker,
+            _ => Runner::Here,
+        }
+    }
+}
+
+/// The steps of the console blocks `runner` runs, in the README's order.
+/// The tour makes its own host and leaves none (`unset PLUMB_HOST_NETNS`);
+/// each block after it, and each of the other runners', starts with a
+/// marker step (None) where the runner sets its defaults up.
+pub fn steps(readme: &str, runner: Runner) -> Vec<Option<Step>> {
     let mut out = Vec::new();
     let mut in_block = false;
     let mut after_tour = false;
-    let mut marked = false;
+    let mut marked = Runner::Here;
     let mut skipping = false;
     for line in readme.lines() {
         if !in_block {
             if line.trim_end() == "```console" {
-                skipping = marked != vm;
+                skipping = marked != runner;
                 in_block = true;
-                if !skipping && (after_tour || vm) {
+                if !skipping && (after_tour || runner != Runner::Here) {
                     out.push(None);
                 }
             }
-            marked = line.trim_end() == "<!-- in the VM -->";
+            marked = Runner::marked_by(line);
             continue;
         }
         if skipping {
@@ -50,7 +71,13 @@ pub fn steps(readme: &str, vm: bool) -> Vec<Option<Step>> {
                 expected: Vec::new(),
             }));
         } else if let Some(Some(step)) = out.last_mut() {
-            step.expected.push(line.trim_end().to_string());
+            // A command ending in `\` goes on on the next line.
+            if step.command.ends_with('\\') && step.expected.is_empty() {
+                step.command.push('\n');
+                step.command.push_str(line);
+            } else {
+                step.expected.push(line.trim_end().to_string());
+            }
         }
     }
     out
