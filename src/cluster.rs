@@ -292,8 +292,8 @@ impl ClusterStore {
             .endpoints(client)
             .await?
             .into_iter()
-            .filter(|e| e.network == name)
-            .map(|e| e.host)
+            .filter(|(e, _)| e.network == name)
+            .map(|(e, _)| e.host)
             .collect();
         if !holders.is_empty() {
             let mut hosts = holders;
@@ -346,8 +346,9 @@ impl ClusterStore {
             .collect())
     }
 
-    /// Every container of every host on the cluster's networks.
-    pub async fn endpoints(&self, client: &mut Client) -> Result<Vec<Endpoint>> {
+    /// Every container of every host on the cluster's networks, with the
+    /// lease each is recorded under.
+    pub async fn endpoints(&self, client: &mut Client) -> Result<Vec<(Endpoint, i64)>> {
         let resp = client
             .get(
                 self.endpoints_prefix(),
@@ -358,7 +359,7 @@ impl ClusterStore {
         Ok(resp
             .kvs()
             .iter()
-            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .filter_map(|kv| Some((serde_json::from_slice(kv.value()).ok()?, kv.lease())))
             .collect())
     }
 

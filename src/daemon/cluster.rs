@@ -160,10 +160,17 @@ async fn pass(
             vtep: join.me.vtep,
         })
         .collect();
-    let recorded = join.store.endpoints(client).await?;
-    for e in mine.iter().filter(|e| !recorded.contains(e)) {
+    let listed = join.store.endpoints(client).await?;
+    // Recorded under another lease is published again: a daemon back
+    // after a crash finds its containers still under its predecessor's
+    // lease, which will expire.
+    for e in mine
+        .iter()
+        .filter(|e| !listed.iter().any(|(r, l)| r == *e && *l == lease))
+    {
         join.store.publish(client, e, lease).await?;
     }
+    let recorded: Vec<Endpoint> = listed.into_iter().map(|(e, _)| e).collect();
     // Withdrawn: what this host recorded and no longer has (one whose
     // addresses changed was written over above, under the same key).
     for e in recorded.iter().filter(|e| {
