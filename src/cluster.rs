@@ -430,11 +430,7 @@ impl ClusterStore {
         block: ipnet::IpNet,
         host: &str,
     ) -> Result<bool> {
-        let key = format!(
-            "{}{}",
-            self.blocks_prefix(network),
-            block.to_string().replace('/', "_")
-        );
+        let key = self.block_key(network, block);
         let r = client
             .txn(
                 Txn::new()
@@ -444,6 +440,36 @@ impl ClusterStore {
             .await
             .map_err(|e| self.error("claim an address block", e))?;
         Ok(r.succeeded())
+    }
+
+    /// Give `block` of `network` up, if `host` holds it: true if it was
+    /// released (one transaction: a block another host claimed meanwhile
+    /// stays that host's).
+    pub async fn release(
+        &self,
+        client: &mut Client,
+        network: &str,
+        block: ipnet::IpNet,
+        host: &str,
+    ) -> Result<bool> {
+        let key = self.block_key(network, block);
+        let r = client
+            .txn(
+                Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, host)])
+                    .and_then([TxnOp::delete(key, None)]),
+            )
+            .await
+            .map_err(|e| self.error("release an address block", e))?;
+        Ok(r.succeeded())
+    }
+
+    fn block_key(&self, network: &str, block: ipnet::IpNet) -> String {
+        format!(
+            "{}{}",
+            self.blocks_prefix(network),
+            block.to_string().replace('/', "_")
+        )
     }
 
     /// A stream that yields whenever anything of the cluster changes.

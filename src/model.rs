@@ -1294,7 +1294,7 @@ impl FromStr for DefaultRoute {
 }
 
 /// A MAC address, printed the usual way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mac(pub [u8; 6]);
 
 impl FromStr for Mac {

@@ -168,6 +168,10 @@ pub fn network(d: &NetworkDetails) -> Value {
             })).collect::<Vec<_>>(),
         })),
         "HostState": state,
+        "Blocks": (!d.blocks.is_empty()).then(|| d.blocks.iter().map(|b| json!({
+            "Block": b.block.to_string(),
+            "Host": b.host,
+        })).collect::<Vec<_>>()),
         "Attachments": attachments.iter().map(|a| json!({
             "Target": a.attachment.target,
             "IfName": a.attachment.ifname,

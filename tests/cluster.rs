@@ -91,13 +91,28 @@ impl Drop for Daemon {
 /// A daemon for host `ns` with a state directory of its own, in the cluster
 /// as `name`.
 fn member_daemon(lab: &Lab, ns: &str, name: &str, log: &str) -> Daemon {
+    member_daemon_with(lab, ns, name, log, &[])
+}
+
+/// The same with `extra` daemon arguments; a daemon started again on the
+/// same state adds to its log.
+fn member_daemon_with(lab: &Lab, ns: &str, name: &str, log: &str, extra: &[&str]) -> Daemon {
     let state = lab.state.path().join(format!("state-{log}"));
-    let log = std::fs::File::create(lab.state.path().join(format!("{log}.log"))).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.state.path().join(format!("{log}.log")))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_plumb"))
         .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
         .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
-        .args(["daemon", "--docker-plugin", "none", "--cluster-ttl", "2"])
+        .args(["daemon", "--docker-plugin", "none"])
         .args(["--cluster-store", STORE, "--cluster-host", name])
+        .args(match extra.contains(&"--cluster-ttl") {
+            true => &[][..],
+            false => &["--cluster-ttl", "2"][..],
+        })
+        .args(extra)
         .env("PLUMB_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -309,6 +324,15 @@ fn containers_on_two_hosts_share_a_cluster_network_over_vxlan() {
     assert!(!lab.ping(&c1, &ip2));
 }
 
+/// How many leases etcd (in namespace `ns`) holds.
+fn leases(lab: &Lab, ns: &str) -> usize {
+    let out = lab.exec(ns, "etcdctl --endpoints http://10.250.0.10:2379 lease list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim().chars().all(|c| c.is_ascii_hexdigit()))
+        .count()
+}
+
 /// Define cluster network `name` from the lab's host; what plumb said.
 fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) -> String {
     lab.ok(&[
@@ -392,4 +416,139 @@ fn tenants_stay_apart_the_store_may_restart_and_a_network_goes_once_unused() {
         });
     }
     assert!(text(&plumb_at(&lab, &u.host2, "d2", &["network", "ls"])).contains("blue "));
+}
+
+/// The address blocks of `network` as host `ns` (daemon `log`) sees them:
+/// (block, host).
+fn blocks_at(lab: &Lab, ns: &str, log: &str, network: &str) -> Vec<(String, String)> {
+    let out = plumb_at(lab, ns, log, &["network", "inspect", network]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["Blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["Block"].as_str().unwrap_or_default().to_string(),
+                b["Host"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn blocks_go_back_when_unused_a_gone_hosts_after_the_grace_and_a_stale_host_takes_nothing() {
+    let lab = Lab::new("clb");
+    let u = underlay(&lab);
+    let _etcd = etcd(&lab, &u.etcd_ns);
+    let grace = ["--cluster-block-grace", "3"];
+    let _d1 = member_daemon_with(&lab, &lab.host, "h1", "d1", &grace);
+    let start_h2 = || member_daemon_with(&lab, &u.host2, "h2", "d2", &grace);
+    let mut d2 = Some(start_h2());
+    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+    define(&lab, "t1", "4300", "10.130.0.0/24");
+
+    // A host claims a block for its first container, and gives it back
+    // once nothing there uses it.
+    let x = lab.netns("x");
+    let (ip_x, _) = attach_on(&lab, &lab.host, "d1", &x, "t1");
+    let held_by_h1 = || {
+        blocks_at(&lab, &lab.host, "d1", "t1")
+            .into_iter()
+            .filter(|(_, h)| h == "h1")
+            .count()
+    };
+    assert_eq!(held_by_h1(), 1, "{ip_x}");
+    assert!(
+        plumb_at(&lab, &lab.host, "d1", &["detach", &x])
+            .status
+            .success()
+    );
+    wait_for("h1's empty block to go back", 40, || match held_by_h1() {
+        0 => Ok(()),
+        n => Err(format!("{n} blocks\n{}", log_of(&lab, "d1"))),
+    });
+
+    // h2's daemon dies; its block stays its for the grace, then goes.
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    let (ip_b, mac_b) = attach_on(&lab, &u.host2, "d2", &b, "t1");
+    attach_on(&lab, &lab.host, "d1", &a, "t1");
+    wait_until("a to reach b", 15, || lab.ping(&a, &ip_b));
+    let released = || {
+        log_of(&lab, "d1")
+            .matches("released the block of a host gone for the grace")
+            .count()
+    };
+    drop(d2.take());
+    wait_until("h1 to release h2's block after the grace", 30, || {
+        released() == 1
+    });
+    // Back before another host took it, h2 claims it back: b is reached
+    // again.
+    d2 = Some(start_h2());
+    wait_until("h2 to claim its block back", 30, || {
+        log_of(&lab, "d2").contains("claimed back a block")
+    });
+    wait_until("a to reach b again", 15, || lab.ping(&a, &ip_b));
+
+    // Gone past the grace again, and this time h1 gives b's address to c.
+    drop(d2.take());
+    wait_until("h1 to release h2's block again", 30, || released() == 2);
+    let c = lab.netns("c");
+    let given = plumb_at(&lab, &lab.host, "d1", &["attach", &c, "t1", "--ip", &ip_b]);
+    assert!(given.status.success(), "{}", text(&given));
+    // h2 comes back with b still holding it: the cluster keeps c's.
+    d2 = Some(start_h2());
+    wait_until("h2 to say b's address is h1's now", 30, || {
+        log_of(&lab, "d2").contains("host `h1`'s now")
+    });
+    let fdb = must(&format!("bridge -n {} fdb show dev vx-t1", lab.host));
+    assert!(!fdb.contains(&mac_b), "h1 reaches the stale b: {fdb}");
+    let last: u32 = ip_b.rsplit('.').next().unwrap().parse().unwrap();
+    let block_of_b = format!("10.130.0.{}/26", last / 64 * 64);
+    assert!(
+        blocks_at(&lab, &u.host2, "d2", "t1").contains(&(block_of_b, "h1".to_string())),
+        "h2 sees b's block as h1's: {:?}",
+        blocks_at(&lab, &u.host2, "d2", "t1")
+    );
+    // a's ARP cache still has b's MAC for the address (nothing announced
+    // the move): once asked again, it finds c.
+    must(&format!("ip -n {a} neigh flush all"));
+    assert!(lab.ping(&a, &ip_b), "a reaches c at b's former address");
+    drop(d2);
+}
+
+#[test]
+fn a_daemon_back_after_a_crash_keeps_its_containers_known_to_the_others() {
+    let lab = Lab::new("clc");
+    let u = underlay(&lab);
+    let _etcd = etcd(&lab, &u.etcd_ns);
+    let _d1 = member_daemon(&lab, &lab.host, "h1", "d1");
+    // A TTL long enough for the daemon to be back before it expires.
+    let ttl = ["--cluster-ttl", "8"];
+    let d2 = member_daemon_with(&lab, &u.host2, "h2", "d2", &ttl);
+    wait_until("both hosts to join", 15, || members(&lab).len() == 2);
+    define(&lab, "t1", "4400", "10.140.0.0/24");
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    attach_on(&lab, &lab.host, "d1", &c1, "t1");
+    let (ip2, c2_mac) = attach_on(&lab, &u.host2, "d2", &c2, "t1");
+    wait_until("c1 to reach c2", 15, || lab.ping(&c1, &ip2));
+
+    // SIGKILL, and back at once: the registration and c2's record move
+    // to the new daemon's lease, so when the old one expires h1 forgets
+    // nothing.
+    drop(d2);
+    let _d2 = member_daemon_with(&lab, &u.host2, "h2", "d2", &ttl);
+    wait_until("h2's new daemon to join", 15, || {
+        log_of(&lab, "d2").matches("joined the cluster").count() == 2
+    });
+    wait_until("the crashed daemon's lease to expire", 30, || {
+        leases(&lab, &u.etcd_ns) == 2
+    });
+    assert!(lab.ping(&c1, &ip2));
+    assert!(
+        !log_of(&lab, "d1").contains(&format!("forgot {c2_mac}")),
+        "h1 forgot c2 when the crashed daemon's lease expired:\n{}",
+        log_of(&lab, "d1")
+    );
 }

@@ -36,6 +36,10 @@ pub struct DaemonArgs {
     /// Seconds a host stays in the cluster after its daemon last spoke.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     pub cluster_ttl: u64,
+    /// Seconds the address blocks of a host that left stay its, for it to
+    /// come back to; then any host releases them.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub cluster_block_grace: u64,
 }
 
 /// Which cluster, where (the daemon and `plumb cluster`).
@@ -103,6 +107,7 @@ fn cluster_join(args: &DaemonArgs) -> Result<Option<daemon::ClusterJoin>> {
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         ttl: Duration::from_secs(args.cluster_ttl),
+        block_grace: Duration::from_secs(args.cluster_block_grace),
     }))
 }
 

@@ -11,22 +11,30 @@
 //! the other hosts' containers. Every pass reads the whole record, so a
 //! watch that fell behind costs nothing but a pass.
 
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use tokio::sync::Mutex;
 
 use super::{Ctx, Repeated, blocking};
 use crate::cluster::{ClusterStore, Endpoint, Member};
-use crate::driver::overlay::Remote;
+use crate::driver::overlay::{Overlay, Remote};
 use crate::error::{Error, Result};
-use crate::model::Network;
+use crate::model::{AttachRequest, Network};
+use crate::store::host_extras::Block;
 
 /// How often the cluster is read again when nothing is said to change.
 const LOOK_AGAIN: Duration = Duration::from_secs(3);
-/// Fewer free addresses than this in a host's blocks of a network, and it
-/// claims another block.
+/// Fewer free addresses than this in a host's blocks of a subnet where it
+/// has containers, and it claims another block; an empty block of its own
+/// is given back when the others keep at least this many free.
 const LOW_WATER: u128 = 8;
+/// A block claimed this recently is kept even if empty: the attach it
+/// was claimed for may not have taken its address yet.
+const FRESH: Duration = Duration::from_secs(10);
 
 /// What the daemon joins as.
 #[derive(Debug, Clone)]
@@ -34,20 +42,178 @@ pub struct Join {
     pub store: ClusterStore,
     pub me: Member,
     pub ttl: Duration,
+    /// How long the blocks of a host that left stay its, for it to come
+    /// back to.
+    pub block_grace: Duration,
 }
 
-/// The registration held now, for leaving at a stop.
+/// The daemon's cluster: what it joins as, and what it holds while joined.
+pub struct Cluster {
+    join: Join,
+    /// The connection and the registration's lease, while joined.
+    held: Mutex<Option<(etcd_client::Client, i64)>>,
+    /// This host's claims and releases of blocks, one at a time (a pass
+    /// and attaches), with when each block was claimed.
+    claims: Mutex<HashMap<IpNet, Instant>>,
+}
+
+impl Cluster {
+    pub fn new(join: Join) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            join,
+            held: Mutex::default(),
+            claims: Mutex::default(),
+        })
+    }
+
+    /// Leave now, if joined (a clean stop).
+    pub async fn leave(&self) {
+        let store = &self.join.store;
+        if let Some((mut client, lease)) = self.held.lock().await.take() {
+            match tokio::time::timeout(Duration::from_secs(2), store.leave(&mut client, lease))
+                .await
+            {
+                Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
+            }
+        }
+    }
+
+    /// Before an attach to a cluster network: the blocks of the addresses
+    /// it asks for claimed if nobody has them, and a block with room for
+    /// each family it does not. Not joined, the attach makes do with the
+    /// blocks this host has.
+    pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<()> {
+        let (c, name) = (ctx.clone(), req.network.clone());
+        let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&name)?.network))).await
+        else {
+            // The attach says what is wrong with the network.
+            return Ok(());
+        };
+        let Some(overlay) = overlay_of(&net) else {
+            return Ok(());
+        };
+        let Some(mut client) = self.held.lock().await.as_ref().map(|(c, _)| c.clone()) else {
+            return Ok(());
+        };
+        let mut claims = self.claims.lock().await;
+        let (c, name) = (ctx.clone(), net.name.clone());
+        let free = blocking(move || c.with_engine(|e| e.free_in_own_blocks(&name))).await?;
+        let mut claimed = self.join.store.blocks(&mut client, &net.name).await?;
+        let before = claimed.len();
+        for (subnet, free) in free {
+            let asked: Vec<IpNet> = req
+                .ips
+                .iter()
+                .filter(|ip| subnet.contains(*ip))
+                .filter_map(|ip| overlay.block_of(subnet, *ip))
+                .collect();
+            for block in &asked {
+                if !claimed.iter().any(|(b, _)| b == block) {
+                    self.claim(&mut client, &net, *block, &mut claimed, &mut claims)
+                        .await?;
+                }
+            }
+            if asked.is_empty() && free == 0 {
+                self.claim_next(
+                    &mut client,
+                    &net,
+                    &overlay,
+                    subnet,
+                    &mut claimed,
+                    &mut claims,
+                )
+                .await?;
+            }
+        }
+        if claimed.len() != before {
+            self.mirror(ctx, &net.name, &claimed).await?;
+        }
+        Ok(())
+    }
+
+    /// Claim `block`; true if it is this host's now.
+    async fn claim(
+        &self,
+        client: &mut etcd_client::Client,
+        net: &Network,
+        block: IpNet,
+        claimed: &mut Vec<(IpNet, String)>,
+        claims: &mut HashMap<IpNet, Instant>,
+    ) -> Result<bool> {
+        let me = &self.join.me.host;
+        if !self.join.store.claim(client, &net.name, block, me).await? {
+            return Ok(false);
+        }
+        tracing::info!(network = %net.name, block = %block, "claimed an address block");
+        claimed.push((block, me.clone()));
+        claims.insert(block, Instant::now());
+        Ok(true)
+    }
+
+    /// Claim the first block of `subnet` nobody has (one another host
+    /// takes meanwhile is passed over).
+    async fn claim_next(
+        &self,
+        client: &mut etcd_client::Client,
+        net: &Network,
+        overlay: &Overlay,
+        subnet: IpNet,
+        claimed: &mut Vec<(IpNet, String)>,
+        claims: &mut HashMap<IpNet, Instant>,
+    ) -> Result<()> {
+        for block in overlay.blocks_of(subnet) {
+            if !claimed.iter().any(|(b, _)| *b == block)
+                && self.claim(client, net, block, claimed, claims).await?
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::Ipam {
+            network: net.name.clone(),
+            reason: format!("every address block of {subnet} is claimed by a host"),
+        })
+    }
+
+    /// Mirror `claimed` into this host's store, where attaches find it.
+    async fn mirror(
+        &self,
+        ctx: &Arc<Ctx>,
+        network: &str,
+        claimed: &[(IpNet, String)],
+    ) -> Result<()> {
+        let blocks: Vec<Block> = claimed
+            .iter()
+            .map(|(block, host)| Block {
+                block: *block,
+                host: host.clone(),
+                mine: *host == self.join.me.host,
+            })
+            .collect();
+        let (c, n) = (ctx.clone(), network.to_string());
+        blocking(move || c.with_engine(|e| e.set_cluster_blocks(&n, &blocks))).await
+    }
+}
+
+/// What a daemon remembers from one pass to the next.
 #[derive(Default)]
-pub struct Held(Mutex<Option<(etcd_client::Client, i64)>>);
+struct Memory {
+    /// Blocks of hosts that are not members, since when they were seen so.
+    absent: HashMap<(String, IpNet), Instant>,
+    /// Containers whose addresses are in another host's block, told once.
+    told: HashSet<(String, crate::model::Mac)>,
+}
 
 /// Join and stay joined until the daemon stops.
-pub async fn stay_joined(ctx: Arc<Ctx>, join: Join, held: Arc<Held>) {
+pub async fn stay_joined(ctx: Arc<Ctx>, cluster: Arc<Cluster>) {
+    let join = &cluster.join;
     let mut errors = Repeated::default();
     loop {
         let attempt = async {
             let mut client = join.store.connect().await?;
             let lease = join.store.join(&mut client, &join.me, join.ttl).await?;
-            *held.0.lock().await = Some((client.clone(), lease));
+            *cluster.held.lock().await = Some((client.clone(), lease));
             tracing::info!(
                 cluster = %join.store.name,
                 host = %join.me.host,
@@ -58,11 +224,11 @@ pub async fn stay_joined(ctx: Arc<Ctx>, join: Join, held: Arc<Held>) {
             let mut keeper = client.clone();
             tokio::select! {
                 e = join.store.keep_alive(&mut keeper, lease, join.ttl) => Err(e),
-                e = follow(&ctx, &join, client, lease) => Err(e),
+                e = follow(&ctx, &cluster, client, lease) => Err(e),
             }
         };
         let result: crate::error::Result<()> = attempt.await;
-        held.0.lock().await.take();
+        cluster.held.lock().await.take();
         if let Err(e) = result {
             let pause = errors.failed("cluster", &e.to_string());
             // At least a second between attempts: a store that refuses
@@ -74,14 +240,20 @@ pub async fn stay_joined(ctx: Arc<Ctx>, join: Join, held: Arc<Held>) {
 
 /// Follow the cluster until its store fails: every change, and every few
 /// seconds, one [`pass`].
-async fn follow(ctx: &Arc<Ctx>, join: &Join, mut client: etcd_client::Client, lease: i64) -> Error {
-    let mut changes = match join.store.watch(&mut client).await {
+async fn follow(
+    ctx: &Arc<Ctx>,
+    cluster: &Cluster,
+    mut client: etcd_client::Client,
+    lease: i64,
+) -> Error {
+    let mut changes = match cluster.join.store.watch(&mut client).await {
         Ok(s) => s,
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
+    let mut memory = Memory::default();
     loop {
-        match pass(ctx, join, &mut client, lease).await {
+        match pass(ctx, cluster, &mut client, lease, &mut memory).await {
             Ok(()) => errors.ended("cluster pass"),
             Err(e) => {
                 let _ = errors.failed("cluster pass", &e.to_string());
@@ -99,14 +271,16 @@ async fn follow(ctx: &Arc<Ctx>, join: &Join, mut client: etcd_client::Client, le
 }
 
 /// Bring this host in line with the cluster's record: its networks made
-/// here, this host's containers on them recorded, every overlay reaching
-/// the other hosts' containers.
+/// here, its address blocks kept, its containers on them recorded, every
+/// overlay reaching the other hosts' containers.
 async fn pass(
     ctx: &Arc<Ctx>,
-    join: &Join,
+    cluster: &Cluster,
     client: &mut etcd_client::Client,
     lease: i64,
+    memory: &mut Memory,
 ) -> Result<()> {
+    let join = &cluster.join;
     let specs = join.store.networks(client).await?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let local = local_networks(ctx).await?;
@@ -114,7 +288,7 @@ async fn pass(
     // is on it.
     let gone = local
         .iter()
-        .filter(|n| n.bridge().is_some_and(|b| b.overlay.is_some()) && !names.contains(&n.name))
+        .filter(|n| overlay_of(n).is_some() && !names.contains(&n.name))
         .map(|n| n.name.clone());
     for name in gone {
         let (c, n) = (ctx.clone(), name.clone());
@@ -141,25 +315,67 @@ async fn pass(
         .into_iter()
         .filter(|n| names.contains(&n.name))
         .collect();
-    for net in &here {
-        if let Err(e) = keep_addresses(ctx, join, client, net).await {
-            tracing::warn!(network = %net.name, "address blocks: {e}");
-        }
-    }
+    let members: Vec<String> = join
+        .store
+        .members(client)
+        .await?
+        .into_iter()
+        .map(|m| m.host)
+        .collect();
     let c = ctx.clone();
-    let attachments = blocking(move || c.with_engine(|e| e.attachments())).await?;
-    let mine: Vec<Endpoint> = attachments
+    let attachments: Vec<_> = blocking(move || c.with_engine(|e| e.attachments()))
+        .await?
         .into_iter()
         .map(|s| s.attachment)
         .filter(|a| names.contains(&a.network))
-        .map(|a| Endpoint {
+        .collect();
+    // Per network, the blocks as the cluster has them after this host's
+    // claims and releases.
+    let mut blocks: HashMap<String, Vec<(IpNet, String)>> = HashMap::new();
+    for net in &here {
+        let containers = attachments.iter().filter(|a| a.network == net.name).count();
+        match keep_addresses(ctx, cluster, client, net, containers, &members, memory).await {
+            Ok(claimed) => {
+                blocks.insert(net.name.clone(), claimed);
+            }
+            Err(e) => tracing::warn!(network = %net.name, "address blocks: {e}"),
+        }
+    }
+    // A container holding an address of another host's block (this host
+    // was away past the grace, and the block went to another) is not
+    // recorded: the address is that host's now.
+    let mut mine: Vec<Endpoint> = Vec::new();
+    for a in &attachments {
+        let theirs = blocks.get(&a.network).and_then(|claimed| {
+            a.addresses.iter().find_map(|n| {
+                claimed
+                    .iter()
+                    .find(|(b, host)| b.contains(&n.addr()) && *host != join.me.host)
+                    .map(|(b, host)| (n.addr(), *b, host.clone()))
+            })
+        });
+        if let Some((address, block, host)) = theirs {
+            if memory.told.insert((a.network.clone(), a.mac)) {
+                tracing::error!(
+                    target = %a.shown_target(),
+                    network = %a.network,
+                    %address,
+                    "the address is in block {block}, host `{host}`'s now: the cluster does not reach this container; detach and attach it again"
+                );
+            }
+            continue;
+        }
+        mine.push(Endpoint {
             network: a.network.clone(),
             host: join.me.host.clone(),
             mac: a.mac,
             addresses: a.addresses.iter().map(|n| n.addr()).collect(),
             vtep: join.me.vtep,
-        })
-        .collect();
+        });
+    }
+    memory
+        .told
+        .retain(|(n, m)| attachments.iter().any(|a| a.network == *n && a.mac == *m));
     let listed = join.store.endpoints(client).await?;
     // Recorded under another lease is published again: a daemon back
     // after a crash finds its containers still under its predecessor's
@@ -200,63 +416,130 @@ async fn pass(
     Ok(())
 }
 
-/// Keep this host's address blocks of `network` mirrored, and claim one
-/// more when fewer than [`LOW_WATER`] addresses are free in them.
+/// Keep this host's address blocks of `net` as they should be, and
+/// mirrored where its attaches find them:
+/// - a block holding addresses given out here that nobody has (this host
+///   was away past the grace) is claimed back;
+/// - the blocks of a host that left are released once it has been gone
+///   for the grace;
+/// - with containers here, another block is claimed when fewer than
+///   [`LOW_WATER`] addresses are free; an empty block is given back when it
+///   is not needed (no containers here, or enough free in the others).
+///
+/// Returns the blocks as the cluster has them now.
 async fn keep_addresses(
     ctx: &Arc<Ctx>,
-    join: &Join,
+    cluster: &Cluster,
     client: &mut etcd_client::Client,
     net: &Network,
-) -> Result<()> {
-    let network = net.name.as_str();
-    let Some(overlay) = net.bridge().and_then(|b| b.overlay.clone()) else {
-        return Ok(());
+    containers: usize,
+    members: &[String],
+    memory: &mut Memory,
+) -> Result<Vec<(IpNet, String)>> {
+    let Some(overlay) = overlay_of(net) else {
+        return Ok(Vec::new());
     };
-    let mirror = |claimed: &[(ipnet::IpNet, String)]| -> Vec<crate::store::host_extras::Block> {
-        claimed
-            .iter()
-            .map(|(block, host)| crate::store::host_extras::Block {
-                block: *block,
-                host: host.clone(),
-                mine: *host == join.me.host,
-            })
-            .collect()
-    };
-    let mut claimed = join.store.blocks(client, network).await?;
-    let (c, n, blocks) = (ctx.clone(), network.to_string(), mirror(&claimed));
-    let free = blocking(move || {
-        c.with_engine(|e| {
-            e.set_cluster_blocks(&n, &blocks)?;
-            e.free_in_own_blocks(&n)
+    let join = &cluster.join;
+    let me = join.me.host.as_str();
+    let mut claims = cluster.claims.lock().await;
+    let mut claimed = join.store.blocks(client, &net.name).await?;
+
+    let (c, n) = (ctx.clone(), net.name.clone());
+    let (taken, given) = blocking(move || c.with_engine(|e| e.allocated_on(&n))).await?;
+    let orphans: HashSet<IpNet> = given
+        .iter()
+        .filter_map(|a| {
+            let sub = net.subnets.iter().find(|s| s.subnet.contains(a))?;
+            overlay.block_of(sub.subnet, *a)
         })
-    })
-    .await?;
-    if free >= LOW_WATER {
-        return Ok(());
+        .filter(|b| !claimed.iter().any(|(c, _)| c == b))
+        .collect();
+    for block in orphans {
+        if cluster
+            .claim(client, net, block, &mut claimed, &mut claims)
+            .await?
+        {
+            tracing::info!(network = %net.name, %block, "claimed back a block of this host's addresses");
+        }
     }
-    // The first block nobody has; one another host takes meanwhile is
-    // passed over.
-    for sub in &net.subnets {
-        for block in overlay.blocks_of(sub.subnet) {
-            if claimed.iter().any(|(b, _)| *b == block) {
+
+    let now = Instant::now();
+    memory.absent.retain(|(n, b), _| {
+        *n != net.name
+            || claimed
+                .iter()
+                .any(|(c, host)| c == b && !members.contains(host))
+    });
+    let mut released = Vec::new();
+    for (block, host) in claimed
+        .iter()
+        .filter(|(_, h)| !members.contains(h) && h != me)
+    {
+        let since = *memory
+            .absent
+            .entry((net.name.clone(), *block))
+            .or_insert(now);
+        if now.duration_since(since) >= join.block_grace
+            && join.store.release(client, &net.name, *block, host).await?
+        {
+            tracing::info!(network = %net.name, %block, %host, "released the block of a host gone for the grace");
+            released.push(*block);
+        }
+    }
+    claimed.retain(|(b, _)| !released.contains(b));
+    cluster.mirror(ctx, &net.name, &claimed).await?;
+
+    let (c, n) = (ctx.clone(), net.name.clone());
+    let free = blocking(move || c.with_engine(|e| e.free_in_own_blocks(&n))).await?;
+    for (subnet, free) in free {
+        if containers > 0 && free < LOW_WATER {
+            cluster
+                .claim_next(client, net, &overlay, subnet, &mut claimed, &mut claims)
+                .await?;
+            continue;
+        }
+        let own: Vec<IpNet> = claimed
+            .iter()
+            .filter(|(b, h)| h == me && subnet.contains(&b.network()))
+            .map(|(b, _)| *b)
+            .collect();
+        let mut left = free;
+        for block in own {
+            let in_block = overlay_free(net, &taken, block);
+            let needed = containers > 0 && left.saturating_sub(in_block) < LOW_WATER;
+            let fresh = claims.get(&block).is_some_and(|t| t.elapsed() < FRESH);
+            if needed || fresh {
                 continue;
             }
-            if join
-                .store
-                .claim(client, network, block, &join.me.host)
-                .await?
-            {
-                tracing::info!(network = %network, block = %block, "claimed an address block");
-                claimed.push((block, join.me.host.clone()));
-                let (c, n, blocks) = (ctx.clone(), network.to_string(), mirror(&claimed));
-                return blocking(move || c.with_engine(|e| e.set_cluster_blocks(&n, &blocks)))
-                    .await;
+            let (c, n) = (ctx.clone(), net.name.clone());
+            if !blocking(move || c.with_engine(|e| e.give_up_block(&n, block))).await? {
+                continue;
+            }
+            if join.store.release(client, &net.name, block, me).await? {
+                tracing::info!(network = %net.name, %block, "released an empty address block");
+                claims.remove(&block);
+                claimed.retain(|(b, _)| *b != block);
+                left -= in_block;
             }
         }
     }
-    Err(Error::Conflict(format!(
-        "network `{network}` has no address block left to claim"
-    )))
+    claims.retain(|b, _| claimed.iter().any(|(c, _)| c == b));
+    cluster.mirror(ctx, &net.name, &claimed).await?;
+    Ok(claimed)
+}
+
+/// How many addresses `block` of `net` has free, `taken` being the
+/// addresses taken here.
+fn overlay_free(net: &Network, taken: &[IpAddr], block: IpNet) -> u128 {
+    net.subnets
+        .iter()
+        .find(|s| s.subnet.contains(&block.network()))
+        .map_or(0, |sub| crate::engine::free_in_block(block, sub, taken))
+}
+
+/// A cluster network's overlay.
+fn overlay_of(net: &Network) -> Option<Overlay> {
+    net.bridge().and_then(|b| b.overlay.clone())
 }
 
 /// The networks this host has.
@@ -264,15 +547,4 @@ async fn local_networks(ctx: &Arc<Ctx>) -> Result<Vec<Network>> {
     let c = ctx.clone();
     blocking(move || c.with_engine(|e| Ok(e.networks()?.into_iter().map(|n| n.network).collect())))
         .await
-}
-
-/// Leave now, if joined (a clean stop).
-pub async fn leave(store: &ClusterStore, held: &Held) {
-    if let Some((mut client, lease)) = held.0.lock().await.take() {
-        match tokio::time::timeout(Duration::from_secs(2), store.leave(&mut client, lease)).await {
-            Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
-            Ok(Err(e)) => tracing::warn!("{e}"),
-            Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
-        }
-    }
 }

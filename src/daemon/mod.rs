@@ -82,6 +82,8 @@ pub struct Ctx {
     activity: Arc<Activity>,
     /// The published host ports, kept bound.
     holds: Arc<std::sync::Mutex<Holds>>,
+    /// The cluster this host is in, if any.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Ctx {
@@ -188,6 +190,7 @@ async fn serve(opts: Options) -> Result<()> {
         idle_engines: std::sync::Mutex::new(vec![first]),
         activity: activity.clone(),
         holds: holds.clone(),
+        cluster: opts.cluster.clone().map(cluster::Cluster::new),
     });
     // What a reboot took, the daemon puts back before it serves anyone:
     // its socket appears only then, so that whoever waits for it finds the
@@ -203,11 +206,10 @@ async fn serve(opts: Options) -> Result<()> {
         let ctx = ctx.clone();
         supervise::task("docker", move || docker::watch(ctx.clone()))
     };
-    let held = Arc::new(cluster::Held::default());
-    let membership = opts.cluster.clone().map(|join| {
-        let (ctx, held) = (ctx.clone(), held.clone());
+    let membership = ctx.cluster.clone().map(|cluster| {
+        let ctx = ctx.clone();
         supervise::task("cluster", move || {
-            cluster::stay_joined(ctx.clone(), join.clone(), held.clone())
+            cluster::stay_joined(ctx.clone(), cluster.clone())
         })
     });
     let dns = {
@@ -273,9 +275,9 @@ async fn serve(opts: Options) -> Result<()> {
     // resumes renewing them.
     reconciler.abort();
     dns.abort();
-    if let (Some(task), Some(join)) = (membership, &opts.cluster) {
+    if let (Some(task), Some(cluster)) = (membership, &ctx.cluster) {
         task.abort();
-        cluster::leave(&join.store, &held).await;
+        cluster.leave().await;
     }
     if let Some(p) = docker_plugin {
         p.abort();
@@ -757,6 +759,9 @@ pub(crate) async fn attach_opened(
     req: crate::model::AttachRequest,
     open: Opener,
 ) -> Result<Attachment> {
+    if let Some(cluster) = &ctx.cluster {
+        cluster.make_room(ctx, &req).await?;
+    }
     let c = ctx.clone();
     let (r, o) = (req.clone(), open.clone());
     let done = blocking(move || {

@@ -39,15 +39,26 @@ pub struct Overlay {
 impl Overlay {
     /// The blocks of `subnet` hosts claim, in order.
     pub fn blocks_of(&self, subnet: ipnet::IpNet) -> Vec<ipnet::IpNet> {
-        let prefix = match subnet {
+        subnet
+            .subnets(self.block_prefix(subnet))
+            .map(|s| s.collect())
+            .unwrap_or_default()
+    }
+
+    /// The block of `subnet` that `ip` (in it) is in.
+    pub fn block_of(&self, subnet: ipnet::IpNet, ip: IpAddr) -> Option<ipnet::IpNet> {
+        ipnet::IpNet::new(ip, self.block_prefix(subnet))
+            .ok()
+            .map(|b| b.trunc())
+            .filter(|b| subnet.contains(&b.network()))
+    }
+
+    fn block_prefix(&self, subnet: ipnet::IpNet) -> u8 {
+        match subnet {
             ipnet::IpNet::V4(_) => self.block,
             ipnet::IpNet::V6(_) => 128 - (32 - self.block),
         }
-        .max(subnet.prefix_len());
-        subnet
-            .subnets(prefix)
-            .map(|s| s.collect())
-            .unwrap_or_default()
+        .max(subnet.prefix_len())
     }
 }
 

@@ -42,6 +42,7 @@ mod egress;
 pub use egress::EgressRequest;
 mod host_shims;
 mod overlay;
+pub use overlay::free_in_block;
 mod policy;
 mod recover;
 mod restore;
@@ -59,6 +60,8 @@ pub struct NetworkDetails {
     pub attachments: Vec<StoredAttachment>,
     /// The Docker network it is (plumb's Docker driver), and its endpoints.
     pub docker: Option<(String, Vec<store::docker::Endpoint>)>,
+    /// A cluster network's address blocks, as this host last saw them.
+    pub blocks: Vec<store::host_extras::Block>,
 }
 
 pub struct Engine {
@@ -369,6 +372,7 @@ impl Engine {
                 }
                 None => None,
             },
+            blocks: store::host_extras::cluster_blocks(conn, name)?,
         })
     }
 
@@ -2099,7 +2103,7 @@ fn allocate_in_blocks(
     Err(Error::Ipam {
         network: net.name.clone(),
         reason: format!(
-            "no free address in this host's blocks of {} (the daemon, joined to the cluster, claims another within seconds)",
+            "no free address in this host's blocks of {} (a daemon joined to the cluster claims another when it attaches)",
             sub.subnet
         ),
     })

@@ -1,9 +1,14 @@
 //! A cluster network's overlay, programmed from the cluster's record of
 //! the other hosts' containers (the daemon's cluster task reads it).
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 use super::Engine;
 use crate::driver::overlay::{self, Remote};
 use crate::error::{Error, Result};
+use crate::model::SubnetSpec;
 use crate::store;
 
 impl Engine {
@@ -31,40 +36,79 @@ impl Engine {
             .write(|tx| store::host_extras::set_cluster_blocks(tx, network, blocks))
     }
 
-    /// How many addresses this host's blocks of `network` have free.
-    pub fn free_in_own_blocks(&self, network: &str) -> Result<u128> {
+    /// Per subnet of `network`, how many addresses this host's blocks of
+    /// it have free.
+    pub fn free_in_own_blocks(&self, network: &str) -> Result<Vec<(IpNet, u128)>> {
         let conn = self.store.read();
         let net = store::require_network(conn, network)?.network;
-        let mut stmt = conn.prepare_cached("SELECT address FROM allocations WHERE network = ?1")?;
-        let taken: Vec<std::net::IpAddr> = stmt
-            .query_map([network], |r| r.get::<_, String>(0))?
-            .filter_map(|a| a.ok()?.parse().ok())
-            .collect();
-        let mut free = 0u128;
-        for b in store::host_extras::cluster_blocks(conn, network)?
-            .into_iter()
-            .filter(|b| b.mine)
-        {
-            let Some(sub) = net
-                .subnets
-                .iter()
-                .find(|s| s.subnet.contains(&b.block.network()))
-            else {
-                continue;
-            };
-            let size: u128 = 1u128 << (b.block.max_prefix_len() - b.block.prefix_len());
-            let unusable = [
-                Some(sub.subnet.network()),
-                Some(sub.subnet.broadcast()),
-                sub.gateway,
-            ]
-            .into_iter()
-            .flatten()
-            .filter(|a| b.block.contains(a))
-            .count() as u128;
-            let used = taken.iter().filter(|a| b.block.contains(*a)).count() as u128;
-            free += size.saturating_sub(unusable + used);
-        }
-        Ok(free)
+        let taken = allocated(conn, network)?;
+        let blocks = store::host_extras::cluster_blocks(conn, network)?;
+        Ok(net
+            .subnets
+            .iter()
+            .map(|sub| {
+                let free = blocks
+                    .iter()
+                    .filter(|b| b.mine && sub.subnet.contains(&b.block.network()))
+                    .map(|b| free_in_block(b.block, sub, &taken))
+                    .sum();
+                (sub.subnet, free)
+            })
+            .collect())
     }
+
+    /// The addresses taken on `network` on this host: all of them, and
+    /// those given to containers (not the host's, nor `--aux-address`es).
+    pub fn allocated_on(&self, network: &str) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        let conn = self.store.read();
+        Ok((allocated(conn, network)?, given_out(conn, network)?))
+    }
+
+    /// Stop giving out addresses of `block` of `network`, if none here is
+    /// in it: true if so. In one transaction with the check, so an attach
+    /// either took an address of it first (and it stays) or finds it gone.
+    pub fn give_up_block(&mut self, network: &str, block: IpNet) -> Result<bool> {
+        self.store.write(|tx| {
+            if given_out(tx, network)?.iter().any(|a| block.contains(a)) {
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM cluster_blocks WHERE network = ?1 AND block = ?2",
+                rusqlite::params![network, block.to_string()],
+            )?;
+            Ok(true)
+        })
+    }
+}
+
+fn allocated(conn: &rusqlite::Connection, network: &str) -> Result<Vec<IpAddr>> {
+    let mut stmt = conn.prepare_cached("SELECT address FROM allocations WHERE network = ?1")?;
+    let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+    Ok(rows.filter_map(|a| a.ok()?.parse().ok()).collect())
+}
+
+fn given_out(conn: &rusqlite::Connection, network: &str) -> Result<Vec<IpAddr>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT address FROM allocations WHERE network = ?1 \
+         AND owner != 'host' AND owner NOT LIKE 'aux:%'",
+    )?;
+    let rows = stmt.query_map([network], |r| r.get::<_, String>(0))?;
+    Ok(rows.filter_map(|a| a.ok()?.parse().ok()).collect())
+}
+
+/// The addresses of `block` (of subnet `sub`) neither taken nor the
+/// subnet's own (network, broadcast, gateway).
+pub fn free_in_block(block: IpNet, sub: &SubnetSpec, taken: &[IpAddr]) -> u128 {
+    let size: u128 = 1u128 << (block.max_prefix_len() - block.prefix_len());
+    let unusable = [
+        Some(sub.subnet.network()),
+        Some(sub.subnet.broadcast()),
+        sub.gateway,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|a| block.contains(a) && !taken.contains(a))
+    .count() as u128;
+    let used = taken.iter().filter(|a| block.contains(*a)).count() as u128;
+    size.saturating_sub(unusable + used)
 }
