@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::NetworkSpec;
+use crate::policy::rules::PolicySpec;
 
 /// How long a host stays registered after its daemon last spoke.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
@@ -485,6 +486,125 @@ impl ClusterStore {
     }
 }
 
+impl ClusterStore {
+    fn policies_prefix(&self) -> String {
+        format!("{}policies/", self.prefix())
+    }
+
+    /// Add a rule every host applies; its id is the store's revision of
+    /// the addition, so ids give the order rules were added in.
+    pub async fn add_policy(&self, client: &mut Client, spec: &PolicySpec) -> Result<i64> {
+        if let Some((id, _)) = self
+            .policies(client)
+            .await?
+            .into_iter()
+            .find(|(_, s)| s == spec)
+        {
+            return Err(Error::invalid(
+                "policy",
+                spec_words(spec),
+                format!("is rule {id} of cluster `{}` already", self.name),
+            ));
+        }
+        let value = serde_json::to_vec(spec).expect("a rule serializes");
+        let key = format!(
+            "{}{}",
+            self.policies_prefix(),
+            crate::names::short_hash(&[&String::from_utf8_lossy(&value), &now_nanos()])
+        );
+        let put = client
+            .txn(
+                Txn::new()
+                    .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value, None)]),
+            )
+            .await
+            .map_err(|e| self.error("add a rule", e))?;
+        match put.header() {
+            Some(h) if put.succeeded() => Ok(h.revision()),
+            _ => Err(Error::Conflict(
+                "the rule's key was taken; try again".into(),
+            )),
+        }
+    }
+
+    /// The cluster's rules, oldest first: (id, rule).
+    pub async fn policies(&self, client: &mut Client) -> Result<Vec<(i64, PolicySpec)>> {
+        let resp = client
+            .get(
+                self.policies_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.error("list rules", e))?;
+        let mut out: Vec<(i64, PolicySpec)> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                Some((
+                    kv.create_revision(),
+                    serde_json::from_slice(kv.value()).ok()?,
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    /// Remove the cluster's rules `ids`, all or none.
+    pub async fn remove_policies(&self, client: &mut Client, ids: &[i64]) -> Result<()> {
+        let resp = client
+            .get(
+                self.policies_prefix(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| self.error("list rules", e))?;
+        let mut deletes = Vec::new();
+        for id in ids {
+            let Some(kv) = resp.kvs().iter().find(|kv| kv.create_revision() == *id) else {
+                return Err(Error::invalid(
+                    "policy id",
+                    id,
+                    format!("cluster `{}` has no such rule", self.name),
+                ));
+            };
+            deletes.push(TxnOp::delete(kv.key().to_vec(), None));
+        }
+        client
+            .txn(Txn::new().and_then(deletes))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("remove rules", e))
+    }
+}
+
+/// A rule as it was written (`SCOPE allow from …`), for messages.
+pub fn spec_words(spec: &PolicySpec) -> String {
+    let mut words = vec![spec.scope.clone(), spec.action.clone()];
+    for (word, value) in [
+        ("from", &spec.from),
+        ("to", &spec.to),
+        ("proto", &spec.proto),
+        ("port", &spec.port),
+    ] {
+        if let Some(v) = value {
+            words.extend([word.to_string(), v.clone()]);
+        }
+    }
+    if let Some(p) = spec.priority {
+        words.extend(["priority".to_string(), p.to_string()]);
+    }
+    words.join(" ")
+}
+
+fn now_nanos() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
+}
+
 /// A container on a cluster network, as its host records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -493,6 +613,10 @@ pub struct Endpoint {
     pub mac: crate::model::Mac,
     pub addresses: Vec<IpAddr>,
     pub vtep: IpAddr,
+    /// The policy selectors naming it (`label:K=V`, `attachment:T`): other
+    /// hosts' rules reach it through them.
+    #[serde(default)]
+    pub selectors: Vec<String>,
 }
 
 /// A host of the cluster, as registered.

@@ -353,8 +353,22 @@ fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) -> String {
 /// Attach `target` on host `ns` (daemon `log`) once its blocks are there;
 /// its address and MAC.
 fn attach_on(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> (String, String) {
+    attach_on_with(lab, ns, log, target, network, &[])
+}
+
+/// The same with `extra` attach options.
+fn attach_on_with(
+    lab: &Lab,
+    ns: &str,
+    log: &str,
+    target: &str,
+    network: &str,
+    extra: &[&str],
+) -> (String, String) {
     let line = wait_for("an address from this host's blocks", 15, || {
-        let out = plumb_at(lab, ns, log, &["attach", target, network]);
+        let mut args = vec!["attach", target, network];
+        args.extend_from_slice(extra);
+        let out = plumb_at(lab, ns, log, &args);
         match out.status.success() {
             true => Ok(text(&out)),
             false => Err(text(&out)),
@@ -551,4 +565,86 @@ fn a_daemon_back_after_a_crash_keeps_its_containers_known_to_the_others() {
         "h1 forgot c2 when the crashed daemon's lease expired:\n{}",
         log_of(&lab, "d1")
     );
+}
+
+#[test]
+fn a_rule_written_once_holds_on_every_host_for_containers_on_any() {
+    let lab = Lab::new("clp");
+    let (u, _etcd, _d1, _d2) = two_members(&lab);
+    define(&lab, "front", "4500", "10.150.0.0/24");
+    define(&lab, "back", "4600", "10.151.0.0/24");
+    let (api, pg, cache) = (lab.netns("api"), lab.netns("pg"), lab.netns("cache"));
+    attach_on(&lab, &lab.host, "d1", &api, "front");
+    let (ip_pg, _) = attach_on_with(&lab, &u.host2, "d2", &pg, "back", &["--label", "role=db"]);
+    let (ip_cache, _) = attach_on(&lab, &u.host2, "d2", &cache, "back");
+    // Two networks are kept apart, across hosts as on one.
+    assert!(!lab.ping(&api, &ip_pg), "front reached back with no rule");
+
+    // One rule, in the cluster: front may reach what is labelled db. h1
+    // routes api's packets, and pg, on h2, is in h1's set for the label.
+    let out = lab.ok(&[
+        "policy",
+        "add",
+        "front",
+        "allow",
+        "from",
+        "front",
+        "to",
+        "label:role=db",
+        "proto",
+        "icmp",
+        "--cluster-store",
+        STORE,
+    ]);
+    assert!(out.contains("added to cluster default"), "{out}");
+    let id: String = out.split_whitespace().nth(1).unwrap().to_string();
+    wait_until("api to reach pg on the other host", 15, || {
+        lab.ping(&api, &ip_pg)
+    });
+    assert!(
+        !lab.ping(&api, &ip_cache),
+        "the rule let an unlabelled one in"
+    );
+    // Each host has it, as the cluster's.
+    for (ns, log) in [(lab.host.as_str(), "d1"), (u.host2.as_str(), "d2")] {
+        let ls = text(&plumb_at(&lab, ns, log, &["policy", "ls", "--json"]));
+        assert!(ls.contains(&format!("cluster:{id}")), "{ls}");
+    }
+    // A container labelled later, on either host, is in at once.
+    let pg2 = lab.netns("pg2");
+    let (ip_pg2, _) = attach_on_with(&lab, &u.host2, "d2", &pg2, "back", &["--label", "role=db"]);
+    wait_until("api to reach the new pg", 15, || lab.ping(&api, &ip_pg2));
+    // The same rule again, or a bad one, is refused by name.
+    let again = lab.fails(&[
+        "policy",
+        "add",
+        "front",
+        "allow",
+        "from",
+        "front",
+        "to",
+        "label:role=db",
+        "proto",
+        "icmp",
+        "--cluster-store",
+        STORE,
+    ]);
+    assert!(again.contains(&format!("rule {id}")), "{again}");
+    let bad = lab.fails(&[
+        "policy",
+        "add",
+        "nowhere",
+        "allow",
+        "--cluster-store",
+        STORE,
+    ]);
+    assert!(bad.contains("nowhere"), "{bad}");
+
+    // Removed from the cluster, it goes from every host.
+    lab.ok(&["policy", "rm", &id, "--cluster-store", STORE]);
+    wait_until("the rule to go from h1", 15, || !lab.ping(&api, &ip_pg));
+    wait_until("the rule to go from h2", 15, || {
+        !text(&plumb_at(&lab, &u.host2, "d2", &["policy", "ls", "--json"]))
+            .contains(&format!("cluster:{id}"))
+    });
 }

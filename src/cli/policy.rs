@@ -2,6 +2,7 @@ use clap::{Args, Subcommand};
 use clap_complete::engine::ArgValueCandidates;
 use serde_json::json;
 
+use super::daemon::ClusterArgs;
 use super::print_json;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -18,15 +19,21 @@ pub enum PolicyCommand {
     /// denies before allows at equal priority, then oldest first; the first
     /// that matches decides.
     Add(AddArgs),
-    /// List the rules in evaluation order.
+    /// List the rules in evaluation order (with --cluster-store, the
+    /// cluster's, oldest first).
     Ls {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
-    /// Remove rules by id (all or none).
+    /// Remove rules by id (all or none); with --cluster-store, the
+    /// cluster's.
     Rm {
         #[arg(required = true, add = ArgValueCandidates::new(super::complete::policies))]
         ids: Vec<i64>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -44,16 +51,40 @@ pub struct AddArgs {
     pub words: Vec<String>,
     #[arg(long)]
     pub priority: Option<u32>,
+    /// Add the rule to the cluster in this etcd instead: every host's
+    /// daemon applies it, to its containers and the other hosts'.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub fn run(engine: &mut Engine, cmd: PolicyCommand) -> Result<()> {
     match cmd {
-        PolicyCommand::Add(args) => {
-            let spec = spec_from_words(args)?;
-            let p = engine.policy_add(&spec, None)?;
-            outln!("rule {} added: {}", p.id, p.policy);
+        PolicyCommand::Add(mut args) => {
+            cluster_options_after_words(&mut args)?;
+            add(engine, args)?;
         }
-        PolicyCommand::Ls { json } => {
+        PolicyCommand::Ls { json, cluster } if cluster.cluster_store.is_some() => {
+            let store = cluster.store()?.expect("a cluster store was given");
+            let rules = store.call(async |client| store.policies(client).await)?;
+            if json {
+                print_json(&serde_json::to_value(&rules).unwrap_or_default());
+            } else {
+                for (id, spec) in &rules {
+                    outln!("{id:>8}  {}", crate::cluster::spec_words(spec));
+                }
+            }
+        }
+        PolicyCommand::Rm { ids, cluster } if cluster.cluster_store.is_some() => {
+            let store = cluster.store()?.expect("a cluster store was given");
+            store.call(async |client| store.remove_policies(client, &ids).await)?;
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            outln!(
+                "removed rule(s) {} from cluster {}",
+                ids.join(", "),
+                store.name
+            );
+        }
+        PolicyCommand::Ls { json, .. } => {
             let mut rules = engine.policies()?;
             rules.sort_by_key(|p| p.policy.order(p.id));
             if json {
@@ -64,7 +95,7 @@ pub fn run(engine: &mut Engine, cmd: PolicyCommand) -> Result<()> {
                 }
             }
         }
-        PolicyCommand::Rm { ids } => {
+        PolicyCommand::Rm { ids, .. } => {
             engine.policy_rm(&ids)?;
             let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
             outln!("removed rule(s) {}", ids.join(", "));
@@ -86,6 +117,58 @@ fn listed(p: &StoredPolicy) -> serde_json::Value {
         "Priority": p.policy.priority,
         "Owner": p.owner,
     })
+}
+
+/// Add a rule here, or with --cluster-store to the cluster.
+fn add(engine: &mut Engine, args: AddArgs) -> Result<()> {
+    let Some(store) = args.cluster.store()? else {
+        let spec = spec_from_words(args)?;
+        let p = engine.policy_add(&spec, None)?;
+        outln!("rule {} added: {}", p.id, p.policy);
+        return Ok(());
+    };
+    let spec = spec_from_words(args)?;
+    let (id, policy) = store.call(async |client| {
+        let policy = check_in_cluster(&store, client, &spec).await?;
+        Ok((store.add_policy(client, &spec).await?, policy))
+    })?;
+    outln!(
+        "rule {id} added to cluster {}: {policy} (every host's daemon applies it)",
+        store.name
+    );
+    Ok(())
+}
+
+/// `--cluster-*` options written after the rule's words (where clap
+/// leaves them among the words) taken out of them.
+fn cluster_options_after_words(args: &mut AddArgs) -> Result<()> {
+    let mut words = Vec::new();
+    let mut options = Vec::new();
+    let mut given = std::mem::take(&mut args.words).into_iter();
+    while let Some(word) = given.next() {
+        if !word.starts_with("--cluster-") {
+            words.push(word);
+            continue;
+        }
+        let with_value = !word.contains('=');
+        options.push(word);
+        if with_value && let Some(value) = given.next() {
+            options.push(value);
+        }
+    }
+    args.words = words;
+    if options.is_empty() {
+        return Ok(());
+    }
+    let parser = <ClusterArgs as clap::Args>::augment_args(
+        clap::Command::new("policy add").no_binary_name(true),
+    );
+    let matches = parser
+        .try_get_matches_from(&options)
+        .map_err(|e| Error::invalid("policy", options.join(" "), e.kind().to_string()))?;
+    args.cluster = <ClusterArgs as clap::FromArgMatches>::from_arg_matches(&matches)
+        .map_err(|e| Error::invalid("policy", options.join(" "), e.to_string()))?;
+    Ok(())
 }
 
 /// `from X to Y proto P port N priority N`, in any order, each at most once.
@@ -133,4 +216,34 @@ fn spec_from_words(args: AddArgs) -> Result<PolicySpec> {
         }
     }
     Ok(spec)
+}
+
+/// `spec` as every host will read it: against the cluster's networks and
+/// its other rules (refused, naming the word at fault, if it could not
+/// apply or contradicts one).
+async fn check_in_cluster(
+    store: &crate::cluster::ClusterStore,
+    client: &mut etcd_client::Client,
+    spec: &PolicySpec,
+) -> Result<crate::policy::rules::Policy> {
+    let mut networks = Vec::new();
+    for mut net in store.networks(client).await? {
+        net.vtep = Some("192.0.2.1".into());
+        networks.push(net.validate()?);
+    }
+    let existing: Vec<StoredPolicy> = store
+        .policies(client)
+        .await?
+        .into_iter()
+        .filter_map(|(id, s)| {
+            Some(StoredPolicy {
+                id,
+                policy: s.resolve(&networks).ok()?,
+                owner: None,
+            })
+        })
+        .collect();
+    let policy = spec.resolve(&networks)?;
+    crate::policy::rules::check_new(&policy, &existing, &networks)?;
+    Ok(policy)
 }

@@ -11,7 +11,7 @@
 //! the other hosts' containers. Every pass reads the whole record, so a
 //! watch that fell behind costs nothing but a pass.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,9 @@ const LOW_WATER: u128 = 8;
 /// A block claimed this recently is kept even if empty: the attach it
 /// was claimed for may not have taken its address yet.
 const FRESH: Duration = Duration::from_secs(10);
+
+/// The owner of a rule applied for the cluster, before its id there.
+const CLUSTER_RULE: &str = "cluster:";
 
 /// What the daemon joins as.
 #[derive(Debug, Clone)]
@@ -203,6 +206,8 @@ struct Memory {
     absent: HashMap<(String, IpNet), Instant>,
     /// Containers whose addresses are in another host's block, told once.
     told: HashSet<(String, crate::model::Mac)>,
+    /// The cluster's rules this host refused, told once.
+    refused: HashSet<i64>,
 }
 
 /// Join and stay joined until the daemon stops.
@@ -309,6 +314,9 @@ async fn pass(
             Err(e) => tracing::warn!(network = %name, "the cluster's network: {e}"),
         }
     }
+    if let Err(e) = keep_rules(ctx, cluster, client, memory).await {
+        tracing::warn!("the cluster's rules: {e}");
+    }
     // The cluster's networks as this host has them now.
     let here: Vec<Network> = local_networks(ctx)
         .await?
@@ -371,6 +379,7 @@ async fn pass(
             mac: a.mac,
             addresses: a.addresses.iter().map(|n| n.addr()).collect(),
             vtep: join.me.vtep,
+            selectors: a.selector_keys(),
         });
     }
     memory
@@ -397,6 +406,21 @@ async fn pass(
     }) {
         join.store.withdraw(client, e).await?;
     }
+    // The other hosts' containers, in the sets of the selectors that
+    // name them: this host's rules apply to them too.
+    let named: BTreeSet<(String, IpAddr)> = recorded
+        .iter()
+        .filter(|e| e.host != join.me.host)
+        .flat_map(|e| {
+            e.selectors
+                .iter()
+                .flat_map(|k| e.addresses.iter().map(move |a| (k.clone(), *a)))
+        })
+        .collect();
+    let c = ctx.clone();
+    if blocking(move || c.with_engine(|e| e.set_cluster_selectors(named))).await? {
+        tracing::debug!("the other hosts' containers changed in policy selectors");
+    }
     for network in here.iter().map(|n| &n.name) {
         let remotes: Vec<Remote> = recorded
             .iter()
@@ -411,6 +435,68 @@ async fn pass(
         let done = blocking(move || c.with_engine(|e| e.program_overlay(&n, &remotes))).await?;
         for line in done {
             tracing::info!(network = %network, "{line}");
+        }
+    }
+    Ok(())
+}
+
+/// Apply the cluster's rules on this host as its own (owned by
+/// `cluster:ID`), and take away those the cluster no longer has. A rule this
+/// host refuses (it contradicts one of its own) is said once.
+async fn keep_rules(
+    ctx: &Arc<Ctx>,
+    cluster: &Cluster,
+    client: &mut etcd_client::Client,
+    memory: &mut Memory,
+) -> Result<()> {
+    let rules = cluster.join.store.policies(client).await?;
+    let c = ctx.clone();
+    let local = blocking(move || c.with_engine(|e| e.policies())).await?;
+    let applied: Vec<(i64, i64)> = local
+        .iter()
+        .filter_map(|p| {
+            let id = p
+                .owner
+                .as_deref()?
+                .strip_prefix(CLUSTER_RULE)?
+                .parse()
+                .ok()?;
+            Some((p.id, id))
+        })
+        .collect();
+    let stale: Vec<i64> = applied
+        .iter()
+        .filter(|(_, id)| !rules.iter().any(|(r, _)| r == id))
+        .map(|(local, _)| *local)
+        .collect();
+    if !stale.is_empty() {
+        let (c, ids) = (ctx.clone(), stale.clone());
+        blocking(move || c.with_engine(|e| e.policy_rm(&ids))).await?;
+        tracing::info!(rules = ?stale, "took away rules the cluster no longer has");
+    }
+    memory
+        .refused
+        .retain(|id| rules.iter().any(|(r, _)| r == id));
+    for (id, spec) in rules {
+        if applied.iter().any(|(_, a)| *a == id) {
+            continue;
+        }
+        let (c, s) = (ctx.clone(), spec.clone());
+        let owner = format!("{CLUSTER_RULE}{id}");
+        match blocking(move || c.with_engine(|e| e.policy_add(&s, Some(&owner)))).await {
+            Ok(p) => tracing::info!(
+                cluster_rule = id,
+                local = p.id,
+                "applied the cluster's rule: {}",
+                p.policy
+            ),
+            Err(e) if memory.refused.insert(id) => {
+                tracing::warn!(
+                    cluster_rule = id,
+                    "this host cannot apply the cluster's rule: {e}"
+                )
+            }
+            Err(_) => {}
         }
     }
     Ok(())

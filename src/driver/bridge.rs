@@ -148,6 +148,12 @@ pub fn create(
             let _ = nl.delete_link_by_name(&o.device);
             super::overlay::create(nl, o, net.mtu, &bridge, undo)?;
         }
+        // Traffic between two cluster networks is routed by the sender's
+        // host and answered through the receiver's, which only bridged the
+        // request: its conntrack must see that, for the answer to pass as
+        // one.
+        nl.set_bridge_nf_call(bridge.index)
+            .map_err(kernel(format!("pass {}'s frames to conntrack", b.bridge)))?;
     }
     if b.mode != BridgeMode::Bridged {
         enable_forwarding(net)?;

@@ -1,6 +1,7 @@
 //! A cluster network's overlay, programmed from the cluster's record of
 //! the other hosts' containers (the daemon's cluster task reads it).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -9,6 +10,7 @@ use super::Engine;
 use crate::driver::overlay::{self, Remote};
 use crate::error::{Error, Result};
 use crate::model::SubnetSpec;
+use crate::policy::{elements, firewall};
 use crate::store;
 
 impl Engine {
@@ -26,6 +28,37 @@ impl Engine {
 }
 
 impl Engine {
+    /// Mirror the other hosts' containers on cluster networks, by the
+    /// policy selectors naming them, into the store and the sets of the
+    /// selectors rules use; true if anything changed.
+    pub fn set_cluster_selectors(&mut self, members: BTreeSet<(String, IpAddr)>) -> Result<bool> {
+        let (gone, new) = self.store.write(|tx| {
+            let old = store::host_extras::cluster_selectors(tx)?;
+            if old == members {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            store::host_extras::set_cluster_selectors(tx, &members)?;
+            let gone: Vec<_> = old.difference(&members).cloned().collect();
+            let new: Vec<_> = members.difference(&old).cloned().collect();
+            Ok((gone, new))
+        })?;
+        if gone.is_empty() && new.is_empty() {
+            return Ok(false);
+        }
+        let keys: Vec<String> = gone.iter().chain(&new).map(|(k, _)| k.clone()).collect();
+        let used = store::used_selectors(self.store.read(), &keys)?;
+        let elements = |pairs: &[(String, IpAddr)]| -> Vec<_> {
+            pairs
+                .iter()
+                .filter(|(k, _)| used.contains(k))
+                .map(|(k, a)| firewall::selector_element(k, *a))
+                .collect()
+        };
+        elements::withdraw(&elements(&gone))?;
+        elements::apply(&[], &elements(&new))?;
+        Ok(true)
+    }
+
     /// Mirror the cluster's address blocks of `network`.
     pub fn set_cluster_blocks(
         &mut self,

@@ -370,6 +370,21 @@ impl Netlink {
         self.execute(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
+    /// Make bridge `index` pass its bridged IPv4 and IPv6 frames through
+    /// the IP hooks (br_netfilter, this bridge alone), where conntrack
+    /// sees them.
+    pub fn set_bridge_nf_call(&mut self, index: u32) -> NlResult<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Bridge),
+            NlLinkInfo::Data(netlink_packet_route::link::InfoData::Bridge(vec![
+                InfoBridge::NfCallIpTables(true),
+                InfoBridge::NfCallIp6Tables(true),
+            ])),
+        ]));
+        self.execute(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
     pub fn set_alias(&mut self, index: u32, alias: &str) -> NlResult<()> {
         let mut msg = LinkUnspec::new_with_index(index).build();
         msg.attributes

@@ -73,6 +73,9 @@ impl Ruleset {
                 ports.push(a);
             }
         }
+        for (key, address) in store::host_extras::cluster_selectors(conn)? {
+            members.entry(key).or_default().push(address);
+        }
         Ok(Ruleset {
             networks,
             published: store::published_attachments(conn)?,
@@ -281,6 +284,19 @@ fn nat(networks: &[Network], egress: &[EgressRule]) -> Option<(Vec<Set>, Vec<Cha
             rules: post,
         };
         return (!chain.rules.is_empty()).then(|| (Vec::new(), vec![chain]));
+    }
+    // Into a cluster network sources stay as they are: each host holds
+    // its gateway, so an answer to the gateway's address would end at the
+    // answering host; it goes to the sender, through that host's routing.
+    for (net, b) in bridges(networks).filter(|(_, b)| b.overlay.is_some()) {
+        post.push(
+            Rule::new(vec![
+                Expr::Meta(MetaKey::Oifname),
+                Expr::eq(&ifname(&b.bridge)),
+                Expr::Verdict(Verdict::Accept),
+            ])
+            .commented(format!("{} keeps sources", net.name)),
+        );
     }
     let ct_dnat = ct_any(CtKey::Status, IPS_DST_NAT);
     for (net, b) in &nat_bridges {
@@ -696,18 +712,22 @@ pub fn unpublish(a: &Attachment) -> Result<()> {
 /// The elements putting `a`'s addresses into the sets of the attachment
 /// selectors `keys` (those that name it and that rules use).
 pub fn selector_elements(keys: &[String], a: &Attachment) -> Vec<Element> {
-    let mut out = Vec::new();
-    for key in keys {
-        let name = selector_set(key);
-        for addr in &a.addresses {
-            let suffix = if addr.addr().is_ipv4() { "4" } else { "6" };
-            out.push(Element::inet(
-                format!("{name}{suffix}"),
-                vec![Key::Ip(addr.addr())],
-            ));
-        }
-    }
-    out
+    keys.iter()
+        .flat_map(|key| {
+            a.addresses
+                .iter()
+                .map(move |addr| selector_element(key, addr.addr()))
+        })
+        .collect()
+}
+
+/// The elements putting `address` into the sets of selector `key`.
+pub fn selector_element(key: &str, address: IpAddr) -> Element {
+    let suffix = if address.is_ipv4() { "4" } else { "6" };
+    Element::inet(
+        format!("{}{suffix}", selector_set(key)),
+        vec![Key::Ip(address)],
+    )
 }
 
 /// Write `inet plumb` again after the user's rules changed (the networks,

@@ -1,5 +1,9 @@
 //! `plumb egress` rules and `plumb shim`s in the store (see
-//! [`crate::policy::egress`], [`crate::driver::host_shim`]).
+//! [`crate::policy::egress`], [`crate::driver::host_shim`]), and what the
+//! daemon mirrors of a cluster (address blocks, other hosts' containers).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -109,6 +113,30 @@ pub fn set_cluster_blocks(tx: &Transaction, network: &str, blocks: &[Block]) -> 
             "INSERT INTO cluster_blocks (network, block, host, mine) VALUES (?1, ?2, ?3, ?4)",
             params![network, b.block.to_string(), b.host, b.mine],
         )?;
+    }
+    Ok(())
+}
+
+/// The other hosts' containers' addresses, by the selectors naming them.
+pub fn cluster_selectors(conn: &Connection) -> Result<BTreeSet<(String, IpAddr)>> {
+    let mut stmt = conn.prepare_cached("SELECT selector, address FROM cluster_selectors")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = BTreeSet::new();
+    for row in rows {
+        let (selector, address) = row?;
+        if let Ok(address) = address.parse() {
+            out.insert((selector, address));
+        }
+    }
+    Ok(out)
+}
+
+pub fn set_cluster_selectors(tx: &Transaction, members: &BTreeSet<(String, IpAddr)>) -> Result<()> {
+    tx.execute("DELETE FROM cluster_selectors", [])?;
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO cluster_selectors (selector, address) VALUES (?1, ?2)")?;
+    for (selector, address) in members {
+        stmt.execute(params![selector, address.to_string()])?;
     }
     Ok(())
 }

@@ -221,6 +221,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (network, block)
     ) WITHOUT ROWID;
     ",
+    // 15: the other hosts' containers on cluster networks, by the policy
+    // selectors that name them (`label:K=V`, `attachment:T`), as the
+    // cluster's store last said: the sets of those selectors hold them
+    // too, so a rule holds wherever its containers run.
+    "
+    CREATE TABLE cluster_selectors (
+        selector TEXT NOT NULL,
+        address  TEXT NOT NULL,
+        PRIMARY KEY (selector, address)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version of the database file.
