@@ -754,11 +754,15 @@ impl NetworkSpec {
             kind,
             subnets,
             aux_addresses,
-            // A VXLAN frame is 50 bytes longer on the underlay.
-            mtu: self
-                .mtu
-                .or((driver == DriverKind::Vxlan)
-                    .then_some(1500 - crate::driver::overlay::OVERHEAD)),
+            // A VXLAN frame is 50 bytes longer on an IPv4 underlay, 70 on
+            // an IPv6 one.
+            mtu: self.mtu.or((driver == DriverKind::Vxlan).then(|| {
+                let v6 = self
+                    .vtep
+                    .as_deref()
+                    .is_some_and(|v| v.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()));
+                1500 - crate::driver::overlay::overhead(v6)
+            })),
             routes,
             host_addresses,
             ipam,
@@ -2035,6 +2039,20 @@ mod tests {
             subnet: subnets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_vxlan_network_leaves_room_for_its_encapsulation_on_either_underlay() {
+        let mut s = spec(&["10.100.0.0/24"]);
+        s.driver = "vxlan".into();
+        s.vni = Some(4100);
+        s.vtep = Some("10.250.0.1".into());
+        assert_eq!(s.validate().unwrap().mtu, Some(1450));
+        s.vtep = Some("fd00::1".into());
+        assert_eq!(s.validate().unwrap().mtu, Some(1430));
+        // A jumbo underlay's: as given.
+        s.mtu = Some(8930);
+        assert_eq!(s.validate().unwrap().mtu, Some(8930));
     }
 
     #[test]

@@ -19,8 +19,11 @@ use crate::undo::UndoLog;
 
 /// The standard VXLAN port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
-/// What VXLAN over IPv4 adds to a frame: outer IPv4, UDP, VXLAN, Ethernet.
-pub const OVERHEAD: u32 = 50;
+/// What VXLAN adds to a frame: the outer IPv4 (20 bytes) or IPv6 (40)
+/// header, UDP (8), VXLAN (8) and the inner Ethernet header (14).
+pub fn overhead(ipv6_underlay: bool) -> u32 {
+    if ipv6_underlay { 70 } else { 50 }
+}
 
 /// A bridge network's overlay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
