@@ -648,3 +648,61 @@ fn a_rule_written_once_holds_on_every_host_for_containers_on_any() {
             .contains(&format!("cluster:{id}"))
     });
 }
+
+#[test]
+fn a_cni_runtime_attaches_to_a_cluster_network_by_its_name() {
+    let lab = Lab::new("cln");
+    let (u, _etcd, _d1, _d2) = two_members(&lab);
+    define(&lab, "pods", "4700", "10.160.0.0/24");
+    wait_until("the cluster network on h1", 15, || {
+        text(&plumb_at(&lab, &lab.host, "d1", &["network", "ls"])).contains("pods ")
+    });
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    let (ip2, _) = attach_on(&lab, &u.host2, "d2", &c2, "pods");
+    // The runtime names the network; h1's daemon gives the address from
+    // h1's block.
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "pods", "type": "plumb", "network": "pods"
+    });
+    let state = lab.state.path().join("state-d1");
+    let socket = state.join("plumbd.sock");
+    let env = [
+        ("PLUMB_STATE_DIR", state.to_str().unwrap()),
+        ("PLUMB_SOCKET", socket.to_str().unwrap()),
+    ];
+    let netns = format!("/run/netns/{c1}");
+    let mut add = common::cni::Call::plumb("ADD", "pod-c1", Some(&netns));
+    add.env = &env;
+    let answer = add.run(&lab, &conf);
+    assert!(answer.ok, "{}", answer.json);
+    let ip1 = answer.json["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ip1.starts_with("10.160.0."), "{}", answer.json);
+    wait_until("the pod to reach c2 on h2", 15, || lab.ping(&c1, &ip2));
+    assert!(lab.ping(&c2, &ip1));
+    // DEL withdraws it from the cluster.
+    let mac = answer.json["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|i| {
+            i["sandbox"]
+                .is_string()
+                .then(|| i["mac"].as_str())
+                .flatten()
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(!mac.is_empty(), "{}", answer.json);
+    let fdb = || must(&format!("bridge -n {} fdb show dev vx-pods", u.host2));
+    assert!(fdb().contains(&mac), "{}", fdb());
+    let mut del = common::cni::Call::plumb("DEL", "pod-c1", Some(&netns));
+    del.env = &env;
+    assert!(del.run(&lab, &conf).ok);
+    wait_until("h2 to forget the pod", 15, || !fdb().contains(&mac));
+}
