@@ -296,6 +296,25 @@ impl ClusterStore {
             .filter(|(e, _)| e.network == name)
             .map(|(e, _)| e.host)
             .collect();
+        let naming: Vec<String> = self
+            .policies(client)
+            .await?
+            .into_iter()
+            .filter(|(_, p)| {
+                [Some(&p.scope), p.from.as_ref(), p.to.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w == name || w.strip_prefix("network:") == Some(name))
+            })
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !naming.is_empty() {
+            return Err(Error::Conflict(format!(
+                "rule(s) {} of cluster `{}` name network `{name}`: remove them first (plumb policy rm ID --cluster-store …)",
+                naming.join(", "),
+                self.name
+            )));
+        }
         if !holders.is_empty() {
             let mut hosts = holders;
             hosts.sort();

@@ -640,6 +640,13 @@ fn a_rule_written_once_holds_on_every_host_for_containers_on_any() {
     ]);
     assert!(bad.contains("nowhere"), "{bad}");
 
+    // A network the rule names stays while it does.
+    let err = lab.fails(&["network", "rm", "back", "--cluster-store", STORE]);
+    let err2 = lab.fails(&["network", "rm", "front", "--cluster-store", STORE]);
+    assert!(
+        err.contains("containers") && err2.contains(&format!("rule(s) {id}")),
+        "{err}\n{err2}"
+    );
     // Removed from the cluster, it goes from every host.
     lab.ok(&["policy", "rm", &id, "--cluster-store", STORE]);
     wait_until("the rule to go from h1", 15, || !lab.ping(&api, &ip_pg));
