@@ -378,6 +378,15 @@ impl DockerDriver {
 
     async fn create_network(self: Arc<Self>, c: NetworkCall) -> Result<Value, String> {
         let id = c.network_id.clone();
+        if let Some(name) = options::cluster_network(
+            c.options.as_ref().unwrap_or(&Default::default()),
+            c.ipv4_data.as_deref().unwrap_or_default(),
+            c.ipv6_data.as_deref().unwrap_or_default(),
+        )? {
+            self.engine(false, move |e| e.docker_network_on_cluster(&id, &name))
+                .await?;
+            return Ok(json!({}));
+        }
         let placeholder = format!("docker-{}", crate::model::short_docker_id(&id));
         let plumb_pools: Vec<String> = c
             .ipv4_data
@@ -638,6 +647,15 @@ impl DockerDriver {
             req.mac = None;
         }
         let spec = options::attach_spec(&network, &req)?;
+        if let Some(cluster) = &self.ctx.cluster {
+            let req = spec
+                .validate()
+                .map_err(|e| options::in_docker_terms(&e.to_string(), true))?;
+            cluster
+                .make_room(&self.ctx, &req)
+                .await
+                .map_err(|e| options::in_docker_terms(&e.to_string(), true))?;
+        }
         let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
         let mut a = self
             .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))

@@ -43,6 +43,43 @@ impl Engine {
         })
     }
 
+    /// Record Docker network `id` as cluster network `name`, which this
+    /// host's daemon made: Docker's containers join it, and removing it
+    /// from Docker leaves it to the cluster.
+    pub fn docker_network_on_cluster(&mut self, id: &str, name: &str) -> Result<()> {
+        let net = match store::get_network(self.store.read(), name)? {
+            Some(n) if n.network.bridge().is_some_and(|b| b.overlay.is_some()) => n.network,
+            _ => {
+                return Err(Error::invalid(
+                    "-o cluster-network",
+                    name,
+                    "this host has no cluster network of that name (define it with `plumb network create NAME --driver vxlan … --cluster-store …`; the daemon makes it)",
+                ));
+            }
+        };
+        if let Some(other) = records::network_named(self.store.read(), name)? {
+            return Err(Error::invalid(
+                "-o cluster-network",
+                name,
+                format!("is Docker network {other} already"),
+            ));
+        }
+        self.store.write(|tx| {
+            records::insert_network(
+                tx,
+                &DockerNetwork {
+                    id: id.to_string(),
+                    name: Some(net.name.clone()),
+                    spec: NetworkSpec {
+                        name: net.name.clone(),
+                        driver: "vxlan".into(),
+                        ..Default::default()
+                    },
+                },
+            )
+        })
+    }
+
     pub fn docker_network(&self, id: &str) -> Result<Option<DockerNetwork>> {
         records::network(self.store.read(), id)
     }
@@ -103,14 +140,21 @@ impl Engine {
         for e in records::endpoints_of(self.store.read(), id)? {
             self.docker_endpoint_delete(&e.id)?;
         }
+        // A network Docker did not make (a cluster's) stays as it is.
+        let made_for_docker = match &dn.name {
+            Some(name) => store::get_network(self.store.read(), name)?
+                .is_some_and(|n| n.owner.as_deref() == Some(owner_of(id).as_str())),
+            None => false,
+        };
         let kept = match &dn.name {
-            Some(name) if store::get_network(self.store.read(), name)?.is_some() => {
-                self.still_used(name)?
-            }
+            Some(name) if made_for_docker => self.still_used(name)?,
             _ => None,
         };
         // Docker's no more: what is left of it is plumb's alone.
         self.store.write(|tx| records::delete_network(tx, id))?;
+        if !made_for_docker {
+            return Ok(());
+        }
         if kept.is_none()
             && let Some(name) = &dn.name
             && store::get_network(self.store.read(), name)?.is_some()

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod cni;
 pub mod containerd;
 pub mod docker;

@@ -95,6 +95,36 @@ fn address_of(field: &str, cidr: &str) -> Result<String, String> {
     }
 }
 
+/// The cluster network a Docker network is on this host (`-o
+/// cluster-network=NAME`), if it is one: it takes no other option, and its
+/// addresses are the host's blocks', not Docker's (`--ipam-driver null`).
+pub fn cluster_network(
+    options: &BTreeMap<String, Value>,
+    v4: &[IpamData],
+    v6: &[IpamData],
+) -> Result<Option<String>, String> {
+    let Some(Value::Object(generic)) = options.get(GENERIC) else {
+        return Ok(None);
+    };
+    let Some(name) = generic.get(CLUSTER_NETWORK).map(text) else {
+        return Ok(None);
+    };
+    if let Some(other) = generic.keys().find(|k| *k != CLUSTER_NETWORK) {
+        return Err(format!(
+            "-o {other}: a network with -o {CLUSTER_NETWORK} is the cluster's as defined there, and takes no other option"
+        ));
+    }
+    if v4.iter().chain(v6).any(|d| !d.is_null()) {
+        return Err(format!(
+            "--subnet: the addresses of cluster network `{name}` come from this host's blocks; create it with --ipam-driver null"
+        ));
+    }
+    Ok(Some(name))
+}
+
+/// `-o cluster-network=NAME`: the Docker network is cluster network NAME.
+const CLUSTER_NETWORK: &str = "cluster-network";
+
 /// The spec of the plumb network Docker's CreateNetwork asks for, named
 /// `name` until Docker's own name for it is known. Unknown options are
 /// refused here, by name.
