@@ -1,16 +1,28 @@
 //! Hosts that share networks, in an etcd cluster (`--cluster-store
-//! etcd://HOST:PORT[,…]`): each host's daemon registers it under
-//! `/plumb/CLUSTER/hosts/NAME`, bound to an etcd lease it keeps alive, with
-//! the address its overlay tunnels end at (its VTEP). A host whose daemon
-//! dies leaves by itself when its lease expires (a few seconds); one that
-//! stops leaves at once (the lease is revoked). Nothing here is plumb's own
-//! consensus: two hosts never take one name because the registration is an
-//! etcd transaction.
+//! etcd://HOST:PORT[,…]`, or `etcds://` over TLS): each host's daemon
+//! registers it under `/plumb/CLUSTER/hosts/NAME`, bound to an etcd lease
+//! it keeps alive, with the address its overlay tunnels end at (its VTEP).
+//! A host whose daemon dies leaves by itself when its lease expires (a few
+//! seconds); one that stops leaves at once (the lease is revoked). Nothing
+//! here is plumb's own consensus: two hosts never take one name because the
+//! registration is an etcd transaction.
+//!
+//! The store may want TLS (its CA, and a client certificate when etcd runs
+//! with `--client-cert-auth`) and a user of its authentication: see
+//! [`Access`]. Files are read and checked when the store is parsed, so bad
+//! input stops before anything changes; what etcd then refuses is an
+//! [`Error::Cluster`] with etcd's reason.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -20,20 +32,89 @@ use crate::policy::rules::PolicySpec;
 /// How long a host stays registered after its daemon last spoke.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 
-/// Where the cluster lives and which one it is.
+/// Where the cluster lives, which one it is, and how plumb gets in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStore {
+    /// `http://HOST:PORT`, or `https://` for an `etcds://` store.
     pub endpoints: Vec<String>,
     pub name: String,
+    /// TLS (an `etcds://` store): what is trusted and who plumb is.
+    pub tls: Option<Tls>,
+    /// A user of etcd's authentication.
+    pub login: Option<Login>,
+}
+
+/// The TLS of an `etcds://` store, read and checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificates of the CA(s) trusted for the store's certificate;
+    /// none: the system's CAs.
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate (chain) and private key plumb shows the store.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A user of etcd's authentication. The password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// How plumb gets into a store, as given: files not read yet, and the
+/// password from the environment (never from the command line).
+#[derive(Clone, Default)]
+pub struct Access {
+    /// `--cluster-ca`
+    pub ca: Option<PathBuf>,
+    /// `--cluster-cert`
+    pub cert: Option<PathBuf>,
+    /// `--cluster-key`
+    pub key: Option<PathBuf>,
+    /// `--cluster-user`
+    pub user: Option<String>,
+    /// `--cluster-password-file`
+    pub password_file: Option<PathBuf>,
+    /// `PLUMB_CLUSTER_PASSWORD`
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl ClusterStore {
-    /// `etcd://HOST:PORT[,HOST:PORT…]`, for cluster `name`.
+    /// `etcd://HOST:PORT[,HOST:PORT…]` (or `etcds://`: TLS), for cluster
+    /// `name`, plaintext and anonymous until [`ClusterStore::with_access`].
     pub fn parse(url: &str, name: &str) -> Result<ClusterStore> {
         let bad = |why: &str| Error::invalid("--cluster-store", url, why);
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| bad("a cluster store is etcd://HOST:PORT[,HOST:PORT…]"))?;
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
+            ("http", rest)
+        } else if let Some(rest) = url.strip_prefix("etcds://") {
+            ("https", rest)
+        } else {
+            return Err(bad(
+                "a cluster store is etcd://HOST:PORT[,HOST:PORT…] (etcds:// over TLS)",
+            ));
+        };
         let endpoints: Vec<String> = rest
             .split(',')
             .map(|e| e.trim().trim_end_matches('/'))
@@ -44,14 +125,68 @@ impl ClusterStore {
                 if host.is_empty() || port.parse::<u16>().is_err() {
                     return Err(bad("each endpoint is HOST:PORT"));
                 }
-                Ok(format!("http://{e}"))
+                Ok(format!("{scheme}://{e}"))
             })
             .collect::<Result<_>>()?;
         crate::model::validate_name("--cluster-name", name)?;
         Ok(ClusterStore {
             endpoints,
             name: name.to_string(),
+            tls: (scheme == "https").then(Tls::default),
+            login: None,
         })
+    }
+
+    /// The same store reached with `access`: its files read and checked
+    /// (a certificate with its key, a CA only over TLS, a user with a
+    /// password); an error names the option and the value.
+    pub fn with_access(mut self, access: &Access) -> Result<ClusterStore> {
+        match (&access.cert, &access.key) {
+            (Some(cert), None) => {
+                return Err(Error::invalid(
+                    "--cluster-cert",
+                    cert.display(),
+                    "needs --cluster-key (the certificate's private key)",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(Error::invalid(
+                    "--cluster-key",
+                    key.display(),
+                    "needs --cluster-cert (the certificate of the key)",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(tls) = &mut self.tls {
+            if let Some(ca) = &access.ca {
+                tls.ca = Some(read_ca(ca)?);
+            }
+            if let (Some(cert), Some(key)) = (&access.cert, &access.key) {
+                tls.identity = Some(read_identity(cert, key)?);
+            }
+        } else {
+            for (field, file) in [
+                ("--cluster-ca", &access.ca),
+                ("--cluster-cert", &access.cert),
+            ] {
+                if let Some(file) = file {
+                    return Err(Error::invalid(
+                        field,
+                        file.display(),
+                        "needs a TLS store, etcds://HOST:PORT (etcd:// is plaintext)",
+                    ));
+                }
+            }
+        }
+        self.login = login(access)?;
+        Ok(self)
+    }
+
+    /// The first endpoint's `HOST:PORT`.
+    pub fn first_address(&self) -> &str {
+        let e = &self.endpoints[0];
+        e.split_once("://").map_or(e.as_str(), |(_, a)| a)
     }
 
     fn prefix(&self) -> String {
@@ -69,18 +204,37 @@ impl ClusterStore {
     fn error(&self, what: &str, e: etcd_client::Error) -> Error {
         Error::Cluster {
             store: self.endpoints.join(","),
-            reason: format!("{what}: {e}"),
+            reason: format!("{what}: {}", reason(self, &e)),
         }
     }
 
-    /// A connection; fails fast when no member answers.
+    /// A connection (TLS and login as the store says); fails fast when no
+    /// member answers.
     pub async fn connect(&self) -> Result<Client> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            let mut config = TlsOptions::new();
+            config = match &tls.ca {
+                Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+                None => config.with_native_roots(),
+            };
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
+        }
+        if let Some(login) = &self.login {
+            options = options.with_user(login.user.clone(), login.password.clone());
+        }
+        let what = match &self.login {
+            Some(l) => format!("connect as user `{}`", l.user),
+            None => "connect".to_string(),
+        };
         Client::connect(&self.endpoints, Some(options))
             .await
-            .map_err(|e| self.error("connect", e))
+            .map_err(|e| self.error(&what, e))
     }
 
     /// Run `f` with a connection, from synchronous code (the CLI).
@@ -624,6 +778,199 @@ fn now_nanos() -> String {
         .unwrap_or_default()
 }
 
+/// What went wrong, as etcd or the transport said it: a gRPC status is its
+/// message (etcd's reason), a transport error with every cause under it
+/// (a TLS alert, an unknown issuer) rather than only "transport error";
+/// with the option to look at when TLS or a login was refused.
+fn reason(store: &ClusterStore, e: &etcd_client::Error) -> String {
+    let mut out = match e {
+        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => s.message().to_string(),
+        e => e.to_string(),
+    };
+    let mut source = match e {
+        etcd_client::Error::GRpcStatus(s) => std::error::Error::source(s),
+        etcd_client::Error::TransportError(t) => std::error::Error::source(t),
+        _ => None,
+    };
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !out.contains(&said) && said != "transport error" {
+            out = format!("{out}: {said}");
+        }
+        source = cause.source();
+    }
+    let tls = store.tls.as_ref();
+    let hint: String = if out.contains("UnknownIssuer") {
+        "the store's certificate is not from a trusted CA: name its CA with --cluster-ca".into()
+    } else if out.contains("NotValidForName") {
+        "the store's certificate does not name the address in --cluster-store".into()
+    } else if out.contains("BadCertificate")
+        || out.contains("CertificateRequired")
+        || out.contains("UnknownCA")
+    {
+        match tls.is_some_and(|t| t.identity.is_some()) {
+            true => "the store refused --cluster-cert: it is not from a CA the store trusts".into(),
+            false => {
+                "the store wants a client certificate: --cluster-cert and --cluster-key".into()
+            }
+        }
+    } else if tls.is_some() && out.contains("connection closed") {
+        // Under TLS 1.3 a server that refuses the client's certificate may
+        // only close the connection; so may one that stops.
+        match tls.is_some_and(|t| t.identity.is_some()) {
+            true => "if this goes on, does the store trust --cluster-cert's CA?".into(),
+            false => {
+                "if this goes on, the store may want a client certificate: --cluster-cert and --cluster-key"
+                    .into()
+            }
+        }
+    } else if out.contains("authentication failed") {
+        "check --cluster-user and its password".into()
+    } else if out.contains("user name is empty") {
+        "the store wants a user: --cluster-user".into()
+    } else if out.contains("permission denied") {
+        match &store.login {
+            Some(l) => format!(
+                "user `{}` needs a role that may read and write the /plumb/ prefix",
+                l.user
+            ),
+            None => "log in with --cluster-user, a user whose role may read and write the /plumb/ prefix".into(),
+        }
+    } else {
+        return out;
+    };
+    format!("{out} ({hint})")
+}
+
+fn read(field: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| Error::invalid(field, path.display(), format!("cannot be read: {e}")))
+}
+
+/// The PEM certificates of a file, at least one.
+fn certificates(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(field, path.display(), format!("is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::invalid(
+            field,
+            path.display(),
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// `--cluster-ca`: PEM certificates a TLS client can trust.
+fn read_ca(path: &Path) -> Result<Vec<u8>> {
+    let pem = read("--cluster-ca", path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates("--cluster-ca", path, &pem)? {
+        roots.add(cert).map_err(|e| {
+            Error::invalid(
+                "--cluster-ca",
+                path.display(),
+                format!("is not a usable CA certificate: {e}"),
+            )
+        })?;
+    }
+    Ok(pem)
+}
+
+/// `--cluster-cert` and `--cluster-key`: a certificate and its own key.
+fn read_identity(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let cert = read("--cluster-cert", cert_path)?;
+    let key = read("--cluster-key", key_path)?;
+    let chain = certificates("--cluster-cert", cert_path, &cert)?;
+    let bad_key = |why: String| Error::invalid("--cluster-key", key_path.display(), why);
+    let der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => bad_key(
+            "holds no PEM private key (-----BEGIN PRIVATE KEY-----, or RSA/EC PRIVATE KEY)".into(),
+        ),
+        e => bad_key(format!("is not PEM: {e}")),
+    })?;
+    // As rustls checks it when TLS starts (ring, as etcd-client's TLS).
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| bad_key(format!("cannot be used: {e}")))?;
+    match rustls::sign::CertifiedKey::new(chain, signer).keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok((cert, key))
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(bad_key(format!(
+            "is not the private key of --cluster-cert `{}`",
+            cert_path.display()
+        ))),
+        Err(e) => Err(Error::invalid(
+            "--cluster-cert",
+            cert_path.display(),
+            format!("cannot be used: {e}"),
+        )),
+    }
+}
+
+/// A user with a password, from the file or the environment: one of the
+/// two, and only with a user.
+fn login(access: &Access) -> Result<Option<Login>> {
+    let password = match (&access.password_file, &access.password) {
+        (Some(file), Some(_)) => {
+            return Err(Error::invalid(
+                "--cluster-password-file",
+                file.display(),
+                "and PLUMB_CLUSTER_PASSWORD both give a password: give one",
+            ));
+        }
+        (Some(file), None) => {
+            let text = read("--cluster-password-file", file)?;
+            let text = String::from_utf8(text).map_err(|_| {
+                Error::invalid("--cluster-password-file", file.display(), "is not UTF-8")
+            })?;
+            // One line, as `echo` or an editor writes it.
+            let line = text.strip_suffix('\n').unwrap_or(&text);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() {
+                return Err(Error::invalid(
+                    "--cluster-password-file",
+                    file.display(),
+                    "is empty",
+                ));
+            }
+            Some(line.to_string())
+        }
+        (None, Some(p)) if p.is_empty() => {
+            return Err(Error::invalid("PLUMB_CLUSTER_PASSWORD", "", "is empty"));
+        }
+        (None, p) => p.clone(),
+    };
+    match (&access.user, password) {
+        (Some(user), Some(password)) if !user.is_empty() => Ok(Some(Login {
+            user: user.clone(),
+            password,
+        })),
+        (Some(user), _) if user.is_empty() => {
+            Err(Error::invalid("--cluster-user", user, "is empty"))
+        }
+        (Some(user), _) => Err(Error::invalid(
+            "--cluster-user",
+            user,
+            "needs a password: PLUMB_CLUSTER_PASSWORD or --cluster-password-file",
+        )),
+        (None, Some(_)) => Err(match &access.password_file {
+            Some(file) => Error::invalid(
+                "--cluster-password-file",
+                file.display(),
+                "needs --cluster-user",
+            ),
+            None => Error::invalid(
+                "PLUMB_CLUSTER_PASSWORD",
+                "",
+                "is set: it needs --cluster-user",
+            ),
+        }),
+        (None, None) => Ok(None),
+    }
+}
+
 /// A container on a cluster network, as its host records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -670,5 +1017,212 @@ mod tests {
             assert!(e.contains("--cluster-store"), "{bad}: {e}");
         }
         assert!(ClusterStore::parse("etcd://h:1", "a/b").is_err());
+    }
+
+    #[test]
+    fn etcds_is_tls_and_etcd_plaintext() {
+        let s = ClusterStore::parse("etcds://10.0.0.1:2379,e2:2379", "prod").unwrap();
+        assert_eq!(s.endpoints, ["https://10.0.0.1:2379", "https://e2:2379"]);
+        assert_eq!(s.tls, Some(Tls::default()));
+        assert_eq!(s.first_address(), "10.0.0.1:2379");
+        let s = ClusterStore::parse("etcd://10.0.0.1:2379", "prod").unwrap();
+        assert_eq!(s.tls, None);
+        assert_eq!(s.first_address(), "10.0.0.1:2379");
+        let e = ClusterStore::parse("https://10.0.0.1:2379", "prod").unwrap_err();
+        assert!(e.to_string().contains("etcds://"), "{e}");
+    }
+
+    fn refused(url: &str, access: &Access) -> String {
+        ClusterStore::parse(url, "prod")
+            .unwrap()
+            .with_access(access)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn tls_files_are_checked_by_option_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let path = |p: &Path| Some(p.to_path_buf());
+        let tls = "etcds://h:2379";
+        for (url, access, says) in [
+            (
+                tls,
+                Access {
+                    cert: path(&junk),
+                    ..Access::default()
+                },
+                format!("--cluster-cert `{}`: needs --cluster-key", junk.display()),
+            ),
+            (
+                tls,
+                Access {
+                    key: path(&junk),
+                    ..Access::default()
+                },
+                format!("--cluster-key `{}`: needs --cluster-cert", junk.display()),
+            ),
+            (
+                tls,
+                Access {
+                    ca: path(&missing),
+                    ..Access::default()
+                },
+                format!("--cluster-ca `{}`: cannot be read", missing.display()),
+            ),
+            (
+                tls,
+                Access {
+                    ca: path(&junk),
+                    ..Access::default()
+                },
+                format!(
+                    "--cluster-ca `{}`: holds no PEM certificate",
+                    junk.display()
+                ),
+            ),
+            (
+                tls,
+                Access {
+                    cert: path(&junk),
+                    key: path(&missing),
+                    ..Access::default()
+                },
+                format!("--cluster-key `{}`: cannot be read", missing.display()),
+            ),
+            (
+                tls,
+                Access {
+                    cert: path(&junk),
+                    key: path(&junk),
+                    ..Access::default()
+                },
+                format!(
+                    "--cluster-cert `{}`: holds no PEM certificate",
+                    junk.display()
+                ),
+            ),
+            (
+                "etcd://h:2379",
+                Access {
+                    ca: path(&junk),
+                    ..Access::default()
+                },
+                format!(
+                    "--cluster-ca `{}`: needs a TLS store, etcds://",
+                    junk.display()
+                ),
+            ),
+            (
+                "etcd://h:2379",
+                Access {
+                    cert: path(&junk),
+                    key: path(&junk),
+                    ..Access::default()
+                },
+                format!("--cluster-cert `{}`: needs a TLS store", junk.display()),
+            ),
+        ] {
+            let e = refused(url, &access);
+            assert!(e.contains(&says), "{access:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_login_is_a_user_with_one_password_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            Some(p)
+        };
+        let user = || Some("plumb".to_string());
+        let login = |access: Access| {
+            ClusterStore::parse("etcd://h:2379", "prod")
+                .unwrap()
+                .with_access(&access)
+                .unwrap()
+                .login
+        };
+        // From the environment, or a file's one line.
+        let l = login(Access {
+            user: user(),
+            password: Some("s3cret".into()),
+            ..Access::default()
+        })
+        .unwrap();
+        assert_eq!((l.user.as_str(), l.password.as_str()), ("plumb", "s3cret"));
+        for text in ["s3cret\n", "s3cret\r\n", "s3cret"] {
+            let l = login(Access {
+                user: user(),
+                password_file: file("pw", text),
+                ..Access::default()
+            })
+            .unwrap();
+            assert_eq!(l.password, "s3cret", "{text:?}");
+        }
+        assert_eq!(login(Access::default()), None);
+        // Never printed.
+        let s = ClusterStore::parse("etcd://h:2379", "prod")
+            .unwrap()
+            .with_access(&Access {
+                user: user(),
+                password: Some("s3cret".into()),
+                ..Access::default()
+            })
+            .unwrap();
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        let a = Access {
+            user: user(),
+            password: Some("s3cret".into()),
+            ..Access::default()
+        };
+        assert!(!format!("{a:?}").contains("s3cret"), "{a:?}");
+
+        let pw = file("pw", "s3cret\n");
+        let empty = file("empty", "\n");
+        let missing = Some(dir.path().join("missing"));
+        let shown = |p: &Option<PathBuf>| p.as_ref().unwrap().display().to_string();
+        for (access, says) in [
+            (
+                Access { user: user(), ..Access::default() },
+                "--cluster-user `plumb`: needs a password: PLUMB_CLUSTER_PASSWORD or --cluster-password-file".to_string(),
+            ),
+            (
+                Access { user: Some(String::new()), password: Some("x".into()), ..Access::default() },
+                "--cluster-user ``: is empty".to_string(),
+            ),
+            (
+                Access { password: Some("x".into()), ..Access::default() },
+                "PLUMB_CLUSTER_PASSWORD ``: is set: it needs --cluster-user".to_string(),
+            ),
+            (
+                Access { password_file: pw.clone(), ..Access::default() },
+                format!("--cluster-password-file `{}`: needs --cluster-user", shown(&pw)),
+            ),
+            (
+                Access { user: user(), password_file: pw.clone(), password: Some("x".into()), ..Access::default() },
+                format!("--cluster-password-file `{}`: and PLUMB_CLUSTER_PASSWORD both", shown(&pw)),
+            ),
+            (
+                Access { user: user(), password_file: empty.clone(), ..Access::default() },
+                format!("--cluster-password-file `{}`: is empty", shown(&empty)),
+            ),
+            (
+                Access { user: user(), password: Some(String::new()), ..Access::default() },
+                "PLUMB_CLUSTER_PASSWORD ``: is empty".to_string(),
+            ),
+            (
+                Access { user: user(), password_file: missing.clone(), ..Access::default() },
+                format!("--cluster-password-file `{}`: cannot be read", shown(&missing)),
+            ),
+        ] {
+            let e = refused("etcd://h:2379", &access);
+            assert!(e.contains(&says), "{access:?}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }

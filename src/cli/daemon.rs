@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -42,10 +42,12 @@ pub struct DaemonArgs {
     pub cluster_block_grace: u64,
 }
 
-/// Which cluster, where (the daemon and `plumb cluster`).
+/// Which cluster, where, and how plumb gets in (the daemon, `plumb
+/// cluster`, and `plumb network create/rm` of vxlan networks).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterArgs {
-    /// Join hosts sharing networks through etcd: etcd://HOST:PORT[,HOST:PORT…].
+    /// Join hosts sharing networks through etcd: etcd://HOST:PORT[,HOST:PORT…],
+    /// or etcds://… over TLS.
     #[arg(long, env = "PLUMB_CLUSTER_STORE", value_name = "URL")]
     pub cluster_store: Option<String>,
     /// The cluster's name in the store (several may share one etcd).
@@ -56,14 +58,77 @@ pub struct ClusterArgs {
         value_name = "NAME"
     )]
     pub cluster_name: String,
+    /// Trust this CA (PEM) for an etcds:// store's certificate instead of the
+    /// system's CAs. Refused with etcd://, which is plaintext.
+    #[arg(long, env = "PLUMB_CLUSTER_CA", value_name = "FILE")]
+    pub cluster_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an etcds:// store that asks for one
+    /// (etcd's --client-cert-auth); with --cluster-key.
+    #[arg(long, env = "PLUMB_CLUSTER_CERT", value_name = "FILE")]
+    pub cluster_cert: Option<PathBuf>,
+    /// The private key (PEM) of --cluster-cert.
+    #[arg(long, env = "PLUMB_CLUSTER_KEY", value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
+    /// Log in to etcd as this user; the password comes from the
+    /// environment (PLUMB_CLUSTER_PASSWORD) or --cluster-password-file,
+    /// never the command line.
+    #[arg(long, env = "PLUMB_CLUSTER_USER", value_name = "USER")]
+    pub cluster_user: Option<String>,
+    /// A file holding --cluster-user's password (one line).
+    #[arg(long, env = "PLUMB_CLUSTER_PASSWORD_FILE", value_name = "FILE")]
+    pub cluster_password_file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
+    /// The store named, its TLS files and password read and checked.
     pub fn store(&self) -> Result<Option<crate::cluster::ClusterStore>> {
-        self.cluster_store
-            .as_deref()
-            .map(|url| crate::cluster::ClusterStore::parse(url, &self.cluster_name))
-            .transpose()
+        let password = match std::env::var("PLUMB_CLUSTER_PASSWORD") {
+            Ok(p) => Some(p),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(Error::invalid("PLUMB_CLUSTER_PASSWORD", "", "is not UTF-8"));
+            }
+        };
+        self.store_with(password)
+    }
+
+    /// [`ClusterArgs::store`] with PLUMB_CLUSTER_PASSWORD's value given.
+    fn store_with(&self, password: Option<String>) -> Result<Option<crate::cluster::ClusterStore>> {
+        let access = crate::cluster::Access {
+            ca: self.cluster_ca.clone(),
+            cert: self.cluster_cert.clone(),
+            key: self.cluster_key.clone(),
+            user: self.cluster_user.clone(),
+            password_file: self.cluster_password_file.clone(),
+            password,
+        };
+        let Some(url) = &self.cluster_store else {
+            for (field, given) in [
+                ("--cluster-ca", access.ca.as_ref()),
+                ("--cluster-cert", access.cert.as_ref()),
+                ("--cluster-key", access.key.as_ref()),
+                ("--cluster-password-file", access.password_file.as_ref()),
+            ] {
+                if let Some(file) = given {
+                    return Err(Error::invalid(
+                        field,
+                        file.display(),
+                        "needs --cluster-store",
+                    ));
+                }
+            }
+            if let Some(user) = &access.user {
+                return Err(Error::invalid(
+                    "--cluster-user",
+                    user,
+                    "needs --cluster-store",
+                ));
+            }
+            return Ok(None);
+        };
+        crate::cluster::ClusterStore::parse(url, &self.cluster_name)?
+            .with_access(&access)
+            .map(Some)
     }
 }
 
@@ -114,7 +179,7 @@ fn cluster_join(args: &DaemonArgs) -> Result<Option<daemon::ClusterJoin>> {
 /// The address this host reaches the store's first endpoint from (a
 /// connected UDP socket's: the routing decision, nothing sent).
 fn source_toward(store: &crate::cluster::ClusterStore) -> Result<std::net::IpAddr> {
-    let endpoint = store.endpoints[0].trim_start_matches("http://");
+    let endpoint = store.first_address();
     let target: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(endpoint)
         .ok()
         .and_then(|mut a| a.next())
@@ -227,5 +292,110 @@ pub fn restore(engine: &mut Engine, daemon: &Daemon) -> Result<()> {
             "restore incomplete:\n  {}",
             report.errors.join("\n  ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::ClusterArgs;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    fn args(list: &[&str]) -> ClusterArgs {
+        let mut all = vec!["plumb"];
+        all.extend(list);
+        Cli::try_parse_from(all).unwrap().cluster
+    }
+
+    #[test]
+    fn every_cluster_option_also_comes_from_the_environment() {
+        let cli = Cli::command();
+        for (id, env) in [
+            ("cluster_store", "PLUMB_CLUSTER_STORE"),
+            ("cluster_name", "PLUMB_CLUSTER_NAME"),
+            ("cluster_ca", "PLUMB_CLUSTER_CA"),
+            ("cluster_cert", "PLUMB_CLUSTER_CERT"),
+            ("cluster_key", "PLUMB_CLUSTER_KEY"),
+            ("cluster_user", "PLUMB_CLUSTER_USER"),
+            ("cluster_password_file", "PLUMB_CLUSTER_PASSWORD_FILE"),
+        ] {
+            let arg = cli.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env), "{id}");
+        }
+        // A password is never an argument (it would show in `ps`).
+        assert!(
+            cli.get_arguments()
+                .all(|a| a.get_id() != "cluster_password")
+        );
+        assert!(Cli::try_parse_from(["plumb", "--cluster-password", "x"]).is_err());
+    }
+
+    #[test]
+    fn access_options_reach_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let a = args(&[
+            "--cluster-store",
+            "etcds://h:2379",
+            "--cluster-user",
+            "plumb",
+            "--cluster-password-file",
+            pw.to_str().unwrap(),
+        ]);
+        let store = a.store_with(None).unwrap().unwrap();
+        assert_eq!(store.endpoints, ["https://h:2379"]);
+        assert_eq!(store.login.unwrap().user, "plumb");
+        // The environment's password, when no file is named.
+        let a = args(&[
+            "--cluster-store",
+            "etcd://h:2379",
+            "--cluster-user",
+            "plumb",
+        ]);
+        assert!(
+            a.store_with(Some("s3cret".into()))
+                .unwrap()
+                .unwrap()
+                .login
+                .is_some()
+        );
+        assert!(a.store_with(None).is_err());
+        assert!(args(&[]).store_with(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn access_options_need_a_store() {
+        for (list, says) in [
+            (
+                ["--cluster-ca", "/ca.pem"],
+                "--cluster-ca `/ca.pem`: needs --cluster-store",
+            ),
+            (
+                ["--cluster-cert", "/c.pem"],
+                "--cluster-cert `/c.pem`: needs --cluster-store",
+            ),
+            (
+                ["--cluster-key", "/c.key"],
+                "--cluster-key `/c.key`: needs --cluster-store",
+            ),
+            (
+                ["--cluster-user", "plumb"],
+                "--cluster-user `plumb`: needs --cluster-store",
+            ),
+            (
+                ["--cluster-password-file", "/pw"],
+                "--cluster-password-file `/pw`: needs --cluster-store",
+            ),
+        ] {
+            let e = args(&list).store_with(None).unwrap_err().to_string();
+            assert_eq!(e, says);
+        }
     }
 }
