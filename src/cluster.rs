@@ -814,9 +814,14 @@ fn reason(store: &ClusterStore, e: &etcd_client::Error) -> String {
                 "the store wants a client certificate: --cluster-cert and --cluster-key".into()
             }
         }
-    } else if tls.is_some() && out.contains("connection closed") {
+    } else if tls.is_some()
+        && ["connection closed", "stream closed", "broken pipe"]
+            .iter()
+            .any(|w| out.contains(w))
+    {
         // Under TLS 1.3 a server that refuses the client's certificate may
-        // only close the connection; so may one that stops.
+        // only close the connection (the client then finds it closed, or
+        // writes into it: a broken pipe); so may one that stops.
         match tls.is_some_and(|t| t.identity.is_some()) {
             true => "if this goes on, does the store trust --cluster-cert's CA?".into(),
             false => {
