@@ -4,20 +4,28 @@
 //! (the data plane meanwhile is left as it is). At a clean stop it leaves
 //! at once, so peers need not wait for the lease to expire.
 //!
+//! It talks to one etcd member at a time. When that member fails, the
+//! registration is renewed through another one, under the same lease: a
+//! store of three members that loses one (its leader included) loses no
+//! host, and no host's containers drop out of the others' overlays. Only a
+//! lease the cluster no longer has is replaced (a new join).
+//!
 //! While joined it follows the cluster (a watch on its keys, and a look
 //! every few seconds whatever the watch says): it makes each cluster
 //! network on this host, records this host's containers on them (bound to
 //! its lease, so they go with the host), and programs each overlay with
 //! the other hosts' containers. Every pass reads the whole record, so a
-//! watch that fell behind costs nothing but a pass.
+//! watch that fell behind costs nothing but a pass. Following has its own
+//! connection, which fails over by itself: a slow pass never delays a
+//! keep-alive.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use super::{Ctx, Repeated, blocking};
-use crate::cluster::{ClusterStore, Endpoint, Member};
+use crate::cluster::{ClusterStore, Endpoint, Member, Renewal};
 use crate::driver::overlay::Remote;
 use crate::error::{Error, Result};
 use crate::model::Network;
@@ -36,62 +44,199 @@ pub struct Join {
     pub ttl: Duration,
 }
 
-/// The registration held now, for leaving at a stop.
-#[derive(Default)]
-pub struct Held(Mutex<Option<(etcd_client::Client, i64)>>);
+impl Join {
+    /// The member this host asks first: hosts spread over the members
+    /// (the same one each time for a host).
+    fn first_member(&self) -> usize {
+        let h = self
+            .me
+            .host
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        usize::try_from(h % self.store.endpoints.len() as u64).unwrap_or(0)
+    }
+}
 
-/// Join and stay joined until the daemon stops.
+/// The lease held now, for leaving at a stop.
+#[derive(Default)]
+pub struct Held(Mutex<Option<i64>>);
+
+/// Join and stay joined until the daemon stops, and follow the cluster
+/// meanwhile.
 pub async fn stay_joined(ctx: Arc<Ctx>, join: Join, held: Arc<Held>) {
+    let (lease_tx, lease_rx) = watch::channel(None);
+    tokio::join!(hold(&join, &held, lease_tx), follow(&ctx, &join, lease_rx));
+}
+
+/// Hold a registration: join, keep the lease alive through whichever
+/// member answers, join again when the lease is lost. The lease held is
+/// told through `lease_tx`.
+async fn hold(join: &Join, held: &Held, lease_tx: watch::Sender<Option<i64>>) {
     let mut errors = Repeated::default();
+    let mut member = join.first_member();
     loop {
-        let attempt = async {
-            let mut client = join.store.connect().await?;
+        let joined = async {
+            let (mut client, m) = join.store.connect_from(member).await?;
+            member = m;
             let lease = join.store.join(&mut client, &join.me, join.ttl).await?;
-            *held.0.lock().await = Some((client.clone(), lease));
-            tracing::info!(
-                cluster = %join.store.name,
-                host = %join.me.host,
-                vtep = %join.me.vtep,
-                "joined the cluster"
-            );
-            errors.ended("cluster");
-            let mut keeper = client.clone();
-            tokio::select! {
-                e = join.store.keep_alive(&mut keeper, lease, join.ttl) => Err(e),
-                e = follow(&ctx, &join, client, lease) => Err(e),
+            Ok::<_, Error>((client, lease))
+        }
+        .await;
+        let (client, lease) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                let pause = errors.failed("cluster", &e.to_string());
+                // At least a second between attempts: a store that refuses
+                // at once is not asked in a tight loop.
+                tokio::time::sleep(pause.max(Duration::from_secs(1))).await;
+                member += 1;
+                continue;
             }
         };
-        let result: crate::error::Result<()> = attempt.await;
+        errors.ended("cluster");
+        tracing::info!(
+            cluster = %join.store.name,
+            host = %join.me.host,
+            vtep = %join.me.vtep,
+            member = %join.store.endpoint(member),
+            "joined the cluster"
+        );
+        *held.0.lock().await = Some(lease);
+        lease_tx.send_replace(Some(lease));
+        let lost = keep(join, client, &mut member, lease).await;
+        lease_tx.send_replace(None);
         held.0.lock().await.take();
-        if let Err(e) = result {
-            let pause = errors.failed("cluster", &e.to_string());
-            // At least a second between attempts: a store that refuses
-            // at once is not asked in a tight loop.
-            tokio::time::sleep(pause.max(Duration::from_secs(1))).await;
+        let _ = errors.failed("cluster", &lost.to_string());
+    }
+}
+
+/// Keep `lease` alive, through `client`'s member (`member`) and, when
+/// that one fails, through the next that answers; returns once the cluster
+/// says the lease is gone.
+async fn keep(
+    join: &Join,
+    mut client: etcd_client::Client,
+    member: &mut usize,
+    lease: i64,
+) -> Error {
+    let mut expires = Instant::now() + join.ttl;
+    // Said once, however often it repeats (a member that fails every
+    // keep-alive at once is not asked in a tight loop either).
+    let mut errors = Repeated::default();
+    loop {
+        let before = expires;
+        let broken = match join
+            .store
+            .keep_alive(&mut client, lease, join.ttl, &mut expires)
+            .await
+        {
+            Renewal::Lost(e) => return e,
+            Renewal::Broken(e) => e,
+        };
+        if expires != before {
+            errors.ended("cluster");
+        }
+        let pause = errors.failed(
+            "cluster",
+            &format!("{broken}: renewing the registration through another member"),
+        );
+        tokio::time::sleep(pause).await;
+        // Whatever the time left on the lease: the cluster says whether
+        // it still has it (a new leader extends every lease).
+        loop {
+            match join.store.connect_from(*member + 1).await {
+                Ok((c, m)) => {
+                    (client, *member) = (c, m);
+                    let left = expires.saturating_duration_since(Instant::now());
+                    tracing::info!(
+                        member = %join.store.endpoint(m),
+                        "renewing the registration through this member ({} ms were left)",
+                        left.as_millis()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    // Quick at first: the lease may have only a second left.
+                    let pause = errors.failed("cluster", &e.to_string());
+                    tokio::time::sleep(pause.max(Duration::from_millis(50))).await;
+                }
+            }
         }
     }
 }
 
-/// Follow the cluster until its store fails: every change, and every few
-/// seconds, one [`pass`].
-async fn follow(ctx: &Arc<Ctx>, join: &Join, mut client: etcd_client::Client, lease: i64) -> Error {
+/// Follow the cluster for as long as the daemon runs, under the lease
+/// `lease` says this host holds (nothing while it holds none): every
+/// change, and every few seconds, one [`pass`]. A member that fails is
+/// left for the next.
+async fn follow(ctx: &Arc<Ctx>, join: &Join, mut lease: watch::Receiver<Option<i64>>) {
+    let mut member = join.first_member();
+    // Said once, however often it repeats.
+    let mut errors = Repeated::default();
+    loop {
+        if lease.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let e = match join.store.connect_from(member).await {
+            Ok((client, m)) => {
+                member = m;
+                follow_through(ctx, join, client, &mut lease, &mut errors).await
+            }
+            Err(e) => e,
+        };
+        let pause = errors.failed(
+            "following the cluster",
+            &format!("{e}: following it through another member"),
+        );
+        // Never a tight loop, not even when a member fails every pass.
+        tokio::time::sleep(pause.max(Duration::from_millis(100))).await;
+        member += 1;
+    }
+}
+
+/// Follow the cluster through `client` until its member fails; `failing`
+/// ends once a pass is done.
+async fn follow_through(
+    ctx: &Arc<Ctx>,
+    join: &Join,
+    mut client: etcd_client::Client,
+    lease: &mut watch::Receiver<Option<i64>>,
+    failing: &mut Repeated,
+) -> Error {
     let mut changes = match join.store.watch(&mut client).await {
         Ok(s) => s,
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
     loop {
-        match pass(ctx, join, &mut client, lease).await {
-            Ok(()) => errors.ended("cluster pass"),
-            Err(e) => {
-                let _ = errors.failed("cluster pass", &e.to_string());
+        let held = *lease.borrow_and_update();
+        if let Some(held) = held {
+            match pass(ctx, join, &mut client, held).await {
+                Ok(()) => {
+                    errors.ended("cluster pass");
+                    failing.ended("following the cluster");
+                }
+                // The store failed (this member): another one.
+                Err(e @ Error::Cluster { .. }) => return e,
+                Err(e) => {
+                    let _ = errors.failed("cluster pass", &e.to_string());
+                }
             }
         }
         tokio::select! {
             m = changes.message() => match m {
                 Ok(Some(_)) => {}
                 Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
-                Err(e) => return Error::Conflict(format!("the cluster's watch failed: {e}")),
+                Err(e) => {
+                    let e = crate::cluster::brief(&e);
+                    return Error::Conflict(format!("the cluster's watch failed: {e}"));
+                }
+            },
+            // A new lease: this host's containers recorded under it now.
+            r = lease.changed() => if r.is_err() {
+                return Error::Conflict("the registration ended".into());
             },
             _ = tokio::time::sleep(LOOK_AGAIN) => {}
         }
@@ -268,11 +413,16 @@ async fn local_networks(ctx: &Arc<Ctx>) -> Result<Vec<Network>> {
 
 /// Leave now, if joined (a clean stop).
 pub async fn leave(store: &ClusterStore, held: &Held) {
-    if let Some((mut client, lease)) = held.0.lock().await.take() {
-        match tokio::time::timeout(Duration::from_secs(2), store.leave(&mut client, lease)).await {
-            Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
-            Ok(Err(e)) => tracing::warn!("{e}"),
-            Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
-        }
+    let Some(lease) = held.0.lock().await.take() else {
+        return;
+    };
+    let left = async {
+        let mut client = store.connect().await?;
+        store.leave(&mut client, lease).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), left).await {
+        Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
+        Ok(Err(e)) => tracing::warn!("{e}"),
+        Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
     }
 }
