@@ -14,8 +14,9 @@
 //! every few seconds whatever the watch says): it makes each cluster
 //! network on this host, records this host's containers on them (bound to
 //! its lease, so they go with the host), and programs each overlay with
-//! the other hosts' containers. Every pass reads the whole record, so a
-//! watch that fell behind costs nothing but a pass. Following has its own
+//! the other hosts' containers. An attach or detach here starts a pass at
+//! once. Every pass reads the whole record, so a watch that fell behind
+//! costs nothing but a pass. Following has its own
 //! connection, which fails over by itself: a slow pass never delays a
 //! keep-alive.
 
@@ -238,6 +239,8 @@ async fn follow_through(
             r = lease.changed() => if r.is_err() {
                 return Error::Conflict("the registration ended".into());
             },
+            // A container came or went here: the others learn it now.
+            () = ctx.local_change.notified() => {}
             _ = tokio::time::sleep(LOOK_AGAIN) => {}
         }
     }

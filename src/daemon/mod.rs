@@ -82,6 +82,9 @@ pub struct Ctx {
     activity: Arc<Activity>,
     /// The published host ports, kept bound.
     holds: Arc<std::sync::Mutex<Holds>>,
+    /// This host's attachments changed: the cluster follower records them
+    /// at once instead of at its next look.
+    local_change: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -188,6 +191,7 @@ async fn serve(opts: Options) -> Result<()> {
         idle_engines: std::sync::Mutex::new(vec![first]),
         activity: activity.clone(),
         holds: holds.clone(),
+        local_change: tokio::sync::Notify::new(),
     });
     // What a reboot took, the daemon puts back before it serves anyone:
     // its socket appears only then, so that whoever waits for it finds the
@@ -574,6 +578,9 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
         tracing::info!(target = %latest.target, ifname = %latest.ifname, "namespace gone: attachment removed");
         removed.push(latest);
     }
+    if !removed.is_empty() {
+        ctx.local_change.notify_one();
+    }
     Ok(removed)
 }
 
@@ -777,6 +784,7 @@ pub(crate) async fn attach_opened(
         }
         None => attach_dhcp(ctx, req.clone(), open).await?,
     };
+    ctx.local_change.notify_one();
     let (c, done) = (ctx.clone(), a.clone());
     blocking(move || c.with_engine(|e| e.declare(&done, &req))).await?;
     Ok(a)
@@ -888,6 +896,9 @@ async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Resu
     let done = blocking(move || c.with_engine(|e| e.detach(&target, network.as_deref()))).await?;
     for a in &done {
         tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "detached");
+    }
+    if !done.is_empty() {
+        ctx.local_change.notify_one();
     }
     Ok(json!(done.iter().map(report::listed).collect::<Vec<_>>()))
 }
