@@ -12,10 +12,17 @@
 //! [`Access`]. Files are read and checked when the store is parsed, so bad
 //! input stops before anything changes; what etcd then refuses is an
 //! [`Error::Cluster`] with etcd's reason.
+//!
+//! A connection is to one member at a time, one that answers and has a
+//! leader; when it fails, the next member is taken. (etcd-client's own
+//! balancing over all endpoints keeps a dead member in its pool: tonic's
+//! reconnecting service reports a refused connection as the failure of the
+//! request, never as the endpoint's, so a share of every request, keep-alives
+//! included, goes on failing as long as the member is away.)
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
@@ -208,12 +215,16 @@ impl ClusterStore {
         }
     }
 
-    /// A connection (TLS and login as the store says); fails fast when no
-    /// member answers.
-    pub async fn connect(&self) -> Result<Client> {
+    /// How to reach the members: timeouts, TLS and login as the store
+    /// says.
+    fn options(&self) -> ConnectOptions {
+        // A member with no leader (cut off from the others, or electing)
+        // answers "no leader" at once instead of holding requests, and
+        // ends its streams when it loses the leader.
         let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5));
+            .with_connect_timeout(PROBE)
+            .with_timeout(Duration::from_secs(5))
+            .with_require_leader(true);
         if let Some(tls) = &self.tls {
             let mut config = TlsOptions::new();
             config = match &tls.ca {
@@ -228,13 +239,54 @@ impl ClusterStore {
         if let Some(login) = &self.login {
             options = options.with_user(login.user.clone(), login.password.clone());
         }
-        let what = match &self.login {
-            Some(l) => format!("connect as user `{}`", l.user),
-            None => "connect".to_string(),
+        options
+    }
+
+    /// A connection to the first member that answers.
+    pub async fn connect(&self) -> Result<Client> {
+        self.connect_from(0).await.map(|(client, _)| client)
+    }
+
+    /// A connection to one member that answers and has a leader, trying
+    /// them in turn from the `first` (modulo their number); the client and
+    /// the member's index. Fails, naming each member and why, when none
+    /// does.
+    pub async fn connect_from(&self, first: usize) -> Result<(Client, usize)> {
+        let options = self.options();
+        let n = self.endpoints.len();
+        let mut failed = Vec::new();
+        for i in (0..n).map(|k| (first + k) % n) {
+            let endpoint = &self.endpoints[i];
+            let probe = async {
+                let mut client = Client::connect([endpoint], Some(options.clone())).await?;
+                client.status().await?;
+                Ok::<_, etcd_client::Error>(client)
+            };
+            match tokio::time::timeout(PROBE * 2, probe).await {
+                Ok(Ok(client)) => return Ok((client, i)),
+                Ok(Err(e)) => failed.push(format!("{endpoint}: {}", reason(self, &e))),
+                Err(_) => failed.push(format!(
+                    "{endpoint}: no answer in {} s",
+                    (PROBE * 2).as_secs()
+                )),
+            }
+        }
+        let who = match &self.login {
+            Some(l) => format!(" as user `{}`", l.user),
+            None => String::new(),
         };
-        Client::connect(&self.endpoints, Some(options))
-            .await
-            .map_err(|e| self.error(&what, e))
+        Err(Error::Cluster {
+            store: self.endpoints.join(","),
+            reason: match failed.len() {
+                1 => format!("connect{who}: {}", failed[0]),
+                _ => format!("connect{who}: no member answers: {}", failed.join("; ")),
+            },
+        })
+    }
+
+    /// The member `i` (modulo their number), for the log.
+    pub fn endpoint(&self, i: usize) -> &str {
+        &self.endpoints[i % self.endpoints.len()]
     }
 
     /// Run `f` with a connection, from synchronous code (the CLI).
@@ -343,37 +395,108 @@ impl ClusterStore {
             .map_err(|e| self.error("leave", e))
     }
 
-    /// Keep `lease` alive until it cannot be (the store is away, or the
-    /// lease expired meanwhile): returns why.
-    pub async fn keep_alive(&self, client: &mut Client, lease: i64, ttl: Duration) -> Error {
-        let (mut keeper, mut stream) = match client.lease_keep_alive(lease).await {
-            Ok(k) => k,
-            Err(e) => return self.error("keep the registration alive", e),
-        };
+    /// Keep `lease` alive through `client`'s member until either fails,
+    /// every third of `ttl`; `expires` follows when the lease runs out if
+    /// not renewed again. [`Renewal::Lost`]: the cluster no longer has the
+    /// lease. [`Renewal::Broken`]: this member failed, or did not answer in
+    /// a third of `ttl` (time enough to renew through another before the
+    /// lease runs out); the lease may live on.
+    pub async fn keep_alive(
+        &self,
+        client: &mut Client,
+        lease: i64,
+        ttl: Duration,
+        expires: &mut Instant,
+    ) -> Renewal {
         let every = (ttl / 3).max(Duration::from_millis(300));
+        let broken = |e| Renewal::Broken(self.error("keep the registration alive", e));
+        let lost = || {
+            Renewal::Lost(Error::Conflict(
+                "the cluster forgot this host (its lease expired)".into(),
+            ))
+        };
+        let mut sent = Instant::now();
+        // Opening the stream is a first keep-alive, its answer read.
+        let opened = tokio::time::timeout(every, client.lease_keep_alive(lease)).await;
+        let (mut keeper, mut stream) = match opened {
+            Ok(Ok(k)) => k,
+            // etcd-client's word for a TTL of 0 in that first answer.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
+                return lost();
+            }
+            Ok(Err(e)) => return broken(e),
+            Err(_) => return Renewal::Broken(self.silent("keep the registration alive", every)),
+        };
+        *expires = sent + ttl;
         loop {
-            if let Err(e) = keeper.keep_alive().await {
-                return self.error("keep the registration alive", e);
-            }
-            match tokio::time::timeout(ttl, stream.message()).await {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                Ok(Ok(Some(_))) => {
-                    return Error::Conflict(
-                        "the cluster forgot this host (its lease expired)".into(),
-                    );
-                }
-                Ok(Ok(None)) => {
-                    return Error::Conflict("the cluster closed the keep-alive stream".into());
-                }
-                Ok(Err(e)) => return self.error("keep the registration alive", e),
-                Err(_) => {
-                    return Error::Conflict(
-                        "the cluster did not answer a keep-alive in time".into(),
-                    );
-                }
-            }
             tokio::time::sleep(every).await;
+            sent = Instant::now();
+            if let Err(e) = keeper.keep_alive().await {
+                return broken(e);
+            }
+            match tokio::time::timeout(every, stream.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    *expires = sent + Duration::from_secs(r.ttl().unsigned_abs());
+                }
+                Ok(Ok(Some(_))) => return lost(),
+                Ok(Ok(None)) => {
+                    return Renewal::Broken(self.cluster_error(
+                        "keep the registration alive",
+                        "the member closed the stream",
+                    ));
+                }
+                Ok(Err(e)) => return broken(e),
+                Err(_) => {
+                    return Renewal::Broken(self.silent("keep the registration alive", every));
+                }
+            }
         }
+    }
+
+    fn cluster_error(&self, what: &str, why: &str) -> Error {
+        Error::Cluster {
+            store: self.endpoints.join(","),
+            reason: format!("{what}: {why}"),
+        }
+    }
+
+    fn silent(&self, what: &str, waited: Duration) -> Error {
+        self.cluster_error(what, &format!("no answer in {} ms", waited.as_millis()))
+    }
+}
+
+/// How long a member may take to accept a connection.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// How a [`ClusterStore::keep_alive`] ended.
+#[derive(Debug)]
+pub enum Renewal {
+    /// The lease is gone: join again.
+    Lost(Error),
+    /// The member failed; another may renew the lease yet.
+    Broken(Error),
+}
+
+/// etcd-client's error, without tonic's debug dump: the gRPC message and
+/// what lies under it (`tcp connect error: Connection refused (os error
+/// 111)`).
+pub fn brief(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut root: Option<&dyn std::error::Error> = None;
+    let mut next = std::error::Error::source(status);
+    while let Some(cause) = next {
+        root = Some(cause);
+        next = cause.source();
+    }
+    match root.map(ToString::to_string) {
+        Some(r) if !status.message().is_empty() && r != status.message() => {
+            format!("{}: {r}", status.message())
+        }
+        Some(r) => r,
+        None if status.message().is_empty() => format!("{:?}", status.code()),
+        None => status.message().to_string(),
     }
 }
 

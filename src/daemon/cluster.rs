@@ -4,12 +4,22 @@
 //! (the data plane meanwhile is left as it is). At a clean stop it leaves
 //! at once, so peers need not wait for the lease to expire.
 //!
+//! It talks to one etcd member at a time. When that member fails, the
+//! registration is renewed through another one, under the same lease: a
+//! store of three members that loses one (its leader included) loses no
+//! host, and no host's containers drop out of the others' overlays. Only a
+//! lease the cluster no longer has is replaced (a new join).
+//!
 //! While joined it follows the cluster (a watch on its keys, and a look
 //! every few seconds whatever the watch says): it makes each cluster
-//! network on this host, records this host's containers on them (bound to
-//! its lease, so they go with the host), and programs each overlay with
-//! the other hosts' containers. Every pass reads the whole record, so a
-//! watch that fell behind costs nothing but a pass.
+//! network on this host, applies the cluster's rules, keeps the host's
+//! address blocks (claimed, given back, a gone host's released after the
+//! grace), records this host's containers on them (bound to its lease, so
+//! they go with the host) and programs each overlay and the policy sets
+//! with the other hosts' containers. An attach or detach here starts a pass
+//! at once. Every pass reads the whole record, so a watch that fell behind
+//! costs nothing but a pass. Following has its own connection, which fails
+//! over by itself: a slow pass never delays a keep-alive.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -17,10 +27,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use super::{Ctx, Repeated, blocking};
-use crate::cluster::{ClusterStore, Endpoint, Member};
+use crate::cluster::{ClusterStore, Endpoint, Member, Renewal};
 use crate::driver::overlay::{Overlay, Remote};
 use crate::error::{Error, Result};
 use crate::model::{AttachRequest, Network};
@@ -50,11 +60,28 @@ pub struct Join {
     pub block_grace: Duration,
 }
 
+impl Join {
+    /// The member this host asks first: hosts spread over the members
+    /// (the same one each time for a host).
+    fn first_member(&self) -> usize {
+        let h = self
+            .me
+            .host
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        usize::try_from(h % self.store.endpoints.len() as u64).unwrap_or(0)
+    }
+}
+
 /// The daemon's cluster: what it joins as, and what it holds while joined.
 pub struct Cluster {
     join: Join,
-    /// The connection and the registration's lease, while joined.
-    held: Mutex<Option<(etcd_client::Client, i64)>>,
+    /// The registration's lease, while joined.
+    held: Mutex<Option<i64>>,
+    /// The connection the cluster is followed through, while it is.
+    follower: Mutex<Option<etcd_client::Client>>,
     /// This host's claims and releases of blocks, one at a time (a pass
     /// and attaches), with when each block was claimed.
     claims: Mutex<HashMap<IpNet, Instant>>,
@@ -65,6 +92,7 @@ impl Cluster {
         Arc::new(Cluster {
             join,
             held: Mutex::default(),
+            follower: Mutex::default(),
             claims: Mutex::default(),
         })
     }
@@ -72,21 +100,25 @@ impl Cluster {
     /// Leave now, if joined (a clean stop).
     pub async fn leave(&self) {
         let store = &self.join.store;
-        if let Some((mut client, lease)) = self.held.lock().await.take() {
-            match tokio::time::timeout(Duration::from_secs(2), store.leave(&mut client, lease))
-                .await
-            {
-                Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
-                Ok(Err(e)) => tracing::warn!("{e}"),
-                Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
-            }
+        let Some(lease) = self.held.lock().await.take() else {
+            return;
+        };
+        let left = async {
+            let mut client = store.connect().await?;
+            store.leave(&mut client, lease).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), left).await {
+            Ok(Ok(())) => tracing::info!(cluster = %store.name, "left the cluster"),
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(_) => tracing::warn!("the cluster store did not answer the leave in time"),
         }
     }
 
     /// Before an attach to a cluster network: the blocks of the addresses
     /// it asks for claimed if nobody has them, and a block with room for
-    /// each family it does not. Not joined, the attach makes do with the
-    /// blocks this host has.
+    /// each family it does not. Without the store, the attach makes do
+    /// with the blocks this host has, and one that needs another is
+    /// refused, saying so.
     pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<()> {
         let (c, name) = (ctx.clone(), req.network.clone());
         let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&name)?.network))).await
@@ -97,12 +129,25 @@ impl Cluster {
         let Some(overlay) = overlay_of(&net) else {
             return Ok(());
         };
-        let Some(mut client) = self.held.lock().await.as_ref().map(|(c, _)| c.clone()) else {
-            return Ok(());
-        };
         let mut claims = self.claims.lock().await;
         let (c, name) = (ctx.clone(), net.name.clone());
         let free = blocking(move || c.with_engine(|e| e.free_in_own_blocks(&name))).await?;
+        let client = self.follower.lock().await.clone();
+        let Some(mut client) = client else {
+            let full = free
+                .iter()
+                .find(|(s, f)| *f == 0 && !req.ips.iter().any(|ip| s.contains(ip)));
+            return match full {
+                None => Ok(()),
+                Some((subnet, _)) => Err(Error::Cluster {
+                    store: self.join.store.endpoints.join(","),
+                    reason: format!(
+                        "not joined now: this host's blocks of {subnet} (network `{}`) are full, and another is claimed only through the store",
+                        net.name
+                    ),
+                }),
+            };
+        };
         let mut claimed = self.join.store.blocks(&mut client, &net.name).await?;
         let before = claimed.len();
         for (subnet, free) in free {
@@ -210,66 +255,192 @@ struct Memory {
     refused: HashSet<i64>,
 }
 
-/// Join and stay joined until the daemon stops.
+/// Join and stay joined until the daemon stops, and follow the cluster
+/// meanwhile.
 pub async fn stay_joined(ctx: Arc<Ctx>, cluster: Arc<Cluster>) {
+    let (lease_tx, lease_rx) = watch::channel(None);
+    tokio::join!(hold(&cluster, lease_tx), follow(&ctx, &cluster, lease_rx));
+}
+
+/// Hold a registration: join, keep the lease alive through whichever
+/// member answers, join again when the lease is lost. The lease held is
+/// told through `lease_tx`.
+async fn hold(cluster: &Cluster, lease_tx: watch::Sender<Option<i64>>) {
     let join = &cluster.join;
     let mut errors = Repeated::default();
+    let mut member = join.first_member();
     loop {
-        let attempt = async {
-            let mut client = join.store.connect().await?;
+        let joined = async {
+            let (mut client, m) = join.store.connect_from(member).await?;
+            member = m;
             let lease = join.store.join(&mut client, &join.me, join.ttl).await?;
-            *cluster.held.lock().await = Some((client.clone(), lease));
-            tracing::info!(
-                cluster = %join.store.name,
-                host = %join.me.host,
-                vtep = %join.me.vtep,
-                "joined the cluster"
-            );
-            errors.ended("cluster");
-            let mut keeper = client.clone();
-            tokio::select! {
-                e = join.store.keep_alive(&mut keeper, lease, join.ttl) => Err(e),
-                e = follow(&ctx, &cluster, client, lease) => Err(e),
+            Ok::<_, Error>((client, lease))
+        }
+        .await;
+        let (client, lease) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                let pause = errors.failed("cluster", &e.to_string());
+                // At least a second between attempts: a store that refuses
+                // at once is not asked in a tight loop.
+                tokio::time::sleep(pause.max(Duration::from_secs(1))).await;
+                member += 1;
+                continue;
             }
         };
-        let result: crate::error::Result<()> = attempt.await;
+        errors.ended("cluster");
+        tracing::info!(
+            cluster = %join.store.name,
+            host = %join.me.host,
+            vtep = %join.me.vtep,
+            member = %join.store.endpoint(member),
+            "joined the cluster"
+        );
+        *cluster.held.lock().await = Some(lease);
+        lease_tx.send_replace(Some(lease));
+        let lost = keep(join, client, &mut member, lease).await;
+        lease_tx.send_replace(None);
         cluster.held.lock().await.take();
-        if let Err(e) = result {
-            let pause = errors.failed("cluster", &e.to_string());
-            // At least a second between attempts: a store that refuses
-            // at once is not asked in a tight loop.
-            tokio::time::sleep(pause.max(Duration::from_secs(1))).await;
+        let _ = errors.failed("cluster", &lost.to_string());
+    }
+}
+
+/// Keep `lease` alive, through `client`'s member (`member`) and, when
+/// that one fails, through the next that answers; returns once the cluster
+/// says the lease is gone.
+async fn keep(
+    join: &Join,
+    mut client: etcd_client::Client,
+    member: &mut usize,
+    lease: i64,
+) -> Error {
+    let mut expires = Instant::now() + join.ttl;
+    // Said once, however often it repeats (a member that fails every
+    // keep-alive at once is not asked in a tight loop either).
+    let mut errors = Repeated::default();
+    loop {
+        let before = expires;
+        let broken = match join
+            .store
+            .keep_alive(&mut client, lease, join.ttl, &mut expires)
+            .await
+        {
+            Renewal::Lost(e) => return e,
+            Renewal::Broken(e) => e,
+        };
+        if expires != before {
+            errors.ended("cluster");
+        }
+        let pause = errors.failed(
+            "cluster",
+            &format!("{broken}: renewing the registration through another member"),
+        );
+        tokio::time::sleep(pause).await;
+        // Whatever the time left on the lease: the cluster says whether
+        // it still has it (a new leader extends every lease).
+        loop {
+            match join.store.connect_from(*member + 1).await {
+                Ok((c, m)) => {
+                    (client, *member) = (c, m);
+                    let left = expires.saturating_duration_since(Instant::now());
+                    tracing::info!(
+                        member = %join.store.endpoint(m),
+                        "renewing the registration through this member ({} ms were left)",
+                        left.as_millis()
+                    );
+                    break;
+                }
+                Err(e) => {
+                    // Quick at first: the lease may have only a second left.
+                    let pause = errors.failed("cluster", &e.to_string());
+                    tokio::time::sleep(pause.max(Duration::from_millis(50))).await;
+                }
+            }
         }
     }
 }
 
-/// Follow the cluster until its store fails: every change, and every few
-/// seconds, one [`pass`].
-async fn follow(
+/// Follow the cluster for as long as the daemon runs, under the lease
+/// `lease` says this host holds (nothing while it holds none): every
+/// change, and every few seconds, one [`pass`]. A member that fails is
+/// left for the next.
+async fn follow(ctx: &Arc<Ctx>, cluster: &Cluster, mut lease: watch::Receiver<Option<i64>>) {
+    let join = &cluster.join;
+    let mut member = join.first_member();
+    let mut memory = Memory::default();
+    // Said once, however often it repeats.
+    let mut errors = Repeated::default();
+    loop {
+        if lease.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let e = match join.store.connect_from(member).await {
+            Ok((client, m)) => {
+                member = m;
+                *cluster.follower.lock().await = Some(client.clone());
+                let e = follow_through(ctx, cluster, client, &mut lease, &mut errors, &mut memory)
+                    .await;
+                cluster.follower.lock().await.take();
+                e
+            }
+            Err(e) => e,
+        };
+        let pause = errors.failed(
+            "following the cluster",
+            &format!("{e}: following it through another member"),
+        );
+        // Never a tight loop, not even when a member fails every pass.
+        tokio::time::sleep(pause.max(Duration::from_millis(100))).await;
+        member += 1;
+    }
+}
+
+/// Follow the cluster through `client` until its member fails; `failing`
+/// ends once a pass is done.
+async fn follow_through(
     ctx: &Arc<Ctx>,
     cluster: &Cluster,
     mut client: etcd_client::Client,
-    lease: i64,
+    lease: &mut watch::Receiver<Option<i64>>,
+    failing: &mut Repeated,
+    memory: &mut Memory,
 ) -> Error {
-    let mut changes = match cluster.join.store.watch(&mut client).await {
+    let join = &cluster.join;
+    let mut changes = match join.store.watch(&mut client).await {
         Ok(s) => s,
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
-    let mut memory = Memory::default();
     loop {
-        match pass(ctx, cluster, &mut client, lease, &mut memory).await {
-            Ok(()) => errors.ended("cluster pass"),
-            Err(e) => {
-                let _ = errors.failed("cluster pass", &e.to_string());
+        let held = *lease.borrow_and_update();
+        if let Some(held) = held {
+            match pass(ctx, cluster, &mut client, held, memory).await {
+                Ok(()) => {
+                    errors.ended("cluster pass");
+                    failing.ended("following the cluster");
+                }
+                // The store failed (this member): another one.
+                Err(e @ Error::Cluster { .. }) => return e,
+                Err(e) => {
+                    let _ = errors.failed("cluster pass", &e.to_string());
+                }
             }
         }
         tokio::select! {
             m = changes.message() => match m {
                 Ok(Some(_)) => {}
                 Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
-                Err(e) => return Error::Conflict(format!("the cluster's watch failed: {e}")),
+                Err(e) => {
+                    let e = crate::cluster::brief(&e);
+                    return Error::Conflict(format!("the cluster's watch failed: {e}"));
+                }
             },
+            // A new lease: this host's containers recorded under it now.
+            r = lease.changed() => if r.is_err() {
+                return Error::Conflict("the registration ended".into());
+            },
+            // A container came or went here: the others learn it now.
+            () = ctx.local_change.notified() => {}
             _ = tokio::time::sleep(LOOK_AGAIN) => {}
         }
     }

@@ -420,6 +420,7 @@ async fn detach_one(ctx: &Arc<Ctx>, a: crate::model::Attachment) -> Result<()> {
     let shown = a.shown_target();
     let network = a.network.clone();
     blocking(move || cx.with_engine(|e| e.detach_attachment(&a))).await?;
+    ctx.local_change.notify_one();
     tracing::info!(target = %shown, network = %network, "detached");
     Ok(())
 }

@@ -84,6 +84,9 @@ pub struct Ctx {
     holds: Arc<std::sync::Mutex<Holds>>,
     /// The cluster this host is in, if any.
     cluster: Option<Arc<cluster::Cluster>>,
+    /// This host's attachments changed: the cluster follower records them
+    /// at once instead of at its next look.
+    local_change: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -191,6 +194,7 @@ async fn serve(opts: Options) -> Result<()> {
         activity: activity.clone(),
         holds: holds.clone(),
         cluster: opts.cluster.clone().map(cluster::Cluster::new),
+        local_change: tokio::sync::Notify::new(),
     });
     // What a reboot took, the daemon puts back before it serves anyone:
     // its socket appears only then, so that whoever waits for it finds the
@@ -576,6 +580,9 @@ async fn gc(ctx: &Arc<Ctx>) -> Result<Vec<Attachment>> {
         tracing::info!(target = %latest.target, ifname = %latest.ifname, "namespace gone: attachment removed");
         removed.push(latest);
     }
+    if !removed.is_empty() {
+        ctx.local_change.notify_one();
+    }
     Ok(removed)
 }
 
@@ -782,6 +789,7 @@ pub(crate) async fn attach_opened(
         }
         None => attach_dhcp(ctx, req.clone(), open).await?,
     };
+    ctx.local_change.notify_one();
     let (c, done) = (ctx.clone(), a.clone());
     blocking(move || c.with_engine(|e| e.declare(&done, &req))).await?;
     Ok(a)
@@ -893,6 +901,9 @@ async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Resu
     let done = blocking(move || c.with_engine(|e| e.detach(&target, network.as_deref()))).await?;
     for a in &done {
         tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "detached");
+    }
+    if !done.is_empty() {
+        ctx.local_change.notify_one();
     }
     Ok(json!(done.iter().map(report::listed).collect::<Vec<_>>()))
 }
