@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Scale benchmark of plumb's cluster networks (issue point 8).
 
-    scripts/bench-cluster [HOSTS] [CONTAINERS_PER_HOST]     # default 100 and 10
-    scripts/bench-cluster 10 3 --sample 10 --kills 2
-    scripts/bench-cluster --cleanup                          # what a kill -9 of it left
+    bench/cluster_bench.py [HOSTS] [CONTAINERS_PER_HOST]     # default 100 and 10
+    bench/cluster_bench.py 10 3 --sample 10 --kills 2
+    bench/cluster_bench.py --cleanup                          # what a kill -9 of it left
 
 Builds HOSTS fake host namespaces on an underlay switch (a bridge in a
 namespace of its own, hosts at 10.251.x.y/16), one etcd (3.4, Debian's) in
@@ -585,7 +585,7 @@ def main():
                     help="remove what a killed run left, and exit")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        sys.exit("bench-cluster needs root (it makes namespaces)")
+        sys.exit("cluster_bench.py needs root (it makes namespaces)")
     if args.cleanup:
         cleanup_leftovers()
         return
@@ -594,7 +594,7 @@ def main():
     args.kills = max(0, min(args.kills, args.hosts - 2))
     for tool in ("etcd", "etcdctl", "iperf3", "bridge"):
         if not shutil.which(tool):
-            sys.exit(f"bench-cluster needs {tool} (scripts/test-deps installs it)")
+            sys.exit(f"cluster_bench.py needs {tool} (scripts/test-deps installs it)")
     plumb = find_plumb()
     if not os.access(plumb, os.X_OK):
         sys.exit(f"no plumb binary at {plumb}")
