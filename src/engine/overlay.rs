@@ -65,6 +65,11 @@ impl Engine {
         network: &str,
         blocks: &[store::host_extras::Block],
     ) -> Result<()> {
+        // Unchanged, as at nearly every pass: no write.
+        let mirrored = store::host_extras::cluster_blocks(self.store.read(), network)?;
+        if mirrored.len() == blocks.len() && blocks.iter().all(|b| mirrored.contains(b)) {
+            return Ok(());
+        }
         self.store
             .write(|tx| store::host_extras::set_cluster_blocks(tx, network, blocks))
     }
