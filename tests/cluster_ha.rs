@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::{Daemon, log_of, member_daemon_with, plumb_at, text};
 use common::{Bg, Lab, must, sh, wait_for, wait_until};
 use serde_json::Value;
 
@@ -157,38 +157,6 @@ fn members_at(lab: &Lab, store: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// A daemon killed when dropped (a failing test leaves none running).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Host `ns`'s daemon, state of its own, in the cluster as `name`.
-fn member_daemon(lab: &Lab, ns: &str, name: &str) -> Daemon {
-    let state = lab.state.path().join(format!("state-{name}"));
-    let log = std::fs::File::create(lab.state.path().join(format!("{name}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
-        .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
-        .args(["daemon", "--docker-plugin", "none"])
-        .args(["--cluster-ttl", &TTL.as_secs().to_string()])
-        .args(["--cluster-store", &store(), "--cluster-host", name])
-        .env("PLUMB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Daemon)
-        .expect("start a daemon")
-}
-
-fn log_of(lab: &Lab, name: &str) -> String {
-    std::fs::read_to_string(lab.state.path().join(format!("{name}.log"))).unwrap_or_default()
-}
-
 fn logs(lab: &Lab) -> String {
     ["h1", "h2", "h3"]
         .iter()
@@ -196,38 +164,18 @@ fn logs(lab: &Lab) -> String {
         .collect()
 }
 
-/// plumb as host `name`'s daemon (namespace `ns`) sees its state.
-fn plumb_at(lab: &Lab, ns: &str, name: &str, args: &[&str]) -> std::process::Output {
-    let state = lab.state.path().join(format!("state-{name}"));
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
-        .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap()
+/// Host `ns`'s daemon, state of its own, in the cluster as `name`, given
+/// all the members.
+fn member_daemon(lab: &Lab, ns: &str, name: &str) -> Daemon {
+    let ttl = TTL.as_secs().to_string();
+    let store = store();
+    let extra = ["--cluster-ttl", &ttl, "--cluster-store", &store];
+    member_daemon_with(lab, ns, name, name, &extra)
 }
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Attach `target` on host `ns` (daemon `name`) once its blocks are
-/// there; its address and MAC.
+/// Attach `target` on host `ns` (daemon `name`) to t1; its address and MAC.
 fn attach_on(lab: &Lab, ns: &str, name: &str, target: &str) -> (String, String) {
-    let line = wait_for("an address from this host's blocks", 15, || {
-        let out = plumb_at(lab, ns, name, &["attach", target, "t1"]);
-        match out.status.success() {
-            true => Ok(text(&out)),
-            false => Err(text(&out)),
-        }
-    });
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let address = fields[3].split('/').next().unwrap().to_string();
-    (address, fields[2].to_string())
+    common::cluster::attach_on(lab, ns, name, target, "t1")
 }
 
 fn fdb(ns: &str) -> String {

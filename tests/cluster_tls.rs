@@ -8,8 +8,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
+use common::cluster::{Daemon, log_of, plumb_at, text};
 use common::{Bg, Lab, must, wait_for, wait_until};
 use serde_json::Value;
 
@@ -168,14 +169,6 @@ fn plumb(lab: &Lab, args: &[&str], options: &[String]) -> Output {
     cmd.output().expect("run plumb")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `plumb cluster members --json` with `options`: (host, vtep), or what
 /// plumb said when it failed.
 fn members(lab: &Lab, options: &[String]) -> Result<Vec<(String, String)>, String> {
@@ -194,16 +187,6 @@ fn members(lab: &Lab, options: &[String]) -> Result<Vec<(String, String)>, Strin
             )
         })
         .collect())
-}
-
-/// A daemon killed when dropped (a failing test leaves none running).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A daemon of the lab's host, state of its own, in the cluster as `name`;
@@ -234,26 +217,6 @@ fn member_daemon(lab: &Lab, pki: &Pki, name: &str, password: &str, log: &str) ->
         .spawn()
         .map(Daemon)
         .expect("start a daemon")
-}
-
-fn log_of(lab: &Lab, log: &str) -> String {
-    std::fs::read_to_string(lab.state.path().join(format!("{log}.log"))).unwrap_or_default()
-}
-
-/// plumb as the daemon `log` of the lab's host sees its state.
-fn plumb_at(lab: &Lab, log: &str, args: &[&str]) -> Output {
-    let state = lab.state.path().join(format!("state-{log}"));
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args([
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--host-netns",
-            &lab.host,
-        ])
-        .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn pair(host: &str, vtep: &str) -> (String, String) {
@@ -491,12 +454,12 @@ fn a_cluster_network_is_defined_over_tls_and_the_daemon_makes_it() {
         text(&out)
     );
     wait_until("the daemon to make t1", 15, || {
-        text(&plumb_at(&lab, "d1", &["network", "ls"])).contains("t1 ")
+        text(&plumb_at(&lab, &lab.host, "d1", &["network", "ls"])).contains("t1 ")
     });
 
     let out = plumb(&lab, &["network", "rm", "t1"], &access(&pki));
     assert!(out.status.success(), "{}", text(&out));
     wait_until("the daemon to take t1 away", 15, || {
-        !text(&plumb_at(&lab, "d1", &["network", "ls"])).contains("t1 ")
+        !text(&plumb_at(&lab, &lab.host, "d1", &["network", "ls"])).contains("t1 ")
     });
 }

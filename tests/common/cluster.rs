@@ -100,7 +100,11 @@ pub fn member_daemon_with(lab: &Lab, ns: &str, name: &str, log: &str, extra: &[&
         .args(["--state-dir", state.to_str().unwrap(), "--host-netns", ns])
         .args(["--socket", state.join("plumbd.sock").to_str().unwrap()])
         .args(["daemon", "--docker-plugin", "none"])
-        .args(["--cluster-store", STORE, "--cluster-host", name])
+        .args(["--cluster-host", name])
+        .args(match extra.contains(&"--cluster-store") {
+            true => &[][..],
+            false => &["--cluster-store", STORE][..],
+        })
         .args(match extra.contains(&"--cluster-ttl") {
             true => &[][..],
             false => &["--cluster-ttl", "2"][..],
