@@ -11,7 +11,7 @@
 //! lease the cluster no longer has is replaced (a new join).
 //!
 //! While joined it follows the cluster (a watch on its keys, and a look
-//! every few seconds whatever the watch says): it makes each cluster
+//! every 30 s whatever the watch says): it makes each cluster
 //! network on this host, applies the cluster's rules, keeps the host's
 //! address blocks (claimed, given back, a gone host's released after the
 //! grace), records this host's containers on them (bound to its lease, so
@@ -365,7 +365,7 @@ async fn keep(
 
 /// Follow the cluster for as long as the daemon runs, under the lease
 /// `lease` says this host holds (nothing while it holds none): every
-/// change, and every few seconds, one [`pass`]. A member that fails is
+/// change, and at least every 30 s, one [`pass`]. A member that fails is
 /// left for the next.
 async fn follow(ctx: &Arc<Ctx>, cluster: &Cluster, mut lease: watch::Receiver<Option<i64>>) {
     let join = &cluster.join;
