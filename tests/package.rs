@@ -47,6 +47,11 @@ fn the_package_installs_the_binary_unit_cni_plugin_man_pages_and_completions() {
         unit.contains("Before=docker.service containerd.service"),
         "{unit}"
     );
+    // Where a cluster's store and credentials are set.
+    assert!(
+        unit.contains("EnvironmentFile=-/etc/default/plumbd"),
+        "{unit}"
+    );
     let postinst = run(Command::new("dpkg-deb").args(["--info", deb, "postinst"]));
     assert!(postinst.contains("enable plumbd.service"), "{postinst}");
     // The CNI plugin where runtimes look for it.
