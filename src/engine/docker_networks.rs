@@ -58,6 +58,9 @@ impl Engine {
             }
         };
         if let Some(other) = records::network_named(self.store.read(), name)? {
+            if other == id {
+                return Ok(());
+            }
             return Err(Error::invalid(
                 "-o cluster-network",
                 name,

@@ -721,7 +721,8 @@ pub fn selector_elements(keys: &[String], a: &Attachment) -> Vec<Element> {
         .collect()
 }
 
-/// The elements putting `address` into the sets of selector `key`.
+/// The element putting `address` into the set of selector `key` (of its
+/// family).
 pub fn selector_element(key: &str, address: IpAddr) -> Element {
     let suffix = if address.is_ipv4() { "4" } else { "6" };
     Element::inet(
