@@ -875,6 +875,13 @@ impl ClusterStore {
     }
 }
 
+/// Cluster network `spec` as a host makes it (checked with a stand-in for
+/// the host's own tunnel end, which each daemon fills in).
+pub fn as_a_host_makes_it(mut spec: NetworkSpec) -> Result<crate::model::Network> {
+    spec.vtep = Some("192.0.2.1".into());
+    spec.validate()
+}
+
 /// A rule as it was written (`SCOPE allow from …`), for messages.
 pub fn spec_words(spec: &PolicySpec) -> String {
     let mut words = vec![spec.scope.clone(), spec.action.clone()];

@@ -211,9 +211,7 @@ fn define_in_cluster(args: CreateArgs) -> Result<()> {
         )
     })?;
     let spec = args.into_spec()?;
-    let mut as_a_host_makes_it = spec.clone();
-    as_a_host_makes_it.vtep = Some("192.0.2.1".into());
-    as_a_host_makes_it.validate()?;
+    crate::cluster::as_a_host_makes_it(spec.clone())?;
     store.call(async |client| store.define(client, &spec).await)?;
     outln!(
         "network {} defined in cluster {} (VNI {}): each host's daemon makes it",

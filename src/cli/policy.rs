@@ -121,13 +121,13 @@ fn listed(p: &StoredPolicy) -> serde_json::Value {
 
 /// Add a rule here, or with --cluster-store to the cluster.
 fn add(engine: &mut Engine, args: AddArgs) -> Result<()> {
-    let Some(store) = args.cluster.store()? else {
-        let spec = spec_from_words(args)?;
+    let store = args.cluster.store()?;
+    let spec = spec_from_words(args)?;
+    let Some(store) = store else {
         let p = engine.policy_add(&spec, None)?;
         outln!("rule {} added: {}", p.id, p.policy);
         return Ok(());
     };
-    let spec = spec_from_words(args)?;
     let (id, policy) = store.call(async |client| {
         let policy = check_in_cluster(&store, client, &spec).await?;
         Ok((store.add_policy(client, &spec).await?, policy))
@@ -226,11 +226,12 @@ async fn check_in_cluster(
     client: &mut etcd_client::Client,
     spec: &PolicySpec,
 ) -> Result<crate::policy::rules::Policy> {
-    let mut networks = Vec::new();
-    for mut net in store.networks(client).await? {
-        net.vtep = Some("192.0.2.1".into());
-        networks.push(net.validate()?);
-    }
+    let networks = store
+        .networks(client)
+        .await?
+        .into_iter()
+        .map(crate::cluster::as_a_host_makes_it)
+        .collect::<Result<Vec<_>>>()?;
     let existing: Vec<StoredPolicy> = store
         .policies(client)
         .await?
