@@ -152,7 +152,6 @@ impl Cluster {
             };
         };
         let mut claimed = self.join.store.blocks(&mut client, &net.name).await?;
-        let before = claimed.len();
         for (subnet, free) in free {
             let asked: Vec<IpNet> = req
                 .ips
@@ -178,10 +177,9 @@ impl Cluster {
                 .await?;
             }
         }
-        if claimed.len() != before {
-            self.mirror(ctx, &net.name, &claimed).await?;
-        }
-        Ok(())
+        // Mirrored whether or not this host claimed: an asked address in a
+        // block another host took a moment ago is refused naming that host.
+        self.mirror(ctx, &net.name, &claimed).await
     }
 
     /// Claim `block`; true if it is this host's now.
