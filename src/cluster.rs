@@ -616,7 +616,8 @@ impl ClusterStore {
             .map_err(|e| self.error("remove the network", e))
     }
 
-    async fn network(&self, client: &mut Client, name: &str) -> Result<Option<NetworkSpec>> {
+    /// Cluster network `name`'s definition, if the cluster has it.
+    pub async fn network(&self, client: &mut Client, name: &str) -> Result<Option<NetworkSpec>> {
         let resp = client
             .get(format!("{}{name}", self.networks_prefix()), None)
             .await

@@ -408,6 +408,10 @@ pub struct NetworkSpec {
     /// makes the cluster's network on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<String>,
+    /// vxlan: made on a host only while a container there is on it (else
+    /// on every host of the cluster).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
 }
 
 fn default_driver() -> String {
@@ -939,8 +943,9 @@ impl NetworkSpec {
         let vlan = self.vlan.map(|v| v.to_string());
         let vni = self.vni.map(|v| v.to_string());
         let block = self.block_size.map(|v| v.to_string());
-        let options: [(&str, Option<&str>, &[DriverKind]); 14] = [
+        let options: [(&str, Option<&str>, &[DriverKind]); 15] = [
             ("--vni", vni.as_deref(), &[Vxlan]),
+            ("--on-demand", self.on_demand.then_some("true"), &[Vxlan]),
             ("--block-size", block.as_deref(), &[Vxlan]),
             ("vtep", self.vtep.as_deref(), &[Vxlan]),
             ("--bridge", self.bridge.as_deref(), &[Bridge]),

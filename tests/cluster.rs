@@ -486,3 +486,87 @@ fn a_cni_runtime_attaches_to_a_cluster_network_by_its_name() {
     assert!(del.run(&lab, &conf).ok);
     wait_until("h2 to forget the pod", 15, || !fdb().contains(&mac));
 }
+
+#[test]
+fn an_on_demand_network_is_only_where_its_containers_are() {
+    let lab = Lab::new("cld");
+    let (u, _etcd, _d1, _d2) = two_members(&lab);
+    lab.ok(&[
+        "network",
+        "create",
+        "lazy",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "4900",
+        "--subnet",
+        "10.180.0.0/24",
+        "--on-demand",
+        "--cluster-store",
+        STORE,
+    ]);
+    define(&lab, "everywhere", "4901", "10.181.0.0/24");
+    let has = |ns: &str, log: &str, network: &str| {
+        text(&plumb_at(&lab, ns, log, &["network", "ls"])).contains(&format!("{network} "))
+    };
+    // Once both hosts made the network for every host, neither has made
+    // the on-demand one.
+    for (ns, log) in [(lab.host.as_str(), "d1"), (u.host2.as_str(), "d2")] {
+        wait_until("the every-host network", 15, || has(ns, log, "everywhere"));
+        assert!(!has(ns, log, "lazy"), "made with no container");
+    }
+    // An attach brings it, on that host alone.
+    let (c1, c2) = (lab.netns("c1"), lab.netns("c2"));
+    let (ip1, _) = attach_on(&lab, &lab.host, "d1", &c1, "lazy");
+    assert!(has(&lab.host, "d1", "lazy"));
+    assert!(!has(&u.host2, "d2", "lazy"));
+    // A CNI ADD on the other host brings it there.
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "lazy", "type": "plumb", "network": "lazy"
+    });
+    let state = lab.state.path().join("state-d2");
+    let socket = state.join("plumbd.sock");
+    let netns = format!("/run/netns/{c2}");
+    // The runtime of h2 runs the plugin in h2's namespace; it asks h2's
+    // daemon through its socket.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &u.host2])
+        .arg(env!("CARGO_BIN_EXE_plumb"))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "pod-c2")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", &netns)
+        .env("CNI_PATH", common::cni::REFERENCE)
+        .env("PLUMB_STATE_DIR", state.to_str().unwrap())
+        .env("PLUMB_SOCKET", socket.to_str().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(conf.to_string().as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(has(&u.host2, "d2", "lazy"));
+    wait_until("c2 to reach c1 across hosts", 15, || lab.ping(&c2, &ip1));
+    // The last container here gone, the network goes from this host.
+    assert!(
+        plumb_at(&lab, &lab.host, "d1", &["detach", &c1])
+            .status
+            .success()
+    );
+    wait_until("the unused on-demand network to go", 40, || {
+        !has(&lab.host, "d1", "lazy")
+    });
+    assert!(has(&u.host2, "d2", "lazy"), "h2's container is still on it");
+}

@@ -115,6 +115,10 @@ pub struct CreateArgs {
     /// (default 26).
     #[arg(long, value_name = "PREFIXLEN")]
     pub block_size: Option<u8>,
+    /// vxlan: made on a host only while a container there is on it, not on
+    /// every host of the cluster.
+    #[arg(long)]
+    pub on_demand: bool,
     /// dhcp: ignore the LAN's router advertisements (no IPv6 by SLAAC).
     #[arg(long)]
     pub no_slaac: bool,
@@ -196,6 +200,7 @@ impl CreateArgs {
             vni: self.vni,
             block_size: self.block_size,
             vtep: None,
+            on_demand: self.on_demand,
         })
     }
 }

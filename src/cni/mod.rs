@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::daemon::protocol::{DEFAULT_SOCKET, Daemon};
+use crate::daemon::protocol::{DEFAULT_SOCKET, Daemon, Request};
 use crate::driver::kinds;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -121,9 +121,19 @@ fn open(daemon: &Daemon) -> Result<Engine, CniError> {
 
 /// The plumb network of `conf`: made if the configuration describes it
 /// and it is not there yet; refused if one of that name differs.
-fn network(conf: &NetConf, engine: &mut Engine) -> Result<Network, CniError> {
+fn network(conf: &NetConf, engine: &mut Engine, daemon: &Daemon) -> Result<Network, CniError> {
     let existing = match engine.network(&conf.network) {
         Ok(n) => Some(n.network),
+        // A cluster's on-demand network, which the daemon makes here.
+        Err(Error::UnknownNetwork(_)) if conf.definition.is_none() => {
+            let request = Request::Bring {
+                network: conf.network.clone(),
+            };
+            match daemon.try_call(&request).map_err(failed)? {
+                Some(_) => engine.network(&conf.network).ok().map(|n| n.network),
+                None => None,
+            }
+        }
         Err(Error::UnknownNetwork(_)) => None,
         Err(e) => return Err(failed(e)),
     };
@@ -171,7 +181,7 @@ fn target(container_id: &str, ifname: &str) -> String {
 
 fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniError> {
     let mut engine = open(daemon)?;
-    let net = network(conf, &mut engine)?;
+    let net = network(conf, &mut engine, daemon)?;
     // Runtimes that share a described network race to make it: the others
     // wait until the one making it is done (an attach meanwhile is refused).
     let deadline = std::time::Instant::now() + NETWORK_MADE_WITHIN;

@@ -88,6 +88,9 @@ pub struct Cluster {
     /// This host's claims and releases of blocks, one at a time (a pass
     /// and attaches), with when each block was claimed.
     claims: Mutex<HashMap<IpNet, Instant>>,
+    /// On-demand networks made here for an attach, and when: kept a moment
+    /// even with no container yet.
+    brought: Mutex<HashMap<String, Instant>>,
 }
 
 impl Cluster {
@@ -97,6 +100,7 @@ impl Cluster {
             held: Mutex::default(),
             follower: Mutex::default(),
             claims: Mutex::default(),
+            brought: Mutex::default(),
         })
     }
 
@@ -123,6 +127,7 @@ impl Cluster {
     /// with the blocks this host has, and one that needs another is
     /// refused, saying so.
     pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<()> {
+        self.bring(ctx, &req.network).await?;
         let (c, name) = (ctx.clone(), req.network.clone());
         let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&name)?.network))).await
         else {
@@ -180,6 +185,32 @@ impl Cluster {
         // Mirrored whether or not this host claimed: an asked address in a
         // block another host took a moment ago is refused naming that host.
         self.mirror(ctx, &net.name, &claimed).await
+    }
+
+    /// Cluster network `name` made on this host now, if the cluster has
+    /// it and this host does not (an on-demand network, one a pass has not
+    /// made yet). Otherwise nothing: an attach to a network that is no
+    /// one's says so itself.
+    pub async fn bring(&self, ctx: &Arc<Ctx>, name: &str) -> Result<()> {
+        // Held until the network is here and marked fresh: a pass that
+        // takes unused on-demand networks away waits for it.
+        let mut brought = self.brought.lock().await;
+        let (c, n) = (ctx.clone(), name.to_string());
+        if let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&n)?.network))).await {
+            if overlay_of(&net).is_some() {
+                brought.insert(name.to_string(), Instant::now());
+            }
+            return Ok(());
+        }
+        let client = self.follower.lock().await.clone();
+        let Some(mut client) = client else {
+            return Ok(());
+        };
+        let Some(spec) = self.join.store.network(&mut client, name).await? else {
+            return Ok(());
+        };
+        brought.insert(name.to_string(), Instant::now());
+        make_here(ctx, &self.join, spec).await
     }
 
     /// Claim `block`; true if it is this host's now.
@@ -455,21 +486,30 @@ async fn follow_through(
 }
 
 /// How long until a pass is due though nothing changes: when a gone
-/// host's blocks reach their grace, or an empty block of this host's is no
-/// longer fresh, if sooner than [`LOOK_AGAIN`].
+/// host's blocks reach their grace, or an empty block of this host's or an
+/// on-demand network made for an attach is no longer fresh, if sooner than
+/// [`LOOK_AGAIN`].
 async fn next_look(cluster: &Cluster, memory: &Memory) -> Duration {
     let now = Instant::now();
     let graces = memory
         .absent
         .values()
         .map(|since| *since + cluster.join.block_grace);
-    let fresh: Vec<Instant> = cluster
+    let mut fresh: Vec<Instant> = cluster
         .claims
         .lock()
         .await
         .values()
         .map(|claimed| *claimed + FRESH)
         .collect();
+    fresh.extend(
+        cluster
+            .brought
+            .lock()
+            .await
+            .values()
+            .map(|made| *made + FRESH),
+    );
     graces
         .chain(fresh)
         .filter(|due| *due > now)
@@ -505,16 +545,20 @@ async fn pass(
             Err(e) => tracing::warn!(network = %name, "the cluster no longer has it: {e}"),
         }
     }
+    let on_demand: Vec<String> = specs
+        .iter()
+        .filter(|s| s.on_demand)
+        .map(|s| s.name.clone())
+        .collect();
+    // Every host's networks made here; an on-demand one when an attach
+    // asks for it.
     for spec in specs
         .into_iter()
-        .filter(|s| !local.iter().any(|n| n.name == s.name))
+        .filter(|s| !s.on_demand && !local.iter().any(|n| n.name == s.name))
     {
-        let mut here = spec;
-        here.vtep = Some(join.me.vtep.to_string());
-        let (c, name) = (ctx.clone(), here.name.clone());
-        match blocking(move || c.with_engine(|e| e.network_create(&here, None))).await {
-            Ok(_) => tracing::info!(network = %name, "made the cluster's network on this host"),
-            Err(e) => tracing::warn!(network = %name, "the cluster's network: {e}"),
+        let name = spec.name.clone();
+        if let Err(e) = make_here(ctx, join, spec).await {
+            tracing::warn!(network = %name, "the cluster's network: {e}");
         }
     }
     if let Err(e) = keep_rules(ctx, cluster, client, memory).await {
@@ -640,7 +684,44 @@ async fn pass(
             tracing::info!(network = %network, "{line}");
         }
     }
+    // An on-demand network no container here is on goes (not one Docker
+    // has, nor one made a moment ago for an attach still under way).
+    let mut brought = cluster.brought.lock().await;
+    brought.retain(|_, made| made.elapsed() < FRESH);
+    for name in here.iter().map(|n| &n.name).filter(|n| {
+        on_demand.contains(n)
+            && !brought.contains_key(*n)
+            && !attachments.iter().any(|a| &a.network == *n)
+    }) {
+        let (c, n) = (ctx.clone(), name.clone());
+        let docker = blocking(move || c.with_engine(|e| Ok(e.network_details(&n)?.docker))).await?;
+        if docker.is_some() {
+            continue;
+        }
+        let (c, n) = (ctx.clone(), name.clone());
+        match blocking(move || c.with_engine(|e| e.network_rm(&n, false))).await {
+            Ok(_) => {
+                tracing::info!(network = %name, "took the on-demand network away: no container here")
+            }
+            Err(e) => tracing::warn!(network = %name, "the on-demand network stays: {e}"),
+        }
+    }
     Ok(())
+}
+
+/// Make cluster network `spec` on this host, with this host's tunnel end.
+async fn make_here(ctx: &Arc<Ctx>, join: &Join, mut spec: crate::model::NetworkSpec) -> Result<()> {
+    spec.vtep = Some(join.me.vtep.to_string());
+    let (c, name) = (ctx.clone(), spec.name.clone());
+    match blocking(move || c.with_engine(|e| e.network_create(&spec, None))).await {
+        Ok(_) => {
+            tracing::info!(network = %name, "made the cluster's network on this host");
+            Ok(())
+        }
+        // Made meanwhile (an attach, a pass).
+        Err(Error::NetworkExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Apply the cluster's rules on this host as its own (owned by

@@ -697,6 +697,12 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
     match req {
         Request::Attach { spec, netns } => attach(ctx, *spec, netns).await,
         Request::Detach { target, network } => detach(ctx, target, network).await,
+        Request::Bring { network } => {
+            if let Some(cluster) = &ctx.cluster {
+                cluster.bring(ctx, &network).await?;
+            }
+            Ok(json!({}))
+        }
         Request::Gc => Ok(json!(
             gc(ctx)
                 .await?

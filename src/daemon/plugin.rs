@@ -383,6 +383,13 @@ impl DockerDriver {
             c.ipv4_data.as_deref().unwrap_or_default(),
             c.ipv6_data.as_deref().unwrap_or_default(),
         )? {
+            // An on-demand network is made here for Docker's.
+            if let Some(cluster) = &self.ctx.cluster {
+                cluster
+                    .bring(&self.ctx, &name)
+                    .await
+                    .map_err(|e| options::in_docker_terms(&e.to_string(), false))?;
+            }
             self.engine(false, move |e| e.docker_network_on_cluster(&id, &name))
                 .await?;
             return Ok(json!({}));

@@ -39,6 +39,10 @@ pub enum Request {
         target: String,
         network: Option<String>,
     },
+    /// Make cluster network `network` on this host if the cluster has it
+    /// and the host does not (an on-demand network), before an attach
+    /// that needs it here (a CNI ADD).
+    Bring { network: String },
     /// Remove attachments whose namespace is gone, releasing their leases.
     Gc,
     /// Re-create what the kernel lost, then resume every lease.

@@ -210,6 +210,7 @@ pub fn network_spec(
         vni: None,
         block_size: None,
         vtep: None,
+        on_demand: false,
     };
     if let Some(m) = either("mtu", DOCKER_MTU) {
         spec.mtu = Some(
