@@ -127,10 +127,7 @@ impl Cluster {
     /// with the blocks this host has, and one that needs another is
     /// refused, saying so.
     pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<()> {
-        self.bring(ctx, &req.network).await?;
-        let (c, name) = (ctx.clone(), req.network.clone());
-        let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&name)?.network))).await
-        else {
+        let Some(net) = self.bring(ctx, &req.network).await? else {
             // The attach says what is wrong with the network.
             return Ok(());
         };
@@ -187,30 +184,38 @@ impl Cluster {
         self.mirror(ctx, &net.name, &claimed).await
     }
 
-    /// Cluster network `name` made on this host now, if the cluster has
-    /// it and this host does not (an on-demand network, one a pass has not
-    /// made yet). Otherwise nothing: an attach to a network that is no
-    /// one's says so itself.
-    pub async fn bring(&self, ctx: &Arc<Ctx>, name: &str) -> Result<()> {
+    /// Network `name` as this host has it, cluster network `name` made
+    /// here first if the cluster has it and this host does not (an
+    /// on-demand network, one a pass has not made yet). None if it is no
+    /// one's: an attach to it says so itself.
+    pub async fn bring(&self, ctx: &Arc<Ctx>, name: &str) -> Result<Option<Network>> {
         // Held until the network is here and marked fresh: a pass that
         // takes unused on-demand networks away waits for it.
         let mut brought = self.brought.lock().await;
-        let (c, n) = (ctx.clone(), name.to_string());
-        if let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&n)?.network))).await {
+        let local = |ctx: &Arc<Ctx>| {
+            let (c, n) = (ctx.clone(), name.to_string());
+            async move {
+                blocking(move || c.with_engine(|e| Ok(e.network(&n)?.network)))
+                    .await
+                    .ok()
+            }
+        };
+        if let Some(net) = local(ctx).await {
             if overlay_of(&net).is_some() {
                 brought.insert(name.to_string(), Instant::now());
             }
-            return Ok(());
+            return Ok(Some(net));
         }
         let client = self.follower.lock().await.clone();
         let Some(mut client) = client else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(spec) = self.join.store.network(&mut client, name).await? else {
-            return Ok(());
+            return Ok(None);
         };
         brought.insert(name.to_string(), Instant::now());
-        make_here(ctx, &self.join, spec).await
+        make_here(ctx, &self.join, spec).await?;
+        Ok(local(ctx).await)
     }
 
     /// Claim `block`; true if it is this host's now.
