@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Lab, must, peer_echo_server, tcp_say};
+use common::{Lab, must, peer_echo_server, peer_echo_service, tcp_say};
 
 #[test]
 fn a_published_port_answers_from_outside_the_host_and_the_same_network() {
@@ -33,28 +33,21 @@ fn a_published_port_answers_from_outside_the_host_and_the_same_network() {
     lab.ok(&["attach", &b, "web"]);
     let ip_b = lab.ip_of(&b, "web");
 
-    let through = |from: &str, to: &str| {
-        let (server, _) = peer_echo_server(&a, "0.0.0.0:80");
-        let seen = tcp_say(from, to);
-        if seen.is_ok() {
-            server.join().unwrap();
-        }
-        seen
-    };
+    peer_echo_service(&a, "0.0.0.0:80");
     assert_eq!(
-        through(&outside, "10.96.0.2:8080").unwrap(),
+        tcp_say(&outside, "10.96.0.2:8080").unwrap(),
         "10.96.0.1",
         "from another machine, its own address"
     );
-    let from_host = through(&lab.host, "10.96.0.2:8080").unwrap();
+    let from_host = tcp_say(&lab.host, "10.96.0.2:8080").unwrap();
     assert!(from_host.starts_with("10."), "from the host: {from_host}");
     assert_eq!(
-        through(&lab.host, "127.0.0.1:8080").unwrap(),
+        tcp_say(&lab.host, "127.0.0.1:8080").unwrap(),
         "10.25.0.1",
         "localhost, masqueraded"
     );
     assert_eq!(
-        through(&b, "10.96.0.2:8080").unwrap(),
+        tcp_say(&b, "10.96.0.2:8080").unwrap(),
         "10.25.0.1",
         "hairpin, masqueraded"
     );
@@ -84,18 +77,15 @@ fn a_published_port_answers_from_outside_the_host_and_the_same_network() {
         "closed after detach"
     );
     lab.ok(&["attach", &c, "web", "--publish", "8080:80"]);
-    let (server, _) = peer_echo_server(&c, "0.0.0.0:80");
+    peer_echo_service(&c, "0.0.0.0:80");
     assert_eq!(tcp_say(&outside, "10.96.0.2:8080").unwrap(), "10.96.0.1");
-    server.join().unwrap();
 
     // A flushed ruleset takes the published ports with it; restore brings
     // them back from the store.
     must(&format!("ip netns exec {} nft flush ruleset", lab.host));
     assert!(tcp_say(&outside, "10.96.0.2:8080").is_err());
     lab.ok(&["restore"]);
-    let (server, _) = peer_echo_server(&c, "0.0.0.0:80");
     assert_eq!(tcp_say(&outside, "10.96.0.2:8080").unwrap(), "10.96.0.1");
-    server.join().unwrap();
 }
 
 #[test]

@@ -662,6 +662,23 @@ pub fn peer_echo_server(
     (handle, port)
 }
 
+/// Like [`peer_echo_server`], but answering every connection for the rest
+/// of the test. A test that connects to one port many times needs it: to
+/// bind the port again right after closing it races with the other tests'
+/// threads, whose forked children hold the closed listener until they exec.
+pub fn peer_echo_service(ns: &str, bind: &str) -> u16 {
+    let listener = in_netns(ns, || TcpListener::bind(bind).expect("bind in netns"));
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            if let Ok(peer) = stream.peer_addr() {
+                let _ = stream.write_all(peer.ip().to_string().as_bytes());
+            }
+        }
+    });
+    port
+}
+
 /// Connect from inside `ns` (as [`in_netns`] takes it) to `addr` and
 /// return what the server said.
 pub fn tcp_say(ns: &str, addr: &str) -> std::io::Result<String> {
