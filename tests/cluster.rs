@@ -1,7 +1,8 @@
 //! Hosts joining a cluster through a real etcd (3.4, Debian's): two fake
 //! hosts on an underlay switch, each with its own daemon and state, etcd in
 //! a namespace of its own. A host is a member while its daemon runs; one
-//! killed leaves when its lease expires, one stopped leaves at once; a name
+//! killed leaves when its lease expires, one stopped leaves at once (one
+//! stopped with containers stays for its next daemon to take over); a name
 //! another host holds is refused; a store that comes later is joined then.
 
 mod common;
@@ -337,7 +338,7 @@ fn a_daemon_back_after_a_crash_keeps_its_containers_known_to_the_others() {
     // to the new daemon's lease, so when the old one expires h1 forgets
     // nothing.
     drop(d2);
-    let _d2 = member_daemon_with(&lab, &u.host2, "h2", "d2", &ttl);
+    let mut d2 = member_daemon_with(&lab, &u.host2, "h2", "d2", &ttl);
     wait_until("h2's new daemon to join", 15, || {
         log_of(&lab, "d2").matches("joined the cluster").count() == 2
     });
@@ -345,9 +346,35 @@ fn a_daemon_back_after_a_crash_keeps_its_containers_known_to_the_others() {
         leases(&lab, &u.etcd_ns) == 2
     });
     assert!(lab.ping(&c1, &ip2));
+    let forgot = format!("forgot {c2_mac}");
     assert!(
-        !log_of(&lab, "d1").contains(&format!("forgot {c2_mac}")),
+        !log_of(&lab, "d1").contains(&forgot),
         "h1 forgot c2 when the crashed daemon's lease expired:\n{}",
+        log_of(&lab, "d1")
+    );
+
+    // Stopped cleanly and started again (an upgrade, `systemctl
+    // restart`): with c2 running, h2 stays registered for the next daemon
+    // to take over, and again h1 forgets nothing.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d2.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    d2.0.wait().unwrap();
+    assert_eq!(members(&lab).len(), 2, "h2 left at a stop with containers");
+    assert!(log_of(&lab, "d2").contains("the registration stays"));
+    let _d2 = member_daemon_with(&lab, &u.host2, "h2", "d2", &ttl);
+    wait_until("h2's restarted daemon to join", 15, || {
+        log_of(&lab, "d2").matches("joined the cluster").count() == 3
+    });
+    wait_until("the stopped daemon's lease to expire", 30, || {
+        leases(&lab, &u.etcd_ns) == 2
+    });
+    assert!(lab.ping(&c1, &ip2));
+    assert!(
+        !log_of(&lab, "d1").contains(&forgot),
+        "h1 forgot c2 across a restart of h2's daemon:\n{}",
         log_of(&lab, "d1")
     );
 }

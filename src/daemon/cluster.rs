@@ -2,7 +2,9 @@
 //! the host and keeps the registration alive for as long as it runs; when
 //! the store goes away it says so once and joins again when it is back
 //! (the data plane meanwhile is left as it is). At a clean stop it leaves
-//! at once, so peers need not wait for the lease to expire.
+//! at once, so peers need not wait for the lease to expire; unless it has
+//! containers on the cluster's networks, which keep running: then the
+//! registration stays for a restarted daemon to take over.
 //!
 //! It talks to one etcd member at a time. When that member fails, the
 //! registration is renewed through another one, under the same lease: a
@@ -104,8 +106,43 @@ impl Cluster {
         })
     }
 
-    /// Leave now, if joined (a clean stop).
-    pub async fn leave(&self) {
+    /// At a clean stop: leave at once, unless containers here are on the
+    /// cluster's networks. Those keep running, so their record stays until
+    /// the lease expires: a daemon restarted meanwhile (an upgrade, a
+    /// `systemctl restart`) takes it over, and no peer forgets them.
+    pub async fn stop(&self, ctx: &Arc<Ctx>) {
+        let c = ctx.clone();
+        let on_overlays = blocking(move || {
+            c.with_engine(|e| {
+                let overlays: Vec<String> = e
+                    .networks()?
+                    .into_iter()
+                    .filter(|n| overlay_of(&n.network).is_some())
+                    .map(|n| n.network.name)
+                    .collect();
+                Ok(e.attachments()?
+                    .iter()
+                    .filter(|a| overlays.contains(&a.attachment.network))
+                    .count())
+            })
+        })
+        .await;
+        match on_overlays {
+            Ok(0) => self.leave().await,
+            Ok(containers) => tracing::info!(
+                containers,
+                "containers here stay on the cluster's networks: the registration stays until its lease expires (in {} s), for a restarted daemon to take over",
+                self.join.ttl.as_secs()
+            ),
+            Err(e) => {
+                tracing::warn!("{e}");
+                self.leave().await;
+            }
+        }
+    }
+
+    /// Leave now, if joined.
+    async fn leave(&self) {
         let store = &self.join.store;
         let Some(lease) = self.held.lock().await.take() else {
             return;

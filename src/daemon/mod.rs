@@ -281,7 +281,7 @@ async fn serve(opts: Options) -> Result<()> {
     dns.abort();
     if let (Some(task), Some(cluster)) = (membership, &ctx.cluster) {
         task.abort();
-        cluster.leave().await;
+        cluster.stop(&ctx).await;
     }
     if let Some(p) = docker_plugin {
         p.abort();
