@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod cluster_rules;
 pub mod cni;
 pub mod daemon;
 pub mod dns;

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::daemon::ClusterArgs;
 use super::print_json;
+use crate::cluster_rules::ClusterView;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::policy::rules::{PolicySpec, StoredPolicy};
@@ -129,7 +130,7 @@ fn add(engine: &mut Engine, args: AddArgs) -> Result<()> {
         return Ok(());
     };
     let (id, policy) = store.call(async |client| {
-        let policy = check_in_cluster(&store, client, &spec).await?;
+        let policy = ClusterView::read(&store, client, &[]).await?.check(&spec)?;
         Ok((store.add_policy(client, &spec).await?, policy))
     })?;
     outln!(
@@ -216,35 +217,4 @@ fn spec_from_words(args: AddArgs) -> Result<PolicySpec> {
         }
     }
     Ok(spec)
-}
-
-/// `spec` as every host will read it: against the cluster's networks and
-/// its other rules (refused, naming the word at fault, if it could not
-/// apply or contradicts one).
-async fn check_in_cluster(
-    store: &crate::cluster::ClusterStore,
-    client: &mut etcd_client::Client,
-    spec: &PolicySpec,
-) -> Result<crate::policy::rules::Policy> {
-    let networks = store
-        .networks(client)
-        .await?
-        .into_iter()
-        .map(crate::cluster::as_a_host_makes_it)
-        .collect::<Result<Vec<_>>>()?;
-    let existing: Vec<StoredPolicy> = store
-        .policies(client)
-        .await?
-        .into_iter()
-        .filter_map(|(id, s)| {
-            Some(StoredPolicy {
-                id,
-                policy: s.resolve(&networks).ok()?,
-                owner: None,
-            })
-        })
-        .collect();
-    let policy = spec.resolve(&networks)?;
-    crate::policy::rules::check_new(&policy, &existing, &networks)?;
-    Ok(policy)
 }
