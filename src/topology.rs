@@ -1,15 +1,23 @@
 //! Declarative topologies (`plumb up FILE` / `plumb down FILE`): networks,
-//! lab namespaces, attachments, host routes and firewall rules. Everything `up` creates is
-//! tagged with the topology's owner tag, so `down` removes exactly that and
-//! a second `up` finds it all in place and changes nothing.
+//! lab namespaces, attachments, host routes and firewall rules, and a
+//! cluster's part (see [`cluster`]): vxlan networks and rules for every
+//! host. Everything `up` creates on this host is tagged with the topology's
+//! owner tag (what the host's daemon attaches is the file's because the
+//! file declares it), so `down` removes exactly that, and a second `up`
+//! finds it all in place and changes nothing.
+
+pub mod cluster;
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use self::cluster::ClusterTable;
+use crate::cluster::ClusterStore;
+use crate::daemon::protocol::{Daemon, Request};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{AttachSpec, NetworkSpec, RouteSpec, validate_name};
+use crate::model::{AttachSpec, Mac, NetworkSpec, RouteSpec, validate_name};
 use crate::policy::rules::PolicySpec;
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +37,10 @@ pub struct Topology {
     /// Firewall rules, as `plumb policy add` takes them.
     #[serde(default)]
     pub policy: Vec<PolicySpec>,
+    /// The cluster the file's vxlan networks and `[[cluster.policy]]`
+    /// rules are in.
+    #[serde(default)]
+    pub cluster: Option<ClusterTable>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,12 +143,24 @@ impl Topology {
             file: file.into(),
             reason: format!("{what}: {e}"),
         };
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(|reason| Error::Topology {
+                file: file.into(),
+                reason,
+            })?;
+        }
         // Each network, and each against the file's others: a second one
-        // that could never be made is refused before the first is.
+        // that could never be made is refused before the first is. A
+        // cluster network is checked as each host will make it.
         let mut networks: Vec<crate::model::Network> = Vec::new();
         for (i, n) in self.network.iter().enumerate() {
             let at = || format!("[[network]] #{} `{}`", i + 1, n.name);
-            let net = n.validate().map_err(|e| ctx(at(), e))?;
+            let net = match is_cluster_network(n) {
+                true => {
+                    cluster::check_network(n, self.cluster.is_some()).map_err(|e| ctx(at(), e))?
+                }
+                false => n.validate().map_err(|e| ctx(at(), e))?,
+            };
             for other in &networks {
                 if other.name == net.name {
                     return Err(ctx(
@@ -153,12 +177,7 @@ impl Topology {
                 .map_err(|e| ctx(format!("[[namespace]] #{}", i + 1), e))?;
         }
         for (i, a) in self.attach.iter().enumerate() {
-            a.validate().map_err(|e| {
-                ctx(
-                    format!("[[attach]] #{} `{}` -> `{}`", i + 1, a.target, a.network),
-                    e,
-                )
-            })?;
+            a.validate().map_err(|e| ctx(attach_entry(i, a), e))?;
             crate::target::Target::parse(&a.target)
                 .map_err(|e| ctx(format!("[[attach]] #{}", i + 1), e))?;
         }
@@ -169,13 +188,35 @@ impl Topology {
         Ok(())
     }
 
-    /// Bring the topology up; on failure, take back what this run made.
-    pub fn up(&self, engine: &mut Engine, owner: &str) -> Result<Summary> {
+    /// The file's cluster networks (its vxlan `[[network]]` entries).
+    fn cluster_networks(&self) -> impl Iterator<Item = &NetworkSpec> {
+        self.network.iter().filter(|n| is_cluster_network(n))
+    }
+
+    /// Bring the topology up on this host: attachments through `daemon`
+    /// when one serves this host, the cluster part in `store` (the file's
+    /// `[cluster]`, read and checked). On failure, take back what this run
+    /// did, the cluster's part included.
+    pub fn up(
+        &self,
+        engine: &mut Engine,
+        daemon: &Daemon,
+        store: Option<&ClusterStore>,
+        owner: &str,
+    ) -> Result<Summary> {
+        let mut host = Host {
+            engine,
+            daemon,
+            store,
+        };
+        // What needs the host's daemon or the cluster is checked before
+        // anything changes.
+        let plan = self.plan_up(&mut host)?;
         let mut made: Vec<Made> = Vec::new();
-        match self.apply(engine, owner, &mut made) {
+        match self.apply(&mut host, &plan, owner, &mut made) {
             Ok(summary) => Ok(summary),
             Err(e) => {
-                let undone: Vec<String> = made.iter().rev().map(|m| m.undo(engine)).collect();
+                let undone: Vec<String> = made.iter().rev().map(|m| m.undo(&mut host)).collect();
                 Err(Error::RolledBack {
                     cause: Box::new(e),
                     undone: if undone.is_empty() {
@@ -188,9 +229,55 @@ impl Topology {
         }
     }
 
-    fn apply(&self, engine: &mut Engine, owner: &str, made: &mut Vec<Made>) -> Result<Summary> {
+    /// Whether the daemon serves, and the cluster's part checked: the
+    /// file's cluster rules against the cluster's networks (its own
+    /// included) and rules, and no attach to a cluster network without the
+    /// daemon, which alone claims its addresses in the cluster.
+    fn plan_up(&self, host: &mut Host) -> Result<Plan> {
+        let through_daemon = match self.attach.is_empty() {
+            true => false,
+            false => host.daemon.try_call(&Request::Status)?.is_some(),
+        };
+        let mut cluster_nets: Vec<String> =
+            self.cluster_networks().map(|n| n.name.clone()).collect();
+        // Those this host has from a daemon's making.
+        for n in host.engine.networks()? {
+            if n.network.bridge().is_some_and(|b| b.overlay.is_some()) {
+                cluster_nets.push(n.network.name);
+            }
+        }
+        if self.cluster.is_some() {
+            let store = cluster::store_of(self, host.store)?;
+            cluster_nets.extend(cluster::check_up(self, store)?);
+        }
+        if !through_daemon {
+            for (i, a) in self.attach.iter().enumerate() {
+                if cluster_nets.contains(&a.network) {
+                    return Err(Error::Conflict(format!(
+                        "{}: `{}` is a cluster network: an attach to it goes through the host's daemon, which must run joined to the cluster (`plumb daemon --cluster-store …`, or `systemctl start plumbd` with PLUMB_CLUSTER_STORE in /etc/default/plumbd), and none serves this host; nothing was changed",
+                        attach_entry(i, a),
+                        a.network
+                    )));
+                }
+            }
+        }
+        Ok(Plan { through_daemon })
+    }
+
+    fn apply(
+        &self,
+        host: &mut Host,
+        plan: &Plan,
+        owner: &str,
+        made: &mut Vec<Made>,
+    ) -> Result<Summary> {
         let mut summary = Summary::default();
-        for spec in &self.network {
+        if self.cluster.is_some() {
+            let store = cluster::store_of(self, host.store)?;
+            cluster::define(self, store, made, &mut summary)?;
+        }
+        let engine = &mut *host.engine;
+        for spec in self.network.iter().filter(|n| !is_cluster_network(n)) {
             let wanted = spec.validate()?;
             match engine.network(&spec.name) {
                 Ok(existing) if existing.network == wanted => {}
@@ -218,26 +305,55 @@ impl Topology {
                     .push(format!("created namespace {}", ns.name));
             }
         }
-        for spec in &self.attach {
-            let attached = engine.attachments_of(&spec.target)?;
+        for (i, spec) in self.attach.iter().enumerate() {
+            let attached = host.engine.attachments_of(&spec.target)?;
             if attached
                 .iter()
                 .any(|a| a.attachment.network == spec.network)
             {
                 continue;
             }
-            let req = spec.validate()?;
-            let a = engine.attach(&spec.target, &req, Some(owner))?;
-            made.push(Made::Attachment(spec.target.clone(), spec.network.clone()));
-            let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
+            let at = |e: Error| Error::Conflict(format!("{}: {e}", attach_entry(i, spec)));
+            let (ifname, addrs) = match plan.through_daemon {
+                // The daemon claims a cluster network's addresses and
+                // makes it here if it is not yet; it records no owner.
+                true => {
+                    let listed =
+                        crate::cli::attach_as(host.daemon, spec.clone(), Some(&mut *host.engine))
+                            .map_err(at)?;
+                    let addrs = listed["Addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect::<Vec<_>>();
+                    (
+                        listed["IfName"].as_str().unwrap_or_default().to_string(),
+                        addrs,
+                    )
+                }
+                false => {
+                    let req = spec.validate()?;
+                    let a = host
+                        .engine
+                        .attach(&spec.target, &req, Some(owner))
+                        .map_err(at)?;
+                    let addrs = a.addresses.iter().map(|x| x.to_string()).collect();
+                    (a.ifname, addrs)
+                }
+            };
+            made.push(Made::Attachment {
+                target: spec.target.clone(),
+                network: spec.network.clone(),
+            });
             summary.changes.push(format!(
-                "attached {} to {} as {} ({})",
+                "attached {} to {} as {ifname} ({})",
                 spec.target,
                 spec.network,
-                a.ifname,
                 addrs.join(", ")
             ));
         }
+        let engine = &mut *host.engine;
         for r in &self.host_route {
             let route = RouteSpec::parse("to/via", &format!("{} via {}", r.to, r.via))?;
             if engine
@@ -272,14 +388,49 @@ impl Topology {
                     .push(format!("added rule {}: {}", added.id, added.policy));
             }
         }
+        if self.cluster.is_some() {
+            let store = cluster::store_of(self, host.store)?;
+            cluster::add_rules(self, store, made, &mut summary)?;
+        }
         Ok(summary)
     }
 
-    /// Remove everything tagged with `owner`, in reverse order of creation,
-    /// or nothing: what would stop it half way (another's attachment or
-    /// rule on one of its networks) is found first.
-    pub fn down(engine: &mut Engine, owner: &str) -> Result<Summary> {
-        Self::check_down(engine, owner)?;
+    /// Take this host's part away: everything tagged with `owner` and the
+    /// attachments the file declares (through `daemon` when one serves), in
+    /// reverse order of creation, or nothing: what would stop it half way
+    /// (another's attachment or rule on one of its networks) is found
+    /// first. Then the cluster's part, once no host has containers on the
+    /// file's cluster networks (else it says which do).
+    pub fn down(
+        &self,
+        engine: &mut Engine,
+        daemon: &Daemon,
+        store: Option<&ClusterStore>,
+        owner: &str,
+    ) -> Result<Summary> {
+        let host = Host {
+            engine,
+            daemon,
+            store,
+        };
+        let ours = self.ours(host.engine, owner)?;
+        let mut blockers = self.check_down(host.engine, owner, &ours)?;
+        let cluster_store = match &self.cluster {
+            Some(_) => Some(cluster::store_of(self, host.store)?),
+            None => None,
+        };
+        if let Some(store) = cluster_store {
+            let macs: Vec<(String, Mac)> =
+                ours.iter().map(|a| (a.network.clone(), a.mac)).collect();
+            blockers.extend(cluster::check_down(self, store, &macs)?);
+        }
+        if !blockers.is_empty() {
+            return Err(Error::Conflict(format!(
+                "nothing was removed:\n  {}",
+                blockers.join("\n  ")
+            )));
+        }
+        let engine = &mut *host.engine;
         let mut summary = Summary::default();
         let mut errors = Vec::new();
         let rules: Vec<i64> = engine
@@ -311,19 +462,21 @@ impl Topology {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        for a in engine
-            .attachments()?
-            .into_iter()
-            .filter(|a| a.owner.as_deref() == Some(owner))
-        {
-            match engine.detach(&a.attachment.target, Some(&a.attachment.network)) {
-                Ok(_) => summary.changes.push(format!(
-                    "detached {} from {}",
-                    a.attachment.target, a.attachment.network
-                )),
+        // Through the daemon when one serves: it releases their leases and
+        // withdraws them from the cluster.
+        let mut detached = Vec::new();
+        for a in &ours {
+            match crate::cli::detach_from(host.daemon, &a.target, Some(&a.network)) {
+                Ok(_) => {
+                    summary
+                        .changes
+                        .push(format!("detached {} from {}", a.target, a.network));
+                    detached.push((a.network.clone(), a.mac));
+                }
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        let engine = &mut *host.engine;
         for (name, _) in engine
             .namespaces()?
             .into_iter()
@@ -346,19 +499,55 @@ impl Topology {
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        if let Some(store) = cluster_store {
+            cluster::take_down(self, store, &detached, &mut summary, &mut errors);
+        }
         if errors.is_empty() {
             Ok(summary)
         } else {
             Err(Error::Conflict(errors.join("\n")))
         }
     }
-}
 
-impl Topology {
+    /// The attachments of this host that are the file's: tagged with
+    /// `owner`, declared by an `[[attach]]` entry (one made through the
+    /// daemon carries no tag), or of a namespace the file made.
+    fn ours(&self, engine: &Engine, owner: &str) -> Result<Vec<Ours>> {
+        let namespaces: Vec<String> = engine
+            .namespaces()?
+            .into_iter()
+            .filter(|(_, o)| o.as_deref() == Some(owner))
+            .map(|(n, _)| n)
+            .collect();
+        let mut declared = Vec::new();
+        for spec in &self.attach {
+            declared.extend(
+                engine
+                    .attachments_of(&spec.target)?
+                    .into_iter()
+                    .filter(|s| s.attachment.network == spec.network)
+                    .map(|s| s.attachment.host_ifname),
+            );
+        }
+        Ok(engine
+            .attachments()?
+            .into_iter()
+            .filter(|s| {
+                s.owner.as_deref() == Some(owner)
+                    || declared.contains(&s.attachment.host_ifname)
+                    || namespaces.contains(&s.attachment.target)
+            })
+            .map(|s| Ours {
+                target: s.attachment.target,
+                network: s.attachment.network,
+                mac: s.attachment.mac,
+            })
+            .collect())
+    }
+
     /// What keeps `owner`'s networks from going: attachments and rules
-    /// that are not the file's (those of the namespaces it made go with
-    /// them).
-    fn check_down(engine: &mut Engine, owner: &str) -> Result<()> {
+    /// that are not the file's.
+    fn check_down(&self, engine: &Engine, owner: &str, ours: &[Ours]) -> Result<Vec<String>> {
         let mine = |o: &Option<String>| o.as_deref() == Some(owner);
         let networks: Vec<String> = engine
             .networks()?
@@ -366,19 +555,16 @@ impl Topology {
             .filter(|n| mine(&n.owner))
             .map(|n| n.network.name)
             .collect();
-        let namespaces: Vec<String> = engine
-            .namespaces()?
-            .into_iter()
-            .filter(|(_, o)| mine(o))
-            .map(|(n, _)| n)
-            .collect();
         let mut blockers = Vec::new();
         for a in engine.attachments()? {
-            let a_owned = mine(&a.owner) || namespaces.contains(&a.attachment.target);
-            if networks.contains(&a.attachment.network) && !a_owned {
+            let a = a.attachment;
+            let a_owned = ours
+                .iter()
+                .any(|o| o.target == a.target && o.network == a.network);
+            if networks.contains(&a.network) && !a_owned {
                 blockers.push(format!(
                     "{} is attached to network `{}` and is not this file's; detach it first",
-                    a.attachment.target, a.attachment.network
+                    a.target, a.network
                 ));
             }
         }
@@ -392,47 +578,206 @@ impl Topology {
                 ));
             }
         }
-        if blockers.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Conflict(format!(
-                "nothing was removed:\n  {}",
-                blockers.join("\n  ")
-            )))
-        }
+        Ok(blockers)
     }
 }
 
-/// Something one `up` run created, to take back if the run fails.
+/// A vxlan network: the cluster's, not this host's alone.
+fn is_cluster_network(n: &NetworkSpec) -> bool {
+    n.driver == "vxlan"
+}
+
+/// How errors name an `[[attach]]` entry.
+fn attach_entry(i: usize, a: &AttachSpec) -> String {
+    format!("[[attach]] #{} `{}` -> `{}`", i + 1, a.target, a.network)
+}
+
+/// What `up` and `down` work with.
+struct Host<'a, 'd> {
+    engine: &'a mut Engine,
+    /// This host's daemon, when one serves it.
+    daemon: &'a Daemon<'d>,
+    /// The store of the file's `[cluster]` table.
+    store: Option<&'a ClusterStore>,
+}
+
+/// What `up` found out before changing anything.
+struct Plan {
+    /// A daemon serves this host: attachments go through it.
+    through_daemon: bool,
+}
+
+/// An attachment of the file's on this host.
+struct Ours {
+    target: String,
+    network: String,
+    mac: Mac,
+}
+
+/// Something one `up` run did, to take back if the run fails.
 enum Made {
+    ClusterNetwork(String),
     Network(String),
     Namespace(String),
-    Attachment(String, String),
+    Attachment { target: String, network: String },
     HostRoute(RouteSpec),
     Policy(i64),
+    ClusterRule(i64),
 }
 
 impl Made {
-    fn undo(&self, engine: &mut Engine) -> String {
+    fn undo(&self, host: &mut Host) -> String {
+        let engine = &mut *host.engine;
         let (what, result) = match self {
+            Made::ClusterNetwork(n) => (
+                format!("remove network {n} from the cluster"),
+                host.store
+                    .ok_or_else(|| Error::Conflict("no cluster store".into()))
+                    .and_then(|s| cluster::undefine(s, n)),
+            ),
             Made::Network(n) => (
                 format!("remove network {n}"),
                 engine.network_rm(n, true).map(drop),
             ),
             Made::Namespace(n) => (format!("delete namespace {n}"), engine.namespace_delete(n)),
-            Made::Attachment(t, n) => (
-                format!("detach {t} from {n}"),
-                engine.detach(t, Some(n)).map(drop),
+            // Through the daemon if it made it.
+            Made::Attachment { target, network } => (
+                format!("detach {target} from {network}"),
+                crate::cli::detach_from(host.daemon, target, Some(network)).map(drop),
             ),
             Made::HostRoute(r) => (
                 format!("remove host route {r}"),
                 engine.host_route_rm(&r.dest).map(drop),
             ),
             Made::Policy(id) => (format!("remove rule {id}"), engine.policy_rm(&[*id])),
+            Made::ClusterRule(id) => (
+                format!("remove cluster rule {id}"),
+                host.store
+                    .ok_or_else(|| Error::Conflict("no cluster store".into()))
+                    .and_then(|s| s.call(async |client| s.remove_policies(client, &[*id]).await)),
+            ),
         };
         match result {
             Ok(()) => what,
             Err(e) => format!("FAILED to {what}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> String {
+        Topology::parse(text, "t.toml", "t")
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    const T1: &str = r#"
+[[network]]
+name = "t1"
+driver = "vxlan"
+vni = 4100
+subnet = ["10.100.0.0/16"]
+"#;
+
+    const CLUSTER: &str = r#"
+[cluster]
+store = "etcd://10.250.0.10:2379"
+"#;
+
+    #[test]
+    fn a_cluster_file_parses_with_its_table_networks_and_rules() {
+        let text = format!(
+            "{CLUSTER}name = \"prod\"\nca = \"ca.pem\"\n\n[[cluster.policy]]\nscope = \"t1\"\naction = \"deny\"\nfrom = \"10.9.0.0/16\"\n{T1}"
+        );
+        // `name` after the table's store is the cluster's, not the file's.
+        let (topo, owner) = Topology::parse(&text, "t.toml", "t").unwrap();
+        assert_eq!(owner, "topology:t");
+        let c = topo.cluster.as_ref().unwrap();
+        assert_eq!(c.store.as_deref(), Some("etcd://10.250.0.10:2379"));
+        assert_eq!(c.name, "prod");
+        assert_eq!(c.ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(c.policy.len(), 1);
+        assert_eq!(c.policy[0].scope, "t1");
+        assert_eq!(topo.cluster_networks().count(), 1);
+        let (topo, _) = Topology::parse(&format!("{CLUSTER}{T1}"), "t.toml", "t").unwrap();
+        assert_eq!(topo.cluster.unwrap().name, "default");
+    }
+
+    #[test]
+    fn a_vxlan_network_needs_the_cluster_table() {
+        let err = refused(T1);
+        assert!(
+            err.contains("[[network]] #1 `t1`") && err.contains("[cluster] store"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_cluster_table_is_checked_by_key() {
+        let err = refused(&format!("{CLUSTER}stor = \"x\"\n{T1}"));
+        assert!(err.contains("unknown field `stor`"), "{err}");
+        let err = refused(&format!("[cluster]\nname = \"prod\"\n{T1}"));
+        assert!(err.contains("[cluster] store: missing"), "{err}");
+        let err = refused(&format!("[cluster]\nstore = \"consul://x:1\"\n{T1}"));
+        assert!(err.contains("[cluster] store `consul://x:1`"), "{err}");
+        let err = refused(&format!("{CLUSTER}name = \"a/b\"\n{T1}"));
+        assert!(err.contains("[cluster] name `a/b`"), "{err}");
+        let err = refused(&format!(
+            "{CLUSTER}\n[[cluster.policy]]\nscope = \"t1\"\naction = \"allow\"\nsource = \"x\"\n{T1}"
+        ));
+        assert!(err.contains("unknown field `source`"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_network_is_checked_as_a_host_makes_it_and_against_the_others() {
+        let err = refused(&format!("{CLUSTER}{T1}vtep = \"10.0.0.1\"\n"));
+        assert!(err.contains("[[network]] #1 `t1`: vtep"), "{err}");
+        let err = refused(&format!("{CLUSTER}{}", T1.replace("4100", "0")));
+        assert!(
+            err.contains("[[network]] #1 `t1`") && err.contains("VNI"),
+            "{err}"
+        );
+        let err = refused(&format!(
+            "{CLUSTER}{T1}\n[[network]]\nname = \"lan\"\nsubnet = [\"10.100.1.0/24\"]\n"
+        ));
+        assert!(
+            err.contains("[[network]] #2 `lan`") && err.contains("overlaps"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cluster_option_errors_are_said_with_the_tables_keys() {
+        let e = in_file_words_of(Error::invalid(
+            "--cluster-cert",
+            "c.pem",
+            "needs --cluster-key (the certificate's private key)",
+        ));
+        assert_eq!(
+            e,
+            "[cluster] cert `c.pem`: needs [cluster] key (the certificate's private key)"
+        );
+        let e = in_file_words_of(Error::Cluster {
+            store: "https://e:2379".into(),
+            reason: "connect: UnknownIssuer (name its CA with --cluster-ca)".into(),
+        });
+        assert!(e.ends_with("(name its CA with [cluster] ca)"), "{e}");
+    }
+
+    #[test]
+    fn the_cluster_example_parses() {
+        let text = include_str!("../examples/cluster.toml");
+        let (topo, owner) = Topology::parse(text, "cluster.toml", "cluster").unwrap();
+        assert_eq!(owner, "topology:shop");
+        assert_eq!(topo.cluster_networks().count(), 2);
+        assert_eq!(topo.cluster.unwrap().policy.len(), 1);
+    }
+
+    fn in_file_words_of(e: Error) -> String {
+        cluster::in_file_words(e).to_string()
     }
 }

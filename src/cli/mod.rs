@@ -149,8 +149,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Shim(cmd) => shim::run(&mut open()?, cmd.0),
         Command::Cluster(cmd) => cluster::run(cmd.0),
         Command::Policy(cmd) => policy::run(&mut open()?, cmd.0),
-        Command::Up(args) => topology::up(&mut open()?, args.0),
-        Command::Down(args) => topology::down(&mut open()?, args.0),
+        Command::Up(args) => topology::up(&mut open()?, &plumbd, args.0),
+        Command::Down(args) => topology::down(&mut open()?, &plumbd, args.0),
     }
 }
 

@@ -224,3 +224,34 @@ pub fn blocks_at(lab: &Lab, ns: &str, log: &str, network: &str) -> Vec<(String, 
         })
         .collect()
 }
+
+/// The IPv4 address of `target` on `network`, as host `ns` (daemon `log`)
+/// has it.
+pub fn ip_at(lab: &Lab, ns: &str, log: &str, target: &str, network: &str) -> String {
+    let out = plumb_at(lab, ns, log, &["inspect", target]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["NetworkSettings"]["Networks"][network]["IPAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{target} on {network}: {}", text(&out)))
+        .to_string()
+}
+
+/// The cluster's rules (`plumb policy ls --cluster-store … --json`):
+/// (id, rule as written).
+pub fn cluster_rules(lab: &Lab) -> Vec<(i64, Value)> {
+    let out = lab.plumb(&["policy", "ls", "--cluster-store", STORE, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|pair| (pair[0].as_i64().unwrap_or_default(), pair[1].clone()))
+        .collect()
+}
+
+/// Whether host `ns` (daemon `log`) has network `name` (`plumb network ls`).
+pub fn has_network(lab: &Lab, ns: &str, log: &str, name: &str) -> bool {
+    text(&plumb_at(lab, ns, log, &["network", "ls"]))
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name))
+}
