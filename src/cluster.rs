@@ -661,7 +661,8 @@ impl ClusterStore {
             .collect())
     }
 
-    fn endpoint_key(&self, e: &Endpoint) -> String {
+    /// Where container `e`'s record is kept.
+    pub fn endpoint_key(&self, e: &Endpoint) -> String {
         format!(
             "{}{}/{}/{}",
             self.endpoints_prefix(),
@@ -669,6 +670,33 @@ impl ClusterStore {
             e.host,
             e.mac
         )
+    }
+
+    /// What a change the watch saw (a put of `value` at `key`, or a
+    /// delete) says of the cluster's containers.
+    pub fn seen(&self, put: bool, key: &[u8], value: &[u8]) -> Seen {
+        let prefix = self.endpoints_prefix();
+        let Some(rest) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix(&prefix))
+        else {
+            return Seen::Other;
+        };
+        let key = format!("{prefix}{rest}");
+        if put {
+            return match serde_json::from_slice::<Endpoint>(value) {
+                Ok(e) if self.endpoint_key(&e) == key => Seen::Recorded(key, e),
+                _ => Seen::Other,
+            };
+        }
+        // NETWORK/HOST/MAC: names hold no slash.
+        match rest.split('/').collect::<Vec<_>>()[..] {
+            [_, host, _] => Seen::Removed {
+                host: host.to_string(),
+                key,
+            },
+            _ => Seen::Other,
+        }
     }
 
     /// Record a container of this host, for as long as `lease` lives.
@@ -1121,6 +1149,17 @@ pub struct Endpoint {
     pub selectors: Vec<String>,
 }
 
+/// What one change to the cluster's keys says of its containers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A container recorded, or recorded anew: its key and its record.
+    Recorded(String, Endpoint),
+    /// A container's record removed: its key, and the host it names.
+    Removed { key: String, host: String },
+    /// Anything else (hosts, networks, blocks, rules), or unreadable.
+    Other,
+}
+
 /// A host of the cluster, as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -1359,6 +1398,50 @@ mod tests {
             let e = refused("etcd://h:2379", &access);
             assert!(e.contains(&says), "{access:?}: {e}");
             assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_watched_change_is_read_as_a_container_recorded_or_removed_or_else_other() {
+        let s = ClusterStore::parse("etcd://h:2379", "prod").unwrap();
+        let e = Endpoint {
+            network: "t1".into(),
+            host: "h2".into(),
+            mac: "02:00:00:00:00:07".parse().unwrap(),
+            addresses: vec!["10.100.0.7".parse().unwrap()],
+            vtep: "10.250.0.2".parse().unwrap(),
+            selectors: vec!["label:role=db".into()],
+        };
+        let key = s.endpoint_key(&e);
+        assert_eq!(key, "/plumb/prod/endpoints/t1/h2/02:00:00:00:00:07");
+        let value = serde_json::to_vec(&e).unwrap();
+        assert_eq!(
+            s.seen(true, key.as_bytes(), &value),
+            Seen::Recorded(key.clone(), e.clone())
+        );
+        assert_eq!(
+            s.seen(false, key.as_bytes(), b""),
+            Seen::Removed {
+                key: key.clone(),
+                host: "h2".into()
+            }
+        );
+        // A record under another's key, unreadable, another cluster's, or
+        // not a container's at all.
+        let moved = key.replace("/h2/", "/h3/");
+        for (put, k, v) in [
+            (true, moved.as_str(), &value[..]),
+            (true, key.as_str(), &b"{"[..]),
+            (
+                true,
+                "/plumb/other/endpoints/t1/h2/02:00:00:00:00:07",
+                &value[..],
+            ),
+            (false, "/plumb/prod/hosts/h2", &b""[..]),
+            (false, "/plumb/prod/endpoints/t1/h2", &b""[..]),
+            (true, "/plumb/prod/blocks/t1/10.100.0.0_26", &b"h2"[..]),
+        ] {
+            assert_eq!(s.seen(put, k.as_bytes(), v), Seen::Other, "{k}");
         }
     }
 }

@@ -20,7 +20,10 @@
 //! they go with the host) and programs each overlay and the policy sets
 //! with the other hosts' containers. An attach or detach here starts a pass
 //! at once. Every pass reads the whole record, so a watch that fell behind
-//! costs nothing but a pass. Following has its own connection, which fails
+//! costs nothing but a pass. What the watch says of other hosts' containers
+//! alone is applied as it is, without one: with a hundred hosts, a pass on
+//! every host for each container was the time an attach took to be
+//! reached. Following has its own connection, which fails
 //! over by itself: a slow pass never delays a keep-alive.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,7 +35,7 @@ use ipnet::IpNet;
 use tokio::sync::{Mutex, watch};
 
 use super::{Ctx, Repeated, blocking};
-use crate::cluster::{ClusterStore, Endpoint, Member, Renewal};
+use crate::cluster::{ClusterStore, Endpoint, Member, Renewal, Seen};
 use crate::driver::overlay::{Overlay, Remote};
 use crate::error::{Error, Result};
 use crate::model::{AttachRequest, Network};
@@ -327,6 +330,10 @@ struct Memory {
     told: HashSet<(String, crate::model::Mac)>,
     /// The cluster's rules this host refused, told once.
     refused: HashSet<i64>,
+    /// The other hosts' containers by their keys, as the last pass read
+    /// them and the watch changed them since; None until a pass reads them
+    /// through the connection followed now.
+    others: Option<HashMap<String, Endpoint>>,
 }
 
 /// Join and stay joined until the daemon stops, and follow the cluster
@@ -485,10 +492,19 @@ async fn follow_through(
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
+    // What the watch saw, when it is only other hosts' containers: applied
+    // as it is, without a pass (with a hundred hosts, each container
+    // coming made every host read every other's).
+    let mut seen: Option<Vec<Seen>> = None;
+    memory.others = None;
     loop {
         let held = *lease.borrow_and_update();
         if let Some(held) = held {
-            match pass(ctx, cluster, &mut client, held, memory).await {
+            let done = match seen.take() {
+                Some(seen) => others_changed(ctx, memory, seen).await,
+                None => pass(ctx, cluster, &mut client, held, memory).await,
+            };
+            match done {
                 Ok(()) => {
                     errors.ended("cluster pass");
                     failing.ended("following the cluster");
@@ -496,6 +512,7 @@ async fn follow_through(
                 // The store failed (this member): another one.
                 Err(e @ Error::Cluster { .. }) => return e,
                 Err(e) => {
+                    memory.others = None;
                     let _ = errors.failed("cluster pass", &e.to_string());
                 }
             }
@@ -503,12 +520,16 @@ async fn follow_through(
         let look = next_look(cluster, memory).await;
         tokio::select! {
             m = changes.message() => match m {
-                Ok(Some(_)) => {
+                Ok(Some(first)) => {
                     // A burst of changes (a host's containers, a lease's
                     // keys expiring together) is one pass.
-                    while let Ok(Ok(Some(_))) =
+                    let mut burst = vec![first];
+                    while let Ok(Ok(Some(more))) =
                         tokio::time::timeout(Duration::ZERO, changes.message()).await
-                    {}
+                    {
+                        burst.push(more);
+                    }
+                    seen = others_only(join, memory, &burst);
                 }
                 Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
                 Err(e) => {
@@ -525,6 +546,106 @@ async fn follow_through(
             _ = tokio::time::sleep(look) => {}
         }
     }
+}
+
+/// What `burst` says, if it is only changes to other hosts' containers
+/// and a pass read them before (else None: a pass is due). This host's
+/// own records are its passes' doing; one of them removed is published
+/// again by a pass.
+fn others_only(
+    join: &Join,
+    memory: &Memory,
+    burst: &[etcd_client::WatchResponse],
+) -> Option<Vec<Seen>> {
+    let others = memory.others.as_ref()?;
+    let me = &join.me.host;
+    let mut seen = Vec::new();
+    for response in burst {
+        // Compacted past what it was to send: a pass reads it all.
+        if response.canceled() || response.compact_revision() > 0 {
+            return None;
+        }
+        for event in response.events() {
+            let kv = event.kv()?;
+            let put = event.event_type() == etcd_client::EventType::Put;
+            match join.store.seen(put, kv.key(), kv.value()) {
+                Seen::Recorded(_, e) if e.host == *me => {}
+                Seen::Recorded(key, e) => seen.push(Seen::Recorded(key, e)),
+                Seen::Removed { host, .. } if host == *me => return None,
+                Seen::Removed { key, host } if others.contains_key(&key) => {
+                    seen.push(Seen::Removed { key, host })
+                }
+                Seen::Removed { .. } => {}
+                Seen::Other => return None,
+            }
+        }
+    }
+    Some(seen)
+}
+
+/// Apply other hosts' containers recorded or removed, as [`others_only`]
+/// read them, to the overlays they are on and the policy sets.
+async fn others_changed(ctx: &Arc<Ctx>, memory: &mut Memory, seen: Vec<Seen>) -> Result<()> {
+    let Some(others) = memory.others.as_mut() else {
+        return Ok(());
+    };
+    let mut touched = BTreeSet::new();
+    for s in seen {
+        let old = match s {
+            Seen::Recorded(key, e) => {
+                touched.insert(e.network.clone());
+                others.insert(key, e)
+            }
+            Seen::Removed { key, .. } => others.remove(&key),
+            Seen::Other => None,
+        };
+        touched.extend(old.map(|e| e.network));
+    }
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let here: Vec<String> = local_networks(ctx)
+        .await?
+        .into_iter()
+        .filter(|n| overlay_of(n).is_some() && touched.contains(&n.name))
+        .map(|n| n.name)
+        .collect();
+    let others: Vec<Endpoint> = others.values().cloned().collect();
+    reach(ctx, &here, &others).await
+}
+
+/// Each overlay of `networks` reaching the other hosts' containers
+/// (`others`), and every policy set naming them holding their addresses.
+async fn reach(ctx: &Arc<Ctx>, networks: &[String], others: &[Endpoint]) -> Result<()> {
+    let named: BTreeSet<(String, IpAddr)> = others
+        .iter()
+        .flat_map(|e| {
+            e.selectors
+                .iter()
+                .flat_map(|k| e.addresses.iter().map(move |a| (k.clone(), *a)))
+        })
+        .collect();
+    let c = ctx.clone();
+    if blocking(move || c.with_engine(|e| e.set_cluster_selectors(named))).await? {
+        tracing::debug!("the other hosts' containers changed in policy selectors");
+    }
+    for network in networks {
+        let remotes: Vec<Remote> = others
+            .iter()
+            .filter(|e| &e.network == network)
+            .map(|e| Remote {
+                mac: e.mac,
+                addresses: e.addresses.clone(),
+                vtep: e.vtep,
+            })
+            .collect();
+        let (c, n) = (ctx.clone(), network.clone());
+        let done = blocking(move || c.with_engine(|e| e.program_overlay(&n, &remotes))).await?;
+        for line in done {
+            tracing::info!(network = %network, "{line}");
+        }
+    }
+    Ok(())
 }
 
 /// How long until a pass is due though nothing changes: when a gone
@@ -685,6 +806,11 @@ async fn pass(
         join.store.publish(client, e, lease).await?;
     }
     let recorded: Vec<Endpoint> = listed.into_iter().map(|(e, _)| e).collect();
+    let others: Vec<Endpoint> = recorded
+        .iter()
+        .filter(|e| e.host != join.me.host)
+        .cloned()
+        .collect();
     // Withdrawn: what this host recorded and no longer has (one whose
     // addresses changed was written over above, under the same key).
     for e in recorded.iter().filter(|e| {
@@ -696,36 +822,15 @@ async fn pass(
         join.store.withdraw(client, e).await?;
     }
     // The other hosts' containers, in the sets of the selectors that
-    // name them: this host's rules apply to them too.
-    let named: BTreeSet<(String, IpAddr)> = recorded
-        .iter()
-        .filter(|e| e.host != join.me.host)
-        .flat_map(|e| {
-            e.selectors
-                .iter()
-                .flat_map(|k| e.addresses.iter().map(move |a| (k.clone(), *a)))
-        })
-        .collect();
-    let c = ctx.clone();
-    if blocking(move || c.with_engine(|e| e.set_cluster_selectors(named))).await? {
-        tracing::debug!("the other hosts' containers changed in policy selectors");
-    }
-    for network in here.iter().map(|n| &n.name) {
-        let remotes: Vec<Remote> = recorded
-            .iter()
-            .filter(|e| &e.network == network && e.host != join.me.host)
-            .map(|e| Remote {
-                mac: e.mac,
-                addresses: e.addresses.clone(),
-                vtep: e.vtep,
-            })
-            .collect();
-        let (c, n) = (ctx.clone(), network.clone());
-        let done = blocking(move || c.with_engine(|e| e.program_overlay(&n, &remotes))).await?;
-        for line in done {
-            tracing::info!(network = %network, "{line}");
-        }
-    }
+    // name them (this host's rules apply to them too), and reached.
+    let networks: Vec<String> = here.iter().map(|n| n.name.clone()).collect();
+    reach(ctx, &networks, &others).await?;
+    memory.others = Some(
+        others
+            .into_iter()
+            .map(|e| (join.store.endpoint_key(&e), e))
+            .collect(),
+    );
     // An on-demand network no container here is on goes (not one Docker
     // has, nor one made a moment ago for an attach still under way).
     let mut brought = cluster.brought.lock().await;
