@@ -311,9 +311,14 @@ fn blocks_go_back_when_unused_a_gone_hosts_after_the_grace_and_a_stale_host_take
         "h2 sees b's block as h1's: {:?}",
         blocks_at(&lab, &u.host2, "d2", "t1")
     );
-    // a's ARP cache still has b's MAC for the address (nothing announced
-    // the move): once asked again, it finds c.
-    must(&format!("ip -n {a} neigh flush all"));
+    // The address kept its MAC (a function of it on cluster networks), so
+    // a's ARP cache, which still has b's, reaches c at once.
+    let mac_c = must(&format!("ip -n {c} -br link show eth0"));
+    assert!(mac_c.contains(&mac_b), "c's MAC is b's: {mac_c} / {mac_b}");
+    assert!(
+        must(&format!("ip -n {a} neigh show {ip_b}")).contains(&mac_b),
+        "a still has b's entry"
+    );
     assert!(lab.ping(&a, &ip_b), "a reaches c at b's former address");
     drop(d2);
 }

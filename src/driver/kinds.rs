@@ -3,10 +3,12 @@
 //! Each kind's work stays in its module; this is the seam.
 
 use super::bridge::{self, HostState};
-use super::{host_device, ipvlan, macvlan, parent};
+use super::{host_device, ipvlan, macvlan, overlay, parent};
+use ipnet::IpNet;
+
 use crate::error::{Error, Result};
 use crate::model::{
-    Attachment, BridgeMode, BridgeOptions, HostDeviceOptions, IpvlanOptions, MacvlanOptions,
+    Attachment, BridgeMode, BridgeOptions, HostDeviceOptions, IpvlanOptions, Mac, MacvlanOptions,
     Network, NetworkKind,
 };
 use crate::names;
@@ -131,6 +133,12 @@ pub trait NetworkDriver {
     /// The host interface on the network's LAN, where the host hears its
     /// DHCP server: none for a segment of the host's own.
     fn lan(&self) -> Option<&str>;
+
+    /// The MAC an attachment with `addresses` has when none is asked for,
+    /// if the network decides it by the addresses.
+    fn mac_for(&self, _addresses: &[IpNet]) -> Option<Mac> {
+        None
+    }
 }
 
 /// The driver of a kind of network.
@@ -242,6 +250,11 @@ impl NetworkDriver for BridgeOptions {
 
     fn lan(&self) -> Option<&str> {
         (self.mode == BridgeMode::Bridged).then_some(self.bridge.as_str())
+    }
+
+    fn mac_for(&self, addresses: &[IpNet]) -> Option<Mac> {
+        self.overlay.as_ref()?;
+        overlay::container_mac(addresses)
     }
 }
 

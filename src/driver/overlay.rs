@@ -65,6 +65,22 @@ impl Overlay {
     }
 }
 
+/// The MAC of a container on a cluster network with `addresses`: its
+/// IPv4 address's four bytes after 02:50, as Docker's overlay does. An
+/// address that moves to another host keeps its MAC, so the ARP caches of
+/// the containers that talked to it stay right and only the hosts' FDBs
+/// change, which their daemons do. None without an IPv4 address (the
+/// container keeps a MAC of its own).
+pub fn container_mac(addresses: &[ipnet::IpNet]) -> Option<Mac> {
+    addresses.iter().find_map(|a| match a.addr() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            Some(Mac([0x02, 0x50, a, b, c, d]))
+        }
+        IpAddr::V6(_) => None,
+    })
+}
+
 /// A container on another host, as the overlay reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -180,6 +196,17 @@ pub fn program(nl: &mut Netlink, o: &Overlay, remotes: &[Remote]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_mac_is_its_ipv4_address_and_ipv6_alone_decides_none() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let both = [net("fd00::7/64"), net("10.100.1.7/16")];
+        assert_eq!(container_mac(&both), Some(Mac([2, 0x50, 10, 100, 1, 7])));
+        assert_ne!(container_mac(&[net("10.100.1.8/16")]), container_mac(&both));
+        assert_eq!(container_mac(&[net("fd00::7/64")]), None);
+        // Locally administered unicast.
+        assert_eq!(container_mac(&both).unwrap().0[0] & 0b11, 0b10);
+    }
 
     #[test]
     fn blocks_cut_a_subnet_in_order_and_ipv6_ones_hold_as_many_addresses() {

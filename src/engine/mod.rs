@@ -697,6 +697,11 @@ impl Engine {
                 };
                 attachment.addresses = assign_addresses(tx, &net, &req.ips, &parked, &holder_key)?;
                 attachment.gateways = gateways_for(&net, &attachment.addresses);
+                if req.mac.is_none()
+                    && let Some(mac) = kinds::of(&net.kind).mac_for(&attachment.addresses)
+                {
+                    attachment.mac = mac;
+                }
             }
             let driver = kinds::of(&net.kind);
             if let Some(device) = driver.device()
