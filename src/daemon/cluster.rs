@@ -69,6 +69,18 @@ pub struct Join {
 }
 
 impl Join {
+    /// Container `a` of this host, as the cluster records it.
+    fn endpoint_of(&self, a: &crate::model::Attachment) -> Endpoint {
+        Endpoint {
+            network: a.network.clone(),
+            host: self.me.host.clone(),
+            mac: a.mac,
+            addresses: a.addresses.iter().map(|n| n.addr()).collect(),
+            vtep: self.me.vtep,
+            selectors: a.selector_keys(),
+        }
+    }
+
     /// The member this host asks first: hosts spread over the members
     /// (the same one each time for a host).
     fn first_member(&self) -> usize {
@@ -166,13 +178,14 @@ impl Cluster {
     /// each family it does not. Without the store, the attach makes do
     /// with the blocks this host has, and one that needs another is
     /// refused, saying so.
-    pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<()> {
+    /// True if the network is a cluster network.
+    pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<bool> {
         let Some(net) = self.bring(ctx, &req.network).await? else {
             // The attach says what is wrong with the network.
-            return Ok(());
+            return Ok(false);
         };
         let Some(overlay) = overlay_of(&net) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut claims = self.claims.lock().await;
         let (c, name) = (ctx.clone(), net.name.clone());
@@ -183,7 +196,7 @@ impl Cluster {
                 .iter()
                 .find(|(s, f)| *f == 0 && !req.ips.iter().any(|ip| s.contains(ip)));
             return match full {
-                None => Ok(()),
+                None => Ok(true),
                 Some((subnet, _)) => Err(Error::Cluster {
                     store: self.join.store.endpoints.join(","),
                     reason: format!(
@@ -221,7 +234,26 @@ impl Cluster {
         }
         // Mirrored whether or not this host claimed: an asked address in a
         // block another host took a moment ago is refused naming that host.
-        self.mirror(ctx, &net.name, &claimed).await
+        self.mirror(ctx, &net.name, &claimed).await?;
+        Ok(true)
+    }
+
+    /// Record container `a`, just attached to a cluster network, now: the
+    /// other hosts reach it without waiting for this host's next pass
+    /// (which records it if this fails). Its addresses are in this host's
+    /// blocks: [`Cluster::make_room`] saw to that.
+    pub async fn announce(&self, a: &crate::model::Attachment) {
+        let Some(lease) = *self.held.lock().await else {
+            return;
+        };
+        let client = self.follower.lock().await.clone();
+        let Some(mut client) = client else {
+            return;
+        };
+        let e = self.join.endpoint_of(a);
+        if let Err(err) = self.join.store.publish(&mut client, &e, lease).await {
+            tracing::warn!(network = %a.network, mac = %a.mac, "{err}: recorded at the next pass");
+        }
     }
 
     /// Network `name` as this host has it, cluster network `name` made
@@ -740,6 +772,10 @@ async fn pass(
         .into_iter()
         .map(|m| m.host)
         .collect();
+    // Read before this host's attachments: a container an attach records
+    // meanwhile (Cluster::announce) is then either in both or not yet in
+    // the record, never withdrawn as gone.
+    let listed = join.store.endpoints(client).await?;
     let c = ctx.clone();
     let attachments: Vec<_> = blocking(move || c.with_engine(|e| e.attachments()))
         .await?
@@ -783,19 +819,11 @@ async fn pass(
             }
             continue;
         }
-        mine.push(Endpoint {
-            network: a.network.clone(),
-            host: join.me.host.clone(),
-            mac: a.mac,
-            addresses: a.addresses.iter().map(|n| n.addr()).collect(),
-            vtep: join.me.vtep,
-            selectors: a.selector_keys(),
-        });
+        mine.push(join.endpoint_of(a));
     }
     memory
         .told
         .retain(|(n, m)| attachments.iter().any(|a| a.network == *n && a.mac == *m));
-    let listed = join.store.endpoints(client).await?;
     // Recorded under another lease is published again: a daemon back
     // after a crash finds its containers still under its predecessor's
     // lease, which will expire.

@@ -772,9 +772,10 @@ pub(crate) async fn attach_opened(
     req: crate::model::AttachRequest,
     open: Opener,
 ) -> Result<Attachment> {
-    if let Some(cluster) = &ctx.cluster {
-        cluster.make_room(ctx, &req).await?;
-    }
+    let on_cluster = match &ctx.cluster {
+        Some(cluster) => cluster.make_room(ctx, &req).await?,
+        None => false,
+    };
     let c = ctx.clone();
     let (r, o) = (req.clone(), open.clone());
     let done = blocking(move || {
@@ -795,6 +796,9 @@ pub(crate) async fn attach_opened(
         }
         None => attach_dhcp(ctx, req.clone(), open).await?,
     };
+    if let (true, Some(cluster)) = (on_cluster, &ctx.cluster) {
+        cluster.announce(&a).await;
+    }
     ctx.local_change.notify_one();
     let (c, done) = (ctx.clone(), a.clone());
     blocking(move || c.with_engine(|e| e.declare(&done, &req))).await?;

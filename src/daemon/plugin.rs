@@ -661,6 +661,7 @@ impl DockerDriver {
             cluster
                 .make_room(&self.ctx, &req)
                 .await
+                .map(drop)
                 .map_err(|e| options::in_docker_terms(&e.to_string(), true))?;
         }
         let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
