@@ -2,9 +2,9 @@
 //! lab namespaces, attachments, host routes and firewall rules, and a
 //! cluster's part (see [`cluster`]): vxlan networks and rules for every
 //! host. Everything `up` creates on this host is tagged with the topology's
-//! owner tag (what the host's daemon attaches is the file's because the
-//! file declares it), so `down` removes exactly that, and a second `up`
-//! finds it all in place and changes nothing.
+//! owner tag (the host's daemon tags what it attaches for the file), so
+//! `down` removes exactly that, and a second `up` finds it all in place and
+//! changes nothing.
 
 pub mod cluster;
 
@@ -316,11 +316,15 @@ impl Topology {
             let at = |e: Error| Error::Conflict(format!("{}: {e}", attach_entry(i, spec)));
             let (ifname, addrs) = match plan.through_daemon {
                 // The daemon claims a cluster network's addresses and
-                // makes it here if it is not yet; it records no owner.
+                // makes it here if it is not yet.
                 true => {
-                    let listed =
-                        crate::cli::attach_as(host.daemon, spec.clone(), Some(&mut *host.engine))
-                            .map_err(at)?;
+                    let listed = crate::cli::attach_as(
+                        host.daemon,
+                        spec.clone(),
+                        Some(&mut *host.engine),
+                        Some(owner),
+                    )
+                    .map_err(at)?;
                     let addrs = listed["Addresses"]
                         .as_array()
                         .into_iter()
@@ -510,8 +514,8 @@ impl Topology {
     }
 
     /// The attachments of this host that are the file's: tagged with
-    /// `owner`, declared by an `[[attach]]` entry (one made through the
-    /// daemon carries no tag), or of a namespace the file made.
+    /// `owner` (the daemon tags those it attaches for the file too), or of
+    /// a namespace the file made.
     fn ours(&self, engine: &Engine, owner: &str) -> Result<Vec<Ours>> {
         let namespaces: Vec<String> = engine
             .namespaces()?
@@ -519,23 +523,11 @@ impl Topology {
             .filter(|(_, o)| o.as_deref() == Some(owner))
             .map(|(n, _)| n)
             .collect();
-        let mut declared = Vec::new();
-        for spec in &self.attach {
-            declared.extend(
-                engine
-                    .attachments_of(&spec.target)?
-                    .into_iter()
-                    .filter(|s| s.attachment.network == spec.network)
-                    .map(|s| s.attachment.host_ifname),
-            );
-        }
         Ok(engine
             .attachments()?
             .into_iter()
             .filter(|s| {
-                s.owner.as_deref() == Some(owner)
-                    || declared.contains(&s.attachment.host_ifname)
-                    || namespaces.contains(&s.attachment.target)
+                s.owner.as_deref() == Some(owner) || namespaces.contains(&s.attachment.target)
             })
             .map(|s| Ours {
                 target: s.attachment.target,

@@ -137,6 +137,40 @@ fn down_leaves_what_up_did_not_make() {
 }
 
 #[test]
+fn what_the_daemon_attaches_for_a_file_is_the_files_and_only_that() {
+    let lab = Lab::new("ownd");
+    let _daemon = lab.daemon(&[]);
+    // Namespaces the file does not make: only the owner its attachment
+    // carries tells `down` it is the file's.
+    let (x, y) = (lab.netns("x"), lab.netns("y"));
+    let file = lab.state.path().join("t.toml");
+    let x_only = format!(
+        "[[network]]\nname = \"n\"\nsubnet = [\"10.67.0.0/24\"]\n\n[[attach]]\ntarget = \"{x}\"\nnetwork = \"n\"\n"
+    );
+    std::fs::write(&file, &x_only).unwrap();
+    let f = file.to_str().unwrap();
+    let up = lab.ok(&["up", f]);
+    assert!(up.contains(&format!("attached {x} to n")), "{up}");
+    // y is attached by hand, then the file declares it too: `up` finds it
+    // in place, and it stays the hand's.
+    lab.ok(&["attach", &y, "n"]);
+    let with_y = format!("{x_only}\n[[attach]]\ntarget = \"{y}\"\nnetwork = \"n\"\n");
+    std::fs::write(&file, with_y).unwrap();
+    assert_eq!(lab.ok(&["up", f]).trim(), "up to date: nothing to change");
+    // y is not the file's: it keeps the file's network.
+    let err = lab.fails(&["down", f]);
+    assert!(
+        err.contains("nothing was removed") && err.contains(&y),
+        "{err}"
+    );
+    lab.ok(&["detach", &y]);
+    let down = lab.ok(&["down", f]);
+    assert!(down.contains(&format!("detached {x} from n")), "{down}");
+    assert_eq!(links(&x), vec!["lo"]);
+    assert_eq!(lab.ok(&["network", "ls"]).lines().count(), 1);
+}
+
+#[test]
 fn failed_up_takes_back_what_it_made() {
     let lab = Lab::new("upfail");
     let ns = lab.name("x");

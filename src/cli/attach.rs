@@ -113,17 +113,19 @@ pub fn attach(daemon: &Daemon, args: AttachArgs) -> Result<()> {
         alias: args.alias,
         cni_container: None,
     };
-    let listed = attach_as(daemon, spec, None)?;
+    let listed = attach_as(daemon, spec, None, None)?;
     outln!("{}", attached_line(&listed));
     Ok(())
 }
 
-/// Attach as `spec` says, with `engine` (opened here if None) when no
-/// daemon serves; the attachment as `plumb ls --json` lists it.
+/// Attach as `spec` says, for `owner` (a topology's tag), with `engine`
+/// (opened here if None) when no daemon serves; the attachment as `plumb
+/// ls --json` lists it.
 pub fn attach_as(
     daemon: &Daemon,
     spec: AttachSpec,
     engine: Option<&mut Engine>,
+    owner: Option<&str>,
 ) -> Result<serde_json::Value> {
     // Bad input is refused before anyone is asked.
     let mut req = spec.validate()?;
@@ -142,6 +144,7 @@ pub fn attach_as(
     let request = Request::Attach {
         spec: Box::new(spec),
         netns,
+        owner: owner.map(str::to_string),
     };
     if let Some(v) = daemon.try_call(&request)? {
         return Ok(v);
@@ -160,7 +163,7 @@ pub fn attach_as(
         return daemon.call(&request);
     }
     let opened = crate::target::Target::parse(&target)?.open()?;
-    let a = engine.attach_opened(opened, &req, None)?;
+    let a = engine.attach_opened(opened, &req, owner)?;
     engine.declare(&a, &req)?;
     Ok(report::listed(&a))
 }

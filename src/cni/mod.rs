@@ -221,7 +221,7 @@ fn add(inv: &Invocation, conf: &NetConf, daemon: &Daemon) -> Result<Value, CniEr
     if let Some(p) = pod.and_then(|p| crate::model::dns_name("K8S_POD_NAME", p).ok()) {
         spec.alias.insert(0, p);
     }
-    crate::cli::attach_as(daemon, spec, Some(&mut engine)).map_err(failed)?;
+    crate::cli::attach_as(daemon, spec, Some(&mut engine), None).map_err(failed)?;
     let a = find(&engine, &inv.container_id, &inv.ifname)?.ok_or_else(|| {
         CniError::new(
             code::FAILED,

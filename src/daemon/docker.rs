@@ -337,7 +337,7 @@ async fn attach_declared(
             process: NsProcess::of(pid),
         })
     });
-    attach_opened(ctx, req, opener).await.map(|_| ())
+    attach_opened(ctx, req, opener, None).await.map(|_| ())
 }
 
 /// A container died: its attachments go now, leases released (what it

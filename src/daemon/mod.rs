@@ -695,7 +695,7 @@ async fn handle(ctx: Arc<Ctx>, stream: UnixStream) {
 
 async fn dispatch(ctx: &Arc<Ctx>, req: Request) -> Result<Value> {
     match req {
-        Request::Attach { spec, netns } => attach(ctx, *spec, netns).await,
+        Request::Attach { spec, netns, owner } => attach(ctx, *spec, netns, owner).await,
         Request::Detach { target, network } => detach(ctx, target, network).await,
         Request::Bring { network } => {
             if let Some(cluster) = &ctx.cluster {
@@ -735,6 +735,7 @@ async fn attach(
     ctx: &Arc<Ctx>,
     spec: crate::model::AttachSpec,
     netns: Option<String>,
+    owner: Option<String>,
 ) -> Result<Value> {
     let mut req = spec.validate()?;
     let target = spec.target.clone();
@@ -758,7 +759,7 @@ async fn attach(
             },
         }
     });
-    attach_opened(ctx, req, opener)
+    attach_opened(ctx, req, opener, owner)
         .await
         .map(|a| report::listed(&a))
 }
@@ -766,18 +767,19 @@ async fn attach(
 /// Opens an attach's target, on the blocking pool.
 pub(crate) type Opener = Arc<dyn Fn() -> Result<crate::target::Opened> + Send + Sync>;
 
-/// [`attach`] of a request whose target `open` opens.
+/// [`attach`] of a request whose target `open` opens, for `owner`.
 pub(crate) async fn attach_opened(
     ctx: &Arc<Ctx>,
     req: crate::model::AttachRequest,
     open: Opener,
+    owner: Option<String>,
 ) -> Result<Attachment> {
     let on_cluster = match &ctx.cluster {
         Some(cluster) => cluster.make_room(ctx, &req).await?,
         None => false,
     };
     let c = ctx.clone();
-    let (r, o) = (req.clone(), open.clone());
+    let (r, o, w) = (req.clone(), open.clone(), owner.clone());
     let done = blocking(move || {
         c.with_engine(|e| {
             let net = e.network(&r.network)?.network;
@@ -785,7 +787,7 @@ pub(crate) async fn attach_opened(
                 crate::engine::check_ipam(&net, &r, Ipam::Dhcp)?;
                 return Ok(None);
             }
-            e.attach_opened(o()?, &r, None).map(Some)
+            e.attach_opened(o()?, &r, w.as_deref()).map(Some)
         })
     })
     .await?;
@@ -794,7 +796,7 @@ pub(crate) async fn attach_opened(
             tracing::info!(target = %a.shown_target(), network = %a.network, ifname = %a.ifname, "attached");
             a
         }
-        None => attach_dhcp(ctx, req.clone(), open).await?,
+        None => attach_dhcp(ctx, req.clone(), open, owner).await?,
     };
     if let (true, Some(cluster)) = (on_cluster, &ctx.cluster) {
         cluster.announce(&a).await;
@@ -811,11 +813,12 @@ async fn attach_dhcp(
     ctx: &Arc<Ctx>,
     req: crate::model::AttachRequest,
     open: Opener,
+    owner: Option<String>,
 ) -> Result<Attachment> {
     let c = ctx.clone();
     let a = blocking(move || {
         let opened = open()?;
-        c.with_engine(|e| e.attach_dhcp_link(opened, &req, None))
+        c.with_engine(|e| e.attach_dhcp_link(opened, &req, owner.as_deref()))
     })
     .await?;
     let undo = |ctx: Arc<Ctx>, a: Attachment| async move {

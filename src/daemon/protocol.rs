@@ -33,6 +33,10 @@ pub enum Request {
         /// lead there (it runs in another mount namespace).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         netns: Option<String>,
+        /// What the attachment belongs to (a topology file's
+        /// `topology:NAME`), as `plumb down` finds it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Detach (releasing any lease first).
     Detach {
