@@ -21,9 +21,10 @@
 //! with the other hosts' containers. An attach or detach here starts a pass
 //! at once. Every pass reads the whole record, so a watch that fell behind
 //! costs nothing but a pass. What the watch says of other hosts' containers
-//! alone is applied as it is, without one: with a hundred hosts, a pass on
-//! every host for each container was the time an attach took to be
-//! reached. Following has its own connection, which fails
+//! is applied as it is, before any pass, and without one when that is all
+//! it says: with a hundred hosts, a pass on every host for each change was
+//! most of the time an attach took to be reached, and a dead host to be
+//! forgotten. Following has its own connection, which fails
 //! over by itself: a slow pass never delays a keep-alive.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -524,18 +525,21 @@ async fn follow_through(
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
-    // What the watch saw, when it is only other hosts' containers: applied
-    // as it is, without a pass (with a hundred hosts, each container
-    // coming made every host read every other's).
-    let mut seen: Option<Vec<Seen>> = None;
+    // What the watch saw of other hosts' containers is applied as it is,
+    // first; a pass follows only when it saw more (with a hundred hosts, a
+    // pass on every host for each container was most of the time an attach
+    // took to be reached, and of the time a dead host took to be
+    // forgotten).
+    let mut news = News::pass();
     memory.others = None;
     loop {
         let held = *lease.borrow_and_update();
         if let Some(held) = held {
-            let done = match seen.take() {
-                Some(seen) => others_changed(ctx, memory, seen).await,
-                None => pass(ctx, cluster, &mut client, held, memory).await,
-            };
+            let news = std::mem::replace(&mut news, News::pass());
+            let mut done = others_changed(ctx, memory, news.seen).await;
+            if done.is_ok() && news.pass {
+                done = pass(ctx, cluster, &mut client, held, memory).await;
+            }
             match done {
                 Ok(()) => {
                     errors.ended("cluster pass");
@@ -561,7 +565,7 @@ async fn follow_through(
                     {
                         burst.push(more);
                     }
-                    seen = others_only(join, memory, &burst);
+                    news = News::read(join, memory, &burst);
                 }
                 Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
                 Err(e) => {
@@ -580,42 +584,64 @@ async fn follow_through(
     }
 }
 
-/// What `burst` says, if it is only changes to other hosts' containers
-/// and a pass read them before (else None: a pass is due). This host's
-/// own records are its passes' doing; one of them removed is published
-/// again by a pass.
-fn others_only(
-    join: &Join,
-    memory: &Memory,
-    burst: &[etcd_client::WatchResponse],
-) -> Option<Vec<Seen>> {
-    let others = memory.others.as_ref()?;
-    let me = &join.me.host;
-    let mut seen = Vec::new();
-    for response in burst {
-        // Compacted past what it was to send: a pass reads it all.
-        if response.canceled() || response.compact_revision() > 0 {
-            return None;
-        }
-        for event in response.events() {
-            let kv = event.kv()?;
-            let put = event.event_type() == etcd_client::EventType::Put;
-            match join.store.seen(put, kv.key(), kv.value()) {
-                Seen::Recorded(_, e) if e.host == *me => {}
-                Seen::Recorded(key, e) => seen.push(Seen::Recorded(key, e)),
-                Seen::Removed { host, .. } if host == *me => return None,
-                Seen::Removed { key, host } if others.contains_key(&key) => {
-                    seen.push(Seen::Removed { key, host })
-                }
-                Seen::Removed { .. } => {}
-                Seen::Other => return None,
-            }
-        }
-    }
-    Some(seen)
+/// What the watch said since the last look.
+struct News {
+    /// Other hosts' containers recorded or removed.
+    seen: Vec<Seen>,
+    /// Whether a pass is due too: the watch saw more than those.
+    pass: bool,
 }
 
-/// Apply other hosts' containers recorded or removed, as [`others_only`]
+impl News {
+    /// Nothing known but that a pass is due.
+    fn pass() -> News {
+        News {
+            seen: Vec::new(),
+            pass: true,
+        }
+    }
+
+    /// What `burst` says. Other hosts' containers are read only when a
+    /// pass read them before (else a pass is due). This host's own records
+    /// are its passes' doing; one of them removed is published again by a
+    /// pass.
+    fn read(join: &Join, memory: &Memory, burst: &[etcd_client::WatchResponse]) -> News {
+        let Some(others) = memory.others.as_ref() else {
+            return News::pass();
+        };
+        let me = &join.me.host;
+        let mut news = News {
+            seen: Vec::new(),
+            pass: false,
+        };
+        for response in burst {
+            // Compacted past what it was to send: a pass reads it all.
+            if response.canceled() || response.compact_revision() > 0 {
+                news.pass = true;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else {
+                    news.pass = true;
+                    continue;
+                };
+                let put = event.event_type() == etcd_client::EventType::Put;
+                match join.store.seen(put, kv.key(), kv.value()) {
+                    Seen::Recorded(_, e) if e.host == *me => {}
+                    Seen::Recorded(key, e) => news.seen.push(Seen::Recorded(key, e)),
+                    Seen::Removed { host, .. } if host == *me => news.pass = true,
+                    Seen::Removed { key, host } if others.contains_key(&key) => {
+                        news.seen.push(Seen::Removed { key, host })
+                    }
+                    Seen::Removed { .. } => {}
+                    Seen::Other => news.pass = true,
+                }
+            }
+        }
+        news
+    }
+}
+
+/// Apply other hosts' containers recorded or removed, as [`News::read`]
 /// read them, to the overlays they are on and the policy sets.
 async fn others_changed(ctx: &Arc<Ctx>, memory: &mut Memory, seen: Vec<Seen>) -> Result<()> {
     let Some(others) = memory.others.as_mut() else {
