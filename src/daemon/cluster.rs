@@ -565,6 +565,18 @@ async fn follow_through(
                     {
                         burst.push(more);
                     }
+                    // Cancelled (it fell behind a compaction, say), it
+                    // says nothing more: watched again, after a pass.
+                    if let Some(r) = burst.iter().find(|r| r.canceled()) {
+                        return Error::Conflict(format!(
+                            "the cluster's watch was cancelled (compacted at revision {}{})",
+                            r.compact_revision(),
+                            match r.cancel_reason() {
+                                "" => String::new(),
+                                why => format!(": {why}"),
+                            }
+                        ));
+                    }
                     news = News::read(join, memory, &burst);
                 }
                 Ok(None) => return Error::Conflict("the cluster's watch ended".into()),
@@ -615,10 +627,6 @@ impl News {
             pass: false,
         };
         for response in burst {
-            // Compacted past what it was to send: a pass reads it all.
-            if response.canceled() || response.compact_revision() > 0 {
-                news.pass = true;
-            }
             for event in response.events() {
                 let Some(kv) = event.kv() else {
                     news.pass = true;
