@@ -399,9 +399,10 @@ impl Topology {
         Ok(summary)
     }
 
-    /// Take this host's part away: everything tagged with `owner` and the
-    /// attachments the file declares (through `daemon` when one serves), in
-    /// reverse order of creation, or nothing: what would stop it half way
+    /// Take this host's part away: everything tagged with `owner` (its
+    /// attachments through `daemon` when one serves) and the attachments of
+    /// the namespaces it made, in reverse order of creation, or nothing:
+    /// what would stop it half way
     /// (another's attachment or rule on one of its networks) is found
     /// first. Then the cluster's part, once no host has containers on the
     /// file's cluster networks (else it says which do).
