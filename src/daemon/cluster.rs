@@ -178,8 +178,7 @@ impl Cluster {
     /// it asks for claimed if nobody has them, and a block with room for
     /// each family it does not. Without the store, the attach makes do
     /// with the blocks this host has, and one that needs another is
-    /// refused, saying so.
-    /// True if the network is a cluster network.
+    /// refused, saying so. Returns whether the network is a cluster's.
     pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<bool> {
         let Some(net) = self.bring(ctx, &req.network).await? else {
             // The attach says what is wrong with the network.
@@ -525,11 +524,8 @@ async fn follow_through(
         Err(e) => return e,
     };
     let mut errors = Repeated::default();
-    // What the watch saw of other hosts' containers is applied as it is,
-    // first; a pass follows only when it saw more (with a hundred hosts, a
-    // pass on every host for each container was most of the time an attach
-    // took to be reached, and of the time a dead host took to be
-    // forgotten).
+    // What the watch saw since the last look; at first, only that a pass
+    // is due.
     let mut news = News::pass();
     memory.others = None;
     loop {
