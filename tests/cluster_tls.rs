@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::cluster::{Daemon, log_of, plumb_at, text};
+use common::cluster::{Daemon, etcd_with, log_of, plumb_at, text};
 use common::{Bg, Lab, must, wait_for, wait_until};
 use serde_json::Value;
 
@@ -81,26 +81,17 @@ fn underlay(lab: &Lab) -> String {
 /// `root`, and `plumb` with role `plumb` (readwrite on the `/plumb/`
 /// prefix).
 fn etcd(lab: &Lab, ns: &str, pki: &Pki) -> Bg {
-    let data = lab.state.path().join("etcd-data");
-    let bg = lab.spawn_in(
+    let bg = etcd_with(
+        lab,
         ns,
+        "https",
         &format!(
-            "etcd --name e1 --data-dir {} --listen-client-urls https://10.250.0.10:2379 \
-             --advertise-client-urls https://10.250.0.10:2379 \
-             --listen-peer-urls http://127.0.0.1:2380 \
-             --initial-advertise-peer-urls http://127.0.0.1:2380 \
-             --initial-cluster e1=http://127.0.0.1:2380 \
-             --cert-file {} --key-file {} --trusted-ca-file {} --client-cert-auth",
-            data.display(),
+            "--cert-file {} --key-file {} --trusted-ca-file {} --client-cert-auth",
             pki.file("server.pem"),
             pki.file("server.key"),
             pki.file("ca.pem"),
         ),
-        "etcd.log",
     );
-    wait_until("etcd to listen", 20, || {
-        String::from_utf8_lossy(&lab.exec(ns, "ss -ltn").stdout).contains("10.250.0.10:2379")
-    });
     let etcdctl = format!(
         "etcdctl --endpoints https://10.250.0.10:2379 --cacert {} --cert {} --key {} --dial-timeout 3s",
         pki.file("ca.pem"),

@@ -36,15 +36,21 @@ pub fn underlay(lab: &Lab) -> Underlay {
 }
 
 pub fn etcd(lab: &Lab, ns: &str) -> Bg {
+    etcd_with(lab, ns, "http", "")
+}
+
+/// One etcd member in `ns`, serving clients at `scheme`://10.250.0.10:2379,
+/// with `extra` flags (TLS files, say); returned once it listens.
+pub fn etcd_with(lab: &Lab, ns: &str, scheme: &str, extra: &str) -> Bg {
     let data = lab.state.path().join("etcd-data");
     let bg = lab.spawn_in(
         ns,
         &format!(
-            "etcd --name e1 --data-dir {} --listen-client-urls http://10.250.0.10:2379 \
-             --advertise-client-urls http://10.250.0.10:2379 \
+            "etcd --name e1 --data-dir {} --listen-client-urls {scheme}://10.250.0.10:2379 \
+             --advertise-client-urls {scheme}://10.250.0.10:2379 \
              --listen-peer-urls http://127.0.0.1:2380 \
              --initial-advertise-peer-urls http://127.0.0.1:2380 \
-             --initial-cluster e1=http://127.0.0.1:2380",
+             --initial-cluster e1=http://127.0.0.1:2380 {extra}",
             data.display()
         ),
         "etcd.log",
