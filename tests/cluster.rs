@@ -237,6 +237,108 @@ fn tenants_stay_apart_the_store_may_restart_and_a_network_goes_once_unused() {
 }
 
 #[test]
+fn two_hosts_racing_for_blocks_and_for_one_address_never_hand_out_one_twice() {
+    let lab = Lab::new("clr");
+    let (u, _etcd, _d1, _d2) = two_members(&lab);
+    // Blocks of 8 addresses: a dozen containers per host claim several
+    // each, both hosts at once.
+    lab.ok(&[
+        "network",
+        "create",
+        "t1",
+        "--driver",
+        "vxlan",
+        "--vni",
+        "4600",
+        "--subnet",
+        "10.160.0.0/24",
+        "--block-size",
+        "29",
+        "--cluster-store",
+        STORE,
+    ]);
+    let hosts = [
+        (lab.host.clone(), "d1", "h1"),
+        (u.host2.clone(), "d2", "h2"),
+    ];
+    for (ns, log, _) in &hosts {
+        wait_until("the network on both hosts", 15, || {
+            text(&plumb_at(&lab, ns, log, &["network", "ls"])).contains("t1 ")
+        });
+    }
+    let targets: Vec<Vec<String>> = (0..2)
+        .map(|h| (0..12).map(|i| lab.netns(&format!("r{h}x{i}"))).collect())
+        .collect();
+    let given: Vec<(String, String)> = std::thread::scope(|s| {
+        let runs: Vec<_> = hosts
+            .iter()
+            .zip(&targets)
+            .flat_map(|((ns, log, host), targets)| {
+                let lab = &lab;
+                targets.iter().map(move |t| {
+                    s.spawn(move || {
+                        let out = plumb_at(lab, ns, log, &["attach", t, "t1"]);
+                        assert!(out.status.success(), "{}", text(&out));
+                        let line = text(&out);
+                        let address = line.split_whitespace().nth(3).unwrap();
+                        let address = address.split('/').next().unwrap().to_string();
+                        (host.to_string(), address)
+                    })
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut addresses: Vec<&String> = given.iter().map(|(_, a)| a).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 24, "an address given twice: {given:?}");
+    // Each from a block its host holds, as both hosts see the blocks once
+    // each has mirrored the other's claims.
+    let blocks = wait_for("both hosts to see the same blocks", 15, || {
+        let (one, two) = (
+            blocks_at(&lab, &lab.host, "d1", "t1"),
+            blocks_at(&lab, &u.host2, "d2", "t1"),
+        );
+        match one == two {
+            true => Ok(one),
+            false => Err(format!("{one:?}\n{two:?}")),
+        }
+    });
+    for (host, address) in &given {
+        let last: u32 = address.rsplit('.').next().unwrap().parse().unwrap();
+        let block = format!("10.160.0.{}/29", last / 8 * 8);
+        assert!(
+            blocks.contains(&(block.clone(), host.clone())),
+            "{address} of {host}: {block} is not its in {blocks:?}"
+        );
+    }
+
+    // Both ask for one address of a block nobody has, at once: one gets
+    // it, the other is refused, naming the host that did.
+    let (a, b) = (lab.netns("a"), lab.netns("b"));
+    let wanted = "10.160.0.250";
+    let asked: Vec<std::process::Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = [(&hosts[0], &a), (&hosts[1], &b)]
+            .into_iter()
+            .map(|((ns, log, _), t)| {
+                let lab = &lab;
+                s.spawn(move || plumb_at(lab, ns, log, &["attach", t, "t1", "--ip", wanted]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = (0..2).filter(|i| asked[*i].status.success()).collect();
+    assert_eq!(won.len(), 1, "{} / {}", text(&asked[0]), text(&asked[1]));
+    let (winner, loser) = (hosts[won[0]].2, &asked[1 - won[0]]);
+    assert!(
+        text(loser).contains(&format!("of host `{winner}`")),
+        "{}",
+        text(loser)
+    );
+}
+
+#[test]
 fn blocks_go_back_when_unused_a_gone_hosts_after_the_grace_and_a_stale_host_takes_nothing() {
     let lab = Lab::new("clb");
     let u = underlay(&lab);

@@ -109,6 +109,48 @@ pub struct Cluster {
     /// On-demand networks made here for an attach, and when: kept a moment
     /// even with no container yet.
     brought: Mutex<HashMap<String, Instant>>,
+    /// Per network, the attaches here between their room being made and
+    /// their addresses taken.
+    in_flight: Arc<std::sync::Mutex<HashMap<String, u128>>>,
+}
+
+/// An attach to a cluster network on its way, from [`Cluster::make_room`]
+/// until dropped (once its addresses are taken): counted in, so that
+/// attaches at once on one host claim room for all of them, not each for
+/// itself from the same free count.
+pub struct Room {
+    in_flight: Arc<std::sync::Mutex<HashMap<String, u128>>>,
+    network: String,
+}
+
+impl Room {
+    /// Count one attach to `network` in; how many were on their way.
+    fn enter(
+        in_flight: &Arc<std::sync::Mutex<HashMap<String, u128>>>,
+        network: &str,
+    ) -> (Room, u128) {
+        let mut counts = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(network.to_string()).or_default();
+        let before = *n;
+        *n += 1;
+        let room = Room {
+            in_flight: in_flight.clone(),
+            network: network.to_string(),
+        };
+        (room, before)
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        let mut counts = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.network) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.network);
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -119,6 +161,7 @@ impl Cluster {
             follower: Mutex::default(),
             claims: Mutex::default(),
             brought: Mutex::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -178,25 +221,28 @@ impl Cluster {
     /// it asks for claimed if nobody has them, and a block with room for
     /// each family it does not. Without the store, the attach makes do
     /// with the blocks this host has, and one that needs another is
-    /// refused, saying so. Returns whether the network is a cluster's.
-    pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<bool> {
+    /// refused, saying so. A cluster network's attach holds the [`Room`]
+    /// until its addresses are taken.
+    pub async fn make_room(&self, ctx: &Arc<Ctx>, req: &AttachRequest) -> Result<Option<Room>> {
         let Some(net) = self.bring(ctx, &req.network).await? else {
             // The attach says what is wrong with the network.
-            return Ok(false);
+            return Ok(None);
         };
         let Some(overlay) = overlay_of(&net) else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut claims = self.claims.lock().await;
         let (c, name) = (ctx.clone(), net.name.clone());
         let free = blocking(move || c.with_engine(|e| e.free_in_own_blocks(&name))).await?;
+        // Those on their way take their addresses from the same blocks.
+        let (room, ahead) = Room::enter(&self.in_flight, &net.name);
         let client = self.follower.lock().await.clone();
         let Some(mut client) = client else {
             let full = free
                 .iter()
-                .find(|(s, f)| *f == 0 && !req.ips.iter().any(|ip| s.contains(ip)));
+                .find(|(s, f)| *f <= ahead && !req.ips.iter().any(|ip| s.contains(ip)));
             return match full {
-                None => Ok(true),
+                None => Ok(Some(room)),
                 Some((subnet, _)) => Err(Error::Cluster {
                     store: self.join.store.endpoints.join(","),
                     reason: format!(
@@ -215,27 +261,40 @@ impl Cluster {
                 .filter_map(|ip| overlay.block_of(subnet, *ip))
                 .collect();
             for block in &asked {
-                if !claimed.iter().any(|(b, _)| b == block) {
-                    self.claim(&mut client, &net, *block, &mut claimed, &mut claims)
-                        .await?;
+                if !claimed.iter().any(|(b, _)| b == block)
+                    && !self
+                        .claim(&mut client, &net, *block, &mut claimed, &mut claims)
+                        .await?
+                {
+                    // Another host took it a moment ago: read again, so
+                    // the attach's refusal names it.
+                    claimed = self.join.store.blocks(&mut client, &net.name).await?;
                 }
             }
-            if asked.is_empty() && free == 0 {
-                self.claim_next(
-                    &mut client,
-                    &net,
-                    &overlay,
-                    subnet,
-                    &mut claimed,
-                    &mut claims,
-                )
-                .await?;
+            let mut free = free;
+            while asked.is_empty() && free <= ahead {
+                match self
+                    .claim_next(
+                        &mut client,
+                        &net,
+                        &overlay,
+                        subnet,
+                        &mut claimed,
+                        &mut claims,
+                    )
+                    .await
+                {
+                    Ok(block) => free += overlay_free(&net, &[], block),
+                    // No block left: what is free goes to who comes first.
+                    Err(Error::Ipam { .. }) if free > 0 => break,
+                    Err(e) => return Err(e),
+                }
             }
         }
         // Mirrored whether or not this host claimed: an asked address in a
         // block another host took a moment ago is refused naming that host.
         self.mirror(ctx, &net.name, &claimed).await?;
-        Ok(true)
+        Ok(Some(room))
     }
 
     /// Record container `a`, just attached to a cluster network, now: the
@@ -310,7 +369,7 @@ impl Cluster {
     }
 
     /// Claim the first block of `subnet` nobody has (one another host
-    /// takes meanwhile is passed over).
+    /// takes meanwhile is passed over); the block.
     async fn claim_next(
         &self,
         client: &mut etcd_client::Client,
@@ -319,12 +378,12 @@ impl Cluster {
         subnet: IpNet,
         claimed: &mut Vec<(IpNet, String)>,
         claims: &mut HashMap<IpNet, Instant>,
-    ) -> Result<()> {
+    ) -> Result<IpNet> {
         for block in overlay.blocks_of(subnet) {
             if !claimed.iter().any(|(b, _)| *b == block)
                 && self.claim(client, net, block, claimed, claims).await?
             {
-                return Ok(());
+                return Ok(block);
             }
         }
         Err(Error::Ipam {

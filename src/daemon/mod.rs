@@ -774,9 +774,9 @@ pub(crate) async fn attach_opened(
     open: Opener,
     owner: Option<String>,
 ) -> Result<Attachment> {
-    let on_cluster = match &ctx.cluster {
+    let room = match &ctx.cluster {
         Some(cluster) => cluster.make_room(ctx, &req).await?,
-        None => false,
+        None => None,
     };
     let c = ctx.clone();
     let (r, o, w) = (req.clone(), open.clone(), owner.clone());
@@ -798,7 +798,8 @@ pub(crate) async fn attach_opened(
         }
         None => attach_dhcp(ctx, req.clone(), open, owner).await?,
     };
-    if let (true, Some(cluster)) = (on_cluster, &ctx.cluster) {
+    if let (Some(room), Some(cluster)) = (room, &ctx.cluster) {
+        drop(room);
         cluster.announce(&a).await;
     }
     ctx.local_change.notify_one();

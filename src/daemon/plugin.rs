@@ -654,20 +654,22 @@ impl DockerDriver {
             req.mac = None;
         }
         let spec = options::attach_spec(&network, &req)?;
+        // Held until the endpoint has its addresses.
+        let mut room = None;
         if let Some(cluster) = &self.ctx.cluster {
             let req = spec
                 .validate()
                 .map_err(|e| options::in_docker_terms(&e.to_string(), true))?;
-            cluster
+            room = cluster
                 .make_room(&self.ctx, &req)
                 .await
-                .map(drop)
                 .map_err(|e| options::in_docker_terms(&e.to_string(), true))?;
         }
         let (eid, nid) = (c.endpoint_id.clone(), c.network_id.clone());
         let mut a = self
             .engine(true, move |e| e.docker_endpoint_create(&eid, &nid, &spec))
             .await?;
+        drop(room);
         if let Some(t) = taken {
             let h = a.host_ifname.clone();
             match self
