@@ -242,21 +242,7 @@ fn two_hosts_racing_for_blocks_and_for_one_address_never_hand_out_one_twice() {
     let (u, _etcd, _d1, _d2) = two_members(&lab);
     // Blocks of 8 addresses: a dozen containers per host claim several
     // each, both hosts at once.
-    lab.ok(&[
-        "network",
-        "create",
-        "t1",
-        "--driver",
-        "vxlan",
-        "--vni",
-        "4600",
-        "--subnet",
-        "10.160.0.0/24",
-        "--block-size",
-        "29",
-        "--cluster-store",
-        STORE,
-    ]);
+    define_with(&lab, "t1", "4600", "10.160.0.0/24", &["--block-size", "29"]);
     let hosts = [
         (lab.host.clone(), "d1", "h1"),
         (u.host2.clone(), "d2", "h2"),

@@ -169,7 +169,12 @@ pub fn leases(lab: &Lab, ns: &str) -> usize {
 
 /// Define cluster network `name` from the lab's host; what plumb said.
 pub fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) -> String {
-    lab.ok(&[
+    define_with(lab, name, vni, subnet, &[])
+}
+
+/// The same with `extra` options of `network create`.
+pub fn define_with(lab: &Lab, name: &str, vni: &str, subnet: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "network",
         "create",
         name,
@@ -181,7 +186,9 @@ pub fn define(lab: &Lab, name: &str, vni: &str, subnet: &str) -> String {
         subnet,
         "--cluster-store",
         STORE,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    lab.ok(&args)
 }
 
 /// Attach `target` on host `ns` (daemon `log`) once its blocks are there;
