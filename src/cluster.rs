@@ -577,12 +577,7 @@ impl ClusterStore {
             .policies(client)
             .await?
             .into_iter()
-            .filter(|(_, p)| {
-                [Some(&p.scope), p.from.as_ref(), p.to.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|w| w == name || w.strip_prefix("network:") == Some(name))
-            })
+            .filter(|(_, p)| names_network(p, name))
             .map(|(id, _)| id.to_string())
             .collect();
         if !naming.is_empty() {
@@ -909,6 +904,15 @@ impl ClusterStore {
 pub fn as_a_host_makes_it(mut spec: NetworkSpec) -> Result<crate::model::Network> {
     spec.vtep = Some("192.0.2.1".into());
     spec.validate()
+}
+
+/// Whether cluster rule `spec`, as written, names network `name` (by its
+/// name or as `network:NAME`): such a network cannot leave the cluster.
+pub fn names_network(spec: &PolicySpec, name: &str) -> bool {
+    [Some(&spec.scope), spec.from.as_ref(), spec.to.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|w| w == name || w.strip_prefix("network:") == Some(name))
 }
 
 /// A rule as it was written (`SCOPE allow from …`), for messages.

@@ -469,14 +469,12 @@ impl Topology {
         }
         // Through the daemon when one serves: it releases their leases and
         // withdraws them from the cluster.
-        let mut detached = Vec::new();
         for a in &ours {
             match crate::cli::detach_from(host.daemon, &a.target, Some(&a.network)) {
                 Ok(_) => {
                     summary
                         .changes
                         .push(format!("detached {} from {}", a.target, a.network));
-                    detached.push((a.network.clone(), a.mac));
                 }
                 Err(e) => errors.push(e.to_string()),
             }
@@ -505,7 +503,7 @@ impl Topology {
             }
         }
         if let Some(store) = cluster_store {
-            cluster::take_down(self, store, &detached, &mut summary, &mut errors);
+            cluster::take_down(self, store, &mut summary, &mut errors);
         }
         if errors.is_empty() {
             Ok(summary)

@@ -310,8 +310,27 @@ impl Cluster {
             return;
         };
         let e = self.join.endpoint_of(a);
-        if let Err(err) = self.join.store.publish(&mut client, &e, lease).await {
+        let published = self.join.store.publish(&mut client, &e, lease);
+        if let Err(err) = in_time(published).await {
             tracing::warn!(network = %a.network, mac = %a.mac, "{err}: recorded at the next pass");
+        }
+    }
+
+    /// Take the record of container `a`, just detached from a cluster
+    /// network (`net`), away now: the others stop reaching it, and one who
+    /// waits for it to go (a topology's `down`) need not wait for this
+    /// host's next pass (which withdraws it if this fails).
+    pub async fn withdraw(&self, net: &Network, a: &crate::model::Attachment) {
+        if overlay_of(net).is_none() {
+            return;
+        }
+        let client = self.follower.lock().await.clone();
+        let Some(mut client) = client else {
+            return;
+        };
+        let e = self.join.endpoint_of(a);
+        if let Err(err) = in_time(self.join.store.withdraw(&mut client, &e)).await {
+            tracing::warn!(network = %a.network, mac = %a.mac, "{err}: withdrawn at the next pass");
         }
     }
 
@@ -411,6 +430,23 @@ impl Cluster {
         blocking(move || c.with_engine(|e| e.set_cluster_blocks(&n, &blocks))).await
     }
 }
+
+/// What an attach or detach asks of the store itself, given up after
+/// [`IN_TIME`]: a member that stopped answering must not hold the attach
+/// (the next pass does it).
+async fn in_time(asked: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::time::timeout(IN_TIME, asked)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Conflict(format!(
+                "the cluster store did not answer in {} s",
+                IN_TIME.as_secs()
+            )))
+        })
+}
+
+/// See [`in_time`].
+const IN_TIME: Duration = Duration::from_secs(2);
 
 /// What a daemon remembers from one pass to the next.
 #[derive(Default)]

@@ -915,6 +915,12 @@ async fn detach(ctx: &Arc<Ctx>, target: String, network: Option<String>) -> Resu
     let done = blocking(move || c.with_engine(|e| e.detach(&target, network.as_deref()))).await?;
     for a in &done {
         tracing::info!(target = %a.target, network = %a.network, ifname = %a.ifname, "detached");
+        if let Some(cluster) = &ctx.cluster {
+            let (c, n) = (ctx.clone(), a.network.clone());
+            if let Ok(net) = blocking(move || c.with_engine(|e| Ok(e.network(&n)?.network))).await {
+                cluster.withdraw(&net, a).await;
+            }
+        }
     }
     if !done.is_empty() {
         ctx.local_change.notify_one();

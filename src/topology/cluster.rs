@@ -11,12 +11,11 @@
 //! cluster networks, and leaves it, saying who uses it, until then.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::{Made, Summary, Topology};
-use crate::cluster::{ClusterStore, Endpoint, as_a_host_makes_it, spec_words};
+use crate::cluster::{ClusterStore, Endpoint, as_a_host_makes_it, names_network, spec_words};
 use crate::cluster_rules::ClusterView;
 use crate::error::{Error, Result};
 use crate::model::{Mac, Network, NetworkSpec};
@@ -260,15 +259,6 @@ pub(super) fn add_rules(
     })
 }
 
-/// Whether cluster rule `spec` names network `name` (as the store's own
-/// check before a network goes reads it).
-fn names(spec: &PolicySpec, name: &str) -> bool {
-    [Some(&spec.scope), spec.from.as_ref(), spec.to.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|w| w == name || w.strip_prefix("network:") == Some(name))
-}
-
 /// The endpoints on the file's cluster networks.
 fn on_networks(topo: &Topology, endpoints: Vec<(Endpoint, i64)>) -> Vec<Endpoint> {
     endpoints
@@ -305,7 +295,7 @@ pub(super) fn check_down(
             if rules.contains(&spec) {
                 continue;
             }
-            if let Some(n) = topo.cluster_networks().find(|n| names(&spec, &n.name)) {
+            if let Some(n) = topo.cluster_networks().find(|n| names_network(&spec, &n.name)) {
                 blockers.push(format!(
                     "cluster rule {id} ({}) names network `{}` and is not this file's; remove it first (plumb policy rm {id} --cluster-store …)",
                     spec_words(&spec),
@@ -317,34 +307,19 @@ pub(super) fn check_down(
     })
 }
 
-/// How long `down` waits for the host's daemon to withdraw from the
-/// cluster the containers it just detached (it does at once, after its
-/// answer; one no daemon detached stays until its host's lease expires).
-const WITHDRAWN_IN: Duration = Duration::from_secs(10);
-
-/// After this host's part went (`detached`: the containers it took off
-/// cluster networks): the file's cluster rules and networks removed if no
-/// host has containers on them, else one line saying who has.
+/// After this host's part went: the file's cluster rules and networks
+/// removed if no host has containers on them, else one line saying who
+/// has.
 pub(super) fn take_down(
     topo: &Topology,
     store: &ClusterStore,
-    detached: &[(String, Mac)],
     summary: &mut Summary,
     errors: &mut Vec<String>,
 ) {
     let rules = rules_of(topo);
     let done = store.call(async |client| {
-        let deadline = Instant::now() + WITHDRAWN_IN;
-        let holders = loop {
-            let on = on_networks(topo, store.endpoints(client).await?);
-            let ours_left = on
-                .iter()
-                .any(|e| detached.contains(&(e.network.clone(), e.mac)));
-            if !ours_left || Instant::now() >= deadline {
-                break on;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // The host's daemon withdrew what it detached before it answered.
+        let holders = on_networks(topo, store.endpoints(client).await?);
         // In the file's order.
         let in_cluster: Vec<String> = store
             .networks(client)
@@ -396,22 +371,10 @@ pub(super) fn take_down(
 }
 
 /// Undo a definition of this run's: network `name` removed from the
-/// cluster once the containers on it are withdrawn (the daemon withdraws
-/// those the rollback detached just after its answer).
+/// cluster (the daemon withdrew the containers the rollback detached
+/// before it answered).
 pub(super) fn undefine(store: &ClusterStore, name: &str) -> Result<()> {
-    store.call(async |client| {
-        let deadline = Instant::now() + WITHDRAWN_IN;
-        while Instant::now() < deadline
-            && store
-                .endpoints(client)
-                .await?
-                .iter()
-                .any(|(e, _)| e.network == name)
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        store.undefine(client, name).await
-    })
+    store.call(async |client| store.undefine(client, name).await)
 }
 
 /// `left network t1 in cluster default: host h2 has containers on it`:
@@ -489,9 +452,9 @@ mod tests {
             from: from.map(String::from),
             ..Default::default()
         };
-        assert!(names(&rule("t1", None), "t1"));
-        assert!(names(&rule("t2", Some("network:t1")), "t1"));
-        assert!(!names(&rule("t2", Some("10.0.0.0/8")), "t1"));
-        assert!(!names(&rule("tenant:t1", None), "t1"));
+        assert!(names_network(&rule("t1", None), "t1"));
+        assert!(names_network(&rule("t2", Some("network:t1")), "t1"));
+        assert!(!names_network(&rule("t2", Some("10.0.0.0/8")), "t1"));
+        assert!(!names_network(&rule("tenant:t1", None), "t1"));
     }
 }
